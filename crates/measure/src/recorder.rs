@@ -1,0 +1,160 @@
+//! Latency recording: one HDR histogram per thread, merged once at the end of a run.
+//!
+//! Values are nanoseconds with 3 significant digits from 1 ns to one hour; larger values are
+//! clamped to the top (and still counted). Recording never allocates, so it is safe on the hot
+//! path. Summaries carry the histogram in HdrHistogram's V2 serialized form (base64), so reports
+//! from separate runs or hosts can be merged exactly.
+
+use base64::Engine;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+const MAX_NS: u64 = 3_600_000_000_000;
+
+/// A per-thread latency histogram in nanoseconds.
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    hist: Histogram<u64>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self {
+            hist: Histogram::new_with_bounds(1, MAX_NS, 3).expect("valid static bounds"),
+        }
+    }
+
+    /// Records one value; values above an hour count as an hour.
+    pub fn record_ns(&mut self, ns: u64) {
+        self.hist.saturating_record(ns.clamp(1, MAX_NS));
+    }
+
+    /// Adds another recorder's values (same bounds, so this cannot fail).
+    pub fn merge(&mut self, other: &Recorder) {
+        self.hist.add(&other.hist).expect("same bounds");
+    }
+
+    pub fn count(&self) -> u64 {
+        self.hist.len()
+    }
+
+    pub fn summary(&self) -> LatencySummary {
+        let s = |ns: u64| ns as f64 / 1e9;
+        let q = |quantile: f64| {
+            if self.hist.is_empty() {
+                0.0
+            } else {
+                s(self.hist.value_at_quantile(quantile))
+            }
+        };
+        let mut bytes = Vec::new();
+        V2Serializer::new()
+            .serialize(&self.hist, &mut bytes)
+            .expect("serializing to memory cannot fail");
+        LatencySummary {
+            count: self.hist.len(),
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: if self.hist.is_empty() { 0.0 } else { s(self.hist.max()) },
+            mean: if self.hist.is_empty() { 0.0 } else { self.hist.mean() / 1e9 },
+            hdr: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+}
+
+/// Percentiles in seconds, plus the full histogram (HdrHistogram V2, base64).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub hdr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HdrError {
+    #[error("latency histogram is not valid base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    #[error("latency histogram is not an HdrHistogram V2 blob: {0:?}")]
+    Format(hdrhistogram::serialization::DeserializeError),
+    #[error("latency histogram holds values outside 1 ns ..= 1 h")]
+    Range,
+}
+
+impl LatencySummary {
+    /// Rebuilds the recorder the summary was taken from.
+    pub fn recorder(&self) -> Result<Recorder, HdrError> {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(&self.hdr)?;
+        let hist: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut &bytes[..])
+            .map_err(HdrError::Format)?;
+        let mut recorder = Recorder::new();
+        recorder.hist.add(&hist).map_err(|_| HdrError::Range)?;
+        Ok(recorder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_out_in_seconds() {
+        let mut r = Recorder::new();
+        for ms in 1..=100u64 {
+            r.record_ns(ms * 1_000_000);
+        }
+        let s = r.summary();
+        assert_eq!(s.count, 100);
+        assert!((s.p50 - 0.050).abs() < 0.0001, "{}", s.p50);
+        assert!((s.p99 - 0.099).abs() < 0.0001, "{}", s.p99);
+        assert!((s.max - 0.100).abs() < 0.0001, "{}", s.max);
+    }
+
+    #[test]
+    fn summaries_round_trip_and_merge_exactly() {
+        let mut a = Recorder::new();
+        let mut b = Recorder::new();
+        (1..1000).for_each(|v| a.record_ns(v * 1000));
+        (1..10).for_each(|v| b.record_ns(v * 1_000_000_000));
+        let restored = a.summary().recorder().unwrap();
+        assert_eq!(restored.summary(), a.summary());
+        let mut merged = a.summary().recorder().unwrap();
+        merged.merge(&b.summary().recorder().unwrap());
+        a.merge(&b);
+        assert_eq!(merged.summary(), a.summary());
+        assert_eq!(merged.count(), 1008);
+    }
+
+    #[test]
+    fn extremes_are_clamped_not_lost() {
+        let mut r = Recorder::new();
+        r.record_ns(0);
+        r.record_ns(u64::MAX);
+        assert_eq!(r.count(), 2);
+        assert!(r.summary().max >= 3599.0);
+        assert_eq!(Recorder::new().summary().p99, 0.0);
+    }
+
+    #[test]
+    fn garbage_histograms_are_errors() {
+        let mut s = Recorder::new().summary();
+        s.hdr = "not base64!".into();
+        assert!(matches!(s.recorder(), Err(HdrError::Base64(_))));
+        s.hdr = "AAAA".into();
+        assert!(matches!(s.recorder(), Err(HdrError::Format(_))));
+    }
+}

@@ -1,0 +1,357 @@
+//! Report writers: a bench's runs as a JSON document and as a terminal table.
+//!
+//! The JSON fields `workers, items, delay_s, work, step, wall_s, ideal_s, overhead_pct, speedup,
+//! efficiency, items_per_s, latency_s{p50,p99,max}, per_worker` and `host.cores` are read by
+//! other tools: add fields freely, never rename these. Producing the figures is the caller's job;
+//! this module only derives speedups across runs and lays figures out.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{LatencySummary, Limit};
+
+/// One run of a bench matrix, as measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub workers: usize,
+    pub items: u64,
+    pub delay_s: f64,
+    pub work: String,
+    pub step: String,
+    pub workload: String,
+    pub keys: String,
+    pub wall_s: f64,
+    pub ideal_s: f64,
+    /// What bounds the ideal: the worker count, the key distribution, or the cores.
+    pub limit: Limit,
+    /// The ideal had keys been spread perfectly evenly.
+    pub even_spread_ideal_s: f64,
+    /// `(wall / ideal - 1) × 100`; null when the ideal is zero (zero delay).
+    pub overhead_pct: Option<f64>,
+    /// Wall time of the 1-worker run of the same configuration ÷ this wall time; null without one.
+    pub speedup: Option<f64>,
+    /// `speedup / workers`.
+    pub efficiency: Option<f64>,
+    pub items_per_s: f64,
+    /// Payload megabytes (10^6 bytes) per second.
+    pub mb_per_s: f64,
+    /// Intended send time → result at the sink. A bench's items are all due at the run start.
+    pub latency_s: LatencySummary,
+    /// What one item's work actually cost (the precision of the work model).
+    pub work_s: LatencySummary,
+    /// Items each worker handled.
+    pub per_worker: Vec<u64>,
+    /// Results that reached the sink.
+    pub delivered: u64,
+    /// Sequence numbers sent but never delivered.
+    pub lost: u64,
+    /// Sequence numbers delivered more than once.
+    pub duplicates: u64,
+    /// Whether the final state matched what the sent items imply (null for stateless steps).
+    pub state_ok: Option<bool>,
+    /// The final state in short, or what did not match.
+    pub state: String,
+    /// Cut short by Ctrl-C.
+    pub interrupted: bool,
+}
+
+/// The machine a report was measured on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    pub cores: usize,
+    pub os: String,
+    pub arch: String,
+}
+
+impl Host {
+    pub fn current() -> Self {
+        Self {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            os: std::env::consts::OS.to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+        }
+    }
+}
+
+/// Everything `bench --json` writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub plumbline_version: String,
+    pub command: Vec<String>,
+    pub preset: String,
+    pub seed: u64,
+    pub host: Host,
+    pub runs: Vec<RunRecord>,
+}
+
+impl RunRecord {
+    /// Runs that differ only in their worker count.
+    fn same_config(&self, other: &RunRecord) -> bool {
+        (
+            self.items,
+            self.delay_s,
+            &self.work,
+            &self.step,
+            &self.workload,
+            &self.keys,
+        ) == (
+            other.items,
+            other.delay_s,
+            &other.work,
+            &other.step,
+            &other.workload,
+            &other.keys,
+        )
+    }
+}
+
+/// Fills `speedup` and `efficiency` of every run from the 1-worker run of its configuration.
+pub fn fill_speedups(runs: &mut [RunRecord]) {
+    let baselines: Vec<Option<f64>> = runs
+        .iter()
+        .map(|run| {
+            runs.iter()
+                .find(|b| b.workers == 1 && !b.interrupted && b.same_config(run))
+                .map(|b| b.wall_s)
+        })
+        .collect();
+    for (run, baseline) in runs.iter_mut().zip(baselines) {
+        run.speedup = baseline
+            .filter(|_| run.wall_s > 0.0 && !run.interrupted)
+            .map(|b| b / run.wall_s);
+        run.efficiency = run.speedup.map(|s| s / run.workers as f64);
+    }
+}
+
+/// Overhead over the ideal in percent; `None` when the ideal is zero.
+pub fn overhead_pct(wall_s: f64, ideal_s: f64) -> Option<f64> {
+    (ideal_s > 0.0).then(|| (wall_s / ideal_s - 1.0) * 100.0)
+}
+
+/// The runs as an aligned text table, followed by notes on what limits each run.
+pub fn table(report: &BenchReport) -> String {
+    let header = [
+        "run", "workers", "items", "delay", "work", "step", "wall", "ideal", "overhead",
+        "speedup", "eff", "items/s", "p50", "p99", "max", "per worker",
+    ];
+    let rows: Vec<Vec<String>> = report
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            vec![
+                format!("{}{}", i + 1, if r.interrupted { "*" } else { "" }),
+                r.workers.to_string(),
+                r.items.to_string(),
+                secs(r.delay_s),
+                r.work.clone(),
+                r.step.clone(),
+                secs(r.wall_s),
+                secs(r.ideal_s),
+                r.overhead_pct.map_or("-".into(), |o| format!("{o:.2}%")),
+                r.speedup.map_or("-".into(), |s| format!("{s:.2}x")),
+                r.efficiency.map_or("-".into(), |e| format!("{e:.2}")),
+                rate(r.items_per_s),
+                secs(r.latency_s.p50),
+                secs(r.latency_s.p99),
+                secs(r.latency_s.max),
+                per_worker(&r.per_worker),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let text: Vec<String> = cells
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}", w = *w))
+            .collect();
+        let _ = writeln!(out, "{}", text.join("  ").trim_end());
+    };
+    line(&mut out, &mut header.iter().copied());
+    for row in &rows {
+        line(&mut out, &mut row.iter().map(String::as_str));
+    }
+    for note in notes(report) {
+        let _ = writeln!(out, "{note}");
+    }
+    out
+}
+
+/// What the table alone does not say: limits, losses, state checks, interruptions.
+pub fn notes(report: &BenchReport) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (i, r) in report.runs.iter().enumerate() {
+        let run = i + 1;
+        match r.limit {
+            Limit::Workers => {}
+            Limit::KeyDistribution => {
+                let busiest = r.per_worker.iter().max().copied().unwrap_or(0);
+                let best = if busiest > 0 { r.items as f64 / busiest as f64 } else { 0.0 };
+                notes.push(format!(
+                    "run {run}: limited by {}: the busiest worker holds {busiest} of {} items \
+                     ({} keys), so {} workers can reach at most {best:.2}x",
+                    r.limit.describe(),
+                    r.items,
+                    r.keys,
+                    r.workers
+                ));
+            }
+            Limit::Cores => notes.push(format!(
+                "run {run}: limited by {}: {} workers doing {} work share {} cores, so the ideal \
+                 is {}, not the {} a core per worker would allow",
+                r.limit.describe(),
+                r.workers,
+                r.work,
+                report.host.cores,
+                secs(r.ideal_s),
+                secs(r.delay_s * r.per_worker.iter().max().copied().unwrap_or(0) as f64),
+            )),
+        }
+        if r.lost > 0 || r.duplicates > 0 {
+            notes.push(format!(
+                "run {run}: {} of {} items lost, {} duplicates",
+                r.lost, r.items, r.duplicates
+            ));
+        }
+        match r.state_ok {
+            Some(true) => notes.push(format!("run {run}: final state as expected: {}", r.state)),
+            Some(false) => notes.push(format!("run {run}: FINAL STATE WRONG: {}", r.state)),
+            None => {}
+        }
+        if r.interrupted {
+            notes.push(format!(
+                "run {run}*: interrupted by Ctrl-C after {} of {} items",
+                r.delivered, r.items
+            ));
+        }
+    }
+    notes
+}
+
+fn secs(s: f64) -> String {
+    match s {
+        0.0 => "0".into(),
+        s if s >= 1.0 => format!("{s:.3}s"),
+        s if s >= 1e-3 => format!("{:.2}ms", s * 1e3),
+        s => format!("{:.1}us", s * 1e6),
+    }
+}
+
+fn rate(per_s: f64) -> String {
+    match per_s {
+        r if r >= 1e6 => format!("{:.2}M", r / 1e6),
+        r if r >= 1e4 => format!("{:.1}k", r / 1e3),
+        r => format!("{r:.1}"),
+    }
+}
+
+fn per_worker(counts: &[u64]) -> String {
+    if counts.len() <= 4 {
+        counts.iter().map(u64::to_string).collect::<Vec<_>>().join("/")
+    } else {
+        let min = counts.iter().min().unwrap_or(&0);
+        let max = counts.iter().max().unwrap_or(&0);
+        format!("{min}..{max}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Recorder;
+
+    fn run(workers: usize, wall_s: f64) -> RunRecord {
+        RunRecord {
+            workers,
+            items: 52,
+            delay_s: 0.5,
+            work: "sleep".into(),
+            step: "partitioned".into(),
+            workload: "votes".into(),
+            keys: "letters".into(),
+            wall_s,
+            ideal_s: 26.0 / workers as f64,
+            limit: Limit::Workers,
+            even_spread_ideal_s: 26.0 / workers as f64,
+            overhead_pct: overhead_pct(wall_s, 26.0 / workers as f64),
+            speedup: None,
+            efficiency: None,
+            items_per_s: 52.0 / wall_s,
+            mb_per_s: 0.0,
+            latency_s: Recorder::new().summary(),
+            work_s: Recorder::new().summary(),
+            per_worker: vec![52 / workers as u64; workers],
+            delivered: 52,
+            lost: 0,
+            duplicates: 0,
+            state_ok: None,
+            state: String::new(),
+            interrupted: false,
+        }
+    }
+
+    fn report(runs: Vec<RunRecord>) -> BenchReport {
+        BenchReport {
+            plumbline_version: "test".into(),
+            command: vec![],
+            preset: "alphabet".into(),
+            seed: 0,
+            host: Host { cores: 2, os: "linux".into(), arch: "x86_64".into() },
+            runs,
+        }
+    }
+
+    #[test]
+    fn speedup_is_against_the_one_worker_run_of_the_same_config() {
+        let mut other = run(2, 10.0);
+        other.items = 100;
+        let mut runs = vec![run(1, 26.0), run(2, 13.0), other];
+        fill_speedups(&mut runs);
+        assert_eq!(runs[0].speedup, Some(1.0));
+        assert_eq!(runs[1].speedup, Some(2.0));
+        assert_eq!(runs[1].efficiency, Some(1.0));
+        assert_eq!(runs[2].speedup, None, "no 1-worker run with 100 items");
+    }
+
+    #[test]
+    fn overhead_is_relative_to_the_ideal() {
+        assert!((overhead_pct(13.013, 13.0).unwrap() - 0.1).abs() < 1e-9);
+        assert_eq!(overhead_pct(1.0, 0.0), None);
+    }
+
+    #[test]
+    fn json_keeps_the_documented_field_names() {
+        let json = serde_json::to_value(report(vec![run(2, 13.01)])).unwrap();
+        let r = &json["runs"][0];
+        for key in [
+            "workers", "items", "delay_s", "work", "step", "wall_s", "ideal_s", "overhead_pct",
+            "speedup", "efficiency", "items_per_s", "per_worker",
+        ] {
+            assert!(r.get(key).is_some(), "missing {key}");
+        }
+        for key in ["p50", "p99", "max"] {
+            assert!(r["latency_s"].get(key).is_some(), "missing latency_s.{key}");
+        }
+        assert_eq!(json["host"]["cores"], 2);
+        let back: BenchReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back.runs[0].wall_s, 13.01);
+    }
+
+    #[test]
+    fn table_names_the_key_distribution_limit() {
+        let mut hot = run(2, 26.0);
+        hot.per_worker = vec![52, 0];
+        hot.limit = Limit::KeyDistribution;
+        let text = table(&report(vec![run(1, 26.0), hot]));
+        assert!(text.contains("limited by the key distribution, not the engine"), "{text}");
+        assert!(text.contains("at most 1.00x"), "{text}");
+        assert!(text.lines().next().unwrap().contains("overhead"));
+    }
+}

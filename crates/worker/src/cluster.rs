@@ -1,0 +1,384 @@
+//! The embedded local cluster: N workers as threads of one process, joined by bounded channels.
+//!
+//! ```text
+//!  source thread ──route──▶ [bounded queue per worker | one shared queue] ──▶ worker threads
+//!                                                                      │ work + state
+//!  calling thread (sink) ◀──────────── [bounded results queue] ◀───────┘
+//! ```
+//!
+//! Every queue is bounded (`capacity`): when one is full its sender blocks, so a fast source
+//! meets backpressure instead of an unbounded queue, and nothing is dropped. `Partitioned` routes
+//! by key to the partition's owner (head-of-line blocking on the busiest owner is the real cost of
+//! key affinity); `Balanced` lets whichever worker is free take the next item; `Sequential` is the
+//! baseline loop with no threads or channels at all. Building the messages and judging the figures
+//! are the caller's job.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use plumbline_core::{Message, RunClock};
+use plumbline_measure::Recorder;
+
+use crate::app::{App, Output, PartitionState};
+use crate::partition::PartitionMap;
+use crate::shutdown::Shutdown;
+use crate::sink::{Delivery, Sink, SinkReport};
+use crate::work::{Work, WorkTimer};
+
+/// How items reach workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Keyed: each partition's items go to its owner, which keeps the partition's state.
+    Partitioned,
+    /// Load-balanced tasks: no key affinity, a free worker takes the next item.
+    Balanced,
+    /// No workers: the calling thread loops over the items (seed 001's baseline).
+    Sequential,
+}
+
+impl FromStr for Step {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "partitioned" => Ok(Step::Partitioned),
+            "balanced" => Ok(Step::Balanced),
+            "sequential" => Ok(Step::Sequential),
+            _ => Err(format!(
+                "'{s}' is not a step: use partitioned, balanced or sequential"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Partitioned => "partitioned",
+            Step::Balanced => "balanced",
+            Step::Sequential => "sequential",
+        })
+    }
+}
+
+/// A validated cluster shape.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Worker threads (1 for `Sequential`).
+    pub workers: usize,
+    pub step: Step,
+    pub app: App,
+    pub partitions: u32,
+    pub work: Work,
+    pub delay: Duration,
+    /// Capacity of each bounded queue.
+    pub capacity: usize,
+}
+
+/// What one run of the cluster did.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// From the run clock's start to the last result at the sink.
+    pub wall: Duration,
+    /// Messages the source handed to the cluster.
+    pub sent: u64,
+    pub sink: SinkReport,
+    /// Actual cost of each item's work, all workers merged.
+    pub work: Recorder,
+    /// Items a worker could not apply (malformed payloads), and the first reason.
+    pub rejected: u64,
+    pub first_rejection: Option<String>,
+    pub interrupted: bool,
+}
+
+/// What a worker thread hands back when its queue closes.
+struct WorkerReport {
+    work: Recorder,
+    rejected: u64,
+    first_rejection: Option<String>,
+}
+
+impl ClusterConfig {
+    /// Runs `messages` through the cluster and waits for every result.
+    ///
+    /// `expected` is how many messages the iterator yields (sizes the loss bitmap); `progress` is
+    /// set to the number of results delivered so far, for a progress bar to poll. Setting
+    /// `shutdown` stops the source; queued items still finish.
+    pub fn run<I>(
+        &self,
+        messages: I,
+        expected: u64,
+        shutdown: &Shutdown,
+        progress: &AtomicU64,
+    ) -> RunOutcome
+    where
+        I: Iterator<Item = Message> + Send,
+    {
+        match self.step {
+            Step::Sequential => self.run_sequential(messages, expected, shutdown, progress),
+            Step::Partitioned | Step::Balanced => {
+                self.run_threads(messages, expected, shutdown, progress)
+            }
+        }
+    }
+
+    fn run_sequential<I: Iterator<Item = Message>>(
+        &self,
+        messages: I,
+        expected: u64,
+        shutdown: &Shutdown,
+        progress: &AtomicU64,
+    ) -> RunOutcome {
+        let mut sink = Sink::new(expected, 1);
+        let mut worker = WorkerLoop::new(self, 0);
+        let clock = RunClock::start();
+        let mut sent = 0;
+        for message in messages.take_while(|_| !shutdown.requested()) {
+            sent += 1;
+            if let Some(delivery) = worker.handle(&message) {
+                sink.deliver(delivery, clock.now_ns(), progress);
+            }
+        }
+        let wall = clock.origin().elapsed();
+        let report = worker.finish();
+        RunOutcome {
+            wall,
+            sent,
+            sink: sink.finish(),
+            work: report.work,
+            rejected: report.rejected,
+            first_rejection: report.first_rejection,
+            interrupted: shutdown.requested(),
+        }
+    }
+
+    fn run_threads<I>(
+        &self,
+        messages: I,
+        expected: u64,
+        shutdown: &Shutdown,
+        progress: &AtomicU64,
+    ) -> RunOutcome
+    where
+        I: Iterator<Item = Message> + Send,
+    {
+        let (results_tx, results_rx) = bounded::<Delivery>(self.capacity);
+        // Partitioned: one queue per worker. Balanced: one queue every worker pulls from.
+        let queues: Vec<(Sender<Message>, Receiver<Message>)> = match self.step {
+            Step::Partitioned => (0..self.workers).map(|_| bounded(self.capacity)).collect(),
+            _ => vec![bounded(self.capacity)],
+        };
+        let map = PartitionMap::round_robin(self.partitions, self.workers);
+        let mut sink = Sink::new(expected, self.workers);
+        let clock = RunClock::start();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..self.workers)
+                .map(|index| {
+                    let inbox = queues[index % queues.len()].1.clone();
+                    let results = results_tx.clone();
+                    scope.spawn(move || {
+                        let mut worker = WorkerLoop::new(self, index);
+                        for message in inbox {
+                            if let Some(delivery) = worker.handle(&message) {
+                                if results.send(delivery).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                        worker.finish()
+                    })
+                })
+                .collect();
+            drop(results_tx);
+            let senders: Vec<Sender<Message>> = queues.into_iter().map(|(tx, _)| tx).collect();
+            let source = scope.spawn(move || {
+                let mut sent = 0u64;
+                for message in messages.take_while(|_| !shutdown.requested()) {
+                    let queue = &senders[map.owner_of_key(message.key) % senders.len()];
+                    if queue.send(message).is_err() {
+                        break;
+                    }
+                    sent += 1;
+                }
+                sent
+            });
+            for delivery in &results_rx {
+                sink.deliver(delivery, clock.now_ns(), progress);
+            }
+            let wall = clock.origin().elapsed();
+            let sent = source.join().expect("source thread does not panic");
+            let mut work = Recorder::new();
+            let mut rejected = 0;
+            let mut first_rejection = None;
+            for handle in workers {
+                let report = handle.join().expect("worker threads do not panic");
+                work.merge(&report.work);
+                rejected += report.rejected;
+                first_rejection = first_rejection.or(report.first_rejection);
+            }
+            RunOutcome {
+                wall,
+                sent,
+                sink: sink.finish(),
+                work,
+                rejected,
+                first_rejection,
+                interrupted: shutdown.requested(),
+            }
+        })
+    }
+}
+
+/// One worker's loop body: work, state, result.
+struct WorkerLoop {
+    index: usize,
+    step: Step,
+    app: App,
+    map: PartitionMap,
+    delay: Duration,
+    timer: WorkTimer,
+    state: PartitionState,
+    report: WorkerReport,
+}
+
+impl WorkerLoop {
+    fn new(config: &ClusterConfig, index: usize) -> Self {
+        Self {
+            index,
+            step: config.step,
+            app: config.app,
+            map: PartitionMap::round_robin(config.partitions, config.workers.max(1)),
+            delay: config.delay,
+            timer: WorkTimer::new(config.work),
+            state: PartitionState::default(),
+            report: WorkerReport {
+                work: Recorder::new(),
+                rejected: 0,
+                first_rejection: None,
+            },
+        }
+    }
+
+    /// Does one item's work and returns its result, or `None` if the item was rejected.
+    fn handle(&mut self, message: &Message) -> Option<Delivery> {
+        if !self.delay.is_zero() {
+            let start = Instant::now();
+            self.timer.run(self.delay);
+            self.report.work.record_ns(start.elapsed().as_nanos() as u64);
+        }
+        let output = match self.step {
+            Step::Balanced => Ok(Output::Done),
+            Step::Partitioned | Step::Sequential => {
+                let partition = self.map.partition_of(message.key);
+                self.app.apply(&mut self.state, partition, message)
+            }
+        };
+        match output {
+            Ok(output) => Some(Delivery {
+                seq: message.seq,
+                intended_ns: message.intended_ns,
+                worker: self.index,
+                output,
+            }),
+            Err(e) => {
+                self.report.rejected += 1;
+                self.report.first_rejection.get_or_insert_with(|| e.to_string());
+                None
+            }
+        }
+    }
+
+    fn finish(self) -> WorkerReport {
+        self.report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plumbline_load::{Generator, KeyDist, Workload};
+
+    fn config(step: Step, workers: usize, app: App, partitions: u32) -> ClusterConfig {
+        ClusterConfig {
+            workers,
+            step,
+            app,
+            partitions,
+            work: Work::Sleep,
+            delay: Duration::ZERO,
+            capacity: 4,
+        }
+    }
+
+    fn votes(letters: &str, count: u64) -> Generator {
+        Generator::new(Workload::votes(letters).unwrap(), KeyDist::Uniform, 0, count).unwrap()
+    }
+
+    #[test]
+    fn partitioned_votes_end_with_every_letter_at_three() {
+        let progress = AtomicU64::new(0);
+        for step in [Step::Partitioned, Step::Sequential] {
+            let cfg = config(step, if step == Step::Sequential { 1 } else { 2 }, App::Votes, 26);
+            let outcome = cfg.run(votes("abcdefghijklmnopqrstuvwxyz", 52), 52, &Shutdown::new(), &progress);
+            assert_eq!(outcome.sent, 52);
+            assert_eq!(outcome.sink.lost(52), 0);
+            assert_eq!(outcome.sink.duplicates, 0);
+            assert_eq!(outcome.sink.final_state.len(), 26);
+            assert!(outcome.sink.final_state.values().all(|&total| total == 3));
+        }
+    }
+
+    #[test]
+    fn partitioned_state_lives_on_the_owner() {
+        let progress = AtomicU64::new(0);
+        let cfg = config(Step::Partitioned, 2, App::Votes, 26);
+        let outcome = cfg.run(votes("a", 52), 52, &Shutdown::new(), &progress);
+        assert_eq!(outcome.sink.per_worker, vec![52, 0]);
+        assert_eq!(outcome.sink.final_state[&u32::from(b'a')], 26 + 2 * 26);
+    }
+
+    #[test]
+    fn balanced_tasks_reach_every_worker_through_tiny_queues() {
+        let progress = AtomicU64::new(0);
+        let mut cfg = config(Step::Balanced, 3, App::Count, 60);
+        cfg.delay = Duration::from_micros(200);
+        let workload = Workload::Nonces { size: 64, partitions: 60 };
+        let messages = Generator::new(workload, KeyDist::Hot(1.0), 1, 300).unwrap();
+        let outcome = cfg.run(messages, 300, &Shutdown::new(), &progress);
+        assert_eq!(outcome.sink.delivered, 300);
+        assert_eq!(outcome.sink.per_worker.iter().sum::<u64>(), 300);
+        assert!(outcome.sink.per_worker.iter().all(|&n| n > 0), "{:?}", outcome.sink.per_worker);
+        assert_eq!(outcome.work.count(), 300);
+    }
+
+    #[test]
+    fn shutdown_stops_the_source_and_loses_nothing_accepted() {
+        let progress = AtomicU64::new(0);
+        let shutdown = Shutdown::new();
+        shutdown.request();
+        let cfg = config(Step::Balanced, 2, App::Count, 60);
+        let outcome = cfg.run(votes("ab", 10), 10, &shutdown, &progress);
+        assert!(outcome.interrupted);
+        assert_eq!(outcome.sent, 0);
+        assert_eq!(outcome.sink.lost(outcome.sent), 0);
+    }
+
+    #[test]
+    fn malformed_payloads_are_counted_not_fatal() {
+        let progress = AtomicU64::new(0);
+        let cfg = config(Step::Partitioned, 2, App::Votes, 26);
+        let bad = (0..4).map(|seq| Message {
+            seq,
+            key: 0,
+            intended_ns: 0,
+            payload: bytes::Bytes::from_static(b"x"),
+        });
+        let outcome = cfg.run(bad, 4, &Shutdown::new(), &progress);
+        assert_eq!(outcome.rejected, 4);
+        assert_eq!(outcome.sink.lost(4), 4);
+        assert!(outcome.first_rejection.unwrap().contains("got 1"));
+    }
+}

@@ -1,0 +1,20 @@
+//! plumbline-worker: the work stage of the flow.
+//!
+//! Messages arrive from a source, are routed to workers ([`partition`] for keyed state, one shared
+//! queue for balanced tasks), cost a controlled [`work`] delay, update per-partition state
+//! ([`app`]) and emit results to a [`sink`] that measures them. [`cluster`] wires N workers as
+//! threads of one process with bounded channels. Generating load and writing reports are not
+//! here; transports between processes come later and reuse these parts.
+
+pub mod app;
+pub mod cluster;
+pub mod partition;
+pub mod shutdown;
+pub mod sink;
+pub mod work;
+
+pub use app::{App, Output};
+pub use cluster::{ClusterConfig, RunOutcome, Step};
+pub use partition::PartitionMap;
+pub use shutdown::Shutdown;
+pub use work::Work;

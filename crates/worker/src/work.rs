@@ -1,0 +1,181 @@
+//! Work models: what one item costs a worker, and the timer that makes it cost exactly that.
+//!
+//! * `sleep`: waits without holding a core (an I/O-bound step).
+//! * `spin`: busy-waits the whole delay, holding a core the way seed 000's GIL-holding Python
+//!   step does.
+//! * `hybrid:F`: sleeps, then spins the last fraction `F` of the delay (default 0.5).
+//!
+//! Precision: on a VM a 10 ms `thread::sleep` overshoots by 0.1–0.25 ms, which alone would be a
+//! 1–2 % overhead charged to the plumbing. So every sleep here aims early by the thread's measured
+//! wake-up latency and spins the short remainder to the deadline, landing within microseconds.
+//! The spin-finish holds a core for ~2 % of a sleep item; the ideal-time math ignores it.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+/// How an item's delay is spent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Work {
+    Sleep,
+    Spin,
+    /// Sleep, then spin the last `spin_fraction` of the delay.
+    Hybrid { spin_fraction: f64 },
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WorkError {
+    #[error("'{0}' is not a work model: use sleep, spin or hybrid[:F] (F = share spun, 0..=1)")]
+    Unknown(String),
+}
+
+impl FromStr for Work {
+    type Err = WorkError;
+
+    fn from_str(s: &str) -> Result<Self, WorkError> {
+        match s {
+            "sleep" => Ok(Work::Sleep),
+            "spin" => Ok(Work::Spin),
+            "hybrid" => Ok(Work::Hybrid { spin_fraction: 0.5 }),
+            _ => s
+                .strip_prefix("hybrid:")
+                .and_then(|f| f.parse::<f64>().ok())
+                .filter(|f| (0.0..=1.0).contains(f))
+                .map(|spin_fraction| Work::Hybrid { spin_fraction })
+                .ok_or_else(|| WorkError::Unknown(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Work {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Work::Sleep => f.write_str("sleep"),
+            Work::Spin => f.write_str("spin"),
+            Work::Hybrid { spin_fraction } => write!(f, "hybrid:{spin_fraction}"),
+        }
+    }
+}
+
+impl Work {
+    /// The part of `delay` that holds a core.
+    pub fn cpu_time(&self, delay: Duration) -> Duration {
+        match self {
+            Work::Sleep => Duration::ZERO,
+            Work::Spin => delay,
+            Work::Hybrid { spin_fraction } => delay.mul_f64(*spin_fraction),
+        }
+    }
+}
+
+/// A per-thread timer that performs [`Work`]. Keeps its own estimate of how late this thread
+/// wakes from a sleep, so it is not `Sync`: give each worker its own.
+#[derive(Debug)]
+pub struct WorkTimer {
+    work: Work,
+    /// Smoothed wake-up lateness and its mean deviation, in nanoseconds.
+    late_ns: f64,
+    dev_ns: f64,
+}
+
+const MIN_MARGIN_NS: f64 = 20_000.0;
+const MAX_MARGIN_NS: f64 = 2_000_000.0;
+
+impl WorkTimer {
+    pub fn new(work: Work) -> Self {
+        reduce_timer_slack();
+        Self {
+            work,
+            late_ns: 150_000.0,
+            dev_ns: 50_000.0,
+        }
+    }
+
+    /// Performs one item's work of `delay`, starting now.
+    pub fn run(&mut self, delay: Duration) {
+        if delay.is_zero() {
+            return;
+        }
+        let start = Instant::now();
+        let deadline = start + delay;
+        match self.work {
+            Work::Sleep => self.sleep_until(deadline),
+            Work::Spin => spin_until(deadline),
+            Work::Hybrid { .. } => {
+                self.sleep_until(deadline - self.work.cpu_time(delay));
+                spin_until(deadline);
+            }
+        }
+    }
+
+    /// Sleeps off-core until shortly before `deadline`, then spins to it.
+    fn sleep_until(&mut self, deadline: Instant) {
+        let margin =
+            Duration::from_nanos((self.late_ns + 4.0 * self.dev_ns).clamp(MIN_MARGIN_NS, MAX_MARGIN_NS) as u64);
+        let now = Instant::now();
+        if let Some(nap) = deadline.checked_duration_since(now).and_then(|left| left.checked_sub(margin)) {
+            std::thread::sleep(nap);
+            let late = (now.elapsed().saturating_sub(nap)).as_nanos() as f64;
+            let err = late - self.late_ns;
+            self.late_ns += err / 8.0;
+            self.dev_ns += (err.abs() - self.dev_ns) / 8.0;
+        }
+        spin_until(deadline);
+    }
+}
+
+fn spin_until(deadline: Instant) {
+    while Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
+}
+
+/// Asks Linux to wake this thread as close to its timers as it can (the default slack is 50 µs).
+fn reduce_timer_slack() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes an integer argument and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_models() {
+        assert_eq!("sleep".parse(), Ok(Work::Sleep));
+        assert_eq!("spin".parse(), Ok(Work::Spin));
+        assert_eq!("hybrid".parse(), Ok(Work::Hybrid { spin_fraction: 0.5 }));
+        assert_eq!("hybrid:0.25".parse(), Ok(Work::Hybrid { spin_fraction: 0.25 }));
+        assert!("hybrid:2".parse::<Work>().is_err());
+        assert!("nap".parse::<Work>().unwrap_err().to_string().contains("'nap'"));
+        assert_eq!(Work::Hybrid { spin_fraction: 0.25 }.to_string(), "hybrid:0.25");
+    }
+
+    #[test]
+    fn cpu_time_is_the_spun_part() {
+        let d = Duration::from_millis(10);
+        assert_eq!(Work::Sleep.cpu_time(d), Duration::ZERO);
+        assert_eq!(Work::Spin.cpu_time(d), d);
+        assert_eq!(Work::Hybrid { spin_fraction: 0.5 }.cpu_time(d), d / 2);
+    }
+
+    #[test]
+    fn every_model_costs_at_least_its_delay_and_not_much_more() {
+        // Generous bound: a loaded CI core may preempt us, but 20 items must not drift by 50 %.
+        for work in [Work::Sleep, Work::Spin, Work::Hybrid { spin_fraction: 0.5 }] {
+            let mut timer = WorkTimer::new(work);
+            let delay = Duration::from_millis(2);
+            let start = Instant::now();
+            for _ in 0..20 {
+                let t = Instant::now();
+                timer.run(delay);
+                assert!(t.elapsed() >= delay, "{work} finished early");
+            }
+            let took = start.elapsed();
+            assert!(took < delay * 30, "{work}: 20 × 2 ms took {took:?}");
+        }
+    }
+}
