@@ -8,7 +8,9 @@ use std::time::Duration;
 /// Why a duration string was refused; the message quotes the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
-    #[error("'{0}' is not a duration: expected a number with a unit, e.g. 10ms, 500us, 0.5s, or 0")]
+    #[error(
+        "'{0}' is not a duration: expected a number with a unit, e.g. 10ms, 500us, 0.5s, or 0"
+    )]
     Malformed(String),
     #[error("'{0}' has an unknown unit: use ns, us (or µs), ms, s, m or h")]
     UnknownUnit(String),
@@ -90,8 +92,14 @@ mod tests {
             parse_duration("10 parsecs"),
             Err(DurationError::UnknownUnit(_))
         ));
-        assert!(matches!(parse_duration("ms"), Err(DurationError::Malformed(_))));
-        assert!(matches!(parse_duration("-1ms"), Err(DurationError::Malformed(_))));
+        assert!(matches!(
+            parse_duration("ms"),
+            Err(DurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration("-1ms"),
+            Err(DurationError::Malformed(_))
+        ));
         assert!(matches!(
             parse_duration("99999999999h"),
             Err(DurationError::OutOfRange(_))

@@ -280,7 +280,10 @@ mod tests {
             err.to_string(),
             "frame of 9000000 bytes exceeds the 8388608-byte limit"
         );
-        assert!(buf.capacity() < 1024, "no room was reserved for the bogus length");
+        assert!(
+            buf.capacity() < 1024,
+            "no room was reserved for the bogus length"
+        );
     }
 
     #[test]
@@ -331,7 +334,9 @@ mod tests {
     #[test]
     fn encoder_refuses_what_the_decoder_would() {
         let mut dst = BytesMut::new();
-        let err = FrameCodec::new(4).encode(&b"12345"[..], &mut dst).unwrap_err();
+        let err = FrameCodec::new(4)
+            .encode(&b"12345"[..], &mut dst)
+            .unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { len: 5, max: 4 }));
         assert!(dst.is_empty());
     }

@@ -106,7 +106,11 @@ mod tests {
     fn vote_matches_the_seed_struct_pack() {
         // struct.pack('>sI', b'z', 2) after the seed's 4-byte length 5.
         assert_eq!(
-            &Vote { letter: b'z', count: 2 }.encode()[..],
+            &Vote {
+                letter: b'z',
+                count: 2
+            }
+            .encode()[..],
             &[b'z', 0, 0, 0, 2]
         );
     }

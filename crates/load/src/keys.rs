@@ -136,10 +136,22 @@ mod tests {
         assert_eq!("zipf:1.1".parse(), Ok(KeyDist::Zipf(1.1)));
         assert_eq!("hot:0.9".parse(), Ok(KeyDist::Hot(0.9)));
         assert_eq!("hot:1.5".parse::<KeyDist>(), Err(KeyError::HotShare(1.5)));
-        assert_eq!("zipf:0".parse::<KeyDist>(), Err(KeyError::ZipfExponent(0.0)));
-        assert!(matches!("pareto".parse::<KeyDist>(), Err(KeyError::Unknown(_))));
-        assert!(matches!("zipf".parse::<KeyDist>(), Err(KeyError::Unknown(_))));
-        assert!(matches!("hot:x".parse::<KeyDist>(), Err(KeyError::Unknown(_))));
+        assert_eq!(
+            "zipf:0".parse::<KeyDist>(),
+            Err(KeyError::ZipfExponent(0.0))
+        );
+        assert!(matches!(
+            "pareto".parse::<KeyDist>(),
+            Err(KeyError::Unknown(_))
+        ));
+        assert!(matches!(
+            "zipf".parse::<KeyDist>(),
+            Err(KeyError::Unknown(_))
+        ));
+        assert!(matches!(
+            "hot:x".parse::<KeyDist>(),
+            Err(KeyError::Unknown(_))
+        ));
         for text in ["uniform", "zipf:1.1", "hot:0.9"] {
             assert_eq!(text.parse::<KeyDist>().unwrap().to_string(), text);
         }
@@ -148,7 +160,10 @@ mod tests {
     #[test]
     fn uniform_spreads_evenly() {
         let counts = histogram(KeyDist::Uniform, 10, 100_000);
-        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]
@@ -168,6 +183,9 @@ mod tests {
 
     #[test]
     fn zero_keys_is_an_error() {
-        assert_eq!(KeyDist::Uniform.sampler(0).unwrap_err(), KeyError::NoKeys(0));
+        assert_eq!(
+            KeyDist::Uniform.sampler(0).unwrap_err(),
+            KeyError::NoKeys(0)
+        );
     }
 }

@@ -224,10 +224,11 @@ mod tests {
 
     #[test]
     fn default_votes_are_the_seed_file() {
-        let votes: Vec<Vote> = Generator::new(Workload::votes(ALPHABET).unwrap(), KeyDist::Uniform, 0, 52)
-            .unwrap()
-            .map(|m| Vote::decode(&m.payload).unwrap())
-            .collect();
+        let votes: Vec<Vote> =
+            Generator::new(Workload::votes(ALPHABET).unwrap(), KeyDist::Uniform, 0, 52)
+                .unwrap()
+                .map(|m| Vote::decode(&m.payload).unwrap())
+                .collect();
         let expected: Vec<Vote> = (1..=2)
             .flat_map(|count| (b'a'..=b'z').map(move |letter| Vote { letter, count }))
             .collect();
@@ -236,15 +237,19 @@ mod tests {
 
     #[test]
     fn hot_letter_votes_all_land_on_one_key() {
-        let keys: Vec<u32> = Generator::keys(Workload::votes("a").unwrap(), KeyDist::Uniform, 0, 52)
-            .unwrap()
-            .collect();
+        let keys: Vec<u32> =
+            Generator::keys(Workload::votes("a").unwrap(), KeyDist::Uniform, 0, 52)
+                .unwrap()
+                .collect();
         assert_eq!(keys, vec![0; 52]);
     }
 
     #[test]
     fn nonce_selectors_stay_in_range_and_carry_the_key() {
-        let workload = Workload::Nonces { size: 1024, partitions: 60 };
+        let workload = Workload::Nonces {
+            size: 1024,
+            partitions: 60,
+        };
         for message in Generator::new(workload, KeyDist::Zipf(1.1), 7, 2000).unwrap() {
             assert_eq!(message.payload.len(), 1024);
             let selector = nonce_selector(&message.payload).unwrap();
@@ -255,7 +260,10 @@ mod tests {
 
     #[test]
     fn keys_replay_the_generator_and_seeds_repeat() {
-        let workload = Workload::Nonces { size: 64, partitions: 60 };
+        let workload = Workload::Nonces {
+            size: 64,
+            partitions: 60,
+        };
         let full: Vec<u32> = Generator::new(workload.clone(), KeyDist::Hot(0.5), 3, 500)
             .unwrap()
             .map(|m| m.key)
@@ -276,17 +284,28 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_named() {
-        let small = Workload::Nonces { size: 3, partitions: 60 };
+        let small = Workload::Nonces {
+            size: 3,
+            partitions: 60,
+        };
         assert!(Generator::new(small, KeyDist::Uniform, 0, 1).is_err());
         assert_eq!(
             Workload::votes("aB").unwrap_err(),
             WorkloadError::Letters("aB".into())
         );
         assert_eq!(
-            Workload::votes(ALPHABET).unwrap().validate(KeyDist::Hot(0.9)),
+            Workload::votes(ALPHABET)
+                .unwrap()
+                .validate(KeyDist::Hot(0.9)),
             Err(WorkloadError::KeysOnVotes(KeyDist::Hot(0.9)))
         );
-        let zero = Workload::Nonces { size: 1024, partitions: 0 };
-        assert_eq!(zero.validate(KeyDist::Uniform), Err(WorkloadError::Partitions(0)));
+        let zero = Workload::Nonces {
+            size: 1024,
+            partitions: 0,
+        };
+        assert_eq!(
+            zero.validate(KeyDist::Uniform),
+            Err(WorkloadError::Partitions(0))
+        );
     }
 }

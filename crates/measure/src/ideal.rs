@@ -88,7 +88,9 @@ fn mul(d: Duration, n: u64) -> Duration {
 /// The even split of `items` over `workers` as the busiest-first item counts.
 pub fn even_split(items: u64, workers: usize) -> Vec<u64> {
     let w = workers.max(1) as u64;
-    (0..w).map(|i| items / w + u64::from(i < items % w)).collect()
+    (0..w)
+        .map(|i| items / w + u64::from(i < items % w))
+        .collect()
 }
 
 #[cfg(test)]

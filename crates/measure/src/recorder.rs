@@ -64,8 +64,16 @@ impl Recorder {
             p90: q(0.9),
             p99: q(0.99),
             p999: q(0.999),
-            max: if self.hist.is_empty() { 0.0 } else { s(self.hist.max()) },
-            mean: if self.hist.is_empty() { 0.0 } else { self.hist.mean() / 1e9 },
+            max: if self.hist.is_empty() {
+                0.0
+            } else {
+                s(self.hist.max())
+            },
+            mean: if self.hist.is_empty() {
+                0.0
+            } else {
+                self.hist.mean() / 1e9
+            },
             hdr: base64::engine::general_purpose::STANDARD.encode(bytes),
         }
     }

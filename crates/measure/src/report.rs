@@ -33,6 +33,8 @@ pub struct RunRecord {
     pub speedup: Option<f64>,
     /// `speedup / workers`.
     pub efficiency: Option<f64>,
+    /// items/s ÷ items/s of the sequential (plain loop) run of the same configuration.
+    pub vs_sequential: Option<f64>,
     pub items_per_s: f64,
     /// Payload megabytes (10^6 bytes) per second.
     pub mb_per_s: f64,
@@ -48,6 +50,8 @@ pub struct RunRecord {
     pub lost: u64,
     /// Sequence numbers delivered more than once.
     pub duplicates: u64,
+    /// Items a worker could not apply (malformed payloads).
+    pub rejected: u64,
     /// Whether the final state matched what the sent items imply (null for stateless steps).
     pub state_ok: Option<bool>,
     /// The final state in short, or what did not match.
@@ -86,41 +90,50 @@ pub struct BenchReport {
 }
 
 impl RunRecord {
-    /// Runs that differ only in their worker count.
-    fn same_config(&self, other: &RunRecord) -> bool {
+    /// Runs with the same load and work, whatever their step and worker count.
+    fn same_load(&self, other: &RunRecord) -> bool {
         (
             self.items,
             self.delay_s,
             &self.work,
-            &self.step,
             &self.workload,
             &self.keys,
         ) == (
             other.items,
             other.delay_s,
             &other.work,
-            &other.step,
             &other.workload,
             &other.keys,
         )
     }
 }
 
-/// Fills `speedup` and `efficiency` of every run from the 1-worker run of its configuration.
-pub fn fill_speedups(runs: &mut [RunRecord]) {
-    let baselines: Vec<Option<f64>> = runs
+/// Fills the ratios between runs of one report: `speedup` and `efficiency` against the 1-worker
+/// run of the same load and step, `vs_sequential` against the plain loop of the same load.
+pub fn fill_ratios(runs: &mut [RunRecord]) {
+    let find = |run: &RunRecord, pick: &dyn Fn(&RunRecord) -> bool| {
+        runs.iter()
+            .find(|b| !b.interrupted && b.same_load(run) && pick(b))
+            .map(|b| (b.wall_s, b.items_per_s))
+    };
+    let baselines: Vec<_> = runs
         .iter()
         .map(|run| {
-            runs.iter()
-                .find(|b| b.workers == 1 && !b.interrupted && b.same_config(run))
-                .map(|b| b.wall_s)
+            (
+                find(run, &|b| b.workers == 1 && b.step == run.step),
+                find(run, &|b| b.step == "sequential"),
+            )
         })
         .collect();
-    for (run, baseline) in runs.iter_mut().zip(baselines) {
-        run.speedup = baseline
-            .filter(|_| run.wall_s > 0.0 && !run.interrupted)
-            .map(|b| b / run.wall_s);
+    for (run, (one_worker, sequential)) in runs.iter_mut().zip(baselines) {
+        let usable = run.wall_s > 0.0 && !run.interrupted;
+        run.speedup = one_worker
+            .filter(|_| usable)
+            .map(|(wall, _)| wall / run.wall_s);
         run.efficiency = run.speedup.map(|s| s / run.workers as f64);
+        run.vs_sequential = sequential
+            .filter(|&(_, rate)| usable && rate > 0.0)
+            .map(|(_, rate)| run.items_per_s / rate);
     }
 }
 
@@ -132,8 +145,23 @@ pub fn overhead_pct(wall_s: f64, ideal_s: f64) -> Option<f64> {
 /// The runs as an aligned text table, followed by notes on what limits each run.
 pub fn table(report: &BenchReport) -> String {
     let header = [
-        "run", "workers", "items", "delay", "work", "step", "wall", "ideal", "overhead",
-        "speedup", "eff", "items/s", "p50", "p99", "max", "per worker",
+        "run",
+        "workers",
+        "items",
+        "delay",
+        "work",
+        "step",
+        "wall",
+        "ideal",
+        "overhead",
+        "speedup",
+        "eff",
+        "items/s",
+        "vs loop",
+        "p50",
+        "p99",
+        "max",
+        "per worker",
     ];
     let rows: Vec<Vec<String>> = report
         .runs
@@ -153,6 +181,7 @@ pub fn table(report: &BenchReport) -> String {
                 r.speedup.map_or("-".into(), |s| format!("{s:.2}x")),
                 r.efficiency.map_or("-".into(), |e| format!("{e:.2}")),
                 rate(r.items_per_s),
+                r.vs_sequential.map_or("-".into(), |v| format!("{v:.2}")),
                 secs(r.latency_s.p50),
                 secs(r.latency_s.p99),
                 secs(r.latency_s.max),
@@ -193,7 +222,11 @@ pub fn notes(report: &BenchReport) -> Vec<String> {
             Limit::Workers => {}
             Limit::KeyDistribution => {
                 let busiest = r.per_worker.iter().max().copied().unwrap_or(0);
-                let best = if busiest > 0 { r.items as f64 / busiest as f64 } else { 0.0 };
+                let best = if busiest > 0 {
+                    r.items as f64 / busiest as f64
+                } else {
+                    0.0
+                };
                 notes.push(format!(
                     "run {run}: limited by {}: the busiest worker holds {busiest} of {} items \
                      ({} keys), so {} workers can reach at most {best:.2}x",
@@ -254,7 +287,11 @@ fn rate(per_s: f64) -> String {
 
 fn per_worker(counts: &[u64]) -> String {
     if counts.len() <= 4 {
-        counts.iter().map(u64::to_string).collect::<Vec<_>>().join("/")
+        counts
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join("/")
     } else {
         let min = counts.iter().min().unwrap_or(&0);
         let max = counts.iter().max().unwrap_or(&0);
@@ -283,6 +320,7 @@ mod tests {
             overhead_pct: overhead_pct(wall_s, 26.0 / workers as f64),
             speedup: None,
             efficiency: None,
+            vs_sequential: None,
             items_per_s: 52.0 / wall_s,
             mb_per_s: 0.0,
             latency_s: Recorder::new().summary(),
@@ -291,6 +329,7 @@ mod tests {
             delivered: 52,
             lost: 0,
             duplicates: 0,
+            rejected: 0,
             state_ok: None,
             state: String::new(),
             interrupted: false,
@@ -303,7 +342,11 @@ mod tests {
             command: vec![],
             preset: "alphabet".into(),
             seed: 0,
-            host: Host { cores: 2, os: "linux".into(), arch: "x86_64".into() },
+            host: Host {
+                cores: 2,
+                os: "linux".into(),
+                arch: "x86_64".into(),
+            },
             runs,
         }
     }
@@ -312,12 +355,17 @@ mod tests {
     fn speedup_is_against_the_one_worker_run_of_the_same_config() {
         let mut other = run(2, 10.0);
         other.items = 100;
-        let mut runs = vec![run(1, 26.0), run(2, 13.0), other];
-        fill_speedups(&mut runs);
+        let mut seq = run(1, 20.0);
+        seq.step = "sequential".into();
+        let mut runs = vec![run(1, 26.0), run(2, 13.0), other, seq];
+        fill_ratios(&mut runs);
         assert_eq!(runs[0].speedup, Some(1.0));
         assert_eq!(runs[1].speedup, Some(2.0));
         assert_eq!(runs[1].efficiency, Some(1.0));
         assert_eq!(runs[2].speedup, None, "no 1-worker run with 100 items");
+        assert_eq!(runs[3].speedup, Some(1.0), "the loop is its own baseline");
+        assert!((runs[1].vs_sequential.unwrap() - 20.0 / 13.0).abs() < 1e-9);
+        assert_eq!(runs[2].vs_sequential, None);
     }
 
     #[test]
@@ -331,8 +379,18 @@ mod tests {
         let json = serde_json::to_value(report(vec![run(2, 13.01)])).unwrap();
         let r = &json["runs"][0];
         for key in [
-            "workers", "items", "delay_s", "work", "step", "wall_s", "ideal_s", "overhead_pct",
-            "speedup", "efficiency", "items_per_s", "per_worker",
+            "workers",
+            "items",
+            "delay_s",
+            "work",
+            "step",
+            "wall_s",
+            "ideal_s",
+            "overhead_pct",
+            "speedup",
+            "efficiency",
+            "items_per_s",
+            "per_worker",
         ] {
             assert!(r.get(key).is_some(), "missing {key}");
         }
@@ -350,7 +408,10 @@ mod tests {
         hot.per_worker = vec![52, 0];
         hot.limit = Limit::KeyDistribution;
         let text = table(&report(vec![run(1, 26.0), hot]));
-        assert!(text.contains("limited by the key distribution, not the engine"), "{text}");
+        assert!(
+            text.contains("limited by the key distribution, not the engine"),
+            "{text}"
+        );
         assert!(text.contains("at most 1.00x"), "{text}");
         assert!(text.lines().next().unwrap().contains("overhead"));
     }

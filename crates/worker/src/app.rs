@@ -128,7 +128,10 @@ mod tests {
         App::Count.apply(&mut state, 3, &m).unwrap();
         assert_eq!(
             App::Count.apply(&mut state, 7, &m).unwrap(),
-            Output::Count { partition: 7, count: 2 }
+            Output::Count {
+                partition: 7,
+                count: 2
+            }
         );
     }
 

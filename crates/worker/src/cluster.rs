@@ -6,8 +6,10 @@
 //!  calling thread (sink) ◀──────────── [bounded results queue] ◀───────┘
 //! ```
 //!
-//! Every queue is bounded (`capacity`): when one is full its sender blocks, so a fast source
-//! meets backpressure instead of an unbounded queue, and nothing is dropped. `Partitioned` routes
+//! Every queue is bounded (`capacity`): when one is full its sender waits, so a fast source
+//! meets backpressure instead of an unbounded queue, and nothing is dropped. The source and the
+//! sink wait by polling with [`Backoff`], never by parking, so a worker never pays a thread
+//! wake-up to take an item or hand over a result; workers stamp each result's time themselves. `Partitioned` routes
 //! by key to the partition's owner (head-of-line blocking on the busiest owner is the real cost of
 //! key affinity); `Balanced` lets whichever worker is free take the next item; `Sequential` is the
 //! baseline loop with no threads or channels at all. Building the messages and judging the figures
@@ -18,11 +20,12 @@ use std::str::FromStr;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use plumbline_core::{Message, RunClock};
 use plumbline_measure::Recorder;
 
 use crate::app::{App, Output, PartitionState};
+use crate::backoff::Backoff;
 use crate::partition::PartitionMap;
 use crate::shutdown::Shutdown;
 use crate::sink::{Delivery, Sink, SinkReport};
@@ -133,13 +136,13 @@ impl ClusterConfig {
         progress: &AtomicU64,
     ) -> RunOutcome {
         let mut sink = Sink::new(expected, 1);
-        let mut worker = WorkerLoop::new(self, 0);
         let clock = RunClock::start();
+        let mut worker = WorkerLoop::new(self, 0, clock);
         let mut sent = 0;
         for message in messages.take_while(|_| !shutdown.requested()) {
             sent += 1;
             if let Some(delivery) = worker.handle(&message) {
-                sink.deliver(delivery, clock.now_ns(), progress);
+                sink.deliver(delivery, progress);
             }
         }
         let wall = clock.origin().elapsed();
@@ -180,7 +183,7 @@ impl ClusterConfig {
                     let inbox = queues[index % queues.len()].1.clone();
                     let results = results_tx.clone();
                     scope.spawn(move || {
-                        let mut worker = WorkerLoop::new(self, index);
+                        let mut worker = WorkerLoop::new(self, index, clock);
                         for message in inbox {
                             if let Some(delivery) = worker.handle(&message) {
                                 if results.send(delivery).is_err() {
@@ -196,19 +199,37 @@ impl ClusterConfig {
             let senders: Vec<Sender<Message>> = queues.into_iter().map(|(tx, _)| tx).collect();
             let source = scope.spawn(move || {
                 let mut sent = 0u64;
-                for message in messages.take_while(|_| !shutdown.requested()) {
+                let mut backoff = Backoff::new();
+                'items: for message in messages.take_while(|_| !shutdown.requested()) {
                     let queue = &senders[map.owner_of_key(message.key) % senders.len()];
-                    if queue.send(message).is_err() {
-                        break;
+                    let mut message = message;
+                    loop {
+                        match queue.try_send(message) {
+                            Ok(()) => break,
+                            Err(TrySendError::Full(back)) => {
+                                message = back;
+                                backoff.wait();
+                            }
+                            Err(TrySendError::Disconnected(_)) => break 'items,
+                        }
                     }
+                    backoff.reset();
                     sent += 1;
                 }
                 sent
             });
-            for delivery in &results_rx {
-                sink.deliver(delivery, clock.now_ns(), progress);
+            let mut backoff = Backoff::new();
+            loop {
+                match results_rx.try_recv() {
+                    Ok(delivery) => {
+                        sink.deliver(delivery, progress);
+                        backoff.reset();
+                    }
+                    Err(TryRecvError::Empty) => backoff.wait(),
+                    Err(TryRecvError::Disconnected) => break,
+                }
             }
-            let wall = clock.origin().elapsed();
+            let finished = clock.origin().elapsed();
             let sent = source.join().expect("source thread does not panic");
             let mut work = Recorder::new();
             let mut rejected = 0;
@@ -219,10 +240,17 @@ impl ClusterConfig {
                 rejected += report.rejected;
                 first_rejection = first_rejection.or(report.first_rejection);
             }
+            let sink = sink.finish();
+            // The run ends with its last result; without any, when the last worker stopped.
+            let wall = if sink.delivered > 0 {
+                Duration::from_nanos(sink.last_ns)
+            } else {
+                finished
+            };
             RunOutcome {
                 wall,
                 sent,
-                sink: sink.finish(),
+                sink,
                 work,
                 rejected,
                 first_rejection,
@@ -239,19 +267,21 @@ struct WorkerLoop {
     app: App,
     map: PartitionMap,
     delay: Duration,
+    clock: RunClock,
     timer: WorkTimer,
     state: PartitionState,
     report: WorkerReport,
 }
 
 impl WorkerLoop {
-    fn new(config: &ClusterConfig, index: usize) -> Self {
+    fn new(config: &ClusterConfig, index: usize, clock: RunClock) -> Self {
         Self {
             index,
             step: config.step,
             app: config.app,
             map: PartitionMap::round_robin(config.partitions, config.workers.max(1)),
             delay: config.delay,
+            clock,
             timer: WorkTimer::new(config.work),
             state: PartitionState::default(),
             report: WorkerReport {
@@ -267,7 +297,9 @@ impl WorkerLoop {
         if !self.delay.is_zero() {
             let start = Instant::now();
             self.timer.run(self.delay);
-            self.report.work.record_ns(start.elapsed().as_nanos() as u64);
+            self.report
+                .work
+                .record_ns(start.elapsed().as_nanos() as u64);
         }
         let output = match self.step {
             Step::Balanced => Ok(Output::Done),
@@ -280,12 +312,15 @@ impl WorkerLoop {
             Ok(output) => Some(Delivery {
                 seq: message.seq,
                 intended_ns: message.intended_ns,
+                done_ns: self.clock.now_ns(),
                 worker: self.index,
                 output,
             }),
             Err(e) => {
                 self.report.rejected += 1;
-                self.report.first_rejection.get_or_insert_with(|| e.to_string());
+                self.report
+                    .first_rejection
+                    .get_or_insert_with(|| e.to_string());
                 None
             }
         }
@@ -314,15 +349,31 @@ mod tests {
     }
 
     fn votes(letters: &str, count: u64) -> Generator {
-        Generator::new(Workload::votes(letters).unwrap(), KeyDist::Uniform, 0, count).unwrap()
+        Generator::new(
+            Workload::votes(letters).unwrap(),
+            KeyDist::Uniform,
+            0,
+            count,
+        )
+        .unwrap()
     }
 
     #[test]
     fn partitioned_votes_end_with_every_letter_at_three() {
         let progress = AtomicU64::new(0);
         for step in [Step::Partitioned, Step::Sequential] {
-            let cfg = config(step, if step == Step::Sequential { 1 } else { 2 }, App::Votes, 26);
-            let outcome = cfg.run(votes("abcdefghijklmnopqrstuvwxyz", 52), 52, &Shutdown::new(), &progress);
+            let cfg = config(
+                step,
+                if step == Step::Sequential { 1 } else { 2 },
+                App::Votes,
+                26,
+            );
+            let outcome = cfg.run(
+                votes("abcdefghijklmnopqrstuvwxyz", 52),
+                52,
+                &Shutdown::new(),
+                &progress,
+            );
             assert_eq!(outcome.sent, 52);
             assert_eq!(outcome.sink.lost(52), 0);
             assert_eq!(outcome.sink.duplicates, 0);
@@ -345,12 +396,19 @@ mod tests {
         let progress = AtomicU64::new(0);
         let mut cfg = config(Step::Balanced, 3, App::Count, 60);
         cfg.delay = Duration::from_micros(200);
-        let workload = Workload::Nonces { size: 64, partitions: 60 };
+        let workload = Workload::Nonces {
+            size: 64,
+            partitions: 60,
+        };
         let messages = Generator::new(workload, KeyDist::Hot(1.0), 1, 300).unwrap();
         let outcome = cfg.run(messages, 300, &Shutdown::new(), &progress);
         assert_eq!(outcome.sink.delivered, 300);
         assert_eq!(outcome.sink.per_worker.iter().sum::<u64>(), 300);
-        assert!(outcome.sink.per_worker.iter().all(|&n| n > 0), "{:?}", outcome.sink.per_worker);
+        assert!(
+            outcome.sink.per_worker.iter().all(|&n| n > 0),
+            "{:?}",
+            outcome.sink.per_worker
+        );
         assert_eq!(outcome.work.count(), 300);
     }
 

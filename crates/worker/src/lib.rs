@@ -7,6 +7,7 @@
 //! here; transports between processes come later and reuse these parts.
 
 pub mod app;
+pub mod backoff;
 pub mod cluster;
 pub mod partition;
 pub mod shutdown;

@@ -61,7 +61,10 @@ mod tests {
         for workers in [1, 2, 3, 4, 5, 6, 10, 12] {
             let map = PartitionMap::round_robin(60, workers);
             let owned: Vec<usize> = (0..workers).map(|w| map.owned_by(w).count()).collect();
-            assert!(owned.iter().all(|&n| n == 60 / workers), "{workers}: {owned:?}");
+            assert!(
+                owned.iter().all(|&n| n == 60 / workers),
+                "{workers}: {owned:?}"
+            );
         }
     }
 

@@ -1,6 +1,6 @@
 //! The sink: where results land and are measured.
 //!
-//! Records end-to-end latency (sink arrival − intended send time) into one HDR recorder, counts
+//! Records end-to-end latency (result time − intended send time) into one HDR recorder, counts
 //! results per worker, notices lost and duplicated sequence numbers with a bitmap (n/8 bytes, no
 //! per-message allocation), and keeps each state key's latest value so a run's final state can
 //! be checked. It does not print or decide whether a run passed.
@@ -17,6 +17,8 @@ use crate::app::Output;
 pub struct Delivery {
     pub seq: u64,
     pub intended_ns: u64,
+    /// When the worker emitted the result, on the run clock.
+    pub done_ns: u64,
     pub worker: usize,
     pub output: Output,
 }
@@ -31,6 +33,7 @@ pub struct Sink {
     duplicates: u64,
     out_of_range: u64,
     final_state: BTreeMap<u32, u64>,
+    last_ns: u64,
 }
 
 /// What a sink saw.
@@ -43,6 +46,8 @@ pub struct SinkReport {
     pub duplicates: u64,
     /// Latest value of every state key (letter byte or partition).
     pub final_state: BTreeMap<u32, u64>,
+    /// When the last result was emitted, on the run clock.
+    pub last_ns: u64,
     seen: Vec<u64>,
 }
 
@@ -57,12 +62,15 @@ impl Sink {
             duplicates: 0,
             out_of_range: 0,
             final_state: BTreeMap::new(),
+            last_ns: 0,
         }
     }
 
-    /// Takes one delivery that arrived at `now_ns`; bumps `progress` for watchers.
-    pub fn deliver(&mut self, d: Delivery, now_ns: u64, progress: &AtomicU64) {
-        self.latency.record_ns(now_ns.saturating_sub(d.intended_ns));
+    /// Takes one delivery; bumps `progress` for watchers.
+    pub fn deliver(&mut self, d: Delivery, progress: &AtomicU64) {
+        self.latency
+            .record_ns(d.done_ns.saturating_sub(d.intended_ns));
+        self.last_ns = self.last_ns.max(d.done_ns);
         if let Some(count) = self.per_worker.get_mut(d.worker) {
             *count += 1;
         }
@@ -85,6 +93,7 @@ impl Sink {
             delivered: self.delivered,
             duplicates: self.duplicates + self.out_of_range,
             final_state: self.final_state,
+            last_ns: self.last_ns,
             seen: self.seen,
         }
     }
@@ -115,6 +124,7 @@ mod tests {
         Delivery {
             seq,
             intended_ns: 0,
+            done_ns: 1_000,
             worker: (seq % 2) as usize,
             output: Output::Count {
                 partition: (seq % 3) as u32,
@@ -128,10 +138,10 @@ mod tests {
         let progress = AtomicU64::new(0);
         let mut sink = Sink::new(130, 2);
         for seq in (0..130).filter(|s| s % 10 != 3) {
-            sink.deliver(delivery(seq), 1_000, &progress);
+            sink.deliver(delivery(seq), &progress);
         }
-        sink.deliver(delivery(4), 1_000, &progress);
-        sink.deliver(delivery(500), 1_000, &progress);
+        sink.deliver(delivery(4), &progress);
+        sink.deliver(delivery(500), &progress);
         let report = sink.finish();
         assert_eq!(report.lost(130), 13);
         assert_eq!(report.lost(64), 7);
@@ -148,7 +158,8 @@ mod tests {
         let mut sink = Sink::new(1, 1);
         let mut d = delivery(0);
         d.intended_ns = 2_000_000;
-        sink.deliver(d, 5_000_000, &progress);
+        d.done_ns = 5_000_000;
+        sink.deliver(d, &progress);
         let summary = sink.finish().latency.summary();
         assert!((summary.max - 0.003).abs() < 1e-5, "{}", summary.max);
     }

@@ -20,7 +20,9 @@ pub enum Work {
     Sleep,
     Spin,
     /// Sleep, then spin the last `spin_fraction` of the delay.
-    Hybrid { spin_fraction: f64 },
+    Hybrid {
+        spin_fraction: f64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -110,17 +112,37 @@ impl WorkTimer {
 
     /// Sleeps off-core until shortly before `deadline`, then spins to it.
     fn sleep_until(&mut self, deadline: Instant) {
-        let margin =
-            Duration::from_nanos((self.late_ns + 4.0 * self.dev_ns).clamp(MIN_MARGIN_NS, MAX_MARGIN_NS) as u64);
+        let margin = Duration::from_nanos(
+            (self.late_ns + 4.0 * self.dev_ns).clamp(MIN_MARGIN_NS, MAX_MARGIN_NS) as u64,
+        );
         let now = Instant::now();
-        if let Some(nap) = deadline.checked_duration_since(now).and_then(|left| left.checked_sub(margin)) {
+        if let Some(nap) = deadline
+            .checked_duration_since(now)
+            .and_then(|left| left.checked_sub(margin))
+        {
             std::thread::sleep(nap);
             let late = (now.elapsed().saturating_sub(nap)).as_nanos() as f64;
             let err = late - self.late_ns;
             self.late_ns += err / 8.0;
             self.dev_ns += (err.abs() - self.dev_ns) / 8.0;
         }
-        spin_until(deadline);
+        finish_until(deadline);
+    }
+}
+
+/// The tail of a sleep: yield the core while more than a few microseconds remain, so a crowd of
+/// workers on few cores does not spin each other past their deadlines.
+fn finish_until(deadline: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        if deadline - now > Duration::from_micros(5) {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
     }
 }
 
@@ -148,10 +170,25 @@ mod tests {
         assert_eq!("sleep".parse(), Ok(Work::Sleep));
         assert_eq!("spin".parse(), Ok(Work::Spin));
         assert_eq!("hybrid".parse(), Ok(Work::Hybrid { spin_fraction: 0.5 }));
-        assert_eq!("hybrid:0.25".parse(), Ok(Work::Hybrid { spin_fraction: 0.25 }));
+        assert_eq!(
+            "hybrid:0.25".parse(),
+            Ok(Work::Hybrid {
+                spin_fraction: 0.25
+            })
+        );
         assert!("hybrid:2".parse::<Work>().is_err());
-        assert!("nap".parse::<Work>().unwrap_err().to_string().contains("'nap'"));
-        assert_eq!(Work::Hybrid { spin_fraction: 0.25 }.to_string(), "hybrid:0.25");
+        assert!("nap"
+            .parse::<Work>()
+            .unwrap_err()
+            .to_string()
+            .contains("'nap'"));
+        assert_eq!(
+            Work::Hybrid {
+                spin_fraction: 0.25
+            }
+            .to_string(),
+            "hybrid:0.25"
+        );
     }
 
     #[test]

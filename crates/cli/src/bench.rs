@@ -1,0 +1,180 @@
+//! `plumbline bench`: executes a [`BenchPlan`] on the embedded local cluster and reports it.
+//!
+//! Each run gets fresh generated load (all items due at the run start: a bench is a batch), a
+//! progress bar, and a record built from the cluster's outcome and the plan's derived ideal. The
+//! report goes to stdout as a table and optionally to `--json`. A run that loses items, sees
+//! duplicates or ends in the wrong state makes the command fail after reporting.
+
+use std::sync::atomic::AtomicU64;
+
+use anyhow::{Context, Result};
+use plumbline_measure::report::{fill_ratios, overhead_pct, table, BenchReport, Host, RunRecord};
+use plumbline_worker::{RunOutcome, Shutdown};
+
+use crate::args::BenchArgs;
+use crate::plan::{BenchPlan, RunPlan, PRESETS};
+use crate::progress::RunProgress;
+
+/// Outcome of the command: did every run check out?
+pub enum Verdict {
+    Passed,
+    Failed(Vec<String>),
+    Interrupted,
+}
+
+pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
+    if args.list_presets {
+        for (name, _) in PRESETS {
+            let preset = crate::plan::Preset::load(name)?;
+            println!("{name:<14} {}", preset.description);
+        }
+        return Ok(Verdict::Passed);
+    }
+    let host = Host::current();
+    let plan = BenchPlan::build(args, host.cores)?;
+    let mut report = BenchReport {
+        plumbline_version: env!("CARGO_PKG_VERSION").to_string(),
+        command: std::env::args().collect(),
+        preset: plan.preset.clone(),
+        seed: plan.seed,
+        host,
+        runs: Vec::new(),
+    };
+    let total = plan.runs.len();
+    for (index, run) in plan.runs.iter().enumerate() {
+        let counter = AtomicU64::new(0);
+        let label = format!(
+            "run {}/{total}: {} x {} {} {} on {} worker(s)",
+            index + 1,
+            run.items,
+            plumbline_core::duration::Human(run.cluster.delay),
+            run.cluster.work,
+            run.cluster.step,
+            run.cluster.workers
+        );
+        let progress = RunProgress::new(args.quiet, run.items, label.clone(), &counter);
+        let outcome = progress.track(|| {
+            run.cluster
+                .run(plan.messages(run.items), run.items, shutdown, &counter)
+        });
+        let record = record(&plan, run, &outcome);
+        progress.finish(&format!(
+            "{label}: {:.3}s (ideal {:.3}s)",
+            record.wall_s, record.ideal_s
+        ));
+        report.runs.push(record);
+        if shutdown.requested() {
+            break;
+        }
+    }
+    fill_ratios(&mut report.runs);
+    print!("{}", table(&report));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if shutdown.requested() {
+        return Ok(Verdict::Interrupted);
+    }
+    let failures: Vec<String> = report
+        .runs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.lost > 0 || r.duplicates > 0 || r.state_ok == Some(false))
+        .map(|(i, r)| {
+            format!(
+                "run {}: {} lost, {} duplicates, state {}",
+                i + 1,
+                r.lost,
+                r.duplicates,
+                r.state
+            )
+        })
+        .collect();
+    Ok(if failures.is_empty() {
+        Verdict::Passed
+    } else {
+        Verdict::Failed(failures)
+    })
+}
+
+fn record(plan: &BenchPlan, run: &RunPlan, outcome: &RunOutcome) -> RunRecord {
+    let wall_s = outcome.wall.as_secs_f64();
+    let ideal_s = run.ideal.time.as_secs_f64();
+    let delivered = outcome.sink.delivered;
+    let per_s = |n: f64| if wall_s > 0.0 { n / wall_s } else { 0.0 };
+    let (state_ok, state) = check_state(run, outcome);
+    RunRecord {
+        workers: run.cluster.workers,
+        items: run.items,
+        delay_s: run.cluster.delay.as_secs_f64(),
+        work: run.cluster.work.to_string(),
+        step: run.cluster.step.to_string(),
+        workload: plan.workload.name().to_string(),
+        keys: plan.keys_label(),
+        wall_s,
+        ideal_s,
+        limit: run.ideal.limit,
+        even_spread_ideal_s: run.ideal.even_spread.as_secs_f64(),
+        overhead_pct: overhead_pct(wall_s, ideal_s),
+        speedup: None,
+        efficiency: None,
+        vs_sequential: None,
+        items_per_s: per_s(delivered as f64),
+        mb_per_s: per_s((delivered * plan.workload.payload_size() as u64) as f64) / 1e6,
+        latency_s: outcome.sink.latency.summary(),
+        work_s: outcome.work.summary(),
+        per_worker: outcome.sink.per_worker.clone(),
+        delivered,
+        lost: outcome.sink.lost(outcome.sent),
+        duplicates: outcome.sink.duplicates,
+        rejected: outcome.rejected,
+        state_ok,
+        state,
+        interrupted: outcome.interrupted,
+    }
+}
+
+/// Compares the final state at the sink with the plan's reference.
+fn check_state(run: &RunPlan, outcome: &RunOutcome) -> (Option<bool>, String) {
+    let Some(expected) = &run.expected_state else {
+        return (None, String::new());
+    };
+    if outcome.interrupted {
+        return (None, "not checked: interrupted".into());
+    }
+    let actual = &outcome.sink.final_state;
+    let label = |key: u32| match run.cluster.app {
+        plumbline_worker::App::Votes => char::from_u32(key).unwrap_or('?').to_string(),
+        plumbline_worker::App::Count => format!("p{key}"),
+    };
+    let wrong: Vec<String> = expected
+        .iter()
+        .filter(|(k, v)| actual.get(k) != Some(v))
+        .map(|(k, v)| {
+            format!(
+                "{}=>{} (expected {v})",
+                label(*k),
+                actual.get(k).map_or("none".into(), |a| a.to_string())
+            )
+        })
+        .collect();
+    if !wrong.is_empty() || actual.len() != expected.len() {
+        let mut text = wrong.join(", ");
+        if let Some(reason) = &outcome.first_rejection {
+            text.push_str(&format!("; {} items rejected: {reason}", outcome.rejected));
+        }
+        return (Some(false), text);
+    }
+    let text = if expected.len() <= 26 {
+        expected
+            .iter()
+            .map(|(k, v)| format!("{}=>{v}", label(*k)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        format!("{} partitions, every count matches", expected.len())
+    };
+    (Some(true), text)
+}

@@ -1,0 +1,311 @@
+//! The one place that turns what the user asked for into a validated bench plan.
+//!
+//! A preset (built-in or a TOML file) supplies every value; flags override them; then every value
+//! is checked with a message naming it, and everything derivable is derived here, once: the run
+//! matrix, the partition map's load per worker under the actual keys, each run's ideal time, and
+//! the final state a correct run must end in. Running the plan is `bench.rs`'s job.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use plumbline_core::duration::parse_duration;
+use plumbline_load::{Generator, KeyDist, Workload};
+use plumbline_measure::ideal::{even_split, ideal, Ideal, IdealInput};
+use plumbline_worker::app::PartitionState;
+use plumbline_worker::{App, ClusterConfig, PartitionMap, Step, Work};
+use serde::Deserialize;
+
+use crate::args::BenchArgs;
+
+/// The built-in presets, by name.
+pub const PRESETS: [(&str, &str); 5] = [
+    ("scaling", include_str!("../../../presets/scaling.toml")),
+    ("alphabet", include_str!("../../../presets/alphabet.toml")),
+    (
+        "alphabet-hot",
+        include_str!("../../../presets/alphabet-hot.toml"),
+    ),
+    (
+        "sequential",
+        include_str!("../../../presets/sequential.toml"),
+    ),
+    (
+        "throughput",
+        include_str!("../../../presets/throughput.toml"),
+    ),
+];
+
+/// Most worker threads one run may start.
+const MAX_WORKERS: usize = 4096;
+
+/// A preset as written in TOML; fields it leaves out take these defaults.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Preset {
+    pub description: String,
+    pub workload: String,
+    pub size: usize,
+    pub partitions: u32,
+    pub letters: String,
+    pub keys: String,
+    pub items: Vec<u64>,
+    pub delay: Vec<String>,
+    pub workers: Vec<usize>,
+    pub work: Vec<String>,
+    pub step: Vec<String>,
+    pub seed: u64,
+    pub capacity: usize,
+}
+
+impl Default for Preset {
+    fn default() -> Self {
+        Self {
+            description: String::new(),
+            workload: "nonces".into(),
+            size: 1024,
+            partitions: 60,
+            letters: plumbline_load::workload::ALPHABET.into(),
+            keys: "uniform".into(),
+            items: vec![1000],
+            delay: vec!["10ms".into()],
+            workers: vec![1],
+            work: vec!["sleep".into()],
+            step: vec!["balanced".into()],
+            seed: 7,
+            capacity: 1024,
+        }
+    }
+}
+
+impl Preset {
+    /// A built-in preset by name, or a TOML file by path.
+    pub fn load(name: &str) -> Result<Self> {
+        let (source, text) = match PRESETS.iter().find(|(n, _)| *n == name) {
+            Some((_, text)) => (format!("built-in preset '{name}'"), text.to_string()),
+            None if Path::new(name).exists() => (
+                format!("preset file {name}"),
+                std::fs::read_to_string(name).with_context(|| format!("reading preset {name}"))?,
+            ),
+            None => bail!(
+                "no preset '{name}': use one of {} or a path to a TOML file",
+                PRESETS.map(|(n, _)| n).join(", ")
+            ),
+        };
+        toml::from_str(&text).with_context(|| format!("{source} is not a valid preset"))
+    }
+}
+
+/// One run of the matrix, ready to execute.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    pub cluster: ClusterConfig,
+    pub items: u64,
+    pub ideal: Ideal,
+    /// The final state a correct run ends in (stateful steps only).
+    pub expected_state: Option<BTreeMap<u32, u64>>,
+}
+
+/// A validated bench.
+#[derive(Clone, Debug)]
+pub struct BenchPlan {
+    pub preset: String,
+    pub workload: Workload,
+    pub keys: KeyDist,
+    pub seed: u64,
+    pub runs: Vec<RunPlan>,
+}
+
+impl BenchPlan {
+    /// Merges `args` over their preset, validates, and derives every run.
+    pub fn build(args: &BenchArgs, cores: usize) -> Result<Self> {
+        let mut p = Preset::load(&args.preset)?;
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = &args.$field { p.$field = v.clone(); } )* };
+        }
+        take!(
+            items, workers, work, step, keys, workload, size, letters, partitions, capacity, seed
+        );
+        let delays: Vec<Duration> = match &args.delay {
+            Some(d) => d.clone(),
+            None => p
+                .delay
+                .iter()
+                .map(|d| parse_duration(d).with_context(|| format!("preset delay {d:?}")))
+                .collect::<Result<_>>()?,
+        };
+
+        ensure!(!p.items.is_empty(), "--items needs at least one value");
+        ensure!(!delays.is_empty(), "--delay needs at least one value");
+        ensure!(!p.workers.is_empty(), "--workers needs at least one value");
+        for &items in &p.items {
+            ensure!(items > 0, "--items {items}: a run needs at least 1 item");
+        }
+        for &workers in &p.workers {
+            ensure!(
+                workers > 0,
+                "--workers {workers}: a run needs at least 1 worker"
+            );
+            ensure!(
+                workers <= MAX_WORKERS,
+                "--workers {workers}: at most {MAX_WORKERS} worker threads per run"
+            );
+        }
+        ensure!(
+            p.capacity > 0,
+            "--capacity 0: a queue must hold at least 1 item"
+        );
+        let works: Vec<Work> = parse_all(&p.work, "--work")?;
+        let steps: Vec<Step> = p
+            .step
+            .iter()
+            .map(|s| s.parse::<Step>().map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()
+            .context("--step")?;
+        ensure!(
+            !works.is_empty() && !steps.is_empty(),
+            "--work and --step need a value"
+        );
+        let keys: KeyDist = p.keys.parse().context("--keys")?;
+        let (workload, app) = match p.workload.as_str() {
+            "nonces" => (
+                Workload::Nonces {
+                    size: p.size,
+                    partitions: p.partitions,
+                },
+                App::Count,
+            ),
+            "votes" => (Workload::votes(&p.letters)?, App::Votes),
+            "random" => (
+                Workload::Random {
+                    size: p.size,
+                    keys: p.partitions,
+                },
+                App::Count,
+            ),
+            other => bail!("--workload {other:?}: use nonces, votes or random"),
+        };
+        workload.validate(keys)?;
+
+        let worker_counts: BTreeSet<usize> = p.workers.iter().copied().collect();
+        let mut runs = Vec::new();
+        for &items in &p.items {
+            let reference =
+                Reference::compute(&workload, keys, p.seed, items, app, &worker_counts)?;
+            for &delay in &delays {
+                for &work in &works {
+                    for &step in &steps {
+                        let counts: Vec<usize> = if step == Step::Sequential {
+                            vec![1]
+                        } else {
+                            p.workers.clone()
+                        };
+                        for workers in counts {
+                            // Items per worker: partitioned from the actual keys, balanced the
+                            // even split a perfect balancer would reach.
+                            let planned = match step {
+                                Step::Partitioned => reference.load[&workers].clone(),
+                                Step::Balanced => even_split(items, workers),
+                                Step::Sequential => vec![items],
+                            };
+                            let ideal = ideal(&IdealInput {
+                                per_worker: &planned,
+                                delay,
+                                cpu_per_item: work.cpu_time(delay),
+                                cores,
+                            });
+                            runs.push(RunPlan {
+                                cluster: ClusterConfig {
+                                    workers,
+                                    step,
+                                    app,
+                                    partitions: workload.partitions(),
+                                    work,
+                                    delay,
+                                    capacity: p.capacity,
+                                },
+                                items,
+                                ideal,
+                                expected_state: (step != Step::Balanced)
+                                    .then(|| reference.state.clone()),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            preset: args.preset.clone(),
+            workload,
+            keys,
+            seed: p.seed,
+            runs,
+        })
+    }
+
+    /// The generated messages of a run (the same for every run with the same item count).
+    pub fn messages(&self, items: u64) -> Generator {
+        Generator::new(self.workload.clone(), self.keys, self.seed, items)
+            .expect("validated in build()")
+    }
+
+    /// How the keys were chosen, for reports.
+    pub fn keys_label(&self) -> String {
+        match &self.workload {
+            Workload::Votes { letters } => format!("letters {}", String::from_utf8_lossy(letters)),
+            _ => self.keys.to_string(),
+        }
+    }
+}
+
+fn parse_all<T: std::str::FromStr>(values: &[String], flag: &str) -> Result<Vec<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    values
+        .iter()
+        .map(|v| v.parse::<T>().with_context(|| flag.to_string()))
+        .collect()
+}
+
+/// What replaying a run's load tells us before running it.
+struct Reference {
+    /// Items per worker under the partition map, for every worker count of the matrix.
+    load: BTreeMap<usize, Vec<u64>>,
+    /// The final state of a sequential, lossless application of the load.
+    state: BTreeMap<u32, u64>,
+}
+
+impl Reference {
+    fn compute(
+        workload: &Workload,
+        keys: KeyDist,
+        seed: u64,
+        items: u64,
+        app: App,
+        worker_counts: &BTreeSet<usize>,
+    ) -> Result<Self> {
+        let maps: Vec<(usize, PartitionMap)> = worker_counts
+            .iter()
+            .map(|&w| (w, PartitionMap::round_robin(workload.partitions(), w)))
+            .collect();
+        let mut load: BTreeMap<usize, Vec<u64>> =
+            worker_counts.iter().map(|&w| (w, vec![0; w])).collect();
+        let mut state = PartitionState::default();
+        let mut last = BTreeMap::new();
+        let single = PartitionMap::round_robin(workload.partitions(), 1);
+        for message in Generator::new(workload.clone(), keys, seed, items)? {
+            for (w, map) in &maps {
+                load.get_mut(w).expect("one entry per count")[map.owner_of_key(message.key)] += 1;
+            }
+            let output = app
+                .apply(&mut state, single.partition_of(message.key), &message)
+                .context("the generated load does not fit its application")?;
+            if let Some((key, value)) = output.state() {
+                last.insert(key, value);
+            }
+        }
+        Ok(Self { load, state: last })
+    }
+}
