@@ -117,6 +117,7 @@ fn record(plan: &BenchPlan, run: &RunPlan, outcome: &RunOutcome) -> RunRecord {
         ideal_s,
         limit: run.ideal.limit,
         even_spread_ideal_s: run.ideal.even_spread.as_secs_f64(),
+        busiest_worker_s: run.ideal.busiest.as_secs_f64(),
         overhead_pct: overhead_pct(wall_s, ideal_s),
         speedup: None,
         efficiency: None,

@@ -54,9 +54,15 @@ impl Limit {
 pub struct Ideal {
     pub time: Duration,
     pub limit: Limit,
+    /// The busiest worker's items × delay: the ideal with a core per worker.
+    pub busiest: Duration,
     /// The ideal if keys were spread perfectly evenly (equals `time` for balanced work).
     pub even_spread: Duration,
 }
+
+/// How much more than an even share the busiest worker may hold before the key distribution is
+/// named as the limit (random keys are never split exactly evenly; 1 % is noise, not a hot key).
+const KEY_SKEW_TOLERANCE: f64 = 1.01;
 
 /// Computes the ideal time; see the module docs for the formula.
 pub fn ideal(input: &IdealInput) -> Ideal {
@@ -69,7 +75,7 @@ pub fn ideal(input: &IdealInput) -> Ideal {
     let cpu = mul(input.cpu_per_item, total) / input.cores.max(1) as u32;
     let (time, limit) = if cpu > busiest {
         (cpu, Limit::Cores)
-    } else if busiest_items > even_items {
+    } else if busiest_items as f64 > even_items as f64 * KEY_SKEW_TOLERANCE {
         (busiest, Limit::KeyDistribution)
     } else {
         (busiest, Limit::Workers)
@@ -77,6 +83,7 @@ pub fn ideal(input: &IdealInput) -> Ideal {
     Ideal {
         time,
         limit,
+        busiest,
         even_spread: even.max(cpu),
     }
 }
@@ -139,6 +146,18 @@ mod tests {
         assert_eq!(i.time, Duration::from_secs(26));
         assert_eq!(i.limit, Limit::KeyDistribution);
         assert_eq!(i.even_spread, Duration::from_secs(13));
+    }
+
+    #[test]
+    fn a_near_even_random_split_is_not_blamed_on_the_keys() {
+        let i = ideal(&IdealInput {
+            per_worker: &[100_085, 99_915],
+            delay: MS10,
+            cpu_per_item: Duration::ZERO,
+            cores: 2,
+        });
+        assert_eq!(i.limit, Limit::Workers);
+        assert_eq!(i.time, Duration::from_micros(1_000_850_000));
     }
 
     #[test]

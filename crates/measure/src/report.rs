@@ -27,6 +27,8 @@ pub struct RunRecord {
     pub limit: Limit,
     /// The ideal had keys been spread perfectly evenly.
     pub even_spread_ideal_s: f64,
+    /// The ideal with a core per worker: the busiest worker's items × delay.
+    pub busiest_worker_s: f64,
     /// `(wall / ideal - 1) × 100`; null when the ideal is zero (zero delay).
     pub overhead_pct: Option<f64>,
     /// Wall time of the 1-worker run of the same configuration ÷ this wall time; null without one.
@@ -219,6 +221,7 @@ pub fn notes(report: &BenchReport) -> Vec<String> {
     for (i, r) in report.runs.iter().enumerate() {
         let run = i + 1;
         match r.limit {
+            _ if r.ideal_s == 0.0 => {}
             Limit::Workers => {}
             Limit::KeyDistribution => {
                 let busiest = r.per_worker.iter().max().copied().unwrap_or(0);
@@ -229,7 +232,7 @@ pub fn notes(report: &BenchReport) -> Vec<String> {
                 };
                 notes.push(format!(
                     "run {run}: limited by {}: the busiest worker holds {busiest} of {} items \
-                     ({} keys), so {} workers can reach at most {best:.2}x",
+                     (keys: {}), so {} workers can reach at most {best:.2}x",
                     r.limit.describe(),
                     r.items,
                     r.keys,
@@ -244,7 +247,7 @@ pub fn notes(report: &BenchReport) -> Vec<String> {
                 r.work,
                 report.host.cores,
                 secs(r.ideal_s),
-                secs(r.delay_s * r.per_worker.iter().max().copied().unwrap_or(0) as f64),
+                secs(r.busiest_worker_s),
             )),
         }
         if r.lost > 0 || r.duplicates > 0 {
@@ -317,6 +320,7 @@ mod tests {
             ideal_s: 26.0 / workers as f64,
             limit: Limit::Workers,
             even_spread_ideal_s: 26.0 / workers as f64,
+            busiest_worker_s: 26.0 / workers as f64,
             overhead_pct: overhead_pct(wall_s, 26.0 / workers as f64),
             speedup: None,
             efficiency: None,

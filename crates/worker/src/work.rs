@@ -1,8 +1,9 @@
 //! Work models: what one item costs a worker, and the timer that makes it cost exactly that.
 //!
 //! * `sleep`: waits without holding a core (an I/O-bound step).
-//! * `spin`: busy-waits the whole delay, holding a core the way seed 000's GIL-holding Python
-//!   step does.
+//! * `spin`: burns the whole delay in CPU time, holding a core the way seed 000's GIL-holding
+//!   Python step does. It counts the thread's CPU clock, not the wall clock: a spinner that the
+//!   OS preempts (10 workers on 2 cores) has not done its work yet, and must not pretend it has.
 //! * `hybrid:F`: sleeps, then spins the last fraction `F` of the delay (default 0.5).
 //!
 //! Precision: on a VM a 10 ms `thread::sleep` overshoots by 0.1–0.25 ms, which alone would be a
@@ -102,10 +103,11 @@ impl WorkTimer {
         let deadline = start + delay;
         match self.work {
             Work::Sleep => self.sleep_until(deadline),
-            Work::Spin => spin_until(deadline),
+            Work::Spin => spin_for(delay, deadline),
             Work::Hybrid { .. } => {
-                self.sleep_until(deadline - self.work.cpu_time(delay));
-                spin_until(deadline);
+                let cpu = self.work.cpu_time(delay);
+                self.sleep_until(deadline - cpu);
+                spin_for(cpu, deadline);
             }
         }
     }
@@ -146,10 +148,39 @@ fn finish_until(deadline: Instant) {
     }
 }
 
-fn spin_until(deadline: Instant) {
-    while Instant::now() < deadline {
-        std::hint::spin_loop();
+/// Burns `cpu` of this thread's CPU time, expected to end at `deadline` if nothing preempts us.
+/// Spins on the cheap wall clock, then checks the (syscall) CPU clock and spins on for whatever
+/// preemption took.
+fn spin_for(cpu: Duration, mut deadline: Instant) {
+    let start = thread_cpu_time();
+    loop {
+        while Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        let (Some(start), Some(now)) = (start, thread_cpu_time()) else {
+            return;
+        };
+        match cpu.checked_sub(now.saturating_sub(start)) {
+            Some(left) if left > Duration::from_micros(1) => deadline = Instant::now() + left,
+            _ => return,
+        }
     }
+}
+
+/// CPU time this thread has used, where the OS tells it.
+fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 /// Asks Linux to wake this thread as close to its timers as it can (the default slack is 50 µs).
@@ -197,6 +228,31 @@ mod tests {
         assert_eq!(Work::Sleep.cpu_time(d), Duration::ZERO);
         assert_eq!(Work::Spin.cpu_time(d), d);
         assert_eq!(Work::Hybrid { spin_fraction: 0.5 }.cpu_time(d), d / 2);
+    }
+
+    #[test]
+    fn spin_burns_cpu_time_even_when_preempted() {
+        // More spinners than cores: each must still use its full delay of CPU.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let delay = Duration::from_millis(20);
+        let used: Vec<Duration> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..cores * 3)
+                .map(|_| {
+                    s.spawn(move || {
+                        let before = thread_cpu_time().unwrap();
+                        WorkTimer::new(Work::Spin).run(delay);
+                        thread_cpu_time().unwrap() - before
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for cpu in used {
+            assert!(
+                cpu >= delay - Duration::from_micros(50),
+                "only {cpu:?} of CPU"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,44 @@
+//! Helpers shared by the end-to-end tests: run the real `plumbline` binary in a scratch folder.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub fn plumbline(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_plumbline"))
+        .args(args)
+        .output()
+        .expect("the plumbline binary runs")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A fresh scratch folder for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("plumbline-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `bench` with `args` plus `--json` and returns the parsed report.
+pub fn bench_json(name: &str, args: &[&str]) -> serde_json::Value {
+    let path = scratch(name).join("bench.json");
+    let mut all = vec!["bench", "--quiet", "--json", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = plumbline(&all);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{}",
+        stderr(&out),
+        stdout(&out)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
