@@ -67,6 +67,10 @@ impl fmt::Display for Step {
     }
 }
 
+/// The results queue is this many times an input queue, so the sink's longest nap (1 ms) does
+/// not fill it even at 2 M results/s and stall the workers.
+pub const RESULTS_PER_SLOT: usize = 16;
+
 /// A validated cluster shape.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -77,7 +81,7 @@ pub struct ClusterConfig {
     pub partitions: u32,
     pub work: Work,
     pub delay: Duration,
-    /// Capacity of each bounded queue.
+    /// Capacity of each input queue; the results queue holds [`RESULTS_PER_SLOT`] times as many.
     pub capacity: usize,
 }
 
@@ -168,7 +172,8 @@ impl ClusterConfig {
     where
         I: Iterator<Item = Message> + Send,
     {
-        let (results_tx, results_rx) = bounded::<Delivery>(self.capacity);
+        let (results_tx, results_rx) =
+            bounded::<Delivery>(self.capacity.saturating_mul(RESULTS_PER_SLOT));
         // Partitioned: one queue per worker. Balanced: one queue every worker pulls from.
         let queues: Vec<(Sender<Message>, Receiver<Message>)> = match self.step {
             Step::Partitioned => (0..self.workers).map(|_| bounded(self.capacity)).collect(),
