@@ -39,6 +39,10 @@ pub const PRESETS: [(&str, &str); 5] = [
 
 /// Most worker threads one run may start.
 const MAX_WORKERS: usize = 4096;
+/// Most items one run may send: the sink's loss bitmap takes items / 8 bytes (125 MB here).
+const MAX_ITEMS: u64 = 1_000_000_000;
+/// Most payload bytes the queues of one run may hold at once (capacity × payload size).
+const MAX_QUEUED_BYTES: u64 = 1 << 30;
 
 /// A preset as written in TOML; fields it leaves out take these defaults.
 #[derive(Clone, Debug, Deserialize)]
@@ -141,6 +145,10 @@ impl BenchPlan {
         ensure!(!p.workers.is_empty(), "--workers needs at least one value");
         for &items in &p.items {
             ensure!(items > 0, "--items {items}: a run needs at least 1 item");
+            ensure!(
+                items <= MAX_ITEMS,
+                "--items {items}: at most {MAX_ITEMS} items per run"
+            );
         }
         for &workers in &p.workers {
             ensure!(
@@ -187,6 +195,16 @@ impl BenchPlan {
             other => bail!("--workload {other:?}: use nonces, votes or random"),
         };
         workload.validate(keys)?;
+        let queued = (p.capacity as u64).saturating_mul(workload.payload_size() as u64);
+        ensure!(
+            workload.payload_size() <= plumbline_core::frame::DEFAULT_MAX_FRAME
+                && queued <= MAX_QUEUED_BYTES,
+            "--size {} with --capacity {}: a queue could hold {queued} bytes; keep payloads \
+             within {} bytes and capacity x size within {MAX_QUEUED_BYTES}",
+            workload.payload_size(),
+            p.capacity,
+            plumbline_core::frame::DEFAULT_MAX_FRAME
+        );
 
         let worker_counts: BTreeSet<usize> = p.workers.iter().copied().collect();
         let mut runs = Vec::new();

@@ -169,7 +169,15 @@ fn json_has_the_documented_shape() {
 
 #[test]
 fn bad_flags_are_named_and_exit_non_zero() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["bench", "--items", "0"],
+            "--items 0: a run needs at least 1 item",
+        ),
+        (
+            &["bench", "--size", "100000000"],
+            "--size 100000000 with --capacity 1024",
+        ),
         (
             &["bench", "--workers", "0"],
             "--workers 0: a run needs at least 1 worker",
