@@ -55,7 +55,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         let progress = RunProgress::new(args.quiet, run.items, label.clone(), &counter);
         let outcome = progress.track(|| {
             run.cluster
-                .run(plan.messages(run.items), run.items, shutdown, &counter)
+                .run(plan.messages(run.items), shutdown, &counter)
         });
         let record = record(&plan, run, &outcome);
         progress.finish(&format!(
@@ -129,7 +129,7 @@ fn record(plan: &BenchPlan, run: &RunPlan, outcome: &RunOutcome) -> RunRecord {
         per_worker: outcome.sink.per_worker.clone(),
         delivered,
         lost: outcome.sink.lost(outcome.sent),
-        duplicates: outcome.sink.duplicates,
+        duplicates: outcome.sink.duplicates(),
         rejected: outcome.rejected,
         state_ok,
         state,

@@ -7,6 +7,8 @@
 pub mod ideal;
 pub mod recorder;
 pub mod report;
+pub mod seq;
 
 pub use ideal::{Ideal, IdealInput, Limit};
 pub use recorder::{LatencySummary, Recorder};
+pub use seq::{SeqSummary, SeqTracker};

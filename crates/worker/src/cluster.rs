@@ -111,35 +111,25 @@ struct WorkerReport {
 impl ClusterConfig {
     /// Runs `messages` through the cluster and waits for every result.
     ///
-    /// `expected` is how many messages the iterator yields (sizes the loss bitmap); `progress` is
-    /// set to the number of results delivered so far, for a progress bar to poll. Setting
+    /// `progress` is set to the number of results delivered so far, for a progress bar to poll. Setting
     /// `shutdown` stops the source; queued items still finish.
-    pub fn run<I>(
-        &self,
-        messages: I,
-        expected: u64,
-        shutdown: &Shutdown,
-        progress: &AtomicU64,
-    ) -> RunOutcome
+    pub fn run<I>(&self, messages: I, shutdown: &Shutdown, progress: &AtomicU64) -> RunOutcome
     where
         I: Iterator<Item = Message> + Send,
     {
         match self.step {
-            Step::Sequential => self.run_sequential(messages, expected, shutdown, progress),
-            Step::Partitioned | Step::Balanced => {
-                self.run_threads(messages, expected, shutdown, progress)
-            }
+            Step::Sequential => self.run_sequential(messages, shutdown, progress),
+            Step::Partitioned | Step::Balanced => self.run_threads(messages, shutdown, progress),
         }
     }
 
     fn run_sequential<I: Iterator<Item = Message>>(
         &self,
         messages: I,
-        expected: u64,
         shutdown: &Shutdown,
         progress: &AtomicU64,
     ) -> RunOutcome {
-        let mut sink = Sink::new(expected, 1);
+        let mut sink = Sink::new(1);
         let clock = RunClock::start();
         let mut worker = WorkerLoop::new(self, 0, clock);
         let mut sent = 0;
@@ -162,13 +152,7 @@ impl ClusterConfig {
         }
     }
 
-    fn run_threads<I>(
-        &self,
-        messages: I,
-        expected: u64,
-        shutdown: &Shutdown,
-        progress: &AtomicU64,
-    ) -> RunOutcome
+    fn run_threads<I>(&self, messages: I, shutdown: &Shutdown, progress: &AtomicU64) -> RunOutcome
     where
         I: Iterator<Item = Message> + Send,
     {
@@ -180,7 +164,7 @@ impl ClusterConfig {
             _ => vec![bounded(self.capacity)],
         };
         let map = PartitionMap::round_robin(self.partitions, self.workers);
-        let mut sink = Sink::new(expected, self.workers);
+        let mut sink = Sink::new(self.workers);
         let clock = RunClock::start();
         std::thread::scope(|scope| {
             let workers: Vec<_> = (0..self.workers)
@@ -375,13 +359,12 @@ mod tests {
             );
             let outcome = cfg.run(
                 votes("abcdefghijklmnopqrstuvwxyz", 52),
-                52,
                 &Shutdown::new(),
                 &progress,
             );
             assert_eq!(outcome.sent, 52);
             assert_eq!(outcome.sink.lost(52), 0);
-            assert_eq!(outcome.sink.duplicates, 0);
+            assert_eq!(outcome.sink.duplicates(), 0);
             assert_eq!(outcome.sink.final_state.len(), 26);
             assert!(outcome.sink.final_state.values().all(|&total| total == 3));
         }
@@ -391,7 +374,7 @@ mod tests {
     fn partitioned_state_lives_on_the_owner() {
         let progress = AtomicU64::new(0);
         let cfg = config(Step::Partitioned, 2, App::Votes, 26);
-        let outcome = cfg.run(votes("a", 52), 52, &Shutdown::new(), &progress);
+        let outcome = cfg.run(votes("a", 52), &Shutdown::new(), &progress);
         assert_eq!(outcome.sink.per_worker, vec![52, 0]);
         assert_eq!(outcome.sink.final_state[&u32::from(b'a')], 26 + 2 * 26);
     }
@@ -406,7 +389,7 @@ mod tests {
             partitions: 60,
         };
         let messages = Generator::new(workload, KeyDist::Hot(1.0), 1, 300).unwrap();
-        let outcome = cfg.run(messages, 300, &Shutdown::new(), &progress);
+        let outcome = cfg.run(messages, &Shutdown::new(), &progress);
         assert_eq!(outcome.sink.delivered, 300);
         assert_eq!(outcome.sink.per_worker.iter().sum::<u64>(), 300);
         assert!(
@@ -423,7 +406,7 @@ mod tests {
         let shutdown = Shutdown::new();
         shutdown.request();
         let cfg = config(Step::Balanced, 2, App::Count, 60);
-        let outcome = cfg.run(votes("ab", 10), 10, &shutdown, &progress);
+        let outcome = cfg.run(votes("ab", 10), &shutdown, &progress);
         assert!(outcome.interrupted);
         assert_eq!(outcome.sent, 0);
         assert_eq!(outcome.sink.lost(outcome.sent), 0);
@@ -439,7 +422,7 @@ mod tests {
             intended_ns: 0,
             payload: bytes::Bytes::from_static(b"x"),
         });
-        let outcome = cfg.run(bad, 4, &Shutdown::new(), &progress);
+        let outcome = cfg.run(bad, &Shutdown::new(), &progress);
         assert_eq!(outcome.rejected, 4);
         assert_eq!(outcome.sink.lost(4), 4);
         assert!(outcome.first_rejection.unwrap().contains("got 1"));
