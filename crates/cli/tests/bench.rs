@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bench_json, plumbline, scratch, stderr, stdout};
+use common::{bench_json, exclusive, plumbline, scratch, stderr, stdout};
 use serde_json::Value;
 
 fn runs(report: &Value) -> &Vec<Value> {
@@ -29,6 +29,7 @@ fn alphabet_halves_on_two_workers_and_every_letter_ends_at_three() {
 
 #[test]
 fn alphabet_hot_cannot_scale_and_says_the_keys_are_why() {
+    let _cpu = exclusive();
     let path = scratch("hot-table");
     let json = path.join("hot.json");
     let out = plumbline(&[
@@ -210,6 +211,7 @@ fn a_preset_file_with_an_unknown_field_is_refused() {
 
 #[test]
 fn ctrl_c_stops_cleanly_and_reports_what_ran() {
+    let _cpu = exclusive();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_plumbline"))
         .args([
             "bench",

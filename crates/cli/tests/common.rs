@@ -4,6 +4,15 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+
+static CPU: Mutex<()> = Mutex::new(());
+
+/// Held by every test that times a run or loads the cores, so such tests of one binary do not
+/// run at once and skew each other's figures on a 2-core machine.
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    CPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 pub fn plumbline(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_plumbline"))
@@ -30,6 +39,7 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// Runs `bench` with `args` plus `--json` and returns the parsed report.
 pub fn bench_json(name: &str, args: &[&str]) -> serde_json::Value {
+    let _cpu = exclusive();
     let path = scratch(name).join("bench.json");
     let mut all = vec!["bench", "--quiet", "--json", path.to_str().unwrap()];
     all.extend_from_slice(args);
