@@ -7,13 +7,15 @@
 //! * `hybrid:F`: sleeps, then spins the last fraction `F` of the delay (default 0.5).
 //!
 //! Precision: on a VM a 10 ms `thread::sleep` overshoots by 0.1–0.25 ms, which alone would be a
-//! 1–2 % overhead charged to the plumbing. So every sleep here aims early by the thread's measured
-//! wake-up latency and spins the short remainder to the deadline, landing within microseconds.
-//! The spin-finish holds a core for ~2 % of a sleep item; the ideal-time math ignores it.
+//! 1–2 % overhead charged to the plumbing. So sleeps go through [`Sleeper`], which wakes early by
+//! the thread's measured wake-up latency and yields out the remainder, landing within
+//! microseconds.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
+
+use plumbline_core::clock::Sleeper;
 
 /// How an item's delay is spent.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,26 +73,19 @@ impl Work {
     }
 }
 
-/// A per-thread timer that performs [`Work`]. Keeps its own estimate of how late this thread
-/// wakes from a sleep, so it is not `Sync`: give each worker its own.
+/// A per-thread timer that performs [`Work`]. Its [`Sleeper`] learns how late this thread wakes,
+/// so it is not `Sync`: give each worker its own.
 #[derive(Debug)]
 pub struct WorkTimer {
     work: Work,
-    /// Smoothed wake-up lateness and its mean deviation, in nanoseconds.
-    late_ns: f64,
-    dev_ns: f64,
+    sleeper: Sleeper,
 }
-
-const MIN_MARGIN_NS: f64 = 20_000.0;
-const MAX_MARGIN_NS: f64 = 2_000_000.0;
 
 impl WorkTimer {
     pub fn new(work: Work) -> Self {
-        reduce_timer_slack();
         Self {
             work,
-            late_ns: 150_000.0,
-            dev_ns: 50_000.0,
+            sleeper: Sleeper::new(),
         }
     }
 
@@ -102,48 +97,13 @@ impl WorkTimer {
         let start = Instant::now();
         let deadline = start + delay;
         match self.work {
-            Work::Sleep => self.sleep_until(deadline),
+            Work::Sleep => self.sleeper.sleep_until(deadline),
             Work::Spin => spin_for(delay, deadline),
             Work::Hybrid { .. } => {
                 let cpu = self.work.cpu_time(delay);
-                self.sleep_until(deadline - cpu);
+                self.sleeper.sleep_until(deadline - cpu);
                 spin_for(cpu, deadline);
             }
-        }
-    }
-
-    /// Sleeps off-core until shortly before `deadline`, then spins to it.
-    fn sleep_until(&mut self, deadline: Instant) {
-        let margin = Duration::from_nanos(
-            (self.late_ns + 4.0 * self.dev_ns).clamp(MIN_MARGIN_NS, MAX_MARGIN_NS) as u64,
-        );
-        let now = Instant::now();
-        if let Some(nap) = deadline
-            .checked_duration_since(now)
-            .and_then(|left| left.checked_sub(margin))
-        {
-            std::thread::sleep(nap);
-            let late = (now.elapsed().saturating_sub(nap)).as_nanos() as f64;
-            let err = late - self.late_ns;
-            self.late_ns += err / 8.0;
-            self.dev_ns += (err.abs() - self.dev_ns) / 8.0;
-        }
-        finish_until(deadline);
-    }
-}
-
-/// The tail of a sleep: yield the core while more than a few microseconds remain, so a crowd of
-/// workers on few cores does not spin each other past their deadlines.
-fn finish_until(deadline: Instant) {
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return;
-        }
-        if deadline - now > Duration::from_micros(5) {
-            std::thread::yield_now();
-        } else {
-            std::hint::spin_loop();
         }
     }
 }
@@ -181,15 +141,6 @@ fn thread_cpu_time() -> Option<Duration> {
     }
     #[cfg(not(target_os = "linux"))]
     None
-}
-
-/// Asks Linux to wake this thread as close to its timers as it can (the default slack is 50 µs).
-fn reduce_timer_slack() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_TIMERSLACK takes an integer argument and touches no memory of ours.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
-    }
 }
 
 #[cfg(test)]
