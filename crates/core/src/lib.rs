@@ -12,6 +12,8 @@ pub mod frame;
 pub mod header;
 pub mod message;
 pub mod payload;
+pub mod shutdown;
 
 pub use clock::RunClock;
 pub use message::Message;
+pub use shutdown::Shutdown;

@@ -181,15 +181,11 @@ impl Generator {
     }
 }
 
-impl Iterator for Generator {
-    type Item = Message;
-
-    fn next(&mut self) -> Option<Message> {
-        if self.next >= self.count {
-            return None;
-        }
-        let seq = self.next;
-        self.next += 1;
+impl Generator {
+    /// Message number `seq`. Vote letters and counts follow from `seq` alone; keys and padding
+    /// are the next draws of this generator's streams, so a sender thread that owns every T-th
+    /// sequence number can keep its own generator.
+    pub fn message(&mut self, seq: u64) -> Message {
         let key = self.draw_key(seq);
         let payload = match self.workload {
             Workload::Nonces { size, .. } => {
@@ -203,12 +199,25 @@ impl Iterator for Generator {
             .encode(),
             Workload::Random { size, .. } => Bytes::copy_from_slice(self.padding(size)),
         };
-        Some(Message {
+        Message {
             seq,
             key,
             intended_ns: 0,
             payload,
-        })
+        }
+    }
+}
+
+impl Iterator for Generator {
+    type Item = Message;
+
+    fn next(&mut self) -> Option<Message> {
+        if self.next >= self.count {
+            return None;
+        }
+        let seq = self.next;
+        self.next += 1;
+        Some(self.message(seq))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

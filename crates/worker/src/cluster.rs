@@ -21,13 +21,12 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
-use plumbline_core::{Message, RunClock};
+use plumbline_core::{Message, RunClock, Shutdown};
 use plumbline_measure::Recorder;
 
 use crate::app::{App, Output, PartitionState};
 use crate::backoff::Backoff;
 use crate::partition::PartitionMap;
-use crate::shutdown::Shutdown;
 use crate::sink::{Delivery, Sink, SinkReport};
 use crate::work::{Work, WorkTimer};
 

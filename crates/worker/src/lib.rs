@@ -10,12 +10,11 @@ pub mod app;
 pub mod backoff;
 pub mod cluster;
 pub mod partition;
-pub mod shutdown;
 pub mod sink;
 pub mod work;
 
 pub use app::{App, Output};
 pub use cluster::{ClusterConfig, RunOutcome, Step};
 pub use partition::PartitionMap;
-pub use shutdown::Shutdown;
+pub use plumbline_core::Shutdown;
 pub use work::Work;

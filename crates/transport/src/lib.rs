@@ -1,0 +1,7 @@
+//! plumbline-transport: the wires between the stages of the flow.
+//!
+//! Today: length-prefixed frames over TCP ([`tcp`]): connecting with retries, and listening
+//! safely by default. What travels (frames, headers) is defined in plumbline-core; when it is
+//! sent is the load crate's business.
+
+pub mod tcp;
