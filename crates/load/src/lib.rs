@@ -7,6 +7,7 @@
 
 pub mod keys;
 pub mod schedule;
+pub mod sender;
 pub mod workload;
 
 pub use keys::{KeyDist, KeyError};

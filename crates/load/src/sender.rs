@@ -1,0 +1,485 @@
+//! The open-loop sender: writes messages to connections at their scheduled times.
+//!
+//! One thread per connection; thread `t` of `T` owns global messages `t, t+T, …` (so several
+//! hosts are fed round-robin, as Giles does) and its own [`Schedule`]. Before waiting for a
+//! future deadline it flushes its 64 KiB buffer, so every message leaves on time; when the peer
+//! pushes back, writes block, the thread falls behind, and each message is sent late and counted
+//! late: the schedule never moves and nothing is skipped (no coordinated omission). Memory is the
+//! buffer plus the payload source, whatever the peer does.
+//!
+//! It writes to any `Write`; connecting is the transport's job, reporting is the caller's.
+
+use std::io::{self, BufWriter, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use plumbline_core::clock::{duration_ns, Sleeper};
+use plumbline_core::frame::HEADER_LEN as FRAME_HEADER_LEN;
+use plumbline_core::header::{self, Header};
+use plumbline_core::Shutdown;
+use plumbline_measure::Recorder;
+
+use crate::schedule::{Segment, Shape};
+use crate::workload::Generator;
+use crate::{KeyDist, Workload};
+
+/// Where payloads come from.
+#[derive(Clone, Debug)]
+pub enum Payloads {
+    /// Generated per thread from `seed ^ thread`; vote letters follow the sequence number.
+    Generated {
+        workload: Workload,
+        keys: KeyDist,
+        seed: u64,
+    },
+    /// Records read from files; message `n` is record `n % len`, and without `repeat` the run
+    /// ends after the last record.
+    Records { records: Arc<Vec<Bytes>>, repeat: bool },
+}
+
+/// How a message is laid out in its frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// The payload alone: seed files' bytes go out unchanged.
+    Raw,
+    /// plumbline's v1 header (source, seq, intended send time, key), then the payload.
+    Plumbline { source: u32 },
+}
+
+/// What to send and when.
+#[derive(Clone, Debug)]
+pub struct SendPlan {
+    pub shape: Shape,
+    pub payloads: Payloads,
+    pub framing: Framing,
+    /// Stop after this many messages in all.
+    pub messages: Option<u64>,
+    /// Stop scheduling messages due at or after this offset.
+    pub duration: Option<Duration>,
+    /// A message whose write starts later than this after its deadline counts as late.
+    pub late_after: Duration,
+}
+
+/// A socket write slower than this counts as a stall (the peer pushed back).
+pub const STALL: Duration = Duration::from_millis(1);
+const BUFFER: usize = 64 * 1024;
+/// Per-second counts are kept for at most this many seconds (about 11.5 days).
+const MAX_SECONDS: usize = 1_000_000;
+
+/// What one sending thread (or, merged, the whole sender) did.
+#[derive(Clone, Debug)]
+pub struct SendTally {
+    pub sent: u64,
+    /// Bytes written, frame headers included.
+    pub bytes: u64,
+    /// Write start − deadline, every message.
+    pub lateness: Recorder,
+    pub late: u64,
+    /// Time inside socket writes, and the writes slower than [`STALL`].
+    pub write_time: Duration,
+    pub stalls: u64,
+    pub stall_time: Duration,
+    /// Messages whose write started in each second of the run.
+    pub per_second: Vec<u64>,
+    /// Messages whose write started in each stretch of a piecewise shape.
+    pub per_segment: Vec<u64>,
+    /// From the start until the last byte was handed to the OS.
+    pub elapsed: Duration,
+}
+
+impl SendTally {
+    fn new(segments: usize) -> Self {
+        Self {
+            sent: 0,
+            bytes: 0,
+            lateness: Recorder::new(),
+            late: 0,
+            write_time: Duration::ZERO,
+            stalls: 0,
+            stall_time: Duration::ZERO,
+            per_second: Vec::new(),
+            per_segment: vec![0; segments],
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn merge(&mut self, other: &SendTally) {
+        self.sent += other.sent;
+        self.bytes += other.bytes;
+        self.lateness.merge(&other.lateness);
+        self.late += other.late;
+        self.write_time += other.write_time;
+        self.stalls += other.stalls;
+        self.stall_time += other.stall_time;
+        if self.per_second.len() < other.per_second.len() {
+            self.per_second.resize(other.per_second.len(), 0);
+        }
+        for (a, b) in self.per_second.iter_mut().zip(&other.per_second) {
+            *a += b;
+        }
+        for (a, b) in self.per_segment.iter_mut().zip(&other.per_segment) {
+            *a += b;
+        }
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connection {connection} failed after {sent} messages: {source}")]
+    Write {
+        connection: usize,
+        sent: u64,
+        source: io::Error,
+    },
+}
+
+/// Counts time spent inside the wrapped writer's `write` calls.
+struct TimedWriter<W> {
+    inner: W,
+    time: Duration,
+    stalls: u64,
+    stall_time: Duration,
+}
+
+impl<W: Write> Write for TimedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let start = Instant::now();
+        let result = self.inner.write(buf);
+        let took = start.elapsed();
+        self.time += took;
+        if took > STALL {
+            self.stalls += 1;
+            self.stall_time += took;
+        }
+        result
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Sends `plan` over `connections` (one thread each) and returns the merged tally.
+///
+/// `progress` counts messages sent so far; `shutdown` stops every thread after its current
+/// message (what was written is flushed).
+pub fn send<W: Write + Send>(
+    plan: &SendPlan,
+    connections: Vec<W>,
+    shutdown: &Shutdown,
+    progress: &AtomicU64,
+) -> Result<SendTally, SendError> {
+    let threads = connections.len() as u64;
+    let segments = plan.shape.segments();
+    let start = Instant::now();
+    let start_unix_ns = header::unix_now_ns();
+    let results: Vec<Result<SendTally, SendError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = connections
+            .into_iter()
+            .enumerate()
+            .map(|(t, conn)| {
+                let segments = &segments;
+                scope.spawn(move || {
+                    let mut sender = ThreadSender {
+                        plan,
+                        thread: t as u64,
+                        threads,
+                        start,
+                        start_unix_ns,
+                        segments,
+                        tally: SendTally::new(segments.len()),
+                    };
+                    sender.run(conn, shutdown, progress).map_err(|(sent, source)| {
+                        SendError::Write {
+                            connection: t,
+                            sent,
+                            source,
+                        }
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sender threads do not panic"))
+            .collect()
+    });
+    let mut total = SendTally::new(segments.len());
+    for result in results {
+        total.merge(&result?);
+    }
+    Ok(total)
+}
+
+struct ThreadSender<'a> {
+    plan: &'a SendPlan,
+    thread: u64,
+    threads: u64,
+    start: Instant,
+    start_unix_ns: u64,
+    segments: &'a [Segment],
+    tally: SendTally,
+}
+
+impl ThreadSender<'_> {
+    fn run<W: Write>(
+        &mut self,
+        conn: W,
+        shutdown: &Shutdown,
+        progress: &AtomicU64,
+    ) -> Result<SendTally, (u64, io::Error)> {
+        let mut out = BufWriter::with_capacity(
+            BUFFER,
+            TimedWriter {
+                inner: conn,
+                time: Duration::ZERO,
+                stalls: 0,
+                stall_time: Duration::ZERO,
+            },
+        );
+        let mut schedule = self.plan.shape.schedule(self.thread, self.threads);
+        let mut generator = match &self.plan.payloads {
+            Payloads::Generated {
+                workload,
+                keys,
+                seed,
+            } => Some(
+                Generator::new(workload.clone(), *keys, seed ^ self.thread, u64::MAX)
+                    .expect("validated by the plan"),
+            ),
+            Payloads::Records { .. } => None,
+        };
+        let mut sleeper = Sleeper::new();
+        let mut segment = 0;
+        let fail = |tally: &SendTally, e| (tally.sent, e);
+        for k in 0.. {
+            let n = self.thread + k * self.threads;
+            if shutdown.requested() || self.plan.messages.is_some_and(|m| n >= m) {
+                break;
+            }
+            let Some(offset) = schedule.offset(k) else {
+                break;
+            };
+            if self.plan.duration.is_some_and(|d| offset >= d) {
+                break;
+            }
+            let (key, payload) = match (&mut generator, &self.plan.payloads) {
+                (Some(g), _) => {
+                    let m = g.message(n);
+                    (m.key, m.payload)
+                }
+                (None, Payloads::Records { records, repeat }) => {
+                    if !repeat && n >= records.len() as u64 {
+                        break;
+                    }
+                    (0, records[(n % records.len() as u64) as usize].clone())
+                }
+                (None, Payloads::Generated { .. }) => unreachable!("generator built above"),
+            };
+            let deadline = self.start + offset;
+            if Instant::now() < deadline {
+                // Everything due so far leaves now, before we wait for this one.
+                out.flush().map_err(|e| fail(&self.tally, e))?;
+                sleeper.sleep_until(deadline);
+            }
+            let now = Instant::now();
+            let late = now.saturating_duration_since(deadline);
+            self.tally.lateness.record_ns(duration_ns(late));
+            if late > self.plan.late_after {
+                self.tally.late += 1;
+            }
+            self.write(&mut out, n, key, offset, &payload)
+                .map_err(|e| fail(&self.tally, e))?;
+            self.count(now - self.start, &mut segment);
+            progress.fetch_add(1, Ordering::Relaxed);
+        }
+        out.flush().map_err(|e| fail(&self.tally, e))?;
+        self.tally.elapsed = self.start.elapsed();
+        let timed = out.get_ref();
+        self.tally.write_time = timed.time;
+        self.tally.stalls = timed.stalls;
+        self.tally.stall_time = timed.stall_time;
+        Ok(self.tally.clone())
+    }
+
+    fn write<W: Write>(
+        &mut self,
+        out: &mut W,
+        seq: u64,
+        key: u32,
+        offset: Duration,
+        payload: &[u8],
+    ) -> io::Result<()> {
+        let mut head = [0u8; FRAME_HEADER_LEN + header::HEADER_LEN];
+        let head_len = match self.plan.framing {
+            Framing::Raw => {
+                head[..4].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+                FRAME_HEADER_LEN
+            }
+            Framing::Plumbline { source } => {
+                let len = (header::HEADER_LEN + payload.len()) as u32;
+                head[..4].copy_from_slice(&len.to_be_bytes());
+                Header {
+                    source,
+                    seq,
+                    intended_unix_ns: self.start_unix_ns + duration_ns(offset),
+                    key,
+                }
+                .write(&mut &mut head[4..]);
+                head.len()
+            }
+        };
+        out.write_all(&head[..head_len])?;
+        out.write_all(payload)?;
+        self.tally.bytes += (head_len + payload.len()) as u64;
+        self.tally.sent += 1;
+        Ok(())
+    }
+
+    /// Files the message just sent under its second and its stretch of the shape.
+    fn count(&mut self, at: Duration, segment: &mut usize) {
+        let second = at.as_secs() as usize;
+        if second < MAX_SECONDS {
+            if self.tally.per_second.len() <= second {
+                self.tally.per_second.resize(second + 1, 0);
+            }
+            self.tally.per_second[second] += 1;
+        }
+        while *segment < self.segments.len() && at >= self.segments[*segment].end {
+            *segment += 1;
+        }
+        if let Some(count) = self.tally.per_segment.get_mut(*segment) {
+            if at >= self.segments[*segment].start {
+                *count += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plumbline_core::frame::{FrameCodec, FrameReader};
+
+    fn plan(shape: Shape, messages: u64, framing: Framing) -> SendPlan {
+        SendPlan {
+            shape,
+            payloads: Payloads::Generated {
+                workload: Workload::votes("abcdefghijklmnopqrstuvwxyz").unwrap(),
+                keys: KeyDist::Uniform,
+                seed: 1,
+            },
+            framing,
+            messages: Some(messages),
+            duration: None,
+            late_after: Duration::from_millis(1),
+        }
+    }
+
+    fn run(plan: &SendPlan, connections: usize) -> (SendTally, Vec<Vec<u8>>) {
+        let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); connections];
+        let tally = send(
+            plan,
+            bufs.iter_mut().collect(),
+            &Shutdown::new(),
+            &AtomicU64::new(0),
+        )
+        .unwrap();
+        (tally, bufs)
+    }
+
+    #[test]
+    fn raw_votes_are_the_seed_bytes_round_robin_over_connections() {
+        let (tally, bufs) = run(&plan(Shape::Max, 52, Framing::Raw), 2);
+        assert_eq!(tally.sent, 52);
+        assert_eq!(tally.bytes, 468);
+        // Connection 0 carries the even messages: a, c, e, …
+        let frames: Vec<Bytes> = FrameReader::new(&bufs[0][..], FrameCodec::default())
+            .map(|f| f.unwrap())
+            .collect();
+        assert_eq!(frames.len(), 26);
+        assert_eq!(&frames[1][..], &[b'c', 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn plumbline_frames_carry_seq_and_intended_time() {
+        let shape = Shape::Constant { rate: 1000.0 };
+        let (tally, bufs) = run(&plan(shape, 20, Framing::Plumbline { source: 9 }), 1);
+        let frames: Vec<Bytes> = FrameReader::new(&bufs[0][..], FrameCodec::default())
+            .map(|f| f.unwrap())
+            .collect();
+        let headers: Vec<Header> = frames.iter().map(|f| Header::read(f).unwrap().0).collect();
+        assert_eq!(headers.iter().map(|h| h.seq).collect::<Vec<_>>(), (0..20).collect::<Vec<_>>());
+        assert!(headers.iter().all(|h| h.source == 9));
+        let step = headers[10].intended_unix_ns - headers[9].intended_unix_ns;
+        assert_eq!(step, 1_000_000, "1 ms apart at 1000/s, whatever the send times");
+        // 20 messages at 1000/s take about 19 ms.
+        assert!(tally.elapsed >= Duration::from_millis(19), "{:?}", tally.elapsed);
+    }
+
+    #[test]
+    fn a_blocked_peer_makes_sends_late_not_lost() {
+        /// A writer that takes 5 ms per write call.
+        struct Slow(Vec<u8>);
+        impl Write for Slow {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                std::thread::sleep(Duration::from_millis(5));
+                self.0.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let plan = plan(Shape::Constant { rate: 2000.0 }, 50, Framing::Raw);
+        let tally = send(&plan, vec![Slow(Vec::new())], &Shutdown::new(), &AtomicU64::new(0)).unwrap();
+        assert_eq!(tally.sent, 50);
+        assert!(tally.late > 10, "late {}", tally.late);
+        // Once behind, the thread stops waiting, so frames pile into its buffer and go out in
+        // few (slow) writes: at least one stall, all 50 frames delivered.
+        assert!(tally.stalls >= 1 && tally.stall_time >= Duration::from_millis(5));
+        assert_eq!(tally.bytes, 50 * 9);
+    }
+
+    #[test]
+    fn records_stop_at_the_end_without_repeat() {
+        let records = Arc::new(vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]);
+        let mut p = plan(Shape::Max, 10, Framing::Raw);
+        p.payloads = Payloads::Records { records: records.clone(), repeat: false };
+        assert_eq!(run(&p, 1).0.sent, 2);
+        p.payloads = Payloads::Records { records, repeat: true };
+        assert_eq!(run(&p, 1).0.sent, 10);
+    }
+
+    #[test]
+    fn segments_count_what_was_sent_in_them() {
+        let shape = Shape::Steps(vec![
+            (200.0, Duration::from_millis(100)),
+            (400.0, Duration::from_millis(100)),
+        ]);
+        let mut p = plan(shape, 1000, Framing::Raw);
+        p.messages = None;
+        let (tally, _) = run(&p, 2);
+        assert_eq!(tally.sent, 60);
+        assert_eq!(tally.per_segment, vec![20, 40]);
+    }
+
+    #[test]
+    fn a_failing_connection_is_named() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, "peer went away"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let plan = plan(Shape::Max, 100_000, Framing::Raw);
+        let err = send(&plan, vec![Broken], &Shutdown::new(), &AtomicU64::new(0)).unwrap_err();
+        assert!(err.to_string().contains("connection 0 failed"), "{err}");
+    }
+}
