@@ -10,6 +10,7 @@ pub mod app;
 pub mod backoff;
 pub mod cluster;
 pub mod partition;
+pub mod receiver;
 pub mod sink;
 pub mod work;
 
