@@ -134,7 +134,7 @@ pub struct GenArgs {
     #[arg(long, default_value = "abcdefghijklmnopqrstuvwxyz")]
     pub letters: String,
     /// Rounds of votes: 26 messages each, votes of round r count r
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub rounds: u64,
 }
 
@@ -146,9 +146,10 @@ pub struct InspectArgs {
     /// How to read each payload
     #[arg(long, value_enum, default_value = "random")]
     pub format: Format,
-    /// Largest frame accepted, in bytes
-    #[arg(long, default_value_t = plumbline_core::frame::DEFAULT_MAX_FRAME)]
-    pub max_frame: usize,
+    /// Largest frame accepted, in bytes (at most 1 GiB)
+    #[arg(long, default_value_t = plumbline_core::frame::DEFAULT_MAX_FRAME as u64,
+          value_parser = clap::value_parser!(u64).range(1..=plumbline_core::frame::MAX_FRAME_LIMIT))]
+    pub max_frame: u64,
     /// Partitions of the nonce selectors
     #[arg(long, default_value_t = 60)]
     pub partitions: u32,

@@ -53,10 +53,12 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
             run.cluster.workers
         );
         let progress = RunProgress::new(args.quiet, run.items, label.clone(), &counter);
-        let outcome = progress.track(|| {
-            run.cluster
-                .run(plan.messages(run.items), shutdown, &counter)
-        });
+        let outcome = progress
+            .track(|| {
+                run.cluster
+                    .run(plan.messages(run.items), shutdown, &counter)
+            })
+            .with_context(|| format!("run {} of {total}", index + 1))?;
         let record = record(&plan, run, &outcome);
         progress.finish(&format!(
             "{label}: {:.3}s (ideal {:.3}s)",

@@ -7,11 +7,16 @@ use std::io::{self, BufWriter, Write};
 
 use anyhow::{Context, Result};
 use plumbline_core::frame::FrameCodec;
+use plumbline_core::payload::LETTERS;
 use plumbline_load::{Generator, KeyDist, Workload};
 
-use crate::args::{Format, GenArgs};
+use plumbline_core::Shutdown;
 
-pub fn run(args: &GenArgs) -> Result<()> {
+use crate::args::{Format, GenArgs};
+use crate::bench::Verdict;
+
+/// Writes the file; Ctrl-C stops after the frame being written, leaving a valid shorter file.
+pub fn run(args: &GenArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let keys: KeyDist = args.keys.parse().context("--keys")?;
     let (workload, default_count) = match args.format {
         Format::Nonces => (
@@ -21,7 +26,10 @@ pub fn run(args: &GenArgs) -> Result<()> {
             },
             1024,
         ),
-        Format::Votes => (Workload::votes(&args.letters)?, 26 * args.rounds),
+        Format::Votes => (
+            Workload::votes(&args.letters)?,
+            LETTERS as u64 * args.rounds,
+        ),
         Format::Random => (
             Workload::Random {
                 size: args.size,
@@ -45,20 +53,26 @@ pub fn run(args: &GenArgs) -> Result<()> {
     let mut out = BufWriter::with_capacity(64 * 1024, sink);
     let mut bytes = 0u64;
     let mut frame = Vec::new();
-    for message in messages {
+    let mut written = 0u64;
+    for message in messages.take_while(|_| !shutdown.requested()) {
         frame.clear();
         codec.encode_into(&message.payload, &mut frame)?;
         out.write_all(&frame)
             .with_context(|| format!("writing {}", args.output.display()))?;
         bytes += frame.len() as u64;
+        written += 1;
     }
     out.flush()
         .with_context(|| format!("writing {}", args.output.display()))?;
     if !to_stdout {
         eprintln!(
-            "wrote {count} frames ({bytes} bytes) to {}",
+            "wrote {written} frames ({bytes} bytes) to {}",
             args.output.display()
         );
     }
-    Ok(())
+    Ok(if written < count {
+        Verdict::Interrupted
+    } else {
+        Verdict::Passed
+    })
 }

@@ -18,7 +18,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     );
     let file =
         File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
-    let codec = FrameCodec::new(args.max_frame);
+    let codec = FrameCodec::new(args.max_frame as usize);
     let mut frames = 0u64;
     let mut bytes = 0u64;
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();

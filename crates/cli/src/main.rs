@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     }
     let result = match &cli.command {
         Command::Bench(args) => bench::run(args, &shutdown),
-        Command::Gen(args) => gen::run(args).map(|()| Verdict::Passed),
+        Command::Gen(args) => gen::run(args, &shutdown),
         Command::Inspect(args) => inspect::run(args).map(|()| Verdict::Passed),
     };
     match result {

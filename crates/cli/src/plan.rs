@@ -41,8 +41,12 @@ pub const PRESETS: [(&str, &str); 5] = [
 const MAX_WORKERS: usize = 4096;
 /// Most items one run may send: the sink's loss bitmap takes items / 8 bytes (125 MB here).
 const MAX_ITEMS: u64 = 1_000_000_000;
-/// Most payload bytes the queues of one run may hold at once (capacity × payload size).
+/// Largest capacity of one queue (crossbeam reserves every slot up front).
+const MAX_CAPACITY: usize = 65_536;
+/// Most bytes the queues of one run may hold at once, slots and payloads together.
 const MAX_QUEUED_BYTES: u64 = 1 << 30;
+/// Largest preset file read.
+const MAX_PRESET_BYTES: u64 = 64 * 1024;
 
 /// A preset as written in TOML; fields it leaves out take these defaults.
 #[derive(Clone, Debug, Deserialize)]
@@ -90,7 +94,7 @@ impl Preset {
             Some((_, text)) => (format!("built-in preset '{name}'"), text.to_string()),
             None if Path::new(name).exists() => (
                 format!("preset file {name}"),
-                std::fs::read_to_string(name).with_context(|| format!("reading preset {name}"))?,
+                read_preset_file(Path::new(name))?,
             ),
             None => bail!(
                 "no preset '{name}': use one of {} or a path to a TOML file",
@@ -99,6 +103,24 @@ impl Preset {
         };
         toml::from_str(&text).with_context(|| format!("{source} is not a valid preset"))
     }
+}
+
+/// Reads a preset file: a regular file of at most [`MAX_PRESET_BYTES`].
+fn read_preset_file(path: &Path) -> Result<String> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("reading preset {}", path.display()))?;
+    ensure!(
+        meta.is_file(),
+        "preset {} is not a regular file",
+        path.display()
+    );
+    ensure!(
+        meta.len() <= MAX_PRESET_BYTES,
+        "preset {} is {} bytes; a preset is at most {MAX_PRESET_BYTES}",
+        path.display(),
+        meta.len()
+    );
+    std::fs::read_to_string(path).with_context(|| format!("reading preset {}", path.display()))
 }
 
 /// One run of the matrix, ready to execute.
@@ -161,8 +183,9 @@ impl BenchPlan {
             );
         }
         ensure!(
-            p.capacity > 0,
-            "--capacity 0: a queue must hold at least 1 item"
+            (1..=MAX_CAPACITY).contains(&p.capacity),
+            "--capacity {}: a queue holds between 1 and {MAX_CAPACITY} items",
+            p.capacity
         );
         let works: Vec<Work> = parse_all(&p.work, "--work")?;
         let steps: Vec<Step> = p
@@ -195,15 +218,14 @@ impl BenchPlan {
             other => bail!("--workload {other:?}: use nonces, votes or random"),
         };
         workload.validate(keys)?;
-        let queued = (p.capacity as u64).saturating_mul(workload.payload_size() as u64);
+        let most_workers = p.workers.iter().copied().max().unwrap_or(1);
+        let queued = queued_bytes(p.capacity, most_workers, workload.payload_size());
         ensure!(
-            workload.payload_size() <= plumbline_core::frame::DEFAULT_MAX_FRAME
-                && queued <= MAX_QUEUED_BYTES,
-            "--size {} with --capacity {}: a queue could hold {queued} bytes; keep payloads \
-             within {} bytes and capacity x size within {MAX_QUEUED_BYTES}",
-            workload.payload_size(),
+            queued <= MAX_QUEUED_BYTES,
+            "--capacity {} with {most_workers} workers and {}-byte payloads: the queues could \
+             hold {queued} bytes, more than {MAX_QUEUED_BYTES}; lower --capacity",
             p.capacity,
-            plumbline_core::frame::DEFAULT_MAX_FRAME
+            workload.payload_size()
         );
 
         let worker_counts: BTreeSet<usize> = p.workers.iter().copied().collect();
@@ -232,6 +254,8 @@ impl BenchPlan {
                                 delay,
                                 cpu_per_item: work.cpu_time(delay),
                                 cores,
+                                partitions: (step == Step::Partitioned)
+                                    .then(|| workload.partitions()),
                             });
                             runs.push(RunPlan {
                                 cluster: ClusterConfig {
@@ -275,6 +299,16 @@ impl BenchPlan {
             _ => self.keys.to_string(),
         }
     }
+}
+
+/// Worst case of what a run's queues hold: a queue per worker (partitioned) full of messages,
+/// and the results queue full of deliveries.
+fn queued_bytes(capacity: usize, workers: usize, payload: usize) -> u64 {
+    let message = (std::mem::size_of::<plumbline_core::Message>() + payload) as u64;
+    let delivery = std::mem::size_of::<plumbline_worker::sink::Delivery>() as u64;
+    let capacity = capacity as u64;
+    workers as u64 * capacity * message
+        + capacity * plumbline_worker::cluster::RESULTS_PER_SLOT as u64 * delivery
 }
 
 fn parse_all<T: std::str::FromStr>(values: &[String], flag: &str) -> Result<Vec<T>>

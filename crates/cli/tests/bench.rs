@@ -170,14 +170,33 @@ fn json_has_the_documented_shape() {
 
 #[test]
 fn bad_flags_are_named_and_exit_non_zero() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 11] = [
         (
             &["bench", "--items", "0"],
             "--items 0: a run needs at least 1 item",
         ),
         (
-            &["bench", "--size", "100000000"],
-            "--size 100000000 with --capacity 1024",
+            &["bench", "--size", "100000000000"],
+            "--size 100000000000 exceeds the",
+        ),
+        (
+            &["bench", "--capacity", "200000000"],
+            "--capacity 200000000: a queue holds between",
+        ),
+        (&["bench", "--preset", "/dev/zero"], "is not a regular file"),
+        (
+            &[
+                "bench",
+                "--workers",
+                "4",
+                "--step",
+                "partitioned",
+                "--capacity",
+                "1000",
+                "--size",
+                "1000000",
+            ],
+            "lower --capacity",
         ),
         (
             &["bench", "--workers", "0"],

@@ -128,6 +128,19 @@ fn inspect_refuses_an_oversized_frame_without_allocating_it() {
 }
 
 #[test]
+fn gen_and_inspect_refuse_sizes_they_cannot_hold() {
+    let path = scratch("huge").join("x.bin");
+    let p = path.to_str().unwrap();
+    let out = plumbline(&["gen", "random", "--size", "100000000000", "-o", p]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("exceeds the"), "{}", stderr(&out));
+    let out = plumbline(&["gen", "votes", "--rounds", "709490156681136601", "-o", p]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = plumbline(&["inspect", p, "--max-frame", "100000000000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
 fn inspect_counts_payloads_that_are_not_votes() {
     let path = scratch("notvotes").join("n.bin");
     plumbline(&[

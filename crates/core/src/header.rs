@@ -87,7 +87,7 @@ pub fn is_plumbline(frame: &[u8]) -> bool {
 pub fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| crate::clock::duration_ns(d))
+        .map_or(0, crate::clock::duration_ns)
 }
 
 #[cfg(test)]

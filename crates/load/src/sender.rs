@@ -36,7 +36,10 @@ pub enum Payloads {
     },
     /// Records read from files; message `n` is record `n % len`, and without `repeat` the run
     /// ends after the last record.
-    Records { records: Arc<Vec<Bytes>>, repeat: bool },
+    Records {
+        records: Arc<Vec<Bytes>>,
+        repeat: bool,
+    },
 }
 
 /// How a message is laid out in its frame.
@@ -192,13 +195,13 @@ pub fn send<W: Write + Send>(
                         segments,
                         tally: SendTally::new(segments.len()),
                     };
-                    sender.run(conn, shutdown, progress).map_err(|(sent, source)| {
-                        SendError::Write {
+                    sender
+                        .run(conn, shutdown, progress)
+                        .map_err(|(sent, source)| SendError::Write {
                             connection: t,
                             sent,
                             source,
-                        }
-                    })
+                        })
                 })
             })
             .collect();
@@ -412,12 +415,22 @@ mod tests {
             .map(|f| f.unwrap())
             .collect();
         let headers: Vec<Header> = frames.iter().map(|f| Header::read(f).unwrap().0).collect();
-        assert_eq!(headers.iter().map(|h| h.seq).collect::<Vec<_>>(), (0..20).collect::<Vec<_>>());
+        assert_eq!(
+            headers.iter().map(|h| h.seq).collect::<Vec<_>>(),
+            (0..20).collect::<Vec<_>>()
+        );
         assert!(headers.iter().all(|h| h.source == 9));
         let step = headers[10].intended_unix_ns - headers[9].intended_unix_ns;
-        assert_eq!(step, 1_000_000, "1 ms apart at 1000/s, whatever the send times");
+        assert_eq!(
+            step, 1_000_000,
+            "1 ms apart at 1000/s, whatever the send times"
+        );
         // 20 messages at 1000/s take about 19 ms.
-        assert!(tally.elapsed >= Duration::from_millis(19), "{:?}", tally.elapsed);
+        assert!(
+            tally.elapsed >= Duration::from_millis(19),
+            "{:?}",
+            tally.elapsed
+        );
     }
 
     #[test]
@@ -435,7 +448,13 @@ mod tests {
             }
         }
         let plan = plan(Shape::Constant { rate: 2000.0 }, 50, Framing::Raw);
-        let tally = send(&plan, vec![Slow(Vec::new())], &Shutdown::new(), &AtomicU64::new(0)).unwrap();
+        let tally = send(
+            &plan,
+            vec![Slow(Vec::new())],
+            &Shutdown::new(),
+            &AtomicU64::new(0),
+        )
+        .unwrap();
         assert_eq!(tally.sent, 50);
         assert!(tally.late > 10, "late {}", tally.late);
         // Once behind, the thread stops waiting, so frames pile into its buffer and go out in
@@ -448,9 +467,15 @@ mod tests {
     fn records_stop_at_the_end_without_repeat() {
         let records = Arc::new(vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]);
         let mut p = plan(Shape::Max, 10, Framing::Raw);
-        p.payloads = Payloads::Records { records: records.clone(), repeat: false };
+        p.payloads = Payloads::Records {
+            records: records.clone(),
+            repeat: false,
+        };
         assert_eq!(run(&p, 1).0.sent, 2);
-        p.payloads = Payloads::Records { records, repeat: true };
+        p.payloads = Payloads::Records {
+            records,
+            repeat: true,
+        };
         assert_eq!(run(&p, 1).0.sent, 10);
     }
 

@@ -9,11 +9,12 @@
 //!   with 2). Their keys are the letters; a key distribution does not apply.
 //! * `random` (seed 004): `size` random bytes; the key travels beside the payload.
 //!
-//! Keys and padding come from separate seeded streams, so [`Generator::keys`] replays a run's keys
-//! without building payloads (the bench uses it to derive the ideal time). Timing is not here:
-//! generated messages carry `intended_ns = 0` for the caller's schedule to stamp.
+//! Keys and padding come from separate seeded streams. Timing is not here: generated messages
+//! carry `intended_ns = 0` for the caller's schedule to stamp.
 
 use bytes::Bytes;
+use plumbline_core::frame::DEFAULT_MAX_FRAME;
+use plumbline_core::header::HEADER_LEN;
 use plumbline_core::payload::{self, Vote, LETTERS, SELECTOR_RANGE};
 use plumbline_core::Message;
 use rand::{Rng, RngCore, SeedableRng};
@@ -44,6 +45,8 @@ pub enum WorkloadError {
     Letters(String),
     #[error("a random payload needs at least 1 byte, got --size 0")]
     EmptyRandom,
+    #[error("--size {size} exceeds the {max}-byte frame limit")]
+    TooLarge { size: usize, max: usize },
     #[error("votes take their keys from --letters; the key distribution {0} does not apply")]
     KeysOnVotes(KeyDist),
 }
@@ -86,9 +89,19 @@ impl Workload {
 
     /// Checks the workload's own parameters and that `keys` applies to it.
     pub fn validate(&self, keys: KeyDist) -> Result<(), WorkloadError> {
+        let size = self.payload_size();
+        if size > DEFAULT_MAX_FRAME - HEADER_LEN {
+            // Checked before anything of that size is allocated.
+            return Err(WorkloadError::TooLarge {
+                size,
+                max: DEFAULT_MAX_FRAME - HEADER_LEN,
+            });
+        }
         match self {
             Workload::Nonces { size, partitions } => {
-                payload::encode_nonce(0, *size, &[])?;
+                if *size < payload::SELECTOR_LEN {
+                    return Err(payload::PayloadError::NonceTooSmall { size: *size }.into());
+                }
                 if *partitions == 0 || *partitions > SELECTOR_RANGE {
                     return Err(WorkloadError::Partitions(*partitions));
                 }
@@ -144,23 +157,6 @@ impl Generator {
         })
     }
 
-    /// The keys the same generator would produce, without payloads.
-    pub fn keys(
-        workload: Workload,
-        keys: KeyDist,
-        seed: u64,
-        count: u64,
-    ) -> Result<impl Iterator<Item = u32>, WorkloadError> {
-        let mut generator = Self::new(workload, keys, seed, count)?;
-        Ok(std::iter::from_fn(move || {
-            (generator.next < generator.count).then(|| {
-                let seq = generator.next;
-                generator.next += 1;
-                generator.draw_key(seq)
-            })
-        }))
-    }
-
     fn draw_key(&mut self, seq: u64) -> u32 {
         match &self.workload {
             Workload::Nonces { partitions, .. } => {
@@ -194,7 +190,7 @@ impl Generator {
             }
             Workload::Votes { .. } => Vote {
                 letter: b'a' + key as u8,
-                count: (seq / u64::from(LETTERS)) as u32 + 1,
+                count: u32::try_from(seq / u64::from(LETTERS) + 1).unwrap_or(u32::MAX),
             }
             .encode(),
             Workload::Random { size, .. } => Bytes::copy_from_slice(self.padding(size)),
@@ -246,10 +242,10 @@ mod tests {
 
     #[test]
     fn hot_letter_votes_all_land_on_one_key() {
-        let keys: Vec<u32> =
-            Generator::keys(Workload::votes("a").unwrap(), KeyDist::Uniform, 0, 52)
-                .unwrap()
-                .collect();
+        let keys: Vec<u32> = Generator::new(Workload::votes("a").unwrap(), KeyDist::Uniform, 0, 52)
+            .unwrap()
+            .map(|m| m.key)
+            .collect();
         assert_eq!(keys, vec![0; 52]);
     }
 
@@ -268,19 +264,11 @@ mod tests {
     }
 
     #[test]
-    fn keys_replay_the_generator_and_seeds_repeat() {
+    fn seeds_repeat() {
         let workload = Workload::Nonces {
             size: 64,
             partitions: 60,
         };
-        let full: Vec<u32> = Generator::new(workload.clone(), KeyDist::Hot(0.5), 3, 500)
-            .unwrap()
-            .map(|m| m.key)
-            .collect();
-        let keys: Vec<u32> = Generator::keys(workload.clone(), KeyDist::Hot(0.5), 3, 500)
-            .unwrap()
-            .collect();
-        assert_eq!(full, keys);
         let payloads = |seed| -> Vec<Bytes> {
             Generator::new(workload.clone(), KeyDist::Hot(0.5), seed, 5)
                 .unwrap()

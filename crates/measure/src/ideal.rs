@@ -25,6 +25,9 @@ pub struct IdealInput<'a> {
     pub cpu_per_item: Duration,
     /// Cores the machine has.
     pub cores: usize,
+    /// Keyed state's partition count (`None` for unkeyed work): with fewer partitions than
+    /// workers, some workers can never get an item.
+    pub partitions: Option<u32>,
 }
 
 /// What bounds the ideal time.
@@ -35,6 +38,8 @@ pub enum Limit {
     Workers,
     /// The key distribution puts more than an even share on the busiest worker.
     KeyDistribution,
+    /// Fewer partitions than workers: the extra workers own nothing.
+    Partitions,
     /// The CPU part of the work needs more cores than the machine has.
     Cores,
 }
@@ -44,6 +49,7 @@ impl Limit {
         match self {
             Limit::Workers => "the worker count",
             Limit::KeyDistribution => "the key distribution, not the engine",
+            Limit::Partitions => "the partition count: workers beyond it own no partition",
             Limit::Cores => "the machine's cores",
         }
     }
@@ -67,16 +73,22 @@ const KEY_SKEW_TOLERANCE: f64 = 1.01;
 /// Computes the ideal time; see the module docs for the formula.
 pub fn ideal(input: &IdealInput) -> Ideal {
     let workers = input.per_worker.len().max(1) as u64;
+    let slots = input
+        .partitions
+        .map_or(workers, |p| workers.min(u64::from(p).max(1)));
     let total: u64 = input.per_worker.iter().sum();
     let busiest_items = input.per_worker.iter().copied().max().unwrap_or(0);
     let even_items = total.div_ceil(workers);
+    let slot_items = total.div_ceil(slots);
     let busiest = mul(input.delay, busiest_items);
     let even = mul(input.delay, even_items);
     let cpu = mul(input.cpu_per_item, total) / input.cores.max(1) as u32;
     let (time, limit) = if cpu > busiest {
         (cpu, Limit::Cores)
-    } else if busiest_items as f64 > even_items as f64 * KEY_SKEW_TOLERANCE {
+    } else if busiest_items as f64 > slot_items as f64 * KEY_SKEW_TOLERANCE {
         (busiest, Limit::KeyDistribution)
+    } else if slots < workers && busiest_items > even_items {
+        (busiest, Limit::Partitions)
     } else {
         (busiest, Limit::Workers)
     };
@@ -115,6 +127,7 @@ mod tests {
                 delay: MS10,
                 cpu_per_item: Duration::ZERO,
                 cores: 2,
+                partitions: None,
             });
             assert_eq!(ideal.time.as_secs_f64(), secs);
             assert_eq!(ideal.limit, Limit::Workers);
@@ -130,6 +143,7 @@ mod tests {
             delay: MS10,
             cpu_per_item: Duration::ZERO,
             cores: 2,
+            partitions: None,
         });
         assert_eq!(i.time, Duration::from_millis(5010));
     }
@@ -142,6 +156,7 @@ mod tests {
             delay: Duration::from_millis(500),
             cpu_per_item: Duration::ZERO,
             cores: 2,
+            partitions: None,
         });
         assert_eq!(i.time, Duration::from_secs(26));
         assert_eq!(i.limit, Limit::KeyDistribution);
@@ -155,6 +170,7 @@ mod tests {
             delay: MS10,
             cpu_per_item: Duration::ZERO,
             cores: 2,
+            partitions: None,
         });
         assert_eq!(i.limit, Limit::Workers);
         assert_eq!(i.time, Duration::from_micros(1_000_850_000));
@@ -169,6 +185,7 @@ mod tests {
             delay: MS10,
             cpu_per_item: MS10,
             cores: 2,
+            partitions: None,
         });
         assert_eq!(i.time, Duration::from_secs(5));
         assert_eq!(i.limit, Limit::Cores);
@@ -178,8 +195,25 @@ mod tests {
             delay: MS10,
             cpu_per_item: MS10,
             cores: 10,
+            partitions: None,
         });
         assert_eq!((i.time, i.limit), (Duration::from_secs(1), Limit::Workers));
+    }
+
+    #[test]
+    fn more_workers_than_partitions_blames_the_partitions_not_the_keys() {
+        // 60 uniform partitions on 120 workers: 60 workers hold 10 items each, 60 hold none.
+        let mut per_worker = vec![10; 60];
+        per_worker.extend(vec![0; 60]);
+        let i = ideal(&IdealInput {
+            per_worker: &per_worker,
+            delay: MS10,
+            cpu_per_item: Duration::ZERO,
+            cores: 2,
+            partitions: Some(60),
+        });
+        assert_eq!(i.limit, Limit::Partitions);
+        assert_eq!(i.time, Duration::from_millis(100));
     }
 
     #[test]
@@ -189,6 +223,7 @@ mod tests {
             delay: Duration::ZERO,
             cpu_per_item: Duration::ZERO,
             cores: 2,
+            partitions: None,
         });
         assert_eq!(i.time, Duration::ZERO);
     }

@@ -223,6 +223,12 @@ pub fn notes(report: &BenchReport) -> Vec<String> {
         match r.limit {
             _ if r.ideal_s == 0.0 => {}
             Limit::Workers => {}
+            Limit::Partitions => notes.push(format!(
+                "run {run}: limited by {}: {} of {} workers hold items",
+                r.limit.describe(),
+                r.per_worker.iter().filter(|&&n| n > 0).count(),
+                r.workers
+            )),
             Limit::KeyDistribution => {
                 let busiest = r.per_worker.iter().max().copied().unwrap_or(0);
                 let best = if busiest > 0 {

@@ -88,7 +88,11 @@ mod tests {
     #[test]
     fn connect_gives_up_with_a_named_error() {
         // Bind then drop, so the port is very likely closed.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let start = Instant::now();
         let err = connect(&addr, Duration::from_millis(400)).unwrap_err();
@@ -99,7 +103,11 @@ mod tests {
 
     #[test]
     fn connect_waits_for_a_late_listener() {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let late = std::thread::spawn({
             let addr = addr.clone();

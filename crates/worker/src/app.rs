@@ -86,13 +86,6 @@ impl App {
             }
         }
     }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            App::Count => "count",
-            App::Votes => "votes",
-        }
-    }
 }
 
 #[cfg(test)]

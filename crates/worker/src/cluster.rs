@@ -21,6 +21,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
+use plumbline_core::clock::Sleeper;
 use plumbline_core::{Message, RunClock, Shutdown};
 use plumbline_measure::Recorder;
 
@@ -87,7 +88,7 @@ pub struct ClusterConfig {
 /// What one run of the cluster did.
 #[derive(Debug)]
 pub struct RunOutcome {
-    /// From the run clock's start to the last result at the sink.
+    /// From the run clock's start to the last result a worker emitted.
     pub wall: Duration,
     /// Messages the source handed to the cluster.
     pub sent: u64,
@@ -110,14 +111,20 @@ struct WorkerReport {
 impl ClusterConfig {
     /// Runs `messages` through the cluster and waits for every result.
     ///
-    /// `progress` is set to the number of results delivered so far, for a progress bar to poll. Setting
-    /// `shutdown` stops the source; queued items still finish.
-    pub fn run<I>(&self, messages: I, shutdown: &Shutdown, progress: &AtomicU64) -> RunOutcome
+    /// Each message is held back until its `intended_ns` (0: at once). `progress` is set to the
+    /// number of results delivered so far, for a progress bar to poll. Setting `shutdown` stops
+    /// the source; queued items still finish.
+    pub fn run<I>(
+        &self,
+        messages: I,
+        shutdown: &Shutdown,
+        progress: &AtomicU64,
+    ) -> Result<RunOutcome, ClusterError>
     where
         I: Iterator<Item = Message> + Send,
     {
         match self.step {
-            Step::Sequential => self.run_sequential(messages, shutdown, progress),
+            Step::Sequential => Ok(self.run_sequential(messages, shutdown, progress)),
             Step::Partitioned | Step::Balanced => self.run_threads(messages, shutdown, progress),
         }
     }
@@ -131,19 +138,21 @@ impl ClusterConfig {
         let mut sink = Sink::new(1);
         let clock = RunClock::start();
         let mut worker = WorkerLoop::new(self, 0, clock);
+        let mut pacer = Pacer::new(clock);
         let mut sent = 0;
         for message in messages.take_while(|_| !shutdown.requested()) {
+            pacer.wait_for(&message);
             sent += 1;
             if let Some(delivery) = worker.handle(&message) {
                 sink.deliver(delivery, progress);
             }
         }
-        let wall = clock.origin().elapsed();
         let report = worker.finish();
+        let sink = sink.finish();
         RunOutcome {
-            wall,
+            wall: wall(&sink, &clock),
             sent,
-            sink: sink.finish(),
+            sink,
             work: report.work,
             rejected: report.rejected,
             first_rejection: report.first_rejection,
@@ -151,44 +160,53 @@ impl ClusterConfig {
         }
     }
 
-    fn run_threads<I>(&self, messages: I, shutdown: &Shutdown, progress: &AtomicU64) -> RunOutcome
+    fn run_threads<I>(
+        &self,
+        messages: I,
+        shutdown: &Shutdown,
+        progress: &AtomicU64,
+    ) -> Result<RunOutcome, ClusterError>
     where
         I: Iterator<Item = Message> + Send,
     {
-        let (results_tx, results_rx) =
-            bounded::<Delivery>(self.capacity.saturating_mul(RESULTS_PER_SLOT));
-        // Partitioned: one queue per worker. Balanced: one queue every worker pulls from.
-        let queues: Vec<(Sender<Message>, Receiver<Message>)> = match self.step {
-            Step::Partitioned => (0..self.workers).map(|_| bounded(self.capacity)).collect(),
-            _ => vec![bounded(self.capacity)],
-        };
         let map = PartitionMap::round_robin(self.partitions, self.workers);
         let mut sink = Sink::new(self.workers);
         let clock = RunClock::start();
         std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..self.workers)
-                .map(|index| {
-                    let inbox = queues[index % queues.len()].1.clone();
-                    let results = results_tx.clone();
-                    scope.spawn(move || {
-                        let mut worker = WorkerLoop::new(self, index, clock);
-                        for message in inbox {
-                            if let Some(delivery) = worker.handle(&message) {
-                                if results.send(delivery).is_err() {
-                                    break;
-                                }
+            let (results_tx, results_rx) =
+                bounded::<Delivery>(self.capacity.saturating_mul(RESULTS_PER_SLOT));
+            // Partitioned: one queue per worker. Balanced: one queue every worker pulls from.
+            // If a spawn fails, returning drops the queues' senders, so the workers already
+            // started see their queue close and end before the scope joins them.
+            let queues: Vec<(Sender<Message>, Receiver<Message>)> = match self.step {
+                Step::Partitioned => (0..self.workers).map(|_| bounded(self.capacity)).collect(),
+                _ => vec![bounded(self.capacity)],
+            };
+            let mut workers = Vec::with_capacity(self.workers);
+            for index in 0..self.workers {
+                let inbox = queues[index % queues.len()].1.clone();
+                let results = results_tx.clone();
+                let handle = spawn(scope, format!("worker-{index}"), move || {
+                    let mut worker = WorkerLoop::new(self, index, clock);
+                    for message in inbox {
+                        if let Some(delivery) = worker.handle(&message) {
+                            if results.send(delivery).is_err() {
+                                break;
                             }
                         }
-                        worker.finish()
-                    })
-                })
-                .collect();
+                    }
+                    worker.finish()
+                })?;
+                workers.push(handle);
+            }
             drop(results_tx);
             let senders: Vec<Sender<Message>> = queues.into_iter().map(|(tx, _)| tx).collect();
-            let source = scope.spawn(move || {
+            let source = spawn(scope, "source".into(), move || {
                 let mut sent = 0u64;
                 let mut backoff = Backoff::new();
+                let mut pacer = Pacer::new(clock);
                 'items: for message in messages.take_while(|_| !shutdown.requested()) {
+                    pacer.wait_for(&message);
                     let queue = &senders[map.owner_of_key(message.key) % senders.len()];
                     let mut message = message;
                     loop {
@@ -205,7 +223,7 @@ impl ClusterConfig {
                     sent += 1;
                 }
                 sent
-            });
+            })?;
             let mut backoff = Backoff::new();
             loop {
                 match results_rx.try_recv() {
@@ -217,34 +235,79 @@ impl ClusterConfig {
                     Err(TryRecvError::Disconnected) => break,
                 }
             }
-            let finished = clock.origin().elapsed();
-            let sent = source.join().expect("source thread does not panic");
+            let sent = source.join().expect("the source does not panic");
             let mut work = Recorder::new();
             let mut rejected = 0;
             let mut first_rejection = None;
             for handle in workers {
-                let report = handle.join().expect("worker threads do not panic");
+                let report = handle.join().expect("workers do not panic");
                 work.merge(&report.work);
                 rejected += report.rejected;
                 first_rejection = first_rejection.or(report.first_rejection);
             }
             let sink = sink.finish();
-            // The run ends with its last result; without any, when the last worker stopped.
-            let wall = if sink.delivered > 0 {
-                Duration::from_nanos(sink.last_ns)
-            } else {
-                finished
-            };
-            RunOutcome {
-                wall,
+            Ok(RunOutcome {
+                wall: wall(&sink, &clock),
                 sent,
                 sink,
                 work,
                 rejected,
                 first_rejection,
                 interrupted: shutdown.requested(),
-            }
+            })
         })
+    }
+}
+
+/// Why a cluster could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("could not start thread {name}: {source}")]
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
+fn spawn<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    name: String,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> Result<std::thread::ScopedJoinHandle<'scope, T>, ClusterError> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn_scoped(scope, f)
+        .map_err(|source| ClusterError::Spawn { name, source })
+}
+
+/// A run ends with the last result a worker emitted (the in-process sink is a measuring device,
+/// not part of the cluster, so its hop is not charged); without any result, now.
+fn wall(sink: &SinkReport, clock: &RunClock) -> Duration {
+    if sink.delivered > 0 {
+        Duration::from_nanos(sink.last_ns)
+    } else {
+        clock.origin().elapsed()
+    }
+}
+
+/// Holds each message back until its intended send time (a paced run; a batch is all due at 0).
+struct Pacer {
+    clock: RunClock,
+    sleeper: Sleeper,
+}
+
+impl Pacer {
+    fn new(clock: RunClock) -> Self {
+        Self {
+            clock,
+            sleeper: Sleeper::new(),
+        }
+    }
+
+    fn wait_for(&mut self, message: &Message) {
+        if message.intended_ns > 0 {
+            self.sleeper.sleep_until(self.clock.at(message.intended_ns));
+        }
     }
 }
 
@@ -356,11 +419,13 @@ mod tests {
                 App::Votes,
                 26,
             );
-            let outcome = cfg.run(
-                votes("abcdefghijklmnopqrstuvwxyz", 52),
-                &Shutdown::new(),
-                &progress,
-            );
+            let outcome = cfg
+                .run(
+                    votes("abcdefghijklmnopqrstuvwxyz", 52),
+                    &Shutdown::new(),
+                    &progress,
+                )
+                .unwrap();
             assert_eq!(outcome.sent, 52);
             assert_eq!(outcome.sink.lost(52), 0);
             assert_eq!(outcome.sink.duplicates(), 0);
@@ -373,7 +438,9 @@ mod tests {
     fn partitioned_state_lives_on_the_owner() {
         let progress = AtomicU64::new(0);
         let cfg = config(Step::Partitioned, 2, App::Votes, 26);
-        let outcome = cfg.run(votes("a", 52), &Shutdown::new(), &progress);
+        let outcome = cfg
+            .run(votes("a", 52), &Shutdown::new(), &progress)
+            .unwrap();
         assert_eq!(outcome.sink.per_worker, vec![52, 0]);
         assert_eq!(outcome.sink.final_state[&u32::from(b'a')], 26 + 2 * 26);
     }
@@ -388,7 +455,7 @@ mod tests {
             partitions: 60,
         };
         let messages = Generator::new(workload, KeyDist::Hot(1.0), 1, 300).unwrap();
-        let outcome = cfg.run(messages, &Shutdown::new(), &progress);
+        let outcome = cfg.run(messages, &Shutdown::new(), &progress).unwrap();
         assert_eq!(outcome.sink.delivered, 300);
         assert_eq!(outcome.sink.per_worker.iter().sum::<u64>(), 300);
         assert!(
@@ -403,12 +470,41 @@ mod tests {
     fn shutdown_stops_the_source_and_loses_nothing_accepted() {
         let progress = AtomicU64::new(0);
         let shutdown = Shutdown::new();
-        shutdown.request();
-        let cfg = config(Step::Balanced, 2, App::Count, 60);
-        let outcome = cfg.run(votes("ab", 10), &shutdown, &progress);
+        let mut cfg = config(Step::Balanced, 2, App::Count, 60);
+        cfg.delay = Duration::from_millis(1);
+        // Ctrl-C arrives while the source is on its 20th item, with items queued and in work.
+        let stop = shutdown.clone();
+        let messages = votes("ab", 1000).inspect(move |m| {
+            if m.seq == 20 {
+                stop.request();
+            }
+        });
+        let outcome = cfg.run(messages, &shutdown, &progress).unwrap();
         assert!(outcome.interrupted);
-        assert_eq!(outcome.sent, 0);
+        assert!((20..1000).contains(&outcome.sent), "sent {}", outcome.sent);
+        assert_eq!(
+            outcome.sink.delivered, outcome.sent,
+            "every accepted item finished"
+        );
         assert_eq!(outcome.sink.lost(outcome.sent), 0);
+    }
+
+    #[test]
+    fn paced_messages_wait_for_their_intended_time() {
+        let progress = AtomicU64::new(0);
+        let cfg = config(Step::Partitioned, 2, App::Votes, 26);
+        let paced = votes("ab", 10).map(|mut m| {
+            m.intended_ns = m.seq * 5_000_000;
+            m
+        });
+        let outcome = cfg.run(paced, &Shutdown::new(), &progress).unwrap();
+        assert!(
+            outcome.wall >= Duration::from_millis(45),
+            "{:?}",
+            outcome.wall
+        );
+        // Latency counts from each item's own due time, so it stays small.
+        assert!(outcome.sink.latency.summary().p50 < 0.02);
     }
 
     #[test]
@@ -421,7 +517,7 @@ mod tests {
             intended_ns: 0,
             payload: bytes::Bytes::from_static(b"x"),
         });
-        let outcome = cfg.run(bad, &Shutdown::new(), &progress);
+        let outcome = cfg.run(bad, &Shutdown::new(), &progress).unwrap();
         assert_eq!(outcome.rejected, 4);
         assert_eq!(outcome.sink.lost(4), 4);
         assert!(outcome.first_rejection.unwrap().contains("got 1"));

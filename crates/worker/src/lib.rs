@@ -15,7 +15,7 @@ pub mod sink;
 pub mod work;
 
 pub use app::{App, Output};
-pub use cluster::{ClusterConfig, RunOutcome, Step};
+pub use cluster::{ClusterConfig, ClusterError, RunOutcome, Step};
 pub use partition::PartitionMap;
 pub use plumbline_core::Shutdown;
 pub use work::Work;

@@ -117,7 +117,10 @@ impl Receiver {
         let mut latency = Recorder::new();
         let mut seqs: Vec<(u32, u64)> = Vec::with_capacity(SEQ_BATCH);
         let mut framing = self.config.framing;
-        let mut pacer = self.config.throttle.map(|rate| (Sleeper::new(), Instant::now(), rate));
+        let mut pacer = self
+            .config
+            .throttle
+            .map(|rate| (Sleeper::new(), Instant::now(), rate));
         let mut count = 0u64;
         let mut failure = None;
         for frame in FrameReader::new(stream, codec) {
@@ -211,7 +214,13 @@ impl Receiver {
         let first = self.first_ns.load(Ordering::Relaxed);
         let last = self.last_ns.load(Ordering::Relaxed);
         let duration_s = last.saturating_sub(first) as f64 / 1e9;
-        let per_s = |n: f64| if duration_s > 0.0 { n / duration_s } else { 0.0 };
+        let per_s = |n: f64| {
+            if duration_s > 0.0 {
+                n / duration_s
+            } else {
+                0.0
+            }
+        };
         let seqs = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
         ReceiveSummary {
             frames,
@@ -221,7 +230,11 @@ impl Receiver {
             mb_per_s: per_s(bytes as f64) / 1e6,
             connections: self.connections.load(Ordering::Relaxed),
             bad_connections: self.bad.load(Ordering::Relaxed),
-            bad_reasons: self.reasons.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            bad_reasons: self
+                .reasons
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             latency_s: self
                 .latency
                 .lock()
@@ -272,7 +285,11 @@ mod tests {
         let s = receiver.summary(Some(8));
         assert_eq!(s.frames, 6);
         assert_eq!(s.bytes, 6 * 4, "payload bytes, headers excluded");
-        assert_eq!((s.sequence.lost, s.sequence.duplicates), (3, 1), "3, 6 and 7 are missing");
+        assert_eq!(
+            (s.sequence.lost, s.sequence.duplicates),
+            (3, 1),
+            "3, 6 and 7 are missing"
+        );
         assert_eq!(s.latency_s.count, 6);
         assert_eq!(s.connections, 2);
     }
@@ -287,15 +304,25 @@ mod tests {
         let s = receiver.summary(None);
         assert_eq!(s.frames, 2);
         assert_eq!(s.bad_connections, 1);
-        assert!(s.bad_reasons[0].contains("127.0.0.1:5555"), "{:?}", s.bad_reasons);
-        assert!(s.bad_reasons[0].contains("exceeds the 1024-byte limit"), "{:?}", s.bad_reasons);
+        assert!(
+            s.bad_reasons[0].contains("127.0.0.1:5555"),
+            "{:?}",
+            s.bad_reasons
+        );
+        assert!(
+            s.bad_reasons[0].contains("exceeds the 1024-byte limit"),
+            "{:?}",
+            s.bad_reasons
+        );
     }
 
     #[test]
     fn raw_frames_are_counted_without_latency() {
         let receiver = Receiver::new(config(Framing::Auto));
         let mut raw = Vec::new();
-        FrameCodec::default().encode_into(b"z\0\0\0\x02", &mut raw).unwrap();
+        FrameCodec::default()
+            .encode_into(b"z\0\0\0\x02", &mut raw)
+            .unwrap();
         receiver.serve(&raw[..], "a");
         let s = receiver.summary(Some(1));
         assert_eq!((s.frames, s.latency_s.count, s.sequence.lost), (1, 0, 0));
@@ -305,7 +332,9 @@ mod tests {
     fn promised_plumbline_framing_is_enforced() {
         let receiver = Receiver::new(config(Framing::Plumbline));
         let mut raw = Vec::new();
-        FrameCodec::default().encode_into(b"not a header", &mut raw).unwrap();
+        FrameCodec::default()
+            .encode_into(b"not a header", &mut raw)
+            .unwrap();
         receiver.serve(&raw[..], "a");
         assert_eq!(receiver.summary(None).bad_connections, 1);
     }
@@ -316,7 +345,10 @@ mod tests {
         cfg.throttle = Some(200.0);
         let receiver = Receiver::new(cfg);
         let start = Instant::now();
-        receiver.serve(&plumbline_frames(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10])[..], "a");
+        receiver.serve(
+            &plumbline_frames(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10])[..],
+            "a",
+        );
         assert!(start.elapsed() >= Duration::from_millis(50));
     }
 }
