@@ -16,6 +16,7 @@ Examples:
   plumbline bench --preset alphabet-hot             # one hot key: no speedup, and why
   plumbline bench --work spin --workers 1,2,10      # CPU-bound items against the machine's cores
   plumbline bench --preset throughput --json out.json
+  plumbline bench --rate 150/s --items 1500 --workers 1,2     # paced: latency vs load
   plumbline gen votes -o fake_votes.msg             # the seed's 468-byte file
   plumbline gen nonces --count 1024 --size 1024 --seed 7 -o nonces.bin
   plumbline inspect fake_votes.msg --format votes";
@@ -91,6 +92,9 @@ pub struct BenchArgs {
     /// Seed of the generated load
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Items per second into the cluster (e.g. 500/s); max (default) sends the batch at once
+    #[arg(long)]
+    pub rate: Option<String>,
     /// Write every run as JSON to this file
     #[arg(long)]
     pub json: Option<PathBuf>,

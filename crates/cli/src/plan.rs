@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::duration::parse_duration;
+use plumbline_core::Message;
+use plumbline_load::schedule::parse_rate;
 use plumbline_load::{Generator, KeyDist, Workload};
 use plumbline_measure::ideal::{even_split, ideal, Ideal, IdealInput};
 use plumbline_worker::app::PartitionState;
@@ -65,6 +67,8 @@ pub struct Preset {
     pub step: Vec<String>,
     pub seed: u64,
     pub capacity: usize,
+    /// Items per second sent into the cluster ("max": all due at the start, a batch).
+    pub rate: String,
 }
 
 impl Default for Preset {
@@ -83,6 +87,7 @@ impl Default for Preset {
             step: vec!["balanced".into()],
             seed: 7,
             capacity: 1024,
+            rate: "max".into(),
         }
     }
 }
@@ -140,6 +145,8 @@ pub struct BenchPlan {
     pub workload: Workload,
     pub keys: KeyDist,
     pub seed: u64,
+    /// Items per second into the cluster; `None`: a batch, every item due at the start.
+    pub rate: Option<f64>,
     pub runs: Vec<RunPlan>,
 }
 
@@ -151,8 +158,10 @@ impl BenchPlan {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { p.$field = v.clone(); } )* };
         }
         take!(
-            items, workers, work, step, keys, workload, size, letters, partitions, capacity, seed
+            items, workers, work, step, keys, workload, size, letters, partitions, capacity, seed,
+            rate
         );
+        let rate = parse_rate(&p.rate).context("--rate")?;
         let delays: Vec<Duration> = match &args.delay {
             Some(d) => d.clone(),
             None => p
@@ -256,6 +265,8 @@ impl BenchPlan {
                                 cores,
                                 partitions: (step == Step::Partitioned)
                                     .then(|| workload.partitions()),
+                                last_due: rate
+                                    .map(|r| Duration::from_secs_f64((items - 1) as f64 / r)),
                             });
                             runs.push(RunPlan {
                                 cluster: ClusterConfig {
@@ -282,14 +293,23 @@ impl BenchPlan {
             workload,
             keys,
             seed: p.seed,
+            rate,
             runs,
         })
     }
 
-    /// The generated messages of a run (the same for every run with the same item count).
-    pub fn messages(&self, items: u64) -> Generator {
+    /// The generated messages of a run (the same for every run with the same item count), each
+    /// stamped with its intended send time when the run is paced.
+    pub fn messages(&self, items: u64) -> impl Iterator<Item = Message> + Send {
+        let rate = self.rate;
         Generator::new(self.workload.clone(), self.keys, self.seed, items)
             .expect("validated in build()")
+            .map(move |mut m| {
+                if let Some(rate) = rate {
+                    m.intended_ns = (m.seq as f64 * 1e9 / rate) as u64;
+                }
+                m
+            })
     }
 
     /// How the keys were chosen, for reports.

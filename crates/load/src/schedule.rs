@@ -66,6 +66,8 @@ pub enum Shape {
 pub enum ShapeError {
     #[error("rate {0} must be a positive, finite number of messages per second")]
     Rate(f64),
+    #[error("'{0}' is not a rate: use e.g. 2000/s, 1.5k/s, 2M/s or max")]
+    RateText(String),
     #[error("a step or ramp needs a non-zero duration")]
     ZeroDuration,
     #[error("--breakpoints {0}: the day/night cycle needs at least 2 breakpoints")]
@@ -80,6 +82,28 @@ pub enum ShapeError {
         "the rate CSV has no rows: expected lines of 'seconds,rate', ending with the end time"
     )]
     EmptyCsv,
+}
+
+/// Reads a rate as typed: `2000/s`, `2000`, `1.5k/s`, or `max` (as fast as possible: `None`).
+pub fn parse_rate(text: &str) -> Result<Option<f64>, ShapeError> {
+    let t = text.trim();
+    if t == "max" {
+        return Ok(None);
+    }
+    let number = t.strip_suffix("/s").unwrap_or(t).replace('_', "");
+    let (number, scale) = match number.strip_suffix('k') {
+        Some(n) => (n.to_string(), 1e3),
+        None => match number.strip_suffix('M') {
+            Some(n) => (n.to_string(), 1e6),
+            None => (number, 1.0),
+        },
+    };
+    let rate = number
+        .parse::<f64>()
+        .map(|r| r * scale)
+        .map_err(|_| ShapeError::RateText(text.to_string()))?;
+    check_rate(rate)?;
+    Ok(Some(rate))
 }
 
 fn check_rate(rate: f64) -> Result<(), ShapeError> {
@@ -516,6 +540,17 @@ mod tests {
         let o = offsets(&shape, 0, 2, 5000);
         let rate = 5000.0 / o[4999].as_secs_f64();
         assert!((450.0..550.0).contains(&rate), "thread rate {rate}");
+    }
+
+    #[test]
+    fn rates_read_as_typed() {
+        assert_eq!(parse_rate("2000/s"), Ok(Some(2000.0)));
+        assert_eq!(parse_rate("200_000"), Ok(Some(200_000.0)));
+        assert_eq!(parse_rate("1.5k/s"), Ok(Some(1500.0)));
+        assert_eq!(parse_rate("2M/s"), Ok(Some(2e6)));
+        assert_eq!(parse_rate("max"), Ok(None));
+        assert_eq!(parse_rate("fast"), Err(ShapeError::RateText("fast".into())));
+        assert_eq!(parse_rate("0/s"), Err(ShapeError::Rate(0.0)));
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct IdealInput<'a> {
     pub cpu_per_item: Duration,
     /// Cores the machine has.
     pub cores: usize,
+    /// When the last item is due, for a paced run (`None`: every item is due at the start).
+    pub last_due: Option<Duration>,
     /// Keyed state's partition count (`None` for unkeyed work): with fewer partitions than
     /// workers, some workers can never get an item.
     pub partitions: Option<u32>,
@@ -40,6 +42,8 @@ pub enum Limit {
     KeyDistribution,
     /// Fewer partitions than workers: the extra workers own nothing.
     Partitions,
+    /// A paced run cannot end before its last item is due (plus that item's work).
+    Arrivals,
     /// The CPU part of the work needs more cores than the machine has.
     Cores,
 }
@@ -50,6 +54,7 @@ impl Limit {
             Limit::Workers => "the worker count",
             Limit::KeyDistribution => "the key distribution, not the engine",
             Limit::Partitions => "the partition count: workers beyond it own no partition",
+            Limit::Arrivals => "the send rate: the last item is not due any earlier",
             Limit::Cores => "the machine's cores",
         }
     }
@@ -83,7 +88,12 @@ pub fn ideal(input: &IdealInput) -> Ideal {
     let busiest = mul(input.delay, busiest_items);
     let even = mul(input.delay, even_items);
     let cpu = mul(input.cpu_per_item, total) / input.cores.max(1) as u32;
-    let (time, limit) = if cpu > busiest {
+    let arrivals = input
+        .last_due
+        .map_or(Duration::ZERO, |due| due + input.delay);
+    let (time, limit) = if arrivals > busiest.max(cpu) {
+        (arrivals, Limit::Arrivals)
+    } else if cpu > busiest {
         (cpu, Limit::Cores)
     } else if busiest_items as f64 > slot_items as f64 * KEY_SKEW_TOLERANCE {
         (busiest, Limit::KeyDistribution)
@@ -128,6 +138,8 @@ mod tests {
                 cpu_per_item: Duration::ZERO,
                 cores: 2,
                 partitions: None,
+                last_due: None,
+                last_due: None,
             });
             assert_eq!(ideal.time.as_secs_f64(), secs);
             assert_eq!(ideal.limit, Limit::Workers);
@@ -144,6 +156,7 @@ mod tests {
             cpu_per_item: Duration::ZERO,
             cores: 2,
             partitions: None,
+            last_due: None,
         });
         assert_eq!(i.time, Duration::from_millis(5010));
     }
@@ -157,6 +170,7 @@ mod tests {
             cpu_per_item: Duration::ZERO,
             cores: 2,
             partitions: None,
+            last_due: None,
         });
         assert_eq!(i.time, Duration::from_secs(26));
         assert_eq!(i.limit, Limit::KeyDistribution);
@@ -171,6 +185,7 @@ mod tests {
             cpu_per_item: Duration::ZERO,
             cores: 2,
             partitions: None,
+            last_due: None,
         });
         assert_eq!(i.limit, Limit::Workers);
         assert_eq!(i.time, Duration::from_micros(1_000_850_000));
@@ -186,6 +201,7 @@ mod tests {
             cpu_per_item: MS10,
             cores: 2,
             partitions: None,
+            last_due: None,
         });
         assert_eq!(i.time, Duration::from_secs(5));
         assert_eq!(i.limit, Limit::Cores);
@@ -196,6 +212,7 @@ mod tests {
             cpu_per_item: MS10,
             cores: 10,
             partitions: None,
+            last_due: None,
         });
         assert_eq!((i.time, i.limit), (Duration::from_secs(1), Limit::Workers));
     }
@@ -211,9 +228,28 @@ mod tests {
             cpu_per_item: Duration::ZERO,
             cores: 2,
             partitions: Some(60),
+            last_due: None,
         });
         assert_eq!(i.limit, Limit::Partitions);
         assert_eq!(i.time, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_paced_run_cannot_beat_its_last_arrival() {
+        // 100 items at 50/s: the last is due at 1.98 s and costs 10 ms more.
+        let split = even_split(100, 10);
+        let i = ideal(&IdealInput {
+            per_worker: &split,
+            delay: MS10,
+            cpu_per_item: Duration::ZERO,
+            cores: 2,
+            partitions: None,
+            last_due: Some(Duration::from_millis(1980)),
+        });
+        assert_eq!(
+            (i.time, i.limit),
+            (Duration::from_millis(1990), Limit::Arrivals)
+        );
     }
 
     #[test]
@@ -224,6 +260,7 @@ mod tests {
             cpu_per_item: Duration::ZERO,
             cores: 2,
             partitions: None,
+            last_due: None,
         });
         assert_eq!(i.time, Duration::ZERO);
     }

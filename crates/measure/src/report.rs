@@ -40,7 +40,8 @@ pub struct RunRecord {
     pub items_per_s: f64,
     /// Payload megabytes (10^6 bytes) per second.
     pub mb_per_s: f64,
-    /// Intended send time → result at the sink. A bench's items are all due at the run start.
+    /// Intended send time → result. Unpaced, every item is due at the run start (a batch), so
+    /// this is each item's time to result; with `--rate` it counts from the item's own due time.
     pub latency_s: LatencySummary,
     /// What one item's work actually cost (the precision of the work model).
     pub work_s: LatencySummary,
@@ -223,6 +224,11 @@ pub fn notes(report: &BenchReport) -> Vec<String> {
         match r.limit {
             _ if r.ideal_s == 0.0 => {}
             Limit::Workers => {}
+            Limit::Arrivals => notes.push(format!(
+                "run {run}: limited by {}: paced input, so the wall time shows arrivals, \
+                 latency shows the plumbing",
+                r.limit.describe()
+            )),
             Limit::Partitions => notes.push(format!(
                 "run {run}: limited by {}: {} of {} workers hold items",
                 r.limit.describe(),
