@@ -45,6 +45,12 @@ pub enum Command {
     Gen(GenArgs),
     /// Decode a framed file and summarize (or print) its messages
     Inspect(InspectArgs),
+    /// Send messages open-loop on a schedule to TCP receivers (Giles-sender compatible flags)
+    #[command(after_help = SEND_EXAMPLES)]
+    Send(SendArgs),
+    /// Receive frames on TCP, count them and measure latency and losses (the seeds' data_receiver)
+    #[command(after_help = RECEIVE_EXAMPLES)]
+    Receive(ReceiveArgs),
 }
 
 /// Flags of `bench`. Every matrix flag overrides the preset's value.
@@ -160,4 +166,167 @@ pub struct InspectArgs {
     /// Print every message, not only the summary
     #[arg(long)]
     pub print: bool,
+}
+
+const SEND_EXAMPLES: &str = "\
+Examples:
+  # Seed 000's sender, as written (Pony runtime flags are accepted and ignored):
+  plumbline send --host 127.0.0.1:7010 --file nonces.bin --batch-size 20 --interval 100_000 \\
+      --messages 2000000 --msg-size 1028 --binary --repeat --ponythreads=1 --ponynoblock
+  plumbline send --host 127.0.0.1:7010 --gen nonces --rate 2000/s --duration 30s
+  plumbline send --host 127.0.0.1:7010 --rate max --messages 1000000     # as fast as possible
+  plumbline send --shape day-night --breakpoints 48 --cycles 2 --duration 60s --max-mbps 15 --dry-run";
+
+const RECEIVE_EXAMPLES: &str = "\
+Examples:
+  plumbline receive --listen 127.0.0.1:7002 --print           # the seeds' data_receiver
+  plumbline receive --listen 127.0.0.1:7002 --expect 2000000 --json recv.json
+  plumbline receive --listen 127.0.0.1:7002 --throttle 1000/s  # a deliberately slow consumer";
+
+/// Flags of `send`. The first group is Giles' sender's; the rest are plumbline's.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Receivers to connect to, comma-separated; messages go round-robin over the connections
+    #[arg(long, value_delimiter = ',')]
+    pub host: Vec<String>,
+    /// Files to replay, comma-separated, read in order
+    #[arg(long, value_delimiter = ',')]
+    pub file: Vec<PathBuf>,
+    /// Messages to send in all
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Messages per interval (Giles pacing)
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: u64,
+    /// Nanoseconds between batches (`_` separators and unit suffixes like 100us accepted)
+    #[arg(long, default_value = "5_000_000", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// Start over at the end of the files
+    #[arg(long)]
+    pub repeat: bool,
+    /// Files hold length-prefixed binary frames (otherwise: one message per line)
+    #[arg(long)]
+    pub binary: bool,
+    /// Bytes of each record in a binary file, its 4-byte header included
+    #[arg(long)]
+    pub msg_size: Option<usize>,
+    /// Read each binary record's own length instead of --msg-size
+    #[arg(long)]
+    pub variable_size: bool,
+    /// Accepted for Giles compatibility; plumbline keeps no log of sent messages
+    #[arg(long)]
+    pub no_write: bool,
+    /// Constant rate, e.g. 2000/s, or max for as fast as possible (replaces batch pacing)
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// Stop scheduling after this long
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Generate load instead of reading files
+    #[arg(long, value_enum)]
+    pub gen: Option<Format>,
+    /// Payload bytes of generated nonces and random payloads
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Seed of generated load
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Key distribution of generated nonces and random payloads
+    #[arg(long, default_value = "uniform")]
+    pub keys: String,
+    /// Letters of generated votes
+    #[arg(long, default_value = "abcdefghijklmnopqrstuvwxyz")]
+    pub letters: String,
+    /// Partitions of generated nonces
+    #[arg(long, default_value_t = 60)]
+    pub partitions: u32,
+    /// Connections (one sending thread each) [default: one per --host]
+    #[arg(long, visible_alias = "threads")]
+    pub connections: Option<usize>,
+    /// Load shape: constant, batch, poisson, ramp:FROM..TO, steps:RATE@DUR,..., csv:FILE, day-night
+    #[arg(long)]
+    pub shape: Option<String>,
+    /// Day/night: breakpoints per cycle (24 = the seed's hours; more = smoother)
+    #[arg(long, default_value_t = 24)]
+    pub breakpoints: usize,
+    /// Day/night: cycles in --duration
+    #[arg(long, default_value_t = 1)]
+    pub cycles: usize,
+    /// Day/night: peak megabytes (10^6 bytes) per second, converted by the message size
+    #[arg(long)]
+    pub max_mbps: Option<f64>,
+    /// raw (payload only) or plumbline (header with seq and intended send time)
+    /// [default: plumbline for --gen, raw for files]
+    #[arg(long, value_enum)]
+    pub framing: Option<SendFraming>,
+    /// A message written later than this after its deadline counts as late
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    pub late_after: Duration,
+    /// Keep retrying refused connections this long
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Print the schedule and exit without sending
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the send report as JSON
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress bar
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SendFraming {
+    Raw,
+    Plumbline,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReceiveFraming {
+    Auto,
+    Raw,
+    Plumbline,
+}
+
+/// Flags of `receive`.
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// Address to listen on (host:port; port 0 picks one and prints it)
+    #[arg(long)]
+    pub listen: String,
+    /// Print every message's payload as a line
+    #[arg(long)]
+    pub print: bool,
+    /// Stop after this many messages; fewer at the end is an error
+    #[arg(long)]
+    pub expect: Option<u64>,
+    /// Stop when nothing arrived for this long
+    #[arg(long, value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// How to read payloads: auto (by each connection's first frame), raw or plumbline
+    #[arg(long, value_enum, default_value = "auto")]
+    pub framing: ReceiveFraming,
+    /// Largest frame accepted, in bytes (at most 1 GiB)
+    #[arg(long, default_value_t = plumbline_core::frame::DEFAULT_MAX_FRAME as u64,
+          value_parser = clap::value_parser!(u64).range(1..=plumbline_core::frame::MAX_FRAME_LIMIT))]
+    pub max_frame: u64,
+    /// Read at most this many frames per second per connection (a slow consumer, for testing)
+    #[arg(long)]
+    pub throttle: Option<String>,
+    /// Write the summary (with the HDR latency histogram) as JSON
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No live status line
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Giles' `--interval`: bare nanoseconds (with `_` separators) or a duration with a unit.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let plain = text.replace('_', "");
+    if let Ok(ns) = plain.parse::<u64>() {
+        return Ok(Duration::from_nanos(ns));
+    }
+    parse_duration(text).map_err(|e| e.to_string())
 }

@@ -8,7 +8,10 @@ mod gen;
 mod inspect;
 mod plan;
 mod progress;
+mod receive;
+mod send;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -18,7 +21,7 @@ use crate::args::{Cli, Command};
 use crate::bench::Verdict;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(without_pony_flags(std::env::args_os()));
     let shutdown = Shutdown::new();
     let on_signal = shutdown.clone();
     // First Ctrl-C: stop producing, drain, report what ran. Second: leave at once.
@@ -36,6 +39,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args, &shutdown),
         Command::Gen(args) => gen::run(args, &shutdown),
         Command::Inspect(args) => inspect::run(args).map(|()| Verdict::Passed),
+        Command::Send(args) => send::run(args, &shutdown),
+        Command::Receive(args) => receive::run(args, &shutdown),
     };
     match result {
         Ok(Verdict::Passed) => ExitCode::SUCCESS,
@@ -51,4 +56,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Drops the Pony runtime flags the seeds' commands carry (`--ponythreads=1`, `--ponynoblock`,
+/// …): they tune Wallaroo's runtime, and plumbline has none. Says which it ignored.
+fn without_pony_flags(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    let mut kept = Vec::new();
+    let mut ignored = Vec::new();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if !text.starts_with("--pony") {
+            kept.push(arg);
+            continue;
+        }
+        ignored.push(text.to_string());
+        // `--ponythreads 1` form: its value goes too.
+        let takes_value =
+            !text.contains('=') && !text.ends_with("noblock") && !text.ends_with("pin");
+        if takes_value
+            && args
+                .peek()
+                .is_some_and(|v| v.to_string_lossy().parse::<u64>().is_ok())
+        {
+            ignored.push(args.next().expect("peeked").to_string_lossy().to_string());
+        }
+    }
+    if !ignored.is_empty() {
+        eprintln!("note: ignoring Pony runtime flags {}", ignored.join(" "));
+    }
+    kept
 }

@@ -222,9 +222,31 @@ impl Shape {
         }
     }
 
+    /// The mean rate the shape asks for, if it has one (`Max` has none).
+    pub fn mean_rate(&self) -> Option<f64> {
+        match self {
+            Shape::Max => None,
+            Shape::Constant { rate } | Shape::Poisson { rate, .. } => Some(*rate),
+            Shape::Batch { size, interval } => Some(*size as f64 / interval.as_secs_f64()),
+            Shape::Ramp { from, to, .. } => Some((from + to) / 2.0),
+            Shape::Steps(_) | Shape::DayNight { .. } => {
+                let segments = self.segments();
+                let end = segments.last()?.end.as_secs_f64();
+                let count: f64 = segments
+                    .iter()
+                    .map(|s| s.rate * (s.end - s.start).as_secs_f64())
+                    .sum();
+                Some(count / end)
+            }
+        }
+    }
+
     /// The shape's own end, if it has one.
     pub fn duration(&self) -> Option<Duration> {
-        self.segments().last().map(|s| s.end)
+        match self {
+            Shape::Ramp { over, .. } => Some(*over),
+            _ => self.segments().last().map(|s| s.end),
+        }
     }
 
     /// The stretches of constant rate of piecewise shapes (steps, CSV, day/night); empty for the

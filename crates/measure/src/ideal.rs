@@ -139,7 +139,6 @@ mod tests {
                 cores: 2,
                 partitions: None,
                 last_due: None,
-                last_due: None,
             });
             assert_eq!(ideal.time.as_secs_f64(), secs);
             assert_eq!(ideal.limit, Limit::Workers);

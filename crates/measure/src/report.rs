@@ -283,7 +283,8 @@ pub fn notes(report: &BenchReport) -> Vec<String> {
     notes
 }
 
-fn secs(s: f64) -> String {
+/// Seconds in the shortest readable unit (`1.234s`, `12.50ms`, `25.6us`, `0`).
+pub fn secs(s: f64) -> String {
     match s {
         0.0 => "0".into(),
         s if s >= 1.0 => format!("{s:.3}s"),

@@ -1,0 +1,141 @@
+//! `plumbline receive` (the seeds' `data_receiver`): listens, serves every connection on its own
+//! thread through the worker crate's [`Receiver`], and stops on `--expect`, `--idle-timeout` or
+//! Ctrl-C, then prints (and with `--json` writes) the summary. Decoding and measuring are the
+//! receiver's; this file only runs the listener and decides when the run is over.
+
+use std::io::ErrorKind;
+use std::net::{Shutdown as SocketShutdown, TcpStream};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use plumbline_core::Shutdown;
+use plumbline_load::schedule::parse_rate;
+use plumbline_measure::report::secs;
+use plumbline_transport::tcp;
+use plumbline_worker::receiver::{Framing, ReceiveSummary, Receiver, ReceiverConfig};
+
+use crate::args::{ReceiveArgs, ReceiveFraming};
+use crate::bench::Verdict;
+
+const POLL: Duration = Duration::from_millis(10);
+
+pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
+    let throttle = args
+        .throttle
+        .as_deref()
+        .map(parse_rate)
+        .transpose()
+        .context("--throttle")?
+        .flatten();
+    let receiver = Receiver::new(ReceiverConfig {
+        framing: match args.framing {
+            ReceiveFraming::Auto => Framing::Auto,
+            ReceiveFraming::Raw => Framing::Raw,
+            ReceiveFraming::Plumbline => Framing::Plumbline,
+        },
+        max_frame: args.max_frame as usize,
+        print: args.print,
+        throttle,
+    });
+    let listener = tcp::listen(&args.listen)?;
+    listener.set_nonblocking(true)?;
+    eprintln!("listening on {}", listener.local_addr()?);
+    let open: Mutex<Vec<TcpStream>> = Mutex::new(Vec::new());
+    let mut status = Instant::now();
+    std::thread::scope(|scope| -> Result<()> {
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    stream.set_nonblocking(false)?;
+                    open.lock()
+                        .expect("no panics while held")
+                        .push(stream.try_clone()?);
+                    let receiver = &receiver;
+                    std::thread::Builder::new()
+                        .name(format!("conn-{peer}"))
+                        .spawn_scoped(scope, move || receiver.serve(stream, &peer.to_string()))
+                        .context("starting a connection thread")?;
+                    continue;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(POLL),
+                Err(e) => eprintln!("warning: accept failed: {e}"),
+            }
+            let frames = receiver.frames();
+            let done = shutdown.requested()
+                || args.expect.is_some_and(|n| frames >= n)
+                || args.idle_timeout.is_some_and(|t| receiver.idle() >= t);
+            if done {
+                break;
+            }
+            if !args.quiet && status.elapsed() >= Duration::from_secs(1) && !args.print {
+                eprint!("\rreceived {frames} messages");
+                status = Instant::now();
+            }
+        }
+        // Unblock every connection thread; the scope then joins them.
+        for stream in open.lock().expect("no panics while held").iter() {
+            let _ = stream.shutdown(SocketShutdown::Both);
+        }
+        Ok(())
+    })?;
+    if !args.quiet && !args.print {
+        eprintln!();
+    }
+    let summary = receiver.summary(args.expect);
+    print!("{}", text(&summary));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut failures = Vec::new();
+    if let Some(n) = args.expect {
+        if summary.frames < n {
+            failures.push(format!(
+                "expected {n} messages, received {}",
+                summary.frames
+            ));
+        }
+    }
+    if summary.sequence.lost > 0 || summary.sequence.duplicates > 0 {
+        failures.push(format!(
+            "{} messages lost, {} duplicated",
+            summary.sequence.lost, summary.sequence.duplicates
+        ));
+    }
+    Ok(if failures.is_empty() {
+        Verdict::Passed
+    } else {
+        Verdict::Failed(failures)
+    })
+}
+
+fn text(s: &ReceiveSummary) -> String {
+    let mut out =
+        format!(
+        "received {} messages ({:.1} MB of payload) on {} connection(s) in {:.3}s: {:.1} msg/s, \
+         {:.2} MB/s\n",
+        s.frames, s.bytes as f64 / 1e6, s.connections, s.duration_s, s.frames_per_s, s.mb_per_s
+    );
+    if s.latency_s.count > 0 {
+        out += &format!(
+            "latency (receive - intended send): p50 {} p99 {} p99.9 {} max {}\n",
+            secs(s.latency_s.p50),
+            secs(s.latency_s.p99),
+            secs(s.latency_s.p999),
+            secs(s.latency_s.max)
+        );
+        let q = &s.sequence;
+        out += &format!(
+            "sequence: {} lost, {} duplicated, {} out of order, {} too late to tell ({} source(s))\n",
+            q.lost, q.duplicates, q.reordered, q.too_late, q.sources
+        );
+    }
+    if s.bad_connections > 0 {
+        out += &format!("bad connections: {}\n", s.bad_connections);
+        for reason in &s.bad_reasons {
+            out += &format!("  {reason}\n");
+        }
+    }
+    out
+}

@@ -1,0 +1,497 @@
+//! `plumbline send`: turns Giles-style flags into a [`SendPlan`], connects, runs the open-loop
+//! sender and reports target against achieved. The pacing itself is plumbline-load's; reading
+//! seed files into records happens here, once, before the clock starts.
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use bytes::Bytes;
+use plumbline_core::frame::{FrameCodec, FrameReader, DEFAULT_MAX_FRAME, HEADER_LEN};
+use plumbline_core::header;
+use plumbline_core::Shutdown;
+use plumbline_load::schedule::parse_rate;
+use plumbline_load::sender::{self, Framing, Payloads, SendPlan, SendTally};
+use plumbline_load::{KeyDist, Shape, Workload};
+use plumbline_measure::report::secs;
+use plumbline_measure::LatencySummary;
+use plumbline_transport::tcp;
+use serde::Serialize;
+
+use crate::args::{Format, SendArgs, SendFraming};
+use crate::bench::Verdict;
+use crate::progress::RunProgress;
+
+/// Most bytes of files loaded for replay.
+const MAX_FILE_BYTES: u64 = 1 << 30;
+
+pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
+    let (payloads, payload_bytes) = payloads(args)?;
+    let framing = match args.framing.unwrap_or(if args.gen.is_some() {
+        SendFraming::Plumbline
+    } else {
+        SendFraming::Raw
+    }) {
+        SendFraming::Raw => Framing::Raw,
+        SendFraming::Plumbline => Framing::Plumbline {
+            source: (header::unix_now_ns() as u32) ^ std::process::id().rotate_left(16),
+        },
+    };
+    let wire_bytes = HEADER_LEN
+        + payload_bytes
+        + if matches!(framing, Framing::Plumbline { .. }) {
+            header::HEADER_LEN
+        } else {
+            0
+        };
+    let shape = shape(args, wire_bytes)?;
+    shape.validate()?;
+    let duration = args.duration.or(shape.duration());
+    let finite_records = matches!(&payloads, Payloads::Records { repeat: false, .. });
+    ensure!(
+        args.messages.is_some() || duration.is_some() || finite_records || args.dry_run,
+        "nothing says when to stop: give --messages, --duration or a shape with its own length"
+    );
+    if args.dry_run {
+        print!("{}", shape.describe(wire_bytes));
+        if let Some(rate) = shape.mean_rate() {
+            println!(
+                "mean {rate:.1} msgs/s, {:.3} MB/s at {wire_bytes} bytes per message",
+                rate * wire_bytes as f64 / 1e6
+            );
+        }
+        return Ok(Verdict::Passed);
+    }
+    ensure!(!args.host.is_empty(), "--host is required: where to send");
+    let connections = args.connections.unwrap_or(args.host.len());
+    ensure!(
+        connections > 0,
+        "--connections 0: need at least one connection"
+    );
+    ensure!(
+        connections <= 1024,
+        "--connections {connections}: at most 1024"
+    );
+    let mut streams = Vec::with_capacity(connections);
+    for c in 0..connections {
+        let host = &args.host[c % args.host.len()];
+        streams.push(tcp::connect(host, args.connect_timeout)?);
+    }
+    let plan = SendPlan {
+        shape: shape.clone(),
+        payloads,
+        framing,
+        messages: args.messages,
+        duration,
+        late_after: args.late_after,
+    };
+    let expected = args.messages.or_else(|| {
+        let rate = shape.mean_rate()?;
+        Some((rate * duration?.as_secs_f64()).round() as u64)
+    });
+    let counter = AtomicU64::new(0);
+    let progress = RunProgress::new(
+        args.quiet,
+        expected.unwrap_or(0),
+        format!("sending over {connections} connection(s)"),
+        &counter,
+    );
+    let tally = progress.track(|| sender::send(&plan, streams, shutdown, &counter))?;
+    progress.finish("");
+    let report = SendReport::new(
+        &tally,
+        &shape,
+        duration,
+        args.late_after,
+        connections,
+        shutdown.requested(),
+    );
+    print!("{}", report.text());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if report.interrupted {
+        Verdict::Interrupted
+    } else {
+        Verdict::Passed
+    })
+}
+
+/// What to send, and the mean payload size.
+fn payloads(args: &SendArgs) -> Result<(Payloads, usize)> {
+    match (args.gen, args.file.is_empty()) {
+        (Some(_), false) => bail!("--gen and --file both say what to send: pick one"),
+        (None, true) => bail!("nothing to send: give --gen nonces|votes|random or --file FILE"),
+        (Some(format), true) => {
+            let keys: KeyDist = args.keys.parse().context("--keys")?;
+            let workload = match format {
+                Format::Nonces => Workload::Nonces {
+                    size: args.size,
+                    partitions: args.partitions,
+                },
+                Format::Votes => Workload::votes(&args.letters)?,
+                Format::Random => Workload::Random {
+                    size: args.size,
+                    keys: args.partitions,
+                },
+            };
+            workload.validate(keys)?;
+            let size = workload.payload_size();
+            Ok((
+                Payloads::Generated {
+                    workload,
+                    keys,
+                    seed: args.seed,
+                },
+                size,
+            ))
+        }
+        (None, false) => {
+            let records = load_records(args)?;
+            let mean = records.iter().map(Bytes::len).sum::<usize>() / records.len();
+            Ok((
+                Payloads::Records {
+                    records: Arc::new(records),
+                    repeat: args.repeat,
+                },
+                mean,
+            ))
+        }
+    }
+}
+
+/// Reads every `--file` into message payloads, as Giles would: fixed `--msg-size` records or
+/// length-prefixed frames with `--binary`, one message per line without.
+fn load_records(args: &SendArgs) -> Result<Vec<Bytes>> {
+    let mut total = 0u64;
+    for path in &args.file {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+        ensure!(meta.is_file(), "{} is not a regular file", path.display());
+        total += meta.len();
+    }
+    ensure!(
+        total <= MAX_FILE_BYTES,
+        "the files hold {total} bytes; at most {MAX_FILE_BYTES} are loaded for replay"
+    );
+    let mut records = Vec::new();
+    for path in &args.file {
+        let bytes = Bytes::from(
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        );
+        match (args.binary, args.msg_size, args.variable_size) {
+            (true, Some(size), false) => fixed_records(path, &bytes, size, &mut records)?,
+            (true, _, _) => {
+                for frame in FrameReader::new(&bytes[..], FrameCodec::default()) {
+                    records.push(frame.with_context(|| format!("reading {}", path.display()))?);
+                }
+            }
+            (false, _, _) => records.extend(
+                bytes
+                    .split(|&b| b == b'\n')
+                    .filter(|line| !line.is_empty())
+                    .map(|line| bytes.slice_ref(line.strip_suffix(b"\r").unwrap_or(line))),
+            ),
+        }
+    }
+    ensure!(!records.is_empty(), "the files hold no messages");
+    Ok(records)
+}
+
+/// Giles' fixed-size records: each `size` bytes, a 4-byte length of `size - 4`, then the payload.
+fn fixed_records(path: &Path, bytes: &Bytes, size: usize, out: &mut Vec<Bytes>) -> Result<()> {
+    ensure!(
+        size > HEADER_LEN && size - HEADER_LEN <= DEFAULT_MAX_FRAME,
+        "--msg-size {size} must be more than the {HEADER_LEN}-byte header and at most {} in all",
+        DEFAULT_MAX_FRAME + HEADER_LEN
+    );
+    ensure!(
+        bytes.len() % size == 0,
+        "--msg-size {size} does not divide {}'s {} bytes (use --variable-size for frames of \
+         different sizes)",
+        path.display(),
+        bytes.len()
+    );
+    for (i, record) in bytes.chunks(size).enumerate() {
+        let announced = u32::from_be_bytes(record[..HEADER_LEN].try_into().expect("4 bytes"));
+        ensure!(
+            announced as usize == size - HEADER_LEN,
+            "{}: the record at byte offset {} announces {announced} bytes, but --msg-size {size} \
+             means {}",
+            path.display(),
+            i * size,
+            size - HEADER_LEN
+        );
+        out.push(bytes.slice_ref(&record[HEADER_LEN..]));
+    }
+    Ok(())
+}
+
+/// The load shape from `--shape`, `--rate` or Giles' batch flags, in that order.
+fn shape(args: &SendArgs, wire_bytes: usize) -> Result<Shape> {
+    let rate = args
+        .rate
+        .as_deref()
+        .map(parse_rate)
+        .transpose()
+        .context("--rate")?;
+    let need_rate = |name: &str| match rate {
+        Some(Some(r)) => Ok(r),
+        _ => bail!("--shape {name} needs --rate RATE/s"),
+    };
+    let need_duration = |name: &str| {
+        args.duration
+            .with_context(|| format!("--shape {name} needs --duration"))
+    };
+    let Some(spec) = args.shape.as_deref() else {
+        return Ok(match rate {
+            Some(None) => Shape::Max,
+            Some(Some(rate)) => Shape::Constant { rate },
+            None => Shape::Batch {
+                size: args.batch_size,
+                interval: args.interval,
+            },
+        });
+    };
+    let (name, arg) = spec.split_once(':').unwrap_or((spec, ""));
+    Ok(match name {
+        "constant" => Shape::Constant {
+            rate: need_rate(name)?,
+        },
+        "max" => Shape::Max,
+        "batch" => Shape::Batch {
+            size: args.batch_size,
+            interval: args.interval,
+        },
+        "poisson" => Shape::Poisson {
+            rate: need_rate(name)?,
+            seed: args.seed,
+        },
+        "ramp" => {
+            let (from, to) = arg.split_once("..").with_context(|| {
+                format!("--shape {spec}: write ramp:FROM..TO, e.g. ramp:100/s..1000/s")
+            })?;
+            Shape::Ramp {
+                from: parse_rate(from)?.unwrap_or(0.0),
+                to: parse_rate(to)?.unwrap_or(0.0),
+                over: need_duration(name)?,
+            }
+        }
+        "steps" => Shape::Steps(
+            arg.split(',')
+                .map(|step| {
+                    let (rate, length) = step.split_once('@').with_context(|| {
+                        format!("step {step:?}: write RATE@DURATION, e.g. 1000/s@10s")
+                    })?;
+                    let rate = parse_rate(rate)?
+                        .with_context(|| format!("step {step:?}: a step needs a finite rate"))?;
+                    Ok((rate, plumbline_core::duration::parse_duration(length)?))
+                })
+                .collect::<Result<_>>()?,
+        ),
+        "csv" => {
+            let text = std::fs::read_to_string(arg)
+                .with_context(|| format!("reading rate CSV {arg:?}"))?;
+            Shape::from_csv(&text)?
+        }
+        "day-night" => {
+            let max_rate = match (args.max_mbps, rate) {
+                (Some(mbps), _) => mbps * 1e6 / wire_bytes as f64,
+                (None, Some(Some(rate))) => rate,
+                _ => bail!("--shape day-night needs --max-mbps MB/s (or --rate for the peak)"),
+            };
+            Shape::DayNight {
+                breakpoints: args.breakpoints,
+                cycles: args.cycles,
+                duration: need_duration(name)?,
+                max_rate,
+            }
+        }
+        other => bail!(
+            "--shape {other:?}: use constant, batch, max, poisson, ramp:FROM..TO, \
+             steps:RATE@DUR,..., csv:FILE or day-night"
+        ),
+    })
+}
+
+/// One stretch of a piecewise shape: what was asked, what was sent.
+#[derive(Debug, Serialize)]
+pub struct SegmentReport {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub target_per_s: f64,
+    pub achieved_per_s: f64,
+    pub error_pct: Option<f64>,
+}
+
+/// Per-second achieved rate over the run's full seconds.
+#[derive(Debug, Serialize)]
+pub struct PerSecond {
+    pub seconds: usize,
+    pub p1: u64,
+    pub p50: u64,
+    pub p99: u64,
+}
+
+/// What `send` prints and writes with `--json`.
+#[derive(Debug, Serialize)]
+pub struct SendReport {
+    pub messages: u64,
+    pub bytes: u64,
+    pub connections: usize,
+    pub elapsed_s: f64,
+    pub target_per_s: Option<f64>,
+    pub achieved_per_s: f64,
+    pub rate_error_pct: Option<f64>,
+    pub per_second: Option<PerSecond>,
+    pub late_after_s: f64,
+    pub late: u64,
+    /// Write start − deadline of every message.
+    pub lateness_s: LatencySummary,
+    /// Time inside socket writes, and writes slower than 1 ms (the peer pushed back).
+    pub write_s: f64,
+    pub stalls: u64,
+    pub stall_s: f64,
+    pub segments: Vec<SegmentReport>,
+    pub interrupted: bool,
+}
+
+impl SendReport {
+    fn new(
+        tally: &SendTally,
+        shape: &Shape,
+        duration: Option<Duration>,
+        late_after: Duration,
+        connections: usize,
+        interrupted: bool,
+    ) -> Self {
+        let elapsed_s = tally.elapsed.as_secs_f64();
+        // Over a --duration window the rate is what the window (or the overrun) held.
+        let window = match duration {
+            Some(d) if !interrupted => d.as_secs_f64().max(elapsed_s),
+            _ => elapsed_s,
+        };
+        let achieved_per_s = if window > 0.0 {
+            tally.sent as f64 / window
+        } else {
+            0.0
+        };
+        let target_per_s = shape.mean_rate();
+        let full_seconds = tally.per_second.len().saturating_sub(1);
+        let per_second = (full_seconds > 0).then(|| {
+            let mut counts = tally.per_second[..full_seconds].to_vec();
+            counts.sort_unstable();
+            let at = |q: f64| counts[((counts.len() - 1) as f64 * q).round() as usize];
+            PerSecond {
+                seconds: full_seconds,
+                p1: at(0.01),
+                p50: at(0.5),
+                p99: at(0.99),
+            }
+        });
+        let segments = shape
+            .segments()
+            .iter()
+            .zip(&tally.per_segment)
+            .map(|(s, &count)| {
+                let len = (s.end - s.start).as_secs_f64();
+                let achieved = count as f64 / len;
+                SegmentReport {
+                    start_s: s.start.as_secs_f64(),
+                    end_s: s.end.as_secs_f64(),
+                    target_per_s: s.rate,
+                    achieved_per_s: achieved,
+                    error_pct: (s.rate > 0.0).then(|| (achieved / s.rate - 1.0) * 100.0),
+                }
+            })
+            .collect();
+        Self {
+            messages: tally.sent,
+            bytes: tally.bytes,
+            connections,
+            elapsed_s,
+            target_per_s,
+            achieved_per_s,
+            rate_error_pct: target_per_s.map(|t| (achieved_per_s / t - 1.0) * 100.0),
+            per_second,
+            late_after_s: late_after.as_secs_f64(),
+            late: tally.late,
+            lateness_s: tally.lateness.summary(),
+            write_s: tally.write_time.as_secs_f64(),
+            stalls: tally.stalls,
+            stall_s: tally.stall_time.as_secs_f64(),
+            segments,
+            interrupted,
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut out = format!(
+            "sent {} messages ({:.1} MB) over {} connection(s) in {:.3}s{}\n",
+            self.messages,
+            self.bytes as f64 / 1e6,
+            self.connections,
+            self.elapsed_s,
+            if self.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            }
+        );
+        match (self.target_per_s, self.rate_error_pct) {
+            (Some(t), Some(e)) => {
+                out += &format!(
+                    "rate: target {t:.1} msg/s, achieved {:.1} msg/s ({e:+.2}%)\n",
+                    self.achieved_per_s
+                )
+            }
+            _ => {
+                out += &format!(
+                    "rate: as fast as possible, achieved {:.1} msg/s\n",
+                    self.achieved_per_s
+                )
+            }
+        }
+        if let Some(p) = &self.per_second {
+            out += &format!(
+                "per second ({} full seconds): p1 {} p50 {} p99 {}\n",
+                p.seconds, p.p1, p.p50, p.p99
+            );
+        }
+        out += &format!(
+            "late (> {}): {} of {}; lateness p50 {} p99 {} max {}\n",
+            secs(self.late_after_s),
+            self.late,
+            self.messages,
+            secs(self.lateness_s.p50),
+            secs(self.lateness_s.p99),
+            secs(self.lateness_s.max)
+        );
+        out += &format!(
+            "socket writes: {} in all; {} stalls (> 1ms) took {} (time blocked by the receiver)\n",
+            secs(self.write_s),
+            self.stalls,
+            secs(self.stall_s)
+        );
+        if !self.segments.is_empty() {
+            out += &format!(
+                "{:>9} {:>9} {:>12} {:>12} {:>8}\n",
+                "start_s", "end_s", "target/s", "achieved/s", "error"
+            );
+            for s in &self.segments {
+                out += &format!(
+                    "{:>9.3} {:>9.3} {:>12.1} {:>12.1} {:>8}\n",
+                    s.start_s,
+                    s.end_s,
+                    s.target_per_s,
+                    s.achieved_per_s,
+                    s.error_pct.map_or("-".into(), |e| format!("{e:+.2}%"))
+                );
+            }
+        }
+        out
+    }
+}
