@@ -183,6 +183,53 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
+    /// Appends to `out` every frame that is complete after at most one read from the stream,
+    /// so a caller can do per-read work (publish counters, take a timestamp) once per batch.
+    /// `Ok(false)`: the stream ended cleanly and nothing more will come. On an error, the good
+    /// frames before the bad one are in `out` too.
+    pub fn read_batch(&mut self, out: &mut Vec<Bytes>) -> Result<bool, FrameAtOffset> {
+        if self.done {
+            return Ok(false);
+        }
+        let result = self.fill_batch(out);
+        if !matches!(result, Ok(true)) {
+            self.done = true;
+        }
+        result.map_err(|source| FrameAtOffset {
+            offset: self.offset,
+            source,
+        })
+    }
+
+    fn fill_batch(&mut self, out: &mut Vec<Bytes>) -> Result<bool, FrameError> {
+        let start = out.len();
+        loop {
+            loop {
+                let before = self.buf.len();
+                let Some(frame) = self.codec.decode(&mut self.buf)? else {
+                    break;
+                };
+                self.offset += (before - self.buf.len()) as u64;
+                out.push(frame);
+            }
+            if out.len() > start {
+                return Ok(true);
+            }
+            if self.fill()? == 0 {
+                let before = self.buf.len();
+                let last = self.codec.decode_eof(&mut self.buf)?;
+                self.offset += (before - self.buf.len()) as u64;
+                return Ok(match last {
+                    Some(frame) => {
+                        out.push(frame);
+                        true
+                    }
+                    None => false,
+                });
+            }
+        }
+    }
+
     /// Reads one chunk into the buffer; 0 means end of stream.
     fn fill(&mut self) -> io::Result<usize> {
         let start = self.buf.len();
@@ -283,6 +330,37 @@ mod tests {
             }
             prop_assert!(codec.decode_eof(&mut buf).unwrap().is_none());
             prop_assert_eq!(out, payloads);
+        }
+    }
+
+    proptest! {
+        // Streams of up to ~0.5 MB, so frames straddle reads; few cases keep it quick.
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn batches_hold_the_same_frames_as_the_iterator(
+            payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..40_000), 1..12),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = framed(&payloads);
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let iterated: Vec<_> = FrameReader::new(&bytes[..], FrameCodec::default()).collect();
+            let mut reader = FrameReader::new(&bytes[..], FrameCodec::default());
+            let mut batched = Vec::new();
+            let end = loop {
+                match reader.read_batch(&mut batched) {
+                    Ok(true) => continue,
+                    Ok(false) => break None,
+                    Err(e) => break Some(e),
+                }
+            };
+            let good: Vec<&Bytes> = iterated.iter().flatten().collect();
+            prop_assert_eq!(good, batched.iter().collect::<Vec<_>>());
+            match (iterated.last(), end) {
+                (Some(Err(a)), Some(b)) => prop_assert_eq!(a.offset, b.offset),
+                (Some(Err(_)), None) | (_, Some(_)) => prop_assert!(false, "the two paths disagree on errors"),
+                _ => {}
+            }
+            prop_assert!(reader.read_batch(&mut batched).is_ok_and(|more| !more));
         }
     }
 

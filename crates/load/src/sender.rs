@@ -269,18 +269,14 @@ impl ThreadSender<'_> {
             if self.plan.duration.is_some_and(|d| offset >= d) {
                 break;
             }
-            let (key, payload) = match (&mut generator, &self.plan.payloads) {
-                (Some(g), _) => {
-                    let m = g.message(n);
-                    (m.key, m.payload)
-                }
-                (None, Payloads::Records { records, repeat }) => {
+            let record = match &self.plan.payloads {
+                Payloads::Records { records, repeat } => {
                     if !repeat && n >= records.len() as u64 {
                         break;
                     }
-                    (0, records[(n % records.len() as u64) as usize].clone())
+                    Some(&records[(n % records.len() as u64) as usize])
                 }
-                (None, Payloads::Generated { .. }) => unreachable!("generator built above"),
+                Payloads::Generated { .. } => None,
             };
             let deadline = self.start + offset;
             if Instant::now() < deadline {
@@ -294,8 +290,15 @@ impl ThreadSender<'_> {
             if late > self.plan.late_after {
                 self.tally.late += 1;
             }
-            self.write(&mut out, n, key, offset, &payload)
-                .map_err(|e| fail(&self.tally, e))?;
+            let written = match (record, &mut generator) {
+                (Some(record), _) => self.write(&mut out, n, 0, offset, &[record]),
+                (None, Some(g)) => {
+                    let (key, parts) = g.parts(n);
+                    self.write(&mut out, n, key, offset, &[parts.head(), parts.tail])
+                }
+                (None, None) => unreachable!("a generator exists for generated payloads"),
+            };
+            written.map_err(|e| fail(&self.tally, e))?;
             self.count(now - self.start, &mut segment);
             progress.fetch_add(1, Ordering::Relaxed);
         }
@@ -308,22 +311,24 @@ impl ThreadSender<'_> {
         Ok(self.tally.clone())
     }
 
+    /// Writes one frame whose payload is the concatenation of `pieces`.
     fn write<W: Write>(
         &mut self,
         out: &mut W,
         seq: u64,
         key: u32,
         offset: Duration,
-        payload: &[u8],
+        pieces: &[&[u8]],
     ) -> io::Result<()> {
+        let payload_len: usize = pieces.iter().map(|p| p.len()).sum();
         let mut head = [0u8; FRAME_HEADER_LEN + header::HEADER_LEN];
         let head_len = match self.plan.framing {
             Framing::Raw => {
-                head[..4].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+                head[..4].copy_from_slice(&(payload_len as u32).to_be_bytes());
                 FRAME_HEADER_LEN
             }
             Framing::Plumbline { source } => {
-                let len = (header::HEADER_LEN + payload.len()) as u32;
+                let len = (header::HEADER_LEN + payload_len) as u32;
                 head[..4].copy_from_slice(&len.to_be_bytes());
                 Header {
                     source,
@@ -336,8 +341,10 @@ impl ThreadSender<'_> {
             }
         };
         out.write_all(&head[..head_len])?;
-        out.write_all(payload)?;
-        self.tally.bytes += (head_len + payload.len()) as u64;
+        for piece in pieces {
+            out.write_all(piece)?;
+        }
+        self.tally.bytes += (head_len + payload_len) as u64;
         self.tally.sent += 1;
         Ok(())
     }

@@ -12,7 +12,7 @@
 //! Keys and padding come from separate seeded streams. Timing is not here: generated messages
 //! carry `intended_ns = 0` for the caller's schedule to stamp.
 
-use bytes::Bytes;
+use bytes::{BufMut, BytesMut};
 use plumbline_core::frame::DEFAULT_MAX_FRAME;
 use plumbline_core::header::HEADER_LEN;
 use plumbline_core::payload::{self, Vote, LETTERS, SELECTOR_RANGE};
@@ -172,6 +172,9 @@ impl Generator {
     }
 
     fn padding(&mut self, len: usize) -> &[u8] {
+        if len == 0 {
+            return &[];
+        }
         let start = self.pad_rng.gen_range(0..=self.padding.len() - len);
         &self.padding[start..start + len]
     }
@@ -182,25 +185,70 @@ impl Generator {
     /// are the next draws of this generator's streams, so a sender thread that owns every T-th
     /// sequence number can keep its own generator.
     pub fn message(&mut self, seq: u64) -> Message {
-        let key = self.draw_key(seq);
-        let payload = match self.workload {
-            Workload::Nonces { size, .. } => {
-                let padding = self.padding(size - payload::SELECTOR_LEN);
-                payload::encode_nonce(key, size, padding).expect("size validated in new()")
-            }
-            Workload::Votes { .. } => Vote {
-                letter: b'a' + key as u8,
-                count: u32::try_from(seq / u64::from(LETTERS) + 1).unwrap_or(u32::MAX),
-            }
-            .encode(),
-            Workload::Random { size, .. } => Bytes::copy_from_slice(self.padding(size)),
-        };
+        let (key, parts) = self.parts(seq);
+        let mut payload = BytesMut::with_capacity(parts.len());
+        payload.put_slice(parts.head());
+        payload.put_slice(parts.tail);
         Message {
             seq,
             key,
             intended_ns: 0,
-            payload,
+            payload: payload.freeze(),
         }
+    }
+
+    /// Message `seq`'s key and payload as borrowed parts, for writers that copy the payload into
+    /// their own buffer anyway (the sender): no allocation per message.
+    pub fn parts(&mut self, seq: u64) -> (u32, PayloadParts<'_>) {
+        let key = self.draw_key(seq);
+        let mut head = [0u8; payload::VOTE_LEN];
+        let (head_len, tail_len) = match self.workload {
+            Workload::Nonces { size, .. } => {
+                head[..payload::SELECTOR_LEN].copy_from_slice(&key.to_be_bytes());
+                (payload::SELECTOR_LEN, size - payload::SELECTOR_LEN)
+            }
+            Workload::Votes { .. } => {
+                let vote = Vote {
+                    letter: b'a' + key as u8,
+                    count: u32::try_from(seq / u64::from(LETTERS) + 1).unwrap_or(u32::MAX),
+                };
+                head.copy_from_slice(&vote.encode());
+                (payload::VOTE_LEN, 0)
+            }
+            Workload::Random { size, .. } => (0, size),
+        };
+        let tail = self.padding(tail_len);
+        (
+            key,
+            PayloadParts {
+                head,
+                head_len,
+                tail,
+            },
+        )
+    }
+}
+
+/// A generated payload in two borrowed pieces: a short encoded head (selector, vote) and a tail
+/// of padding or random bytes.
+#[derive(Debug)]
+pub struct PayloadParts<'a> {
+    head: [u8; payload::VOTE_LEN],
+    head_len: usize,
+    pub tail: &'a [u8],
+}
+
+impl PayloadParts<'_> {
+    pub fn head(&self) -> &[u8] {
+        &self.head[..self.head_len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.head_len + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -225,6 +273,7 @@ impl Iterator for Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use plumbline_core::payload::nonce_selector;
 
     #[test]
@@ -277,6 +326,27 @@ mod tests {
         };
         assert_eq!(payloads(3), payloads(3));
         assert_ne!(payloads(3), payloads(4));
+    }
+
+    #[test]
+    fn parts_and_messages_agree() {
+        for workload in [
+            Workload::Nonces {
+                size: 64,
+                partitions: 60,
+            },
+            Workload::votes(ALPHABET).unwrap(),
+            Workload::Random { size: 33, keys: 4 },
+        ] {
+            let mut a = Generator::new(workload.clone(), KeyDist::Uniform, 5, 10).unwrap();
+            let mut b = Generator::new(workload, KeyDist::Uniform, 5, 10).unwrap();
+            for seq in 0..10 {
+                let m = a.message(seq);
+                let (key, parts) = b.parts(seq);
+                assert_eq!(key, m.key);
+                assert_eq!([parts.head(), parts.tail].concat(), m.payload.to_vec());
+            }
+        }
     }
 
     #[test]
