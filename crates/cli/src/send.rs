@@ -356,6 +356,8 @@ pub struct SendReport {
     pub stalls: u64,
     pub stall_s: f64,
     pub segments: Vec<SegmentReport>,
+    /// The sender process's peak resident memory (Linux), to show it stays bounded.
+    pub peak_rss_mb: Option<f64>,
     pub interrupted: bool,
 }
 
@@ -380,7 +382,8 @@ impl SendReport {
             0.0
         };
         let target_per_s = shape.mean_rate();
-        let full_seconds = tally.per_second.len().saturating_sub(1);
+        // Seconds the run covered completely (a last, partial second would look slow).
+        let full_seconds = tally.per_second.len().min(tally.elapsed.as_secs() as usize);
         let per_second = (full_seconds > 0).then(|| {
             let mut counts = tally.per_second[..full_seconds].to_vec();
             counts.sort_unstable();
@@ -424,6 +427,7 @@ impl SendReport {
             stalls: tally.stalls,
             stall_s: tally.stall_time.as_secs_f64(),
             segments,
+            peak_rss_mb: peak_rss_bytes().map(|b| b as f64 / 1e6),
             interrupted,
         }
     }
@@ -461,21 +465,26 @@ impl SendReport {
                 p.seconds, p.p1, p.p50, p.p99
             );
         }
-        out += &format!(
-            "late (> {}): {} of {}; lateness p50 {} p99 {} max {}\n",
-            secs(self.late_after_s),
-            self.late,
-            self.messages,
-            secs(self.lateness_s.p50),
-            secs(self.lateness_s.p99),
-            secs(self.lateness_s.max)
-        );
+        if self.target_per_s.is_some() {
+            out += &format!(
+                "late (> {}): {} of {}; lateness p50 {} p99 {} max {}\n",
+                secs(self.late_after_s),
+                self.late,
+                self.messages,
+                secs(self.lateness_s.p50),
+                secs(self.lateness_s.p99),
+                secs(self.lateness_s.max)
+            );
+        }
         out += &format!(
             "socket writes: {} in all; {} stalls (> 1ms) took {} (time blocked by the receiver)\n",
             secs(self.write_s),
             self.stalls,
             secs(self.stall_s)
         );
+        if let Some(mb) = self.peak_rss_mb {
+            out += &format!("peak memory: {mb:.1} MB resident\n");
+        }
         if !self.segments.is_empty() {
             out += &format!(
                 "{:>9} {:>9} {:>12} {:>12} {:>8}\n",
@@ -494,4 +503,12 @@ impl SendReport {
         }
         out
     }
+}
+
+/// Peak resident set size of this process, from `/proc/self/status` (`VmHWM`).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

@@ -52,3 +52,49 @@ pub fn bench_json(name: &str, args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
+
+/// A `plumbline receive` running in the background on a free loopback port.
+pub struct Receiving {
+    pub child: std::process::Child,
+    pub addr: String,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+}
+
+impl Receiving {
+    pub fn start(extra: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_plumbline"))
+            .args(["receive", "--listen", "127.0.0.1:0", "--quiet"])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("receive starts");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Self {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// Waits for the receiver to end; returns (exit code, stdout, rest of stderr).
+    pub fn finish(mut self) -> (Option<i32>, String, String) {
+        use std::io::Read;
+        let mut err = String::new();
+        self.stderr.read_to_string(&mut err).unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            err,
+        )
+    }
+}

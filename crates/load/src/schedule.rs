@@ -299,7 +299,8 @@ impl Shape {
         }
     }
 
-    /// A table of the shape, for `--dry-run`: one row per stretch of constant rate.
+    /// A table of the shape, for `--dry-run`: one row per stretch of constant rate, with its
+    /// share of the peak rate (for day/night, of `--max-mbps`: the seed's percentages).
     pub fn describe(&self, bytes_per_message: usize) -> String {
         let mut out = String::new();
         let segments = self.segments();
@@ -307,18 +308,23 @@ impl Shape {
             let _ = writeln!(out, "{self:?}: no stretches to list");
             return out;
         }
+        let peak = match self {
+            Shape::DayNight { max_rate, .. } => *max_rate,
+            _ => segments.iter().map(|s| s.rate).fold(0.0, f64::max),
+        };
         let _ = writeln!(
             out,
-            "{:>10} {:>10} {:>10} {:>10} {:>12}",
-            "breakpoint", "start_s", "end_s", "MB/s", "msgs/s"
+            "{:>10} {:>10} {:>10} {:>8} {:>10} {:>12}",
+            "breakpoint", "start_s", "end_s", "share", "MB/s", "msgs/s"
         );
         for (i, s) in segments.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "{:>10} {:>10.3} {:>10.3} {:>10.4} {:>12.1}",
+                "{:>10} {:>10.3} {:>10.3} {:>8.4} {:>10.4} {:>12.1}",
                 i,
                 s.start.as_secs_f64(),
                 s.end.as_secs_f64(),
+                if peak > 0.0 { s.rate / peak } else { 0.0 },
                 s.rate * bytes_per_message as f64 / 1e6,
                 s.rate
             );

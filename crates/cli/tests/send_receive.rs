@@ -1,0 +1,333 @@
+//! `plumbline send` → `plumbline receive` on loopback: the seeds' commands, open-loop behaviour
+//! under a slow receiver, and bad input on either side.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::{exclusive, plumbline, scratch, stderr, stdout, Receiving};
+use serde_json::Value;
+
+fn json(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The seed's README table of the 24-hour cycle stretched to 48 breakpoints.
+const SEED_48: [f64; 48] = [
+    0.03, 0.0447, 0.0594, 0.074, 0.0887, 0.1034, 0.1181, 0.1821, 0.2536, 0.325, 0.3965, 0.4679,
+    0.5394, 0.6108, 0.6823, 0.7537, 0.8251, 0.8221, 0.7793, 0.7364, 0.6936, 0.6507, 0.6076, 0.5648,
+    0.5222, 0.5211, 0.5651, 0.6091, 0.6532, 0.6972, 0.7413, 0.7853, 0.8294, 0.8764, 0.9302, 0.95,
+    0.8731, 0.7963, 0.7195, 0.6427, 0.5664, 0.49, 0.4131, 0.3363, 0.2595, 0.1827, 0.1063, 0.03,
+];
+
+#[test]
+#[allow(clippy::approx_constant)]
+fn day_night_dry_run_reproduces_the_seed_table() {
+    let out = plumbline(&[
+        "send",
+        "--shape",
+        "day-night",
+        "--breakpoints",
+        "48",
+        "--duration",
+        "48s",
+        "--max-mbps",
+        "15",
+        "--gen",
+        "nonces",
+        "--dry-run",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let shares: Vec<f64> = text
+        .lines()
+        .skip(1)
+        .take(48)
+        .map(|l| l.split_whitespace().nth(3).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(shares.len(), 48, "{text}");
+    for (i, (ours, seed)) in shares.iter().zip(SEED_48).enumerate() {
+        assert!(
+            (ours - seed).abs() < 0.0005,
+            "breakpoint {i}: {ours} vs {seed}"
+        );
+    }
+    // Each breakpoint lasts duration / (cycles × breakpoints) = 1 s; MB/s = share × 15.
+    let second = text.lines().nth(2).unwrap();
+    assert!(second.contains("1.000      2.000"), "{second}");
+    assert!(second.contains("0.6702"), "{second}");
+}
+
+#[test]
+fn seed_000_sender_command_reaches_the_receiver() {
+    let _cpu = exclusive();
+    let dir = scratch("seed000");
+    let nonces = dir.join("_nonces.bin");
+    let out = plumbline(&[
+        "gen",
+        "nonces",
+        "--count",
+        "1024",
+        "--size",
+        "1024",
+        "-o",
+        nonces.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let recv_json = dir.join("recv.json");
+    let receiving = Receiving::start(&["--expect", "40000", "--json", recv_json.to_str().unwrap()]);
+    let send_json = dir.join("send.json");
+    let out = plumbline(&[
+        "send",
+        "--host",
+        &receiving.addr,
+        "--file",
+        nonces.to_str().unwrap(),
+        "--batch-size",
+        "20",
+        "--interval",
+        "100_000",
+        "--messages",
+        "40000",
+        "--msg-size",
+        "1028",
+        "--binary",
+        "--repeat",
+        "--ponythreads=1",
+        "--ponynoblock",
+        "--quiet",
+        "--json",
+        send_json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ignoring Pony runtime flags --ponythreads=1 --ponynoblock"));
+    let (code, _, err) = receiving.finish();
+    assert_eq!(code, Some(0), "{err}");
+    let sent = json(&send_json);
+    assert_eq!(sent["messages"], 40000);
+    assert_eq!(sent["bytes"], 40000 * 1028);
+    assert_eq!(sent["target_per_s"], 200000.0);
+    let received = json(&recv_json);
+    assert_eq!(received["frames"], 40000);
+    assert_eq!(received["bytes"], 40000 * 1024);
+}
+
+#[test]
+fn plumbline_framing_measures_latency_and_counts_every_message() {
+    let _cpu = exclusive();
+    let dir = scratch("framed");
+    let recv_json = dir.join("recv.json");
+    let receiving = Receiving::start(&["--expect", "3000", "--json", recv_json.to_str().unwrap()]);
+    let out = plumbline(&[
+        "send",
+        "--host",
+        &receiving.addr,
+        "--gen",
+        "votes",
+        "--rate",
+        "3000/s",
+        "--messages",
+        "3000",
+        "--connections",
+        "3",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("target 3000.0 msg/s"),
+        "{}",
+        stdout(&out)
+    );
+    let (code, text, err) = receiving.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.contains("0 lost, 0 duplicated"), "{text}");
+    let received = json(&recv_json);
+    assert_eq!(received["connections"], 3);
+    assert_eq!(received["sequence"]["sources"], 1);
+    let p50 = received["latency_s"]["p50"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 < 0.5, "p50 {p50}");
+    assert!(!received["latency_s"]["hdr"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn a_slow_receiver_makes_sends_late_and_latency_grow_but_loses_nothing() {
+    let _cpu = exclusive();
+    let dir = scratch("slow");
+    let recv_json = dir.join("recv.json");
+    // 400 × 64 KiB = 26 MB, more than loopback's socket buffers hold; read at 200/s.
+    let receiving = Receiving::start(&[
+        "--expect",
+        "400",
+        "--throttle",
+        "200/s",
+        "--json",
+        recv_json.to_str().unwrap(),
+    ]);
+    let send_json = dir.join("send.json");
+    let out = plumbline(&[
+        "send",
+        "--host",
+        &receiving.addr,
+        "--gen",
+        "random",
+        "--size",
+        "65536",
+        "--rate",
+        "800/s",
+        "--messages",
+        "400",
+        "--quiet",
+        "--json",
+        send_json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (code, _, err) = receiving.finish();
+    assert_eq!(code, Some(0), "{err}");
+    let sent = json(&send_json);
+    assert_eq!(sent["messages"], 400);
+    assert!(sent["late"].as_u64().unwrap() > 0, "{sent}");
+    assert!(sent["stall_s"].as_f64().unwrap() > 0.1, "{sent}");
+    assert!(sent["achieved_per_s"].as_f64().unwrap() < 600.0, "{sent}");
+    if let Some(mb) = sent["peak_rss_mb"].as_f64() {
+        assert!(mb < 100.0, "sender memory grew to {mb} MB");
+    }
+    let received = json(&recv_json);
+    assert_eq!(received["frames"], 400);
+    assert_eq!(received["sequence"]["lost"], 0);
+    assert!(
+        received["latency_s"]["max"].as_f64().unwrap() > 0.5,
+        "{received}"
+    );
+}
+
+#[test]
+fn garbage_closes_one_connection_and_the_others_go_on() {
+    let _cpu = exclusive();
+    let receiving = Receiving::start(&["--expect", "100", "--idle-timeout", "10s"]);
+    let mut junk = std::net::TcpStream::connect(&receiving.addr).unwrap();
+    junk.write_all(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3]).unwrap();
+    let out = plumbline(&[
+        "send",
+        "--host",
+        &receiving.addr,
+        "--gen",
+        "nonces",
+        "--rate",
+        "max",
+        "--messages",
+        "100",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (code, text, err) = receiving.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.contains("received 100 messages"), "{text}");
+    assert!(text.contains("bad connections: 1"), "{text}");
+    assert!(
+        text.contains("exceeds the 8388608-byte limit; connection closed"),
+        "{text}"
+    );
+}
+
+#[test]
+fn receive_fails_when_fewer_than_expected_arrive() {
+    let receiving = Receiving::start(&["--expect", "10", "--idle-timeout", "300ms"]);
+    let (code, text, err) = receiving.finish();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(err.contains("expected 10 messages, received 0"), "{err}");
+}
+
+#[test]
+fn bad_send_input_is_named() {
+    let dir = scratch("badsend");
+    // A good 5-byte vote frame, then a frame announcing 9 000 000 bytes at offset 9.
+    let big = dir.join("big.bin");
+    let mut bytes = vec![0, 0, 0, 5, b'a', 0, 0, 0, 1];
+    bytes.extend_from_slice(&9_000_000u32.to_be_bytes());
+    std::fs::write(&big, &bytes).unwrap();
+    let out = plumbline(&[
+        "send",
+        "--host",
+        "127.0.0.1:9",
+        "--file",
+        big.to_str().unwrap(),
+        "--binary",
+        "--variable-size",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("byte offset 9"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("frame of 9000000 bytes exceeds"),
+        "{}",
+        stderr(&out)
+    );
+
+    let votes = dir.join("votes.msg");
+    plumbline(&["gen", "votes", "-o", votes.to_str().unwrap()]);
+    let out = plumbline(&[
+        "send",
+        "--host",
+        "127.0.0.1:9",
+        "--file",
+        votes.to_str().unwrap(),
+        "--binary",
+        "--msg-size",
+        "10",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--msg-size 10 does not divide"),
+        "{}",
+        stderr(&out)
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("127.0.0.1:{port}");
+    let start = Instant::now();
+    let out = plumbline(&[
+        "send",
+        "--host",
+        &host,
+        "--gen",
+        "votes",
+        "--messages",
+        "5",
+        "--connect-timeout",
+        "600ms",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(start.elapsed() >= Duration::from_millis(600));
+    assert!(
+        stderr(&out).contains(&format!("could not connect to {host} within")),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = plumbline(&["send", "--host", &host, "--gen", "votes"]);
+    assert!(
+        stderr(&out).contains("nothing says when to stop"),
+        "{}",
+        stderr(&out)
+    );
+    let out = plumbline(&[
+        "send",
+        "--host",
+        &host,
+        "--gen",
+        "votes",
+        "--rate",
+        "fast",
+        "--messages",
+        "1",
+    ]);
+    assert!(
+        stderr(&out).contains("'fast' is not a rate"),
+        "{}",
+        stderr(&out)
+    );
+}
