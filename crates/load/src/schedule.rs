@@ -483,7 +483,11 @@ mod tests {
         // end against `send --dry-run` in crates/cli/tests/send_receive.rs.
         let ours = stretch(&DAY_NIGHT, 48);
         for (i, seed) in [(1, 0.0447), (7, 0.1821), (35, 0.95), (47, 0.03)] {
-            assert!((ours[i] - seed).abs() < 0.0005, "breakpoint {i}: {} vs {seed}", ours[i]);
+            assert!(
+                (ours[i] - seed).abs() < 0.0005,
+                "breakpoint {i}: {} vs {seed}",
+                ours[i]
+            );
         }
         assert_eq!(stretch(&DAY_NIGHT, 24), DAY_NIGHT.to_vec());
     }
