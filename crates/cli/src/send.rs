@@ -371,10 +371,18 @@ impl SendReport {
         interrupted: bool,
     ) -> Self {
         let elapsed_s = tally.elapsed.as_secs_f64();
-        // Over a --duration window the rate is what the window (or the overrun) held.
-        let window = match duration {
-            Some(d) if !interrupted => d.as_secs_f64().max(elapsed_s),
-            _ => elapsed_s,
+        // Achieved is measured over the window the target implies: until the first message not
+        // sent would have been due (for Giles' batches, the end of the last interval), or the
+        // time actually taken if that was longer.
+        let planned = shape
+            .schedule(0, 1)
+            .offset(tally.sent)
+            .or(duration)
+            .map_or(elapsed_s, |d| d.as_secs_f64());
+        let window = if interrupted {
+            elapsed_s
+        } else {
+            planned.max(elapsed_s)
         };
         let achieved_per_s = if window > 0.0 {
             tally.sent as f64 / window

@@ -219,8 +219,8 @@ impl Receiver {
     fn print(&self, payload: &Bytes) {
         let _one_line_at_a_time = self.print.lock().unwrap_or_else(|p| p.into_inner());
         match std::str::from_utf8(payload) {
-            Ok(text) => println!("{text}"),
-            Err(_) => println!("{}", payload.escape_ascii()),
+            Ok(text) if !text.chars().any(char::is_control) => println!("{text}"),
+            _ => println!("{}", payload.escape_ascii()),
         }
     }
 
