@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use plumbline_core::payload::{PayloadError, Vote};
+use plumbline_core::payload::{nonce_selector, PayloadError, Vote};
 use plumbline_core::Message;
 
 /// A partitioned application.
@@ -59,6 +59,15 @@ pub struct PartitionState {
 }
 
 impl App {
+    /// The routing key inside a payload of this application: a nonce's selector, a vote's
+    /// letter index. This is how a worker fed raw seed bytes partitions them.
+    pub fn key(&self, payload: &[u8]) -> Result<u32, PayloadError> {
+        match self {
+            App::Count => nonce_selector(payload),
+            App::Votes => Vote::decode(payload)?.letter_index(),
+        }
+    }
+
     /// Applies one item routed to `partition` and returns its result.
     pub fn apply(
         &self,

@@ -18,18 +18,19 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use plumbline_core::clock::Sleeper;
 use plumbline_core::{Message, RunClock, Shutdown};
 use plumbline_measure::Recorder;
 
-use crate::app::{App, Output, PartitionState};
+use crate::app::App;
+use crate::item::ItemWorker;
 use crate::backoff::Backoff;
 use crate::partition::PartitionMap;
 use crate::sink::{Delivery, Sink, SinkReport};
-use crate::work::{Work, WorkTimer};
+use crate::work::Work;
 
 /// How items reach workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -311,74 +312,41 @@ impl Pacer {
     }
 }
 
-/// One worker's loop body: work, state, result.
+/// One worker thread's loop body: the item step, then a stamped delivery.
 struct WorkerLoop {
     index: usize,
-    step: Step,
-    app: App,
-    map: PartitionMap,
-    delay: Duration,
     clock: RunClock,
-    timer: WorkTimer,
-    state: PartitionState,
-    report: WorkerReport,
+    item: ItemWorker,
 }
 
 impl WorkerLoop {
     fn new(config: &ClusterConfig, index: usize, clock: RunClock) -> Self {
+        let app = (config.step != Step::Balanced).then_some(config.app);
         Self {
             index,
-            step: config.step,
-            app: config.app,
-            map: PartitionMap::round_robin(config.partitions, config.workers.max(1)),
-            delay: config.delay,
             clock,
-            timer: WorkTimer::new(config.work),
-            state: PartitionState::default(),
-            report: WorkerReport {
-                work: Recorder::new(),
-                rejected: 0,
-                first_rejection: None,
-            },
+            item: ItemWorker::new(app, config.partitions, config.work, config.delay),
         }
     }
 
     /// Does one item's work and returns its result, or `None` if the item was rejected.
     fn handle(&mut self, message: &Message) -> Option<Delivery> {
-        if !self.delay.is_zero() {
-            let start = Instant::now();
-            self.timer.run(self.delay);
-            self.report
-                .work
-                .record_ns(start.elapsed().as_nanos() as u64);
-        }
-        let output = match self.step {
-            Step::Balanced => Ok(Output::Done),
-            Step::Partitioned | Step::Sequential => {
-                let partition = self.map.partition_of(message.key);
-                self.app.apply(&mut self.state, partition, message)
-            }
-        };
-        match output {
-            Ok(output) => Some(Delivery {
-                seq: message.seq,
-                intended_ns: message.intended_ns,
-                done_ns: self.clock.now_ns(),
-                worker: self.index,
-                output,
-            }),
-            Err(e) => {
-                self.report.rejected += 1;
-                self.report
-                    .first_rejection
-                    .get_or_insert_with(|| e.to_string());
-                None
-            }
-        }
+        let output = self.item.handle(message)?;
+        Some(Delivery {
+            seq: message.seq,
+            intended_ns: message.intended_ns,
+            done_ns: self.clock.now_ns(),
+            worker: self.index,
+            output,
+        })
     }
 
     fn finish(self) -> WorkerReport {
-        self.report
+        WorkerReport {
+            work: self.item.work,
+            rejected: self.item.rejected,
+            first_rejection: self.item.first_rejection,
+        }
     }
 }
 

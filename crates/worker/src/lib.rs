@@ -9,6 +9,7 @@
 pub mod app;
 pub mod backoff;
 pub mod cluster;
+pub mod item;
 pub mod partition;
 pub mod receiver;
 pub mod sink;
