@@ -51,6 +51,104 @@ pub enum Command {
     /// Receive frames on TCP, count them and measure latency and losses (the seeds' data_receiver)
     #[command(after_help = RECEIVE_EXAMPLES)]
     Receive(ReceiveArgs),
+    /// Run one worker process of a cluster (Wallaroo's machida flags)
+    #[command(after_help = WORKER_EXAMPLES)]
+    Worker(WorkerArgs),
+    /// Ask a cluster to finish what it has and exit (the seeds' cluster_shutdown)
+    Shutdown(ShutdownArgs),
+}
+
+const WORKER_EXAMPLES: &str = "\
+Examples (seed 002, two workers on one host):
+  plumbline receive --listen 127.0.0.1:7002 --print
+  plumbline worker --application-module alphabet_partitioned --delay 500ms \\
+      --in 127.0.0.1:7010 --out 127.0.0.1:7002 --metrics 127.0.0.1:5001 \\
+      --control 127.0.0.1:6000 --data 127.0.0.1:6001 --external 127.0.0.1:5050 \\
+      --cluster-initializer --worker-count 2
+  plumbline worker --application-module alphabet_partitioned --delay 500ms \\
+      --out 127.0.0.1:7002 --control 127.0.0.1:6000 --name roo
+  plumbline send --host 127.0.0.1:7010 --file fake_votes.msg --batch-size 26 \\
+      --interval 10_000_000 --messages 52 --binary --msg-size 9 --repeat --no-write
+  plumbline shutdown 127.0.0.1:5050";
+
+/// Flags of `worker`, named as Wallaroo's `machida` names them.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// sleepy (seed 000: nonces, 60 partitions, a count per partition) or votes (seed 002)
+    #[arg(long, visible_alias = "application-module", default_value = "sleepy")]
+    pub app: String,
+    /// Cost of each item (e.g. 500ms, 5ms, 0)
+    #[arg(long, value_parser = parse_duration)]
+    pub delay: Option<Duration>,
+    /// Cost of each item in milliseconds (seed 000's --delay_ms)
+    #[arg(long = "delay_ms", visible_alias = "delay-ms")]
+    pub delay_ms: Option<u64>,
+    /// Work model: sleep, spin or hybrid[:F]
+    #[arg(long, default_value = "sleep")]
+    pub work: String,
+    /// Source listener (the initializer's; other workers ignore it)
+    #[arg(long = "in")]
+    pub input: Option<String>,
+    /// The sink every worker sends its results to; without it results are counted and dropped
+    #[arg(long)]
+    pub out: Option<String>,
+    /// Emit `ok` per item instead of the application's result
+    #[arg(long)]
+    pub ok: bool,
+    /// Initializer: the control address to listen on. Others: the initializer's control address
+    #[arg(long)]
+    pub control: Option<String>,
+    /// Initializer: the data address to listen on
+    #[arg(long, default_value = "127.0.0.1:6001")]
+    pub data: String,
+    /// Accepted for machida compatibility: workers connect to the initializer, so need no
+    /// listener of their own
+    #[arg(long)]
+    pub my_control: Option<String>,
+    /// Accepted for machida compatibility (see --my-control)
+    #[arg(long)]
+    pub my_data: Option<String>,
+    /// Initializer: where `plumbline shutdown` connects
+    #[arg(long)]
+    pub external: Option<String>,
+    /// This worker's name
+    #[arg(long, visible_alias = "worker-name")]
+    pub name: Option<String>,
+    /// This worker forms the cluster and takes the sources
+    #[arg(long)]
+    pub cluster_initializer: bool,
+    /// Workers in the cluster, the initializer included
+    #[arg(long, default_value_t = 1)]
+    pub worker_count: usize,
+    /// Initializer: serve Prometheus metrics of the whole cluster here (others ignore it)
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// Partitions (sleepy: default 60; votes: 26, one per letter)
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// Shutdown token, as file:PATH or env:VAR (never the secret itself on the command line)
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Largest input frame accepted, in bytes (at most 1 GiB)
+    #[arg(long, default_value_t = plumbline_core::frame::DEFAULT_MAX_FRAME as u64,
+          value_parser = clap::value_parser!(u64).range(1..=plumbline_core::frame::MAX_FRAME_LIMIT))]
+    pub max_frame: u64,
+    /// Keep retrying the initializer and the sink this long
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// Flags of `shutdown`.
+#[derive(Debug, Args)]
+pub struct ShutdownArgs {
+    /// The initializer's --external address
+    pub addr: String,
+    /// The cluster's token, as file:PATH or env:VAR
+    #[arg(long)]
+    pub token: Option<String>,
+    /// How long to wait for an answer
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Flags of `bench`. Every matrix flag overrides the preset's value.

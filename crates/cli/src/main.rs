@@ -10,6 +10,7 @@ mod plan;
 mod progress;
 mod receive;
 mod send;
+mod worker;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args).map(|()| Verdict::Passed),
         Command::Send(args) => send::run(args, &shutdown),
         Command::Receive(args) => receive::run(args, &shutdown),
+        Command::Worker(args) => worker::run(args, &shutdown),
+        Command::Shutdown(args) => worker::shutdown(args),
     };
     match result {
         Ok(Verdict::Passed) => ExitCode::SUCCESS,

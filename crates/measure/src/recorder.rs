@@ -45,6 +45,16 @@ impl Recorder {
         self.hist.len()
     }
 
+    /// Values recorded at or below `ns` (for cumulative histogram buckets).
+    pub fn count_at_or_below_ns(&self, ns: u64) -> u64 {
+        self.hist.count_between(0, ns)
+    }
+
+    /// The sum of the recorded values, in nanoseconds (from the histogram's mean).
+    pub fn sum_ns(&self) -> f64 {
+        self.hist.mean() * self.hist.len() as f64
+    }
+
     pub fn summary(&self) -> LatencySummary {
         let s = |ns: u64| ns as f64 / 1e9;
         let q = |quantile: f64| {

@@ -26,8 +26,8 @@ use plumbline_core::{Message, RunClock, Shutdown};
 use plumbline_measure::Recorder;
 
 use crate::app::App;
-use crate::item::ItemWorker;
 use crate::backoff::Backoff;
+use crate::item::ItemWorker;
 use crate::partition::PartitionMap;
 use crate::sink::{Delivery, Sink, SinkReport};
 use crate::work::Work;

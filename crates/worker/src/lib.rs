@@ -10,6 +10,7 @@ pub mod app;
 pub mod backoff;
 pub mod cluster;
 pub mod item;
+pub mod node;
 pub mod partition;
 pub mod receiver;
 pub mod sink;

@@ -1,0 +1,146 @@
+//! `plumbline worker` and `plumbline shutdown`: machida-style flags turned into a
+//! [`NodeConfig`], and the shutdown client. The cluster itself is plumbline-worker's `node`.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use plumbline_core::Shutdown;
+use plumbline_worker::node::wire::{Control, ControlReader};
+use plumbline_worker::node::{self, NodeConfig, Role};
+use plumbline_worker::{App, Work};
+
+use crate::args::{ShutdownArgs, WorkerArgs};
+use crate::bench::Verdict;
+
+pub fn run(args: &WorkerArgs, stop: &Shutdown) -> Result<Verdict> {
+    let config = config(args)?;
+    if let Role::Joiner { .. } = config.role {
+        // A joiner blocks on its data connection; Ctrl-C leaves the cluster at once (the
+        // initializer then reports this worker dead, which is the truth).
+        let stop = stop.clone();
+        std::thread::spawn(move || loop {
+            if stop.requested() {
+                eprintln!("interrupted: leaving the cluster");
+                std::process::exit(130);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        });
+    }
+    node::run(&config, stop)?;
+    Ok(Verdict::Passed)
+}
+
+fn config(args: &WorkerArgs) -> Result<NodeConfig> {
+    let app = match args.app.as_str() {
+        "sleepy" | "sleepy_python" => App::Count,
+        "votes" | "alphabet_partitioned" | "alphabet" => App::Votes,
+        other => bail!("--app {other:?}: use sleepy (seed 000) or votes (seed 002)"),
+    };
+    let partitions = match (app, args.partitions) {
+        (App::Votes, None | Some(26)) => 26,
+        (App::Votes, Some(p)) => bail!("--partitions {p}: votes have one partition per letter, 26"),
+        (App::Count, None) => 60,
+        (App::Count, Some(p)) => {
+            ensure!(p > 0, "--partitions 0: need at least one partition");
+            p
+        }
+    };
+    let delay = match (args.delay, args.delay_ms) {
+        (Some(_), Some(_)) => bail!("give --delay or --delay_ms, not both"),
+        (Some(d), None) => d,
+        (None, Some(ms)) => Duration::from_millis(ms),
+        (None, None) => Duration::ZERO,
+    };
+    let work: Work = args.work.parse().context("--work")?;
+    if args.my_control.is_some() || args.my_data.is_some() {
+        eprintln!("note: --my-control/--my-data are accepted for machida compatibility; workers connect to the initializer and need no listeners");
+    }
+    let role = if args.cluster_initializer {
+        ensure!(
+            args.worker_count >= 1,
+            "--worker-count 0: a cluster has at least its initializer"
+        );
+        ensure!(
+            args.worker_count <= 256,
+            "--worker-count {}: at most 256",
+            args.worker_count
+        );
+        Role::Initializer {
+            source: args
+                .input
+                .clone()
+                .context("the initializer needs --in ADDR for its sources")?,
+            control: args
+                .control
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:6000".into()),
+            data: args.data.clone(),
+            external: args.external.clone(),
+            metrics: args.metrics.clone(),
+            worker_count: args.worker_count,
+            token: args.token.as_deref().map(read_token).transpose()?,
+        }
+    } else {
+        if args.input.is_some() || args.metrics.is_some() || args.external.is_some() {
+            eprintln!("note: --in, --metrics and --external are the initializer's; this worker ignores them");
+        }
+        Role::Joiner {
+            control: args
+                .control
+                .clone()
+                .context("a joining worker needs --control, the initializer's control address")?,
+        }
+    };
+    let default_name = if args.cluster_initializer {
+        "initializer".to_string()
+    } else {
+        format!("worker-{}", std::process::id())
+    };
+    Ok(NodeConfig {
+        name: args.name.clone().unwrap_or(default_name),
+        app,
+        partitions,
+        work,
+        delay,
+        out: args.out.clone(),
+        ok: args.ok,
+        role,
+        max_frame: args.max_frame as usize,
+        connect_timeout: args.connect_timeout,
+    })
+}
+
+/// Reads a secret from `file:PATH` or `env:VAR`.
+fn read_token(source: &str) -> Result<String> {
+    let token = if let Some(path) = source.strip_prefix("file:") {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {path}"))?
+            .trim()
+            .to_string()
+    } else if let Some(var) = source.strip_prefix("env:") {
+        std::env::var(var).with_context(|| format!("the token variable {var} is not set"))?
+    } else {
+        bail!("--token takes file:PATH or env:VAR, so the secret never shows in a process list");
+    };
+    ensure!(!token.is_empty(), "the token is empty");
+    Ok(token)
+}
+
+pub fn shutdown(args: &ShutdownArgs) -> Result<Verdict> {
+    let token = args.token.as_deref().map(read_token).transpose()?;
+    let addrs = plumbline_transport::tcp::resolve(&args.addr)?;
+    let stream = TcpStream::connect_timeout(&addrs[0], args.timeout)
+        .with_context(|| format!("the cluster at {} does not answer", args.addr))?;
+    stream.set_read_timeout(Some(args.timeout)).ok();
+    Control::Shutdown { token }.send(&mut &stream)?;
+    match ControlReader::new(&stream).next() {
+        Ok(Control::Reply { ok: true, message }) => {
+            println!("{}: {message}", args.addr);
+            Ok(Verdict::Passed)
+        }
+        Ok(Control::Reply { ok: false, message }) => bail!("{}: {message}", args.addr),
+        Ok(other) => bail!("{}: unexpected answer {other:?}", args.addr),
+        Err(e) => bail!("{} did not answer the shutdown: {e}", args.addr),
+    }
+}

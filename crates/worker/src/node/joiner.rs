@@ -1,0 +1,131 @@
+//! A joining worker: joins through the initializer's control port, opens its data connection,
+//! processes the frames of the partitions it owns, reports stats every second, and finishes
+//! when the initializer says the input has ended. Losing the initializer is an error.
+
+use std::net::TcpStream;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use plumbline_core::frame::{FrameCodec, FrameReader};
+use plumbline_core::Shutdown;
+use plumbline_transport::tcp;
+
+use super::wire::{Control, ControlReader, WireError, WorkerStats, PROTOCOL};
+use super::{app_name, io, NodeConfig, NodeError, Processor};
+
+pub(super) fn run(
+    config: &NodeConfig,
+    control_addr: &str,
+    stop: &Shutdown,
+) -> Result<WorkerStats, NodeError> {
+    let control = tcp::connect(control_addr, config.connect_timeout)?;
+    Control::Join {
+        name: config.name.clone(),
+        app: app_name(config.app).into(),
+        partitions: config.partitions,
+        protocol: PROTOCOL,
+    }
+    .send(&mut &control)?;
+    eprintln!("[{}] joining the cluster at {control_addr}", config.name);
+    let mut replies = ControlReader::new(control.try_clone().map_err(io("control connection"))?);
+    let data_addr = loop {
+        match replies.next() {
+            Ok(Control::Welcome { workers, data }) => {
+                eprintln!(
+                    "[{}] joined a cluster of {}: {}",
+                    config.name,
+                    workers.len(),
+                    workers.join(", ")
+                );
+                break data;
+            }
+            Ok(Control::Refused { reason }) => {
+                return Err(NodeError::Refused(format!(
+                    "the initializer refused this worker: {reason}"
+                )))
+            }
+            Ok(other) => return Err(NodeError::InitializerLost(format!("unexpected {other:?}"))),
+            Err(e) => return Err(NodeError::InitializerLost(e.to_string())),
+        }
+    };
+    let data = tcp::connect(&data_addr, config.connect_timeout)?;
+    Control::DataHello {
+        name: config.name.clone(),
+    }
+    .send(&mut &data)?;
+    let mut processor = Processor::new(config)?;
+
+    // Control from the initializer arrives on its own thread: Finish, or the connection's end.
+    let (finish_tx, finish) = mpsc::channel::<Result<(), String>>();
+    std::thread::spawn(move || {
+        let outcome = match replies.next() {
+            Ok(Control::Finish) => Ok(()),
+            Ok(other) => Err(format!("unexpected {other:?}")),
+            Err(WireError::Closed) => Err("its control connection closed".into()),
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = finish_tx.send(outcome);
+    });
+    let control = Arc::new(Mutex::new(control));
+    let reporter = spawn_reporter(control.clone());
+
+    let mut reader = FrameReader::new(&data, FrameCodec::new(config.max_frame));
+    let mut batch = Vec::new();
+    let ended = loop {
+        if stop.requested() {
+            break Err("interrupted before the cluster shut down".to_string());
+        }
+        batch.clear();
+        let read = reader.read_batch(&mut batch);
+        for frame in &batch {
+            processor.process(frame);
+        }
+        processor.flush();
+        if let Ok(mut latest) = reporter.lock() {
+            *latest = Some(processor.stats());
+        }
+        match read {
+            Ok(true) => {}
+            Ok(false) => break Ok(()),
+            Err(e) => break Err(format!("its data connection failed: {e}")),
+        }
+    };
+    ended.map_err(NodeError::InitializerLost)?;
+    // The data stream ended; only a Finish makes that a shutdown rather than a lost initializer.
+    match finish.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => return Err(NodeError::InitializerLost(why)),
+        Err(_) => {
+            return Err(NodeError::InitializerLost(
+                "no Finish after the data ended".into(),
+            ))
+        }
+    }
+    processor.flush();
+    let stats = processor.stats();
+    let control = control.lock().unwrap_or_else(|p| p.into_inner());
+    Control::Done(stats.clone()).send(&mut &*control)?;
+    eprintln!(
+        "[{}] done: {} items, {} results",
+        config.name, stats.items, stats.results
+    );
+    Ok(stats)
+}
+
+/// Sends the latest stats to the initializer once a second; returns the slot to put them in.
+fn spawn_reporter(control: Arc<Mutex<TcpStream>>) -> Arc<Mutex<Option<WorkerStats>>> {
+    let latest = Arc::new(Mutex::new(None::<WorkerStats>));
+    let slot = latest.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let Some(stats) = slot.lock().ok().and_then(|mut s| s.take()) else {
+            continue;
+        };
+        let stream = control.lock().unwrap_or_else(|p| p.into_inner());
+        if Control::Stats(stats).send(&mut &*stream).is_err() {
+            return;
+        }
+    });
+    latest
+}

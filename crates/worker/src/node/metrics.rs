@@ -1,0 +1,194 @@
+//! The initializer's view of the cluster, served as Prometheus text over HTTP (`GET /metrics`).
+//!
+//! Items in and per partition are counted where they are routed (the initializer sees every
+//! item); items out, rejections and the step-latency histogram come from each worker's stats
+//! (joiners report once a second). The HTTP side is the minimum a scraper needs: one request per
+//! connection, `/metrics` or 404.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use plumbline_measure::Recorder;
+
+use super::partition_label;
+use super::wire::WorkerStats;
+use crate::App;
+
+/// Upper bounds (seconds) of the step-latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+pub(super) struct Metrics {
+    app: App,
+    pub items_in: AtomicU64,
+    pub source_errors: AtomicU64,
+    partitions: Vec<AtomicU64>,
+    workers: Mutex<BTreeMap<String, WorkerStats>>,
+}
+
+impl Metrics {
+    pub fn new(app: App, partitions: u32, names: &[String]) -> Self {
+        Self {
+            app,
+            items_in: AtomicU64::new(0),
+            source_errors: AtomicU64::new(0),
+            partitions: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            workers: Mutex::new(
+                names
+                    .iter()
+                    .map(|n| {
+                        (
+                            n.clone(),
+                            WorkerStats {
+                                name: n.clone(),
+                                ..WorkerStats::default()
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn routed(&self, partition: u32) {
+        self.items_in.fetch_add(1, Ordering::Relaxed);
+        if let Some(count) = self.partitions.get(partition as usize) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn update(&self, stats: WorkerStats) {
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(stats.name.clone(), stats);
+    }
+
+    /// One line for the log.
+    pub fn summary(&self) -> String {
+        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let per: Vec<String> = workers
+            .values()
+            .map(|w| format!("{} {} items", w.name, w.items))
+            .collect();
+        format!(
+            "{} items in; {}; {} source errors",
+            self.items_in.load(Ordering::Relaxed),
+            per.join(", "),
+            self.source_errors.load(Ordering::Relaxed)
+        )
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut text = format!(
+            "# HELP plumbline_items_in_total Items accepted from sources.\n\
+             # TYPE plumbline_items_in_total counter\nplumbline_items_in_total {}\n",
+            self.items_in.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            text,
+            "# HELP plumbline_source_errors_total Source connections closed for bad input.\n\
+             # TYPE plumbline_source_errors_total counter\nplumbline_source_errors_total {}",
+            self.source_errors.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            text,
+            "# HELP plumbline_partition_items_total Items routed to each partition.\n\
+             # TYPE plumbline_partition_items_total counter"
+        );
+        for (p, count) in self.partitions.iter().enumerate() {
+            let _ = writeln!(
+                text,
+                "plumbline_partition_items_total{{partition=\"{}\"}} {}",
+                partition_label(self.app, p as u32),
+                count.load(Ordering::Relaxed)
+            );
+        }
+        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        type Field = fn(&WorkerStats) -> u64;
+        let fields: [(&str, &str, Field); 4] = [
+            (
+                "plumbline_worker_items_total",
+                "Items each worker processed.",
+                |w| w.items,
+            ),
+            (
+                "plumbline_worker_results_total",
+                "Results each worker delivered to the sink.",
+                |w| w.results,
+            ),
+            (
+                "plumbline_worker_rejected_total",
+                "Items each worker could not apply.",
+                |w| w.rejected,
+            ),
+            (
+                "plumbline_worker_undelivered_total",
+                "Results each worker could not deliver.",
+                |w| w.undelivered,
+            ),
+        ];
+        for (metric, help, value) in fields {
+            let _ = writeln!(text, "# HELP {metric} {help}\n# TYPE {metric} counter");
+            for w in workers.values() {
+                let _ = writeln!(text, "{metric}{{worker=\"{}\"}} {}", w.name, value(w));
+            }
+        }
+        let mut step = Recorder::new();
+        for w in workers.values() {
+            if let Some(Ok(r)) = w.step.as_ref().map(|s| s.recorder()) {
+                step.merge(&r);
+            }
+        }
+        let _ = writeln!(
+            text,
+            "# HELP plumbline_step_seconds What one item's work cost, all workers.\n\
+             # TYPE plumbline_step_seconds histogram"
+        );
+        for le in BUCKETS {
+            let _ = writeln!(
+                text,
+                "plumbline_step_seconds_bucket{{le=\"{le}\"}} {}",
+                step.count_at_or_below_ns((le * 1e9) as u64)
+            );
+        }
+        let _ = writeln!(
+            text,
+            "plumbline_step_seconds_bucket{{le=\"+Inf\"}} {count}\nplumbline_step_seconds_sum {}\n\
+             plumbline_step_seconds_count {count}",
+            step.sum_ns() / 1e9,
+            count = step.count()
+        );
+        text
+    }
+}
+
+/// Serves `GET /metrics` on `listener`, one short connection at a time.
+pub(super) fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+            let mut request = [0u8; 2048];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let line = String::from_utf8_lossy(&request[..n]);
+            let response = if line.starts_with("GET /metrics ") {
+                let body = metrics.render();
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            };
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+}

@@ -1,0 +1,268 @@
+//! Worker processes: the multi-process cluster of seeds 000 and 002 (Wallaroo's `machida`).
+//!
+//! ```text
+//!  sender ─▶ --in ─▶ initializer ──route by key──▶ its own partitions ─▶ sink (--out)
+//!                         │  data (TCP, frames as received)
+//!                         └──────────▶ joiner "roo" ──▶ its partitions ─▶ sink (--out)
+//!           control (TCP, JSON frames): join, welcome, stats, finish, done
+//!           external: `plumbline shutdown`    metrics: Prometheus text over HTTP
+//! ```
+//!
+//! The initializer waits for `--worker-count` workers, assigns partition `p` to worker
+//! `p % n` (itself first, joiners in join order), and only then accepts sources. Every input
+//! frame goes to its partition's owner; state lives only there. Frames travel unchanged, so a
+//! plumbline header (sequence number, intended send time) reaches the sink and `receive`
+//! measures end-to-end latency and losses. A worker that dies stops the cluster with an error
+//! naming it and its partitions: its partitions' state is gone, and serving the rest would
+//! report results that silently miss them.
+
+mod initializer;
+mod joiner;
+mod metrics;
+pub mod wire;
+
+use std::io::{BufWriter, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use plumbline_core::header::{is_plumbline, Header, HEADER_LEN};
+use plumbline_core::Message;
+use plumbline_transport::tcp;
+
+use crate::app::{App, Output};
+use crate::item::ItemWorker;
+use crate::work::Work;
+use wire::WorkerStats;
+
+/// A validated worker process.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub name: String,
+    pub app: App,
+    pub partitions: u32,
+    pub work: Work,
+    pub delay: Duration,
+    /// Where results go; without it they are counted and dropped.
+    pub out: Option<String>,
+    /// Emit `ok` per item instead of the application's result (seed 000's optional sink).
+    pub ok: bool,
+    pub role: Role,
+    pub max_frame: usize,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub enum Role {
+    Initializer {
+        /// Source listener.
+        source: String,
+        control: String,
+        data: String,
+        external: Option<String>,
+        metrics: Option<String>,
+        worker_count: usize,
+        /// Required by `shutdown` when set.
+        token: Option<String>,
+    },
+    Joiner {
+        /// The initializer's control address.
+        control: String,
+    },
+}
+
+/// Why a worker process ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Tcp(#[from] tcp::TcpError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("worker {name} died ({why}); it owned partitions {partitions}; stopping the cluster")]
+    WorkerDied {
+        name: String,
+        why: String,
+        partitions: String,
+    },
+    #[error("lost the initializer: {0}")]
+    InitializerLost(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("control protocol: {0}")]
+    Wire(#[from] wire::WireError),
+    #[error("{0}")]
+    Unsafe(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
+    let what = what.into();
+    move |source| NodeError::Io { what, source }
+}
+
+/// Runs a worker process until shutdown (Ok) or a fault (Err).
+pub fn run(config: &NodeConfig, stop: &plumbline_core::Shutdown) -> Result<WorkerStats, NodeError> {
+    match &config.role {
+        Role::Initializer { .. } => initializer::run(config, stop),
+        Role::Joiner { control } => joiner::run(config, control, stop),
+    }
+}
+
+/// The application's name on the wire (what a joiner must match).
+pub fn app_name(app: App) -> &'static str {
+    match app {
+        App::Count => "sleepy",
+        App::Votes => "votes",
+    }
+}
+
+/// Text names for partitions in logs and metrics: letters for votes, numbers otherwise.
+pub fn partition_label(app: App, partition: u32) -> String {
+    match app {
+        App::Votes => char::from(b'a' + partition as u8).to_string(),
+        App::Count => partition.to_string(),
+    }
+}
+
+/// The routing key of an input frame (its plumbline header skipped, if it has one).
+fn frame_key(app: App, frame: &[u8]) -> Result<u32, plumbline_core::payload::PayloadError> {
+    let payload = if is_plumbline(frame) {
+        &frame[HEADER_LEN..]
+    } else {
+        frame
+    };
+    app.key(payload)
+}
+
+/// A worker's processing: item step plus the result stream to the sink.
+struct Processor {
+    app: App,
+    ok: bool,
+    item: ItemWorker,
+    sink: Option<BufWriter<TcpStream>>,
+    /// An `--out` was given: results without a sink are then undelivered, not dropped.
+    wants_sink: bool,
+    last_flush: Instant,
+    stats: WorkerStats,
+}
+
+/// Longest a result waits in the sink buffer while input keeps coming: long enough to batch
+/// writes at a million results a second, short against any latency worth measuring.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(1);
+
+impl Processor {
+    fn new(config: &NodeConfig) -> Result<Self, NodeError> {
+        let sink = match &config.out {
+            Some(addr) => Some(BufWriter::with_capacity(
+                64 * 1024,
+                tcp::connect(addr, config.connect_timeout)?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            app: config.app,
+            ok: config.ok,
+            item: ItemWorker::new(
+                Some(config.app),
+                config.partitions,
+                config.work,
+                config.delay,
+            ),
+            wants_sink: sink.is_some(),
+            sink,
+            last_flush: Instant::now(),
+            stats: WorkerStats {
+                name: config.name.clone(),
+                ..WorkerStats::default()
+            },
+        })
+    }
+
+    /// Works on one input frame and writes its result frame (the input's header, if any, then
+    /// the result text).
+    fn process(&mut self, frame: &Bytes) {
+        self.stats.items += 1;
+        let (header, payload) = match Header::read(frame) {
+            Ok((h, payload)) => (Some(h), payload),
+            Err(_) => (None, frame.clone()),
+        };
+        let Ok(key) = self.app.key(&payload) else {
+            self.stats.rejected += 1;
+            return;
+        };
+        let message = Message {
+            seq: header.map_or(0, |h| h.seq),
+            key,
+            intended_ns: 0,
+            payload,
+        };
+        let Some(output) = self.item.handle(&message) else {
+            self.stats.rejected += 1;
+            return;
+        };
+        let text = if self.ok {
+            Output::Done.to_string()
+        } else {
+            output.to_string()
+        };
+        let head = if header.is_some() {
+            &frame[..HEADER_LEN]
+        } else {
+            &[][..]
+        };
+        self.emit(head, text.as_bytes());
+        if self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush();
+        }
+    }
+
+    fn emit(&mut self, head: &[u8], text: &[u8]) {
+        let Some(sink) = &mut self.sink else {
+            if self.wants_sink {
+                self.stats.undelivered += 1;
+            } else {
+                self.stats.results += 1;
+            }
+            return;
+        };
+        let len = (head.len() + text.len()) as u32;
+        let written = sink
+            .write_all(&len.to_be_bytes())
+            .and_then(|()| sink.write_all(head))
+            .and_then(|()| sink.write_all(text));
+        match written {
+            Ok(()) => self.stats.results += 1,
+            Err(e) => {
+                eprintln!(
+                    "{}: the sink failed ({e}); results are counted as undelivered",
+                    self.stats.name
+                );
+                self.sink = None;
+                self.stats.undelivered += 1;
+            }
+        }
+    }
+
+    /// Pushes buffered results out (whenever input pauses, and at least every [`FLUSH_EVERY`]).
+    fn flush(&mut self) {
+        self.last_flush = Instant::now();
+        if let Some(sink) = &mut self.sink {
+            if let Err(e) = sink.flush() {
+                eprintln!(
+                    "{}: the sink failed ({e}); results are counted as undelivered",
+                    self.stats.name
+                );
+                self.sink = None;
+            }
+        }
+    }
+
+    fn stats(&self) -> WorkerStats {
+        WorkerStats {
+            step: Some(self.item.work.summary()),
+            ..self.stats.clone()
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The cluster's control protocol: JSON messages in ordinary length-prefixed frames.
+//!
+//! Control traffic is rare (joins, a stats report a second, shutdown), so it is JSON for
+//! readability; data traffic is the input frames themselves, forwarded unchanged. Frames here are
+//! capped at [`MAX_CONTROL`] like every decoder of outside bytes.
+
+use std::io::{Read, Write};
+
+use bytes::Bytes;
+use plumbline_core::frame::{FrameCodec, FrameReader};
+use plumbline_measure::LatencySummary;
+use serde::{Deserialize, Serialize};
+
+/// Bumped when the control or data protocol changes; a join with another version is refused.
+pub const PROTOCOL: u32 = 1;
+/// Largest control message.
+pub const MAX_CONTROL: usize = 1 << 20;
+
+/// What a worker reports about itself.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WorkerStats {
+    pub name: String,
+    /// Items this worker processed.
+    pub items: u64,
+    /// Results it wrote to the sink.
+    pub results: u64,
+    /// Items it could not apply, and results it could not deliver.
+    pub rejected: u64,
+    pub undelivered: u64,
+    /// What each item's work cost.
+    pub step: Option<LatencySummary>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    /// Joiner → initializer, first message on the control connection.
+    Join {
+        name: String,
+        app: String,
+        partitions: u32,
+        protocol: u32,
+    },
+    Refused {
+        reason: String,
+    },
+    /// Initializer → joiner: the cluster (partition p belongs to `workers[p % n]`) and where to
+    /// open the data connection.
+    Welcome {
+        workers: Vec<String>,
+        data: String,
+    },
+    /// Joiner → initializer, first message on the data connection.
+    DataHello {
+        name: String,
+    },
+    Stats(WorkerStats),
+    /// Initializer → joiner: input has ended; finish what the data connection delivered.
+    Finish,
+    Done(WorkerStats),
+    /// `plumbline shutdown` → initializer's external port.
+    Shutdown {
+        token: Option<String>,
+    },
+    Reply {
+        ok: bool,
+        message: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection closed")]
+    Closed,
+    #[error(transparent)]
+    Frame(#[from] plumbline_core::frame::FrameAtOffset),
+    #[error("not a control message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl Control {
+    /// Writes one message as a frame.
+    pub fn send(&self, out: &mut impl Write) -> Result<(), WireError> {
+        let json = serde_json::to_vec(self)?;
+        let mut frame = Vec::with_capacity(json.len() + 4);
+        FrameCodec::new(MAX_CONTROL)
+            .encode_into(&json, &mut frame)
+            .map_err(std::io::Error::other)?;
+        out.write_all(&frame)?;
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// Reads control messages from a stream.
+pub struct ControlReader<R> {
+    frames: FrameReader<R>,
+}
+
+impl<R: Read> ControlReader<R> {
+    pub fn new(stream: R) -> Self {
+        Self {
+            frames: FrameReader::new(stream, FrameCodec::new(MAX_CONTROL)),
+        }
+    }
+
+    /// The next message; [`WireError::Closed`] when the peer closed cleanly.
+    pub fn next(&mut self) -> Result<Control, WireError> {
+        let frame: Bytes = self.frames.next().ok_or(WireError::Closed)??;
+        Ok(serde_json::from_slice(&frame)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_named() {
+        let mut buf = Vec::new();
+        Control::Join {
+            name: "roo".into(),
+            app: "votes".into(),
+            partitions: 26,
+            protocol: PROTOCOL,
+        }
+        .send(&mut buf)
+        .unwrap();
+        Control::Finish.send(&mut buf).unwrap();
+        let mut reader = ControlReader::new(&buf[..]);
+        assert!(matches!(
+            reader.next().unwrap(),
+            Control::Join { partitions: 26, .. }
+        ));
+        assert!(matches!(reader.next().unwrap(), Control::Finish));
+        assert!(matches!(reader.next(), Err(WireError::Closed)));
+        let mut junk = Vec::new();
+        FrameCodec::default()
+            .encode_into(b"{\"type\":\"nope\"}", &mut junk)
+            .unwrap();
+        assert!(matches!(
+            ControlReader::new(&junk[..]).next(),
+            Err(WireError::Json(_))
+        ));
+    }
+}
