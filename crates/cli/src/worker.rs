@@ -134,7 +134,7 @@ pub fn shutdown(args: &ShutdownArgs) -> Result<Verdict> {
         .with_context(|| format!("the cluster at {} does not answer", args.addr))?;
     stream.set_read_timeout(Some(args.timeout)).ok();
     Control::Shutdown { token }.send(&mut &stream)?;
-    match ControlReader::new(&stream).next() {
+    match ControlReader::new(&stream).recv() {
         Ok(Control::Reply { ok: true, message }) => {
             println!("{}: {message}", args.addr);
             Ok(Verdict::Passed)

@@ -127,7 +127,7 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
         let (stream, _) = data_listener
             .accept()
             .map_err(io("accepting a data connection"))?;
-        match ControlReader::new(&stream).next() {
+        match ControlReader::new(&stream).recv() {
             Ok(Control::DataHello { name }) if names.contains(&name) => {
                 data_streams.insert(name, stream);
             }
@@ -245,7 +245,7 @@ fn admit(
     stream: &TcpStream,
 ) -> Result<String, String> {
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    let join = ControlReader::new(stream).next();
+    let join = ControlReader::new(stream).recv();
     stream.set_read_timeout(None).ok();
     match join {
         Ok(Control::Join {
@@ -479,7 +479,7 @@ fn spawn_watcher(name: String, stream: TcpStream, events: Sender<Event>) {
     std::thread::spawn(move || {
         let mut reader = ControlReader::new(&stream);
         loop {
-            let event = match reader.next() {
+            let event = match reader.recv() {
                 Ok(Control::Stats(stats)) => Event::Stats(stats),
                 Ok(Control::Done(stats)) => {
                     let _ = events.send(Event::Done(stats));
@@ -546,7 +546,7 @@ fn spawn_external(listener: TcpListener, token: Option<String>, events: Sender<E
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-            let request = ControlReader::new(&stream).next();
+            let request = ControlReader::new(&stream).recv();
             let reply = match request {
                 Ok(Control::Shutdown { token: given }) if token.is_none() || given == token => {
                     let _ = events.send(Event::ShutdownRequested);

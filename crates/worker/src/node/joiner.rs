@@ -29,25 +29,23 @@ pub(super) fn run(
     .send(&mut &control)?;
     eprintln!("[{}] joining the cluster at {control_addr}", config.name);
     let mut replies = ControlReader::new(control.try_clone().map_err(io("control connection"))?);
-    let data_addr = loop {
-        match replies.next() {
-            Ok(Control::Welcome { workers, data }) => {
-                eprintln!(
-                    "[{}] joined a cluster of {}: {}",
-                    config.name,
-                    workers.len(),
-                    workers.join(", ")
-                );
-                break data;
-            }
-            Ok(Control::Refused { reason }) => {
-                return Err(NodeError::Refused(format!(
-                    "the initializer refused this worker: {reason}"
-                )))
-            }
-            Ok(other) => return Err(NodeError::InitializerLost(format!("unexpected {other:?}"))),
-            Err(e) => return Err(NodeError::InitializerLost(e.to_string())),
+    let data_addr = match replies.recv() {
+        Ok(Control::Welcome { workers, data }) => {
+            eprintln!(
+                "[{}] joined a cluster of {}: {}",
+                config.name,
+                workers.len(),
+                workers.join(", ")
+            );
+            data
         }
+        Ok(Control::Refused { reason }) => {
+            return Err(NodeError::Refused(format!(
+                "the initializer refused this worker: {reason}"
+            )))
+        }
+        Ok(other) => return Err(NodeError::InitializerLost(format!("unexpected {other:?}"))),
+        Err(e) => return Err(NodeError::InitializerLost(e.to_string())),
     };
     let data = tcp::connect(&data_addr, config.connect_timeout)?;
     Control::DataHello {
@@ -59,7 +57,7 @@ pub(super) fn run(
     // Control from the initializer arrives on its own thread: Finish, or the connection's end.
     let (finish_tx, finish) = mpsc::channel::<Result<(), String>>();
     std::thread::spawn(move || {
-        let outcome = match replies.next() {
+        let outcome = match replies.recv() {
             Ok(Control::Finish) => Ok(()),
             Ok(other) => Err(format!("unexpected {other:?}")),
             Err(WireError::Closed) => Err("its control connection closed".into()),

@@ -107,7 +107,7 @@ impl<R: Read> ControlReader<R> {
     }
 
     /// The next message; [`WireError::Closed`] when the peer closed cleanly.
-    pub fn next(&mut self) -> Result<Control, WireError> {
+    pub fn recv(&mut self) -> Result<Control, WireError> {
         let frame: Bytes = self.frames.next().ok_or(WireError::Closed)??;
         Ok(serde_json::from_slice(&frame)?)
     }
@@ -131,17 +131,17 @@ mod tests {
         Control::Finish.send(&mut buf).unwrap();
         let mut reader = ControlReader::new(&buf[..]);
         assert!(matches!(
-            reader.next().unwrap(),
+            reader.recv().unwrap(),
             Control::Join { partitions: 26, .. }
         ));
-        assert!(matches!(reader.next().unwrap(), Control::Finish));
-        assert!(matches!(reader.next(), Err(WireError::Closed)));
+        assert!(matches!(reader.recv().unwrap(), Control::Finish));
+        assert!(matches!(reader.recv(), Err(WireError::Closed)));
         let mut junk = Vec::new();
         FrameCodec::default()
             .encode_into(b"{\"type\":\"nope\"}", &mut junk)
             .unwrap();
         assert!(matches!(
-            ControlReader::new(&junk[..]).next(),
+            ControlReader::new(&junk[..]).recv(),
             Err(WireError::Json(_))
         ));
     }
