@@ -98,3 +98,153 @@ impl Receiving {
         )
     }
 }
+
+/// A `plumbline worker` process whose stderr lines are collected as they come.
+pub struct Node {
+    pub child: std::process::Child,
+    lines: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    pub fn start(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_plumbline"))
+            .arg("worker")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("worker starts");
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits (up to 20 s) for a line containing `marker` and returns the text after it.
+    pub fn wait_for(&self, marker: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(line) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(marker))
+            {
+                return line.split(marker).nth(1).unwrap_or("").trim().to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {marker:?} in {:?}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits for the process to exit (up to `secs`) and returns its exit code.
+    pub fn exit_code(&mut self, secs: u64) -> Option<i32> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                return status.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        panic!("worker did not exit within {secs} s: {}", self.log());
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An initializer on free loopback ports plus `joiners` more workers; returns them with the
+/// source and external addresses once the cluster is ready.
+pub fn cluster(
+    app: &str,
+    delay: &str,
+    joiners: usize,
+    out: Option<&str>,
+    extra: &[&str],
+) -> (Node, Vec<Node>, String, String) {
+    let count = (joiners + 1).to_string();
+    let mut args = vec![
+        "--app",
+        app,
+        "--delay",
+        delay,
+        "--in",
+        "127.0.0.1:0",
+        "--control",
+        "127.0.0.1:0",
+        "--data",
+        "127.0.0.1:0",
+        "--external",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--cluster-initializer",
+        "--worker-count",
+        &count,
+    ];
+    let out_args: Vec<&str> = out.map_or(vec![], |o| vec!["--out", o]);
+    args.extend_from_slice(&out_args);
+    args.extend_from_slice(extra);
+    let init = Node::start(&args);
+    let control = init
+        .wait_for("control on ")
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let external = init.wait_for("external (shutdown) on ");
+    let workers: Vec<Node> = (0..joiners)
+        .map(|i| {
+            let name = format!("w{}", i + 2);
+            let mut args = vec![
+                "--app",
+                app,
+                "--delay",
+                delay,
+                "--control",
+                &control,
+                "--name",
+                &name,
+            ];
+            args.extend_from_slice(&out_args);
+            Node::start(&args)
+        })
+        .collect();
+    let source = init.wait_for("ready; sources on ");
+    (init, workers, source, external)
+}
+
+/// Fetches the initializer's Prometheus text.
+pub fn scrape(init: &Node) -> String {
+    use std::io::{Read, Write};
+    let url = init.wait_for("metrics on http://");
+    let addr = url.trim_end_matches("/metrics");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}

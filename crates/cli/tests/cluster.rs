@@ -1,0 +1,304 @@
+//! Worker processes end to end: seed 002 as processes, the hot letter, a killed worker, bad
+//! input on every port, and shutdown.
+
+mod common;
+
+use std::io::Write;
+use std::time::Instant;
+
+use common::{cluster, exclusive, plumbline, scrape, scratch, stderr, Receiving};
+
+fn votes_file(name: &str, letters: &str) -> String {
+    let path = scratch(name).join("votes.msg");
+    let out = plumbline(&[
+        "gen",
+        "votes",
+        "--letters",
+        letters,
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    path.to_str().unwrap().to_string()
+}
+
+/// The blog's sender flags against `source`.
+fn send_votes(source: &str, file: &str) {
+    let out = plumbline(&[
+        "send",
+        "--host",
+        source,
+        "--file",
+        file,
+        "--batch-size",
+        "26",
+        "--interval",
+        "10_000_000",
+        "--messages",
+        "52",
+        "--binary",
+        "--msg-size",
+        "9",
+        "--repeat",
+        "--ponythreads=1",
+        "--ponynoblock",
+        "--no-write",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Runs the votes experiment on `joiners + 1` workers, shuts the cluster down, and returns the
+/// seconds from the first send to the last result, and what the receiver printed.
+fn votes_run(letters: &str, joiners: usize) -> (f64, String) {
+    let file = votes_file(&format!("votes-{letters}-{joiners}"), letters);
+    let receiving = Receiving::start(&["--print", "--expect", "52"]);
+    let (mut init, mut workers, source, external) =
+        cluster("votes", "20ms", joiners, Some(&receiving.addr), &[]);
+    let start = Instant::now();
+    send_votes(&source, &file);
+    let (code, text, err) = receiving.finish();
+    let took = start.elapsed().as_secs_f64();
+    assert_eq!(code, Some(0), "{err}\n{}", init.log());
+    let out = plumbline(&["shutdown", &external]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(init.exit_code(10), Some(0), "{}", init.log());
+    for worker in &mut workers {
+        assert_eq!(worker.exit_code(10), Some(0), "{}", worker.log());
+    }
+    (took, text)
+}
+
+#[test]
+fn seed_002_as_processes_two_workers_take_half_the_time() {
+    let _cpu = exclusive();
+    let (one, _) = votes_run("abcdefghijklmnopqrstuvwxyz", 0);
+    let (two, text) = votes_run("abcdefghijklmnopqrstuvwxyz", 1);
+    // Ideal: 52 × 20 ms = 1.04 s on one worker, 0.52 s on two.
+    assert!(one > 1.0, "one worker took {one:.3} s");
+    assert!(
+        two / one < 0.7,
+        "two workers took {two:.3} s against {one:.3} s"
+    );
+    for letter in 'a'..='z' {
+        let last = text
+            .lines()
+            .rfind(|l| l.starts_with(&format!("{letter}=>")))
+            .unwrap_or_else(|| panic!("no result for {letter}: {text}"));
+        assert_eq!(last, format!("{letter}=>3"));
+    }
+}
+
+#[test]
+fn the_hot_letter_does_not_scale_and_metrics_show_one_partition() {
+    let _cpu = exclusive();
+    let file = votes_file("hot", "a");
+    let receiving = Receiving::start(&["--expect", "52"]);
+    let (init, _workers, source, external) =
+        cluster("votes", "10ms", 1, Some(&receiving.addr), &[]);
+    let start = Instant::now();
+    send_votes(&source, &file);
+    let (code, _, err) = receiving.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        start.elapsed().as_secs_f64() > 0.5,
+        "52 × 10 ms on one partition cannot take less"
+    );
+    let metrics = scrape(&init);
+    assert!(
+        metrics.contains("plumbline_partition_items_total{partition=\"a\"} 52"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plumbline_partition_items_total{partition=\"b\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("plumbline_items_in_total 52"), "{metrics}");
+    plumbline(&["shutdown", &external]);
+}
+
+#[test]
+fn a_killed_worker_stops_the_cluster_with_its_name_and_partitions() {
+    let _cpu = exclusive();
+    let dir = scratch("kill");
+    let recv_json = dir.join("recv.json");
+    let receiving = Receiving::start(&[
+        "--expect",
+        "3000",
+        "--idle-timeout",
+        "2s",
+        "--json",
+        recv_json.to_str().unwrap(),
+    ]);
+    let (mut init, mut workers, source, _) =
+        cluster("sleepy", "1ms", 1, Some(&receiving.addr), &[]);
+    let sender = std::process::Command::new(env!("CARGO_BIN_EXE_plumbline"))
+        .args([
+            "send",
+            "--host",
+            &source,
+            "--gen",
+            "nonces",
+            "--rate",
+            "1000/s",
+            "--messages",
+            "3000",
+            "--quiet",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let killed = Instant::now();
+    workers[0].child.kill().unwrap(); // SIGKILL
+    assert_eq!(init.exit_code(10), Some(1));
+    let detected = killed.elapsed();
+    assert!(detected.as_secs_f64() < 1.5, "took {detected:?} to notice");
+    let log = init.log();
+    assert!(log.contains("worker w2 died"), "{log}");
+    assert!(log.contains("it owned partitions [1,3,5,"), "{log}");
+    let (code, text, _) = receiving.finish();
+    assert_eq!(code, Some(1), "the receiver reports the loss: {text}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(recv_json).unwrap()).unwrap();
+    let lost = summary["sequence"]["lost"].as_u64().unwrap();
+    assert!(lost > 0 && lost < 3000, "lost {lost}: {text}");
+    assert_eq!(
+        summary["frames"].as_u64().unwrap() + lost,
+        3000,
+        "every sequence number is accounted for"
+    );
+    drop(sender);
+}
+
+#[test]
+fn garbage_on_the_source_port_closes_that_connection_only() {
+    let _cpu = exclusive();
+    let file = votes_file("garbage", "abcdefghijklmnopqrstuvwxyz");
+    let receiving = Receiving::start(&["--expect", "52"]);
+    let (init, _workers, source, external) = cluster("votes", "0", 1, Some(&receiving.addr), &[]);
+    let mut junk = std::net::TcpStream::connect(&source).unwrap();
+    junk.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 1, 2]).unwrap();
+    let mut bad_vote = std::net::TcpStream::connect(&source).unwrap();
+    bad_vote.write_all(&[0, 0, 0, 5, b'A', 0, 0, 0, 1]).unwrap();
+    init.wait_for("exceeds the 8388608-byte limit");
+    init.wait_for("is not one of a..z");
+    send_votes(&source, &file);
+    let (code, _, err) = receiving.finish();
+    assert_eq!(code, Some(0), "the cluster kept running: {err}");
+    assert!(scrape(&init).contains("plumbline_source_errors_total 2"));
+    plumbline(&["shutdown", &external]);
+}
+
+#[test]
+fn a_worker_of_another_app_or_partition_count_is_refused() {
+    let (init, _, _, _) = {
+        let init = common::Node::start(&[
+            "--app",
+            "sleepy",
+            "--in",
+            "127.0.0.1:0",
+            "--control",
+            "127.0.0.1:0",
+            "--data",
+            "127.0.0.1:0",
+            "--cluster-initializer",
+            "--worker-count",
+            "2",
+        ]);
+        (init, (), (), ())
+    };
+    let control = init
+        .wait_for("control on ")
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let out = plumbline(&[
+        "worker",
+        "--app",
+        "votes",
+        "--control",
+        &control,
+        "--name",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--app votes does not match the initializer's --app sleepy"),
+        "{}",
+        stderr(&out)
+    );
+    let out = plumbline(&[
+        "worker",
+        "--app",
+        "sleepy",
+        "--partitions",
+        "30",
+        "--control",
+        &control,
+        "--name",
+        "y",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("30 partitions do not match the initializer's 60"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn shutdown_needs_the_token_and_a_live_address() {
+    let dir = scratch("token");
+    let (good, bad) = (dir.join("good"), dir.join("bad"));
+    std::fs::write(&good, "s3cret\n").unwrap();
+    std::fs::write(&bad, "guess\n").unwrap();
+    let good_arg = format!("file:{}", good.display());
+    let (mut init, _, _, external) = cluster("sleepy", "0", 0, None, &["--token", &good_arg]);
+    let out = plumbline(&[
+        "shutdown",
+        &external,
+        "--token",
+        &format!("file:{}", bad.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("refused: wrong or missing token"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!init.log().contains("s3cret"), "the token is never logged");
+    let out = plumbline(&["shutdown", &external, "--token", &good_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(init.exit_code(10), Some(0), "{}", init.log());
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = plumbline(&["shutdown", &format!("127.0.0.1:{port}")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not answer"), "{}", stderr(&out));
+
+    let out = plumbline(&[
+        "worker",
+        "--in",
+        "127.0.0.1:0",
+        "--external",
+        "0.0.0.0:0",
+        "--cluster-initializer",
+        "--control",
+        "127.0.0.1:0",
+        "--data",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not a loopback address: give --token"),
+        "{}",
+        stderr(&out)
+    );
+}
