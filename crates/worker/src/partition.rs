@@ -29,6 +29,10 @@ impl PartitionMap {
         partition as usize % self.workers
     }
 
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
     pub fn owner_of_key(&self, key: u32) -> usize {
         self.owner(self.partition_of(key))
     }

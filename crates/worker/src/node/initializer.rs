@@ -20,8 +20,13 @@ use super::wire::{Control, ControlReader, WireError, WorkerStats, PROTOCOL};
 use super::{app_name, frame_key, io, partition_label, NodeConfig, NodeError, Processor, Role};
 use crate::partition::PartitionMap;
 
-/// Frames queued per worker before the router (and so the source) waits.
-const QUEUE: usize = 4096;
+/// Batches queued per worker before the router (and so the source) waits. Frames travel in
+/// batches (one socket read's worth, split by owner) so a queue hand-off, and any thread
+/// wake-up it causes, is paid per batch, not per frame.
+const QUEUE: usize = 64;
+
+/// The frames of one source read that belong to one worker.
+type Batch = Vec<Bytes>;
 const POLL: Duration = Duration::from_millis(10);
 /// How long a graceful shutdown waits for the other workers to report done.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -150,11 +155,11 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
 
     // 2. The running cluster.
     let shared = Arc::new(Metrics::new(config.app, config.partitions, &names));
-    let (local_tx, local_rx) = bounded::<Bytes>(QUEUE);
-    let mut routes: Vec<Sender<Bytes>> = vec![local_tx];
+    let (local_tx, local_rx) = bounded::<Batch>(QUEUE);
+    let mut routes: Vec<Sender<Batch>> = vec![local_tx];
     let mut writers = Vec::new();
     for (name, _) in &joiners {
-        let (tx, rx) = bounded::<Bytes>(QUEUE);
+        let (tx, rx) = bounded::<Batch>(QUEUE);
         routes.push(tx);
         let stream = data_streams
             .remove(name)
@@ -327,7 +332,7 @@ impl Sources {
         config: &NodeConfig,
         addr: &str,
         map: PartitionMap,
-        routes: Vec<Sender<Bytes>>,
+        routes: Vec<Sender<Batch>>,
         shared: Arc<Metrics>,
     ) -> Result<Self, NodeError> {
         let listener = tcp::listen(addr)?;
@@ -397,21 +402,46 @@ fn route(
     app: crate::App,
     max_frame: usize,
     map: &PartitionMap,
-    routes: &[Sender<Bytes>],
+    routes: &[Sender<Batch>],
     shared: &Metrics,
 ) -> Result<(), String> {
     let mut reader = FrameReader::new(stream, FrameCodec::new(max_frame));
     let mut batch = Vec::new();
+    let mut per_owner: Vec<Batch> = vec![Vec::new(); routes.len()];
+    let mut counts = vec![0u64; map.partitions() as usize];
+    let mut accepted = 0u64;
     loop {
         batch.clear();
         let read = reader.read_batch(&mut batch);
+        let mut bad = None;
         for (i, frame) in batch.drain(..).enumerate() {
-            let key = frame_key(app, &frame).map_err(|e| format!("frame {i} of a batch: {e}"))?;
+            let key = match frame_key(app, &frame) {
+                Ok(key) => key,
+                Err(e) => {
+                    bad = Some(format!(
+                        "frame {} of this connection: {e}",
+                        accepted + i as u64
+                    ));
+                    break;
+                }
+            };
             let partition = map.partition_of(key);
-            shared.routed(partition);
-            if routes[map.owner(partition)].send(frame).is_err() {
+            counts[partition as usize] += 1;
+            per_owner[map.owner(partition)].push(frame);
+        }
+        // Frames before a bad one are routed all the same.
+        for (owner, frames) in per_owner.iter_mut().enumerate() {
+            if frames.is_empty() {
+                continue;
+            }
+            accepted += frames.len() as u64;
+            if routes[owner].send(std::mem::take(frames)).is_err() {
                 return Err("its partition's worker is gone".into());
             }
+        }
+        shared.routed(&mut counts);
+        if let Some(reason) = bad {
+            return Err(reason);
         }
         match read {
             Ok(true) => {}
@@ -426,7 +456,7 @@ fn route(
 fn spawn_data_writer(
     name: String,
     stream: TcpStream,
-    frames: Receiver<Bytes>,
+    batches: Receiver<Batch>,
     events: Sender<Event>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
@@ -441,22 +471,23 @@ fn spawn_data_writer(
                     break;
                 }
             }
-            let frame = match frames.try_recv() {
-                Ok(frame) => frame,
+            let batch = match batches.try_recv() {
+                Ok(batch) => batch,
                 Err(_) => {
                     if let Err(e) = out.flush() {
                         failed = Some(e);
                         break;
                     }
-                    match frames.recv() {
-                        Ok(frame) => frame,
+                    match batches.recv() {
+                        Ok(batch) => batch,
                         Err(_) => break,
                     }
                 }
             };
-            let written = out
-                .write_all(&(frame.len() as u32).to_be_bytes())
-                .and_then(|()| out.write_all(&frame));
+            let written = batch.iter().try_for_each(|frame| {
+                out.write_all(&(frame.len() as u32).to_be_bytes())?;
+                out.write_all(frame)
+            });
             if let Err(e) = written {
                 failed = Some(e);
                 break;
@@ -509,19 +540,19 @@ fn spawn_watcher(name: String, stream: TcpStream, events: Sender<Event>) {
 /// The initializer's own share of the partitions.
 fn spawn_local(
     config: &NodeConfig,
-    frames: Receiver<Bytes>,
+    batches: Receiver<Batch>,
     shared: Arc<Metrics>,
 ) -> Result<std::thread::JoinHandle<Result<WorkerStats, NodeError>>, NodeError> {
     let mut processor = Processor::new(config)?;
     Ok(std::thread::spawn(move || {
         let mut reported = Instant::now();
         loop {
-            let frame = match frames.try_recv() {
-                Ok(frame) => frame,
+            let batch = match batches.try_recv() {
+                Ok(batch) => batch,
                 Err(_) => {
                     processor.flush();
-                    match frames.recv_timeout(Duration::from_millis(500)) {
-                        Ok(frame) => frame,
+                    match batches.recv_timeout(Duration::from_millis(500)) {
+                        Ok(batch) => batch,
                         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                             shared.update(processor.stats());
                             continue;
@@ -530,7 +561,9 @@ fn spawn_local(
                     }
                 }
             };
-            processor.process(&frame);
+            for frame in &batch {
+                processor.process(frame);
+            }
             if reported.elapsed() >= Duration::from_secs(1) {
                 shared.update(processor.stats());
                 reported = Instant::now();

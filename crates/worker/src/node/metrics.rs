@@ -56,11 +56,16 @@ impl Metrics {
         }
     }
 
-    pub fn routed(&self, partition: u32) {
-        self.items_in.fetch_add(1, Ordering::Relaxed);
-        if let Some(count) = self.partitions.get(partition as usize) {
-            count.fetch_add(1, Ordering::Relaxed);
+    /// Adds one source read's per-partition counts (and zeroes them for the next read).
+    pub fn routed(&self, counts: &mut [u64]) {
+        let mut total = 0;
+        for (shared, count) in self.partitions.iter().zip(counts.iter_mut()) {
+            if *count > 0 {
+                shared.fetch_add(*count, Ordering::Relaxed);
+                total += std::mem::take(count);
+            }
         }
+        self.items_in.fetch_add(total, Ordering::Relaxed);
     }
 
     pub fn update(&self, stats: WorkerStats) {

@@ -21,6 +21,7 @@ mod joiner;
 mod metrics;
 pub mod wire;
 
+use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -145,6 +146,8 @@ struct Processor {
     /// An `--out` was given: results without a sink are then undelivered, not dropped.
     wants_sink: bool,
     last_flush: Instant,
+    /// Reused for each result's text, so formatting allocates nothing per item.
+    text: String,
     stats: WorkerStats,
 }
 
@@ -173,6 +176,7 @@ impl Processor {
             wants_sink: sink.is_some(),
             sink,
             last_flush: Instant::now(),
+            text: String::new(),
             stats: WorkerStats {
                 name: config.name.clone(),
                 ..WorkerStats::default()
@@ -202,17 +206,17 @@ impl Processor {
             self.stats.rejected += 1;
             return;
         };
-        let text = if self.ok {
-            Output::Done.to_string()
-        } else {
-            output.to_string()
-        };
+        let output = if self.ok { Output::Done } else { output };
+        let mut text = std::mem::take(&mut self.text);
+        text.clear();
+        let _ = write!(text, "{output}");
         let head = if header.is_some() {
             &frame[..HEADER_LEN]
         } else {
             &[][..]
         };
         self.emit(head, text.as_bytes());
+        self.text = text;
         if self.last_flush.elapsed() >= FLUSH_EVERY {
             self.flush();
         }
