@@ -55,7 +55,7 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
@@ -89,4 +89,18 @@ fn without_pony_flags(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
         eprintln!("note: ignoring Pony runtime flags {}", ignored.join(" "));
     }
     kept
+}
+
+/// An error and its causes on one line, skipping a cause whose text an outer message already
+/// quotes (library errors name their cause in their own message).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
