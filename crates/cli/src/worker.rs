@@ -140,7 +140,7 @@ pub fn shutdown(args: &ShutdownArgs) -> Result<Verdict> {
             Ok(Verdict::Passed)
         }
         Ok(Control::Reply { ok: false, message }) => bail!("{}: {message}", args.addr),
-        Ok(other) => bail!("{}: unexpected answer {other:?}", args.addr),
+        Ok(other) => bail!("{}: unexpected answer: a {}", args.addr, other.kind()),
         Err(e) => bail!("{} did not answer the shutdown: {e}", args.addr),
     }
 }

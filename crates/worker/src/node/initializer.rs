@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::net::{Shutdown as Socket, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,27 +17,36 @@ use plumbline_core::Shutdown;
 use plumbline_transport::tcp;
 
 use super::metrics::{self, Metrics};
-use super::wire::{Control, ControlReader, WireError, WorkerStats, PROTOCOL};
-use super::{app_name, frame_key, io, partition_label, NodeConfig, NodeError, Processor, Role};
+use super::wire::{same_secret, Control, ControlReader, WireError, WorkerStats, PROTOCOL};
+use super::{
+    app_name, frame_key, io, partition_label, valid_name, NodeConfig, NodeError, Processor, Role,
+};
 use crate::partition::PartitionMap;
 
 /// Batches queued per worker before the router (and so the source) waits. Frames travel in
 /// batches (one socket read's worth, split by owner) so a queue hand-off, and any thread
 /// wake-up it causes, is paid per batch, not per frame.
 const QUEUE: usize = 64;
+const POLL: Duration = Duration::from_millis(10);
+/// How long a joiner has, once welcomed, to open its data connection and say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a worker dies, how long the initializer spends flushing its own results before exiting.
+const FAULT_FLUSH: Duration = Duration::from_secs(3);
 
 /// The frames of one source read that belong to one worker.
 type Batch = Vec<Bytes>;
-const POLL: Duration = Duration::from_millis(10);
-/// How long a graceful shutdown waits for the other workers to report done.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What the watcher threads tell the initializer's main loop.
 enum Event {
     Stats(WorkerStats),
     Done(WorkerStats),
-    Died { name: String, why: String },
+    Died {
+        name: String,
+        why: String,
+    },
     ShutdownRequested,
+    /// Sources stopped, routed frames written, Finish sent to every joiner.
+    Drained,
 }
 
 pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, NodeError> {
@@ -63,10 +73,7 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
     }
     let control_listener = tcp::listen(control)?;
     let data_listener = tcp::listen(data)?;
-    let data_addr = data_listener
-        .local_addr()
-        .map_err(io("data listener"))?
-        .to_string();
+    let data_addr = local(&data_listener);
     let (events_tx, events) = bounded::<Event>(1024);
     if let Some(addr) = external {
         let listener = tcp::listen(addr)?;
@@ -86,62 +93,17 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
     );
 
     // 1. Cluster formation: every joiner is validated before anything flows.
-    let mut joiners: Vec<(String, TcpStream)> = Vec::new();
-    control_listener
-        .set_nonblocking(true)
-        .map_err(io("control listener"))?;
-    while joiners.len() + 1 < *worker_count {
-        if stop.requested() {
-            return Ok(WorkerStats::default());
-        }
-        let (stream, peer) = match control_listener.accept() {
-            Ok(conn) => conn,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(POLL);
-                continue;
-            }
-            Err(e) => return Err(io("accepting a worker")(e)),
-        };
-        stream
-            .set_nonblocking(false)
-            .map_err(io("control connection"))?;
-        match admit(config, &joiners, &stream) {
-            Ok(name) => {
-                log(config, &format!("worker {name} joined from {peer}"));
-                joiners.push((name, stream));
-            }
-            Err(reason) => {
-                log(config, &format!("refused a worker from {peer}: {reason}"));
-                let _ = Control::Refused { reason }.send(&mut &stream);
-            }
-        }
-    }
+    let Some(joiners) = form(config, *worker_count, &control_listener, &events, stop)? else {
+        log(config, "shut down before the cluster formed");
+        return Ok(WorkerStats::default());
+    };
+    spawn_refuser(control_listener, *worker_count);
     let names: Vec<String> = std::iter::once(config.name.clone())
         .chain(joiners.iter().map(|(n, _)| n.clone()))
         .collect();
     let map = PartitionMap::round_robin(config.partitions, names.len());
-    for (_, stream) in &joiners {
-        Control::Welcome {
-            workers: names.clone(),
-            data: data_addr.clone(),
-        }
-        .send(&mut &*stream)?;
-    }
-    let mut data_streams: HashMap<String, TcpStream> = HashMap::new();
-    while data_streams.len() < joiners.len() {
-        let (stream, _) = data_listener
-            .accept()
-            .map_err(io("accepting a data connection"))?;
-        match ControlReader::new(&stream).recv() {
-            Ok(Control::DataHello { name }) if names.contains(&name) => {
-                data_streams.insert(name, stream);
-            }
-            other => log(
-                config,
-                &format!("ignored a data connection that said {other:?}"),
-            ),
-        }
-    }
+    let mut data_streams =
+        connect_data(config, &names, &joiners, &data_listener, &data_addr, stop)?;
     let owned = |worker: usize| -> String {
         let parts: Vec<String> = (0..config.partitions)
             .filter(|&p| map.owner(p) == worker)
@@ -172,11 +134,8 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
         ));
     }
     for (name, stream) in &joiners {
-        spawn_watcher(
-            name.clone(),
-            stream.try_clone().map_err(io("control connection"))?,
-            events_tx.clone(),
-        );
+        let stream = stream.try_clone().map_err(io("control connection"))?;
+        spawn_watcher(name.clone(), stream, events_tx.clone());
     }
     let own = spawn_local(config, local_rx, shared.clone())?;
     if let Some(addr) = metrics_addr {
@@ -187,7 +146,13 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
         );
         metrics::serve(listener, shared.clone());
     }
-    let sources = Sources::start(config, source, map.clone(), routes, shared.clone())?;
+    let sources = Arc::new(Sources::start(
+        config,
+        source,
+        map.clone(),
+        routes,
+        shared.clone(),
+    )?);
     log(
         config,
         &format!(
@@ -197,12 +162,21 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
         ),
     );
 
-    // 3. Wait for a shutdown or a fault.
+    // 3. Wait for a shutdown or a fault. Draining runs on its own thread so that a worker
+    // dying meanwhile is still noticed.
     let mut finished: HashMap<String, WorkerStats> = HashMap::new();
-    let mut draining: Option<Instant> = None;
+    let mut draining = false;
+    let mut drained = false;
     loop {
-        if stop.requested() && draining.is_none() {
-            draining = Some(begin_drain(config, &sources, &joiners, &mut writers));
+        if stop.requested() && !draining {
+            draining = true;
+            spawn_drain(
+                config,
+                &sources,
+                &joiners,
+                std::mem::take(&mut writers),
+                &events_tx,
+            )?;
         }
         match events.recv_timeout(Duration::from_millis(100)) {
             Ok(Event::Stats(stats)) => shared.update(stats),
@@ -212,6 +186,17 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
             }
             Ok(Event::Died { name, why }) if !finished.contains_key(&name) => {
                 let index = names.iter().position(|n| *n == name).unwrap_or(0);
+                log(
+                    config,
+                    &format!("worker {name} died ({why}); flushing this worker's results"),
+                );
+                // Stop taking input and flush what this worker already has, within a bound:
+                // the survivors' results must not be counted lost with the dead worker's.
+                sources.stop_now();
+                let deadline = Instant::now() + FAULT_FLUSH;
+                while !own.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(POLL);
+                }
                 return Err(NodeError::WorkerDied {
                     name,
                     why,
@@ -219,28 +204,165 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
                 });
             }
             Ok(Event::Died { .. }) => {}
-            Ok(Event::ShutdownRequested) if draining.is_none() => {
-                draining = Some(begin_drain(config, &sources, &joiners, &mut writers));
+            Ok(Event::ShutdownRequested) if !draining => {
+                draining = true;
+                spawn_drain(
+                    config,
+                    &sources,
+                    &joiners,
+                    std::mem::take(&mut writers),
+                    &events_tx,
+                )?;
             }
             Ok(Event::ShutdownRequested) => {}
+            Ok(Event::Drained) => drained = true,
             Err(_) => {}
         }
-        if let Some(since) = draining {
-            if finished.len() == joiners.len() {
-                break;
-            }
-            if since.elapsed() > DRAIN_TIMEOUT {
-                return Err(NodeError::InitializerLost(format!(
-                    "{} worker(s) did not finish within {DRAIN_TIMEOUT:?}",
-                    joiners.len() - finished.len()
-                )));
-            }
+        if drained && finished.len() == joiners.len() {
+            break;
         }
     }
     let mine = own.join().expect("the local worker does not panic")?;
     shared.update(mine.clone());
     log(config, &format!("shut down: {}", shared.summary()));
+    let accepted = shared.items_in.load(Ordering::Relaxed);
+    let accounted = shared.items_processed();
+    if accepted != accounted {
+        return Err(NodeError::Unaccounted {
+            accepted,
+            accounted,
+            missing: accepted.saturating_sub(accounted),
+        });
+    }
     Ok(mine)
+}
+
+/// Waits for `worker_count - 1` valid joiners. `None`: shut down before the cluster formed.
+fn form(
+    config: &NodeConfig,
+    worker_count: usize,
+    listener: &TcpListener,
+    events: &Receiver<Event>,
+    stop: &Shutdown,
+) -> Result<Option<Vec<(String, TcpStream)>>, NodeError> {
+    let mut joiners: Vec<(String, TcpStream)> = Vec::new();
+    listener
+        .set_nonblocking(true)
+        .map_err(io("control listener"))?;
+    while joiners.len() + 1 < worker_count {
+        if stop.requested() || matches!(events.try_recv(), Ok(Event::ShutdownRequested)) {
+            return Ok(None);
+        }
+        let (stream, peer) = match listener.accept() {
+            Ok(conn) => conn,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(POLL);
+                continue;
+            }
+            Err(e) => {
+                log(config, &format!("accepting a worker failed: {e}"));
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        stream
+            .set_nonblocking(false)
+            .map_err(io("control connection"))?;
+        match admit(config, &joiners, &stream) {
+            Ok(name) => {
+                log(config, &format!("worker {name} joined from {peer}"));
+                joiners.push((name, stream));
+            }
+            Err(reason) => {
+                log(config, &format!("refused a worker from {peer}: {reason}"));
+                let _ = Control::Refused { reason }.send(&mut &stream);
+            }
+        }
+    }
+    Ok(Some(joiners))
+}
+
+/// Welcomes every joiner and waits for each one's data connection, proven by its ticket.
+fn connect_data(
+    config: &NodeConfig,
+    names: &[String],
+    joiners: &[(String, TcpStream)],
+    listener: &TcpListener,
+    data_addr: &str,
+    stop: &Shutdown,
+) -> Result<HashMap<String, TcpStream>, NodeError> {
+    // Unguessable enough to stop a stray or mistaken connection from claiming a joiner's data
+    // stream (std's RandomState is seeded from the OS); the real guard is loopback binding.
+    let tickets: HashMap<String, u64> = joiners
+        .iter()
+        .map(|(name, _)| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write(name.as_bytes());
+            (name.clone(), hasher.finish())
+        })
+        .collect();
+    for (name, stream) in joiners {
+        Control::Welcome {
+            workers: names.to_vec(),
+            data: data_addr.to_string(),
+            ticket: tickets[name],
+            max_frame: config.max_frame,
+        }
+        .send(&mut &*stream)?;
+    }
+    listener
+        .set_nonblocking(true)
+        .map_err(io("data listener"))?;
+    let deadline = Instant::now() + HELLO_TIMEOUT;
+    let mut streams: HashMap<String, TcpStream> = HashMap::new();
+    while streams.len() < joiners.len() {
+        if stop.requested() {
+            return Err(NodeError::InitializerLost(
+                "interrupted while the cluster formed".into(),
+            ));
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<&String> = tickets
+                .keys()
+                .filter(|n| !streams.contains_key(*n))
+                .collect();
+            return Err(NodeError::WorkerDied {
+                name: format!("{missing:?}"),
+                why: format!("no data connection within {HELLO_TIMEOUT:?}"),
+                partitions: "not yet assigned".into(),
+            });
+        }
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(POLL);
+                continue;
+            }
+            Err(e) => return Err(io("accepting a data connection")(e)),
+        };
+        stream
+            .set_nonblocking(false)
+            .map_err(io("data connection"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        match ControlReader::new(&stream).recv() {
+            Ok(Control::DataHello { name, ticket })
+                if tickets.get(&name) == Some(&ticket) && !streams.contains_key(&name) =>
+            {
+                stream.set_read_timeout(None).ok();
+                streams.insert(name, stream);
+            }
+            Ok(other) => log(
+                config,
+                &format!(
+                    "ignored a data connection that sent a {} without a valid ticket",
+                    other.kind()
+                ),
+            ),
+            Err(e) => log(config, &format!("ignored a data connection: {e}")),
+        }
+    }
+    Ok(streams)
 }
 
 /// Reads and checks a joiner's `Join`; the reason names the mismatch.
@@ -273,40 +395,67 @@ fn admit(
                     "{partitions} partitions do not match the initializer's {}",
                     config.partitions
                 ))
+            } else if !valid_name(&name) {
+                Err("a worker name is 1 to 64 of A-Z a-z 0-9 _ . -".into())
             } else if name == config.name || joined.iter().any(|(n, _)| *n == name) {
                 Err(format!(
-                    "the name {name:?} is taken: give each worker its own --name"
+                    "the name {name} is taken: give each worker its own --name"
                 ))
             } else {
                 Ok(name)
             }
         }
-        Ok(other) => Err(format!("expected a join, got {other:?}")),
+        Ok(other) => Err(format!("expected a join, got a {}", other.kind())),
         Err(e) => Err(format!("no valid join message: {e}")),
     }
 }
 
-/// Stops the sources; once their frames are routed, tells every joiner to finish.
-fn begin_drain(
+/// Refuses workers that arrive after the cluster formed, so they exit instead of waiting.
+fn spawn_refuser(listener: TcpListener, workers: usize) {
+    std::thread::spawn(move || loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let _ = stream.set_nonblocking(false);
+                let reason = format!("the cluster is complete with {workers} workers");
+                let _ = Control::Refused { reason }.send(&mut &stream);
+            }
+            Err(_) => std::thread::sleep(POLL * 10),
+        }
+    });
+}
+
+/// Stops the sources; once their frames are written, tells every joiner to finish.
+fn spawn_drain(
     config: &NodeConfig,
-    sources: &Sources,
+    sources: &Arc<Sources>,
     joiners: &[(String, TcpStream)],
-    writers: &mut Vec<std::thread::JoinHandle<()>>,
-) -> Instant {
+    writers: Vec<JoinHandle<()>>,
+    events: &Sender<Event>,
+) -> Result<(), NodeError> {
     log(
         config,
         "shutting down: no new input; finishing what is in flight",
     );
-    sources.stop();
-    // The data writers end once every source thread has dropped its routes and their queues are
-    // written; then each joiner gets Finish after the last frame of its data stream.
-    for writer in writers.drain(..) {
-        let _ = writer.join();
-    }
-    for (_, stream) in joiners {
-        let _ = Control::Finish.send(&mut &*stream);
-    }
-    Instant::now()
+    let sources = sources.clone();
+    let controls: Vec<TcpStream> = joiners
+        .iter()
+        .map(|(_, s)| s.try_clone())
+        .collect::<Result<_, _>>()
+        .map_err(io("control connection"))?;
+    let events = events.clone();
+    std::thread::spawn(move || {
+        sources.stop();
+        // The data writers end once every source thread has dropped its routes and their queues
+        // are written; only then is Finish sent, after the last frame of each data stream.
+        for writer in writers {
+            let _ = writer.join();
+        }
+        for stream in &controls {
+            let _ = Control::Finish.send(&mut &*stream);
+        }
+        let _ = events.send(Event::Drained);
+    });
+    Ok(())
 }
 
 fn log(config: &NodeConfig, text: &str) {
@@ -323,8 +472,9 @@ fn local(listener: &TcpListener) -> String {
 struct Sources {
     addr: String,
     stopping: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-    acceptor: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Open source connections by id, to cut them at shutdown; each removes itself when done.
+    open: Arc<Mutex<HashMap<u64, TcpStream>>>,
+    acceptor: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Sources {
@@ -341,34 +491,52 @@ impl Sources {
             .set_nonblocking(true)
             .map_err(io("source listener"))?;
         let stopping = Arc::new(AtomicBool::new(false));
-        let open = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
+        let open = Arc::new(Mutex::new(HashMap::<u64, TcpStream>::new()));
         let (app, max_frame, name) = (config.app, config.max_frame, config.name.clone());
         let acceptor = {
             let (stopping, open) = (stopping.clone(), open.clone());
+            let ids = AtomicU64::new(0);
             std::thread::spawn(move || {
-                let mut sources = Vec::new();
+                let mut sources: Vec<JoinHandle<()>> = Vec::new();
                 while !stopping.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((stream, peer)) => {
-                            let _ = stream.set_nonblocking(false);
-                            if let Ok(clone) = stream.try_clone() {
-                                open.lock().expect("not poisoned").push(clone);
-                            }
-                            let (routes, map, shared, name) =
-                                (routes.clone(), map.clone(), shared.clone(), name.clone());
-                            sources.push(std::thread::spawn(move || {
-                                if let Err(reason) =
-                                    route(stream, app, max_frame, &map, &routes, &shared)
-                                {
-                                    shared.source_errors.fetch_add(1, Ordering::Relaxed);
-                                    eprintln!("[{name}] source {peer} closed: {reason}");
-                                }
-                            }));
+                    let (stream, peer) = match listener.accept() {
+                        Ok(conn) => conn,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            std::thread::sleep(POLL);
+                            continue;
                         }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(POLL),
-                        Err(e) => eprintln!("[{name}] accepting a source failed: {e}"),
+                        Err(e) => {
+                            eprintln!("[{name}] accepting a source failed: {e}");
+                            std::thread::sleep(POLL * 10);
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nonblocking(false);
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(clone) = stream.try_clone() {
+                        open.lock().expect("not poisoned").insert(id, clone);
                     }
+                    sources.retain(|s| !s.is_finished());
+                    let (routes, map, shared, name) =
+                        (routes.clone(), map.clone(), shared.clone(), name.clone());
+                    let (open, stopping) = (open.clone(), stopping.clone());
+                    sources.push(std::thread::spawn(move || {
+                        let result = route(stream, app, max_frame, &map, &routes, &shared);
+                        open.lock().expect("not poisoned").remove(&id);
+                        match result {
+                            Ok(()) => {}
+                            Err(reason) if stopping.load(Ordering::Relaxed) => {
+                                eprintln!("[{name}] source {peer} cut by the shutdown ({reason})")
+                            }
+                            Err(reason) => {
+                                shared.source_errors.fetch_add(1, Ordering::Relaxed);
+                                eprintln!("[{name}] source {peer} closed: {reason}");
+                            }
+                        }
+                    }));
                 }
+                // A connection accepted while stop() was cutting the others is cut here.
+                cut(&open);
                 drop(routes);
                 for source in sources {
                     let _ = source.join();
@@ -383,15 +551,26 @@ impl Sources {
         })
     }
 
-    /// Stops accepting and reading; returns once every source thread has ended.
-    fn stop(&self) {
+    /// Stops accepting and cuts every source connection, without waiting.
+    fn stop_now(&self) {
         self.stopping.store(true, Ordering::Relaxed);
-        for stream in self.open.lock().expect("not poisoned").iter() {
-            let _ = stream.shutdown(Socket::Read);
-        }
+        cut(&self.open);
+    }
+
+    /// Stops the sources and returns once every source thread has ended (and so has dropped
+    /// its routes).
+    fn stop(&self) {
+        self.stop_now();
         if let Some(acceptor) = self.acceptor.lock().expect("not poisoned").take() {
             let _ = acceptor.join();
         }
+    }
+}
+
+/// Closes both directions of every open source connection: reads end, and senders see it.
+fn cut(open: &Mutex<HashMap<u64, TcpStream>>) {
+    for stream in open.lock().expect("not poisoned").values() {
+        let _ = stream.shutdown(Socket::Both);
     }
 }
 
@@ -458,7 +637,7 @@ fn spawn_data_writer(
     stream: TcpStream,
     batches: Receiver<Batch>,
     events: Sender<Event>,
-) -> std::thread::JoinHandle<()> {
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut out = BufWriter::with_capacity(64 * 1024, &stream);
         let mut failed = None;
@@ -505,20 +684,25 @@ fn spawn_data_writer(
     })
 }
 
-/// Reads a joiner's control connection: stats, done, and its death.
+/// Reads a joiner's control connection: stats, done, and its death. Stats carry the name the
+/// joiner joined with, whatever it writes in them.
 fn spawn_watcher(name: String, stream: TcpStream, events: Sender<Event>) {
     std::thread::spawn(move || {
         let mut reader = ControlReader::new(&stream);
+        let named = |mut stats: WorkerStats| {
+            stats.name = name.clone();
+            stats
+        };
         loop {
             let event = match reader.recv() {
-                Ok(Control::Stats(stats)) => Event::Stats(stats),
+                Ok(Control::Stats(stats)) => Event::Stats(named(stats)),
                 Ok(Control::Done(stats)) => {
-                    let _ = events.send(Event::Done(stats));
+                    let _ = events.send(Event::Done(named(stats)));
                     return;
                 }
                 Ok(other) => Event::Died {
                     name: name.clone(),
-                    why: format!("it sent {other:?} on its control connection"),
+                    why: format!("it sent a {} on its control connection", other.kind()),
                 },
                 Err(WireError::Closed) => Event::Died {
                     name: name.clone(),
@@ -542,7 +726,7 @@ fn spawn_local(
     config: &NodeConfig,
     batches: Receiver<Batch>,
     shared: Arc<Metrics>,
-) -> Result<std::thread::JoinHandle<Result<WorkerStats, NodeError>>, NodeError> {
+) -> Result<JoinHandle<Result<WorkerStats, NodeError>>, NodeError> {
     let mut processor = Processor::new(config)?;
     Ok(std::thread::spawn(move || {
         let mut reported = Instant::now();
@@ -574,27 +758,38 @@ fn spawn_local(
     }))
 }
 
-/// Serves `plumbline shutdown` requests.
+/// Serves `plumbline shutdown` requests, one short connection at a time.
 fn spawn_external(listener: TcpListener, token: Option<String>, events: Sender<Event>) {
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-            let request = ControlReader::new(&stream).recv();
-            let reply = match request {
-                Ok(Control::Shutdown { token: given }) if token.is_none() || given == token => {
-                    let _ = events.send(Event::ShutdownRequested);
-                    Control::Reply {
-                        ok: true,
-                        message: "shutting down".into(),
+            stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+            let reply = match ControlReader::new(&stream).recv() {
+                Ok(Control::Shutdown { token: given }) => {
+                    let allowed = match (&token, &given) {
+                        (None, _) => true,
+                        (Some(want), Some(given)) => same_secret(want, given),
+                        (Some(_), None) => false,
+                    };
+                    if allowed {
+                        let _ = events.send(Event::ShutdownRequested);
+                        Control::Reply {
+                            ok: true,
+                            message: "shutting down".into(),
+                        }
+                    } else {
+                        Control::Reply {
+                            ok: false,
+                            message: "refused: wrong or missing token".into(),
+                        }
                     }
                 }
-                Ok(Control::Shutdown { .. }) => Control::Reply {
+                Ok(other) => Control::Reply {
                     ok: false,
-                    message: "refused: wrong or missing token".into(),
+                    message: format!("expected a shutdown request, got a {}", other.kind()),
                 },
-                other => Control::Reply {
+                Err(e) => Control::Reply {
                     ok: false,
-                    message: format!("expected a shutdown request, got {other:?}"),
+                    message: format!("expected a shutdown request: {e}"),
                 },
             };
             let _ = reply.send(&mut &stream);

@@ -29,27 +29,38 @@ pub(super) fn run(
     .send(&mut &control)?;
     eprintln!("[{}] joining the cluster at {control_addr}", config.name);
     let mut replies = ControlReader::new(control.try_clone().map_err(io("control connection"))?);
-    let data_addr = match replies.recv() {
-        Ok(Control::Welcome { workers, data }) => {
+    let (data_addr, ticket, max_frame) = match replies.recv() {
+        Ok(Control::Welcome {
+            workers,
+            data,
+            ticket,
+            max_frame,
+        }) => {
             eprintln!(
                 "[{}] joined a cluster of {}: {}",
                 config.name,
                 workers.len(),
                 workers.join(", ")
             );
-            data
+            (data, ticket, max_frame)
         }
         Ok(Control::Refused { reason }) => {
             return Err(NodeError::Refused(format!(
                 "the initializer refused this worker: {reason}"
             )))
         }
-        Ok(other) => return Err(NodeError::InitializerLost(format!("unexpected {other:?}"))),
+        Ok(other) => {
+            return Err(NodeError::InitializerLost(format!(
+                "unexpected {}",
+                other.kind()
+            )))
+        }
         Err(e) => return Err(NodeError::InitializerLost(e.to_string())),
     };
     let data = tcp::connect(&data_addr, config.connect_timeout)?;
     Control::DataHello {
         name: config.name.clone(),
+        ticket,
     }
     .send(&mut &data)?;
     let mut processor = Processor::new(config)?;
@@ -59,7 +70,7 @@ pub(super) fn run(
     std::thread::spawn(move || {
         let outcome = match replies.recv() {
             Ok(Control::Finish) => Ok(()),
-            Ok(other) => Err(format!("unexpected {other:?}")),
+            Ok(other) => Err(format!("unexpected {}", other.kind())),
             Err(WireError::Closed) => Err("its control connection closed".into()),
             Err(e) => Err(e.to_string()),
         };
@@ -68,7 +79,8 @@ pub(super) fn run(
     let control = Arc::new(Mutex::new(control));
     let reporter = spawn_reporter(control.clone());
 
-    let mut reader = FrameReader::new(&data, FrameCodec::new(config.max_frame));
+    // Frames on the data connection are ones the initializer accepted: take its limit.
+    let mut reader = FrameReader::new(&data, FrameCodec::new(max_frame));
     let mut batch = Vec::new();
     let ended = loop {
         if stop.requested() {

@@ -75,6 +75,16 @@ impl Metrics {
             .insert(stats.name.clone(), stats);
     }
 
+    /// Items every worker reports processed (applied or rejected).
+    pub fn items_processed(&self) -> u64 {
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|w| w.items)
+            .sum()
+    }
+
     /// One line for the log.
     pub fn summary(&self) -> String {
         let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());

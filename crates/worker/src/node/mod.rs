@@ -96,6 +96,20 @@ pub enum NodeError {
     Wire(#[from] wire::WireError),
     #[error("{0}")]
     Unsafe(String),
+    #[error("{accepted} items were accepted but {accounted} were processed: {missing} lost")]
+    Unaccounted {
+        accepted: u64,
+        accounted: u64,
+        missing: u64,
+    },
+}
+
+/// A worker name fit for logs and metric labels: 1–64 of `A-Z a-z 0-9 _ . -`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -148,6 +162,9 @@ struct Processor {
     last_flush: Instant,
     /// Reused for each result's text, so formatting allocates nothing per item.
     text: String,
+    /// Results written to the sink's buffer since the last successful flush: delivered only
+    /// once the flush succeeds.
+    pending: u64,
     stats: WorkerStats,
 }
 
@@ -177,6 +194,7 @@ impl Processor {
             sink,
             last_flush: Instant::now(),
             text: String::new(),
+            pending: 0,
             stats: WorkerStats {
                 name: config.name.clone(),
                 ..WorkerStats::default()
@@ -237,32 +255,35 @@ impl Processor {
             .and_then(|()| sink.write_all(head))
             .and_then(|()| sink.write_all(text));
         match written {
-            Ok(()) => self.stats.results += 1,
-            Err(e) => {
-                eprintln!(
-                    "{}: the sink failed ({e}); results are counted as undelivered",
-                    self.stats.name
-                );
-                self.sink = None;
-                self.stats.undelivered += 1;
-            }
+            Ok(()) => self.pending += 1,
+            Err(e) => self.sink_failed(&e, 1),
         }
     }
 
     /// Pushes buffered results out (whenever input pauses, and at least every [`FLUSH_EVERY`]).
     fn flush(&mut self) {
         self.last_flush = Instant::now();
-        if let Some(sink) = &mut self.sink {
-            if let Err(e) = sink.flush() {
-                eprintln!(
-                    "{}: the sink failed ({e}); results are counted as undelivered",
-                    self.stats.name
-                );
-                self.sink = None;
-            }
+        let Some(sink) = &mut self.sink else {
+            return;
+        };
+        match sink.flush() {
+            Ok(()) => self.stats.results += std::mem::take(&mut self.pending),
+            Err(e) => self.sink_failed(&e, 0),
         }
     }
 
+    /// The sink is gone: what was buffered and `more` results are undelivered, and so is
+    /// every result after them.
+    fn sink_failed(&mut self, error: &std::io::Error, more: u64) {
+        eprintln!(
+            "[{}] the sink failed ({error}); results are counted as undelivered",
+            self.stats.name
+        );
+        self.sink = None;
+        self.stats.undelivered += std::mem::take(&mut self.pending) + more;
+    }
+
+    /// Stats so far; results still buffered count as delivered once flushed.
     fn stats(&self) -> WorkerStats {
         WorkerStats {
             step: Some(self.item.work.summary()),

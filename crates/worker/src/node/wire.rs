@@ -31,7 +31,8 @@ pub struct WorkerStats {
     pub step: Option<LatencySummary>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Deliberately not `Debug`: a shutdown request carries the token; log [`Control::kind`].
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Control {
     /// Joiner → initializer, first message on the control connection.
@@ -49,10 +50,15 @@ pub enum Control {
     Welcome {
         workers: Vec<String>,
         data: String,
+        /// Proves a data connection is this joiner's.
+        ticket: u64,
+        /// The largest frame the data connection will carry.
+        max_frame: usize,
     },
     /// Joiner → initializer, first message on the data connection.
     DataHello {
         name: String,
+        ticket: u64,
     },
     Stats(WorkerStats),
     /// Initializer → joiner: input has ended; finish what the data connection delivered.
@@ -81,6 +87,21 @@ pub enum WireError {
 }
 
 impl Control {
+    /// The message's type, for logs: never its fields, which may hold a token.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Control::Join { .. } => "join",
+            Control::Refused { .. } => "refused",
+            Control::Welcome { .. } => "welcome",
+            Control::DataHello { .. } => "data hello",
+            Control::Stats(_) => "stats",
+            Control::Finish => "finish",
+            Control::Done(_) => "done",
+            Control::Shutdown { .. } => "shutdown",
+            Control::Reply { .. } => "reply",
+        }
+    }
+
     /// Writes one message as a frame.
     pub fn send(&self, out: &mut impl Write) -> Result<(), WireError> {
         let json = serde_json::to_vec(self)?;
@@ -92,6 +113,15 @@ impl Control {
         out.flush()?;
         Ok(())
     }
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Reads control messages from a stream.
