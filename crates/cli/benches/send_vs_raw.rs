@@ -92,6 +92,7 @@ fn plumbline(frames: u64) -> f64 {
         max_frame: 8 * 1024 * 1024,
         print: false,
         throttle: None,
+        track_results: false,
     });
     let plan = SendPlan {
         shape: Shape::Max,

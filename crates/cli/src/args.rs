@@ -17,6 +17,7 @@ Examples:
   plumbline bench --work spin --workers 1,2,10      # CPU-bound items against the machine's cores
   plumbline bench --preset throughput --json out.json
   plumbline bench --rate 150/s --items 1500 --workers 1,2     # paced: latency vs load
+  plumbline bench --preset alphabet --delay 50ms --cluster threads,processes
   plumbline gen votes -o fake_votes.msg             # the seed's 468-byte file
   plumbline gen nonces --count 1024 --size 1024 --seed 7 -o nonces.bin
   plumbline inspect fake_votes.msg --format votes";
@@ -95,6 +96,9 @@ pub struct WorkerArgs {
     /// Emit `ok` per item instead of the application's result
     #[arg(long)]
     pub ok: bool,
+    /// Load-balanced tasks: the initializer deals items to the workers in turn, no keyed state
+    #[arg(long)]
+    pub balanced: bool,
     /// Initializer: the control address to listen on. Others: the initializer's control address
     #[arg(long)]
     pub control: Option<String>,
@@ -199,6 +203,9 @@ pub struct BenchArgs {
     /// Items per second into the cluster (e.g. 500/s); max (default) sends the batch at once
     #[arg(long)]
     pub rate: Option<String>,
+    /// Where workers run: threads, processes (worker processes over loopback), or both
+    #[arg(long, value_delimiter = ',')]
+    pub cluster: Option<Vec<String>>,
     /// Write every run as JSON to this file
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -1,19 +1,57 @@
-//! `plumbline bench`: executes a [`BenchPlan`] on the embedded local cluster and reports it.
+//! `plumbline bench`: executes a [`BenchPlan`] on the embedded local cluster (threads) or on
+//! worker processes (`bench_processes.rs`) and reports both alike.
 //!
 //! Each run gets fresh generated load (all items due at the run start: a bench is a batch), a
 //! progress bar, and a record built from the cluster's outcome and the plan's derived ideal. The
 //! report goes to stdout as a table and optionally to `--json`. A run that loses items, sees
 //! duplicates or ends in the wrong state makes the command fail after reporting.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use plumbline_measure::report::{fill_ratios, overhead_pct, table, BenchReport, Host, RunRecord};
+use plumbline_measure::LatencySummary;
 use plumbline_worker::{RunOutcome, Shutdown};
 
 use crate::args::BenchArgs;
 use crate::plan::{BenchPlan, RunPlan, PRESETS};
 use crate::progress::RunProgress;
+
+/// One run's measurements, whichever kind of cluster ran it.
+pub struct Measured {
+    pub wall: Duration,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub latency: LatencySummary,
+    pub work: LatencySummary,
+    pub per_worker: Vec<u64>,
+    /// Latest value per state key (stateful steps).
+    pub final_state: Option<BTreeMap<u32, u64>>,
+    pub rejected: u64,
+    pub first_rejection: Option<String>,
+    pub interrupted: bool,
+}
+
+impl From<RunOutcome> for Measured {
+    fn from(o: RunOutcome) -> Self {
+        Self {
+            wall: o.wall,
+            delivered: o.sink.delivered,
+            lost: o.sink.lost(o.sent),
+            duplicates: o.sink.duplicates(),
+            latency: o.sink.latency.summary(),
+            work: o.work.summary(),
+            per_worker: o.sink.per_worker.clone(),
+            final_state: Some(o.sink.final_state.clone()),
+            rejected: o.rejected,
+            first_rejection: o.first_rejection,
+            interrupted: o.interrupted,
+        }
+    }
+}
 
 /// Outcome of the command: did every run check out?
 pub enum Verdict {
@@ -44,22 +82,33 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     for (index, run) in plan.runs.iter().enumerate() {
         let counter = AtomicU64::new(0);
         let label = format!(
-            "run {}/{total}: {} x {} {} {} on {} worker(s)",
+            "run {}/{total}: {} x {} {} {} on {} worker {}",
             index + 1,
             run.items,
             plumbline_core::duration::Human(run.cluster.delay),
             run.cluster.work,
             run.cluster.step,
-            run.cluster.workers
+            run.cluster.workers,
+            if run.processes {
+                "process(es)"
+            } else {
+                "thread(s)"
+            }
         );
         let progress = RunProgress::new(args.quiet, run.items, label.clone(), &counter);
-        let outcome = progress
+        let measured: Measured = progress
             .track(|| {
-                run.cluster
-                    .run(plan.messages(run.items), shutdown, &counter)
+                if run.processes {
+                    crate::bench_processes::run(&plan, run, shutdown, &counter)
+                } else {
+                    run.cluster
+                        .run(plan.messages(run.items), shutdown, &counter)
+                        .map(Measured::from)
+                        .map_err(anyhow::Error::from)
+                }
             })
             .with_context(|| format!("run {} of {total}", index + 1))?;
-        let record = record(&plan, run, &outcome);
+        let record = record(&plan, run, &measured);
         progress.finish(&format!(
             "{label}: {:.3}s (ideal {:.3}s)",
             record.wall_s, record.ideal_s
@@ -101,10 +150,10 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     })
 }
 
-fn record(plan: &BenchPlan, run: &RunPlan, outcome: &RunOutcome) -> RunRecord {
+fn record(plan: &BenchPlan, run: &RunPlan, outcome: &Measured) -> RunRecord {
     let wall_s = outcome.wall.as_secs_f64();
     let ideal_s = run.ideal.time.as_secs_f64();
-    let delivered = outcome.sink.delivered;
+    let delivered = outcome.delivered;
     let per_s = |n: f64| if wall_s > 0.0 { n / wall_s } else { 0.0 };
     let (state_ok, state) = check_state(run, outcome);
     RunRecord {
@@ -113,6 +162,12 @@ fn record(plan: &BenchPlan, run: &RunPlan, outcome: &RunOutcome) -> RunRecord {
         delay_s: run.cluster.delay.as_secs_f64(),
         work: run.cluster.work.to_string(),
         step: run.cluster.step.to_string(),
+        cluster: if run.processes {
+            "processes"
+        } else {
+            "threads"
+        }
+        .into(),
         workload: plan.workload.name().to_string(),
         keys: plan.keys_label(),
         wall_s,
@@ -126,12 +181,12 @@ fn record(plan: &BenchPlan, run: &RunPlan, outcome: &RunOutcome) -> RunRecord {
         vs_sequential: None,
         items_per_s: per_s(delivered as f64),
         mb_per_s: per_s((delivered * plan.workload.payload_size() as u64) as f64) / 1e6,
-        latency_s: outcome.sink.latency.summary(),
-        work_s: outcome.work.summary(),
-        per_worker: outcome.sink.per_worker.clone(),
+        latency_s: outcome.latency.clone(),
+        work_s: outcome.work.clone(),
+        per_worker: outcome.per_worker.clone(),
         delivered,
-        lost: outcome.sink.lost(outcome.sent),
-        duplicates: outcome.sink.duplicates(),
+        lost: outcome.lost,
+        duplicates: outcome.duplicates,
         rejected: outcome.rejected,
         state_ok,
         state,
@@ -140,14 +195,13 @@ fn record(plan: &BenchPlan, run: &RunPlan, outcome: &RunOutcome) -> RunRecord {
 }
 
 /// Compares the final state at the sink with the plan's reference.
-fn check_state(run: &RunPlan, outcome: &RunOutcome) -> (Option<bool>, String) {
-    let Some(expected) = &run.expected_state else {
+fn check_state(run: &RunPlan, outcome: &Measured) -> (Option<bool>, String) {
+    let (Some(expected), Some(actual)) = (&run.expected_state, &outcome.final_state) else {
         return (None, String::new());
     };
     if outcome.interrupted {
         return (None, "not checked: interrupted".into());
     }
-    let actual = &outcome.sink.final_state;
     let label = |key: u32| match run.cluster.app {
         plumbline_worker::App::Votes => char::from_u32(key).unwrap_or('?').to_string(),
         plumbline_worker::App::Count => format!("p{key}"),

@@ -4,6 +4,7 @@
 
 mod args;
 mod bench;
+mod bench_processes;
 mod gen;
 mod inspect;
 mod plan;

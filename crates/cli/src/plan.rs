@@ -69,6 +69,8 @@ pub struct Preset {
     pub capacity: usize,
     /// Items per second sent into the cluster ("max": all due at the start, a batch).
     pub rate: String,
+    /// Where workers run: threads, processes, or both to compare.
+    pub cluster: Vec<String>,
 }
 
 impl Default for Preset {
@@ -88,6 +90,7 @@ impl Default for Preset {
             seed: 7,
             capacity: 1024,
             rate: "max".into(),
+            cluster: vec!["threads".into()],
         }
     }
 }
@@ -136,6 +139,8 @@ pub struct RunPlan {
     pub ideal: Ideal,
     /// The final state a correct run ends in (stateful steps only).
     pub expected_state: Option<BTreeMap<u32, u64>>,
+    /// Run on worker processes over loopback rather than threads.
+    pub processes: bool,
 }
 
 /// A validated bench.
@@ -159,8 +164,20 @@ impl BenchPlan {
         }
         take!(
             items, workers, work, step, keys, workload, size, letters, partitions, capacity, seed,
-            rate
+            rate, cluster
         );
+        let kinds: Vec<bool> = p
+            .cluster
+            .iter()
+            .map(|c| match c.as_str() {
+                "threads" => Ok(false),
+                "processes" => Ok(true),
+                other => Err(anyhow::anyhow!(
+                    "--cluster {other:?}: use threads or processes"
+                )),
+            })
+            .collect::<Result<_>>()?;
+        ensure!(!kinds.is_empty(), "--cluster needs a value");
         let rate = parse_rate(&p.rate).context("--rate")?;
         let delays: Vec<Duration> = match &args.delay {
             Some(d) => d.clone(),
@@ -227,6 +244,13 @@ impl BenchPlan {
             other => bail!("--workload {other:?}: use nonces, votes or random"),
         };
         workload.validate(keys)?;
+        if kinds.contains(&true) {
+            ensure!(
+                !matches!(workload, Workload::Random { .. }),
+                "--cluster processes needs nonces or votes: worker processes find each key \
+                 inside its payload"
+            );
+        }
         let most_workers = p.workers.iter().copied().max().unwrap_or(1);
         let queued = queued_bytes(p.capacity, most_workers, workload.payload_size());
         ensure!(
@@ -244,7 +268,13 @@ impl BenchPlan {
                 Reference::compute(&workload, keys, p.seed, items, app, &worker_counts)?;
             for &delay in &delays {
                 for &work in &works {
-                    for &step in &steps {
+                    for (&step, &processes) in
+                        steps.iter().flat_map(|s| kinds.iter().map(move |k| (s, k)))
+                    {
+                        // A plain loop has no cluster: it runs once, whatever --cluster says.
+                        if step == Step::Sequential && processes != kinds[0] {
+                            continue;
+                        }
                         let counts: Vec<usize> = if step == Step::Sequential {
                             vec![1]
                         } else {
@@ -282,6 +312,7 @@ impl BenchPlan {
                                 ideal,
                                 expected_state: (step != Step::Balanced)
                                     .then(|| reference.state.clone()),
+                                processes: processes && step != Step::Sequential,
                             });
                         }
                     }

@@ -37,6 +37,7 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
         max_frame: args.max_frame as usize,
         print: args.print,
         throttle,
+        track_results: false,
     });
     let listener = tcp::listen(&args.listen)?;
     listener.set_nonblocking(true)?;

@@ -105,6 +105,7 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
         delay,
         out: args.out.clone(),
         ok: args.ok,
+        balanced: args.balanced,
         role,
         max_frame: args.max_frame as usize,
         connect_timeout: args.connect_timeout,

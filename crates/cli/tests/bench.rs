@@ -261,3 +261,28 @@ fn ctrl_c_stops_cleanly_and_reports_what_ran() {
         "an interrupt must not lose accepted items: {text}"
     );
 }
+
+#[test]
+fn bench_on_worker_processes_matches_threads() {
+    let report = bench_json(
+        "processes",
+        &[
+            "--preset",
+            "alphabet",
+            "--delay",
+            "20ms",
+            "--cluster",
+            "threads,processes",
+        ],
+    );
+    let runs = runs(&report);
+    assert_eq!(runs.len(), 4);
+    for run in &runs[2..] {
+        assert_eq!(run["cluster"], "processes");
+        assert_eq!(run["state_ok"], true, "{}", run["state"]);
+        assert_eq!(run["lost"], 0);
+    }
+    assert_eq!(runs[3]["per_worker"], serde_json::json!([26, 26]));
+    let speedup = runs[3]["speedup"].as_f64().unwrap();
+    assert!(speedup > 1.6, "2 worker processes gave only {speedup:.2}x");
+}

@@ -19,6 +19,8 @@ pub struct RunRecord {
     pub delay_s: f64,
     pub work: String,
     pub step: String,
+    /// Where the workers ran: `threads` (one process) or `processes` (over loopback TCP).
+    pub cluster: String,
     pub workload: String,
     pub keys: String,
     pub wall_s: f64,
@@ -123,7 +125,9 @@ pub fn fill_ratios(runs: &mut [RunRecord]) {
         .iter()
         .map(|run| {
             (
-                find(run, &|b| b.workers == 1 && b.step == run.step),
+                find(run, &|b| {
+                    b.workers == 1 && b.step == run.step && b.cluster == run.cluster
+                }),
                 find(run, &|b| b.step == "sequential"),
             )
         })
@@ -154,6 +158,7 @@ pub fn table(report: &BenchReport) -> String {
         "delay",
         "work",
         "step",
+        "cluster",
         "wall",
         "ideal",
         "overhead",
@@ -178,6 +183,7 @@ pub fn table(report: &BenchReport) -> String {
                 secs(r.delay_s),
                 r.work.clone(),
                 r.step.clone(),
+                r.cluster.clone(),
                 secs(r.wall_s),
                 secs(r.ideal_s),
                 r.overhead_pct.map_or("-".into(), |o| format!("{o:.2}%")),
@@ -327,6 +333,7 @@ mod tests {
             delay_s: 0.5,
             work: "sleep".into(),
             step: "partitioned".into(),
+            cluster: "threads".into(),
             workload: "votes".into(),
             keys: "letters".into(),
             wall_s,

@@ -7,6 +7,7 @@
 //! it promised) is closed, named and counted; the others go on. Accepting connections and
 //! deciding when to stop are the caller's.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -37,6 +38,9 @@ pub struct ReceiverConfig {
     pub print: bool,
     /// Read at most this many frames per second per connection (to test slow consumers).
     pub throttle: Option<f64>,
+    /// Keep the latest value of every `label=>value` result (a worker's state updates), so a
+    /// run's final state can be checked.
+    pub track_results: bool,
 }
 
 /// Bad connections whose reasons are kept (all are counted).
@@ -60,6 +64,7 @@ pub struct Receiver {
     latency: Mutex<Recorder>,
     seqs: Mutex<SeqTracker>,
     print: Mutex<()>,
+    results: Mutex<BTreeMap<String, u64>>,
 }
 
 /// What a receive run saw.
@@ -96,12 +101,27 @@ impl Receiver {
             latency: Mutex::new(Recorder::new()),
             seqs: Mutex::new(SeqTracker::new()),
             print: Mutex::new(()),
+            results: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// Frames received so far.
     pub fn frames(&self) -> u64 {
         self.frames.load(Ordering::Relaxed)
+    }
+
+    /// When the latest frame arrived.
+    pub fn last_arrival(&self) -> Option<Instant> {
+        let last = self.last_ns.load(Ordering::Relaxed);
+        (last > 0).then(|| self.start + Duration::from_nanos(last))
+    }
+
+    /// The latest value of every `label=>value` result seen (with `track_results`).
+    pub fn results(&self) -> BTreeMap<String, u64> {
+        self.results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Time since the latest frame (or since the start, before any).
@@ -127,6 +147,7 @@ impl Receiver {
             .map(|rate| (Sleeper::new(), Instant::now(), rate));
         let mut count = 0u64;
         let mut batch = Vec::new();
+        let mut latest = BTreeMap::new();
         let failure = loop {
             batch.clear();
             // Frames decoded before a bad one are in the batch either way, and count.
@@ -170,6 +191,15 @@ impl Receiver {
                 if self.config.print {
                     self.print(&payload);
                 }
+                if self.config.track_results {
+                    latest.extend(parse_result(&payload));
+                }
+            }
+            if !latest.is_empty() {
+                self.results
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .append(&mut latest);
             }
             self.arrived(accepted, bytes);
             if seqs.len() >= SEQ_BATCH {
@@ -262,6 +292,13 @@ impl Receiver {
     }
 }
 
+/// `label=>value`, as workers write state updates (`z=>3`, `17=>5`).
+fn parse_result(payload: &[u8]) -> Option<(String, u64)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (label, value) = text.split_once("=>")?;
+    Some((label.to_string(), value.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +310,7 @@ mod tests {
             max_frame: 1024,
             print: false,
             throttle: None,
+            track_results: true,
         }
     }
 
@@ -300,6 +338,7 @@ mod tests {
         receiver.serve(&plumbline_frames(&[0, 2, 4])[..], "a");
         receiver.serve(&plumbline_frames(&[1, 5, 5])[..], "b");
         let s = receiver.summary(Some(8));
+        assert_eq!(receiver.results().get("z"), Some(&3));
         assert_eq!(s.frames, 6);
         assert_eq!(s.bytes, 6 * 4, "payload bytes, headers excluded");
         assert_eq!(

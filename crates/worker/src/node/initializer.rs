@@ -379,6 +379,7 @@ fn admit(
             name,
             app,
             partitions,
+            balanced,
             protocol,
         }) => {
             let ours = app_name(config.app);
@@ -394,6 +395,13 @@ fn admit(
                 Err(format!(
                     "{partitions} partitions do not match the initializer's {}",
                     config.partitions
+                ))
+            } else if balanced != config.balanced {
+                let mode = |b: bool| if b { "balanced" } else { "partitioned" };
+                Err(format!(
+                    "a {} worker cannot join a {} cluster",
+                    mode(balanced),
+                    mode(config.balanced)
                 ))
             } else if !valid_name(&name) {
                 Err("a worker name is 1 to 64 of A-Z a-z 0-9 _ . -".into())
@@ -493,6 +501,7 @@ impl Sources {
         let stopping = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(HashMap::<u64, TcpStream>::new()));
         let (app, max_frame, name) = (config.app, config.max_frame, config.name.clone());
+        let deal = Deal::new(config.balanced);
         let acceptor = {
             let (stopping, open) = (stopping.clone(), open.clone());
             let ids = AtomicU64::new(0);
@@ -517,11 +526,16 @@ impl Sources {
                         open.lock().expect("not poisoned").insert(id, clone);
                     }
                     sources.retain(|s| !s.is_finished());
-                    let (routes, map, shared, name) =
-                        (routes.clone(), map.clone(), shared.clone(), name.clone());
+                    let (routes, map, shared, name, deal) = (
+                        routes.clone(),
+                        map.clone(),
+                        shared.clone(),
+                        name.clone(),
+                        deal.clone(),
+                    );
                     let (open, stopping) = (open.clone(), stopping.clone());
                     sources.push(std::thread::spawn(move || {
-                        let result = route(stream, app, max_frame, &map, &routes, &shared);
+                        let result = route(stream, app, max_frame, &map, &deal, &routes, &shared);
                         open.lock().expect("not poisoned").remove(&id);
                         match result {
                             Ok(()) => {}
@@ -567,6 +581,22 @@ impl Sources {
     }
 }
 
+/// Balanced clusters deal frames to the workers in turn, across all source connections.
+#[derive(Clone)]
+struct Deal(Option<Arc<AtomicU64>>);
+
+impl Deal {
+    fn new(balanced: bool) -> Self {
+        Self(balanced.then(|| Arc::new(AtomicU64::new(0))))
+    }
+
+    /// The next worker in turn, or `None` for keyed routing.
+    fn next(&self, workers: usize) -> Option<usize> {
+        let turn = self.0.as_ref()?.fetch_add(1, Ordering::Relaxed);
+        Some((turn % workers as u64) as usize)
+    }
+}
+
 /// Closes both directions of every open source connection: reads end, and senders see it.
 fn cut(open: &Mutex<HashMap<u64, TcpStream>>) {
     for stream in open.lock().expect("not poisoned").values() {
@@ -581,6 +611,7 @@ fn route(
     app: crate::App,
     max_frame: usize,
     map: &PartitionMap,
+    deal: &Deal,
     routes: &[Sender<Batch>],
     shared: &Metrics,
 ) -> Result<(), String> {
@@ -606,7 +637,10 @@ fn route(
             };
             let partition = map.partition_of(key);
             counts[partition as usize] += 1;
-            per_owner[map.owner(partition)].push(frame);
+            let owner = deal
+                .next(routes.len())
+                .unwrap_or_else(|| map.owner(partition));
+            per_owner[owner].push(frame);
         }
         // Frames before a bad one are routed all the same.
         for (owner, frames) in per_owner.iter_mut().enumerate() {

@@ -24,6 +24,7 @@ pub(super) fn run(
         name: config.name.clone(),
         app: app_name(config.app).into(),
         partitions: config.partitions,
+        balanced: config.balanced,
         protocol: PROTOCOL,
     }
     .send(&mut &control)?;

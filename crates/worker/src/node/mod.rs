@@ -48,6 +48,9 @@ pub struct NodeConfig {
     pub out: Option<String>,
     /// Emit `ok` per item instead of the application's result (seed 000's optional sink).
     pub ok: bool,
+    /// Load-balanced tasks instead of keyed state: the initializer deals frames to the workers
+    /// in turn and nobody keeps state (each result is `ok`).
+    pub balanced: bool,
     pub role: Role,
     pub max_frame: usize,
     pub connect_timeout: Duration,

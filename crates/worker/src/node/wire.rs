@@ -40,6 +40,8 @@ pub enum Control {
         name: String,
         app: String,
         partitions: u32,
+        /// Load-balanced tasks rather than keyed state.
+        balanced: bool,
         protocol: u32,
     },
     Refused {
@@ -154,6 +156,7 @@ mod tests {
             name: "roo".into(),
             app: "votes".into(),
             partitions: 26,
+            balanced: false,
             protocol: PROTOCOL,
         }
         .send(&mut buf)

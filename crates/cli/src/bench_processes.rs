@@ -1,0 +1,286 @@
+//! `bench --cluster processes`: one bench run on worker processes over loopback, measured the
+//! way the threads run is, so one table compares the two.
+//!
+//! It starts `plumbline worker` processes (an initializer and `workers - 1` joiners) on free
+//! loopback ports, receives their results in-process with the network receiver, sends the
+//! run's generated load with the open-loop sender (plumbline framing, so latency counts from
+//! each item's intended send time), shuts the cluster down, and reads per-worker counts from the
+//! initializer's closing line. The per-item work timing stays inside the workers, so `work_s`
+//! is empty for process runs.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use plumbline_core::Shutdown;
+use plumbline_load::sender::{self, Framing, Payloads, SendPlan};
+use plumbline_load::{Shape, Workload};
+use plumbline_measure::Recorder;
+use plumbline_worker::receiver::{Framing as ReceiveFraming, Receiver, ReceiverConfig};
+use plumbline_worker::{App, Step};
+
+use crate::bench::Measured;
+use crate::plan::{BenchPlan, RunPlan};
+
+/// How long the whole cluster may take to form, and to drain after the last result.
+const SETTLE: Duration = Duration::from_secs(30);
+
+pub fn run(
+    plan: &BenchPlan,
+    run: &RunPlan,
+    stop: &Shutdown,
+    progress: &AtomicU64,
+) -> Result<Measured> {
+    let cluster = &run.cluster;
+    ensure!(
+        !matches!(plan.workload, Workload::Random { .. }),
+        "--cluster processes needs nonces or votes: workers find the key inside the payload"
+    );
+    ensure!(
+        cluster.step != Step::Sequential,
+        "a sequential run has no cluster"
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding the bench's sink")?;
+    let sink = listener.local_addr()?.to_string();
+    let receiver = Arc::new(Receiver::new(ReceiverConfig {
+        framing: ReceiveFraming::Plumbline,
+        max_frame: plumbline_core::frame::DEFAULT_MAX_FRAME,
+        print: false,
+        throttle: None,
+        track_results: true,
+    }));
+    spawn_sink(listener, receiver.clone());
+
+    let exe = std::env::current_exe().context("finding the plumbline binary")?;
+    let app = match cluster.app {
+        App::Votes => "votes",
+        App::Count => "sleepy",
+    };
+    let (delay, work, partitions) = (
+        plumbline_core::duration::Human(cluster.delay).to_string(),
+        cluster.work.to_string(),
+        cluster.partitions.to_string(),
+    );
+    let mut common = vec![
+        "worker",
+        "--app",
+        app,
+        "--delay",
+        &delay,
+        "--work",
+        &work,
+        "--partitions",
+        &partitions,
+        "--out",
+        &sink,
+    ];
+    if cluster.step == Step::Balanced {
+        common.push("--balanced");
+    }
+    let count = cluster.workers.to_string();
+    let mut init_args = common.clone();
+    init_args.extend([
+        "--in",
+        "127.0.0.1:0",
+        "--control",
+        "127.0.0.1:0",
+        "--data",
+        "127.0.0.1:0",
+        "--external",
+        "127.0.0.1:0",
+        "--cluster-initializer",
+        "--worker-count",
+        &count,
+    ]);
+    let init = Proc::start(&exe, &init_args)?;
+    let control = init.wait_for("control on ")?;
+    let control = control.split(',').next().unwrap_or_default().to_string();
+    let external = init.wait_for("external (shutdown) on ")?;
+    let mut joiners = Vec::new();
+    for w in 1..cluster.workers {
+        let name = format!("w{}", w + 1);
+        let mut args = common.clone();
+        args.extend(["--control", &control, "--name", &name]);
+        joiners.push(Proc::start(&exe, &args)?);
+    }
+    let source = init.wait_for("ready; sources on ")?;
+
+    let send_plan = SendPlan {
+        shape: plan
+            .rate
+            .map_or(Shape::Max, |rate| Shape::Constant { rate }),
+        payloads: Payloads::Generated {
+            workload: plan.workload.clone(),
+            keys: plan.keys,
+            seed: plan.seed,
+        },
+        framing: Framing::Plumbline { source: 1 },
+        messages: Some(run.items),
+        duration: None,
+        late_after: Duration::from_millis(1),
+    };
+    let start = Instant::now();
+    let connection = plumbline_transport::tcp::connect(&source, SETTLE)?;
+    let sent = sender::send(&send_plan, vec![connection], stop, &AtomicU64::new(0))?.sent;
+    while receiver.frames() < sent && !stop.requested() {
+        progress.store(receiver.frames(), std::sync::atomic::Ordering::Relaxed);
+        if receiver.idle() > SETTLE {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let wall = receiver
+        .last_arrival()
+        .map_or(Duration::ZERO, |last| last.saturating_duration_since(start));
+    shutdown_cluster(&external)?;
+    let closing = init.wait_for("shut down: ")?;
+    init.wait_exit(SETTLE)?;
+    for joiner in &joiners {
+        joiner.wait_exit(SETTLE)?;
+    }
+    let names: Vec<String> = std::iter::once("initializer".to_string())
+        .chain((1..cluster.workers).map(|w| format!("w{}", w + 1)))
+        .collect();
+    let summary = receiver.summary(Some(sent));
+    Ok(Measured {
+        wall,
+        delivered: summary.frames,
+        lost: summary.sequence.lost,
+        duplicates: summary.sequence.duplicates + summary.sequence.too_late,
+        latency: summary.latency_s,
+        work: Recorder::new().summary(),
+        per_worker: names.iter().map(|n| items_of(&closing, n)).collect(),
+        final_state: (cluster.step == Step::Partitioned)
+            .then(|| state_of(cluster.app, &receiver.results())),
+        rejected: 0,
+        first_rejection: None,
+        interrupted: stop.requested(),
+    })
+}
+
+/// Accepts the workers' result connections and serves each on its own thread.
+fn spawn_sink(listener: TcpListener, receiver: Arc<Receiver>) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let receiver = receiver.clone();
+            std::thread::spawn(move || receiver.serve(stream, "worker"));
+        }
+    });
+}
+
+fn shutdown_cluster(external: &str) -> Result<()> {
+    use plumbline_worker::node::wire::{Control, ControlReader};
+    let stream =
+        std::net::TcpStream::connect(external).context("asking the cluster to shut down")?;
+    Control::Shutdown { token: None }.send(&mut &stream)?;
+    match ControlReader::new(&stream).recv() {
+        Ok(Control::Reply { ok: true, .. }) => Ok(()),
+        _ => bail!("the cluster refused to shut down"),
+    }
+}
+
+/// A worker's item count from the initializer's closing line (`…; initializer 26 items, w2 26
+/// items; …`).
+fn items_of(closing: &str, name: &str) -> u64 {
+    closing
+        .split([';', ','])
+        .filter_map(|part| part.trim().strip_prefix(&format!("{name} ")))
+        .find_map(|rest| rest.strip_suffix(" items")?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Results' labels back to the plan's state keys: letters for votes, partitions for counts.
+fn state_of(app: App, results: &BTreeMap<String, u64>) -> BTreeMap<u32, u64> {
+    results
+        .iter()
+        .filter_map(|(label, &value)| {
+            let key = match app {
+                App::Votes => u32::from(*label.as_bytes().first()?),
+                App::Count => label.parse().ok()?,
+            };
+            Some((key, value))
+        })
+        .collect()
+}
+
+/// A child `plumbline worker` whose stderr lines are kept.
+struct Proc {
+    child: Mutex<Child>,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn start(exe: &std::path::Path, args: &[&str]) -> Result<Self> {
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting a worker process")?;
+        let stderr = BufReader::new(child.stderr.take().context("worker stderr")?);
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let keep = lines.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                keep.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        Ok(Self {
+            child: Mutex::new(child),
+            lines,
+        })
+    }
+
+    /// The rest of the first stderr line containing `marker`.
+    fn wait_for(&self, marker: &str) -> Result<String> {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            {
+                let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(line) = lines.iter().find(|l| l.contains(marker)) {
+                    return Ok(line.split(marker).nth(1).unwrap_or("").trim().to_string());
+                }
+                if let Some(error) = lines.iter().find(|l| l.starts_with("error:")) {
+                    bail!("a worker process failed: {error}");
+                }
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no {marker:?} from a worker process within {SETTLE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn wait_exit(&self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(status) = child.try_wait()? {
+                ensure!(status.success(), "a worker process exited with {status}");
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "a worker process did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(None) = child.try_wait() {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+}
