@@ -131,6 +131,9 @@ fn text(s: &ReceiveSummary) -> String {
             "sequence: {} lost, {} duplicated, {} out of order, {} too late to tell ({} source(s))\n",
             q.lost, q.duplicates, q.reordered, q.too_late, q.sources
         );
+        if !q.missing.is_empty() {
+            out += &format!("never arrived (first runs): {}\n", q.missing.join(", "));
+        }
     }
     if s.bad_connections > 0 {
         out += &format!("bad connections: {}\n", s.bad_connections);

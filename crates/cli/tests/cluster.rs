@@ -168,6 +168,7 @@ fn a_killed_worker_stops_the_cluster_with_its_name_and_partitions() {
     assert!(log.contains("it owned partitions [1,3,5,"), "{log}");
     let (code, text, _) = receiving.finish();
     assert_eq!(code, Some(1), "the receiver reports the loss: {text}");
+    assert!(text.contains("never arrived (first runs): "), "{text}");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(recv_json).unwrap()).unwrap();
     let received = summary["frames"].as_u64().unwrap();

@@ -85,7 +85,37 @@ impl Window {
         }
         span - present
     }
+
+    /// The first `limit` runs of missing numbers in `base..end`, as inclusive ranges.
+    fn missing_runs(&self, end: u64, limit: usize, out: &mut Vec<(u64, u64)>) {
+        let mut run: Option<(u64, u64)> = None;
+        for seq in self.base..end {
+            let offset = seq - self.base;
+            let word = self
+                .words
+                .get((offset / WORD) as usize)
+                .copied()
+                .unwrap_or(0);
+            let present = word & (1 << (offset % WORD)) != 0;
+            match (present, &mut run) {
+                (false, Some((_, last))) => *last = seq,
+                (false, None) => run = Some((seq, seq)),
+                (true, Some(done)) => {
+                    out.push(*done);
+                    run = None;
+                    if out.len() >= limit {
+                        return;
+                    }
+                }
+                (true, None) => {}
+            }
+        }
+        out.extend(run);
+    }
 }
+
+/// Missing runs listed in a summary; the count is always complete.
+pub const MISSING_RUNS: usize = 10;
 
 /// Loss, duplicate and order accounting for many sources.
 #[derive(Clone, Debug, Default)]
@@ -108,6 +138,9 @@ pub struct SeqSummary {
     pub too_late: u64,
     /// Messages from sources beyond the tracked count.
     pub untracked: u64,
+    /// The first missing sequence numbers, as ranges (`"17"`, `"20-31"`), at most
+    /// [`MISSING_RUNS`]; numbers settled out of the window are counted in `lost` only.
+    pub missing: Vec<String>,
 }
 
 impl SeqTracker {
@@ -140,12 +173,24 @@ impl SeqTracker {
             };
             s.received += w.received;
             s.lost += w.lost_settled + w.missing_below(end);
+            let mut runs = Vec::new();
+            w.missing_runs(end, MISSING_RUNS.saturating_sub(s.missing.len()), &mut runs);
+            s.missing.extend(runs.into_iter().map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            }));
             s.duplicates += w.duplicates;
             s.reordered += w.reordered;
             s.too_late += w.too_late;
         }
         if self.sources.is_empty() {
             s.lost = expected.unwrap_or(0);
+            if s.lost > 0 {
+                s.missing.push(format!("0-{}", s.lost - 1));
+            }
         }
         s
     }
@@ -168,6 +213,7 @@ mod tests {
             (6, 1, 1, 1)
         );
         assert_eq!(t.summary(Some(10)).lost, 5, "4 plus 6..=9 never came");
+        assert_eq!(t.summary(Some(10)).missing, vec!["4", "6-9"]);
     }
 
     #[test]
