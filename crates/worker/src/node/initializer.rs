@@ -540,7 +540,9 @@ impl Sources {
                         match result {
                             Ok(()) => {}
                             Err(reason) if stopping.load(Ordering::Relaxed) => {
-                                eprintln!("[{name}] source {peer} cut by the shutdown ({reason})")
+                                eprintln!(
+                                    "[{name}] source {peer} cut as the cluster stops ({reason})"
+                                )
                             }
                             Err(reason) => {
                                 shared.source_errors.fetch_add(1, Ordering::Relaxed);
@@ -781,10 +783,11 @@ fn spawn_local(
             };
             for frame in &batch {
                 processor.process(frame);
-            }
-            if reported.elapsed() >= Duration::from_secs(1) {
-                shared.update(processor.stats());
-                reported = Instant::now();
+                // Inside the loop: a batch of slow items can take far longer than a second.
+                if reported.elapsed() >= Duration::from_secs(1) {
+                    shared.update(processor.stats());
+                    reported = Instant::now();
+                }
             }
         }
         processor.flush();

@@ -5,7 +5,7 @@
 use std::net::TcpStream;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use plumbline_core::frame::{FrameCodec, FrameReader};
 use plumbline_core::Shutdown;
@@ -83,6 +83,7 @@ pub(super) fn run(
     // Frames on the data connection are ones the initializer accepted: take its limit.
     let mut reader = FrameReader::new(&data, FrameCodec::new(max_frame));
     let mut batch = Vec::new();
+    let mut published = Instant::now();
     let ended = loop {
         if stop.requested() {
             break Err("interrupted before the cluster shut down".to_string());
@@ -91,6 +92,12 @@ pub(super) fn run(
         let read = reader.read_batch(&mut batch);
         for frame in &batch {
             processor.process(frame);
+            if published.elapsed() >= Duration::from_millis(500) {
+                if let Ok(mut latest) = reporter.lock() {
+                    *latest = Some(processor.stats());
+                }
+                published = Instant::now();
+            }
         }
         processor.flush();
         if let Ok(mut latest) = reporter.lock() {
