@@ -97,8 +97,13 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
     } else {
         format!("worker-{}", std::process::id())
     };
+    let name = args.name.clone().unwrap_or(default_name);
+    ensure!(
+        node::valid_name(&name),
+        "--name {name:?}: a worker name is 1 to 64 of A-Z a-z 0-9 _ . -"
+    );
     Ok(NodeConfig {
-        name: args.name.clone().unwrap_or(default_name),
+        name,
         app,
         partitions,
         work,

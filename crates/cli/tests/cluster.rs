@@ -298,6 +298,13 @@ fn a_worker_of_another_app_or_partition_count_is_refused() {
         "{}",
         stderr(&out)
     );
+    let out = plumbline(&["worker", "--control", &control, "--name", "bad\"name"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("a worker name is 1 to 64 of"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
