@@ -168,7 +168,8 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
     let mut draining = false;
     let mut drained = false;
     loop {
-        if stop.requested() && !draining {
+        let event = events.recv_timeout(Duration::from_millis(100));
+        if !draining && (stop.requested() || matches!(event, Ok(Event::ShutdownRequested))) {
             draining = true;
             spawn_drain(
                 config,
@@ -178,7 +179,7 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
                 &events_tx,
             )?;
         }
-        match events.recv_timeout(Duration::from_millis(100)) {
+        match event {
             Ok(Event::Stats(stats)) => shared.update(stats),
             Ok(Event::Done(stats)) => {
                 finished.insert(stats.name.clone(), stats.clone());
@@ -204,16 +205,6 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
                 });
             }
             Ok(Event::Died { .. }) => {}
-            Ok(Event::ShutdownRequested) if !draining => {
-                draining = true;
-                spawn_drain(
-                    config,
-                    &sources,
-                    &joiners,
-                    std::mem::take(&mut writers),
-                    &events_tx,
-                )?;
-            }
             Ok(Event::ShutdownRequested) => {}
             Ok(Event::Drained) => drained = true,
             Err(_) => {}
