@@ -786,41 +786,38 @@ fn spawn_local(
     }))
 }
 
-/// Serves `plumbline shutdown` requests, one short connection at a time.
+/// Serves `plumbline shutdown` requests.
 fn spawn_external(listener: TcpListener, token: Option<String>, events: Sender<Event>) {
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
-            let reply = match ControlReader::new(&stream).recv() {
-                Ok(Control::Shutdown { token: given }) => {
-                    let allowed = match (&token, &given) {
-                        (None, _) => true,
-                        (Some(want), Some(given)) => same_secret(want, given),
-                        (Some(_), None) => false,
-                    };
-                    if allowed {
-                        let _ = events.send(Event::ShutdownRequested);
-                        Control::Reply {
-                            ok: true,
-                            message: "shutting down".into(),
-                        }
-                    } else {
-                        Control::Reply {
-                            ok: false,
-                            message: "refused: wrong or missing token".into(),
-                        }
+    super::serve_each(listener, 4, move |stream| {
+        let reply = match ControlReader::new(&stream).recv() {
+            Ok(Control::Shutdown { token: given }) => {
+                let allowed = match (&token, &given) {
+                    (None, _) => true,
+                    (Some(want), Some(given)) => same_secret(want, given),
+                    (Some(_), None) => false,
+                };
+                if allowed {
+                    let _ = events.send(Event::ShutdownRequested);
+                    Control::Reply {
+                        ok: true,
+                        message: "shutting down".into(),
+                    }
+                } else {
+                    Control::Reply {
+                        ok: false,
+                        message: "refused: wrong or missing token".into(),
                     }
                 }
-                Ok(other) => Control::Reply {
-                    ok: false,
-                    message: format!("expected a shutdown request, got a {}", other.kind()),
-                },
-                Err(e) => Control::Reply {
-                    ok: false,
-                    message: format!("expected a shutdown request: {e}"),
-                },
-            };
-            let _ = reply.send(&mut &stream);
-        }
+            }
+            Ok(other) => Control::Reply {
+                ok: false,
+                message: format!("expected a shutdown request, got a {}", other.kind()),
+            },
+            Err(e) => Control::Reply {
+                ok: false,
+                message: format!("expected a shutdown request: {e}"),
+            },
+        };
+        let _ = reply.send(&mut &stream);
     });
 }

@@ -11,7 +11,6 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use plumbline_measure::Recorder;
 
@@ -185,25 +184,22 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener`, one short connection at a time.
+/// Serves `GET /metrics` on `listener` (a few scrapers at once).
 pub(super) fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
-            let mut request = [0u8; 2048];
-            let n = stream.read(&mut request).unwrap_or(0);
-            let line = String::from_utf8_lossy(&request[..n]);
-            let response = if line.starts_with("GET /metrics ") {
-                let body = metrics.render();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
-            };
-            let _ = stream.write_all(response.as_bytes());
-        }
+    super::serve_each(listener, 8, move |mut stream| {
+        let mut request = [0u8; 2048];
+        let n = stream.read(&mut request).unwrap_or(0);
+        let line = String::from_utf8_lossy(&request[..n]);
+        let response = if line.starts_with("GET /metrics ") {
+            let body = metrics.render();
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        } else {
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+        };
+        let _ = stream.write_all(response.as_bytes());
     });
 }

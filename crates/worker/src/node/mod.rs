@@ -128,6 +128,33 @@ pub fn run(config: &NodeConfig, stop: &plumbline_core::Shutdown) -> Result<Worke
     }
 }
 
+/// Serves each connection of `listener` on its own short-lived thread, at most `max` at once
+/// (more are closed at once), so one idle client cannot hold up the others. Handlers must
+/// bound their own reads (a read timeout).
+fn serve_each(
+    listener: std::net::TcpListener,
+    max: usize,
+    handle: impl Fn(TcpStream) + Send + Sync + 'static,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let handle = std::sync::Arc::new(handle);
+    let busy = std::sync::Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            if busy.fetch_add(1, Ordering::AcqRel) >= max {
+                busy.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            let (handle, busy) = (handle.clone(), busy.clone());
+            std::thread::spawn(move || {
+                stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                handle(stream);
+                busy.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+    });
+}
+
 /// The application's name on the wire (what a joiner must match).
 pub fn app_name(app: App) -> &'static str {
     match app {
