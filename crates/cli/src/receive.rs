@@ -3,6 +3,7 @@
 //! Ctrl-C, then prints (and with `--json` writes) the summary. Decoding and measuring are the
 //! receiver's; this file only runs the listener and decides when the run is over.
 
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{Shutdown as SocketShutdown, TcpStream};
 use std::sync::Mutex;
@@ -42,25 +43,46 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let listener = tcp::listen(&args.listen)?;
     listener.set_nonblocking(true)?;
     eprintln!("listening on {}", listener.local_addr()?);
-    let open: Mutex<Vec<TcpStream>> = Mutex::new(Vec::new());
+    // Open connections by id, to cut them at the end; each removes itself when it ends.
+    let open: Mutex<HashMap<u64, TcpStream>> = Mutex::new(HashMap::new());
+    let mut next_id = 0u64;
     let mut status = Instant::now();
     std::thread::scope(|scope| -> Result<()> {
         loop {
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    stream.set_nonblocking(false)?;
-                    open.lock()
-                        .expect("no panics while held")
-                        .push(stream.try_clone()?);
-                    let receiver = &receiver;
-                    std::thread::Builder::new()
+                    let clone = stream
+                        .set_nonblocking(false)
+                        .and_then(|()| stream.try_clone());
+                    let clone = match clone {
+                        Ok(clone) => clone,
+                        Err(e) => {
+                            eprintln!("warning: dropped the connection from {peer}: {e}");
+                            continue;
+                        }
+                    };
+                    let id = next_id;
+                    next_id += 1;
+                    open.lock().expect("no panics while held").insert(id, clone);
+                    let (receiver, open) = (&receiver, &open);
+                    let started = std::thread::Builder::new()
                         .name(format!("conn-{peer}"))
-                        .spawn_scoped(scope, move || receiver.serve(stream, &peer.to_string()))
-                        .context("starting a connection thread")?;
+                        .spawn_scoped(scope, move || {
+                            receiver.serve(stream, &peer.to_string());
+                            open.lock().expect("no panics while held").remove(&id);
+                        });
+                    if let Err(e) = started {
+                        eprintln!("warning: dropped the connection from {peer}: {e}");
+                        open.lock().expect("no panics while held").remove(&id);
+                    }
                     continue;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(POLL),
-                Err(e) => eprintln!("warning: accept failed: {e}"),
+                Err(e) => {
+                    // Out of descriptors, say: back off rather than spin.
+                    eprintln!("warning: accept failed: {e}");
+                    std::thread::sleep(POLL * 10);
+                }
             }
             let frames = receiver.frames();
             let done = shutdown.requested()
@@ -75,7 +97,8 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
             }
         }
         // Unblock every connection thread; the scope then joins them.
-        for stream in open.lock().expect("no panics while held").iter() {
+        receiver.stop();
+        for stream in open.lock().expect("no panics while held").values() {
             let _ = stream.shutdown(SocketShutdown::Both);
         }
         Ok(())

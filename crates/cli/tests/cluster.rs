@@ -53,7 +53,7 @@ fn send_votes(source: &str, file: &str) {
 /// the sender is done, with nearly every item still in flight: all must still arrive.
 fn votes_run(letters: &str, joiners: usize, delay: &str) -> (f64, String) {
     let file = votes_file(&format!("votes-{letters}-{joiners}"), letters);
-    let receiving = Receiving::start(&["--print", "--expect", "52"]);
+    let receiving = Receiving::start(&["--print", "--expect", "52", "--idle-timeout", "20s"]);
     let (mut init, mut workers, source, external) =
         cluster("votes", delay, joiners, Some(&receiving.addr), &[]);
     let start = Instant::now();
@@ -100,7 +100,7 @@ fn the_hot_letter_does_not_scale_and_metrics_show_one_partition() {
         "a second worker cannot help one key: {two:.3} s vs {one:.3} s"
     );
     let file = votes_file("hot", "a");
-    let receiving = Receiving::start(&["--expect", "52"]);
+    let receiving = Receiving::start(&["--expect", "52", "--idle-timeout", "20s"]);
     let (init, _workers, source, external) = cluster("votes", "0", 1, Some(&receiving.addr), &[]);
     send_votes(&source, &file);
     let (code, _, err) = receiving.finish();
@@ -227,7 +227,7 @@ fn a_worker_arriving_after_the_cluster_formed_is_refused() {
 fn garbage_on_the_source_port_closes_that_connection_only() {
     let _cpu = exclusive();
     let file = votes_file("garbage", "abcdefghijklmnopqrstuvwxyz");
-    let receiving = Receiving::start(&["--expect", "52"]);
+    let receiving = Receiving::start(&["--expect", "52", "--idle-timeout", "20s"]);
     let (init, _workers, source, external) = cluster("votes", "0", 1, Some(&receiving.addr), &[]);
     let mut junk = std::net::TcpStream::connect(&source).unwrap();
     junk.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 1, 2]).unwrap();

@@ -77,7 +77,14 @@ fn seed_000_sender_command_reaches_the_receiver() {
     ]);
     assert!(out.status.success());
     let recv_json = dir.join("recv.json");
-    let receiving = Receiving::start(&["--expect", "40000", "--json", recv_json.to_str().unwrap()]);
+    let receiving = Receiving::start(&[
+        "--expect",
+        "40000",
+        "--idle-timeout",
+        "20s",
+        "--json",
+        recv_json.to_str().unwrap(),
+    ]);
     let send_json = dir.join("send.json");
     let out = plumbline(&[
         "send",
@@ -119,7 +126,14 @@ fn plumbline_framing_measures_latency_and_counts_every_message() {
     let _cpu = exclusive();
     let dir = scratch("framed");
     let recv_json = dir.join("recv.json");
-    let receiving = Receiving::start(&["--expect", "3000", "--json", recv_json.to_str().unwrap()]);
+    let receiving = Receiving::start(&[
+        "--expect",
+        "3000",
+        "--idle-timeout",
+        "20s",
+        "--json",
+        recv_json.to_str().unwrap(),
+    ]);
     let out = plumbline(&[
         "send",
         "--host",
@@ -145,7 +159,10 @@ fn plumbline_framing_measures_latency_and_counts_every_message() {
     assert!(text.contains("0 lost, 0 duplicated"), "{text}");
     let received = json(&recv_json);
     assert_eq!(received["connections"], 3);
-    assert_eq!(received["sequence"]["sources"], 1);
+    assert_eq!(
+        received["sequence"]["sources"], 3,
+        "each connection is its own source"
+    );
     let p50 = received["latency_s"]["p50"].as_f64().unwrap();
     assert!(p50 > 0.0 && p50 < 0.5, "p50 {p50}");
     assert!(!received["latency_s"]["hdr"].as_str().unwrap().is_empty());
@@ -160,6 +177,8 @@ fn a_slow_receiver_makes_sends_late_and_latency_grow_but_loses_nothing() {
     let receiving = Receiving::start(&[
         "--expect",
         "400",
+        "--idle-timeout",
+        "20s",
         "--throttle",
         "200/s",
         "--json",

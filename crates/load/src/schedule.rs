@@ -14,6 +14,11 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// Most stretches of constant rate a day/night shape may have (breakpoints × cycles).
+pub const MAX_STRETCHES: usize = 1_000_000;
+/// Latest time a rate CSV may name, in seconds (about 31 years).
+const MAX_CSV_SECONDS: f64 = 1e9;
+
 /// Seed 003's default 24-hour cycle: the share of the maximum rate in each hour.
 pub const DAY_NIGHT: [f64; 24] = [
     0.03, 0.06, 0.09, 0.12, 0.266, 0.412, 0.558, 0.704, 0.85, 0.7625, 0.675, 0.587, 0.5, 0.59,
@@ -76,6 +81,10 @@ pub enum ShapeError {
     Cycles,
     #[error("a batch needs at least 1 message (--batch-size 0)")]
     Batch,
+    #[error("--interval 0 schedules every batch at once: use --rate max for as fast as possible")]
+    ZeroInterval,
+    #[error("{0} breakpoints in all (breakpoints × cycles) is more than {MAX_STRETCHES}")]
+    TooManyStretches(usize),
     #[error("line {line} of the rate CSV: {reason}")]
     Csv { line: usize, reason: String },
     #[error(
@@ -152,9 +161,10 @@ impl Shape {
                 .trim()
                 .parse()
                 .map_err(|_| bad(format!("rate {r:?} is not a number")))?;
-            if !(t.is_finite() && r.is_finite() && r >= 0.0) {
+            if !(t.is_finite() && r.is_finite() && r >= 0.0 && t <= MAX_CSV_SECONDS) {
                 return Err(bad(format!(
-                    "time {t} and rate {r} must be finite, rate >= 0"
+                    "time {t} and rate {r} must be finite, the rate >= 0 and the time at most \
+                     {MAX_CSV_SECONDS} s"
                 )));
             }
             if let Some(&(prev, _)) = rows.last() {
@@ -181,6 +191,7 @@ impl Shape {
             Shape::Max => Ok(()),
             Shape::Constant { rate } | Shape::Poisson { rate, .. } => check_rate(*rate),
             Shape::Batch { size: 0, .. } => Err(ShapeError::Batch),
+            Shape::Batch { interval, .. } if interval.is_zero() => Err(ShapeError::ZeroInterval),
             Shape::Batch { .. } => Ok(()),
             Shape::Steps(steps) => steps.iter().try_for_each(|&(rate, d)| {
                 if d.is_zero() {
@@ -213,6 +224,11 @@ impl Shape {
                 }
                 if *cycles == 0 {
                     return Err(ShapeError::Cycles);
+                }
+                if breakpoints.saturating_mul(*cycles) > MAX_STRETCHES {
+                    return Err(ShapeError::TooManyStretches(
+                        breakpoints.saturating_mul(*cycles),
+                    ));
                 }
                 if duration.is_zero() {
                     return Err(ShapeError::ZeroDuration);
@@ -387,7 +403,11 @@ impl GlobalSchedule {
                         .into_iter()
                         .map(|s| {
                             let at = count;
-                            count += s.rate * (s.end - s.start).as_secs_f64();
+                            // Rounded to a millionth of a message, so 50/s × 1.1 s is 55, not
+                            // 55.000…07, and boundaries land where the user wrote them.
+                            count = ((count + s.rate * (s.end - s.start).as_secs_f64()) * 1e6)
+                                .round()
+                                / 1e6;
                             (s, at)
                         })
                         .collect(),
@@ -401,7 +421,8 @@ impl GlobalSchedule {
             GlobalSchedule::Max => 0.0,
             GlobalSchedule::Constant(rate) => n as f64 / rate,
             GlobalSchedule::Batch(size, interval) => {
-                return interval.checked_mul(u32::try_from(n / size).ok()?)
+                let ns = interval.as_nanos().checked_mul(u128::from(n / size))?;
+                return u64::try_from(ns).ok().map(Duration::from_nanos);
             }
             GlobalSchedule::Ramp { from, slope, over } => {
                 // Messages due by t: from·t + slope·t²/2; message n is due when that reaches n.
@@ -422,17 +443,21 @@ impl GlobalSchedule {
             }
             GlobalSchedule::Piecewise(ref segments) => {
                 let n = n as f64;
+                // The stretch holding message n: the last that starts at or before it, walked
+                // back over silent stretches; if float rounding puts n at that stretch's very
+                // end, it belongs to the next stretch that sends at all.
                 let i = segments.partition_point(|(_, at)| *at <= n);
-                // Walk back over zero-rate stretches to the one that holds message n.
-                let (segment, at) = segments[..i].iter().rev().find(|(s, _)| s.rate > 0.0)?;
-                let t = segment.start.as_secs_f64() + (n - at) / segment.rate;
-                if t >= segment.end.as_secs_f64() {
-                    return None;
-                }
-                t
+                let first = segments[..i].iter().rposition(|(s, _)| s.rate > 0.0)?;
+                segments[first..]
+                    .iter()
+                    .filter(|(s, _)| s.rate > 0.0)
+                    .map(|(s, at)| (s, s.start.as_secs_f64() + (n - at).max(0.0) / s.rate))
+                    .find(|(s, t)| *t < s.end.as_secs_f64())
+                    .map(|(_, t)| t)?
             }
         };
-        Some(Duration::from_secs_f64(secs))
+        // An offset too far to represent (a vanishing rate) ends the schedule.
+        Duration::try_from_secs_f64(secs).ok()
     }
 }
 
@@ -463,7 +488,7 @@ impl Schedule for PoissonSchedule {
             let u: f64 = self.rng.gen();
             self.at += -(1.0 - u).ln() / self.rate;
         }
-        Some(Duration::from_secs_f64(self.at))
+        Duration::try_from_secs_f64(self.at).ok()
     }
 }
 
@@ -564,6 +589,48 @@ mod tests {
         let o = offsets(&shape, 0, 2, 5000);
         let rate = 5000.0 / o[4999].as_secs_f64();
         assert!((450.0..550.0).contains(&rate), "thread rate {rate}");
+    }
+
+    #[test]
+    fn a_boundary_lost_to_float_rounding_still_sends_the_next_step() {
+        // 50 × 1.1 = 55.000…07 in floats: message 55 must start the second step, not end it.
+        let shape = Shape::Steps(vec![
+            (50.0, Duration::from_millis(1100)),
+            (10.0, Duration::from_secs(1)),
+        ]);
+        let o = offsets(&shape, 0, 1, 1000);
+        assert_eq!(o.len(), 65);
+        assert!(o[55] >= Duration::from_millis(1100) && o[55] < Duration::from_millis(1101));
+    }
+
+    #[test]
+    fn far_offsets_end_the_schedule_instead_of_panicking() {
+        assert!(offsets(&Shape::Constant { rate: 1e-20 }, 0, 1, 3).len() < 3);
+        let batch = Shape::Batch {
+            size: 1,
+            interval: Duration::from_micros(1),
+        };
+        let mut s = batch.schedule(0, 1);
+        assert_eq!(s.offset(1 << 33), Some(Duration::from_micros(1 << 33)));
+        assert!(matches!(
+            Shape::Batch {
+                size: 1,
+                interval: Duration::ZERO
+            }
+            .validate(),
+            Err(ShapeError::ZeroInterval)
+        ));
+        assert!(Shape::from_csv("0,1\n1e30,0\n").is_err());
+        let huge = Shape::DayNight {
+            breakpoints: 1 << 32,
+            cycles: 1,
+            duration: Duration::from_secs(1),
+            max_rate: 1.0,
+        };
+        assert!(matches!(
+            huge.validate(),
+            Err(ShapeError::TooManyStretches(_))
+        ));
     }
 
     #[test]

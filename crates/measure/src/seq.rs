@@ -41,7 +41,7 @@ impl Window {
             return;
         }
         if seq - self.base >= WINDOW {
-            self.slide_to(seq + 1 - WINDOW);
+            self.slide_to(seq - (WINDOW - 1));
         }
         let offset = seq - self.base;
         let word = (offset / WORD) as usize;
@@ -62,11 +62,23 @@ impl Window {
 
     /// Moves `base` up to at least `new_base` (rounded down to a word), settling what leaves.
     fn slide_to(&mut self, new_base: u64) {
-        while self.base + WORD <= new_base {
-            let word = self.words.pop_front().unwrap_or(0);
-            self.lost_settled += u64::from(word.count_zeros());
-            self.base += WORD;
+        let new_base = new_base - new_base % WORD;
+        if new_base <= self.base {
+            return;
         }
+        let words = ((new_base - self.base) / WORD) as usize;
+        if words >= self.words.len() {
+            // A jump past the whole window (a far-ahead or hostile sequence number): settle
+            // what the window holds and skip the gap in one step.
+            let present: u64 = self.words.iter().map(|w| u64::from(w.count_ones())).sum();
+            self.lost_settled += (new_base - self.base) - present;
+            self.words.clear();
+        } else {
+            for word in self.words.drain(..words) {
+                self.lost_settled += u64::from(word.count_zeros());
+            }
+        }
+        self.base = new_base;
     }
 
     /// Missing numbers in `base..end`.
@@ -89,13 +101,14 @@ impl Window {
     /// The first `limit` runs of missing numbers in `base..end`, as inclusive ranges.
     fn missing_runs(&self, end: u64, limit: usize, out: &mut Vec<(u64, u64)>) {
         let mut run: Option<(u64, u64)> = None;
-        for seq in self.base..end {
+        // Past the window's words nothing arrived: one run to `end`, found without walking it.
+        let tracked_end = end.min(self.base.saturating_add(self.words.len() as u64 * WORD));
+        for seq in self.base..tracked_end {
             let offset = seq - self.base;
-            let word = self
-                .words
-                .get((offset / WORD) as usize)
-                .copied()
-                .unwrap_or(0);
+            let word = self.words[(offset / WORD) as usize];
+            if word == u64::MAX && offset % WORD == 0 && run.is_none() {
+                continue;
+            }
             let present = word & (1 << (offset % WORD)) != 0;
             match (present, &mut run) {
                 (false, Some((_, last))) => *last = seq,
@@ -108,6 +121,12 @@ impl Window {
                     }
                 }
                 (true, None) => {}
+            }
+        }
+        if tracked_end < end && out.len() < limit {
+            match &mut run {
+                Some((_, last)) => *last = end - 1,
+                None => run = Some((tracked_end, end - 1)),
             }
         }
         out.extend(run);
@@ -166,9 +185,9 @@ impl SeqTracker {
         };
         for w in self.sources.values() {
             let end = match (expected, w.highest) {
-                (Some(n), Some(h)) => n.max(h + 1),
+                (Some(n), Some(h)) => n.max(h.saturating_add(1)),
                 (Some(n), None) => n,
-                (None, Some(h)) => h + 1,
+                (None, Some(h)) => h.saturating_add(1),
                 (None, None) => 0,
             };
             s.received += w.received;
@@ -238,6 +257,21 @@ mod tests {
         assert_eq!(s.lost, n.div_ceil(1000));
         t.record(0, 5);
         assert_eq!(t.summary(Some(n)).too_late, 1);
+    }
+
+    #[test]
+    fn a_far_jump_settles_at_once_instead_of_walking_the_gap() {
+        let mut t = SeqTracker::new();
+        t.record(0, 0);
+        t.record(0, 1 << 50);
+        t.record(0, u64::MAX);
+        let s = t.summary(None);
+        assert_eq!(s.received, 3);
+        assert!(s.lost > 1 << 49);
+        let mut t = SeqTracker::new();
+        t.record(0, 3);
+        let s = t.summary(Some(2_000_000_000));
+        assert_eq!(s.missing, vec!["0-2", "4-1999999999"]);
     }
 
     #[test]

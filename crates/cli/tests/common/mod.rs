@@ -55,7 +55,7 @@ pub fn bench_json(name: &str, args: &[&str]) -> serde_json::Value {
 
 /// A `plumbline receive` running in the background on a free loopback port.
 pub struct Receiving {
-    pub child: std::process::Child,
+    child: Option<std::process::Child>,
     pub addr: String,
     stderr: std::io::BufReader<std::process::ChildStderr>,
 }
@@ -79,7 +79,7 @@ impl Receiving {
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
         Self {
-            child,
+            child: Some(child),
             addr,
             stderr,
         }
@@ -90,12 +90,22 @@ impl Receiving {
         use std::io::Read;
         let mut err = String::new();
         self.stderr.read_to_string(&mut err).unwrap();
-        let out = self.child.wait_with_output().unwrap();
+        let out = self.child.take().unwrap().wait_with_output().unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
             err,
         )
+    }
+}
+
+impl Drop for Receiving {
+    /// A failed assertion must not leave a receiver running.
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
