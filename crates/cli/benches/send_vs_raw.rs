@@ -112,7 +112,8 @@ fn plumbline(frames: u64) -> f64 {
     let start = Instant::now();
     std::thread::scope(|scope| {
         scope.spawn(|| receiver.serve(server, "bench"));
-        send(&plan, vec![client], &Shutdown::new(), &AtomicU64::new(0)).unwrap();
+        let (_, errors) = send(&plan, vec![client], &Shutdown::new(), &AtomicU64::new(0));
+        assert!(errors.is_empty(), "{errors:?}");
     });
     let elapsed = start.elapsed();
     let summary = receiver.summary(Some(frames));

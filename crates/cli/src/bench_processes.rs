@@ -126,7 +126,11 @@ pub fn run(
     };
     let start = Instant::now();
     let connection = plumbline_transport::tcp::connect(&source, SETTLE)?;
-    let sent = sender::send(&send_plan, vec![connection], stop, &AtomicU64::new(0))?.sent;
+    let (tally, errors) = sender::send(&send_plan, vec![connection], stop, &AtomicU64::new(0));
+    if let Some(error) = errors.into_iter().next() {
+        bail!("sending to the cluster: {error}");
+    }
+    let sent = tally.sent;
     while receiver.frames() < sent && !stop.requested() {
         progress.store(receiver.frames(), std::sync::atomic::Ordering::Relaxed);
         if receiver.idle() > SETTLE {

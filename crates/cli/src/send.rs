@@ -98,7 +98,7 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
         format!("sending over {connections} connection(s)"),
         &counter,
     );
-    let tally = progress.track(|| sender::send(&plan, streams, shutdown, &counter))?;
+    let (tally, errors) = progress.track(|| sender::send(&plan, streams, shutdown, &counter));
     progress.finish("");
     let report = SendReport::new(
         &tally,
@@ -113,7 +113,10 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(if report.interrupted {
+    // A failed connection ends the run badly, but only after what was sent is reported.
+    Ok(if !errors.is_empty() {
+        Verdict::Failed(errors.iter().map(ToString::to_string).collect())
+    } else if report.interrupted {
         Verdict::Interrupted
     } else {
         Verdict::Passed
@@ -275,8 +278,8 @@ fn shape(args: &SendArgs, wire_bytes: usize) -> Result<Shape> {
                 format!("--shape {spec}: write ramp:FROM..TO, e.g. ramp:100/s..1000/s")
             })?;
             Shape::Ramp {
-                from: parse_rate(from)?.unwrap_or(0.0),
-                to: parse_rate(to)?.unwrap_or(0.0),
+                from: ramp_end(from)?,
+                to: ramp_end(to)?,
                 over: need_duration(name)?,
             }
         }
@@ -315,6 +318,17 @@ fn shape(args: &SendArgs, wire_bytes: usize) -> Result<Shape> {
              steps:RATE@DUR,..., csv:FILE or day-night"
         ),
     })
+}
+
+/// One end of a ramp: a rate, where 0 is allowed (a ramp may start or end silent) and `max`
+/// is not (a ramp needs numbers to interpolate).
+fn ramp_end(text: &str) -> Result<f64> {
+    match parse_rate(text) {
+        Ok(Some(rate)) => Ok(rate),
+        Ok(None) => bail!("a ramp runs between two rates, not to or from {text:?}"),
+        Err(plumbline_load::ShapeError::Rate(0.0)) => Ok(0.0),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// One stretch of a piecewise shape: what was asked, what was sent.

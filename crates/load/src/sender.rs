@@ -169,7 +169,9 @@ impl<W: Write> Write for TimedWriter<W> {
     }
 }
 
-/// Sends `plan` over `connections` (one thread each) and returns the merged tally.
+/// Sends `plan` over `connections` (one thread each) and returns the merged tally, which
+/// includes what failed connections sent before they failed, and one error per failed
+/// connection (the others carry on to the end).
 ///
 /// `progress` counts messages sent so far; `shutdown` stops every thread after its current
 /// message (what was written is flushed).
@@ -178,12 +180,12 @@ pub fn send<W: Write + Send>(
     connections: Vec<W>,
     shutdown: &Shutdown,
     progress: &AtomicU64,
-) -> Result<SendTally, SendError> {
+) -> (SendTally, Vec<SendError>) {
     let threads = connections.len() as u64;
     let segments = plan.shape.segments();
     let start = Instant::now();
     let start_unix_ns = header::unix_now_ns();
-    let results: Vec<Result<SendTally, SendError>> = std::thread::scope(|scope| {
+    let results: Vec<(SendTally, Option<SendError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = connections
             .into_iter()
             .enumerate()
@@ -199,13 +201,18 @@ pub fn send<W: Write + Send>(
                         segments,
                         tally: SendTally::new(segments.len()),
                     };
-                    sender
-                        .run(conn, shutdown, progress)
-                        .map_err(|(sent, source)| SendError::Write {
-                            connection: t,
-                            sent,
-                            source,
-                        })
+                    match sender.run(conn, shutdown, progress) {
+                        Ok(tally) => (tally, None),
+                        Err((sent, source)) => {
+                            sender.tally.elapsed = start.elapsed();
+                            let error = SendError::Write {
+                                connection: t,
+                                sent,
+                                source,
+                            };
+                            (sender.tally, Some(error))
+                        }
+                    }
                 })
             })
             .collect();
@@ -215,10 +222,12 @@ pub fn send<W: Write + Send>(
             .collect()
     });
     let mut total = SendTally::new(segments.len());
-    for result in results {
-        total.merge(&result?);
+    let mut errors = Vec::new();
+    for (tally, error) in results {
+        total.merge(&tally);
+        errors.extend(error);
     }
-    Ok(total)
+    (total, errors)
 }
 
 struct ThreadSender<'a> {
@@ -411,13 +420,13 @@ mod tests {
 
     fn run(plan: &SendPlan, connections: usize) -> (SendTally, Vec<Vec<u8>>) {
         let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); connections];
-        let tally = send(
+        let (tally, errors) = send(
             plan,
             bufs.iter_mut().collect(),
             &Shutdown::new(),
             &AtomicU64::new(0),
-        )
-        .unwrap();
+        );
+        assert!(errors.is_empty());
         (tally, bufs)
     }
 
@@ -475,13 +484,13 @@ mod tests {
             }
         }
         let plan = plan(Shape::Constant { rate: 2000.0 }, 50, Framing::Raw);
-        let tally = send(
+        let (tally, errors) = send(
             &plan,
             vec![Slow(Vec::new())],
             &Shutdown::new(),
             &AtomicU64::new(0),
-        )
-        .unwrap();
+        );
+        assert!(errors.is_empty());
         assert_eq!(tally.sent, 50);
         assert!(tally.late > 10, "late {}", tally.late);
         // Once behind, the thread stops waiting, so frames pile into its buffer and go out in
@@ -551,7 +560,17 @@ mod tests {
             }
         }
         let plan = plan(Shape::Max, 100_000, Framing::Raw);
-        let err = send(&plan, vec![Broken], &Shutdown::new(), &AtomicU64::new(0)).unwrap_err();
-        assert!(err.to_string().contains("connection 0 failed"), "{err}");
+        let (tally, errors) = send(&plan, vec![Broken], &Shutdown::new(), &AtomicU64::new(0));
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].to_string().contains("connection 0 failed"),
+            "{}",
+            errors[0]
+        );
+        let counted = format!("after {} messages", tally.sent);
+        assert!(
+            errors[0].to_string().contains(&counted),
+            "the partial tally comes back too"
+        );
     }
 }
