@@ -1,5 +1,6 @@
 //! Fuzz target for every decoder of outside bytes: the frame decoder (through both the iterator
-//! and the batch reader), then each frame as a plumbline header, a vote and a nonce.
+//! and the batch reader), then each frame as a plumbline header, a vote and a nonce, and the
+//! whole input as a stream of cluster control messages.
 //!
 //! Run: `cargo install cargo-fuzz`, then `RUSTC_BOOTSTRAP=1 cargo fuzz run frames` in this
 //! folder (cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them).
@@ -12,6 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use plumbline_core::frame::{FrameCodec, FrameReader};
 use plumbline_core::header::Header;
 use plumbline_core::payload::{nonce_selector, Vote};
+use plumbline_worker::node::wire::ControlReader;
 
 fuzz_target!(|data: &[u8]| {
     let codec = FrameCodec::new(64 * 1024);
@@ -28,4 +30,6 @@ fuzz_target!(|data: &[u8]| {
         let _ = Vote::decode(&frame);
         let _ = nonce_selector(&frame);
     }
+    let mut control = ControlReader::new(data);
+    while control.recv().is_ok() {}
 });
