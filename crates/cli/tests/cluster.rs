@@ -360,3 +360,15 @@ fn shutdown_needs_the_token_and_a_live_address() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_worker_whose_initializer_dies_exits_with_an_error() {
+    let (mut init, mut workers, _source, _) = cluster("sleepy", "0", 1, None, &[]);
+    init.child.kill().unwrap(); // SIGKILL
+    assert_eq!(workers[0].exit_code(10), Some(1));
+    assert!(
+        workers[0].log().contains("lost the initializer"),
+        "{}",
+        workers[0].log()
+    );
+}
