@@ -4,7 +4,6 @@
 //! receiver's; this file only runs the listener and decides when the run is over.
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
 use std::net::{Shutdown as SocketShutdown, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,8 +17,6 @@ use plumbline_worker::receiver::{Framing, ReceiveSummary, Receiver, ReceiverConf
 
 use crate::args::{ReceiveArgs, ReceiveFraming};
 use crate::bench::Verdict;
-
-const POLL: Duration = Duration::from_millis(10);
 
 pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let throttle = args
@@ -49,12 +46,9 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let mut status = Instant::now();
     std::thread::scope(|scope| -> Result<()> {
         loop {
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    let clone = stream
-                        .set_nonblocking(false)
-                        .and_then(|()| stream.try_clone());
-                    let clone = match clone {
+            match tcp::accept_or_nap(&listener) {
+                Ok(Some((stream, peer))) => {
+                    let clone = match stream.try_clone() {
                         Ok(clone) => clone,
                         Err(e) => {
                             eprintln!("warning: dropped the connection from {peer}: {e}");
@@ -77,12 +71,8 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
                     }
                     continue;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(POLL),
-                Err(e) => {
-                    // Out of descriptors, say: back off rather than spin.
-                    eprintln!("warning: accept failed: {e}");
-                    std::thread::sleep(POLL * 10);
-                }
+                Ok(None) => {}
+                Err(e) => eprintln!("warning: accept failed: {e}"),
             }
             let frames = receiver.frames();
             let done = shutdown.requested()

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bench_json, exclusive, plumbline, scratch, stderr, stdout};
+use common::{assert_fails, bench_json, exclusive, plumbline, scratch, stderr, stdout};
 use serde_json::Value;
 
 fn runs(report: &Value) -> &Vec<Value> {
@@ -224,8 +224,7 @@ fn a_preset_file_with_an_unknown_field_is_refused() {
     let path = scratch("preset").join("mine.toml");
     std::fs::write(&path, "items = [10]\nwokers = [2]\n").unwrap();
     let out = plumbline(&["bench", "--preset", path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("wokers"), "{}", stderr(&out));
+    assert_fails(&out, 1, "wokers");
 }
 
 #[test]

@@ -6,7 +6,9 @@ mod common;
 use std::io::Write;
 use std::time::Instant;
 
-use common::{cluster, exclusive, plumbline, scrape, scratch, stderr, Receiving};
+use common::{
+    assert_fails, closed_addr, cluster, exclusive, plumbline, scrape, scratch, stderr, Receiving,
+};
 
 fn votes_file(name: &str, letters: &str) -> String {
     let path = scratch(name).join("votes.msg");
@@ -200,12 +202,7 @@ fn a_killed_worker_stops_the_cluster_with_its_name_and_partitions() {
 #[test]
 fn a_worker_arriving_after_the_cluster_formed_is_refused() {
     let (init, _workers, _source, _external) = cluster("sleepy", "0", 0, None, &[]);
-    let control = init
-        .wait_for("control on ")
-        .split(',')
-        .next()
-        .unwrap()
-        .to_string();
+    let control = init.control_addr();
     let out = plumbline(&[
         "worker",
         "--app",
@@ -215,12 +212,7 @@ fn a_worker_arriving_after_the_cluster_formed_is_refused() {
         "--name",
         "late",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("the cluster is complete with 1 workers"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails(&out, 1, "the cluster is complete with 1 workers");
 }
 
 #[test]
@@ -260,12 +252,7 @@ fn a_worker_of_another_app_or_partition_count_is_refused() {
         ]);
         (init, (), (), ())
     };
-    let control = init
-        .wait_for("control on ")
-        .split(',')
-        .next()
-        .unwrap()
-        .to_string();
+    let control = init.control_addr();
     let out = plumbline(&[
         "worker",
         "--app",
@@ -275,11 +262,10 @@ fn a_worker_of_another_app_or_partition_count_is_refused() {
         "--name",
         "x",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("--app votes does not match the initializer's --app sleepy"),
-        "{}",
-        stderr(&out)
+    assert_fails(
+        &out,
+        1,
+        "--app votes does not match the initializer's --app sleepy",
     );
     let out = plumbline(&[
         "worker",
@@ -292,19 +278,9 @@ fn a_worker_of_another_app_or_partition_count_is_refused() {
         "--name",
         "y",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("30 partitions do not match the initializer's 60"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails(&out, 1, "30 partitions do not match the initializer's 60");
     let out = plumbline(&["worker", "--control", &control, "--name", "bad\"name"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("a worker name is 1 to 64 of"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails(&out, 1, "a worker name is 1 to 64 of");
 }
 
 #[test]
@@ -321,25 +297,14 @@ fn shutdown_needs_the_token_and_a_live_address() {
         "--token",
         &format!("file:{}", bad.display()),
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("refused: wrong or missing token"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails(&out, 1, "refused: wrong or missing token");
     assert!(!init.log().contains("s3cret"), "the token is never logged");
     let out = plumbline(&["shutdown", &external, "--token", &good_arg]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(init.exit_code(10), Some(0), "{}", init.log());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let out = plumbline(&["shutdown", &format!("127.0.0.1:{port}")]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("does not answer"), "{}", stderr(&out));
+    let out = plumbline(&["shutdown", &closed_addr()]);
+    assert_fails(&out, 1, "does not answer");
 
     let out = plumbline(&[
         "worker",
@@ -353,12 +318,7 @@ fn shutdown_needs_the_token_and_a_live_address() {
         "--data",
         "127.0.0.1:0",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("is not a loopback address: give --token"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails(&out, 1, "is not a loopback address: give --token");
 }
 
 #[test]

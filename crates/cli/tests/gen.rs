@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{plumbline, scratch, stderr, stdout};
+use common::{assert_fails, plumbline, scratch, stderr, stdout};
 
 /// The seed 002 script's file: struct.pack('>IsI', 5, letter, round) for rounds 1, 2 over a..z.
 fn seed_fake_votes() -> Vec<u8> {
@@ -86,12 +86,7 @@ fn gen_nonces_matches_the_seed_sender_msg_size() {
 fn gen_refuses_a_nonce_too_small_for_its_selector() {
     let path = scratch("small").join("x.bin");
     let out = plumbline(&["gen", "nonces", "--size", "3", "-o", path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("a nonce of 3 bytes is too small"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails(&out, 1, "a nonce of 3 bytes is too small");
     assert!(!stderr(&out).contains("panicked"));
 }
 
@@ -119,11 +114,10 @@ fn inspect_refuses_an_oversized_frame_without_allocating_it() {
     bytes.extend_from_slice(b"tiny");
     std::fs::write(&path, bytes).unwrap();
     let out = plumbline(&["inspect", path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("frame of 9000000 bytes exceeds the 8388608-byte limit"),
-        "{}",
-        stderr(&out)
+    assert_fails(
+        &out,
+        1,
+        "frame of 9000000 bytes exceeds the 8388608-byte limit",
     );
 }
 
@@ -132,8 +126,7 @@ fn gen_and_inspect_refuse_sizes_they_cannot_hold() {
     let path = scratch("huge").join("x.bin");
     let p = path.to_str().unwrap();
     let out = plumbline(&["gen", "random", "--size", "100000000000", "-o", p]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("exceeds the"), "{}", stderr(&out));
+    assert_fails(&out, 1, "exceeds the");
     let out = plumbline(&["gen", "votes", "--rounds", "709490156681136601", "-o", p]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let out = plumbline(&["inspect", p, "--max-frame", "100000000000"]);
@@ -154,10 +147,5 @@ fn inspect_counts_payloads_that_are_not_votes() {
         path.to_str().unwrap(),
     ]);
     let out = plumbline(&["inspect", path.to_str().unwrap(), "--format", "votes"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("3 payloads are not Votes"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails(&out, 1, "3 payloads are not Votes");
 }

@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{exclusive, plumbline, scratch, stderr, stdout, Receiving};
+use common::{assert_fails, closed_addr, exclusive, plumbline, scratch, stderr, stdout, Receiving};
 use serde_json::Value;
 
 fn json(path: &std::path::Path) -> Value {
@@ -275,8 +275,7 @@ fn bad_send_input_is_named() {
         "--binary",
         "--variable-size",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("byte offset 9"), "{}", stderr(&out));
+    assert_fails(&out, 1, "byte offset 9");
     assert!(
         stderr(&out).contains("frame of 9000000 bytes exceeds"),
         "{}",
@@ -295,19 +294,9 @@ fn bad_send_input_is_named() {
         "--msg-size",
         "10",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("--msg-size 10 does not divide"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails(&out, 1, "--msg-size 10 does not divide");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let host = format!("127.0.0.1:{port}");
+    let host = closed_addr();
     let start = Instant::now();
     let out = plumbline(&[
         "send",

@@ -292,7 +292,8 @@ impl ThreadSender<'_> {
                 Payloads::Generated { .. } => None,
             };
             let deadline = self.start + offset;
-            if Instant::now() < deadline {
+            let mut now = Instant::now();
+            if now < deadline {
                 // Everything due so far leaves now, before we wait for this one.
                 out.flush().map_err(|e| fail(&self.tally, e))?;
                 // Long waits go in slices, so a Ctrl-C is seen within one.
@@ -306,8 +307,8 @@ impl ThreadSender<'_> {
                     break;
                 }
                 sleeper.sleep_until(deadline);
+                now = Instant::now();
             }
-            let now = Instant::now();
             // `--rate max` puts every deadline at 0: the duration is kept by the clock.
             if self.plan.duration.is_some_and(|d| now - self.start >= d) {
                 break;

@@ -168,11 +168,14 @@ impl SeqTracker {
     }
 
     pub fn record(&mut self, source: u32, seq: u64) {
-        if !self.sources.contains_key(&source) && self.sources.len() >= MAX_SOURCES {
+        // One hash lookup for the common case, a known source.
+        if let Some(window) = self.sources.get_mut(&source) {
+            window.record(seq);
+        } else if self.sources.len() < MAX_SOURCES {
+            self.sources.entry(source).or_default().record(seq);
+        } else {
             self.untracked += 1;
-            return;
         }
-        self.sources.entry(source).or_default().record(seq);
     }
 
     /// Sums it up. With `expected` (messages each source sent, numbered from 0) losses at the

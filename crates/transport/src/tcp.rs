@@ -72,6 +72,30 @@ pub fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, TcpError> {
     }
 }
 
+/// The nap of a polling accept loop while nobody knocks; after an error it naps ten times as
+/// long, so a caller that logs and retries does not spin.
+pub const ACCEPT_NAP: Duration = Duration::from_millis(10);
+
+/// One accept on a non-blocking listener, for loops that also watch a stop flag or a clock:
+/// `Ok(Some(..))` a connection, already back in blocking mode; `Ok(None)` after a short nap when
+/// nobody is waiting; `Err` (out of descriptors, say) after a longer nap.
+pub fn accept_or_nap(listener: &TcpListener) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+    match listener.accept() {
+        Ok((stream, peer)) => {
+            stream.set_nonblocking(false)?;
+            Ok(Some((stream, peer)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            std::thread::sleep(ACCEPT_NAP);
+            Ok(None)
+        }
+        Err(e) => {
+            std::thread::sleep(ACCEPT_NAP * 10);
+            Err(e)
+        }
+    }
+}
+
 /// Binds a listener on `addr` (`host:port`; port 0 picks a free one).
 pub fn listen(addr: &str) -> Result<TcpListener, TcpError> {
     let targets = resolve(addr)?;
@@ -119,6 +143,28 @@ mod tests {
         });
         connect(&addr, Duration::from_secs(5)).unwrap();
         late.join().unwrap();
+    }
+
+    #[test]
+    fn accept_or_nap_naps_when_nobody_knocks() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let start = Instant::now();
+        assert!(accept_or_nap(&listener).unwrap().is_none());
+        assert!(start.elapsed() >= ACCEPT_NAP);
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let accepted = (0..100).find_map(|_| accept_or_nap(&listener).unwrap());
+        let (stream, _) = accepted.expect("the waiting client is accepted");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        // Blocking again: a read times out instead of failing with WouldBlock at once.
+        let err = std::io::Read::read(&mut &stream, &mut buf).unwrap_err();
+        assert!(matches!(
+            err.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ));
     }
 
     #[test]

@@ -158,6 +158,12 @@ impl Node {
         }
     }
 
+    /// The initializer's control address, from its log.
+    pub fn control_addr(&self) -> String {
+        let line = self.wait_for("control on ");
+        line.split(',').next().unwrap_or_default().to_string()
+    }
+
     pub fn log(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
@@ -217,12 +223,7 @@ pub fn cluster(
     args.extend_from_slice(&out_args);
     args.extend_from_slice(extra);
     let init = Node::start(&args);
-    let control = init
-        .wait_for("control on ")
-        .split(',')
-        .next()
-        .unwrap()
-        .to_string();
+    let control = init.control_addr();
     let external = init.wait_for("external (shutdown) on ");
     let workers: Vec<Node> = (0..joiners)
         .map(|i| {
@@ -257,4 +258,19 @@ pub fn scrape(init: &Node) -> String {
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     text
+}
+
+/// Asserts that a command exited with `code` and named the problem (`needle`) on stderr,
+/// without a panic.
+pub fn assert_fails(out: &Output, code: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A loopback address nobody listens on (a free port, bound and released).
+pub fn closed_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
 }

@@ -3,7 +3,7 @@
 //! watches the other workers.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, ErrorKind, Write};
+use std::io::{BufWriter, Write};
 use std::net::{Shutdown as Socket, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -244,21 +244,14 @@ fn form(
         if stop.requested() || matches!(events.try_recv(), Ok(Event::ShutdownRequested)) {
             return Ok(None);
         }
-        let (stream, peer) = match listener.accept() {
-            Ok(conn) => conn,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(POLL);
-                continue;
-            }
+        let (stream, peer) = match tcp::accept_or_nap(listener) {
+            Ok(Some(conn)) => conn,
+            Ok(None) => continue,
             Err(e) => {
                 log(config, &format!("accepting a worker failed: {e}"));
-                std::thread::sleep(POLL);
                 continue;
             }
         };
-        stream
-            .set_nonblocking(false)
-            .map_err(io("control connection"))?;
         match admit(config, &joiners, &stream) {
             Ok(name) => {
                 log(config, &format!("worker {name} joined from {peer}"));
@@ -324,17 +317,11 @@ fn connect_data(
                 partitions: "not yet assigned".into(),
             });
         }
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(POLL);
-                continue;
-            }
-            Err(e) => return Err(io("accepting a data connection")(e)),
+        let Some((stream, _)) =
+            tcp::accept_or_nap(listener).map_err(io("accepting a data connection"))?
+        else {
+            continue;
         };
-        stream
-            .set_nonblocking(false)
-            .map_err(io("data connection"))?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
         match ControlReader::new(&stream).recv() {
             Ok(Control::DataHello { name, ticket })
@@ -412,13 +399,9 @@ fn admit(
 /// Refuses workers that arrive after the cluster formed, so they exit instead of waiting.
 fn spawn_refuser(listener: TcpListener, workers: usize) {
     std::thread::spawn(move || loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let _ = stream.set_nonblocking(false);
-                let reason = format!("the cluster is complete with {workers} workers");
-                let _ = Control::Refused { reason }.send(&mut &stream);
-            }
-            Err(_) => std::thread::sleep(POLL * 10),
+        if let Ok(Some((stream, _))) = tcp::accept_or_nap(&listener) {
+            let reason = format!("the cluster is complete with {workers} workers");
+            let _ = Control::Refused { reason }.send(&mut &stream);
         }
     });
 }
@@ -499,19 +482,14 @@ impl Sources {
             std::thread::spawn(move || {
                 let mut sources: Vec<JoinHandle<()>> = Vec::new();
                 while !stopping.load(Ordering::Relaxed) {
-                    let (stream, peer) = match listener.accept() {
-                        Ok(conn) => conn,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            std::thread::sleep(POLL);
-                            continue;
-                        }
+                    let (stream, peer) = match tcp::accept_or_nap(&listener) {
+                        Ok(Some(conn)) => conn,
+                        Ok(None) => continue,
                         Err(e) => {
                             eprintln!("[{name}] accepting a source failed: {e}");
-                            std::thread::sleep(POLL * 10);
                             continue;
                         }
                     };
-                    let _ = stream.set_nonblocking(false);
                     let id = ids.fetch_add(1, Ordering::Relaxed);
                     if let Ok(clone) = stream.try_clone() {
                         open.lock().expect("not poisoned").insert(id, clone);
