@@ -57,6 +57,131 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Ask a cluster to finish what it has and exit (the seeds' cluster_shutdown)
     Shutdown(ShutdownArgs),
+    /// Task pipelines (seed 001): a distributor, workers that ask for tasks, a collector that ACKs
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
+}
+
+const PIPELINE_EXAMPLES: &str = "\
+Examples (seed 001's single-threaded example: 100 tasks of 10 ms; start them in any order):
+  plumbline pipeline collector
+  plumbline pipeline distributor --task C:100 --delay 10ms
+  plumbline pipeline worker --task-type C
+Two task types, the second after the first (seed 001's dependencies example):
+  plumbline pipeline distributor --task first:500 --task second:500:first --workers 2
+  plumbline pipeline worker --task-type first
+  plumbline pipeline worker --task-type second --threads 10
+The whole table of seed 001, every role a process on loopback:
+  plumbline bench --preset pipeline";
+
+/// The roles of a task pipeline, each its own process.
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Hand tasks to workers that ask, until every task is ACKed; print the run's overhead
+    #[command(after_help = PIPELINE_EXAMPLES)]
+    Distributor(DistributorArgs),
+    /// Ask the distributor for tasks, execute them, send results to the collector
+    #[command(after_help = PIPELINE_EXAMPLES)]
+    Worker(PipelineWorkerArgs),
+    /// Receive results, ACK each to the distributor, report at the end
+    #[command(after_help = PIPELINE_EXAMPLES)]
+    Collector(CollectorArgs),
+}
+
+/// The seed's endpoints: workers on ipc://worker.ipc, results on 5558, ACKs on 5551.
+pub const WORKER_ENDPOINT: &str = "ipc://worker.ipc";
+pub const COLLECTOR_ENDPOINT: &str = "tcp://127.0.0.1:5558";
+pub const COLLECTOR_ACK_ENDPOINT: &str = "tcp://127.0.0.1:5551";
+
+#[derive(Debug, Args)]
+pub struct DistributorArgs {
+    /// Where workers connect (bound): tcp://host:port or ipc://path
+    #[arg(long, default_value = WORKER_ENDPOINT)]
+    pub endpoint: String,
+    /// The collector's ACK endpoint (connected)
+    #[arg(long, default_value = COLLECTOR_ACK_ENDPOINT)]
+    pub collector_ack: String,
+    /// A task type as TYPE:COUNT[:DEPENDENCY+DEPENDENCY…]; repeat for more types
+    #[arg(long = "task", default_value = "C:100")]
+    pub tasks: Vec<String>,
+    /// Each task's workload (the descriptor's "workload")
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub delay: Duration,
+    /// How workers spend it: sleep, spin or hybrid[:F]
+    #[arg(long, default_value = "sleep")]
+    pub work: String,
+    /// Workers (of all types) that must join before the first task goes out
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Time from dispatch to ACK before a task goes out again
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub lease: Duration,
+    /// Deliveries of a task before it goes to the failed list
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_deliver: u32,
+    /// End the run with an error when the collector is unreachable this long
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub collector_timeout: Duration,
+    /// End the run with an error when workers do not join (or none is left) this long
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub join_timeout: Duration,
+    /// Mark the N-th task of every type as poison: plumbline's worker crashes on it (testing)
+    #[arg(long)]
+    pub poison: Vec<u64>,
+    /// Write the report as JSON to this file
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress bar
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PipelineWorkerArgs {
+    /// The distributor's endpoint for this task type (connected)
+    #[arg(long, default_value = WORKER_ENDPOINT)]
+    pub endpoint: String,
+    /// The collector's result endpoint (connected)
+    #[arg(long, default_value = COLLECTOR_ENDPOINT)]
+    pub collector: String,
+    /// The task type this worker executes
+    #[arg(long, default_value = "C")]
+    pub task_type: String,
+    /// Threads executing tasks (1: a single-threaded worker)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub threads: u32,
+    /// Tasks held beyond one per thread, so the next is waiting when one finishes [default: one
+    /// per thread]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub prefetch: Option<u32>,
+    /// Spend this per task instead of the descriptor's workload (a slow or fast worker)
+    #[arg(long, value_parser = parse_duration)]
+    pub delay: Option<Duration>,
+    /// Spend it this way instead of the descriptor's: sleep, spin or hybrid[:F]
+    #[arg(long)]
+    pub work: Option<String>,
+    /// This worker's name (default worker-PID)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Keep retrying the distributor and the collector this long
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct CollectorArgs {
+    /// Where workers send results (bound)
+    #[arg(long, default_value = COLLECTOR_ENDPOINT)]
+    pub endpoint: String,
+    /// Where the distributor connects for ACKs (bound)
+    #[arg(long, default_value = COLLECTOR_ACK_ENDPOINT)]
+    pub ack_endpoint: String,
+    /// Write every result as a JSON line (id, type, attempt, worker, start/finish ns, duplicate)
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// Write the summary as JSON to this file
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 const WORKER_EXAMPLES: &str = "\

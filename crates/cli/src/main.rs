@@ -7,6 +7,7 @@ mod bench;
 mod bench_processes;
 mod gen;
 mod inspect;
+mod pipeline;
 mod plan;
 mod progress;
 mod receive;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         Command::Receive(args) => receive::run(args, &shutdown),
         Command::Worker(args) => worker::run(args, &shutdown),
         Command::Shutdown(args) => worker::shutdown(args),
+        Command::Pipeline(command) => pipeline::run(command, &shutdown),
     };
     match result {
         Ok(Verdict::Passed) => ExitCode::SUCCESS,

@@ -1,0 +1,374 @@
+//! `plumbline pipeline distributor|worker|collector`: seed 001's roles as processes.
+//!
+//! Each role turns its flags into the library's config (plumbline-pipeline), runs it, and prints
+//! what happened. The work is plumbline's own: a worker spends each descriptor's `workload` with
+//! the spine's work models, and aborts on a `"crash": true` descriptor (`--poison`) to play a
+//! worker that a bad task kills. Seed 001's table is `bench_pipeline.rs`, not here.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use plumbline_core::duration::Human;
+use plumbline_core::Shutdown;
+use plumbline_pipeline::distributor::{DistributorConfig, PipelineReport};
+use plumbline_pipeline::worker::{self, WorkerConfig};
+use plumbline_pipeline::{
+    Assignment, BoundCollector, Collector, CollectorSummary, Distributor, MultiThreadedWorker,
+    SingleThreadedWorker, SleepTask, TaskResult, TaskType, Workload,
+};
+use plumbline_transport::endpoint::Endpoint;
+use plumbline_worker::work::WorkTimer;
+use plumbline_worker::Work;
+use serde_json::{json, Value};
+
+use crate::args::{CollectorArgs, DistributorArgs, PipelineCommand, PipelineWorkerArgs};
+use crate::bench::Verdict;
+use crate::progress::RunProgress;
+
+pub fn run(command: &PipelineCommand, shutdown: &Shutdown) -> Result<Verdict> {
+    match command {
+        PipelineCommand::Distributor(args) => distributor(args, shutdown),
+        PipelineCommand::Worker(args) => worker(args, shutdown),
+        PipelineCommand::Collector(args) => collector(args, shutdown),
+    }
+}
+
+fn endpoint(flag: &str, value: &str) -> Result<Endpoint> {
+    value.parse().with_context(|| format!("--{flag}"))
+}
+
+/// One `--task TYPE:COUNT[:DEP+DEP…]`.
+fn task_spec(spec: &str, delay: Duration, work: Work, poison: &[u64]) -> Result<SleepTask> {
+    let mut parts = spec.split(':');
+    let (Some(name), Some(count)) = (parts.next(), parts.next()) else {
+        bail!("--task '{spec}' is not TYPE:COUNT[:DEPENDENCY+DEPENDENCY]");
+    };
+    let task_type = TaskType::new(name).with_context(|| format!("--task '{spec}'"))?;
+    let count: u64 = count.parse().ok().filter(|&n| n > 0).with_context(|| {
+        format!("--task '{spec}': the count '{count}' is not a positive number")
+    })?;
+    let deps = match parts.next() {
+        Some(deps) => deps
+            .split('+')
+            .map(TaskType::new)
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("--task '{spec}'"))?,
+        None => Vec::new(),
+    };
+    if parts.next().is_some() {
+        bail!("--task '{spec}' is not TYPE:COUNT[:DEPENDENCY+DEPENDENCY]");
+    }
+    Ok(SleepTask::new(task_type, count, delay, work)
+        .after(deps)
+        .poison(poison.iter().copied()))
+}
+
+fn distributor(args: &DistributorArgs, shutdown: &Shutdown) -> Result<Verdict> {
+    let work: Work = args.work.parse().context("--work")?;
+    let workers_at = endpoint("endpoint", &args.endpoint)?;
+    let mut config = DistributorConfig::new(endpoint("collector-ack", &args.collector_ack)?);
+    config.workers = args.workers.max(1);
+    config.lease = args.lease;
+    config.max_deliver = args.max_deliver;
+    config.collector_timeout = args.collector_timeout;
+    config.join_timeout = args.join_timeout;
+    let mut distributor = Distributor::new(config);
+    let mut total = 0;
+    let mut described = Vec::new();
+    for spec in &args.tasks {
+        let task = task_spec(spec, args.delay, work, &args.poison)?;
+        total += task.count();
+        described.push(spec.as_str());
+        distributor.register(Box::new(task), workers_at.clone());
+    }
+    let bound = distributor.bind()?;
+    for (task_type, at) in bound.endpoints() {
+        eprintln!("distributor: {task_type} workers connect to {at}");
+    }
+    eprintln!(
+        "distributor: waiting for {} worker(s) and the collector at {}",
+        args.workers.max(1),
+        args.collector_ack
+    );
+    let acked = bound.acked_counter();
+    let label = format!("{} x {} {work}", described.join(" "), Human(args.delay));
+    let progress = RunProgress::new(args.quiet, total, label, &acked);
+    let report = progress.track(|| bound.run(shutdown))?;
+    progress.finish("");
+    print_report(&report);
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    Ok(verdict(&report))
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// Failed or lost tasks fail the run (exit 1) although it completed.
+pub fn verdict(report: &PipelineReport) -> Verdict {
+    if report.interrupted {
+        return Verdict::Interrupted;
+    }
+    let mut failures = Vec::new();
+    if !report.failed.is_empty() {
+        let ids: Vec<String> = report
+            .failed
+            .iter()
+            .map(|f| format!("{} ({}, {} deliveries)", f.id, f.task_type, f.attempts))
+            .collect();
+        failures.push(format!(
+            "the run completed, but {} task(s) failed: {}",
+            report.failed.len(),
+            ids.join(", ")
+        ));
+    }
+    if report.lost > 0 {
+        failures.push(format!("{} task(s) lost", report.lost));
+    }
+    if failures.is_empty() {
+        Verdict::Passed
+    } else {
+        Verdict::Failed(failures)
+    }
+}
+
+fn print_report(r: &PipelineReport) {
+    let threads: u32 = r.workers.iter().map(|w| w.threads).sum();
+    println!(
+        "pipeline: {} tasks on {} worker(s), {threads} thread(s){}",
+        r.issued,
+        r.workers.len(),
+        if r.interrupted { " (interrupted)" } else { "" }
+    );
+    if let Some(ideal) = r.ideal_secs {
+        println!("  ideal      {ideal:>10.3} s");
+    }
+    print!("  measured   {:>10.3} s", r.wall_secs);
+    match r.overhead {
+        Some(o) => println!("   overhead {:+.2} %", o * 100.0),
+        None => println!(),
+    }
+    println!(
+        "  acked {}  duplicates {}  redeliveries {}  failed {}  lost {}  bad peers {}",
+        r.acked,
+        r.duplicates,
+        r.redeliveries,
+        r.failed.len(),
+        r.lost,
+        r.bad_peers
+    );
+    if let Some(c) = &r.collector {
+        println!(
+            "  collector: {} results, {} duplicates",
+            c.results, c.duplicates
+        );
+    }
+    for w in &r.workers {
+        let share = if r.dispatches > 0 {
+            100.0 * w.dispatched as f64 / r.dispatches as f64
+        } else {
+            0.0
+        };
+        println!(
+            "  worker {:<16} {:<8} {:>3} thread(s) {:>7} tasks ({share:>5.1} %){}",
+            w.name,
+            w.task_type,
+            w.threads,
+            w.dispatched,
+            if w.lost_connection {
+                "  left early"
+            } else {
+                ""
+            }
+        );
+    }
+    for f in &r.failed {
+        println!(
+            "  failed: task {} ({}) after {} deliveries",
+            f.id, f.task_type, f.attempts
+        );
+    }
+}
+
+/// How plumbline's worker spends a task: the descriptor's workload, or the flags' overrides.
+#[derive(Clone, Copy)]
+struct Spend {
+    delay: Option<Duration>,
+    work: Option<Work>,
+}
+
+impl Spend {
+    fn execute(&self, timer: &mut WorkTimer, data: &Value) -> Value {
+        let workload = match Workload::from_data(data) {
+            Ok(w) => w,
+            Err(e) => return json!({ "error": e.to_string() }),
+        };
+        if workload.crash {
+            eprintln!("worker: a poison task: crashing, as asked");
+            std::process::abort();
+        }
+        let delay = self.delay.unwrap_or(workload.delay);
+        match self.work {
+            Some(work) if work != workload.work => WorkTimer::new(work).run(delay),
+            _ => timer.run(delay),
+        }
+        Value::Null
+    }
+}
+
+struct SleepWorker {
+    spend: Spend,
+    timer: WorkTimer,
+}
+
+impl SingleThreadedWorker for SleepWorker {
+    fn handle_execution(&mut self, task: &Assignment) -> Value {
+        self.spend.execute(&mut self.timer, &task.data)
+    }
+}
+
+struct SleepThreads {
+    spend: Spend,
+    /// One timer per thread: a timer learns its own thread's wake-up latency.
+    timers: Vec<Mutex<WorkTimer>>,
+}
+
+impl MultiThreadedWorker for SleepThreads {
+    fn n_threads(&self) -> usize {
+        self.timers.len()
+    }
+
+    fn handle_thread_execution(&self, data: Value, index: usize) -> Value {
+        match self.timers[index].lock() {
+            Ok(mut timer) => self.spend.execute(&mut timer, &data),
+            Err(_) => json!({ "error": "timer poisoned" }),
+        }
+    }
+}
+
+fn worker(args: &PipelineWorkerArgs, shutdown: &Shutdown) -> Result<Verdict> {
+    let work = args
+        .work
+        .as_deref()
+        .map(str::parse::<Work>)
+        .transpose()
+        .context("--work")?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("worker-{}", std::process::id()));
+    let mut config = WorkerConfig::new(
+        &name,
+        TaskType::new(&args.task_type).context("--task-type")?,
+        endpoint("endpoint", &args.endpoint)?,
+        endpoint("collector", &args.collector)?,
+    );
+    config.prefetch = args.prefetch;
+    config.connect_timeout = args.connect_timeout;
+    let spend = Spend {
+        delay: args.delay,
+        work,
+    };
+    let default_work = work.unwrap_or(Work::Sleep);
+    eprintln!("worker {name}: running ({} thread(s))", args.threads);
+    let summary = if args.threads == 1 {
+        let mut worker = SleepWorker {
+            spend,
+            timer: WorkTimer::new(default_work),
+        };
+        worker::run_single(&config, &mut worker, shutdown)?
+    } else {
+        let threads = SleepThreads {
+            spend,
+            timers: (0..args.threads)
+                .map(|_| Mutex::new(WorkTimer::new(default_work)))
+                .collect(),
+        };
+        worker::run_multi(&config, Arc::new(threads), shutdown)?
+    };
+    eprintln!(
+        "worker {name}: finished - handled {} executions",
+        summary.executions
+    );
+    Ok(if summary.interrupted {
+        Verdict::Interrupted
+    } else {
+        Verdict::Passed
+    })
+}
+
+/// The seed's stopwatch collector, writing each result as a JSON line if asked.
+struct Recorder {
+    lines: Option<BufWriter<File>>,
+    first_ns: Option<u64>,
+    last_ns: u64,
+    write_error: Option<std::io::Error>,
+}
+
+impl Collector for Recorder {
+    fn handle_collection(&mut self, result: &TaskResult) {
+        self.first_ns.get_or_insert(result.finished_ns);
+        self.last_ns = self.last_ns.max(result.finished_ns);
+        if let (Some(out), None) = (&mut self.lines, &self.write_error) {
+            let written = serde_json::to_writer(&mut *out, result)
+                .map_err(std::io::Error::other)
+                .and_then(|()| out.write_all(b"\n"));
+            self.write_error = written.err();
+        }
+    }
+
+    fn handle_finished(&mut self, summary: &CollectorSummary) {
+        if let Some(first) = self.first_ns {
+            eprintln!(
+                "collector: collection took {:.1} milliseconds",
+                self.last_ns.saturating_sub(first) as f64 / 1e6
+            );
+        }
+        eprintln!(
+            "collector: {} results, {} duplicates, {} bad peers",
+            summary.results, summary.duplicates, summary.bad_peers
+        );
+    }
+}
+
+fn collector(args: &CollectorArgs, shutdown: &Shutdown) -> Result<Verdict> {
+    let results = endpoint("endpoint", &args.endpoint)?;
+    let acks = endpoint("ack-endpoint", &args.ack_endpoint)?;
+    let lines = match &args.results {
+        Some(path) => Some(BufWriter::new(
+            File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let bound = BoundCollector::bind(&results, &acks)?;
+    let (at, acks_at) = bound.endpoints();
+    eprintln!("collector: results on {at}, ACKs to the distributor on {acks_at}");
+    let mut recorder = Recorder {
+        lines,
+        first_ns: None,
+        last_ns: 0,
+        write_error: None,
+    };
+    let summary = bound.run(&mut recorder, shutdown)?;
+    if let Some(e) = recorder.write_error {
+        bail!("writing the results file: {e}");
+    }
+    if let Some(mut out) = recorder.lines {
+        out.flush().context("writing the results file")?;
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &summary)?;
+    }
+    Ok(if summary.interrupted {
+        Verdict::Interrupted
+    } else {
+        Verdict::Passed
+    })
+}

@@ -1,0 +1,1123 @@
+//! The distributor: registers tasks, hands them to workers that have credit, and runs until every
+//! task is ACKed by the collector (or failed), then ends the run (seed 001's `Distributor`).
+//!
+//! Threads: one accept thread per bound worker endpoint, one reader thread per worker, one
+//! thread that keeps the collector link up (it reconnects for as long as `collector_timeout`
+//! allows). They all feed one bounded [`Event`] channel (full: readers block, so a flood of
+//! messages backs up into TCP rather than memory) that a single loop owns, so the task state
+//! needs no locks. The loop only writes: task frames to workers, `end` at the finish.
+//!
+//! Load balancing is by asking: a worker's hello grants credits (its threads plus a prefetch)
+//! and each `ready` grants more; a task goes only to a worker of its type with credit, the one
+//! with the most. A slow worker returns credit slowly and so gets fewer tasks. At-least-once
+//! delivery and the failed list are [`Leases`]; dependencies gate a task type until every type
+//! it depends on is complete: issued, and every task ACKed or failed.
+//!
+//! Executing tasks is `worker.rs`; collecting results and ACKing them is `collector.rs`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use plumbline_core::header::unix_now_ns;
+use plumbline_core::Shutdown;
+use plumbline_transport::endpoint::{Conn, Endpoint, EndpointError, Listener};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::lease::{Leases, Reclaimed, WorkerId};
+use crate::peers;
+use crate::task::{Task, TaskType};
+use crate::wire::{self, Message, MessageReader, Role, WireError, PROTOCOL};
+
+/// How the distributor runs; see each field.
+#[derive(Debug, Clone)]
+pub struct DistributorConfig {
+    /// The collector's ACK endpoint, which the distributor connects to.
+    pub collector: Endpoint,
+    /// Workers that must have joined before the first dispatch, so a run's clock starts with
+    /// its whole capacity.
+    pub workers: usize,
+    /// How long a worker has from dispatch to the collector's ACK before the task goes out again.
+    pub lease: Duration,
+    /// Deliveries of one task before it is failed.
+    pub max_deliver: u32,
+    /// How long the collector may be unreachable (or silent at the end) before the run fails.
+    pub collector_timeout: Duration,
+    /// How long to wait for the workers to join, and for some worker when a task type has work
+    /// and none is connected.
+    pub join_timeout: Duration,
+}
+
+impl DistributorConfig {
+    pub fn new(collector: Endpoint) -> Self {
+        Self {
+            collector,
+            workers: 1,
+            lease: Duration::from_secs(30),
+            max_deliver: 3,
+            collector_timeout: Duration::from_secs(30),
+            join_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DistributorError {
+    #[error("task type {0} is registered twice")]
+    DuplicateType(TaskType),
+    #[error("task type {task} depends on {dependency}, which is not registered")]
+    UnknownDependency {
+        task: TaskType,
+        dependency: TaskType,
+    },
+    #[error("task types depend on each other in a cycle through {0}")]
+    Cycle(TaskType),
+    #[error("no task registered")]
+    NoTasks,
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the collector at {endpoint} was unreachable for {waited:?} (--collector-timeout); {acked} tasks ACKed, {outstanding} outstanding")]
+    CollectorUnreachable {
+        endpoint: Endpoint,
+        waited: Duration,
+        acked: u64,
+        outstanding: u64,
+    },
+    #[error("{what} within {waited:?} (--join-timeout); {acked} tasks ACKed so far")]
+    NoWorkers {
+        what: String,
+        waited: Duration,
+        acked: u64,
+    },
+}
+
+/// A task type as the distributor tracks it.
+struct TypeState {
+    task: Box<dyn Task>,
+    deps: Vec<usize>,
+    /// Tasks taken back from a worker, to go out again before new ones.
+    retry: VecDeque<(u64, u32, Value)>,
+    issued: u64,
+    acked: u64,
+    failed: u64,
+    first_dispatch_ns: Option<u64>,
+    last_ack_ns: Option<u64>,
+    /// When this type last had work but no worker connected.
+    starved_since: Option<Instant>,
+}
+
+/// Where each task stands, indexed by id: one byte per task issued.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Fate {
+    Leased,
+    Queued,
+    Acked,
+    Failed,
+}
+
+struct WorkerState {
+    name: String,
+    task_type: usize,
+    threads: u32,
+    credits: u32,
+    conn: Option<Conn>,
+    /// Frames encoded this round, written in one go.
+    out: Vec<u8>,
+    dispatched: u64,
+    acked: u64,
+}
+
+enum Event {
+    Joined {
+        worker: WorkerId,
+        name: String,
+        task_type: usize,
+        threads: u32,
+        credits: u32,
+        conn: Conn,
+    },
+    Ready {
+        worker: WorkerId,
+        credits: u32,
+    },
+    /// A worker's connection ended; `reason` is `None` for a clean close.
+    Gone {
+        worker: WorkerId,
+        reason: Option<String>,
+    },
+    /// A peer broke the protocol and was dropped.
+    Bad {
+        peer: String,
+        reason: String,
+    },
+    CollectorUp(Conn),
+    CollectorDown(String),
+    Ack {
+        id: u64,
+    },
+    Finished {
+        results: u64,
+        duplicates: u64,
+    },
+}
+
+/// Messages from peers wait here; full, the reader threads block (and TCP pushes back).
+const EVENT_QUEUE: usize = 4096;
+/// Longest wait of the loop with nothing to do, so timeouts are noticed.
+const TICK: Duration = Duration::from_millis(50);
+
+/// A distributor with its tasks registered, before binding.
+pub struct Distributor {
+    config: DistributorConfig,
+    tasks: Vec<(Box<dyn Task>, Endpoint)>,
+}
+
+impl Distributor {
+    pub fn new(config: DistributorConfig) -> Self {
+        Self {
+            config,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Registers a task; its workers connect to `endpoint` (task types may share one).
+    pub fn register(&mut self, task: Box<dyn Task>, endpoint: Endpoint) -> &mut Self {
+        self.tasks.push((task, endpoint));
+        self
+    }
+
+    /// Checks the registry (unique types, known dependencies, no cycles) and binds every worker
+    /// endpoint. After this the endpoints accept workers, which wait until [`Bound::run`].
+    pub fn bind(self) -> Result<Bound, DistributorError> {
+        if self.tasks.is_empty() {
+            return Err(DistributorError::NoTasks);
+        }
+        let types: Vec<TaskType> = self
+            .tasks
+            .iter()
+            .map(|(t, _)| t.task_type().clone())
+            .collect();
+        for (i, t) in types.iter().enumerate() {
+            if types[..i].contains(t) {
+                return Err(DistributorError::DuplicateType(t.clone()));
+            }
+        }
+        let mut states = Vec::new();
+        let mut endpoints: Vec<(Endpoint, Vec<usize>)> = Vec::new();
+        for (index, (task, endpoint)) in self.tasks.into_iter().enumerate() {
+            let mut deps = Vec::new();
+            for dep in task.dependencies() {
+                let found = types.iter().position(|t| *t == dep).ok_or_else(|| {
+                    DistributorError::UnknownDependency {
+                        task: task.task_type().clone(),
+                        dependency: dep.clone(),
+                    }
+                })?;
+                deps.push(found);
+            }
+            match endpoints.iter_mut().find(|(e, _)| *e == endpoint) {
+                Some((_, served)) => served.push(index),
+                None => endpoints.push((endpoint, vec![index])),
+            }
+            states.push(TypeState {
+                task,
+                deps,
+                retry: VecDeque::new(),
+                issued: 0,
+                acked: 0,
+                failed: 0,
+                first_dispatch_ns: None,
+                last_ack_ns: None,
+                starved_since: None,
+            });
+        }
+        let levels = levels(&states, &types)?;
+        let mut listeners = Vec::new();
+        for (endpoint, served) in endpoints {
+            listeners.push((endpoint.bind()?, served));
+        }
+        Ok(Bound {
+            config: self.config,
+            types,
+            states,
+            levels,
+            listeners,
+            acked: Arc::new(AtomicU64::new(0)),
+        })
+    }
+}
+
+/// Each type's depth in the dependency graph (0: depends on nothing), or the cycle.
+fn levels(states: &[TypeState], types: &[TaskType]) -> Result<Vec<usize>, DistributorError> {
+    let mut level = vec![None; states.len()];
+    for _ in 0..=states.len() {
+        for i in 0..states.len() {
+            if level[i].is_some() {
+                continue;
+            }
+            let deps: Option<Vec<usize>> = states[i].deps.iter().map(|&d| level[d]).collect();
+            if let Some(deps) = deps {
+                level[i] = Some(deps.iter().map(|d| d + 1).max().unwrap_or(0));
+            }
+        }
+    }
+    match level.iter().position(Option::is_none) {
+        Some(i) => Err(DistributorError::Cycle(types[i].clone())),
+        None => Ok(level.into_iter().map(|l| l.unwrap_or(0)).collect()),
+    }
+}
+
+/// A distributor whose endpoints are bound.
+pub struct Bound {
+    config: DistributorConfig,
+    types: Vec<TaskType>,
+    states: Vec<TypeState>,
+    levels: Vec<usize>,
+    listeners: Vec<(Listener, Vec<usize>)>,
+    acked: Arc<AtomicU64>,
+}
+
+/// One task given up on.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FailedTask {
+    pub id: u64,
+    pub task_type: String,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TypeReport {
+    pub task_type: String,
+    pub depends_on: Vec<String>,
+    pub issued: u64,
+    pub acked: u64,
+    pub failed: u64,
+    pub first_dispatch_unix_ns: Option<u64>,
+    pub last_ack_unix_ns: Option<u64>,
+    /// What this type ideally costs on the threads that joined before the start.
+    pub ideal_secs: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerReport {
+    pub name: String,
+    pub task_type: String,
+    pub threads: u32,
+    pub dispatched: u64,
+    pub acked: u64,
+    /// Left before the end of the run.
+    pub lost_connection: bool,
+}
+
+/// What the collector said at the end.
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectorCounts {
+    pub results: u64,
+    pub duplicates: u64,
+}
+
+/// The run, as the distributor saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineReport {
+    /// From the first dispatch to the last ACK.
+    pub wall_secs: f64,
+    /// The types' ideals, level by level of the dependency graph (levels run one after another).
+    pub ideal_secs: Option<f64>,
+    /// `wall / ideal − 1`.
+    pub overhead: Option<f64>,
+    pub issued: u64,
+    pub acked: u64,
+    pub dispatches: u64,
+    pub redeliveries: u64,
+    /// ACKs of tasks already ACKed: a task that ran more than once.
+    pub duplicates: u64,
+    pub failed: Vec<FailedTask>,
+    /// Issued, but neither ACKed nor failed: 0 unless the run was interrupted.
+    pub lost: u64,
+    /// Peers dropped for breaking the protocol, and workers refused at hello.
+    pub bad_peers: u64,
+    pub collector: Option<CollectorCounts>,
+    pub interrupted: bool,
+    pub types: Vec<TypeReport>,
+    pub workers: Vec<WorkerReport>,
+}
+
+impl Bound {
+    /// Where each task type's workers connect (with the real port of `tcp://…:0`).
+    pub fn endpoints(&self) -> Vec<(TaskType, Endpoint)> {
+        self.listeners
+            .iter()
+            .flat_map(|(l, served)| {
+                served
+                    .iter()
+                    .map(|&i| (self.types[i].clone(), l.endpoint()))
+            })
+            .collect()
+    }
+
+    /// Tasks ACKed so far, for a progress display.
+    pub fn acked_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.acked)
+    }
+
+    /// Runs until every task is ACKed or failed, the collector has answered `end`, and every
+    /// worker was sent `end`. `shutdown` stops dispatching; tasks in flight get one lease term
+    /// to finish, and the report says the run was interrupted.
+    pub fn run(self, shutdown: &Shutdown) -> Result<PipelineReport, DistributorError> {
+        let stop = Shutdown::new();
+        let (events, inbox) = crossbeam_channel::bounded(EVENT_QUEUE);
+        let next_worker = Arc::new(AtomicU64::new(1));
+        for (listener, served) in self.listeners {
+            let names: Vec<(usize, TaskType)> =
+                served.iter().map(|&i| (i, self.types[i].clone())).collect();
+            let events: Sender<Event> = events.clone();
+            let ids = Arc::clone(&next_worker);
+            peers::serve(listener, stop.clone(), "distributor", move |conn| {
+                let id = ids.fetch_add(1, Ordering::Relaxed);
+                serve_worker(conn, id, &names, &events);
+            })
+            .map_err(DistributorError::Thread)?;
+        }
+        {
+            let events = events.clone();
+            let stop = stop.clone();
+            let endpoint = self.config.collector.clone();
+            std::thread::Builder::new()
+                .name("distributor-collector".into())
+                .spawn(move || keep_collector_link(&endpoint, &stop, &events))
+                .map_err(DistributorError::Thread)?;
+        }
+        // `events` stays alive until the loop ends, so the channel never reads as disconnected.
+        let mut run = Run {
+            config: self.config,
+            types: self.types,
+            states: self.states,
+            levels: self.levels,
+            leases: Leases::new(Duration::ZERO, 1),
+            fates: Vec::new(),
+            workers: BTreeMap::new(),
+            collector: None,
+            collector_down_since: Some(Instant::now()),
+            started: None,
+            created: Instant::now(),
+            dispatches: 0,
+            redeliveries: 0,
+            duplicates: 0,
+            failed: Vec::new(),
+            bad_peers: 0,
+            acked: self.acked,
+            ideal_threads: Vec::new(),
+        };
+        run.leases = Leases::new(run.config.lease, run.config.max_deliver);
+        let result = run.main_loop(&inbox, shutdown);
+        stop.request();
+        for worker in run.workers.values() {
+            if let Some(conn) = &worker.conn {
+                conn.close();
+            }
+        }
+        if let Some(conn) = &run.collector {
+            conn.close();
+        }
+        result
+    }
+}
+
+/// Reads one worker: its hello, then `ready`s. Anything else ends the connection.
+fn serve_worker(conn: Conn, id: WorkerId, served: &[(usize, TaskType)], events: &Sender<Event>) {
+    let peer = conn.peer();
+    let Ok(writer) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = MessageReader::new(conn);
+    let refuse = |mut writer: Conn, reason: String| {
+        Message::Refused {
+            reason: reason.clone(),
+        }
+        .send(&mut writer)
+        .ok();
+        writer.close();
+        events
+            .send(Event::Bad {
+                peer: peer.clone(),
+                reason,
+            })
+            .ok();
+    };
+    let (name, task_type, threads, credits) = match reader.recv() {
+        Ok(Message::Hello {
+            protocol,
+            role: Role::Worker,
+            name,
+            task_type: Some(task_type),
+            threads,
+            credits: Some(credits),
+        }) => {
+            if protocol != PROTOCOL {
+                return refuse(
+                    writer,
+                    format!("protocol {protocol} is not this distributor's {PROTOCOL}"),
+                );
+            }
+            let Some(&(index, _)) = served.iter().find(|(_, t)| t.as_str() == task_type) else {
+                let known: Vec<&str> = served.iter().map(|(_, t)| t.as_str()).collect();
+                return refuse(
+                    writer,
+                    format!(
+                        "task type '{task_type}' is not served here (this endpoint serves {})",
+                        known.join(", ")
+                    ),
+                );
+            };
+            if credits == 0 || credits > 10_000 {
+                return refuse(writer, format!("{credits} credits is not 1..=10000"));
+            }
+            (name, index, threads.unwrap_or(1), credits)
+        }
+        Ok(other) => {
+            return refuse(
+                writer,
+                format!("expected a worker's hello, got '{}'", other.kind()),
+            )
+        }
+        Err(WireError::Closed) => return,
+        Err(e) => return refuse(writer, format!("expected a worker's hello: {e}")),
+    };
+    let joined = Event::Joined {
+        worker: id,
+        name,
+        task_type,
+        threads,
+        credits,
+        conn: writer,
+    };
+    if events.send(joined).is_err() {
+        return;
+    }
+    let reason = loop {
+        match reader.recv() {
+            Ok(Message::Ready { credits }) if credits <= 10_000 => {
+                if events
+                    .send(Event::Ready {
+                        worker: id,
+                        credits,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(other) => {
+                let reason = format!("worker sent '{}' where only 'ready' may come", other.kind());
+                events
+                    .send(Event::Bad {
+                        peer: peer.clone(),
+                        reason: reason.clone(),
+                    })
+                    .ok();
+                break Some(reason);
+            }
+            Err(WireError::Closed) => break None,
+            Err(e) => {
+                let reason = e.to_string();
+                if !matches!(e, WireError::Io(_)) {
+                    events
+                        .send(Event::Bad {
+                            peer: peer.clone(),
+                            reason: reason.clone(),
+                        })
+                        .ok();
+                }
+                break Some(reason);
+            }
+        }
+    };
+    events.send(Event::Gone { worker: id, reason }).ok();
+}
+
+/// Keeps a connection to the collector: connect, hello, forward its ACKs; reconnect on loss.
+fn keep_collector_link(endpoint: &Endpoint, stop: &Shutdown, events: &Sender<Event>) {
+    while !stop.requested() {
+        let mut conn = match endpoint.connect(Duration::from_millis(500)) {
+            Ok(conn) => conn,
+            Err(_) => continue,
+        };
+        let hello = wire::plain_hello(Role::Distributor, "distributor");
+        let Ok(writer) = conn.try_clone() else {
+            continue;
+        };
+        if hello.send(&mut conn).is_err() || events.send(Event::CollectorUp(writer)).is_err() {
+            continue;
+        }
+        let mut reader = MessageReader::new(conn);
+        let reason = loop {
+            let event = match reader.recv() {
+                Ok(Message::Ack { id, .. }) => Event::Ack { id },
+                Ok(Message::Finished {
+                    results,
+                    duplicates,
+                }) => Event::Finished {
+                    results,
+                    duplicates,
+                },
+                Ok(Message::Refused { reason }) => break format!("refused: {reason}"),
+                Ok(other) => {
+                    let reason = format!("collector sent '{}'", other.kind());
+                    events
+                        .send(Event::Bad {
+                            peer: endpoint.to_string(),
+                            reason: reason.clone(),
+                        })
+                        .ok();
+                    break reason;
+                }
+                Err(WireError::Closed) => break "closed the connection".into(),
+                Err(e) => break e.to_string(),
+            };
+            if events.send(event).is_err() {
+                return;
+            }
+        };
+        if events.send(Event::CollectorDown(reason)).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The loop's state.
+struct Run {
+    config: DistributorConfig,
+    types: Vec<TaskType>,
+    states: Vec<TypeState>,
+    levels: Vec<usize>,
+    leases: Leases,
+    /// Indexed by task id − 1.
+    fates: Vec<Fate>,
+    workers: BTreeMap<WorkerId, WorkerState>,
+    collector: Option<Conn>,
+    collector_down_since: Option<Instant>,
+    started: Option<(Instant, u64)>,
+    created: Instant,
+    dispatches: u64,
+    redeliveries: u64,
+    duplicates: u64,
+    failed: Vec<FailedTask>,
+    bad_peers: u64,
+    acked: Arc<AtomicU64>,
+    /// Threads per type when the run started, for the ideal.
+    ideal_threads: Vec<u32>,
+}
+
+impl Run {
+    fn main_loop(
+        &mut self,
+        inbox: &Receiver<Event>,
+        shutdown: &Shutdown,
+    ) -> Result<PipelineReport, DistributorError> {
+        let mut interrupted_at: Option<Instant> = None;
+        loop {
+            let wait = self
+                .leases
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(TICK)
+                .min(TICK);
+            match inbox.recv_timeout(wait) {
+                Ok(event) => {
+                    self.handle(event);
+                    // Take whatever else is waiting before dispatching once for all of it.
+                    while let Ok(event) = inbox.try_recv() {
+                        self.handle(event);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+            }
+            let now = Instant::now();
+            for back in self.leases.reclaim_expired(now) {
+                self.take_back(back);
+            }
+            self.check_timeouts(now)?;
+            if shutdown.requested() && interrupted_at.is_none() {
+                interrupted_at = Some(now);
+            }
+            if let Some(at) = interrupted_at {
+                if self.leases.is_empty() || now >= at + self.config.lease {
+                    return self.finish(inbox, true);
+                }
+                self.flush();
+                continue;
+            }
+            if self.started.is_none() && self.ready_to_start() {
+                self.started = Some((now, unix_now_ns()));
+                self.ideal_threads = (0..self.states.len())
+                    .map(|t| {
+                        self.workers
+                            .values()
+                            .filter(|w| w.conn.is_some() && w.task_type == t)
+                            .map(|w| w.threads)
+                            .sum()
+                    })
+                    .collect();
+            }
+            if self.started.is_some() {
+                if (0..self.states.len()).all(|t| self.complete(t)) {
+                    return self.finish(inbox, false);
+                }
+                self.dispatch(now);
+            }
+            self.flush();
+        }
+    }
+
+    fn ready_to_start(&self) -> bool {
+        let joined = self.workers.values().filter(|w| w.conn.is_some()).count();
+        joined >= self.config.workers.max(1) && self.collector.is_some()
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Joined {
+                worker,
+                name,
+                task_type,
+                threads,
+                credits,
+                conn,
+            } => {
+                conn.set_write_timeout(Some(Duration::from_secs(5))).ok();
+                self.workers.insert(
+                    worker,
+                    WorkerState {
+                        name,
+                        task_type,
+                        threads,
+                        credits,
+                        conn: Some(conn),
+                        out: Vec::new(),
+                        dispatched: 0,
+                        acked: 0,
+                    },
+                );
+            }
+            Event::Ready { worker, credits } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.credits = w.credits.saturating_add(credits);
+                }
+            }
+            Event::Gone { worker, reason } => self.worker_gone(worker, reason),
+            Event::Bad { peer, reason } => {
+                self.bad_peers += 1;
+                eprintln!("distributor: dropped {peer}: {reason}");
+            }
+            Event::CollectorUp(conn) => {
+                self.collector = Some(conn);
+                self.collector_down_since = None;
+            }
+            Event::CollectorDown(reason) => {
+                if self.collector.take().is_some() {
+                    eprintln!(
+                        "distributor: lost the collector at {}: {reason}; reconnecting",
+                        self.config.collector
+                    );
+                    self.collector_down_since = Some(Instant::now());
+                }
+            }
+            Event::Ack { id } => self.ack(id),
+            Event::Finished { .. } => {
+                self.bad_peers += 1;
+                eprintln!("distributor: the collector said 'finished' before the end");
+            }
+        }
+    }
+
+    fn worker_gone(&mut self, worker: WorkerId, reason: Option<String>) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        if w.conn.take().is_none() {
+            return;
+        }
+        w.credits = 0;
+        let held = self.leases.reclaim_worker(worker);
+        eprintln!(
+            "distributor: worker {} left ({}); {} of its tasks go out again",
+            w.name,
+            reason.as_deref().unwrap_or("closed the connection"),
+            held.len()
+        );
+        for back in held {
+            self.take_back(back);
+        }
+    }
+
+    fn take_back(&mut self, back: Reclaimed) {
+        match back {
+            Reclaimed::Redeliver {
+                id,
+                task_type,
+                attempt,
+                data,
+            } => {
+                self.fates[(id - 1) as usize] = Fate::Queued;
+                self.states[task_type].retry.push_back((id, attempt, data));
+            }
+            Reclaimed::Failed {
+                id,
+                task_type,
+                attempts,
+            } => {
+                self.fates[(id - 1) as usize] = Fate::Failed;
+                self.states[task_type].failed += 1;
+                eprintln!(
+                    "distributor: task {id} ({}) failed after {attempts} deliveries",
+                    self.types[task_type]
+                );
+                self.failed.push(FailedTask {
+                    id,
+                    task_type: self.types[task_type].to_string(),
+                    attempts,
+                });
+            }
+        }
+    }
+
+    fn ack(&mut self, id: u64) {
+        let Some(fate) = id
+            .checked_sub(1)
+            .and_then(|i| self.fates.get(i as usize))
+            .copied()
+        else {
+            self.bad_peers += 1;
+            eprintln!("distributor: the collector ACKed task {id}, which was never issued");
+            return;
+        };
+        let task_type = match fate {
+            Fate::Acked => {
+                self.duplicates += 1;
+                return;
+            }
+            Fate::Leased => match self.leases.ack(id) {
+                Some(lease) => {
+                    if let Some(w) = self.workers.get_mut(&lease.worker) {
+                        w.acked += 1;
+                    }
+                    lease.task_type
+                }
+                None => return,
+            },
+            // Its worker left (or its lease ran out) after the result reached the collector.
+            Fate::Queued => {
+                let Some(t) = (0..self.states.len()).find(|&t| {
+                    self.states[t]
+                        .retry
+                        .iter()
+                        .any(|(queued, ..)| *queued == id)
+                }) else {
+                    return;
+                };
+                self.states[t].retry.retain(|(queued, ..)| *queued != id);
+                t
+            }
+            Fate::Failed => {
+                let Some(at) = self.failed.iter().position(|f| f.id == id) else {
+                    return;
+                };
+                let failed = self.failed.remove(at);
+                let t = self
+                    .types
+                    .iter()
+                    .position(|t| t.as_str() == failed.task_type)
+                    .unwrap_or(0);
+                self.states[t].failed -= 1;
+                t
+            }
+        };
+        self.fates[(id - 1) as usize] = Fate::Acked;
+        let state = &mut self.states[task_type];
+        state.acked += 1;
+        state.last_ack_ns = Some(unix_now_ns());
+        self.acked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Issued everything, and every task ACKed or failed.
+    fn complete(&self, t: usize) -> bool {
+        let state = &self.states[t];
+        state.task.is_complete()
+            && state.retry.is_empty()
+            && state.acked + state.failed == state.issued
+    }
+
+    fn dispatch(&mut self, now: Instant) {
+        for t in 0..self.states.len() {
+            if !self.states[t].deps.iter().all(|&d| self.complete(d)) {
+                continue;
+            }
+            loop {
+                let has_work =
+                    !self.states[t].retry.is_empty() || !self.states[t].task.is_complete();
+                if !has_work {
+                    break;
+                }
+                // The worker of this type with the most credit; ties to the one given least.
+                let Some((&id, _)) = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.task_type == t && w.conn.is_some() && w.credits > 0)
+                    .max_by_key(|(_, w)| (w.credits, std::cmp::Reverse(w.dispatched)))
+                else {
+                    break;
+                };
+                let state = &mut self.states[t];
+                let (task_id, attempt, data) = match state.retry.pop_front() {
+                    Some(again) => {
+                        self.redeliveries += 1;
+                        again
+                    }
+                    None => {
+                        let worker_name = &self.workers[&id].name;
+                        let data = state.task.handle(worker_name);
+                        state.issued += 1;
+                        self.fates.push(Fate::Queued);
+                        (self.fates.len() as u64, 1, data)
+                    }
+                };
+                state.first_dispatch_ns.get_or_insert_with(unix_now_ns);
+                let message = Message::Task {
+                    id: task_id,
+                    task_type: self.types[t].to_string(),
+                    attempt,
+                    data: data.clone(),
+                };
+                let Some(worker) = self.workers.get_mut(&id) else {
+                    break;
+                };
+                if let Err(e) = message.encode_into(&mut worker.out) {
+                    // A descriptor too big for a frame can never be delivered.
+                    eprintln!(
+                        "distributor: task {task_id} ({}) cannot be sent: {e}",
+                        self.types[t]
+                    );
+                    self.take_back(Reclaimed::Failed {
+                        id: task_id,
+                        task_type: t,
+                        attempts: attempt - 1,
+                    });
+                    continue;
+                }
+                worker.credits -= 1;
+                worker.dispatched += 1;
+                self.dispatches += 1;
+                self.fates[(task_id - 1) as usize] = Fate::Leased;
+                self.leases.grant(task_id, t, attempt, id, data, now);
+            }
+        }
+    }
+
+    /// Writes each worker's frames of this round in one go; a failed write means the worker left.
+    fn flush(&mut self) {
+        let mut gone = Vec::new();
+        for (&id, w) in self.workers.iter_mut() {
+            if w.out.is_empty() {
+                continue;
+            }
+            let written = match &mut w.conn {
+                Some(conn) => conn.write_all(&w.out).map_err(|e| e.to_string()),
+                None => Ok(()),
+            };
+            w.out.clear();
+            if let Err(e) = written {
+                gone.push((id, e));
+            }
+        }
+        for (id, e) in gone {
+            self.worker_gone(id, Some(format!("write failed: {e}")));
+        }
+    }
+
+    fn check_timeouts(&mut self, now: Instant) -> Result<(), DistributorError> {
+        if let Some(since) = self.collector_down_since {
+            if now.duration_since(since) > self.config.collector_timeout {
+                return Err(DistributorError::CollectorUnreachable {
+                    endpoint: self.config.collector.clone(),
+                    waited: self.config.collector_timeout,
+                    acked: self.acked.load(Ordering::Relaxed),
+                    outstanding: self
+                        .fates
+                        .iter()
+                        .filter(|f| matches!(f, Fate::Leased | Fate::Queued))
+                        .count() as u64,
+                });
+            }
+        }
+        let waited = self.config.join_timeout;
+        let acked = self.acked.load(Ordering::Relaxed);
+        if self.started.is_none() {
+            if now.duration_since(self.created) > waited {
+                let joined = self.workers.values().filter(|w| w.conn.is_some()).count();
+                return Err(DistributorError::NoWorkers {
+                    what: format!(
+                        "only {joined} of {} workers joined",
+                        self.config.workers.max(1)
+                    ),
+                    waited,
+                    acked,
+                });
+            }
+            return Ok(());
+        }
+        for t in 0..self.states.len() {
+            let has_work =
+                !self.complete(t) && self.states[t].deps.iter().all(|&d| self.complete(d));
+            let served = self
+                .workers
+                .values()
+                .any(|w| w.task_type == t && w.conn.is_some());
+            let state = &mut self.states[t];
+            if !has_work || served {
+                state.starved_since = None;
+                continue;
+            }
+            let since = *state.starved_since.get_or_insert(now);
+            if now.duration_since(since) > waited {
+                return Err(DistributorError::NoWorkers {
+                    what: format!("no worker of task type {} was connected", self.types[t]),
+                    waited,
+                    acked,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the run: `end` to the collector, its `finished`, then `end` to every worker.
+    fn finish(
+        &mut self,
+        inbox: &Receiver<Event>,
+        interrupted: bool,
+    ) -> Result<PipelineReport, DistributorError> {
+        let wall = self.started.map(|(at, _)| at.elapsed()).unwrap_or_default();
+        let deadline = Instant::now() + self.config.collector_timeout;
+        let mut counts = None;
+        let mut told = false;
+        while counts.is_none() && Instant::now() < deadline {
+            if !told {
+                if let Some(conn) = &mut self.collector {
+                    told = Message::End {}.send(conn).is_ok();
+                }
+            }
+            match inbox.recv_timeout(TICK) {
+                Ok(Event::Finished {
+                    results,
+                    duplicates,
+                }) => {
+                    counts = Some(CollectorCounts {
+                        results,
+                        duplicates,
+                    })
+                }
+                Ok(Event::CollectorUp(conn)) => {
+                    self.collector = Some(conn);
+                    told = false;
+                }
+                Ok(Event::CollectorDown(_)) => {
+                    self.collector = None;
+                    told = false;
+                }
+                Ok(other) => self.handle(other),
+                Err(_) => {}
+            }
+        }
+        if counts.is_none() {
+            return Err(DistributorError::CollectorUnreachable {
+                endpoint: self.config.collector.clone(),
+                waited: self.config.collector_timeout,
+                acked: self.acked.load(Ordering::Relaxed),
+                outstanding: 0,
+            });
+        }
+        for w in self.workers.values_mut() {
+            if let Some(conn) = &mut w.conn {
+                Message::End {}.send(conn).ok();
+            }
+        }
+        Ok(self.report(wall, counts, interrupted))
+    }
+
+    fn report(
+        &self,
+        wall: Duration,
+        collector: Option<CollectorCounts>,
+        interrupted: bool,
+    ) -> PipelineReport {
+        let types: Vec<TypeReport> = (0..self.states.len())
+            .map(|t| {
+                let s = &self.states[t];
+                TypeReport {
+                    task_type: self.types[t].to_string(),
+                    depends_on: s.deps.iter().map(|&d| self.types[d].to_string()).collect(),
+                    issued: s.issued,
+                    acked: s.acked,
+                    failed: s.failed,
+                    first_dispatch_unix_ns: s.first_dispatch_ns,
+                    last_ack_unix_ns: s.last_ack_ns,
+                    ideal_secs: self
+                        .ideal_threads
+                        .get(t)
+                        .and_then(|&threads| s.task.ideal(threads))
+                        .map(|d| d.as_secs_f64()),
+                }
+            })
+            .collect();
+        // Levels run one after another; types on one level side by side.
+        let mut by_level: BTreeMap<usize, f64> = BTreeMap::new();
+        let mut ideal_known = true;
+        for (t, report) in types.iter().enumerate() {
+            match report.ideal_secs {
+                Some(secs) => {
+                    let slot = by_level.entry(self.levels[t]).or_default();
+                    *slot = slot.max(secs);
+                }
+                None => ideal_known = false,
+            }
+        }
+        let ideal_secs = ideal_known.then(|| by_level.values().sum::<f64>());
+        let wall_secs = wall.as_secs_f64();
+        let issued: u64 = self.states.iter().map(|s| s.issued).sum();
+        let acked: u64 = self.states.iter().map(|s| s.acked).sum();
+        PipelineReport {
+            wall_secs,
+            ideal_secs,
+            overhead: ideal_secs.filter(|&i| i > 0.0).map(|i| wall_secs / i - 1.0),
+            issued,
+            acked,
+            dispatches: self.dispatches,
+            redeliveries: self.redeliveries,
+            duplicates: self.duplicates,
+            failed: self.failed.clone(),
+            lost: issued - acked - self.failed.len() as u64,
+            bad_peers: self.bad_peers,
+            collector,
+            interrupted,
+            types,
+            workers: self
+                .workers
+                .values()
+                .map(|w| WorkerReport {
+                    name: w.name.clone(),
+                    task_type: self.types[w.task_type].to_string(),
+                    threads: w.threads,
+                    dispatched: w.dispatched,
+                    acked: w.acked,
+                    lost_connection: w.conn.is_none(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! `Leases`: the distributor's record of every task in flight, for at-least-once delivery.
+//!
+//! A task sent to a worker is leased to it until the collector's ACK retires it. A lease whose
+//! worker disconnects, or whose deadline passes, is taken back: the task goes out again unless it
+//! has already been delivered `max_deliver` times, in which case it is failed. An ACK for a task
+//! no longer leased (retired earlier, its first delivery finishing late) is a duplicate: counted
+//! by the caller, never hidden. Memory is one entry per task in flight, which the workers'
+//! credits bound. This type decides nothing about where tasks go: that is the distributor's loop.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Which connected worker holds a lease.
+pub type WorkerId = u64;
+
+/// One task in flight.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// Index of the task type in the distributor's registry.
+    pub task_type: usize,
+    /// Deliveries so far, this one included.
+    pub attempt: u32,
+    pub worker: WorkerId,
+    pub deadline: Instant,
+    /// The descriptor, kept to redeliver it.
+    pub data: Value,
+}
+
+/// What becomes of a lease taken back from a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reclaimed {
+    /// Send it again; `attempt` is the delivery number it will have.
+    Redeliver {
+        id: u64,
+        task_type: usize,
+        attempt: u32,
+        data: Value,
+    },
+    /// Delivered `attempts` times without an ACK: give up on it.
+    Failed {
+        id: u64,
+        task_type: usize,
+        attempts: u32,
+    },
+}
+
+/// Every task in flight (the "AckTracker").
+#[derive(Debug)]
+pub struct Leases {
+    live: HashMap<u64, Lease>,
+    term: Duration,
+    max_deliver: u32,
+}
+
+impl Leases {
+    /// `term`: how long a worker has from dispatch to ACK. `max_deliver` ≥ 1.
+    pub fn new(term: Duration, max_deliver: u32) -> Self {
+        Self {
+            live: HashMap::new(),
+            term,
+            max_deliver: max_deliver.max(1),
+        }
+    }
+
+    /// Records that task `id` was just sent to `worker` for the `attempt`-th time.
+    pub fn grant(
+        &mut self,
+        id: u64,
+        task_type: usize,
+        attempt: u32,
+        worker: WorkerId,
+        data: Value,
+        now: Instant,
+    ) {
+        let deadline = now + self.term;
+        self.live.insert(
+            id,
+            Lease {
+                task_type,
+                attempt,
+                worker,
+                deadline,
+                data,
+            },
+        );
+    }
+
+    /// The collector ACKed task `id`: its lease, or `None` if it was not leased (a duplicate).
+    pub fn ack(&mut self, id: u64) -> Option<Lease> {
+        self.live.remove(&id)
+    }
+
+    /// Takes back every lease `worker` holds (it disconnected).
+    pub fn reclaim_worker(&mut self, worker: WorkerId) -> Vec<Reclaimed> {
+        self.reclaim(|lease| lease.worker == worker)
+    }
+
+    /// Takes back every lease whose deadline has passed.
+    pub fn reclaim_expired(&mut self, now: Instant) -> Vec<Reclaimed> {
+        self.reclaim(|lease| lease.deadline <= now)
+    }
+
+    fn reclaim(&mut self, mut take: impl FnMut(&Lease) -> bool) -> Vec<Reclaimed> {
+        let ids: Vec<u64> = self
+            .live
+            .iter()
+            .filter(|(_, lease)| take(lease))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out: Vec<Reclaimed> = ids
+            .into_iter()
+            .filter_map(|id| self.live.remove(&id).map(|lease| (id, lease)))
+            .map(|(id, lease)| {
+                if lease.attempt >= self.max_deliver {
+                    Reclaimed::Failed {
+                        id,
+                        task_type: lease.task_type,
+                        attempts: lease.attempt,
+                    }
+                } else {
+                    Reclaimed::Redeliver {
+                        id,
+                        task_type: lease.task_type,
+                        attempt: lease.attempt + 1,
+                        data: lease.data,
+                    }
+                }
+            })
+            .collect();
+        // Oldest task first, so redelivery keeps the original order.
+        out.sort_by_key(|r| match r {
+            Reclaimed::Redeliver { id, .. } | Reclaimed::Failed { id, .. } => *id,
+        });
+        out
+    }
+
+    /// The earliest deadline, for the loop's next wake-up.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.live.values().map(|l| l.deadline).min()
+    }
+
+    /// Leases of one task type still out.
+    pub fn in_flight(&self, task_type: usize) -> usize {
+        self.live
+            .values()
+            .filter(|l| l.task_type == task_type)
+            .count()
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn leases() -> (Leases, Instant) {
+        (Leases::new(Duration::from_secs(5), 3), Instant::now())
+    }
+
+    #[test]
+    fn an_ack_retires_a_lease_once_and_the_second_is_a_duplicate() {
+        let (mut l, now) = leases();
+        l.grant(7, 0, 1, 1, json!({}), now);
+        assert_eq!(l.in_flight(0), 1);
+        assert!(l.ack(7).is_some());
+        assert!(l.ack(7).is_none());
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn a_dead_workers_leases_go_out_again_in_task_order() {
+        let (mut l, now) = leases();
+        l.grant(2, 0, 1, 9, json!(2), now);
+        l.grant(1, 0, 1, 9, json!(1), now);
+        l.grant(3, 0, 1, 8, json!(3), now);
+        let back = l.reclaim_worker(9);
+        assert_eq!(
+            back,
+            [
+                Reclaimed::Redeliver {
+                    id: 1,
+                    task_type: 0,
+                    attempt: 2,
+                    data: json!(1)
+                },
+                Reclaimed::Redeliver {
+                    id: 2,
+                    task_type: 0,
+                    attempt: 2,
+                    data: json!(2)
+                },
+            ]
+        );
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn the_third_lost_delivery_fails_the_task() {
+        let (mut l, now) = leases();
+        l.grant(1, 0, 3, 4, json!({}), now);
+        assert_eq!(
+            l.reclaim_worker(4),
+            [Reclaimed::Failed {
+                id: 1,
+                task_type: 0,
+                attempts: 3
+            }]
+        );
+    }
+
+    #[test]
+    fn only_expired_leases_are_reclaimed() {
+        let (mut l, now) = leases();
+        l.grant(1, 0, 1, 4, json!({}), now);
+        l.grant(2, 0, 1, 4, json!({}), now + Duration::from_secs(3));
+        assert_eq!(l.next_deadline(), Some(now + Duration::from_secs(5)));
+        assert!(l.reclaim_expired(now + Duration::from_secs(4)).is_empty());
+        let back = l.reclaim_expired(now + Duration::from_secs(6));
+        assert!(matches!(
+            back[..],
+            [Reclaimed::Redeliver {
+                id: 1,
+                attempt: 2,
+                ..
+            }]
+        ));
+        assert_eq!(l.len(), 1);
+    }
+}

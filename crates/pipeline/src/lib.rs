@@ -1,0 +1,28 @@
+//! plumbline-pipeline: load-balanced task pipelines, seed 001's py-zmq-pipeline in Rust.
+//!
+//! ```text
+//!   Distributor ──task──▶ Worker(s) ──result──▶ Collector
+//!        ▲  (binds one endpoint      (connect)      │ (binds result + ACK endpoints)
+//!        │   per task type)                         │
+//!        └──────────────────── ack ◀────────────────┘
+//! ```
+//!
+//! [`task`] says what a task type is and produces descriptors; [`distributor`] hands tasks to
+//! workers with credit and keeps [`lease`]s until the collector ACKs them; [`worker`] executes
+//! them; [`collector`] receives results and ACKs them. [`wire`] is the protocol they share (JSON
+//! in length-prefixed frames, documented for workers in other languages). Endpoints are
+//! `tcp://` or `ipc://` (plumbline-transport). The work a task costs (sleep, spin) is
+//! plumbline-worker's `Work`; the CLI roles and the benchmark live in the binary.
+
+pub mod collector;
+pub mod distributor;
+pub mod lease;
+mod peers;
+pub mod task;
+pub mod wire;
+pub mod worker;
+
+pub use collector::{BoundCollector, Collector, CollectorSummary, TaskResult};
+pub use distributor::{Distributor, DistributorConfig, PipelineReport};
+pub use task::{SleepTask, Task, TaskType, Workload};
+pub use worker::{Assignment, MultiThreadedWorker, SingleThreadedWorker, WorkerConfig};

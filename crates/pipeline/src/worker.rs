@@ -1,0 +1,436 @@
+//! Pipeline workers: ask the distributor for tasks, execute them, send results to the collector
+//! (seed 001's `SingleThreadedWorker` and `MultiThreadedWorker`).
+//!
+//! A worker connects to its task type's distributor endpoint and says hello with its credits:
+//! its threads plus `prefetch`, so the next task is already waiting when one finishes. Each
+//! finished task's result goes to an [`Outbox`] thread, which sends it to the collector and then
+//! `ready` to the distributor: credit comes back only once the result is out, so a worker whose
+//! collector is down stops taking tasks when its credits are spent. The outbox polls its queue
+//! with [`Backoff`] naps instead of being woken: handing it a result is then a lock-free push,
+//! where writing the result inline measured ~110 µs per task (the write wakes the collector,
+//! which preempts the worker on a busy 2-core host), a 1.5 % overhead on 10 ms tasks. The run's end is the distributor's `end`. What a
+//! task *does* is the caller's [`SingleThreadedWorker`] or [`MultiThreadedWorker`]; plumbline's
+//! own (sleep/spin for the descriptor's workload) lives in the binary.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use plumbline_core::header::unix_now_ns;
+use plumbline_core::Shutdown;
+use plumbline_transport::endpoint::{Conn, Endpoint, EndpointError};
+use plumbline_worker::backoff::Backoff;
+use serde_json::Value;
+
+use crate::task::TaskType;
+use crate::wire::{self, Message, MessageReader, Role, WireError};
+
+/// One task as the worker receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub id: u64,
+    pub task_type: String,
+    pub attempt: u32,
+    pub data: Value,
+}
+
+/// A worker that executes one task at a time on the thread that receives them.
+pub trait SingleThreadedWorker {
+    /// Executes one task; what it returns goes to the collector as the result's `data`.
+    fn handle_execution(&mut self, task: &Assignment) -> Value;
+}
+
+/// A worker whose main loop hands tasks to `n_threads` threads.
+pub trait MultiThreadedWorker: Send + Sync + 'static {
+    fn n_threads(&self) -> usize;
+
+    /// Runs on the main loop for each task as it arrives; returns what the thread gets.
+    fn handle_execution(&self, task: &Assignment) -> Value {
+        task.data.clone()
+    }
+
+    /// Executes a task on thread `index` (0-based); the result's `data` for the collector.
+    fn handle_thread_execution(&self, data: Value, index: usize) -> Value;
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub name: String,
+    pub task_type: TaskType,
+    /// The distributor's endpoint for this task type.
+    pub distributor: Endpoint,
+    /// The collector's result endpoint.
+    pub collector: Endpoint,
+    /// Tasks held beyond one per thread, so the next is already here when one finishes;
+    /// `None`: one per thread. With 10 threads, a prefetch of 1 left threads waiting for the
+    /// credit's round trip when several finished at once: 2.3 % overhead on 1000 × 10 ms over
+    /// 2 × 10 threads, against 0.7 % with 10.
+    pub prefetch: Option<u32>,
+    /// How long to keep trying to reach the distributor or the collector.
+    pub connect_timeout: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(
+        name: &str,
+        task_type: TaskType,
+        distributor: Endpoint,
+        collector: Endpoint,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            task_type,
+            distributor,
+            collector,
+            prefetch: None,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Tasks this worker may hold: its threads plus the prefetch.
+    pub fn credits(&self, threads: u32) -> u32 {
+        threads.saturating_add(self.prefetch.unwrap_or(threads))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("the distributor refused this worker: {0}")]
+    Refused(String),
+    #[error("the distributor at {endpoint} broke the protocol: {reason}")]
+    Protocol { endpoint: Endpoint, reason: String },
+    #[error("lost the distributor at {endpoint} before the end of the run: {reason}")]
+    DistributorLost { endpoint: Endpoint, reason: String },
+    #[error("could not deliver a result to the collector at {endpoint} within {waited:?}: {last}")]
+    CollectorUnreachable {
+        endpoint: Endpoint,
+        waited: Duration,
+        last: String,
+    },
+    #[error("cannot start a worker thread: {0}")]
+    Thread(std::io::Error),
+    #[error("worker thread {0} panicked")]
+    Panicked(usize),
+}
+
+/// What a worker did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerSummary {
+    pub executions: u64,
+    /// Ctrl-C ended it before the distributor's `end`.
+    pub interrupted: bool,
+}
+
+/// Runs a single-threaded worker until the distributor ends the run.
+pub fn run_single(
+    config: &WorkerConfig,
+    worker: &mut impl SingleThreadedWorker,
+    shutdown: &Shutdown,
+) -> Result<WorkerSummary, WorkerError> {
+    let link = Link::open(config, 1, shutdown)?;
+    let outbox = Outbox::start(config, &link, config.credits(1))?;
+    let mut executions = 0;
+    let received = link.each_task(config, |task| {
+        let started_ns = unix_now_ns();
+        let data = worker.handle_execution(&task);
+        executions += 1;
+        outbox.post(result(config, task, data, started_ns));
+    });
+    outbox.finish()?;
+    Ok(WorkerSummary {
+        executions,
+        interrupted: received?,
+    })
+}
+
+/// Runs a multi-threaded worker until the distributor ends the run.
+pub fn run_multi<W: MultiThreadedWorker>(
+    config: &WorkerConfig,
+    worker: Arc<W>,
+    shutdown: &Shutdown,
+) -> Result<WorkerSummary, WorkerError> {
+    let threads = worker.n_threads().max(1);
+    let link = Link::open(config, threads as u32, shutdown)?;
+    let outbox = Arc::new(Outbox::start(
+        config,
+        &link,
+        config.credits(threads as u32),
+    )?);
+    // Capacity = credits: the distributor never has more out with us, so sends never block.
+    let (tasks, queue) =
+        crossbeam_channel::bounded::<(Assignment, Value)>(config.credits(threads as u32) as usize);
+    let executions = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for index in 0..threads {
+        let (queue, worker, outbox) = (queue.clone(), Arc::clone(&worker), Arc::clone(&outbox));
+        let (executions, config) = (Arc::clone(&executions), config.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("worker-{index}"))
+            .spawn(move || {
+                for (task, data) in queue {
+                    let started_ns = unix_now_ns();
+                    let out = worker.handle_thread_execution(data, index);
+                    executions.fetch_add(1, Ordering::Relaxed);
+                    outbox.post(result(&config, task, out, started_ns));
+                }
+            })
+            .map_err(WorkerError::Thread)?;
+        handles.push(handle);
+    }
+    drop(queue);
+    let received = link.each_task(config, |task| {
+        let data = worker.handle_execution(&task);
+        tasks.send((task, data)).ok();
+    });
+    drop(tasks);
+    for (index, handle) in handles.into_iter().enumerate() {
+        if handle.join().is_err() {
+            return Err(WorkerError::Panicked(index));
+        }
+    }
+    match Arc::into_inner(outbox) {
+        Some(outbox) => outbox.finish()?,
+        None => return Err(WorkerError::Panicked(threads)),
+    }
+    Ok(WorkerSummary {
+        executions: executions.load(Ordering::Relaxed),
+        interrupted: received?,
+    })
+}
+
+/// Sends finished tasks' results to the collector, then their credit to the distributor, on
+/// its own thread. Its queue holds at most the worker's credits (the distributor sends no more),
+/// so [`Outbox::post`] never blocks.
+struct Outbox {
+    queue: crossbeam_channel::Sender<Message>,
+    thread: JoinHandle<Result<(), WorkerError>>,
+}
+
+impl Outbox {
+    fn start(config: &WorkerConfig, link: &Link, credits: u32) -> Result<Self, WorkerError> {
+        let mut results = ResultLink::open(config)?;
+        let lost = |e: std::io::Error| WorkerError::DistributorLost {
+            endpoint: config.distributor.clone(),
+            reason: e.to_string(),
+        };
+        let mut credit = link.closer.try_clone().map_err(lost)?;
+        let closer = link.closer.try_clone().map_err(lost)?;
+        let (queue, posted) = crossbeam_channel::bounded::<Message>(credits as usize);
+        let thread = std::thread::Builder::new()
+            .name("worker-outbox".into())
+            .spawn(move || {
+                let mut backoff = Backoff::new();
+                let mut frames = Vec::new();
+                loop {
+                    let mut count = 0u32;
+                    frames.clear();
+                    let mut closed = false;
+                    loop {
+                        match posted.try_recv() {
+                            Ok(message) => {
+                                message.encode_into(&mut frames).ok();
+                                count += 1;
+                            }
+                            Err(crossbeam_channel::TryRecvError::Empty) => break,
+                            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                                closed = true;
+                                break;
+                            }
+                        }
+                    }
+                    if count > 0 {
+                        backoff.reset();
+                        if let Err(e) = results.deliver(&frames) {
+                            // Wakes the reading loop, which then ends.
+                            closer.close();
+                            return Err(e);
+                        }
+                        // A failed write shows up as a lost distributor on the reading side.
+                        Message::Ready { credits: count }.send(&mut credit).ok();
+                    } else if closed {
+                        return Ok(());
+                    } else {
+                        backoff.wait();
+                    }
+                }
+            })
+            .map_err(WorkerError::Thread)?;
+        Ok(Self { queue, thread })
+    }
+
+    fn post(&self, result: Message) {
+        self.queue.send(result).ok();
+    }
+
+    /// Sends what is queued, then stops; the first delivery error, if any.
+    fn finish(self) -> Result<(), WorkerError> {
+        drop(self.queue);
+        self.thread.join().map_err(|_| WorkerError::Panicked(0))?
+    }
+}
+
+fn result(config: &WorkerConfig, task: Assignment, data: Value, started_ns: u64) -> Message {
+    Message::Result {
+        id: task.id,
+        task_type: task.task_type,
+        attempt: task.attempt,
+        worker: config.name.clone(),
+        started_ns,
+        finished_ns: unix_now_ns(),
+        data,
+    }
+}
+
+/// The connection to the distributor: tasks in, credit out.
+struct Link {
+    reader: Mutex<Option<MessageReader<Conn>>>,
+    closer: Conn,
+    shutdown: Shutdown,
+}
+
+impl Link {
+    fn open(config: &WorkerConfig, threads: u32, shutdown: &Shutdown) -> Result<Self, WorkerError> {
+        let mut conn = config.distributor.connect(config.connect_timeout)?;
+        let credits = config.credits(threads);
+        let hello = wire::worker_hello(&config.name, config.task_type.as_str(), threads, credits);
+        let lost = |e: WireError| WorkerError::DistributorLost {
+            endpoint: config.distributor.clone(),
+            reason: e.to_string(),
+        };
+        hello.send(&mut conn).map_err(lost)?;
+        let closer = conn.try_clone().map_err(|e| lost(e.into()))?;
+        // Ctrl-C: close the socket under the blocked read, which then ends the loop.
+        let watched = closer.try_clone().map_err(|e| lost(e.into()))?;
+        let watch = shutdown.clone();
+        std::thread::Builder::new()
+            .name("worker-ctrl-c".into())
+            .spawn(move || {
+                while !watch.requested() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                watched.close();
+            })
+            .map_err(WorkerError::Thread)?;
+        Ok(Self {
+            reader: Mutex::new(Some(MessageReader::new(conn))),
+            closer,
+            shutdown: shutdown.clone(),
+        })
+    }
+
+    /// Calls `each` for every task until `end` (`Ok(false)`) or Ctrl-C (`Ok(true)`).
+    fn each_task(
+        &self,
+        config: &WorkerConfig,
+        mut each: impl FnMut(Assignment),
+    ) -> Result<bool, WorkerError> {
+        let Some(mut reader) = self.reader.lock().ok().and_then(|mut r| r.take()) else {
+            return Ok(false);
+        };
+        let protocol = |reason: String| WorkerError::Protocol {
+            endpoint: config.distributor.clone(),
+            reason,
+        };
+        loop {
+            match reader.recv() {
+                Ok(Message::Task {
+                    id,
+                    task_type,
+                    attempt,
+                    data,
+                }) => {
+                    if task_type != config.task_type.as_str() {
+                        return Err(protocol(format!(
+                            "sent a task of type '{task_type}' to a worker of '{}'",
+                            config.task_type
+                        )));
+                    }
+                    each(Assignment {
+                        id,
+                        task_type,
+                        attempt,
+                        data,
+                    });
+                }
+                Ok(Message::End {}) => return Ok(false),
+                Ok(Message::Refused { reason }) => return Err(WorkerError::Refused(reason)),
+                Ok(other) => return Err(protocol(format!("sent '{}'", other.kind()))),
+                Err(_) if self.shutdown.requested() => return Ok(true),
+                Err(e) => {
+                    return Err(WorkerError::DistributorLost {
+                        endpoint: config.distributor.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// The connection to the collector; reconnects when it breaks.
+struct ResultLink {
+    endpoint: Endpoint,
+    name: String,
+    timeout: Duration,
+    conn: Option<Conn>,
+}
+
+impl ResultLink {
+    fn open(config: &WorkerConfig) -> Result<Self, WorkerError> {
+        let mut link = Self {
+            endpoint: config.collector.clone(),
+            name: config.name.clone(),
+            timeout: config.connect_timeout,
+            conn: None,
+        };
+        link.conn = Some(link.connect(Instant::now() + link.timeout)?);
+        Ok(link)
+    }
+
+    fn connect(&self, deadline: Instant) -> Result<Conn, WorkerError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let unreachable = |last: String| WorkerError::CollectorUnreachable {
+            endpoint: self.endpoint.clone(),
+            waited: self.timeout,
+            last,
+        };
+        let mut conn = self
+            .endpoint
+            .connect(left)
+            .map_err(|e| unreachable(e.to_string()))?;
+        wire::plain_hello(Role::Worker, &self.name)
+            .send(&mut conn)
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(conn)
+    }
+
+    /// Sends encoded results, reconnecting for up to the timeout if the collector went away.
+    fn deliver(&mut self, frames: &[u8]) -> Result<(), WorkerError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let mut conn = match self.conn.take() {
+                Some(conn) => conn,
+                None => self.connect(deadline)?,
+            };
+            match std::io::Write::write_all(&mut conn, frames) {
+                Ok(()) => {
+                    self.conn = Some(conn);
+                    return Ok(());
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(WorkerError::CollectorUnreachable {
+                        endpoint: self.endpoint.clone(),
+                        waited: self.timeout,
+                        last: e.to_string(),
+                    })
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
