@@ -109,17 +109,25 @@ impl Drop for Receiving {
     }
 }
 
-/// A `plumbline worker` process whose stderr lines are collected as they come.
+/// A `plumbline` process (a cluster worker, a pipeline role) whose stderr lines are collected
+/// as they come.
 pub struct Node {
     pub child: std::process::Child,
     lines: std::sync::Arc<Mutex<Vec<String>>>,
 }
 
 impl Node {
+    /// `plumbline worker ARGS…`
     pub fn start(args: &[&str]) -> Self {
+        let mut all = vec!["worker"];
+        all.extend_from_slice(args);
+        Self::spawn(&all)
+    }
+
+    /// `plumbline ARGS…`
+    pub fn spawn(args: &[&str]) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_plumbline"))
-            .arg("worker")
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

@@ -1,0 +1,395 @@
+//! End to end: `plumbline pipeline` roles as real processes on loopback (issue 5, seed 001).
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{exclusive, plumbline, scratch, stderr, Node};
+use serde_json::Value;
+
+/// A collector on free ports, and where its two endpoints are.
+struct Collector {
+    node: Node,
+    results: String,
+    acks: String,
+}
+
+impl Collector {
+    fn start(extra: &[&str]) -> Self {
+        let mut args = vec![
+            "pipeline",
+            "collector",
+            "--endpoint",
+            "tcp://127.0.0.1:0",
+            "--ack-endpoint",
+            "tcp://127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let node = Node::spawn(&args);
+        let line = node.wait_for("collector: results on ");
+        let (results, acks) = line
+            .split_once(", ACKs to the distributor on ")
+            .expect("the collector names its endpoints");
+        Self {
+            results: results.to_string(),
+            acks: acks.to_string(),
+            node,
+        }
+    }
+}
+
+/// A distributor on a free port for its workers; returns it and that endpoint.
+fn distributor(collector: &Collector, report: &std::path::Path, extra: &[&str]) -> (Node, String) {
+    let report = report.to_str().unwrap();
+    let mut args = vec![
+        "pipeline",
+        "distributor",
+        "--endpoint",
+        "tcp://127.0.0.1:0",
+        "--collector-ack",
+        &collector.acks,
+        "--json",
+        report,
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    let node = Node::spawn(&args);
+    let line = node.wait_for("workers connect to ");
+    (node, line)
+}
+
+fn worker(endpoint: &str, collector: &Collector, name: &str, extra: &[&str]) -> Node {
+    let mut args = vec![
+        "pipeline",
+        "worker",
+        "--endpoint",
+        endpoint,
+        "--collector",
+        &collector.results,
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    Node::spawn(&args)
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("the distributor wrote its report");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn results(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn dispatched_to(report: &Value, name: &str) -> u64 {
+    report["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["name"] == name)
+        .map(|w| w["dispatched"].as_u64().unwrap())
+        .sum()
+}
+
+fn kill_9(node: &mut Node) {
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+}
+
+#[test]
+fn two_workers_share_the_tasks_and_every_one_is_acked() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-basic");
+    let collector = Collector::start(&[]);
+    let report_at = dir.join("report.json");
+    let (mut dist, endpoint) = distributor(
+        &collector,
+        &report_at,
+        &["--task", "C:200", "--delay", "10ms", "--workers", "2"],
+    );
+    let _w1 = worker(&endpoint, &collector, "w1", &[]);
+    let _w2 = worker(&endpoint, &collector, "w2", &["--threads", "3"]);
+    assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
+    let r = read_json(&report_at);
+    assert_eq!(r["acked"], 200);
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["duplicates"], 0);
+    assert_eq!(r["collector"]["results"], 200);
+    // 4 threads: ideal 0.5 s. Generous: this test is about behaviour, the bench about speed.
+    assert!(
+        (r["ideal_secs"].as_f64().unwrap() - 0.5).abs() < 1e-9,
+        "{r}"
+    );
+    assert!(r["overhead"].as_f64().unwrap() < 0.5, "{r}");
+    // Three threads ask for about three times the tasks one does.
+    let (one, three) = (dispatched_to(&r, "w1"), dispatched_to(&r, "w2"));
+    assert!(three > 2 * one, "w1 {one}, w2 {three}");
+}
+
+#[test]
+fn a_worker_five_times_slower_receives_about_a_sixth_of_the_tasks() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-slow");
+    let collector = Collector::start(&[]);
+    let report_at = dir.join("report.json");
+    let (mut dist, endpoint) = distributor(
+        &collector,
+        &report_at,
+        &["--task", "C:300", "--delay", "10ms", "--workers", "2"],
+    );
+    let _fast = worker(&endpoint, &collector, "fast", &[]);
+    let _slow = worker(&endpoint, &collector, "slow", &["--delay", "50ms"]);
+    assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
+    let r = read_json(&report_at);
+    let share = dispatched_to(&r, "slow") as f64 / 300.0;
+    assert!((0.10..0.25).contains(&share), "slow share {share}: {r}");
+}
+
+#[test]
+fn no_second_task_starts_before_the_last_first_task_is_acked_even_when_a_first_worker_dies() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-deps");
+    let results_at = dir.join("results.jsonl");
+    let collector = Collector::start(&["--results", results_at.to_str().unwrap()]);
+    let report_at = dir.join("report.json");
+    let (mut dist, endpoint) = distributor(
+        &collector,
+        &report_at,
+        &[
+            "--task",
+            "first:80",
+            "--task",
+            "second:40:first",
+            "--delay",
+            "10ms",
+            "--workers",
+            "3",
+        ],
+    );
+    let mut doomed = worker(&endpoint, &collector, "first-a", &["--task-type", "first"]);
+    let _first = worker(&endpoint, &collector, "first-b", &["--task-type", "first"]);
+    let _second = worker(&endpoint, &collector, "second", &["--task-type", "second"]);
+    doomed.wait_for("running");
+    std::thread::sleep(Duration::from_millis(300));
+    kill_9(&mut doomed);
+    assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
+    let r = read_json(&report_at);
+    assert_eq!(r["acked"], 120, "{r}");
+    assert_eq!(r["lost"], 0);
+    let first = &r["types"][0];
+    assert_eq!(first["task_type"], "first");
+    let last_first_ack = first["last_ack_unix_ns"].as_u64().unwrap();
+    let seconds: Vec<u64> = results(&results_at)
+        .iter()
+        .filter(|x| x["task_type"] == "second")
+        .map(|x| x["started_ns"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seconds.len(), 40);
+    let earliest = *seconds.iter().min().unwrap();
+    assert!(
+        earliest > last_first_ack,
+        "a second task started {} µs before the last first task was ACKed",
+        (last_first_ack - earliest) / 1000
+    );
+    // The killed worker's tasks went out again.
+    assert!(r["redeliveries"].as_u64().unwrap() >= 1, "{r}");
+}
+
+#[test]
+fn killing_one_of_four_workers_loses_nothing_and_counts_duplicates() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-kill");
+    let collector = Collector::start(&[]);
+    let report_at = dir.join("report.json");
+    let (mut dist, endpoint) = distributor(
+        &collector,
+        &report_at,
+        &["--task", "C:400", "--delay", "10ms", "--workers", "4"],
+    );
+    let mut workers: Vec<Node> = (0..4)
+        .map(|i| worker(&endpoint, &collector, &format!("w{i}"), &[]))
+        .collect();
+    workers[0].wait_for("running");
+    std::thread::sleep(Duration::from_millis(400));
+    kill_9(&mut workers[0]);
+    assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
+    let r = read_json(&report_at);
+    assert_eq!(r["acked"], 400, "{r}");
+    assert_eq!(r["lost"], 0);
+    assert!(r["failed"].as_array().unwrap().is_empty());
+    let collected = &r["collector"];
+    // Every result the collector saw beyond the 400 distinct ones is a duplicate, and the
+    // distributor's count of them agrees with the collector's.
+    assert_eq!(collected["results"], 400);
+    assert_eq!(collected["duplicates"], r["duplicates"]);
+    let w0 = &r["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "w0")
+        .unwrap()
+        .clone();
+    assert_eq!(w0["lost_connection"], true);
+    assert!(dist.log().contains("w0 left"), "{}", dist.log());
+}
+
+#[test]
+fn a_task_that_crashes_every_worker_fails_after_three_deliveries_and_the_run_completes() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-poison");
+    let collector = Collector::start(&[]);
+    let report_at = dir.join("report.json");
+    let (mut dist, endpoint) = distributor(
+        &collector,
+        &report_at,
+        &[
+            "--task",
+            "C:30",
+            "--delay",
+            "5ms",
+            "--workers",
+            "4",
+            "--poison",
+            "7",
+        ],
+    );
+    let _workers: Vec<Node> = (0..4)
+        .map(|i| worker(&endpoint, &collector, &format!("w{i}"), &[]))
+        .collect();
+    // Completed, but a failed task fails the run.
+    assert_eq!(dist.exit_code(60), Some(1), "{}", dist.log());
+    let log = dist.log();
+    assert!(
+        log.contains("task 7 (C) failed after 3 deliveries"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the run completed, but 1 task(s) failed"),
+        "{log}"
+    );
+    let r = read_json(&report_at);
+    assert_eq!(r["failed"][0]["id"], 7);
+    assert_eq!(r["failed"][0]["attempts"], 3);
+    assert_eq!(r["acked"], 29);
+    assert_eq!(r["lost"], 0);
+}
+
+#[test]
+fn malformed_messages_drop_the_peer_and_the_run_goes_on() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-bad");
+    let collector = Collector::start(&[]);
+    let report_at = dir.join("report.json");
+    let (mut dist, endpoint) = distributor(
+        &collector,
+        &report_at,
+        &["--task", "C:20", "--delay", "5ms", "--join-timeout", "20s"],
+    );
+    let frame = |json: &[u8]| {
+        let mut f = (json.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(json);
+        f
+    };
+    let addr = |e: &str| e.trim_start_matches("tcp://").to_string();
+    // To the distributor: junk JSON, an unknown type, an oversized frame, a bad hello.
+    for bytes in [
+        frame(b"{not json"),
+        frame(br#"{"type":"gossip"}"#),
+        (64u32 << 20).to_be_bytes().to_vec(),
+        frame(br#"{"type":"hello","protocol":9,"role":"worker","name":"x","task_type":"C","credits":1}"#),
+        frame(br#"{"type":"hello","protocol":1,"role":"worker","name":"x","task_type":"Z","credits":1}"#),
+    ] {
+        let mut peer = TcpStream::connect(addr(&endpoint)).unwrap();
+        peer.write_all(&bytes).unwrap();
+    }
+    // To the collector: a result before any hello, and a message out of turn after one.
+    let mut peer = TcpStream::connect(addr(&collector.results)).unwrap();
+    peer.write_all(&frame(br#"{"type":"end"}"#)).unwrap();
+    let mut peer = TcpStream::connect(addr(&collector.results)).unwrap();
+    peer.write_all(&frame(
+        br#"{"type":"hello","protocol":1,"role":"worker","name":"x"}"#,
+    ))
+    .unwrap();
+    peer.write_all(&frame(br#"{"type":"ready","credits":1}"#))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _w = worker(&endpoint, &collector, "w", &[]);
+    assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
+    let r = read_json(&report_at);
+    assert_eq!(r["acked"], 20);
+    assert_eq!(r["bad_peers"], 5, "{}", dist.log());
+    let log = dist.log();
+    for needle in [
+        "not a pipeline message",
+        "exceeds",
+        "protocol 9",
+        "'Z' is not served",
+    ] {
+        assert!(log.contains(needle), "no {needle:?} in {log}");
+    }
+    let clog = collector.node.log();
+    assert!(clog.contains("2 bad peers"), "{clog}");
+}
+
+#[test]
+fn unbindable_endpoints_are_named() {
+    let out = plumbline(&[
+        "pipeline",
+        "distributor",
+        "--endpoint",
+        "ipc:///nonexistent-dir/worker.ipc",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot bind ipc:///nonexistent-dir/worker.ipc"),
+        "{}",
+        stderr(&out)
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = format!("tcp://{}", taken.local_addr().unwrap());
+    let out = plumbline(&["pipeline", "collector", "--endpoint", &at]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot bind {at}")) && err.contains("in use"),
+        "{err}"
+    );
+    let out = plumbline(&["pipeline", "worker", "--endpoint", "udp://x:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("'udp://x:1' is not an endpoint"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_unreachable_collector_ends_the_run_with_an_error_after_the_timeout() {
+    let closed = format!("tcp://{}", common::closed_addr());
+    let start = std::time::Instant::now();
+    let out = plumbline(&[
+        "pipeline",
+        "distributor",
+        "--endpoint",
+        "tcp://127.0.0.1:0",
+        "--collector-ack",
+        &closed,
+        "--collector-timeout",
+        "1s",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("the collector at {closed} was unreachable")),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
