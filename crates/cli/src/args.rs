@@ -18,6 +18,7 @@ Examples:
   plumbline bench --preset throughput --json out.json
   plumbline bench --rate 150/s --items 1500 --workers 1,2     # paced: latency vs load
   plumbline bench --preset alphabet --delay 50ms --cluster threads,processes
+  plumbline bench --preset pipeline                 # seed 001's table: tasks x workers x threads
   plumbline gen votes -o fake_votes.msg             # the seed's 468-byte file
   plumbline gen nonces --count 1024 --size 1024 --seed 7 -o nonces.bin
   plumbline inspect fake_votes.msg --format votes";
@@ -283,7 +284,8 @@ pub struct ShutdownArgs {
 /// Flags of `bench`. Every matrix flag overrides the preset's value.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Built-in preset (scaling, alphabet, alphabet-hot, sequential, throughput) or a TOML file
+    /// Built-in preset (scaling, alphabet, alphabet-hot, sequential, throughput, pipeline) or a
+    /// TOML file
     #[arg(long, default_value = "scaling")]
     pub preset: String,
     /// List the built-in presets and exit
@@ -331,6 +333,9 @@ pub struct BenchArgs {
     /// Where workers run: threads, processes (worker processes over loopback), or both
     #[arg(long, value_delimiter = ',')]
     pub cluster: Option<Vec<String>>,
+    /// Threads per pipeline worker, comma-separated (the pipeline preset; default 1,10)
+    #[arg(long, value_delimiter = ',')]
+    pub threads: Option<Vec<u32>>,
     /// Write every run as JSON to this file
     #[arg(long)]
     pub json: Option<PathBuf>,

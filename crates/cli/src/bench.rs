@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use plumbline_measure::report::{fill_ratios, overhead_pct, table, BenchReport, Host, RunRecord};
 use plumbline_measure::LatencySummary;
 use plumbline_worker::{RunOutcome, Shutdown};
@@ -66,7 +66,17 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
             let preset = crate::plan::Preset::load(name)?;
             println!("{name:<14} {}", preset.description);
         }
+        println!(
+            "{:<14} seed 001's task pipeline table: distributor, workers, collector as processes",
+            "pipeline"
+        );
         return Ok(Verdict::Passed);
+    }
+    if args.preset == "pipeline" {
+        return crate::bench_pipeline::run(args, shutdown);
+    }
+    if args.threads.is_some() {
+        bail!("--threads is for the pipeline preset; the others take --workers");
     }
     let host = Host::current();
     let plan = BenchPlan::build(args, host.cores)?;

@@ -9,11 +9,9 @@
 //! is empty for process runs.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -25,10 +23,8 @@ use plumbline_worker::receiver::{Framing as ReceiveFraming, Receiver, ReceiverCo
 use plumbline_worker::{App, Step};
 
 use crate::bench::Measured;
+use crate::child::{Proc, SETTLE};
 use crate::plan::{BenchPlan, RunPlan};
-
-/// How long the whole cluster may take to form, and to drain after the last result.
-const SETTLE: Duration = Duration::from_secs(30);
 
 pub fn run(
     plan: &BenchPlan,
@@ -210,81 +206,4 @@ fn state_of(app: App, results: &BTreeMap<String, u64>) -> BTreeMap<u32, u64> {
             Some((key, value))
         })
         .collect()
-}
-
-/// A child `plumbline worker` whose stderr lines are kept.
-struct Proc {
-    child: Mutex<Child>,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    fn start(exe: &std::path::Path, args: &[&str]) -> Result<Self> {
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting a worker process")?;
-        let stderr = BufReader::new(child.stderr.take().context("worker stderr")?);
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let keep = lines.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                keep.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
-        Ok(Self {
-            child: Mutex::new(child),
-            lines,
-        })
-    }
-
-    /// The rest of the first stderr line containing `marker`.
-    fn wait_for(&self, marker: &str) -> Result<String> {
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            {
-                let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(line) = lines.iter().find(|l| l.contains(marker)) {
-                    return Ok(line.split(marker).nth(1).unwrap_or("").trim().to_string());
-                }
-                if let Some(error) = lines.iter().find(|l| l.starts_with("error:")) {
-                    bail!("a worker process failed: {error}");
-                }
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "no {marker:?} from a worker process within {SETTLE:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn wait_exit(&self, within: Duration) -> Result<()> {
-        let deadline = Instant::now() + within;
-        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(status) = child.try_wait()? {
-                ensure!(status.success(), "a worker process exited with {status}");
-                return Ok(());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "a worker process did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
-        if let Ok(None) = child.try_wait() {
-            let _ = child.kill();
-        }
-        let _ = child.wait();
-    }
 }

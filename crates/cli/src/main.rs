@@ -4,7 +4,9 @@
 
 mod args;
 mod bench;
+mod bench_pipeline;
 mod bench_processes;
+mod child;
 mod gen;
 mod inspect;
 mod pipeline;

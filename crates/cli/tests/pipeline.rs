@@ -393,3 +393,53 @@ fn an_unreachable_collector_ends_the_run_with_an_error_after_the_timeout() {
     );
     assert!(start.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn the_pipeline_bench_prints_the_seeds_table_beside_ours() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-bench");
+    let json = dir.join("bench.json");
+    let out = plumbline(&[
+        "bench",
+        "--preset",
+        "pipeline",
+        "--items",
+        "20,100",
+        "--workers",
+        "1,2",
+        "--threads",
+        "10",
+        "--json",
+        json.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = common::stdout(&out);
+    // The seed's 2 workers x 10 threads, 100 tasks: 51 ms, +2.0 %.
+    assert!(table.contains("51") && table.contains("+2.0 %"), "{table}");
+    let bench = read_json(&json);
+    let runs = bench["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    for run in runs {
+        assert_eq!(run["report"]["acked"], run["tasks"], "{run}");
+        assert_eq!(run["report"]["lost"], 0);
+        let ideal = run["ideal_secs"].as_f64().unwrap();
+        let expected = 0.01
+            * (run["tasks"].as_f64().unwrap() / (10.0 * run["workers"].as_f64().unwrap())).ceil();
+        assert!((ideal - expected).abs() < 1e-9, "{run}");
+        assert!(run["wall_secs"].as_f64().unwrap() >= ideal);
+    }
+    assert_eq!(
+        runs[0]["seed_ms"],
+        Value::Null,
+        "20 tasks: not in the seed's table"
+    );
+    assert_eq!(runs[1]["seed_ms"], 93.0);
+    let out = plumbline(&["bench", "--preset", "pipeline", "--keys", "uniform"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("does not use --keys"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -191,37 +191,61 @@ impl BoundCollector {
     }
 }
 
-fn hello_error(peer: &str, got: Result<Message, WireError>, want: Role) -> Option<Event> {
-    let reason = match got {
-        Ok(Message::Hello { protocol, role, .. }) if role == want && protocol == PROTOCOL => {
-            return None
-        }
-        Ok(Message::Hello { protocol, role, .. }) if role == want => {
-            format!("protocol {protocol} is not this collector's {PROTOCOL}")
-        }
-        Ok(other) => format!("expected a {want:?} hello, got '{}'", other.kind()),
-        Err(e) => format!("expected a {want:?} hello: {e}"),
-    };
-    Some(Event::Bad {
-        peer: peer.to_string(),
-        reason,
-    })
+/// A peer that has said a good hello: its reader, a handle to answer it, and its address.
+struct Greeted {
+    reader: MessageReader<Conn>,
+    writer: Conn,
+    peer: String,
+}
+
+impl Greeted {
+    /// Reads the hello; a wrong one is refused (told to the peer, counted as a bad peer).
+    fn accept(conn: Conn, want: Role, events: &Sender<Event>) -> Option<Self> {
+        let peer = conn.peer();
+        let writer = conn.try_clone().ok()?;
+        let mut reader = MessageReader::new(conn);
+        let reason = match reader.recv() {
+            Ok(Message::Hello { protocol, role, .. }) if role == want && protocol == PROTOCOL => {
+                return Some(Self {
+                    reader,
+                    writer,
+                    peer,
+                })
+            }
+            Err(WireError::Closed) => return None,
+            Ok(Message::Hello { protocol, role, .. }) if role == want => {
+                format!("protocol {protocol} is not this collector's {PROTOCOL}")
+            }
+            Ok(other) => format!("expected a {want:?} hello, got '{}'", other.kind()),
+            Err(e) => format!("expected a {want:?} hello: {e}"),
+        };
+        refuse(writer, peer, reason, events);
+        None
+    }
+
+    fn refuse(self, reason: String, events: &Sender<Event>) {
+        refuse(self.writer, self.peer, reason, events);
+    }
+}
+
+/// Tells a peer why it is dropped, drops it, and counts it.
+fn refuse(mut writer: Conn, peer: String, reason: String, events: &Sender<Event>) {
+    Message::Refused {
+        reason: reason.clone(),
+    }
+    .send(&mut writer)
+    .ok();
+    writer.close();
+    events.send(Event::Bad { peer, reason }).ok();
 }
 
 /// Reads one worker's results.
 fn serve_worker(conn: Conn, events: &Sender<Event>) {
-    let peer = conn.peer();
-    let mut reader = MessageReader::new(conn);
-    let first = reader.recv();
-    if matches!(first, Err(WireError::Closed)) {
+    let Some(mut peer) = Greeted::accept(conn, Role::Worker, events) else {
         return;
-    }
-    if let Some(bad) = hello_error(&peer, first, Role::Worker) {
-        events.send(bad).ok();
-        return;
-    }
+    };
     loop {
-        let event = match reader.recv() {
+        let reason = match peer.reader.recv() {
             Ok(Message::Result {
                 id,
                 task_type,
@@ -230,65 +254,52 @@ fn serve_worker(conn: Conn, events: &Sender<Event>) {
                 started_ns,
                 finished_ns,
                 data,
-            }) => Event::Result(Box::new(TaskResult {
-                id,
-                task_type,
-                attempt,
-                worker,
-                started_ns,
-                finished_ns,
-                data,
-                duplicate: false,
-            })),
-            Ok(other) => Event::Bad {
-                peer: peer.clone(),
-                reason: format!("worker sent '{}' where only results may come", other.kind()),
-            },
+            }) => {
+                let result = TaskResult {
+                    id,
+                    task_type,
+                    attempt,
+                    worker,
+                    started_ns,
+                    finished_ns,
+                    data,
+                    duplicate: false,
+                };
+                if events.send(Event::Result(Box::new(result))).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(other) => format!("worker sent '{}' where only results may come", other.kind()),
             Err(WireError::Closed | WireError::Io(_)) => return,
-            Err(e) => Event::Bad {
-                peer: peer.clone(),
-                reason: e.to_string(),
-            },
+            Err(e) => e.to_string(),
         };
-        let bad = matches!(event, Event::Bad { .. });
-        if events.send(event).is_err() || bad {
-            return;
-        }
+        return peer.refuse(reason, events);
     }
 }
 
 /// Reads the distributor's side of the ACK connection: its hello, then `end`.
 fn serve_distributor(conn: Conn, events: &Sender<Event>) {
-    let peer = conn.peer();
-    let Ok(writer) = conn.try_clone() else {
+    let Some(mut peer) = Greeted::accept(conn, Role::Distributor, events) else {
         return;
     };
-    let mut reader = MessageReader::new(conn);
-    let first = reader.recv();
-    if matches!(first, Err(WireError::Closed)) {
+    let Ok(writer) = peer.writer.try_clone() else {
         return;
-    }
-    if let Some(bad) = hello_error(&peer, first, Role::Distributor) {
-        events.send(bad).ok();
-        return;
-    }
+    };
     if events.send(Event::DistributorUp(writer)).is_err() {
         return;
     }
-    let event = match reader.recv() {
-        Ok(Message::End {}) => Event::End,
-        Ok(other) => Event::Bad {
-            peer,
-            reason: format!(
-                "distributor sent '{}' where only 'end' may come",
-                other.kind()
-            ),
-        },
+    let reason = match peer.reader.recv() {
+        Ok(Message::End {}) => {
+            events.send(Event::End).ok();
+            return;
+        }
+        Ok(other) => format!(
+            "distributor sent '{}' where only 'end' may come",
+            other.kind()
+        ),
         Err(WireError::Closed | WireError::Io(_)) => return,
-        Err(e) => Event::Bad {
-            peer,
-            reason: e.to_string(),
-        },
+        Err(e) => e.to_string(),
     };
-    events.send(event).ok();
+    peer.refuse(reason, events);
 }

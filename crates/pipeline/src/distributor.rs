@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use plumbline_core::header::unix_now_ns;
 use plumbline_core::Shutdown;
 use plumbline_transport::endpoint::{Conn, Endpoint, EndpointError, Listener};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::lease::{Leases, Reclaimed, WorkerId};
@@ -126,6 +126,8 @@ struct WorkerState {
     task_type: usize,
     threads: u32,
     credits: u32,
+    /// The credits of its hello: the most tasks it may hold.
+    max_credits: u32,
     conn: Option<Conn>,
     /// Frames encoded this round, written in one go.
     out: Vec<u8>,
@@ -284,14 +286,14 @@ pub struct Bound {
 }
 
 /// One task given up on.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FailedTask {
     pub id: u64,
     pub task_type: String,
     pub attempts: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TypeReport {
     pub task_type: String,
     pub depends_on: Vec<String>,
@@ -304,7 +306,7 @@ pub struct TypeReport {
     pub ideal_secs: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerReport {
     pub name: String,
     pub task_type: String,
@@ -316,14 +318,14 @@ pub struct WorkerReport {
 }
 
 /// What the collector said at the end.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CollectorCounts {
     pub results: u64,
     pub duplicates: u64,
 }
 
 /// The run, as the distributor saw it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineReport {
     /// From the first dispatch to the last ACK.
     pub wall_secs: f64,
@@ -489,6 +491,9 @@ fn serve_worker(conn: Conn, id: WorkerId, served: &[(usize, TaskType)], events: 
         Err(WireError::Closed) => return,
         Err(e) => return refuse(writer, format!("expected a worker's hello: {e}")),
     };
+    let Ok(answer) = writer.try_clone() else {
+        return;
+    };
     let joined = Event::Joined {
         worker: id,
         name,
@@ -500,9 +505,9 @@ fn serve_worker(conn: Conn, id: WorkerId, served: &[(usize, TaskType)], events: 
     if events.send(joined).is_err() {
         return;
     }
-    let reason = loop {
-        match reader.recv() {
-            Ok(Message::Ready { credits }) if credits <= 10_000 => {
+    let (reason, broke_protocol) = loop {
+        let reason = match reader.recv() {
+            Ok(Message::Ready { credits }) => {
                 if events
                     .send(Event::Ready {
                         worker: id,
@@ -512,32 +517,18 @@ fn serve_worker(conn: Conn, id: WorkerId, served: &[(usize, TaskType)], events: 
                 {
                     return;
                 }
+                continue;
             }
-            Ok(other) => {
-                let reason = format!("worker sent '{}' where only 'ready' may come", other.kind());
-                events
-                    .send(Event::Bad {
-                        peer: peer.clone(),
-                        reason: reason.clone(),
-                    })
-                    .ok();
-                break Some(reason);
-            }
-            Err(WireError::Closed) => break None,
-            Err(e) => {
-                let reason = e.to_string();
-                if !matches!(e, WireError::Io(_)) {
-                    events
-                        .send(Event::Bad {
-                            peer: peer.clone(),
-                            reason: reason.clone(),
-                        })
-                        .ok();
-                }
-                break Some(reason);
-            }
-        }
+            Ok(other) => format!("worker sent '{}' where only 'ready' may come", other.kind()),
+            Err(WireError::Closed) => break (None, false),
+            Err(WireError::Io(e)) => break (Some(e.to_string()), false),
+            Err(e) => e.to_string(),
+        };
+        break (Some(reason), true);
     };
+    if let (Some(reason), true) = (&reason, broke_protocol) {
+        refuse(answer, reason.clone());
+    }
     events.send(Event::Gone { worker: id, reason }).ok();
 }
 
@@ -699,6 +690,7 @@ impl Run {
                         task_type,
                         threads,
                         credits,
+                        max_credits: credits,
                         conn: Some(conn),
                         out: Vec::new(),
                         dispatched: 0,
@@ -707,8 +699,10 @@ impl Run {
                 );
             }
             Event::Ready { worker, credits } => {
+                // Never more than the hello announced: a worker cannot talk itself into more
+                // tasks than it said it can hold.
                 if let Some(w) = self.workers.get_mut(&worker) {
-                    w.credits = w.credits.saturating_add(credits);
+                    w.credits = w.credits.saturating_add(credits).min(w.max_credits);
                 }
             }
             Event::Gone { worker, reason } => self.worker_gone(worker, reason),

@@ -15,6 +15,12 @@
 //! collector → distributor ack{id, attempt, task_type, worker} per result … finished{…}
 //! ```
 //!
+//! A task's `data` is whatever the distributor's task made; plumbline's own tasks send
+//! `{"workload": seconds, "work": "sleep"|"spin"|"hybrid:F"}` and, for a poison task (testing),
+//! `"crash": true`. An `ack` names the attempt and worker of the result it answers, for logs:
+//! whichever copy of a task arrives first settles it. `ready` never raises a worker's credit
+//! above its hello's.
+//!
 //! A peer that sends anything else (an unknown type, bad JSON, an oversized frame, a message out
 //! of turn) is logged, counted and dropped; the run goes on. This module only encodes and
 //! decodes: who may send what when is each role's business.
