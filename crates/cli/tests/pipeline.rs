@@ -41,7 +41,7 @@ impl Collector {
 }
 
 /// A distributor on a free port for its workers; returns it and that endpoint.
-fn distributor(collector: &Collector, report: &std::path::Path, extra: &[&str]) -> (Node, String) {
+fn distributor(acks: &str, report: &std::path::Path, extra: &[&str]) -> (Node, String) {
     let report = report.to_str().unwrap();
     let mut args = vec![
         "pipeline",
@@ -49,7 +49,7 @@ fn distributor(collector: &Collector, report: &std::path::Path, extra: &[&str]) 
         "--endpoint",
         "tcp://127.0.0.1:0",
         "--collector-ack",
-        &collector.acks,
+        acks,
         "--json",
         report,
         "-q",
@@ -60,14 +60,14 @@ fn distributor(collector: &Collector, report: &std::path::Path, extra: &[&str]) 
     (node, line)
 }
 
-fn worker(endpoint: &str, collector: &Collector, name: &str, extra: &[&str]) -> Node {
+fn worker(endpoint: &str, results: &str, name: &str, extra: &[&str]) -> Node {
     let mut args = vec![
         "pipeline",
         "worker",
         "--endpoint",
         endpoint,
         "--collector",
-        &collector.results,
+        results,
         "--name",
         name,
     ];
@@ -110,12 +110,12 @@ fn two_workers_share_the_tasks_and_every_one_is_acked() {
     let collector = Collector::start(&[]);
     let report_at = dir.join("report.json");
     let (mut dist, endpoint) = distributor(
-        &collector,
+        &collector.acks,
         &report_at,
         &["--task", "C:200", "--delay", "10ms", "--workers", "2"],
     );
-    let _w1 = worker(&endpoint, &collector, "w1", &[]);
-    let _w2 = worker(&endpoint, &collector, "w2", &["--threads", "3"]);
+    let _w1 = worker(&endpoint, &collector.results, "w1", &[]);
+    let _w2 = worker(&endpoint, &collector.results, "w2", &["--threads", "3"]);
     assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
     let r = read_json(&report_at);
     assert_eq!(r["acked"], 200);
@@ -140,12 +140,12 @@ fn a_worker_five_times_slower_receives_about_a_sixth_of_the_tasks() {
     let collector = Collector::start(&[]);
     let report_at = dir.join("report.json");
     let (mut dist, endpoint) = distributor(
-        &collector,
+        &collector.acks,
         &report_at,
         &["--task", "C:300", "--delay", "10ms", "--workers", "2"],
     );
-    let _fast = worker(&endpoint, &collector, "fast", &[]);
-    let _slow = worker(&endpoint, &collector, "slow", &["--delay", "50ms"]);
+    let _fast = worker(&endpoint, &collector.results, "fast", &[]);
+    let _slow = worker(&endpoint, &collector.results, "slow", &["--delay", "50ms"]);
     assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
     let r = read_json(&report_at);
     let share = dispatched_to(&r, "slow") as f64 / 300.0;
@@ -160,7 +160,7 @@ fn no_second_task_starts_before_the_last_first_task_is_acked_even_when_a_first_w
     let collector = Collector::start(&["--results", results_at.to_str().unwrap()]);
     let report_at = dir.join("report.json");
     let (mut dist, endpoint) = distributor(
-        &collector,
+        &collector.acks,
         &report_at,
         &[
             "--task",
@@ -173,9 +173,24 @@ fn no_second_task_starts_before_the_last_first_task_is_acked_even_when_a_first_w
             "3",
         ],
     );
-    let mut doomed = worker(&endpoint, &collector, "first-a", &["--task-type", "first"]);
-    let _first = worker(&endpoint, &collector, "first-b", &["--task-type", "first"]);
-    let _second = worker(&endpoint, &collector, "second", &["--task-type", "second"]);
+    let mut doomed = worker(
+        &endpoint,
+        &collector.results,
+        "first-a",
+        &["--task-type", "first"],
+    );
+    let _first = worker(
+        &endpoint,
+        &collector.results,
+        "first-b",
+        &["--task-type", "first"],
+    );
+    let _second = worker(
+        &endpoint,
+        &collector.results,
+        "second",
+        &["--task-type", "second"],
+    );
     doomed.wait_for("running");
     std::thread::sleep(Duration::from_millis(300));
     kill_9(&mut doomed);
@@ -209,12 +224,12 @@ fn killing_one_of_four_workers_loses_nothing_and_counts_duplicates() {
     let collector = Collector::start(&[]);
     let report_at = dir.join("report.json");
     let (mut dist, endpoint) = distributor(
-        &collector,
+        &collector.acks,
         &report_at,
         &["--task", "C:400", "--delay", "10ms", "--workers", "4"],
     );
     let mut workers: Vec<Node> = (0..4)
-        .map(|i| worker(&endpoint, &collector, &format!("w{i}"), &[]))
+        .map(|i| worker(&endpoint, &collector.results, &format!("w{i}"), &[]))
         .collect();
     workers[0].wait_for("running");
     std::thread::sleep(Duration::from_millis(400));
@@ -247,7 +262,7 @@ fn a_task_that_crashes_every_worker_fails_after_three_deliveries_and_the_run_com
     let collector = Collector::start(&[]);
     let report_at = dir.join("report.json");
     let (mut dist, endpoint) = distributor(
-        &collector,
+        &collector.acks,
         &report_at,
         &[
             "--task",
@@ -261,7 +276,7 @@ fn a_task_that_crashes_every_worker_fails_after_three_deliveries_and_the_run_com
         ],
     );
     let _workers: Vec<Node> = (0..4)
-        .map(|i| worker(&endpoint, &collector, &format!("w{i}"), &[]))
+        .map(|i| worker(&endpoint, &collector.results, &format!("w{i}"), &[]))
         .collect();
     // Completed, but a failed task fails the run.
     assert_eq!(dist.exit_code(60), Some(1), "{}", dist.log());
@@ -288,7 +303,7 @@ fn malformed_messages_drop_the_peer_and_the_run_goes_on() {
     let collector = Collector::start(&[]);
     let report_at = dir.join("report.json");
     let (mut dist, endpoint) = distributor(
-        &collector,
+        &collector.acks,
         &report_at,
         &["--task", "C:20", "--delay", "5ms", "--join-timeout", "20s"],
     );
@@ -320,7 +335,7 @@ fn malformed_messages_drop_the_peer_and_the_run_goes_on() {
     peer.write_all(&frame(br#"{"type":"ready","credits":1}"#))
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let _w = worker(&endpoint, &collector, "w", &[]);
+    let _w = worker(&endpoint, &collector.results, "w", &[]);
     assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
     let r = read_json(&report_at);
     assert_eq!(r["acked"], 20);
@@ -442,4 +457,53 @@ fn the_pipeline_bench_prints_the_seeds_table_beside_ours() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn a_collector_killed_mid_run_and_restarted_loses_nothing() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-collector-restart");
+    let (results, acks) = (
+        format!("tcp://{}", common::closed_addr()),
+        format!("tcp://{}", common::closed_addr()),
+    );
+    let start_collector = || {
+        let node = Node::spawn(&[
+            "pipeline",
+            "collector",
+            "--endpoint",
+            &results,
+            "--ack-endpoint",
+            &acks,
+        ]);
+        node.wait_for("collector: results on ");
+        node
+    };
+    let mut first = start_collector();
+    let report_at = dir.join("report.json");
+    let (mut dist, endpoint) = distributor(
+        &acks,
+        &report_at,
+        &[
+            "--task",
+            "C:200",
+            "--delay",
+            "10ms",
+            "--workers",
+            "2",
+            "--lease",
+            "3s",
+        ],
+    );
+    let _w1 = worker(&endpoint, &results, "w1", &[]);
+    let _w2 = worker(&endpoint, &results, "w2", &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    kill_9(&mut first);
+    std::thread::sleep(Duration::from_millis(1000));
+    let _second = start_collector();
+    assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
+    assert!(dist.log().contains("lost the collector"), "{}", dist.log());
+    let r = read_json(&report_at);
+    assert_eq!(r["acked"], 200, "{r}");
+    assert_eq!(r["lost"], 0);
 }

@@ -54,7 +54,7 @@ pub struct CollectorSummary {
     pub per_worker: BTreeMap<String, u64>,
     /// Peers dropped for breaking the protocol.
     pub bad_peers: u64,
-    /// Results that arrived with no distributor to ACK them.
+    /// Results never ACKed: more were owed to an absent distributor than [`MAX_OWED_ACKS`].
     pub unacked: u64,
     /// Ctrl-C ended it before the distributor's `end`.
     pub interrupted: bool,
@@ -77,6 +77,9 @@ enum Event {
 
 /// Results wait here; full, the workers' reader threads block and TCP pushes back.
 const EVENT_QUEUE: usize = 4096;
+/// ACKs kept for a distributor that is away. It dispatches nothing while away, so what is owed
+/// is at most the workers' credits; past this cap results go un-ACKed (their leases run out).
+const MAX_OWED_ACKS: usize = 100_000;
 
 /// A collector with both endpoints bound.
 pub struct BoundCollector {
@@ -106,19 +109,21 @@ impl BoundCollector {
         let stop = Shutdown::new();
         let (events, inbox) = crossbeam_channel::bounded(EVENT_QUEUE);
         let sender = events.clone();
-        peers::serve(self.results, stop.clone(), "collector", move |conn| {
+        let results = peers::serve(self.results, stop.clone(), "collector", move |conn| {
             serve_worker(conn, &sender)
         })
         .map_err(CollectorError::Thread)?;
         let sender = events.clone();
-        peers::serve(self.acks, stop.clone(), "collector-ack", move |conn| {
+        let acking = peers::serve(self.acks, stop.clone(), "collector-ack", move |conn| {
             serve_distributor(conn, &sender)
         })
         .map_err(CollectorError::Thread)?;
         let mut seen = HashSet::new();
         let mut summary = CollectorSummary::default();
         let mut distributor: Option<Conn> = None;
+        // ACKs not yet written: kept while no distributor is connected, sent when one is.
         let mut acks = Vec::new();
+        let mut owed = 0usize;
         let finished = loop {
             let first = match inbox.recv_timeout(Duration::from_millis(50)) {
                 Ok(event) => event,
@@ -142,7 +147,7 @@ impl BoundCollector {
                         }
                         *summary.per_worker.entry(result.worker.clone()).or_default() += 1;
                         collector.handle_collection(&result);
-                        if distributor.is_some() {
+                        if owed < MAX_OWED_ACKS {
                             let ack = Message::Ack {
                                 id: result.id,
                                 attempt: result.attempt,
@@ -150,6 +155,7 @@ impl BoundCollector {
                                 worker: result.worker,
                             };
                             ack.encode_into(&mut acks).ok();
+                            owed += 1;
                         } else {
                             summary.unacked += 1;
                         }
@@ -167,16 +173,23 @@ impl BoundCollector {
                 }
             }
             if let Some(conn) = &mut distributor {
-                if !acks.is_empty() && conn.write_all(&acks).is_err() {
-                    distributor = None;
+                if !acks.is_empty() {
+                    if conn.write_all(&acks).is_ok() {
+                        acks.clear();
+                        owed = 0;
+                    } else {
+                        distributor = None;
+                    }
                 }
             }
-            acks.clear();
             if end {
                 break true;
             }
         };
         stop.request();
+        // The accept threads own the listeners: joined, an ipc:// socket file is gone.
+        results.join().ok();
+        acking.join().ok();
         collector.handle_finished(&summary);
         if let Some(mut conn) = distributor {
             if finished {

@@ -9,7 +9,9 @@
 //!
 //! Load balancing is by asking: a worker's hello grants credits (its threads plus a prefetch)
 //! and each `ready` grants more; a task goes only to a worker of its type with credit, the one
-//! with the most. A slow worker returns credit slowly and so gets fewer tasks. At-least-once
+//! with the most. A slow worker returns credit slowly and so gets fewer tasks. While the
+//! collector is unreachable nothing is dispatched; the run resumes when it is back, or fails
+//! after `collector_timeout`. At-least-once
 //! delivery and the failed list are [`Leases`]; dependencies gate a task type until every type
 //! it depends on is complete: issued, and every task ACKed or failed.
 //!
@@ -375,16 +377,18 @@ impl Bound {
         let stop = Shutdown::new();
         let (events, inbox) = crossbeam_channel::bounded(EVENT_QUEUE);
         let next_worker = Arc::new(AtomicU64::new(1));
+        let mut accepting = Vec::new();
         for (listener, served) in self.listeners {
             let names: Vec<(usize, TaskType)> =
                 served.iter().map(|&i| (i, self.types[i].clone())).collect();
             let events: Sender<Event> = events.clone();
             let ids = Arc::clone(&next_worker);
-            peers::serve(listener, stop.clone(), "distributor", move |conn| {
+            let handle = peers::serve(listener, stop.clone(), "distributor", move |conn| {
                 let id = ids.fetch_add(1, Ordering::Relaxed);
                 serve_worker(conn, id, &names, &events);
             })
             .map_err(DistributorError::Thread)?;
+            accepting.push(handle);
         }
         {
             let events = events.clone();
@@ -426,6 +430,10 @@ impl Bound {
         }
         if let Some(conn) = &run.collector {
             conn.close();
+        }
+        // The accept threads own the listeners: joined, an ipc:// socket file is gone.
+        for handle in accepting {
+            handle.join().ok();
         }
         result
     }
@@ -849,6 +857,11 @@ impl Run {
     }
 
     fn dispatch(&mut self, now: Instant) {
+        // Results would have nowhere to go: hold the tasks, so what is in flight (and the
+        // collector's ACKs owed on its return) stays within the workers' credits.
+        if self.collector.is_none() {
+            return;
+        }
         for t in 0..self.states.len() {
             if !self.states[t].deps.iter().all(|&d| self.complete(d)) {
                 continue;

@@ -23,6 +23,10 @@ pub mod wire;
 pub mod worker;
 
 pub use collector::{BoundCollector, Collector, CollectorSummary, TaskResult};
-pub use distributor::{Distributor, DistributorConfig, PipelineReport};
+pub use distributor::{Bound, Distributor, DistributorConfig, PipelineReport};
+pub use plumbline_transport::endpoint::Endpoint;
 pub use task::{SleepTask, Task, TaskType, Workload};
-pub use worker::{Assignment, MultiThreadedWorker, SingleThreadedWorker, WorkerConfig};
+pub use worker::{
+    run_multi, run_single, Assignment, MultiThreadedWorker, SingleThreadedWorker, WorkerConfig,
+    WorkerSummary,
+};

@@ -1,0 +1,160 @@
+//! What seed 001's examples 2–4 share, included by each with `#[path = "../common/mod.rs"]`:
+//! the seed's stopwatch collector (its collector.py, the same in every example), how a worker
+//! reads a descriptor's workload, the distributor's report, and the plumbing of a binary with
+//! one role per seed script plus `all`. The tasks and workers, which is what differs from one
+//! example to the next, are in each example's main.rs.
+
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use plumbline_core::Shutdown;
+use plumbline_pipeline::distributor::Bound;
+use plumbline_pipeline::{BoundCollector, Collector, CollectorSummary, TaskResult};
+use plumbline_transport::endpoint::Endpoint;
+use serde_json::Value;
+
+/// Every example's task descriptor is `{"workload": 0.01}`: 10 ms of simulated work.
+pub const WORKLOAD_SECS: f64 = 0.01;
+
+/// The seed's collector.py: a stopwatch from the first result to the end of the run.
+#[derive(Default)]
+pub struct StopWatchCollector {
+    start_time: Option<Instant>,
+    end_time: Option<Instant>,
+}
+
+impl StopWatchCollector {
+    pub fn total_msec(&self) -> f64 {
+        match (self.start_time, self.end_time) {
+            (Some(start), Some(end)) => (end - start).as_secs_f64() * 1000.0,
+            _ => 0.0,
+        }
+    }
+}
+
+impl Collector for StopWatchCollector {
+    fn handle_collection(&mut self, _result: &TaskResult) {
+        self.start_time.get_or_insert_with(Instant::now);
+    }
+
+    fn handle_finished(&mut self, _summary: &CollectorSummary) {
+        self.end_time = Some(Instant::now());
+        println!("collection took {:.1} milliseconds", self.total_msec());
+    }
+}
+
+pub fn run_collector(bound: BoundCollector, shutdown: &Shutdown) -> Result<()> {
+    let mut collector = StopWatchCollector::default();
+    println!("collector running");
+    bound.run(&mut collector, shutdown)?;
+    println!("finished");
+    Ok(())
+}
+
+/// Runs a bound distributor to the end and prints what its report says of the run.
+pub fn run_distributor(bound: Bound, shutdown: &Shutdown) -> Result<()> {
+    let report = bound.run(shutdown)?;
+    let secs = |s: Option<f64>| s.map_or("?".into(), |s| format!("{s:.3} s"));
+    let percent = |o: Option<f64>| o.map_or("?".into(), |o| format!("{:+.1} %", o * 100.0));
+    println!(
+        "finished - acked {} of {} tasks: wall {:.3} s, ideal {}, overhead {}",
+        report.acked,
+        report.issued,
+        report.wall_secs,
+        secs(report.ideal_secs),
+        percent(report.overhead)
+    );
+    Ok(())
+}
+
+/// A descriptor's `workload`, the seed's `data['workload']`.
+pub fn workload(data: &Value) -> Duration {
+    let secs = data["workload"].as_f64().unwrap_or(0.0);
+    Duration::try_from_secs_f64(secs).unwrap_or_default()
+}
+
+/// `tasks` workloads spread evenly over `threads`: the ideal a `Task` reports to the
+/// distributor, which divides the run's wall time by it for the overhead.
+pub fn ideal(tasks: u64, threads: u32) -> Duration {
+    let rounds = tasks.div_ceil(u64::from(threads.max(1)));
+    Duration::from_secs_f64(WORKLOAD_SECS * rounds as f64)
+}
+
+pub fn endpoint(text: &str) -> Result<Endpoint> {
+    text.parse().with_context(|| format!("endpoint {text}"))
+}
+
+/// `tcp://127.0.0.1:0`: a free port, which the bound listener then names.
+pub fn free_port() -> Result<Endpoint> {
+    endpoint("tcp://127.0.0.1:0")
+}
+
+/// Where the bound distributor's workers of `task_type` connect.
+pub fn workers_endpoint(bound: &Bound, task_type: &str) -> Result<Endpoint> {
+    bound
+        .endpoints()
+        .into_iter()
+        .find(|(t, _)| t.as_str() == task_type)
+        .map(|(_, at)| at)
+        .with_context(|| format!("the distributor has no endpoint for task type {task_type}"))
+}
+
+/// A role that runs on its own thread in `all`.
+pub type Side<'a> = (&'static str, Box<dyn FnOnce() -> Result<()> + Send + 'a>);
+
+/// `all`: runs the `sides` (collector, workers) on threads and the distributor on this one.
+/// If the distributor fails, `shutdown` stops the others instead of leaving them waiting.
+pub fn side_by_side(
+    shutdown: &Shutdown,
+    sides: Vec<Side<'_>>,
+    distributor: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    thread::scope(|scope| {
+        let running: Vec<_> = sides
+            .into_iter()
+            .map(|(role, side)| (role, scope.spawn(side)))
+            .collect();
+        let distributed = distributor();
+        if distributed.is_err() {
+            shutdown.request();
+        }
+        let sides: Vec<Result<()>> = running
+            .into_iter()
+            .map(|(role, handle)| match handle.join() {
+                Ok(ran) => ran.context(role),
+                Err(_) => Err(anyhow!("the {role} thread panicked")),
+            })
+            .collect();
+        distributed.context("distributor")?;
+        sides.into_iter().collect()
+    })
+}
+
+/// The example's `main`: runs the role named by the one argument, one of `roles`; anything else
+/// prints the usage and exits with 2.
+pub fn main(
+    example: &str,
+    roles: &[&str],
+    run: impl FnOnce(&str, &Shutdown) -> Result<()>,
+) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let role = match args.as_slice() {
+        [role] if roles.contains(&role.as_str()) => role,
+        _ => {
+            eprintln!(
+                "usage: cargo run --release -p plumbline-pipeline --example {example} -- {}",
+                roles.join("|")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match run(role, &Shutdown::new()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
