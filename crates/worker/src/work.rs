@@ -75,17 +75,31 @@ impl Work {
 
 /// A per-thread timer that performs [`Work`]. Its [`Sleeper`] learns how late this thread wakes,
 /// so it is not `Sync`: give each worker its own.
+///
+/// The thread's work timeline is kept exact: when an item starts straight after the previous
+/// one (within [`BACK_TO_BACK`]) and that one's sleep ended late, by at most an eighth of the
+/// delay, this item's sleep is shortened by as much. So n items back to back cost n × delay plus
+/// the last one's lateness, not n × (delay + wake-up latency): with 20 sleeping threads on 2
+/// cores a wake-up is ~40 µs late on average (p99 ~0.5 ms), which would otherwise be charged as
+/// 0.4 % overhead to the plumbing. Gaps between items (the plumbing) are never made up for, and
+/// spun CPU time is never shortened: a core shared by spinners must show.
 #[derive(Debug)]
 pub struct WorkTimer {
     work: Work,
     sleeper: Sleeper,
+    /// When the last item's work ended, and how late its sleep ended.
+    last: Option<(Instant, Duration)>,
 }
+
+/// Longest pause between two items for the second to make up the first one's lateness.
+pub const BACK_TO_BACK: Duration = Duration::from_millis(1);
 
 impl WorkTimer {
     pub fn new(work: Work) -> Self {
         Self {
             work,
             sleeper: Sleeper::new(),
+            last: None,
         }
     }
 
@@ -95,14 +109,23 @@ impl WorkTimer {
             return;
         }
         let start = Instant::now();
-        let deadline = start + delay;
-        match self.work {
-            Work::Sleep => self.sleeper.sleep_until(deadline),
-            Work::Spin => spin_for(delay, deadline),
-            Work::Hybrid { .. } => {
-                let cpu = self.work.cpu_time(delay);
-                self.sleeper.sleep_until(deadline - cpu);
-                spin_for(cpu, deadline);
+        let owed = match self.last.take() {
+            Some((ended, late)) if start.duration_since(ended) <= BACK_TO_BACK => {
+                late.min(delay / 8)
+            }
+            _ => Duration::ZERO,
+        };
+        let cpu = self.work.cpu_time(delay);
+        let sleep_until = start + (delay - cpu) - owed.min(delay - cpu);
+        if !(delay - cpu).is_zero() {
+            self.sleeper.sleep_until(sleep_until);
+            let ended = Instant::now();
+            self.last = Some((ended, ended.saturating_duration_since(sleep_until)));
+        }
+        if !cpu.is_zero() {
+            spin_for(cpu, Instant::now() + cpu);
+            if let Some((ended, _)) = &mut self.last {
+                *ended = Instant::now();
             }
         }
     }
@@ -174,6 +197,19 @@ mod tests {
     }
 
     #[test]
+    fn back_to_back_items_make_up_lateness_but_are_never_early_in_total() {
+        let mut timer = WorkTimer::new(Work::Sleep);
+        let delay = Duration::from_millis(1);
+        let start = Instant::now();
+        for _ in 0..30 {
+            timer.run(delay);
+        }
+        let total = start.elapsed();
+        assert!(total >= delay * 30, "{total:?}");
+        assert!(total < delay * 30 + Duration::from_millis(20), "{total:?}");
+    }
+
+    #[test]
     fn cpu_time_is_the_spun_part() {
         let d = Duration::from_millis(10);
         assert_eq!(Work::Sleep.cpu_time(d), Duration::ZERO);
@@ -208,8 +244,9 @@ mod tests {
 
     #[test]
     fn every_model_costs_at_least_its_delay_and_not_much_more() {
-        // Never early. The upper bound is loose on purpose: other tests spin on every core
-        // meanwhile; it still catches a timer that sleeps whole multiples of the delay.
+        // Never early in total; an item is short by at most the eighth it may make up. The
+        // upper bound is loose on purpose: other tests spin on every core meanwhile; it still
+        // catches a timer that sleeps whole multiples of the delay.
         for work in [Work::Sleep, Work::Spin, Work::Hybrid { spin_fraction: 0.5 }] {
             let mut timer = WorkTimer::new(work);
             let delay = Duration::from_millis(2);
@@ -217,9 +254,10 @@ mod tests {
             for _ in 0..20 {
                 let t = Instant::now();
                 timer.run(delay);
-                assert!(t.elapsed() >= delay, "{work} finished early");
+                assert!(t.elapsed() >= delay - delay / 8, "{work} finished early");
             }
             let took = start.elapsed();
+            assert!(took >= delay * 20, "{work}: 20 × 2 ms took only {took:?}");
             assert!(took < delay * 200, "{work}: 20 × 2 ms took {took:?}");
         }
     }
