@@ -253,6 +253,8 @@ fn killing_one_of_four_workers_loses_nothing_and_counts_duplicates() {
         .clone();
     assert_eq!(w0["lost_connection"], true);
     assert!(dist.log().contains("w0 left"), "{}", dist.log());
+    // A killed worker is a lost connection, not a peer breaking the protocol.
+    assert_eq!(r["bad_peers"], 0, "{}", dist.log());
 }
 
 #[test]

@@ -225,7 +225,7 @@ impl Greeted {
                     peer,
                 })
             }
-            Err(WireError::Closed) => return None,
+            Err(WireError::Closed | WireError::Io(_)) => return None,
             Ok(Message::Hello { protocol, role, .. }) if role == want => {
                 format!("protocol {protocol} is not this collector's {PROTOCOL}")
             }

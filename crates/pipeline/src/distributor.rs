@@ -173,6 +173,8 @@ enum Event {
 
 /// Messages from peers wait here; full, the reader threads block (and TCP pushes back).
 const EVENT_QUEUE: usize = 4096;
+/// After Ctrl-C, how long tasks in flight may take to be ACKed.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 /// Longest wait of the loop with nothing to do, so timeouts are noticed.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -371,8 +373,8 @@ impl Bound {
     }
 
     /// Runs until every task is ACKed or failed, the collector has answered `end`, and every
-    /// worker was sent `end`. `shutdown` stops dispatching; tasks in flight get one lease term
-    /// to finish, and the report says the run was interrupted.
+    /// worker was sent `end`. `shutdown` stops dispatching; tasks in flight get a few seconds
+    /// (at most a lease) to be ACKed, and the report says the run was interrupted.
     pub fn run(self, shutdown: &Shutdown) -> Result<PipelineReport, DistributorError> {
         let stop = Shutdown::new();
         let (events, inbox) = crossbeam_channel::bounded(EVENT_QUEUE);
@@ -496,7 +498,7 @@ fn serve_worker(conn: Conn, id: WorkerId, served: &[(usize, TaskType)], events: 
                 format!("expected a worker's hello, got '{}'", other.kind()),
             )
         }
-        Err(WireError::Closed) => return,
+        Err(WireError::Closed | WireError::Io(_)) => return,
         Err(e) => return refuse(writer, format!("expected a worker's hello: {e}")),
     };
     let Ok(answer) = writer.try_clone() else {
@@ -647,7 +649,8 @@ impl Run {
                 interrupted_at = Some(now);
             }
             if let Some(at) = interrupted_at {
-                if self.leases.is_empty() || now >= at + self.config.lease {
+                // Tasks in flight get a few seconds to be ACKed; the rest are reported lost.
+                if self.leases.is_empty() || now >= at + self.config.lease.min(INTERRUPT_GRACE) {
                     return self.finish(inbox, true);
                 }
                 self.flush();

@@ -172,6 +172,19 @@ pub enum WireError {
     Io(#[from] std::io::Error),
 }
 
+/// A reset connection or one cut mid-frame is a peer gone (a process killed), not a peer
+/// breaking the protocol: it comes back as [`WireError::Io`].
+fn lost_or_bad(e: FrameAtOffset) -> WireError {
+    use plumbline_core::frame::FrameError;
+    match e.source {
+        FrameError::Io(io) => WireError::Io(io),
+        FrameError::Truncated { .. } | FrameError::TruncatedHeader { .. } => WireError::Io(
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, e.to_string()),
+        ),
+        _ => WireError::Frame(e),
+    }
+}
+
 /// Decodes one frame's bytes.
 pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
     serde_json::from_slice(frame).map_err(WireError::Json)
@@ -198,8 +211,10 @@ impl<R: Read> MessageReader<R> {
         if self.next == self.batch.len() {
             self.batch.clear();
             self.next = 0;
-            if !self.frames.read_batch(&mut self.batch)? {
-                return Err(WireError::Closed);
+            match self.frames.read_batch(&mut self.batch) {
+                Ok(true) => {}
+                Ok(false) => return Err(WireError::Closed),
+                Err(e) => return Err(lost_or_bad(e)),
             }
         }
         self.next += 1;
