@@ -75,8 +75,17 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         Some([one]) => one.parse::<plumbline_worker::Work>()?.to_string(),
         Some(_) => bail!("the pipeline preset takes one --work"),
     };
-    if tasks.contains(&0) || workers.contains(&0) || threads.contains(&0) {
-        bail!("--items, --workers and --threads must be at least 1");
+    for (flag, values) in [
+        ("--items", &tasks),
+        ("--workers", &workers.iter().map(|&w| w as u64).collect()),
+        (
+            "--threads",
+            &threads.iter().map(|&t| u64::from(t)).collect(),
+        ),
+    ] {
+        if values.contains(&0) {
+            bail!("{flag} must be at least 1 (got 0)");
+        }
     }
     let exe = std::env::current_exe().context("finding the plumbline binary")?;
     let mut runs = Vec::new();
@@ -270,10 +279,19 @@ fn one_run(
         })
         .collect::<Result<_>>()?;
     let ideal = delay * u32::try_from(tasks.div_ceil(u64::from(threads) * workers as u64))?;
-    distributor.wait_exit(ideal * 3 + Duration::from_secs(60))?;
-    let text = std::fs::read_to_string(&report_at)
-        .with_context(|| format!("reading the distributor's report {}", report_at.display()))?;
+    // A distributor that exits 1 over failed tasks still wrote its report: the table shows them.
+    let exited = distributor.wait_exit(ideal * 3 + Duration::from_secs(60));
+    let text = std::fs::read_to_string(&report_at);
     std::fs::remove_file(&report_at).ok();
+    let text = match (text, exited) {
+        (Ok(text), _) => text,
+        (Err(_), Err(e)) => return Err(e),
+        (Err(e), Ok(())) => {
+            return Err(e).with_context(|| {
+                format!("reading the distributor's report {}", report_at.display())
+            })
+        }
+    };
     for worker in &running {
         worker.wait_exit(Duration::from_secs(10))?;
     }

@@ -69,6 +69,12 @@ fn task_spec(spec: &str, delay: Duration, work: Work, poison: &[u64]) -> Result<
 
 fn distributor(args: &DistributorArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let work: Work = args.work.parse().context("--work")?;
+    if args.delay > Duration::from_secs(3600) {
+        bail!(
+            "--delay {} is longer than a task may be (1 h)",
+            Human(args.delay)
+        );
+    }
     let workers_at = endpoint("endpoint", &args.endpoint)?;
     let mut config = DistributorConfig::new(endpoint("collector-ack", &args.collector_ack)?);
     config.workers = args.workers.max(1);
@@ -208,7 +214,10 @@ impl Spend {
     fn execute(&self, timer: &mut WorkTimer, data: &Value) -> Value {
         let workload = match Workload::from_data(data) {
             Ok(w) => w,
-            Err(e) => return json!({ "error": e.to_string() }),
+            Err(e) => {
+                eprintln!("worker: cannot execute a task: {e}");
+                return json!({ "error": e.to_string() });
+            }
         };
         if workload.crash {
             eprintln!("worker: a poison task: crashing, as asked");

@@ -509,3 +509,48 @@ fn a_collector_killed_mid_run_and_restarted_loses_nothing() {
     assert_eq!(r["acked"], 200, "{r}");
     assert_eq!(r["lost"], 0);
 }
+
+#[test]
+fn a_wedged_worker_is_dropped_when_its_lease_runs_out_and_the_run_completes() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-wedged");
+    let collector = Collector::start(&[]);
+    let report_at = dir.join("report.json");
+    let (mut dist, endpoint) = distributor(
+        &collector.acks,
+        &report_at,
+        &[
+            "--task",
+            "C:200",
+            "--delay",
+            "10ms",
+            "--workers",
+            "2",
+            "--lease",
+            "1s",
+        ],
+    );
+    let wedged = worker(&endpoint, &collector.results, "wedged", &[]);
+    let _ok = worker(&endpoint, &collector.results, "ok", &[]);
+    wedged.wait_for("running");
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = wedged.child.id().to_string();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .ok();
+    let log = dist.log();
+    assert!(
+        log.contains("wedged left (silent since its lease on task"),
+        "{log}"
+    );
+    let r = read_json(&report_at);
+    assert_eq!(r["acked"], 200, "{r}");
+    assert_eq!(r["lost"], 0);
+}

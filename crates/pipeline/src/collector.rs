@@ -19,7 +19,8 @@ use plumbline_transport::endpoint::{Conn, Endpoint, EndpointError, Listener};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::peers;
+use crate::distributor::MAX_NAME;
+use crate::peers::{self, EVENT_QUEUE};
 use crate::wire::{Message, MessageReader, Role, WireError, PROTOCOL};
 
 /// One result as the collector hands it on.
@@ -75,8 +76,6 @@ enum Event {
     Bad { peer: String, reason: String },
 }
 
-/// Results wait here; full, the workers' reader threads block and TCP pushes back.
-const EVENT_QUEUE: usize = 4096;
 /// ACKs kept for a distributor that is away. It dispatches nothing while away, so what is owed
 /// is at most the workers' credits; past this cap results go un-ACKed (their leases run out).
 const MAX_OWED_ACKS: usize = 100_000;
@@ -125,15 +124,13 @@ impl BoundCollector {
         let mut acks = Vec::new();
         let mut owed = 0usize;
         let finished = loop {
+            if shutdown.requested() {
+                summary.interrupted = true;
+                break false;
+            }
             let first = match inbox.recv_timeout(Duration::from_millis(50)) {
                 Ok(event) => event,
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                    if shutdown.requested() {
-                        summary.interrupted = true;
-                        break false;
-                    }
-                    continue;
-                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => continue,
             };
             let mut end = false;
             for event in std::iter::once(first).chain(inbox.try_iter()) {
@@ -209,6 +206,8 @@ struct Greeted {
     reader: MessageReader<Conn>,
     writer: Conn,
     peer: String,
+    /// The name its hello gave.
+    name: String,
 }
 
 impl Greeted {
@@ -218,12 +217,22 @@ impl Greeted {
         let writer = conn.try_clone().ok()?;
         let mut reader = MessageReader::new(conn);
         let reason = match reader.recv() {
-            Ok(Message::Hello { protocol, role, .. }) if role == want && protocol == PROTOCOL => {
+            Ok(Message::Hello {
+                protocol,
+                role,
+                name,
+                ..
+            }) if role == want && protocol == PROTOCOL && name.len() <= MAX_NAME => {
+                writer.set_read_timeout(None).ok();
                 return Some(Self {
                     reader,
                     writer,
                     peer,
-                })
+                    name,
+                });
+            }
+            Ok(Message::Hello { name, .. }) if name.len() > MAX_NAME => {
+                format!("a name of {} bytes is longer than {MAX_NAME}", name.len())
             }
             Err(WireError::Closed | WireError::Io(_)) => return None,
             Ok(Message::Hello { protocol, role, .. }) if role == want => {
@@ -263,16 +272,17 @@ fn serve_worker(conn: Conn, events: &Sender<Event>) {
                 id,
                 task_type,
                 attempt,
-                worker,
                 started_ns,
                 finished_ns,
                 data,
+                ..
             }) => {
+                // Counted under the name its hello gave, whatever each result claims.
                 let result = TaskResult {
                     id,
                     task_type,
                     attempt,
-                    worker,
+                    worker: peer.name.clone(),
                     started_ns,
                     finished_ns,
                     data,

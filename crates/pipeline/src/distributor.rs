@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::lease::{Leases, Reclaimed, WorkerId};
-use crate::peers;
+use crate::peers::{self, EVENT_QUEUE};
 use crate::task::{Task, TaskType};
 use crate::wire::{self, Message, MessageReader, Role, WireError, PROTOCOL};
 
@@ -112,6 +112,8 @@ struct TypeState {
     last_ack_ns: Option<u64>,
     /// When this type last had work but no worker connected.
     starved_since: Option<Instant>,
+    /// Threads of the workers serving it at its first dispatch, for its ideal.
+    threads: u32,
 }
 
 /// Where each task stands, indexed by id: one byte per task issued.
@@ -130,6 +132,8 @@ struct WorkerState {
     credits: u32,
     /// The credits of its hello: the most tasks it may hold.
     max_credits: u32,
+    /// Its hello or its last `ready`.
+    last_heard: Instant,
     conn: Option<Conn>,
     /// Frames encoded this round, written in one go.
     out: Vec<u8>,
@@ -171,8 +175,8 @@ enum Event {
     },
 }
 
-/// Messages from peers wait here; full, the reader threads block (and TCP pushes back).
-const EVENT_QUEUE: usize = 4096;
+/// Longest worker name accepted in a hello.
+pub const MAX_NAME: usize = 128;
 /// After Ctrl-C, how long tasks in flight may take to be ACKed.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 /// Longest wait of the loop with nothing to do, so timeouts are noticed.
@@ -241,6 +245,7 @@ impl Distributor {
                 first_dispatch_ns: None,
                 last_ack_ns: None,
                 starved_since: None,
+                threads: 0,
             });
         }
         let levels = levels(&states, &types)?;
@@ -306,7 +311,7 @@ pub struct TypeReport {
     pub failed: u64,
     pub first_dispatch_unix_ns: Option<u64>,
     pub last_ack_unix_ns: Option<u64>,
-    /// What this type ideally costs on the threads that joined before the start.
+    /// What this type ideally costs on the threads serving it when it started.
     pub ideal_secs: Option<f64>,
 }
 
@@ -333,7 +338,7 @@ pub struct CollectorCounts {
 pub struct PipelineReport {
     /// From the first dispatch to the last ACK.
     pub wall_secs: f64,
-    /// The types' ideals, level by level of the dependency graph (levels run one after another).
+    /// The critical path of the types' ideals through the dependency graph.
     pub ideal_secs: Option<f64>,
     /// `wall / ideal − 1`.
     pub overhead: Option<f64>,
@@ -402,12 +407,13 @@ impl Bound {
                 .map_err(DistributorError::Thread)?;
         }
         // `events` stays alive until the loop ends, so the channel never reads as disconnected.
+        let leases = Leases::new(self.config.lease, self.config.max_deliver);
         let mut run = Run {
             config: self.config,
             types: self.types,
             states: self.states,
             levels: self.levels,
-            leases: Leases::new(Duration::ZERO, 1),
+            leases,
             fates: Vec::new(),
             workers: BTreeMap::new(),
             collector: None,
@@ -420,9 +426,7 @@ impl Bound {
             failed: Vec::new(),
             bad_peers: 0,
             acked: self.acked,
-            ideal_threads: Vec::new(),
         };
-        run.leases = Leases::new(run.config.lease, run.config.max_deliver);
         let result = run.main_loop(&inbox, shutdown);
         stop.request();
         for worker in run.workers.values() {
@@ -490,7 +494,23 @@ fn serve_worker(conn: Conn, id: WorkerId, served: &[(usize, TaskType)], events: 
             if credits == 0 || credits > 10_000 {
                 return refuse(writer, format!("{credits} credits is not 1..=10000"));
             }
-            (name, index, threads.unwrap_or(1), credits)
+            let threads = threads.unwrap_or(1);
+            if threads == 0 || threads > credits {
+                return refuse(
+                    writer,
+                    format!("{threads} threads is not 1..={credits} (its credits)"),
+                );
+            }
+            if name.is_empty() || name.len() > MAX_NAME {
+                return refuse(
+                    writer,
+                    format!(
+                        "a worker name of {} bytes is not 1..={MAX_NAME}",
+                        name.len()
+                    ),
+                );
+            }
+            (name, index, threads, credits)
         }
         Ok(other) => {
             return refuse(
@@ -504,6 +524,7 @@ fn serve_worker(conn: Conn, id: WorkerId, served: &[(usize, TaskType)], events: 
     let Ok(answer) = writer.try_clone() else {
         return;
     };
+    writer.set_read_timeout(None).ok();
     let joined = Event::Joined {
         worker: id,
         name,
@@ -612,8 +633,6 @@ struct Run {
     failed: Vec<FailedTask>,
     bad_peers: u64,
     acked: Arc<AtomicU64>,
-    /// Threads per type when the run started, for the ideal.
-    ideal_threads: Vec<u32>,
 }
 
 impl Run {
@@ -641,8 +660,28 @@ impl Run {
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
             }
             let now = Instant::now();
-            for back in self.leases.reclaim_expired(now) {
-                self.take_back(back);
+            // With the collector away no result can be ACKed: leases wait (renewed on its return).
+            let holders = match self.collector {
+                Some(_) => self.leases.expired_holders(now),
+                None => Vec::new(),
+            };
+            for (worker, task, granted) in holders {
+                let heard_since = self
+                    .workers
+                    .get(&worker)
+                    .is_some_and(|w| w.last_heard > granted);
+                if heard_since {
+                    for back in self.leases.reclaim_expired(worker, now) {
+                        self.take_back(back);
+                    }
+                } else {
+                    let reason = format!(
+                        "silent since its lease on task {task} was granted; it ran out after \
+                         {:?} (--lease)",
+                        self.config.lease
+                    );
+                    self.worker_gone(worker, Some(reason));
+                }
             }
             self.check_timeouts(now)?;
             if shutdown.requested() && interrupted_at.is_none() {
@@ -658,15 +697,6 @@ impl Run {
             }
             if self.started.is_none() && self.ready_to_start() {
                 self.started = Some((now, unix_now_ns()));
-                self.ideal_threads = (0..self.states.len())
-                    .map(|t| {
-                        self.workers
-                            .values()
-                            .filter(|w| w.conn.is_some() && w.task_type == t)
-                            .map(|w| w.threads)
-                            .sum()
-                    })
-                    .collect();
             }
             if self.started.is_some() {
                 if (0..self.states.len()).all(|t| self.complete(t)) {
@@ -702,6 +732,7 @@ impl Run {
                         threads,
                         credits,
                         max_credits: credits,
+                        last_heard: Instant::now(),
                         conn: Some(conn),
                         out: Vec::new(),
                         dispatched: 0,
@@ -714,6 +745,7 @@ impl Run {
                 // tasks than it said it can hold.
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.credits = w.credits.saturating_add(credits).min(w.max_credits);
+                    w.last_heard = Instant::now();
                 }
             }
             Event::Gone { worker, reason } => self.worker_gone(worker, reason),
@@ -723,7 +755,9 @@ impl Run {
             }
             Event::CollectorUp(conn) => {
                 self.collector = Some(conn);
-                self.collector_down_since = None;
+                if self.collector_down_since.take().is_some() {
+                    self.leases.renew_all(Instant::now());
+                }
             }
             Event::CollectorDown(reason) => {
                 if self.collector.take().is_some() {
@@ -746,9 +780,10 @@ impl Run {
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
-        if w.conn.take().is_none() {
+        let Some(conn) = w.conn.take() else {
             return;
-        }
+        };
+        conn.close();
         w.credits = 0;
         let held = self.leases.reclaim_worker(worker);
         eprintln!(
@@ -898,7 +933,16 @@ impl Run {
                         (self.fates.len() as u64, 1, data)
                     }
                 };
-                state.first_dispatch_ns.get_or_insert_with(unix_now_ns);
+                if state.first_dispatch_ns.is_none() {
+                    state.first_dispatch_ns = Some(unix_now_ns());
+                    // The ideal counts the threads serving this type when it starts.
+                    state.threads = self
+                        .workers
+                        .values()
+                        .filter(|w| w.conn.is_some() && w.task_type == t)
+                        .map(|w| w.threads)
+                        .fold(0u32, u32::saturating_add);
+                }
                 let message = Message::Task {
                     id: task_id,
                     task_type: self.types[t].to_string(),
@@ -1006,14 +1050,26 @@ impl Run {
         Ok(())
     }
 
-    /// Ends the run: `end` to the collector, its `finished`, then `end` to every worker.
+    /// Ends the run: `end` to every worker, then to the collector, and waits for its
+    /// `finished` (at most `collector_timeout`; without it the report says so by its absence).
     fn finish(
         &mut self,
         inbox: &Receiver<Event>,
         interrupted: bool,
     ) -> Result<PipelineReport, DistributorError> {
         let wall = self.started.map(|(at, _)| at.elapsed()).unwrap_or_default();
-        let deadline = Instant::now() + self.config.collector_timeout;
+        for w in self.workers.values_mut() {
+            if let Some(conn) = &mut w.conn {
+                Message::End {}.send(conn).ok();
+            }
+        }
+        // Interrupted with no collector: nobody to wait for.
+        let patience = if interrupted && self.collector.is_none() {
+            Duration::ZERO
+        } else {
+            self.config.collector_timeout
+        };
+        let deadline = Instant::now() + patience;
         let mut counts = None;
         let mut told = false;
         while counts.is_none() && Instant::now() < deadline {
@@ -1044,18 +1100,12 @@ impl Run {
                 Err(_) => {}
             }
         }
-        if counts.is_none() {
-            return Err(DistributorError::CollectorUnreachable {
-                endpoint: self.config.collector.clone(),
-                waited: self.config.collector_timeout,
-                acked: self.acked.load(Ordering::Relaxed),
-                outstanding: 0,
-            });
-        }
-        for w in self.workers.values_mut() {
-            if let Some(conn) = &mut w.conn {
-                Message::End {}.send(conn).ok();
-            }
+        if counts.is_none() && !interrupted {
+            eprintln!(
+                "distributor: every task is settled, but the collector at {} did not answer 'end' \
+                 within {:?}: its counts are missing from the report",
+                self.config.collector, self.config.collector_timeout
+            );
         }
         Ok(self.report(wall, counts, interrupted))
     }
@@ -1077,27 +1127,25 @@ impl Run {
                     failed: s.failed,
                     first_dispatch_unix_ns: s.first_dispatch_ns,
                     last_ack_unix_ns: s.last_ack_ns,
-                    ideal_secs: self
-                        .ideal_threads
-                        .get(t)
-                        .and_then(|&threads| s.task.ideal(threads))
-                        .map(|d| d.as_secs_f64()),
+                    ideal_secs: s.task.ideal(s.threads).map(|d| d.as_secs_f64()),
                 }
             })
             .collect();
-        // Levels run one after another; types on one level side by side.
-        let mut by_level: BTreeMap<usize, f64> = BTreeMap::new();
-        let mut ideal_known = true;
-        for (t, report) in types.iter().enumerate() {
-            match report.ideal_secs {
-                Some(secs) => {
-                    let slot = by_level.entry(self.levels[t]).or_default();
-                    *slot = slot.max(secs);
-                }
-                None => ideal_known = false,
-            }
+        // The critical path: a type ends its ideal after the last of its dependencies ends.
+        let mut order: Vec<usize> = (0..types.len()).collect();
+        order.sort_by_key(|&t| self.levels[t]);
+        let mut ends: Vec<Option<f64>> = vec![None; types.len()];
+        for t in order {
+            let after = self.states[t]
+                .deps
+                .iter()
+                .map(|&d| ends[d])
+                .try_fold(0.0f64, |latest, end| end.map(|e| latest.max(e)));
+            ends[t] = after.zip(types[t].ideal_secs).map(|(a, own)| a + own);
         }
-        let ideal_secs = ideal_known.then(|| by_level.values().sum::<f64>());
+        let ideal_secs = ends
+            .iter()
+            .try_fold(0.0f64, |latest, end| end.map(|e| latest.max(e)));
         let wall_secs = wall.as_secs_f64();
         let issued: u64 = self.states.iter().map(|s| s.issued).sum();
         let acked: u64 = self.states.iter().map(|s| s.acked).sum();
@@ -1111,7 +1159,7 @@ impl Run {
             redeliveries: self.redeliveries,
             duplicates: self.duplicates,
             failed: self.failed.clone(),
-            lost: issued - acked - self.failed.len() as u64,
+            lost: issued.saturating_sub(acked + self.failed.len() as u64),
             bad_peers: self.bad_peers,
             collector,
             interrupted,

@@ -1,10 +1,11 @@
 //! `Leases`: the distributor's record of every task in flight, for at-least-once delivery.
 //!
 //! A task sent to a worker is leased to it until the collector's ACK retires it. A lease whose
-//! worker disconnects, or whose deadline passes, is taken back: the task goes out again unless it
-//! has already been delivered `max_deliver` times, in which case it is failed. An ACK for a task
-//! no longer leased (retired earlier, its first delivery finishing late) is a duplicate: counted
-//! by the caller, never hidden. Memory is one entry per task in flight, which the workers'
+//! worker disconnects, or whose deadline passes, is taken back (the distributor also drops a
+//! worker that has not been heard from since such a lease was granted: wedged). A task taken back
+//! goes out again unless it has already been delivered `max_deliver` times, in which case it is
+//! failed. An ACK for a task no longer leased (retired earlier, its first delivery finishing
+//! late) is a duplicate: counted by the caller, never hidden. Memory is one entry per task in flight, which the workers'
 //! credits bound. This type decides nothing about where tasks go: that is the distributor's loop.
 
 use std::collections::HashMap;
@@ -97,9 +98,24 @@ impl Leases {
         self.reclaim(|lease| lease.worker == worker)
     }
 
-    /// Takes back every lease whose deadline has passed.
-    pub fn reclaim_expired(&mut self, now: Instant) -> Vec<Reclaimed> {
-        self.reclaim(|lease| lease.deadline <= now)
+    /// The workers holding a lease whose deadline has passed, each with its oldest such task
+    /// and when that was granted: the distributor decides whether the worker is wedged.
+    pub fn expired_holders(&self, now: Instant) -> Vec<(WorkerId, u64, Instant)> {
+        let mut holders: Vec<(WorkerId, u64, Instant)> = self
+            .live
+            .iter()
+            .filter(|(_, lease)| lease.deadline <= now)
+            .map(|(id, lease)| (lease.worker, *id, lease.deadline - self.term))
+            .collect();
+        holders.sort_unstable();
+        holders.dedup_by_key(|(worker, ..)| *worker);
+        holders
+    }
+
+    /// Takes back `worker`'s leases whose deadline has passed (it lives, but those results
+    /// never came: lost on the way to a collector that died, say).
+    pub fn reclaim_expired(&mut self, worker: WorkerId, now: Instant) -> Vec<Reclaimed> {
+        self.reclaim(|lease| lease.worker == worker && lease.deadline <= now)
     }
 
     fn reclaim(&mut self, mut take: impl FnMut(&Lease) -> bool) -> Vec<Reclaimed> {
@@ -136,21 +152,17 @@ impl Leases {
         out
     }
 
+    /// Restarts every lease's term from `now`: the collector was away, so no worker could have
+    /// had its results ACKed, and nobody is to blame for the time.
+    pub fn renew_all(&mut self, now: Instant) {
+        for lease in self.live.values_mut() {
+            lease.deadline = now + self.term;
+        }
+    }
+
     /// The earliest deadline, for the loop's next wake-up.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.live.values().map(|l| l.deadline).min()
-    }
-
-    /// Leases of one task type still out.
-    pub fn in_flight(&self, task_type: usize) -> usize {
-        self.live
-            .values()
-            .filter(|l| l.task_type == task_type)
-            .count()
-    }
-
-    pub fn len(&self) -> usize {
-        self.live.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -171,7 +183,7 @@ mod tests {
     fn an_ack_retires_a_lease_once_and_the_second_is_a_duplicate() {
         let (mut l, now) = leases();
         l.grant(7, 0, 1, 1, json!({}), now);
-        assert_eq!(l.in_flight(0), 1);
+        assert!(!l.is_empty());
         assert!(l.ack(7).is_some());
         assert!(l.ack(7).is_none());
         assert!(l.is_empty());
@@ -201,7 +213,8 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(l.len(), 1);
+        assert!(!l.is_empty());
+        assert!(l.reclaim_worker(9).is_empty());
     }
 
     #[test]
@@ -219,21 +232,35 @@ mod tests {
     }
 
     #[test]
-    fn only_expired_leases_are_reclaimed() {
+    fn only_holders_of_expired_leases_are_named() {
         let (mut l, now) = leases();
         l.grant(1, 0, 1, 4, json!({}), now);
-        l.grant(2, 0, 1, 4, json!({}), now + Duration::from_secs(3));
+        l.grant(3, 0, 1, 4, json!({}), now);
+        l.grant(2, 0, 1, 5, json!({}), now + Duration::from_secs(3));
         assert_eq!(l.next_deadline(), Some(now + Duration::from_secs(5)));
-        assert!(l.reclaim_expired(now + Duration::from_secs(4)).is_empty());
-        let back = l.reclaim_expired(now + Duration::from_secs(6));
+        assert!(l.expired_holders(now + Duration::from_secs(4)).is_empty());
+        assert_eq!(
+            l.expired_holders(now + Duration::from_secs(6)),
+            [(4, 1, now)]
+        );
+        let later = now + Duration::from_secs(9);
+        assert_eq!(
+            l.expired_holders(later),
+            [(4, 1, now), (5, 2, now + Duration::from_secs(3))]
+        );
+        let back = l.reclaim_expired(4, later);
+        assert_eq!(back.len(), 2);
         assert!(matches!(
-            back[..],
-            [Reclaimed::Redeliver {
+            back[0],
+            Reclaimed::Redeliver {
                 id: 1,
                 attempt: 2,
                 ..
-            }]
+            }
         ));
-        assert_eq!(l.len(), 1);
+        assert_eq!(
+            l.expired_holders(later),
+            [(5, 2, now + Duration::from_secs(3))]
+        );
     }
 }

@@ -6,12 +6,21 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use plumbline_core::Shutdown;
 use plumbline_transport::endpoint::{Conn, Listener};
 
+/// Capacity of a role's event channel. Full, the peers' reader threads block, so a flood of
+/// messages backs up into TCP rather than memory.
+pub const EVENT_QUEUE: usize = 4096;
+/// How long a new peer has to say hello before it is dropped, so idle connections do not
+/// hold threads for ever.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Accepts on `listener` until `stop` is requested, running `handler` on a new thread per
-/// connection. Accept errors (out of descriptors) are logged and retried after a nap.
+/// connection, whose reads time out after [`HELLO_TIMEOUT`] until the handler clears it once
+/// the hello is in. Accept errors (out of descriptors) are logged and retried after a nap.
 pub fn serve<H>(
     listener: Listener,
     stop: Shutdown,
@@ -29,6 +38,7 @@ where
             while !stop.requested() {
                 match listener.accept_or_nap() {
                     Ok(Some(conn)) => {
+                        conn.set_read_timeout(Some(HELLO_TIMEOUT)).ok();
                         let handler = Arc::clone(&handler);
                         let spawned = std::thread::Builder::new()
                             .name(format!("{role}-peer"))

@@ -220,11 +220,6 @@ impl<R: Read> MessageReader<R> {
         self.next += 1;
         decode(&self.batch[self.next - 1])
     }
-
-    /// True when a message is already buffered, so `recv` will not block.
-    pub fn has_buffered(&self) -> bool {
-        self.next < self.batch.len()
-    }
 }
 
 #[cfg(test)]
@@ -281,7 +276,6 @@ mod tests {
             Message::End {}.encode_into(&mut buf).unwrap();
             let mut reader = MessageReader::new(&buf[..]);
             prop_assert_eq!(reader.recv().unwrap(), sent);
-            prop_assert!(reader.has_buffered());
             prop_assert_eq!(reader.recv().unwrap(), Message::End {});
             prop_assert!(matches!(reader.recv(), Err(WireError::Closed)));
         }

@@ -13,7 +13,7 @@
 //! own (sleep/spin for the descriptor's workload) lives in the binary.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -87,9 +87,7 @@ impl WorkerConfig {
             connect_timeout: Duration::from_secs(30),
         }
     }
-}
 
-impl WorkerConfig {
     /// Tasks this worker may hold: its threads plus the prefetch.
     pub fn credits(&self, threads: u32) -> u32 {
         threads.saturating_add(self.prefetch.unwrap_or(threads))
@@ -116,6 +114,8 @@ pub enum WorkerError {
     Thread(std::io::Error),
     #[error("worker thread {0} panicked")]
     Panicked(usize),
+    #[error("the thread sending results panicked")]
+    OutboxPanicked,
 }
 
 /// What a worker did.
@@ -132,7 +132,7 @@ pub fn run_single(
     worker: &mut impl SingleThreadedWorker,
     shutdown: &Shutdown,
 ) -> Result<WorkerSummary, WorkerError> {
-    let link = Link::open(config, 1, shutdown)?;
+    let mut link = Link::open(config, 1, shutdown)?;
     let outbox = Outbox::start(config, &link, config.credits(1))?;
     let mut executions = 0;
     let received = link.each_task(config, |task| {
@@ -155,7 +155,7 @@ pub fn run_multi<W: MultiThreadedWorker>(
     shutdown: &Shutdown,
 ) -> Result<WorkerSummary, WorkerError> {
     let threads = worker.n_threads().max(1);
-    let link = Link::open(config, threads as u32, shutdown)?;
+    let mut link = Link::open(config, threads as u32, shutdown)?;
     let outbox = Arc::new(Outbox::start(
         config,
         &link,
@@ -195,7 +195,7 @@ pub fn run_multi<W: MultiThreadedWorker>(
     }
     match Arc::into_inner(outbox) {
         Some(outbox) => outbox.finish()?,
-        None => return Err(WorkerError::Panicked(threads)),
+        None => return Err(WorkerError::OutboxPanicked),
     }
     Ok(WorkerSummary {
         executions: executions.load(Ordering::Relaxed),
@@ -233,7 +233,12 @@ impl Outbox {
                     loop {
                         match posted.try_recv() {
                             Ok(message) => {
-                                message.encode_into(&mut frames).ok();
+                                if let Err(e) = message.encode_into(&mut frames) {
+                                    // Too big for a frame: say so instead, so the task is
+                                    // settled (as an error) rather than redelivered for ever.
+                                    eprintln!("worker: a result cannot be sent ({e}); sending an error instead");
+                                    too_big(message, &e).encode_into(&mut frames).ok();
+                                }
                                 count += 1;
                             }
                             Err(crossbeam_channel::TryRecvError::Empty) => break,
@@ -270,7 +275,33 @@ impl Outbox {
     /// Sends what is queued, then stops; the first delivery error, if any.
     fn finish(self) -> Result<(), WorkerError> {
         drop(self.queue);
-        self.thread.join().map_err(|_| WorkerError::Panicked(0))?
+        self.thread
+            .join()
+            .map_err(|_| WorkerError::OutboxPanicked)?
+    }
+}
+
+/// The error result that replaces one that cannot be encoded.
+fn too_big(message: Message, e: &WireError) -> Message {
+    match message {
+        Message::Result {
+            id,
+            task_type,
+            attempt,
+            worker,
+            started_ns,
+            finished_ns,
+            ..
+        } => Message::Result {
+            id,
+            task_type,
+            attempt,
+            worker,
+            started_ns,
+            finished_ns,
+            data: serde_json::json!({ "error": e.to_string() }),
+        },
+        other => other,
     }
 }
 
@@ -288,7 +319,7 @@ fn result(config: &WorkerConfig, task: Assignment, data: Value, started_ns: u64)
 
 /// The connection to the distributor: tasks in, credit out.
 struct Link {
-    reader: Mutex<Option<MessageReader<Conn>>>,
+    reader: MessageReader<Conn>,
     closer: Conn,
     shutdown: Shutdown,
 }
@@ -317,7 +348,7 @@ impl Link {
             })
             .map_err(WorkerError::Thread)?;
         Ok(Self {
-            reader: Mutex::new(Some(MessageReader::new(conn))),
+            reader: MessageReader::new(conn),
             closer,
             shutdown: shutdown.clone(),
         })
@@ -325,19 +356,16 @@ impl Link {
 
     /// Calls `each` for every task until `end` (`Ok(false)`) or Ctrl-C (`Ok(true)`).
     fn each_task(
-        &self,
+        &mut self,
         config: &WorkerConfig,
         mut each: impl FnMut(Assignment),
     ) -> Result<bool, WorkerError> {
-        let Some(mut reader) = self.reader.lock().ok().and_then(|mut r| r.take()) else {
-            return Ok(false);
-        };
         let protocol = |reason: String| WorkerError::Protocol {
             endpoint: config.distributor.clone(),
             reason,
         };
         loop {
-            match reader.recv() {
+            match self.reader.recv() {
                 Ok(Message::Task {
                     id,
                     task_type,

@@ -234,6 +234,14 @@ impl Conn {
         };
     }
 
+    /// Bounds how long a read may block (`None`: for ever), e.g. waiting for a hello.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.set_read_timeout(timeout),
+            Conn::Ipc(s) => s.set_read_timeout(timeout),
+        }
+    }
+
     /// Bounds how long a write may block on a peer that stopped reading.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
