@@ -128,6 +128,10 @@ fn two_workers_share_the_tasks_and_every_one_is_acked() {
         "{r}"
     );
     assert!(r["overhead"].as_f64().unwrap() < 0.5, "{r}");
+    // Workers leave when told `end`: that is not leaving early.
+    for w in r["workers"].as_array().unwrap() {
+        assert_eq!(w["lost_connection"], false, "{w}");
+    }
     // Three threads ask for about three times the tasks one does.
     let (one, three) = (dispatched_to(&r, "w1"), dispatched_to(&r, "w2"));
     assert!(three > 2 * one, "w1 {one}, w2 {three}");

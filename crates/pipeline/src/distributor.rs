@@ -134,6 +134,8 @@ struct WorkerState {
     max_credits: u32,
     /// Its hello or its last `ready`.
     last_heard: Instant,
+    /// Its connection ended before the run did.
+    left_early: bool,
     conn: Option<Conn>,
     /// Frames encoded this round, written in one go.
     out: Vec<u8>,
@@ -426,6 +428,7 @@ impl Bound {
             failed: Vec::new(),
             bad_peers: 0,
             acked: self.acked,
+            ended: false,
         };
         let result = run.main_loop(&inbox, shutdown);
         stop.request();
@@ -633,6 +636,8 @@ struct Run {
     failed: Vec<FailedTask>,
     bad_peers: u64,
     acked: Arc<AtomicU64>,
+    /// `end` has gone out to the workers.
+    ended: bool,
 }
 
 impl Run {
@@ -733,6 +738,7 @@ impl Run {
                         credits,
                         max_credits: credits,
                         last_heard: Instant::now(),
+                        left_early: false,
                         conn: Some(conn),
                         out: Vec::new(),
                         dispatched: 0,
@@ -785,6 +791,11 @@ impl Run {
         };
         conn.close();
         w.credits = 0;
+        if self.ended {
+            // Told `end`: leaving is what it should do.
+            return;
+        }
+        w.left_early = true;
         let held = self.leases.reclaim_worker(worker);
         eprintln!(
             "distributor: worker {} left ({}); {} of its tasks go out again",
@@ -1058,6 +1069,7 @@ impl Run {
         interrupted: bool,
     ) -> Result<PipelineReport, DistributorError> {
         let wall = self.started.map(|(at, _)| at.elapsed()).unwrap_or_default();
+        self.ended = true;
         for w in self.workers.values_mut() {
             if let Some(conn) = &mut w.conn {
                 Message::End {}.send(conn).ok();
@@ -1173,7 +1185,7 @@ impl Run {
                     threads: w.threads,
                     dispatched: w.dispatched,
                     acked: w.acked,
-                    lost_connection: w.conn.is_none(),
+                    lost_connection: w.left_early,
                 })
                 .collect(),
         }
