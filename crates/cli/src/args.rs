@@ -155,7 +155,8 @@ pub struct PipelineWorkerArgs {
     /// per thread]
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub prefetch: Option<u32>,
-    /// Spend this per task instead of the descriptor's workload (a slow or fast worker)
+    /// Spend this per task instead of the descriptor's workload (a slow or fast worker; the
+    /// distributor's ideal, reckoned from the descriptors, then no longer holds)
     #[arg(long, value_parser = parse_duration)]
     pub delay: Option<Duration>,
     /// Spend it this way instead of the descriptor's: sleep, spin or hybrid[:F]
