@@ -1,8 +1,9 @@
 //! What seed 001's examples 2–4 share, included by each with `#[path = "../common/mod.rs"]`:
 //! the seed's stopwatch collector (its collector.py, the same in every example), how a worker
 //! reads a descriptor's workload, the distributor's report, and the plumbing of a binary with
-//! one role per seed script plus `all`. The tasks and workers, which is what differs from one
-//! example to the next, are in each example's main.rs.
+//! one role per seed script plus `all`. Examples 2 and 3 differ only in their worker, so their
+//! task and roles are here too, in [`calculation`]; the workers, and example 4's tasks and roles,
+//! are in each example's main.rs.
 
 use std::process::ExitCode;
 use std::thread;
@@ -156,5 +157,145 @@ pub fn main(
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Examples 2 (`singlethread`) and 3 (`multithread`) but for their worker: the seed's
+/// settings.py, its tasks.py (`CalculationTask`) and its run_distributor.py, and the roles
+/// (collector, distributor, worker, `all`) wired to the example's `run_worker`.
+// The dependencies example includes this file too, and uses none of this.
+#[allow(dead_code)]
+pub mod calculation {
+    use std::process::ExitCode;
+    use std::time::Duration;
+
+    use anyhow::{bail, Result};
+    use plumbline_core::Shutdown;
+    use plumbline_pipeline::distributor::Bound;
+    use plumbline_pipeline::worker::WorkerConfig;
+    use plumbline_pipeline::{BoundCollector, Distributor, DistributorConfig, Task, TaskType};
+    use plumbline_transport::endpoint::Endpoint;
+    use serde_json::{json, Value};
+
+    use super::{endpoint, WORKLOAD_SECS};
+
+    // The seed's settings.py.
+    const TASK_TYPE_CALC: &str = "C";
+    const COLLECTOR_ENDPOINT: &str = "tcp://127.0.0.1:5558";
+    const COLLECTOR_ACK_ENDPOINT: &str = "tcp://127.0.0.1:5551";
+    const WORKER_ENDPOINT: &str = "ipc://worker.ipc";
+
+    const N_TASKS: u64 = 100;
+
+    /// The example's worker: runs the worker that `config` describes until the run ends.
+    pub type RunWorker = fn(config: &WorkerConfig, shutdown: &Shutdown) -> Result<()>;
+
+    /// The seed's tasks.py: the work to be done, `N_TASKS` descriptors, then complete.
+    struct CalculationTask {
+        task_type: TaskType,
+        n_count: u64,
+        is_complete: bool,
+    }
+
+    impl Task for CalculationTask {
+        fn task_type(&self) -> &TaskType {
+            &self.task_type
+        }
+
+        /// Called by the distributor for each task it sends to `_worker`; returns the descriptor.
+        fn handle(&mut self, _worker: &str) -> Value {
+            self.n_count += 1;
+            if self.n_count >= N_TASKS {
+                self.is_complete = true;
+            }
+            json!({ "workload": WORKLOAD_SECS })
+        }
+
+        fn is_complete(&self) -> bool {
+            self.is_complete
+        }
+
+        fn ideal(&self, threads: u32) -> Option<Duration> {
+            Some(super::ideal(N_TASKS, threads))
+        }
+    }
+
+    /// The seed's run_distributor.py up to `run`: register the task, bind its workers' endpoint.
+    fn bind_distributor(collector_ack: Endpoint, workers: Endpoint) -> Result<Bound> {
+        let task = CalculationTask {
+            task_type: TaskType::new(TASK_TYPE_CALC)?,
+            n_count: 0,
+            is_complete: false,
+        };
+        let mut distributor = Distributor::new(DistributorConfig::new(collector_ack));
+        distributor.register(Box::new(task), workers);
+        Ok(distributor.bind()?)
+    }
+
+    /// The worker role: a worker named `name` for the task's type, taking tasks at `workers`
+    /// and sending results to `collector`.
+    fn worker(
+        name: &str,
+        workers: Endpoint,
+        collector: Endpoint,
+        shutdown: &Shutdown,
+        run_worker: RunWorker,
+    ) -> Result<()> {
+        let config = WorkerConfig::new(name, TaskType::new(TASK_TYPE_CALC)?, workers, collector);
+        run_worker(&config, shutdown)
+    }
+
+    /// Collector, worker and distributor as threads of this process, on free ports.
+    fn all(shutdown: &Shutdown, run_worker: RunWorker) -> Result<()> {
+        let collector = BoundCollector::bind(&super::free_port()?, &super::free_port()?)?;
+        let (results_at, acks_at) = collector.endpoints();
+        let distributor = bind_distributor(acks_at, super::free_port()?)?;
+        let workers_at = super::workers_endpoint(&distributor, TASK_TYPE_CALC)?;
+        super::side_by_side(
+            shutdown,
+            vec![
+                (
+                    "collector",
+                    Box::new(|| super::run_collector(collector, shutdown)),
+                ),
+                (
+                    "worker",
+                    Box::new(|| worker("worker", workers_at, results_at, shutdown, run_worker)),
+                ),
+            ],
+            || super::run_distributor(distributor, shutdown),
+        )
+    }
+
+    fn run(role: &str, shutdown: &Shutdown, run_worker: RunWorker) -> Result<()> {
+        match role {
+            "collector" => {
+                let results = endpoint(COLLECTOR_ENDPOINT)?;
+                let bound = BoundCollector::bind(&results, &endpoint(COLLECTOR_ACK_ENDPOINT)?)?;
+                super::run_collector(bound, shutdown)
+            }
+            "distributor" => {
+                let acks = endpoint(COLLECTOR_ACK_ENDPOINT)?;
+                let bound = bind_distributor(acks, endpoint(WORKER_ENDPOINT)?)?;
+                super::run_distributor(bound, shutdown)
+            }
+            "worker" => {
+                let name = format!("worker-{}", std::process::id());
+                let workers = endpoint(WORKER_ENDPOINT)?;
+                let results = endpoint(COLLECTOR_ENDPOINT)?;
+                worker(&name, workers, results, shutdown, run_worker)
+            }
+            "all" => all(shutdown, run_worker),
+            other => bail!("no role {other}"),
+        }
+    }
+
+    /// The `main` of `example`, whose worker role is `run_worker`: runs the role named by the
+    /// one argument, or prints the usage and exits with 2.
+    pub fn main(example: &str, run_worker: RunWorker) -> ExitCode {
+        let roles = ["collector", "distributor", "worker", "all"];
+        super::main(example, &roles, |role, shutdown| {
+            run(role, shutdown, run_worker)
+        })
     }
 }

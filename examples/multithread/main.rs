@@ -2,10 +2,10 @@
 //!
 //! Example 2 (`singlethread`) with the worker switched to a `MultiThreadedWorker` of 10 threads:
 //! its main loop counts each task and forwards the data to a thread, which sleeps the workload.
-//! The task (100 × `{"workload": 0.01}`), the distributor and the stopwatch collector are
-//! example 2's, unchanged. Run the roles from one directory (the workers' endpoint
-//! `ipc://worker.ipc` is a socket file in the current directory), the collector first so its
-//! stopwatch makes sense:
+//! The task (100 × `{"workload": 0.01}`), the distributor, the stopwatch collector and the roles
+//! are example 2's, unchanged, shared in `../common/mod.rs`; this file holds the worker. Run the
+//! roles from one directory (the workers' endpoint `ipc://worker.ipc` is a socket file in the
+//! current directory), the collector first so its stopwatch makes sense:
 //!
 //! ```text
 //! terminal 1:  cargo run --release -p plumbline-pipeline --example multithread -- collector
@@ -29,57 +29,14 @@ mod common;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use plumbline_core::Shutdown;
-use plumbline_pipeline::distributor::Bound;
 use plumbline_pipeline::worker::{self, WorkerConfig};
-use plumbline_pipeline::{
-    Assignment, BoundCollector, Distributor, DistributorConfig, MultiThreadedWorker, Task, TaskType,
-};
-use plumbline_transport::endpoint::Endpoint;
-use serde_json::{json, Value};
+use plumbline_pipeline::{Assignment, MultiThreadedWorker};
+use serde_json::Value;
 
-use common::{endpoint, WORKLOAD_SECS};
-
-// The seed's settings.py.
-const TASK_TYPE_CALC: &str = "C";
-const COLLECTOR_ENDPOINT: &str = "tcp://127.0.0.1:5558";
-const COLLECTOR_ACK_ENDPOINT: &str = "tcp://127.0.0.1:5551";
-const WORKER_ENDPOINT: &str = "ipc://worker.ipc";
-
-const N_TASKS: u64 = 100;
-
-/// The seed's tasks.py: the work to be done, `N_TASKS` descriptors, then complete.
-struct CalculationTask {
-    task_type: TaskType,
-    n_count: u64,
-    is_complete: bool,
-}
-
-impl Task for CalculationTask {
-    fn task_type(&self) -> &TaskType {
-        &self.task_type
-    }
-
-    /// Called by the distributor for each task it sends to `_worker`; returns the descriptor.
-    fn handle(&mut self, _worker: &str) -> Value {
-        self.n_count += 1;
-        if self.n_count >= N_TASKS {
-            self.is_complete = true;
-        }
-        json!({ "workload": WORKLOAD_SECS })
-    }
-
-    fn is_complete(&self) -> bool {
-        self.is_complete
-    }
-
-    fn ideal(&self, threads: u32) -> Option<Duration> {
-        Some(common::ideal(N_TASKS, threads))
-    }
-}
+use common::calculation;
 
 /// The seed's worker.py of example 3: the main loop hands each task to one of `n_threads`
 /// threads, which simulate the work by sleeping the workload.
@@ -107,78 +64,15 @@ impl MultiThreadedWorker for MyWorker {
     }
 }
 
-fn run_worker(
-    name: &str,
-    workers: Endpoint,
-    collector: Endpoint,
-    shutdown: &Shutdown,
-) -> Result<()> {
-    let config = WorkerConfig::new(name, TaskType::new(TASK_TYPE_CALC)?, workers, collector);
+fn run_worker(config: &WorkerConfig, shutdown: &Shutdown) -> Result<()> {
     let worker = Arc::new(MyWorker::default());
     println!("worker running");
-    worker::run_multi(&config, Arc::clone(&worker), shutdown)?;
+    worker::run_multi(config, Arc::clone(&worker), shutdown)?;
     let n_executions = worker.n_executions.load(Ordering::Relaxed);
     println!("finished - handled {n_executions} executions");
     Ok(())
 }
 
-/// The seed's run_distributor.py up to `run`: register the task, bind its workers' endpoint.
-fn bind_distributor(collector_ack: Endpoint, workers: Endpoint) -> Result<Bound> {
-    let task = CalculationTask {
-        task_type: TaskType::new(TASK_TYPE_CALC)?,
-        n_count: 0,
-        is_complete: false,
-    };
-    let mut distributor = Distributor::new(DistributorConfig::new(collector_ack));
-    distributor.register(Box::new(task), workers);
-    Ok(distributor.bind()?)
-}
-
-/// Collector, worker and distributor as threads of this process, on free ports.
-fn all(shutdown: &Shutdown) -> Result<()> {
-    let collector = BoundCollector::bind(&common::free_port()?, &common::free_port()?)?;
-    let (results_at, acks_at) = collector.endpoints();
-    let distributor = bind_distributor(acks_at, common::free_port()?)?;
-    let workers_at = common::workers_endpoint(&distributor, TASK_TYPE_CALC)?;
-    common::side_by_side(
-        shutdown,
-        vec![
-            (
-                "collector",
-                Box::new(|| common::run_collector(collector, shutdown)),
-            ),
-            (
-                "worker",
-                Box::new(|| run_worker("worker", workers_at, results_at, shutdown)),
-            ),
-        ],
-        || common::run_distributor(distributor, shutdown),
-    )
-}
-
-fn run(role: &str, shutdown: &Shutdown) -> Result<()> {
-    match role {
-        "collector" => {
-            let results = endpoint(COLLECTOR_ENDPOINT)?;
-            let bound = BoundCollector::bind(&results, &endpoint(COLLECTOR_ACK_ENDPOINT)?)?;
-            common::run_collector(bound, shutdown)
-        }
-        "distributor" => {
-            let acks = endpoint(COLLECTOR_ACK_ENDPOINT)?;
-            let bound = bind_distributor(acks, endpoint(WORKER_ENDPOINT)?)?;
-            common::run_distributor(bound, shutdown)
-        }
-        "worker" => {
-            let name = format!("worker-{}", std::process::id());
-            let workers = endpoint(WORKER_ENDPOINT)?;
-            run_worker(&name, workers, endpoint(COLLECTOR_ENDPOINT)?, shutdown)
-        }
-        "all" => all(shutdown),
-        other => bail!("no role {other}"),
-    }
-}
-
 fn main() -> ExitCode {
-    let roles = ["collector", "distributor", "worker", "all"];
-    common::main("multithread", &roles, run)
+    calculation::main("multithread", run_worker)
 }

@@ -1,10 +1,12 @@
 //! Seed 001 (py-zmq-pipeline), example 2: a single-threaded worker.
 //!
 //! A `CalculationTask` issues 100 tasks of `{"workload": 0.01}`; each worker sleeps the workload
-//! and counts its executions; the seed's `StopWatchCollector` (in `../common/mod.rs`) times the
-//! collection. The seed's scripts (collector.py, run_distributor.py, worker.py) are the roles of
-//! this one binary. Run them from one directory (the workers' endpoint `ipc://worker.ipc` is a
-//! socket file in the current directory), the collector first so its stopwatch makes sense:
+//! and counts its executions; the seed's `StopWatchCollector` times the collection. The task, the
+//! collector and the roles are shared with example 3 (`multithread`) in `../common/mod.rs`; this
+//! file holds the worker. The seed's scripts (collector.py, run_distributor.py, worker.py) are
+//! the roles of this one binary. Run them from one directory (the workers' endpoint
+//! `ipc://worker.ipc` is a socket file in the current directory), the collector first so its
+//! stopwatch makes sense:
 //!
 //! ```text
 //! terminal 1:  cargo run --release -p plumbline-pipeline --example singlethread -- collector
@@ -26,58 +28,14 @@
 mod common;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use plumbline_core::Shutdown;
-use plumbline_pipeline::distributor::Bound;
 use plumbline_pipeline::worker::{self, WorkerConfig};
-use plumbline_pipeline::{
-    Assignment, BoundCollector, Distributor, DistributorConfig, SingleThreadedWorker, Task,
-    TaskType,
-};
-use plumbline_transport::endpoint::Endpoint;
-use serde_json::{json, Value};
+use plumbline_pipeline::{Assignment, SingleThreadedWorker};
+use serde_json::Value;
 
-use common::{endpoint, WORKLOAD_SECS};
-
-// The seed's settings.py.
-const TASK_TYPE_CALC: &str = "C";
-const COLLECTOR_ENDPOINT: &str = "tcp://127.0.0.1:5558";
-const COLLECTOR_ACK_ENDPOINT: &str = "tcp://127.0.0.1:5551";
-const WORKER_ENDPOINT: &str = "ipc://worker.ipc";
-
-const N_TASKS: u64 = 100;
-
-/// The seed's tasks.py: the work to be done, `N_TASKS` descriptors, then complete.
-struct CalculationTask {
-    task_type: TaskType,
-    n_count: u64,
-    is_complete: bool,
-}
-
-impl Task for CalculationTask {
-    fn task_type(&self) -> &TaskType {
-        &self.task_type
-    }
-
-    /// Called by the distributor for each task it sends to `_worker`; returns the descriptor.
-    fn handle(&mut self, _worker: &str) -> Value {
-        self.n_count += 1;
-        if self.n_count >= N_TASKS {
-            self.is_complete = true;
-        }
-        json!({ "workload": WORKLOAD_SECS })
-    }
-
-    fn is_complete(&self) -> bool {
-        self.is_complete
-    }
-
-    fn ideal(&self, threads: u32) -> Option<Duration> {
-        Some(common::ideal(N_TASKS, threads))
-    }
-}
+use common::calculation;
 
 /// The seed's worker.py: simulates the work by sleeping the workload.
 #[derive(Default)]
@@ -94,77 +52,14 @@ impl SingleThreadedWorker for MyWorker {
     }
 }
 
-fn run_worker(
-    name: &str,
-    workers: Endpoint,
-    collector: Endpoint,
-    shutdown: &Shutdown,
-) -> Result<()> {
-    let config = WorkerConfig::new(name, TaskType::new(TASK_TYPE_CALC)?, workers, collector);
+fn run_worker(config: &WorkerConfig, shutdown: &Shutdown) -> Result<()> {
     let mut worker = MyWorker::default();
     println!("worker running");
-    worker::run_single(&config, &mut worker, shutdown)?;
+    worker::run_single(config, &mut worker, shutdown)?;
     println!("finished - handled {} executions", worker.n_executions);
     Ok(())
 }
 
-/// The seed's run_distributor.py up to `run`: register the task, bind its workers' endpoint.
-fn bind_distributor(collector_ack: Endpoint, workers: Endpoint) -> Result<Bound> {
-    let task = CalculationTask {
-        task_type: TaskType::new(TASK_TYPE_CALC)?,
-        n_count: 0,
-        is_complete: false,
-    };
-    let mut distributor = Distributor::new(DistributorConfig::new(collector_ack));
-    distributor.register(Box::new(task), workers);
-    Ok(distributor.bind()?)
-}
-
-/// Collector, worker and distributor as threads of this process, on free ports.
-fn all(shutdown: &Shutdown) -> Result<()> {
-    let collector = BoundCollector::bind(&common::free_port()?, &common::free_port()?)?;
-    let (results_at, acks_at) = collector.endpoints();
-    let distributor = bind_distributor(acks_at, common::free_port()?)?;
-    let workers_at = common::workers_endpoint(&distributor, TASK_TYPE_CALC)?;
-    common::side_by_side(
-        shutdown,
-        vec![
-            (
-                "collector",
-                Box::new(|| common::run_collector(collector, shutdown)),
-            ),
-            (
-                "worker",
-                Box::new(|| run_worker("worker", workers_at, results_at, shutdown)),
-            ),
-        ],
-        || common::run_distributor(distributor, shutdown),
-    )
-}
-
-fn run(role: &str, shutdown: &Shutdown) -> Result<()> {
-    match role {
-        "collector" => {
-            let results = endpoint(COLLECTOR_ENDPOINT)?;
-            let bound = BoundCollector::bind(&results, &endpoint(COLLECTOR_ACK_ENDPOINT)?)?;
-            common::run_collector(bound, shutdown)
-        }
-        "distributor" => {
-            let acks = endpoint(COLLECTOR_ACK_ENDPOINT)?;
-            let bound = bind_distributor(acks, endpoint(WORKER_ENDPOINT)?)?;
-            common::run_distributor(bound, shutdown)
-        }
-        "worker" => {
-            let name = format!("worker-{}", std::process::id());
-            let workers = endpoint(WORKER_ENDPOINT)?;
-            run_worker(&name, workers, endpoint(COLLECTOR_ENDPOINT)?, shutdown)
-        }
-        "all" => all(shutdown),
-        other => bail!("no role {other}"),
-    }
-}
-
 fn main() -> ExitCode {
-    let roles = ["collector", "distributor", "worker", "all"];
-    common::main("singlethread", &roles, run)
+    calculation::main("singlethread", run_worker)
 }
