@@ -132,12 +132,11 @@ fn check_addr(url: &str, addr: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// `host:port/name?k=v&…` → (address, name, query pairs).
-fn split(
-    url: &str,
-    rest: &str,
-    what: &'static str,
-) -> Result<(String, String, Vec<(String, String)>), ConfigError> {
+/// A URL's parts after the scheme: (address, name, query pairs).
+type Parts = (String, String, Vec<(String, String)>);
+
+/// `host:port/name?k=v&…` → its [`Parts`].
+fn split(url: &str, rest: &str, what: &'static str) -> Result<Parts, ConfigError> {
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (addr, name) = path.split_once('/').unwrap_or((path, ""));
     check_addr(url, addr)?;
