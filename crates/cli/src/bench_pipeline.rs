@@ -75,17 +75,13 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         Some([one]) => one.parse::<plumbline_worker::Work>()?.to_string(),
         Some(_) => bail!("the pipeline preset takes one --work"),
     };
-    for (flag, values) in [
-        ("--items", &tasks),
-        ("--workers", &workers.iter().map(|&w| w as u64).collect()),
-        (
-            "--threads",
-            &threads.iter().map(|&t| u64::from(t)).collect(),
-        ),
-    ] {
-        if values.contains(&0) {
-            bail!("{flag} must be at least 1 (got 0)");
-        }
+    let zero = [
+        ("--items", tasks.contains(&0)),
+        ("--workers", workers.contains(&0)),
+        ("--threads", threads.contains(&0)),
+    ];
+    if let Some((flag, _)) = zero.iter().find(|(_, zero)| *zero) {
+        bail!("{flag} must be at least 1 (got 0)");
     }
     let exe = std::env::current_exe().context("finding the plumbline binary")?;
     let mut runs = Vec::new();

@@ -223,12 +223,17 @@ impl Spend {
             eprintln!("worker: a poison task: crashing, as asked");
             std::process::abort();
         }
-        let delay = self.delay.unwrap_or(workload.delay);
-        match self.work {
-            Some(work) if work != workload.work => WorkTimer::new(work).run(delay),
-            _ => timer.run(delay),
-        }
+        let (work, delay) = self.choose(&workload);
+        timer.run_as(work, delay);
         Value::Null
+    }
+
+    /// The flags' overrides, else what the descriptor says.
+    fn choose(&self, workload: &Workload) -> (Work, Duration) {
+        (
+            self.work.unwrap_or(workload.work),
+            self.delay.unwrap_or(workload.delay),
+        )
     }
 }
 
@@ -285,19 +290,18 @@ fn worker(args: &PipelineWorkerArgs, shutdown: &Shutdown) -> Result<Verdict> {
         delay: args.delay,
         work,
     };
-    let default_work = work.unwrap_or(Work::Sleep);
     eprintln!("worker {name}: running ({} thread(s))", args.threads);
     let summary = if args.threads == 1 {
         let mut worker = SleepWorker {
             spend,
-            timer: WorkTimer::new(default_work),
+            timer: WorkTimer::new(Work::Sleep),
         };
         worker::run_single(&config, &mut worker, shutdown)?
     } else {
         let threads = SleepThreads {
             spend,
             timers: (0..args.threads)
-                .map(|_| Mutex::new(WorkTimer::new(default_work)))
+                .map(|_| Mutex::new(WorkTimer::new(Work::Sleep)))
                 .collect(),
         };
         worker::run_multi(&config, Arc::new(threads), shutdown)?
@@ -380,4 +384,31 @@ fn collector(args: &CollectorArgs, shutdown: &Shutdown) -> Result<Verdict> {
     } else {
         Verdict::Passed
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a descriptor's `"work": "spin"` was ignored unless the worker overrode it.
+    #[test]
+    fn a_worker_spends_the_descriptors_work_unless_its_flags_override_it() {
+        let workload = Workload::from_data(&json!({ "workload": 0.01, "work": "spin" })).unwrap();
+        let as_sent = Spend {
+            delay: None,
+            work: None,
+        };
+        assert_eq!(
+            as_sent.choose(&workload),
+            (Work::Spin, Duration::from_millis(10))
+        );
+        let overridden = Spend {
+            delay: Some(Duration::from_millis(50)),
+            work: Some(Work::Sleep),
+        };
+        assert_eq!(
+            overridden.choose(&workload),
+            (Work::Sleep, Duration::from_millis(50))
+        );
+    }
 }

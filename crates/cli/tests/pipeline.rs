@@ -4,75 +4,47 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{exclusive, plumbline, scratch, stderr, Node};
+use common::{
+    exclusive, pipeline_distributor as distributor, pipeline_worker as worker, plumbline, scratch,
+    stderr, Node, PipelineCollector as Collector,
+};
 use serde_json::Value;
 
-/// A collector on free ports, and where its two endpoints are.
-struct Collector {
-    node: Node,
-    results: String,
-    acks: String,
+/// What every test here starts with: a collector, and a distributor writing its report into
+/// `dir`.
+struct Run {
+    collector: Collector,
+    dist: Node,
+    /// Where the distributor's workers connect.
+    endpoint: String,
+    report_at: PathBuf,
 }
 
-impl Collector {
-    fn start(extra: &[&str]) -> Self {
-        let mut args = vec![
-            "pipeline",
-            "collector",
-            "--endpoint",
-            "tcp://127.0.0.1:0",
-            "--ack-endpoint",
-            "tcp://127.0.0.1:0",
-        ];
-        args.extend_from_slice(extra);
-        let node = Node::spawn(&args);
-        let line = node.wait_for("collector: results on ");
-        let (results, acks) = line
-            .split_once(", ACKs to the distributor on ")
-            .expect("the collector names its endpoints");
+impl Run {
+    fn start(dir: &Path, collector_args: &[&str], distributor_args: &[&str]) -> Self {
+        let collector = Collector::start(collector_args);
+        let report_at = dir.join("report.json");
+        let (dist, endpoint) = distributor(&collector.acks, &report_at, distributor_args);
         Self {
-            results: results.to_string(),
-            acks: acks.to_string(),
-            node,
+            collector,
+            dist,
+            endpoint,
+            report_at,
         }
     }
-}
 
-/// A distributor on a free port for its workers; returns it and that endpoint.
-fn distributor(acks: &str, report: &std::path::Path, extra: &[&str]) -> (Node, String) {
-    let report = report.to_str().unwrap();
-    let mut args = vec![
-        "pipeline",
-        "distributor",
-        "--endpoint",
-        "tcp://127.0.0.1:0",
-        "--collector-ack",
-        acks,
-        "--json",
-        report,
-        "-q",
-    ];
-    args.extend_from_slice(extra);
-    let node = Node::spawn(&args);
-    let line = node.wait_for("workers connect to ");
-    (node, line)
-}
+    fn worker(&self, name: &str, extra: &[&str]) -> Node {
+        worker(&self.endpoint, &self.collector.results, name, extra)
+    }
 
-fn worker(endpoint: &str, results: &str, name: &str, extra: &[&str]) -> Node {
-    let mut args = vec![
-        "pipeline",
-        "worker",
-        "--endpoint",
-        endpoint,
-        "--collector",
-        results,
-        "--name",
-        name,
-    ];
-    args.extend_from_slice(extra);
-    Node::spawn(&args)
+    /// Waits for the distributor to exit with `code` and returns its report.
+    fn report(&mut self, code: i32) -> Value {
+        assert_eq!(self.dist.exit_code(60), Some(code), "{}", self.dist.log());
+        read_json(&self.report_at)
+    }
 }
 
 fn read_json(path: &std::path::Path) -> Value {
@@ -107,17 +79,14 @@ fn kill_9(node: &mut Node) {
 fn two_workers_share_the_tasks_and_every_one_is_acked() {
     let _cpu = exclusive();
     let dir = scratch("pipeline-basic");
-    let collector = Collector::start(&[]);
-    let report_at = dir.join("report.json");
-    let (mut dist, endpoint) = distributor(
-        &collector.acks,
-        &report_at,
+    let mut run = Run::start(
+        &dir,
+        &[],
         &["--task", "C:200", "--delay", "10ms", "--workers", "2"],
     );
-    let _w1 = worker(&endpoint, &collector.results, "w1", &[]);
-    let _w2 = worker(&endpoint, &collector.results, "w2", &["--threads", "3"]);
-    assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
-    let r = read_json(&report_at);
+    let _w1 = run.worker("w1", &[]);
+    let _w2 = run.worker("w2", &["--threads", "3"]);
+    let r = run.report(0);
     assert_eq!(r["acked"], 200);
     assert_eq!(r["lost"], 0);
     assert_eq!(r["duplicates"], 0);
@@ -141,17 +110,14 @@ fn two_workers_share_the_tasks_and_every_one_is_acked() {
 fn a_worker_five_times_slower_receives_about_a_sixth_of_the_tasks() {
     let _cpu = exclusive();
     let dir = scratch("pipeline-slow");
-    let collector = Collector::start(&[]);
-    let report_at = dir.join("report.json");
-    let (mut dist, endpoint) = distributor(
-        &collector.acks,
-        &report_at,
+    let mut run = Run::start(
+        &dir,
+        &[],
         &["--task", "C:300", "--delay", "10ms", "--workers", "2"],
     );
-    let _fast = worker(&endpoint, &collector.results, "fast", &[]);
-    let _slow = worker(&endpoint, &collector.results, "slow", &["--delay", "50ms"]);
-    assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
-    let r = read_json(&report_at);
+    let _fast = run.worker("fast", &[]);
+    let _slow = run.worker("slow", &["--delay", "50ms"]);
+    let r = run.report(0);
     let share = dispatched_to(&r, "slow") as f64 / 300.0;
     assert!((0.10..0.25).contains(&share), "slow share {share}: {r}");
 }
@@ -161,11 +127,9 @@ fn no_second_task_starts_before_the_last_first_task_is_acked_even_when_a_first_w
     let _cpu = exclusive();
     let dir = scratch("pipeline-deps");
     let results_at = dir.join("results.jsonl");
-    let collector = Collector::start(&["--results", results_at.to_str().unwrap()]);
-    let report_at = dir.join("report.json");
-    let (mut dist, endpoint) = distributor(
-        &collector.acks,
-        &report_at,
+    let mut run = Run::start(
+        &dir,
+        &["--results", results_at.to_str().unwrap()],
         &[
             "--task",
             "first:80",
@@ -177,29 +141,13 @@ fn no_second_task_starts_before_the_last_first_task_is_acked_even_when_a_first_w
             "3",
         ],
     );
-    let mut doomed = worker(
-        &endpoint,
-        &collector.results,
-        "first-a",
-        &["--task-type", "first"],
-    );
-    let _first = worker(
-        &endpoint,
-        &collector.results,
-        "first-b",
-        &["--task-type", "first"],
-    );
-    let _second = worker(
-        &endpoint,
-        &collector.results,
-        "second",
-        &["--task-type", "second"],
-    );
+    let mut doomed = run.worker("first-a", &["--task-type", "first"]);
+    let _first = run.worker("first-b", &["--task-type", "first"]);
+    let _second = run.worker("second", &["--task-type", "second"]);
     doomed.wait_for("running");
     std::thread::sleep(Duration::from_millis(300));
     kill_9(&mut doomed);
-    assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
-    let r = read_json(&report_at);
+    let r = run.report(0);
     assert_eq!(r["acked"], 120, "{r}");
     assert_eq!(r["lost"], 0);
     let first = &r["types"][0];
@@ -225,21 +173,16 @@ fn no_second_task_starts_before_the_last_first_task_is_acked_even_when_a_first_w
 fn killing_one_of_four_workers_loses_nothing_and_counts_duplicates() {
     let _cpu = exclusive();
     let dir = scratch("pipeline-kill");
-    let collector = Collector::start(&[]);
-    let report_at = dir.join("report.json");
-    let (mut dist, endpoint) = distributor(
-        &collector.acks,
-        &report_at,
+    let mut run = Run::start(
+        &dir,
+        &[],
         &["--task", "C:400", "--delay", "10ms", "--workers", "4"],
     );
-    let mut workers: Vec<Node> = (0..4)
-        .map(|i| worker(&endpoint, &collector.results, &format!("w{i}"), &[]))
-        .collect();
+    let mut workers: Vec<Node> = (0..4).map(|i| run.worker(&format!("w{i}"), &[])).collect();
     workers[0].wait_for("running");
     std::thread::sleep(Duration::from_millis(400));
     kill_9(&mut workers[0]);
-    assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
-    let r = read_json(&report_at);
+    let r = run.report(0);
     assert_eq!(r["acked"], 400, "{r}");
     assert_eq!(r["lost"], 0);
     assert!(r["failed"].as_array().unwrap().is_empty());
@@ -256,20 +199,18 @@ fn killing_one_of_four_workers_loses_nothing_and_counts_duplicates() {
         .unwrap()
         .clone();
     assert_eq!(w0["lost_connection"], true);
-    assert!(dist.log().contains("w0 left"), "{}", dist.log());
+    assert!(run.dist.log().contains("w0 left"), "{}", run.dist.log());
     // A killed worker is a lost connection, not a peer breaking the protocol.
-    assert_eq!(r["bad_peers"], 0, "{}", dist.log());
+    assert_eq!(r["bad_peers"], 0, "{}", run.dist.log());
 }
 
 #[test]
 fn a_task_that_crashes_every_worker_fails_after_three_deliveries_and_the_run_completes() {
     let _cpu = exclusive();
     let dir = scratch("pipeline-poison");
-    let collector = Collector::start(&[]);
-    let report_at = dir.join("report.json");
-    let (mut dist, endpoint) = distributor(
-        &collector.acks,
-        &report_at,
+    let mut run = Run::start(
+        &dir,
+        &[],
         &[
             "--task",
             "C:30",
@@ -281,12 +222,10 @@ fn a_task_that_crashes_every_worker_fails_after_three_deliveries_and_the_run_com
             "7",
         ],
     );
-    let _workers: Vec<Node> = (0..4)
-        .map(|i| worker(&endpoint, &collector.results, &format!("w{i}"), &[]))
-        .collect();
+    let _workers: Vec<Node> = (0..4).map(|i| run.worker(&format!("w{i}"), &[])).collect();
     // Completed, but a failed task fails the run.
-    assert_eq!(dist.exit_code(60), Some(1), "{}", dist.log());
-    let log = dist.log();
+    let r = run.report(1);
+    let log = run.dist.log();
     assert!(
         log.contains("task 7 (C) failed after 3 deliveries"),
         "{log}"
@@ -295,7 +234,6 @@ fn a_task_that_crashes_every_worker_fails_after_three_deliveries_and_the_run_com
         log.contains("the run completed, but 1 task(s) failed"),
         "{log}"
     );
-    let r = read_json(&report_at);
     assert_eq!(r["failed"][0]["id"], 7);
     assert_eq!(r["failed"][0]["attempts"], 3);
     assert_eq!(r["acked"], 29);
@@ -306,11 +244,9 @@ fn a_task_that_crashes_every_worker_fails_after_three_deliveries_and_the_run_com
 fn malformed_messages_drop_the_peer_and_the_run_goes_on() {
     let _cpu = exclusive();
     let dir = scratch("pipeline-bad");
-    let collector = Collector::start(&[]);
-    let report_at = dir.join("report.json");
-    let (mut dist, endpoint) = distributor(
-        &collector.acks,
-        &report_at,
+    let mut run = Run::start(
+        &dir,
+        &[],
         &["--task", "C:20", "--delay", "5ms", "--join-timeout", "20s"],
     );
     let frame = |json: &[u8]| {
@@ -327,13 +263,13 @@ fn malformed_messages_drop_the_peer_and_the_run_goes_on() {
         frame(br#"{"type":"hello","protocol":9,"role":"worker","name":"x","task_type":"C","credits":1}"#),
         frame(br#"{"type":"hello","protocol":1,"role":"worker","name":"x","task_type":"Z","credits":1}"#),
     ] {
-        let mut peer = TcpStream::connect(addr(&endpoint)).unwrap();
+        let mut peer = TcpStream::connect(addr(&run.endpoint)).unwrap();
         peer.write_all(&bytes).unwrap();
     }
     // To the collector: a result before any hello, and a message out of turn after one.
-    let mut peer = TcpStream::connect(addr(&collector.results)).unwrap();
+    let mut peer = TcpStream::connect(addr(&run.collector.results)).unwrap();
     peer.write_all(&frame(br#"{"type":"end"}"#)).unwrap();
-    let mut peer = TcpStream::connect(addr(&collector.results)).unwrap();
+    let mut peer = TcpStream::connect(addr(&run.collector.results)).unwrap();
     peer.write_all(&frame(
         br#"{"type":"hello","protocol":1,"role":"worker","name":"x"}"#,
     ))
@@ -341,12 +277,11 @@ fn malformed_messages_drop_the_peer_and_the_run_goes_on() {
     peer.write_all(&frame(br#"{"type":"ready","credits":1}"#))
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let _w = worker(&endpoint, &collector.results, "w", &[]);
-    assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
-    let r = read_json(&report_at);
+    let _w = run.worker("w", &[]);
+    let r = run.report(0);
     assert_eq!(r["acked"], 20);
-    assert_eq!(r["bad_peers"], 5, "{}", dist.log());
-    let log = dist.log();
+    assert_eq!(r["bad_peers"], 5, "{}", run.dist.log());
+    let log = run.dist.log();
     for needle in [
         "not a pipeline message",
         "exceeds",
@@ -355,7 +290,7 @@ fn malformed_messages_drop_the_peer_and_the_run_goes_on() {
     ] {
         assert!(log.contains(needle), "no {needle:?} in {log}");
     }
-    let clog = collector.node.log();
+    let clog = run.collector.node.log();
     assert!(clog.contains("2 bad peers"), "{clog}");
 }
 
@@ -518,11 +453,9 @@ fn a_collector_killed_mid_run_and_restarted_loses_nothing() {
 fn a_wedged_worker_is_dropped_when_its_lease_runs_out_and_the_run_completes() {
     let _cpu = exclusive();
     let dir = scratch("pipeline-wedged");
-    let collector = Collector::start(&[]);
-    let report_at = dir.join("report.json");
-    let (mut dist, endpoint) = distributor(
-        &collector.acks,
-        &report_at,
+    let mut run = Run::start(
+        &dir,
+        &[],
         &[
             "--task",
             "C:200",
@@ -534,8 +467,8 @@ fn a_wedged_worker_is_dropped_when_its_lease_runs_out_and_the_run_completes() {
             "1s",
         ],
     );
-    let wedged = worker(&endpoint, &collector.results, "wedged", &[]);
-    let _ok = worker(&endpoint, &collector.results, "ok", &[]);
+    let wedged = run.worker("wedged", &[]);
+    let _ok = run.worker("ok", &[]);
     wedged.wait_for("running");
     std::thread::sleep(Duration::from_millis(300));
     let pid = wedged.child.id().to_string();
@@ -544,17 +477,16 @@ fn a_wedged_worker_is_dropped_when_its_lease_runs_out_and_the_run_completes() {
         .status()
         .unwrap();
     assert!(stopped.success());
-    assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
+    let r = run.report(0);
     std::process::Command::new("kill")
         .args(["-CONT", &pid])
         .status()
         .ok();
-    let log = dist.log();
+    let log = run.dist.log();
     assert!(
         log.contains("wedged left (silent since its lease on task"),
         "{log}"
     );
-    let r = read_json(&report_at);
     assert_eq!(r["acked"], 200, "{r}");
     assert_eq!(r["lost"], 0);
 }

@@ -7,7 +7,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{scratch, Node};
+use common::{pipeline_distributor, pipeline_worker, scratch, PipelineCollector};
 
 const PYTHON_WORKER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -64,37 +64,13 @@ impl Drop for Python {
 #[test]
 fn a_python_worker_joins_a_plumbline_distributor() {
     let report_path = scratch("pipeline-python").join("report.json");
-    let collector = Node::spawn(&[
-        "pipeline",
-        "collector",
-        "--endpoint",
-        "tcp://127.0.0.1:0",
-        "--ack-endpoint",
-        "tcp://127.0.0.1:0",
-    ]);
-    let bound = collector.wait_for("collector: results on ");
-    let (results_at, acks_at) = bound
-        .split_once(", ACKs to the distributor on ")
-        .unwrap_or_else(|| panic!("unexpected collector line: {bound:?}"));
-
-    let mut distributor = Node::spawn(&[
-        "pipeline",
-        "distributor",
-        "--endpoint",
-        "tcp://127.0.0.1:0",
-        "--collector-ack",
+    let collector = PipelineCollector::start(&[]);
+    let (results_at, acks_at) = (&collector.results, &collector.acks);
+    let (mut distributor, workers_at) = pipeline_distributor(
         acks_at,
-        "--task",
-        "C:50",
-        "--delay",
-        "5ms",
-        "--workers",
-        "2",
-        "--json",
-        report_path.to_str().unwrap(),
-        "-q",
-    ]);
-    let workers_at = distributor.wait_for("distributor: C workers connect to ");
+        &report_path,
+        &["--task", "C:50", "--delay", "5ms", "--workers", "2"],
+    );
 
     let python = Python::start(&[
         "--endpoint",
@@ -104,16 +80,7 @@ fn a_python_worker_joins_a_plumbline_distributor() {
         "--name",
         "py",
     ]);
-    let mut rust = Node::spawn(&[
-        "pipeline",
-        "worker",
-        "--endpoint",
-        &workers_at,
-        "--collector",
-        results_at,
-        "--name",
-        "rs",
-    ]);
+    let mut rust = pipeline_worker(&workers_at, results_at, "rs", &[]);
 
     assert_eq!(distributor.exit_code(60), Some(0), "{}", distributor.log());
     let report: serde_json::Value =

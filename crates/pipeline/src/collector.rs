@@ -142,7 +142,13 @@ impl BoundCollector {
                         } else {
                             summary.results += 1;
                         }
-                        *summary.per_worker.entry(result.worker.clone()).or_default() += 1;
+                        // One allocation per worker, not per result.
+                        match summary.per_worker.get_mut(&result.worker) {
+                            Some(count) => *count += 1,
+                            None => {
+                                summary.per_worker.insert(result.worker.clone(), 1);
+                            }
+                        }
                         collector.handle_collection(&result);
                         if owed < MAX_OWED_ACKS {
                             let ack = Message::Ack {

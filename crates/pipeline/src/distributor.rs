@@ -905,6 +905,16 @@ impl Run {
             && state.acked + state.failed == state.issued
     }
 
+    /// Every type it depends on is complete: it may be dispatched.
+    fn unblocked(&self, t: usize) -> bool {
+        self.states[t].deps.iter().all(|&d| self.complete(d))
+    }
+
+    /// Tasks left to send: taken back, or not yet issued.
+    fn has_more(&self, t: usize) -> bool {
+        !self.states[t].retry.is_empty() || !self.states[t].task.is_complete()
+    }
+
     fn dispatch(&mut self, now: Instant) {
         // Results would have nowhere to go: hold the tasks, so what is in flight (and the
         // collector's ACKs owed on its return) stays within the workers' credits.
@@ -912,15 +922,10 @@ impl Run {
             return;
         }
         for t in 0..self.states.len() {
-            if !self.states[t].deps.iter().all(|&d| self.complete(d)) {
+            if !self.unblocked(t) {
                 continue;
             }
-            loop {
-                let has_work =
-                    !self.states[t].retry.is_empty() || !self.states[t].task.is_complete();
-                if !has_work {
-                    break;
-                }
+            while self.has_more(t) {
                 // The worker of this type with the most credit; ties to the one given least.
                 let Some((&id, _)) = self
                     .workers
@@ -1038,8 +1043,8 @@ impl Run {
             return Ok(());
         }
         for t in 0..self.states.len() {
-            let has_work =
-                !self.complete(t) && self.states[t].deps.iter().all(|&d| self.complete(d));
+            // Unfinished and free to run: it needs a worker, if only to finish what is out.
+            let has_work = !self.complete(t) && self.unblocked(t);
             let served = self
                 .workers
                 .values()

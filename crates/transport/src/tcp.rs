@@ -109,15 +109,19 @@ pub fn listen(addr: &str) -> Result<TcpListener, TcpError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn connect_gives_up_with_a_named_error() {
-        // Bind then drop, so the port is very likely closed.
+    /// Bound then dropped, so very likely closed (and free for a late listener).
+    fn closed_addr() -> String {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let addr = format!("127.0.0.1:{port}");
+        format!("127.0.0.1:{port}")
+    }
+
+    #[test]
+    fn connect_gives_up_with_a_named_error() {
+        let addr = closed_addr();
         let start = Instant::now();
         let err = connect(&addr, Duration::from_millis(400)).unwrap_err();
         assert!(start.elapsed() >= Duration::from_millis(400));
@@ -127,12 +131,7 @@ mod tests {
 
     #[test]
     fn connect_waits_for_a_late_listener() {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = closed_addr();
         let late = std::thread::spawn({
             let addr = addr.clone();
             move || {

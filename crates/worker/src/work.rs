@@ -105,6 +105,12 @@ impl WorkTimer {
 
     /// Performs one item's work of `delay`, starting now.
     pub fn run(&mut self, delay: Duration) {
+        self.run_as(self.work, delay);
+    }
+
+    /// Performs one item's work of `delay` the way `work` says, for items that each name their
+    /// own model (pipeline task descriptors); the thread's wake-up estimate carries over.
+    pub fn run_as(&mut self, work: Work, delay: Duration) {
         if delay.is_zero() {
             return;
         }
@@ -115,7 +121,7 @@ impl WorkTimer {
             }
             _ => Duration::ZERO,
         };
-        let cpu = self.work.cpu_time(delay);
+        let cpu = work.cpu_time(delay);
         let sleep_until = start + (delay - cpu) - owed.min(delay - cpu);
         if !(delay - cpu).is_zero() {
             self.sleeper.sleep_until(sleep_until);

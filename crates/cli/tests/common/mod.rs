@@ -282,3 +282,75 @@ pub fn closed_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
 }
+
+/// A `plumbline pipeline collector` on free ports, and where its two endpoints are.
+pub struct PipelineCollector {
+    pub node: Node,
+    pub results: String,
+    pub acks: String,
+}
+
+impl PipelineCollector {
+    pub fn start(extra: &[&str]) -> Self {
+        let mut args = vec![
+            "pipeline",
+            "collector",
+            "--endpoint",
+            "tcp://127.0.0.1:0",
+            "--ack-endpoint",
+            "tcp://127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let node = Node::spawn(&args);
+        let line = node.wait_for("collector: results on ");
+        let (results, acks) = line
+            .split_once(", ACKs to the distributor on ")
+            .expect("the collector names its endpoints");
+        Self {
+            results: results.to_string(),
+            acks: acks.to_string(),
+            node,
+        }
+    }
+}
+
+/// A `plumbline pipeline distributor` on a free port for its workers, writing its report to
+/// `report`; returns it and that endpoint.
+pub fn pipeline_distributor(
+    acks: &str,
+    report: &std::path::Path,
+    extra: &[&str],
+) -> (Node, String) {
+    let report = report.to_str().unwrap();
+    let mut args = vec![
+        "pipeline",
+        "distributor",
+        "--endpoint",
+        "tcp://127.0.0.1:0",
+        "--collector-ack",
+        acks,
+        "--json",
+        report,
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    let node = Node::spawn(&args);
+    let line = node.wait_for("workers connect to ");
+    (node, line)
+}
+
+/// A `plumbline pipeline worker` named `name`.
+pub fn pipeline_worker(endpoint: &str, results: &str, name: &str, extra: &[&str]) -> Node {
+    let mut args = vec![
+        "pipeline",
+        "worker",
+        "--endpoint",
+        endpoint,
+        "--collector",
+        results,
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    Node::spawn(&args)
+}
