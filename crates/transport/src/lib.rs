@@ -1,11 +1,12 @@
 //! plumbline-transport: the wires between the stages of the flow.
 //!
-//! Today: length-prefixed frames over TCP ([`tcp`]): connecting with retries, and listening
-//! safely by default; the pipeline's `tcp://` / `ipc://` endpoints ([`endpoint`]); and the
-//! closed set of data planes a flag can name, brokers included, as one URL-parsed
-//! [`config::TransportConfig`] (the broker backends themselves come with issue 6). What travels (frames, headers) is defined in plumbline-core; when it is
-//! sent is the load crate's business.
+//! Length-prefixed frames over TCP ([`tcp`]): connecting with retries, and listening safely
+//! by default; the pipeline's `tcp://` / `ipc://` endpoints ([`endpoint`]); the closed set of
+//! data planes a flag can name, as one URL-parsed [`config::TransportConfig`]; and the broker
+//! backends behind one producer/consumer pair of traits ([`broker`]). What travels (frames,
+//! headers) is defined in plumbline-core; when it is sent is the load crate's business.
 
+pub mod broker;
 pub mod config;
 pub mod endpoint;
 pub mod tcp;

@@ -1,0 +1,328 @@
+//! Brokers as the data plane: one [`Producer`] and one [`Consumer`] trait that every backend
+//! (plumbline's own TCP frames, Redis streams and pub/sub, NATS core and JetStream, Kafka)
+//! implements, selected by the URL a flag takes ([`TransportConfig`]).
+//!
+//! ```text
+//!  load::sender ─frames─▶ FramePublisher ─▶ Producer::send ──▶ broker ──▶ Consumer::poll ─▶ worker
+//!                                          Producer::finish ◀─ acks       Consumer::ack ◀── processed
+//! ```
+//!
+//! A message is an opaque payload (a plumbline frame payload: header + application bytes) and
+//! a routing key (Kafka partitions by it; the others carry it in the header). What a backend
+//! promises is [`TransportConfig::guarantee`]: at-least-once backends redeliver what a dead
+//! consumer had not acked, at-most-once backends lose it, and plumbline counts either by
+//! sequence number. Nothing here decides pacing or what a worker does with a message.
+//!
+//! Each broker's client is behind a cargo feature (`redis`, `nats`, `kafka`); a URL naming a
+//! backend this build lacks is refused by [`connect_producer`] / [`connect_consumer`] with the
+//! feature to enable.
+
+// Acks, retries and ack latency are the brokers' alone; a build without any broker has only tcp.
+#![cfg_attr(
+    not(any(feature = "redis", feature = "nats", feature = "kafka")),
+    allow(dead_code)
+)]
+
+mod frames;
+#[cfg(feature = "kafka")]
+mod kafka;
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "redis")]
+mod redis;
+mod tcp;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use plumbline_measure::{LatencySummary, Recorder};
+use serde::Serialize;
+
+use crate::config::TransportConfig;
+pub use frames::{FramePublisher, FrameSource};
+
+/// How to reach and use a backend. The defaults suit a benchmark on one host.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How long to keep retrying an unreachable broker before giving up with its address.
+    pub connect_timeout: Duration,
+    /// Largest payload this client sends or accepts. Producers refuse larger ones before
+    /// sending; consumers skip (and ack, and count) larger ones instead of processing them.
+    pub max_payload: usize,
+    /// The consumer group (Redis streams group, NATS queue group / JetStream durable, Kafka
+    /// group.id). Consumers in one group share the messages.
+    pub group: String,
+    /// This consumer's name within its group (Redis streams' consumer name).
+    pub consumer: String,
+    /// How long a delivered, unacked message may sit before it is given to another consumer:
+    /// Redis streams' claim idle time, JetStream's AckWait. Kafka moves a dead consumer's
+    /// partitions after its session timeout instead.
+    pub redeliver_after: Duration,
+    /// Messages a consumer may hold unacked (JetStream's MaxAckPending; Redis' read count).
+    pub prefetch: usize,
+    /// Create a missing stream/topic (Kafka with `partitions`). When false, a missing one is
+    /// refused with its name.
+    pub create: bool,
+    /// Partitions of a Kafka topic this client creates.
+    pub partitions: i32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            max_payload: plumbline_core::frame::DEFAULT_MAX_FRAME,
+            group: "plumbline".into(),
+            consumer: format!("c{}", std::process::id()),
+            redeliver_after: Duration::from_secs(5),
+            prefetch: 256,
+            create: true,
+            partitions: 3,
+        }
+    }
+}
+
+/// Why a backend call failed. Each names the backend's address or the offending value.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("could not reach {what} at {addr} within {timeout:?}: {why}")]
+    Unreachable {
+        what: &'static str,
+        addr: String,
+        timeout: Duration,
+        why: String,
+    },
+    #[error("payload of {len} bytes exceeds the {limit}-byte limit of {what}")]
+    TooLarge {
+        len: usize,
+        limit: usize,
+        what: String,
+    },
+    #[error("{what} '{name}' does not exist (sending creates it unless told not to)")]
+    Missing { what: &'static str, name: String },
+    #[error(
+        "this plumbline was built without {backend} support: rebuild with `--features {feature}`"
+    )]
+    NotBuilt {
+        backend: &'static str,
+        feature: &'static str,
+    },
+    #[error("{count} message(s) were not acknowledged by the broker within {timeout:?}")]
+    Unacked { count: u64, timeout: Duration },
+    #[error("the broker refused {count} message(s); first: {first}")]
+    Refused { count: u64, first: String },
+    #[error("the broker closed the subscription: {0}")]
+    Dropped(String),
+    #[error("{0}")]
+    Backend(String),
+}
+
+impl BrokerError {
+    pub(crate) fn backend(what: impl std::fmt::Display) -> Self {
+        BrokerError::Backend(what.to_string())
+    }
+}
+
+/// One message as a consumer receives it.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub payload: Bytes,
+    /// The backend says it delivered this message before (JetStream, Redis streams' claims);
+    /// backends that cannot tell say `false`, and sequence numbers catch the duplicate.
+    pub redelivered: bool,
+    pub(crate) token: AckToken,
+}
+
+/// What a backend needs to acknowledge a delivery.
+#[derive(Clone, Debug)]
+pub(crate) enum AckToken {
+    /// At-most-once backends: nothing to acknowledge.
+    None,
+    /// A Redis stream entry id, or a JetStream reply subject.
+    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
+    Id(String),
+    /// A Kafka partition and offset.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    Offset { partition: i32, offset: i64 },
+}
+
+/// What a producer has seen since it was connected.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProducerStats {
+    /// Messages accepted by [`Producer::send`].
+    pub sent: u64,
+    /// Messages the broker acknowledged (for backends without acks: written to the broker).
+    pub acked: u64,
+    /// Messages the broker refused or never acknowledged.
+    pub failed: u64,
+    /// Redis pub/sub: messages published while no subscriber listened, so nobody got them.
+    pub unrouted: u64,
+    /// Send call → broker acknowledgement; empty for backends without acks.
+    pub ack_latency_s: Option<LatencySummary>,
+}
+
+/// What a consumer has seen since it was connected.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ConsumerStats {
+    pub delivered: u64,
+    pub redelivered: u64,
+    pub acked: u64,
+    /// Messages above `max_payload`: skipped, acknowledged so they do not come back, counted.
+    pub oversized: u64,
+    /// Messages the client library dropped before plumbline saw them (NATS slow consumer).
+    pub dropped: u64,
+}
+
+/// The sending half of a backend. Called from one thread (the sender's or a worker's output);
+/// `Send` so it can be moved there.
+pub trait Producer: Send {
+    /// Hands one message to the backend; `key` routes it (Kafka partition = key mod partitions).
+    /// `Ok` means accepted for delivery: it may still be buffered, and a later refusal shows
+    /// in [`Producer::finish`]. Blocks while the client's own buffer is full (backpressure),
+    /// never drops. `Err(TooLarge)` names a payload above the limit; other errors mean the
+    /// backend is gone.
+    fn send(&mut self, key: u32, payload: &[u8]) -> Result<(), BrokerError>;
+
+    /// Pushes whatever is buffered to the broker without waiting for acknowledgements. The
+    /// paced sender calls it before it waits for the next deadline.
+    fn flush(&mut self) -> Result<(), BrokerError>;
+
+    /// Waits until every message sent so far is acknowledged (or written, for backends without
+    /// acks), at most `timeout`. `Err(Unacked)` / `Err(Refused)` say how many were not.
+    fn finish(&mut self, timeout: Duration) -> Result<(), BrokerError>;
+
+    /// Counts and ack latency so far.
+    fn stats(&self) -> ProducerStats;
+}
+
+/// The receiving half of a backend, one per consuming thread.
+pub trait Consumer: Send {
+    /// Waits at most `timeout` for messages and returns up to `max` of them; empty means none
+    /// arrived in time. An error means the consumer is unusable (the connection is gone, or
+    /// Redis closed an overflowing subscription): report it and stop.
+    fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Delivery>, BrokerError>;
+
+    /// Marks deliveries processed, so the backend never hands them out again. Call it after
+    /// the work and its result are done (at-least-once). No-op for at-most-once backends.
+    fn ack(&mut self, done: &[Delivery]) -> Result<(), BrokerError>;
+
+    /// Counts so far.
+    fn stats(&self) -> ConsumerStats;
+}
+
+/// Connects a producer to `config`.
+pub fn connect_producer(
+    config: &TransportConfig,
+    options: &ClientOptions,
+) -> Result<Box<dyn Producer>, BrokerError> {
+    match config {
+        TransportConfig::Tcp { addr } => Ok(Box::new(tcp::TcpProducer::connect(addr, options)?)),
+        #[cfg(feature = "redis")]
+        TransportConfig::Redis { addr, name, mode } => redis::producer(addr, name, *mode, options),
+        #[cfg(feature = "nats")]
+        TransportConfig::Nats {
+            addr,
+            subject,
+            jetstream,
+        } => nats::producer(addr, subject, *jetstream, options),
+        #[cfg(feature = "kafka")]
+        TransportConfig::Kafka { bootstrap, topic } => Ok(Box::new(kafka::KafkaProducer::connect(
+            bootstrap, topic, options,
+        )?)),
+        #[allow(unreachable_patterns)]
+        other => Err(not_built(other)),
+    }
+}
+
+/// Connects a consumer to `config` in `options.group`. For `tcp://`, binds the address and
+/// takes frames from whoever connects.
+pub fn connect_consumer(
+    config: &TransportConfig,
+    options: &ClientOptions,
+) -> Result<Box<dyn Consumer>, BrokerError> {
+    match config {
+        TransportConfig::Tcp { addr } => Ok(Box::new(tcp::TcpConsumer::bind(addr, options)?)),
+        #[cfg(feature = "redis")]
+        TransportConfig::Redis { addr, name, mode } => redis::consumer(addr, name, *mode, options),
+        #[cfg(feature = "nats")]
+        TransportConfig::Nats {
+            addr,
+            subject,
+            jetstream,
+        } => nats::consumer(addr, subject, *jetstream, options),
+        #[cfg(feature = "kafka")]
+        TransportConfig::Kafka { bootstrap, topic } => Ok(Box::new(kafka::KafkaConsumer::connect(
+            bootstrap, topic, options,
+        )?)),
+        #[allow(unreachable_patterns)]
+        other => Err(not_built(other)),
+    }
+}
+
+#[allow(dead_code)] // unused when every broker feature is on
+fn not_built(config: &TransportConfig) -> BrokerError {
+    let (backend, feature) = match config {
+        TransportConfig::Redis { .. } => ("Redis", "redis"),
+        TransportConfig::Nats { .. } => ("NATS", "nats"),
+        _ => ("Kafka", "kafka"),
+    };
+    BrokerError::NotBuilt { backend, feature }
+}
+
+/// Refuses a payload above the limit, naming both.
+pub(crate) fn check_size(len: usize, limit: usize, what: &str) -> Result<(), BrokerError> {
+    if len > limit {
+        return Err(BrokerError::TooLarge {
+            len,
+            limit,
+            what: what.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Send → ack latency, recorded by whoever sees the acknowledgement.
+#[derive(Debug, Default)]
+pub(crate) struct AckClock {
+    recorder: Recorder,
+}
+
+impl AckClock {
+    pub fn acked(&mut self, sent: Instant) {
+        self.recorder.record_ns(sent.elapsed().as_nanos() as u64);
+    }
+
+    pub fn summary(&self) -> Option<LatencySummary> {
+        (self.recorder.count() > 0).then(|| self.recorder.summary())
+    }
+}
+
+/// Retries `attempt` with backoff (50 ms doubling to 1 s) until it succeeds or `timeout`
+/// passes, then names what could not be reached. Used by every backend's connect.
+pub(crate) fn retry<T, E: std::fmt::Display>(
+    what: &'static str,
+    addr: &str,
+    timeout: Duration,
+    mut attempt: impl FnMut(Duration) -> Result<T, E>,
+) -> Result<T, BrokerError> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match attempt(left.max(Duration::from_millis(100))) {
+            Ok(value) => return Ok(value),
+            Err(e) if Instant::now() + pause >= deadline => {
+                return Err(BrokerError::Unreachable {
+                    what,
+                    addr: addr.to_string(),
+                    timeout,
+                    why: e.to_string(),
+                })
+            }
+            Err(_) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
