@@ -298,7 +298,8 @@ impl AckClock {
 }
 
 /// Retries `attempt` with backoff (50 ms doubling to 1 s) until it succeeds or `timeout`
-/// passes, then names what could not be reached. Used by every backend's connect.
+/// passes, then names what could not be reached. Used by the Redis and NATS connects.
+#[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
 pub(crate) fn retry<T, E: std::fmt::Display>(
     what: &'static str,
     addr: &str,
