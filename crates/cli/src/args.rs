@@ -425,6 +425,12 @@ pub struct SendArgs {
     /// Receivers to connect to, comma-separated; messages go round-robin over the connections
     #[arg(long, value_delimiter = ',')]
     pub host: Vec<String>,
+    /// Send to a broker instead (redis://, nats://, kafka://, tcp:// URL; see BROKERS below),
+    /// one producer per --connections, waiting for the broker's acks at the end
+    #[arg(long, conflicts_with = "host")]
+    pub to: Option<String>,
+    #[command(flatten, next_help_heading = "Brokers")]
+    pub broker: BrokerArgs,
     /// Files to replay, comma-separated, read in order
     #[arg(long, value_delimiter = ',')]
     pub file: Vec<PathBuf>,
@@ -512,6 +518,35 @@ pub struct SendArgs {
     pub quiet: bool,
 }
 
+/// How plumbline uses a broker, for every command that takes a broker URL. The URL itself
+/// (`--to`, `--from`, `--in`) says which broker and where:
+///   tcp://HOST:PORT                       plumbline's frames, no broker (at-most-once)
+///   redis://HOST:PORT/NAME[?mode=streams] a Redis stream, consumer groups (at-least-once)
+///   redis://HOST:PORT/NAME?mode=pubsub    a Redis channel (at-most-once)
+///   nats://HOST:PORT/SUBJECT              NATS core, queue groups (at-most-once)
+///   nats://HOST:PORT/SUBJECT?jetstream=1  a JetStream work queue (at-least-once)
+///   kafka://HOST:PORT[,HOST:PORT]/TOPIC   a Kafka topic, consumer groups (at-least-once;
+///                                         builds with `--features kafka`)
+#[derive(Debug, Args, Clone)]
+pub struct BrokerArgs {
+    /// Consumer group: consumers in one group share the messages
+    #[arg(long, default_value = "plumbline")]
+    pub group: String,
+    /// Give a message a consumer took but never acked to another after this long (Redis
+    /// streams' claim idle time, JetStream's AckWait; Kafka uses its session timeout)
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub redeliver_after: Duration,
+    /// Messages a consumer may hold unacked (JetStream MaxAckPending, Redis read count)
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub prefetch: u64,
+    /// Refuse a stream or topic that does not exist instead of creating it
+    #[arg(long)]
+    pub no_create: bool,
+    /// Partitions of a Kafka topic plumbline creates
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub topic_partitions: i32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SendFraming {
     Raw,
@@ -529,8 +564,17 @@ pub enum ReceiveFraming {
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
     /// Address to listen on (host:port; port 0 picks one and prints it)
-    #[arg(long)]
-    pub listen: String,
+    #[arg(long, required_unless_present = "from")]
+    pub listen: Option<String>,
+    /// Consume from a broker instead (redis://, nats://, kafka://, tcp:// URL; see `send
+    /// --help`), acknowledging each batch once counted
+    #[arg(long, conflicts_with = "listen")]
+    pub from: Option<String>,
+    /// Keep retrying an unreachable broker this long
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    #[command(flatten, next_help_heading = "Brokers")]
+    pub broker: BrokerArgs,
     /// Print every message's payload as a line
     #[arg(long)]
     pub print: bool,

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{Shutdown as SocketShutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,11 +13,14 @@ use anyhow::{Context, Result};
 use plumbline_core::Shutdown;
 use plumbline_load::schedule::parse_rate;
 use plumbline_measure::report::secs;
+use plumbline_transport::broker::{connect_consumer, ConsumerStats, FrameSource};
+use plumbline_transport::config::TransportConfig;
 use plumbline_transport::tcp;
 use plumbline_worker::receiver::{Framing, ReceiveSummary, Receiver, ReceiverConfig};
 
 use crate::args::{ReceiveArgs, ReceiveFraming};
 use crate::bench::Verdict;
+use crate::brokers;
 
 pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let throttle = args
@@ -37,7 +41,88 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
         throttle,
         track_results: false,
     });
-    let listener = tcp::listen(&args.listen)?;
+    let consumed = match (&args.from, &args.listen) {
+        (Some(url), _) => Some(serve_broker(args, url, &receiver, shutdown)?),
+        (None, Some(listen)) => {
+            serve_tcp(args, listen, &receiver, shutdown)?;
+            None
+        }
+        (None, None) => anyhow::bail!("--listen or --from is required: where to receive"),
+    };
+    if !args.quiet && !args.print {
+        eprintln!();
+    }
+    let summary = receiver.summary(args.expect);
+    print!("{}", text(&summary));
+    if let Some(stats) = &consumed {
+        println!(
+            "broker: {} delivered ({} redelivered), {} acknowledged, {} above --max-frame skipped, {} dropped by the client",
+            stats.delivered, stats.redelivered, stats.acked, stats.oversized, stats.dropped
+        );
+    }
+    if let Some(path) = &args.json {
+        let mut json = serde_json::to_value(&summary)?;
+        if let Some(stats) = &consumed {
+            json["broker"] = serde_json::to_value(stats)?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut failures = Vec::new();
+    if consumed.is_some() && summary.bad_connections > 0 {
+        failures.push(format!(
+            "the consumer failed: {}",
+            summary.bad_reasons.join("; ")
+        ));
+    }
+    if let Some(n) = args.expect {
+        if summary.frames < n {
+            failures.push(format!(
+                "expected {n} messages, received {}",
+                summary.frames
+            ));
+        }
+    }
+    if summary.sequence.lost > 0 || summary.sequence.duplicates > 0 {
+        failures.push(format!(
+            "{} messages lost, {} duplicated",
+            summary.sequence.lost, summary.sequence.duplicates
+        ));
+    }
+    Ok(if failures.is_empty() {
+        Verdict::Passed
+    } else {
+        Verdict::Failed(failures)
+    })
+}
+
+/// Whether the run is over: Ctrl-C, `--expect` reached, or `--idle-timeout` passed. Prints
+/// the running count each second.
+fn over(
+    args: &ReceiveArgs,
+    receiver: &Receiver,
+    shutdown: &Shutdown,
+    status: &mut Instant,
+) -> bool {
+    let frames = receiver.frames();
+    let done = shutdown.requested()
+        || args.expect.is_some_and(|n| frames >= n)
+        || args.idle_timeout.is_some_and(|t| receiver.idle() >= t);
+    if !done && !args.quiet && status.elapsed() >= Duration::from_secs(1) && !args.print {
+        eprint!("\rreceived {frames} messages");
+        *status = Instant::now();
+    }
+    done
+}
+
+/// Listens on `listen` and serves every connection until the run is over.
+fn serve_tcp(
+    args: &ReceiveArgs,
+    listen: &str,
+    receiver: &Receiver,
+    shutdown: &Shutdown,
+) -> Result<()> {
+    let listener = tcp::listen(listen)?;
     listener.set_nonblocking(true)?;
     eprintln!("listening on {}", listener.local_addr()?);
     // Open connections by id, to cut them at the end; each removes itself when it ends.
@@ -74,16 +159,8 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 Ok(None) => {}
                 Err(e) => eprintln!("warning: accept failed: {e}"),
             }
-            let frames = receiver.frames();
-            let done = shutdown.requested()
-                || args.expect.is_some_and(|n| frames >= n)
-                || args.idle_timeout.is_some_and(|t| receiver.idle() >= t);
-            if done {
+            if over(args, receiver, shutdown, &mut status) {
                 break;
-            }
-            if !args.quiet && status.elapsed() >= Duration::from_secs(1) && !args.print {
-                eprint!("\rreceived {frames} messages");
-                status = Instant::now();
             }
         }
         // Unblock every connection thread; the scope then joins them.
@@ -92,36 +169,42 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
             let _ = stream.shutdown(SocketShutdown::Both);
         }
         Ok(())
-    })?;
-    if !args.quiet && !args.print {
-        eprintln!();
-    }
-    let summary = receiver.summary(args.expect);
-    print!("{}", text(&summary));
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    let mut failures = Vec::new();
-    if let Some(n) = args.expect {
-        if summary.frames < n {
-            failures.push(format!(
-                "expected {n} messages, received {}",
-                summary.frames
-            ));
-        }
-    }
-    if summary.sequence.lost > 0 || summary.sequence.duplicates > 0 {
-        failures.push(format!(
-            "{} messages lost, {} duplicated",
-            summary.sequence.lost, summary.sequence.duplicates
-        ));
-    }
-    Ok(if failures.is_empty() {
-        Verdict::Passed
-    } else {
-        Verdict::Failed(failures)
     })
+}
+
+/// Consumes from the broker at `url` until the run is over; returns what the consumer saw.
+fn serve_broker(
+    args: &ReceiveArgs,
+    url: &str,
+    receiver: &Receiver,
+    shutdown: &Shutdown,
+) -> Result<ConsumerStats> {
+    let config: TransportConfig = url.parse().context("--from")?;
+    let options = brokers::options(
+        &args.broker,
+        "receive",
+        args.max_frame as usize,
+        args.connect_timeout,
+    );
+    let consumer =
+        connect_consumer(&config, &options).with_context(|| format!("--from {config}"))?;
+    eprintln!(
+        "consuming from {config} ({}) in group '{}'",
+        config.guarantee(),
+        options.group
+    );
+    let stop = AtomicBool::new(false);
+    let mut source = FrameSource::new(consumer, || stop.load(Ordering::Relaxed));
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| receiver.serve(&mut source, &config.to_string()));
+        let mut status = Instant::now();
+        while !reader.is_finished() && !over(args, receiver, shutdown, &mut status) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        receiver.stop();
+        stop.store(true, Ordering::Relaxed);
+    });
+    Ok(source.consumer().stats())
 }
 
 fn text(s: &ReceiveSummary) -> String {

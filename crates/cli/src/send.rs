@@ -17,11 +17,14 @@ use plumbline_load::sender::{self, Framing, Payloads, SendPlan, SendTally};
 use plumbline_load::{KeyDist, Shape, Workload};
 use plumbline_measure::report::secs;
 use plumbline_measure::LatencySummary;
+use plumbline_transport::broker::{connect_producer, FramePublisher};
+use plumbline_transport::config::TransportConfig;
 use plumbline_transport::tcp;
 use serde::Serialize;
 
 use crate::args::{Format, SendArgs, SendFraming};
 use crate::bench::Verdict;
+use crate::brokers::{self, ProducerReport};
 use crate::progress::RunProgress;
 
 /// Most bytes of files loaded for replay.
@@ -64,8 +67,11 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
         }
         return Ok(Verdict::Passed);
     }
-    ensure!(!args.host.is_empty(), "--host is required: where to send");
-    let connections = args.connections.unwrap_or(args.host.len());
+    ensure!(
+        !args.host.is_empty() || args.to.is_some(),
+        "--host or --to is required: where to send"
+    );
+    let connections = args.connections.unwrap_or(args.host.len().max(1));
     ensure!(
         connections > 0,
         "--connections 0: need at least one connection"
@@ -74,11 +80,6 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
         connections <= 1024,
         "--connections {connections}: at most 1024"
     );
-    let mut streams = Vec::with_capacity(connections);
-    for c in 0..connections {
-        let host = &args.host[c % args.host.len()];
-        streams.push(tcp::connect(host, args.connect_timeout)?);
-    }
     let plan = SendPlan {
         shape: shape.clone(),
         payloads,
@@ -92,14 +93,48 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
         Some((rate * duration?.as_secs_f64()).round() as u64)
     });
     let counter = AtomicU64::new(0);
-    let progress = RunProgress::new(
-        args.quiet,
-        expected.unwrap_or(0),
-        format!("sending over {connections} connection(s)"),
-        &counter,
-    );
-    let (tally, errors) = progress.track(|| sender::send(&plan, streams, shutdown, &counter));
-    progress.finish("");
+    let (tally, mut errors, broker) = match &args.to {
+        None => {
+            let mut streams = Vec::with_capacity(connections);
+            for c in 0..connections {
+                let host = &args.host[c % args.host.len()];
+                streams.push(tcp::connect(host, args.connect_timeout)?);
+            }
+            let progress = progress(args, expected, connections, "connection(s)", &counter);
+            let (tally, errors) =
+                progress.track(|| sender::send(&plan, streams, shutdown, &counter));
+            progress.finish("");
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            (tally, errors, None)
+        }
+        Some(url) => {
+            let config: TransportConfig = url.parse().context("--to")?;
+            let options = brokers::options(
+                &args.broker,
+                "send",
+                DEFAULT_MAX_FRAME,
+                args.connect_timeout,
+            );
+            let mut publishers = Vec::with_capacity(connections);
+            for _ in 0..connections {
+                let producer = connect_producer(&config, &options)
+                    .with_context(|| format!("--to {config}"))?;
+                publishers.push(FramePublisher::new(producer, DEFAULT_MAX_FRAME));
+            }
+            let progress = progress(args, expected, connections, "producer(s)", &counter);
+            let (tally, errors) = progress
+                .track(|| sender::send(&plan, publishers.iter_mut().collect(), shutdown, &counter));
+            progress.finish("");
+            let mut errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            for publisher in &mut publishers {
+                if let Err(e) = publisher.finish(brokers::FINISH_TIMEOUT) {
+                    errors.push(format!("{config}: {e}"));
+                }
+            }
+            let stats: Vec<_> = publishers.iter().map(|p| p.producer().stats()).collect();
+            (tally, errors, Some(ProducerReport::new(&config, &stats)))
+        }
+    };
     let report = SendReport::new(
         &tally,
         &shape,
@@ -108,19 +143,44 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
         connections,
         shutdown.requested(),
     );
+    let report = SendReport { broker, ..report };
     print!("{}", report.text());
+    if let Some(broker) = &report.broker {
+        print!("{}", broker.text());
+        if broker.failed > 0 {
+            errors.push(format!(
+                "the broker refused or never acknowledged {} message(s)",
+                broker.failed
+            ));
+        }
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     // A failed connection ends the run badly, but only after what was sent is reported.
     Ok(if !errors.is_empty() {
-        Verdict::Failed(errors.iter().map(ToString::to_string).collect())
+        Verdict::Failed(errors)
     } else if report.interrupted {
         Verdict::Interrupted
     } else {
         Verdict::Passed
     })
+}
+
+fn progress<'a>(
+    args: &SendArgs,
+    expected: Option<u64>,
+    connections: usize,
+    what: &str,
+    counter: &'a AtomicU64,
+) -> RunProgress<'a> {
+    RunProgress::new(
+        args.quiet,
+        expected.unwrap_or(0),
+        format!("sending over {connections} {what}"),
+        counter,
+    )
 }
 
 /// What to send, and the mean payload size.
@@ -373,6 +433,8 @@ pub struct SendReport {
     /// The sender process's peak resident memory (Linux), to show it stays bounded.
     pub peak_rss_mb: Option<f64>,
     pub interrupted: bool,
+    /// With `--to`: what the broker acknowledged, and how fast.
+    pub broker: Option<ProducerReport>,
 }
 
 impl SendReport {
@@ -451,6 +513,7 @@ impl SendReport {
             segments,
             peak_rss_mb: peak_rss_bytes().map(|b| b as f64 / 1e6),
             interrupted,
+            broker: None,
         }
     }
 
@@ -499,7 +562,7 @@ impl SendReport {
             );
         }
         out += &format!(
-            "socket writes: {} in all; {} stalls (> 1ms) took {} (time blocked by the receiver)\n",
+            "socket writes: {} in all; {} stalls (> 1ms) took {} (time blocked by the receiver or broker)\n",
             secs(self.write_s),
             self.stalls,
             secs(self.stall_s)
