@@ -197,7 +197,12 @@ Examples (seed 002, two workers on one host):
       --out 127.0.0.1:7002 --control 127.0.0.1:6000 --name roo
   plumbline send --host 127.0.0.1:7010 --file fake_votes.msg --batch-size 26 \\
       --interval 10_000_000 --messages 52 --binary --msg-size 9 --repeat --no-write
-  plumbline shutdown 127.0.0.1:5050";
+  plumbline shutdown 127.0.0.1:5050
+Seed 000's sleepy app as two members of a Kafka consumer group (a key stays in one partition):
+  plumbline receive --listen 127.0.0.1:7002 --expect 2000
+  plumbline worker --in kafka://127.0.0.1:9092/nonces --delay 10ms --out 127.0.0.1:7002 --name w1
+  plumbline worker --in kafka://127.0.0.1:9092/nonces --delay 10ms --out 127.0.0.1:7002 --name w2
+  plumbline send --to kafka://127.0.0.1:9092/nonces --gen nonces --rate max --messages 2000";
 
 /// Flags of `worker`, named as Wallaroo's `machida` names them.
 #[derive(Debug, Args)]
@@ -214,12 +219,21 @@ pub struct WorkerArgs {
     /// Work model: sleep, spin or hybrid[:F]
     #[arg(long, default_value = "sleep")]
     pub work: String,
-    /// Source listener (the initializer's; other workers ignore it)
+    /// Source: the initializer's listener (host:port), or a broker URL (redis://, nats://,
+    /// kafka://; see `send --help`) this worker consumes from as a member of --group, with no
+    /// initializer
     #[arg(long = "in")]
     pub input: Option<String>,
-    /// The sink every worker sends its results to; without it results are counted and dropped
+    /// The sink every worker sends its results to (host:port of a receiver, or a broker URL);
+    /// without it results are counted and dropped
     #[arg(long)]
     pub out: Option<String>,
+    /// Broker workers: exit once nothing arrived for this long after the first message
+    /// (default: run until Ctrl-C)
+    #[arg(long, value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    #[command(flatten, next_help_heading = "Brokers (--in URL)")]
+    pub broker: BrokerArgs,
     /// Emit `ok` per item instead of the application's result
     #[arg(long)]
     pub ok: bool,

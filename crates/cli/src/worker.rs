@@ -12,6 +12,7 @@ use plumbline_worker::{App, Work};
 
 use crate::args::{ShutdownArgs, WorkerArgs};
 use crate::bench::Verdict;
+use crate::brokers;
 
 pub fn run(args: &WorkerArgs, stop: &Shutdown) -> Result<Verdict> {
     let config = config(args)?;
@@ -56,7 +57,24 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
     if args.my_control.is_some() || args.my_data.is_some() {
         eprintln!("note: --my-control/--my-data are accepted for machida compatibility; workers connect to the initializer and need no listeners");
     }
-    let role = if args.cluster_initializer {
+    let broker_in = args.input.as_deref().filter(|i| i.contains("://"));
+    let role = if let Some(url) = broker_in {
+        ensure!(
+            !args.cluster_initializer,
+            "--in {url} is a broker: its consumer group shares the work, so there is no \
+             initializer; drop --cluster-initializer"
+        );
+        Role::Consumer {
+            source: url.parse().context("--in")?,
+            options: brokers::options(
+                &args.broker,
+                "worker",
+                args.max_frame as usize,
+                args.connect_timeout,
+            ),
+            idle_timeout: args.idle_timeout,
+        }
+    } else if args.cluster_initializer {
         ensure!(
             args.worker_count >= 1,
             "--worker-count 0: a cluster has at least its initializer"
@@ -92,12 +110,16 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
                 .context("a joining worker needs --control, the initializer's control address")?,
         }
     };
-    let default_name = if args.cluster_initializer {
+    let default_name = if args.cluster_initializer && broker_in.is_none() {
         "initializer".to_string()
     } else {
         format!("worker-{}", std::process::id())
     };
     let name = args.name.clone().unwrap_or(default_name);
+    let mut role = role;
+    if let Role::Consumer { options, .. } = &mut role {
+        options.consumer = name.clone();
+    }
     ensure!(
         node::valid_name(&name),
         "--name {name:?}: a worker name is 1 to 64 of A-Z a-z 0-9 _ . -"

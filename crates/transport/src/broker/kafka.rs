@@ -19,7 +19,7 @@ use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{
@@ -255,11 +255,32 @@ impl Producer for KafkaProducer {
     }
 }
 
+/// Keeps the partitions the group currently assigns to this member.
+#[derive(Clone, Default)]
+struct Assignment(Arc<Mutex<Vec<i32>>>);
+
+impl ClientContext for Assignment {}
+
+impl ConsumerContext for Assignment {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut partitions = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match rebalance {
+            Rebalance::Assign(list) => {
+                *partitions = list.elements().iter().map(|e| e.partition()).collect();
+                partitions.sort_unstable();
+            }
+            Rebalance::Revoke(_) => partitions.clear(),
+            Rebalance::Error(_) => {}
+        }
+    }
+}
+
 pub struct KafkaConsumer {
     bootstrap: String,
     topic: String,
     /// `Option` only so `Drop` can take it; always `Some` before.
-    consumer: Option<BaseConsumer>,
+    consumer: Option<BaseConsumer<Assignment>>,
+    assignment: Assignment,
     max_payload: usize,
     stats: ConsumerStats,
 }
@@ -271,7 +292,8 @@ impl KafkaConsumer {
         options: &ClientOptions,
     ) -> Result<Self, BrokerError> {
         partitions(bootstrap, topic, options)?;
-        let consumer: BaseConsumer = ClientConfig::new()
+        let assignment = Assignment::default();
+        let consumer: BaseConsumer<Assignment> = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", &options.group)
             .set("client.id", &options.consumer)
@@ -287,7 +309,7 @@ impl KafkaConsumer {
                     .min(1_000_000_000)
                     .to_string(),
             )
-            .create()
+            .create_with_context(assignment.clone())
             .map_err(|e| failed(bootstrap, e))?;
         consumer
             .subscribe(&[topic])
@@ -296,12 +318,13 @@ impl KafkaConsumer {
             bootstrap: bootstrap.to_string(),
             topic: topic.to_string(),
             consumer: Some(consumer),
+            assignment,
             max_payload: options.max_payload,
             stats: ConsumerStats::default(),
         })
     }
 
-    fn consumer(&self) -> &BaseConsumer {
+    fn consumer(&self) -> &BaseConsumer<Assignment> {
         self.consumer.as_ref().expect("present until dropped")
     }
 
@@ -379,7 +402,16 @@ impl Consumer for KafkaConsumer {
     }
 
     fn stats(&self) -> ConsumerStats {
-        self.stats.clone()
+        ConsumerStats {
+            assigned: Some(
+                self.assignment
+                    .0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
+            ..self.stats.clone()
+        }
     }
 }
 

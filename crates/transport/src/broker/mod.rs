@@ -171,6 +171,9 @@ pub struct ConsumerStats {
     pub oversized: u64,
     /// Messages the client library dropped before plumbline saw them (NATS slow consumer).
     pub dropped: u64,
+    /// Kafka: the partitions the group assigns to this member now (`None`: the backend does
+    /// not assign partitions).
+    pub assigned: Option<Vec<i32>>,
 }
 
 /// The sending half of a backend. Called from one thread (the sender's or a worker's output);

@@ -759,7 +759,7 @@ fn spawn_local(
                 }
             }
         }
-        processor.flush();
+        processor.finish();
         Ok(processor.stats())
     }))
 }

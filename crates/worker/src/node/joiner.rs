@@ -120,7 +120,7 @@ pub(super) fn run(
             ))
         }
     }
-    processor.flush();
+    processor.finish();
     let stats = processor.stats();
     let control = control.lock().unwrap_or_else(|p| p.into_inner());
     Control::Done(stats.clone()).send(&mut &*control)?;

@@ -16,6 +16,7 @@
 //! naming it and its partitions: its partitions' state is gone, and serving the rest would
 //! report results that silently miss them.
 
+mod consumer;
 mod initializer;
 mod joiner;
 mod metrics;
@@ -29,6 +30,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use plumbline_core::header::{is_plumbline, Header, HEADER_LEN};
 use plumbline_core::Message;
+use plumbline_transport::broker::{connect_producer, ClientOptions, FramePublisher};
+use plumbline_transport::config::TransportConfig;
 use plumbline_transport::tcp;
 
 use crate::app::{App, Output};
@@ -73,6 +76,15 @@ pub enum Role {
         /// The initializer's control address.
         control: String,
     },
+    /// A member of a broker's consumer group, on its own: the broker shares the messages out
+    /// (Kafka: partitions by key, so keyed state stays with one member) and redelivers what a
+    /// dead member held unacked.
+    Consumer {
+        source: TransportConfig,
+        options: ClientOptions,
+        /// Exit after nothing arrived for this long, counted from the first message.
+        idle_timeout: Option<Duration>,
+    },
 }
 
 /// Why a worker process ended badly.
@@ -80,6 +92,11 @@ pub enum Role {
 pub enum NodeError {
     #[error(transparent)]
     Tcp(#[from] tcp::TcpError),
+    #[error("{what}: {source}")]
+    Broker {
+        what: String,
+        source: plumbline_transport::broker::BrokerError,
+    },
     #[error("{0}")]
     Refused(String),
     #[error("worker {name} died ({why}); it owned partitions {partitions}; stopping the cluster")]
@@ -125,6 +142,11 @@ pub fn run(config: &NodeConfig, stop: &plumbline_core::Shutdown) -> Result<Worke
     match &config.role {
         Role::Initializer { .. } => initializer::run(config, stop),
         Role::Joiner { control } => joiner::run(config, control, stop),
+        Role::Consumer {
+            source,
+            options,
+            idle_timeout,
+        } => consumer::run(config, source, options, *idle_timeout, stop),
     }
 }
 
@@ -186,7 +208,7 @@ struct Processor {
     app: App,
     ok: bool,
     item: ItemWorker,
-    sink: Option<BufWriter<TcpStream>>,
+    sink: Option<Sink>,
     /// An `--out` was given: results without a sink are then undelivered, not dropped.
     wants_sink: bool,
     last_flush: Instant,
@@ -202,13 +224,50 @@ struct Processor {
 /// writes at a million results a second, short against any latency worth measuring.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(1);
 
+/// Longest a broker sink may take to acknowledge the last results.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where results go: a receiver over TCP (`host:port`), or a broker (a URL).
+enum Sink {
+    Tcp(BufWriter<TcpStream>),
+    Broker(BufWriter<FramePublisher>),
+}
+
+impl Sink {
+    fn connect(out: &str, config: &NodeConfig) -> Result<Sink, NodeError> {
+        if !out.contains("://") {
+            let stream = tcp::connect(out, config.connect_timeout)?;
+            return Ok(Sink::Tcp(BufWriter::with_capacity(64 * 1024, stream)));
+        }
+        let broker = |source| NodeError::Broker {
+            what: format!("--out {out}"),
+            source,
+        };
+        let target: TransportConfig = out
+            .parse()
+            .map_err(|e| NodeError::Refused(format!("--out: {e}")))?;
+        let options = ClientOptions {
+            connect_timeout: config.connect_timeout,
+            max_payload: config.max_frame,
+            ..ClientOptions::default()
+        };
+        let producer = connect_producer(&target, &options).map_err(broker)?;
+        let publisher = FramePublisher::new(producer, config.max_frame);
+        Ok(Sink::Broker(BufWriter::with_capacity(64 * 1024, publisher)))
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Sink::Tcp(w) => w,
+            Sink::Broker(w) => w,
+        }
+    }
+}
+
 impl Processor {
     fn new(config: &NodeConfig) -> Result<Self, NodeError> {
         let sink = match &config.out {
-            Some(addr) => Some(BufWriter::with_capacity(
-                64 * 1024,
-                tcp::connect(addr, config.connect_timeout)?,
-            )),
+            Some(out) => Some(Sink::connect(out, config)?),
             None => None,
         };
         Ok(Self {
@@ -280,6 +339,7 @@ impl Processor {
             return;
         };
         let len = (head.len() + text.len()) as u32;
+        let sink = sink.writer();
         let written = sink
             .write_all(&len.to_be_bytes())
             .and_then(|()| sink.write_all(head))
@@ -296,7 +356,7 @@ impl Processor {
         let Some(sink) = &mut self.sink else {
             return;
         };
-        match sink.flush() {
+        match sink.writer().flush() {
             Ok(()) => self.stats.results += std::mem::take(&mut self.pending),
             Err(e) => self.sink_failed(&e, 0),
         }
@@ -311,6 +371,19 @@ impl Processor {
         );
         self.sink = None;
         self.stats.undelivered += std::mem::take(&mut self.pending) + more;
+    }
+
+    /// Flushes, then waits for a broker sink's acks: results it refused are undelivered.
+    fn finish(&mut self) {
+        self.flush();
+        if let Some(Sink::Broker(out)) = &mut self.sink {
+            if let Err(e) = out.get_mut().finish(FINISH_TIMEOUT) {
+                eprintln!("[{}] the result broker: {e}", self.stats.name);
+                let stats = out.get_ref().producer().stats();
+                self.stats.undelivered += stats.sent - stats.acked;
+                self.stats.results = self.stats.results.saturating_sub(stats.sent - stats.acked);
+            }
+        }
     }
 
     /// Stats so far; results still buffered count as delivered once flushed.
