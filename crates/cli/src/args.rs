@@ -61,6 +61,112 @@ pub enum Command {
     /// Task pipelines (seed 001): a distributor, workers that ask for tasks, a collector that ACKs
     #[command(subcommand)]
     Pipeline(PipelineCommand),
+    /// Stream scaling (seed 004, psbench): a generator, a broker stream, a dispatcher and compute
+    /// workers; bulk data sent by value or by reference through a store
+    #[command(after_help = STREAM_EXAMPLES)]
+    Stream(StreamArgs),
+}
+
+const STREAM_EXAMPLES: &str = "\
+Examples (seed 004's command, scaled to one host; start redis-server first):
+  plumbline stream --stream-method default proxy --data-size-bytes 100000 1000000 10000000 \\
+      --task-count 16 --task-sleep 1.0 --max-workers 4 --stream redis \\
+      --stream-servers localhost:6379 --csv-file stream.csv
+  plumbline stream --stream kafka --stream-servers localhost:9092 --ps-connector file
+  plumbline stream --stream nats --stream-servers localhost:4222 --stream-method proxy";
+
+/// The broker `plumbline stream` streams through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StreamKind {
+    /// Redis pub/sub (psbench's Redis stream): at-most-once, no backlog
+    Redis,
+    /// A Redis stream with a consumer group: at-least-once
+    RedisStreams,
+    /// A Kafka topic (builds with --features kafka)
+    Kafka,
+    /// NATS core
+    Nats,
+    /// A NATS JetStream work queue
+    Jetstream,
+}
+
+/// How the generator hands data to the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StreamMethod {
+    /// The data itself travels through the stream
+    Default,
+    /// The data goes to the store; the stream carries its key and size
+    Proxy,
+}
+
+/// Where proxied data is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PsConnector {
+    Redis,
+    File,
+}
+
+/// Flags of `stream`, named as psbench's stream_scaling names them.
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Stream methods to run, each a set of experiments
+    #[arg(long, value_enum, num_args = 1.., default_values_t = [StreamMethod::Default, StreamMethod::Proxy])]
+    pub stream_method: Vec<StreamMethod>,
+    /// Payload sizes to run
+    #[arg(long, num_args = 1.., default_values_t = [100_000usize, 1_000_000, 10_000_000])]
+    pub data_size_bytes: Vec<usize>,
+    /// Items per experiment
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub task_count: u64,
+    /// Seconds each compute task sleeps (e.g. 1.0, or 200ms)
+    #[arg(long, default_value = "1.0", value_parser = parse_seconds)]
+    pub task_sleep: Duration,
+    /// Workers: one generator plus max-1 compute workers (psbench's --parsl-max-workers)
+    #[arg(long, visible_alias = "parsl-max-workers", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(2..=1024))]
+    pub max_workers: u64,
+    /// The broker to stream through
+    #[arg(long, value_enum, default_value = "redis")]
+    pub stream: StreamKind,
+    /// The broker's host:port
+    #[arg(long, default_value = "localhost:6379")]
+    pub stream_servers: String,
+    /// Where proxy mode stores data [default: redis when --stream is redis, else file]
+    #[arg(long, value_enum)]
+    pub ps_connector: Option<PsConnector>,
+    /// The Redis store's host [default: the stream's]
+    #[arg(long)]
+    pub ps_host: Option<String>,
+    /// The Redis store's port
+    #[arg(long)]
+    pub ps_port: Option<u16>,
+    /// The file store's folder [default: a fresh folder under the temp dir]
+    #[arg(long)]
+    pub ps_dir: Option<PathBuf>,
+    /// Runs of each experiment
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub repeat: u64,
+    /// Append one row per run to this CSV file (header written when the file is new)
+    #[arg(long)]
+    pub csv_file: Option<PathBuf>,
+    /// Write every run's figures as JSON
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Keep retrying the broker and the store this long
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// No progress line
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Seconds as psbench takes them (`1.0`), or a duration (`200ms`).
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        Ok(s) => Err(format!("{s} seconds: use 0 to 3600")),
+        Err(_) => parse_duration(text).map_err(|e| e.to_string()),
+    }
 }
 
 const PIPELINE_EXAMPLES: &str = "\

@@ -15,6 +15,7 @@ mod plan;
 mod progress;
 mod receive;
 mod send;
+mod stream;
 mod worker;
 
 use std::ffi::OsString;
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
         Command::Worker(args) => worker::run(args, &shutdown),
         Command::Shutdown(args) => worker::shutdown(args),
         Command::Pipeline(command) => pipeline::run(command, &shutdown),
+        Command::Stream(args) => stream::run(args, &shutdown),
     };
     match result {
         Ok(Verdict::Passed) => ExitCode::SUCCESS,

@@ -3,8 +3,11 @@
 
 mod common;
 
+#[cfg(feature = "kafka")]
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(feature = "kafka")]
+use std::time::Instant;
 
 use common::{exclusive, plumbline, stderr, Node, Receiving};
 use plumbline_servers::{Kind, Server};

@@ -30,6 +30,8 @@ mod kafka;
 mod nats;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+pub(crate) use redis::connect as redis_connect;
 mod tcp;
 
 use std::time::{Duration, Instant};

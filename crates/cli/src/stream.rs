@@ -1,0 +1,634 @@
+//! `plumbline stream` (seed 004, psbench's stream_scaling): how a broker stream scales with
+//! bulk data, sent by value ("default") or by reference through a store ("proxy").
+//!
+//! ```text
+//!  generator ──(data | key+size)──▶ broker stream ──▶ dispatcher ──one task each──▶ compute workers
+//!      │ proxy: put(key, data)                        (≤ 1 in flight per worker)    │ proxy: get, delete
+//!      └──────────────────────────────▶ store ◀──────────────────────────────────────┘
+//! ```
+//!
+//! One process, one thread per part, each with its own broker or store connection. The
+//! generator emits item `i` at `start + i × task_sleep / compute workers` (offered load equal to
+//! capacity); a compute task resolves its data (checking its size) and sleeps `task_sleep`.
+//! Ideal makespan: the last item's emission plus one task. Latency runs from an item's
+//! intended emission to its task's end. The broker and store themselves are the user's (or the
+//! test's) servers.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use bytes::{BufMut, Bytes, BytesMut};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use plumbline_core::clock::Sleeper;
+use plumbline_core::Shutdown;
+use plumbline_measure::report::secs;
+use plumbline_measure::Recorder;
+use plumbline_transport::broker::{
+    connect_consumer, connect_producer, BrokerError, ClientOptions, Consumer, Delivery,
+};
+use plumbline_transport::config::TransportConfig;
+use plumbline_transport::store::{open_store, Store};
+use plumbline_worker::work::{Work, WorkTimer};
+use rand::{RngCore, SeedableRng};
+use serde::Serialize;
+
+use crate::args::{PsConnector, StreamArgs, StreamKind, StreamMethod};
+use crate::bench::Verdict;
+
+/// Bytes before the data in every stream message: seq (8), intended emission in ns since
+/// the run's start (8), data size (8).
+const HEAD: usize = 24;
+
+/// One experiment's figures: psbench's CSV columns, then what psbench lacks.
+#[derive(Clone, Debug, Serialize)]
+pub struct StreamRun {
+    pub stream: String,
+    pub stream_method: String,
+    pub data_size_bytes: usize,
+    pub task_count: u64,
+    pub task_sleep: f64,
+    pub max_workers: u64,
+    pub repeat: u64,
+    pub makespan_s: f64,
+    pub ideal_s: f64,
+    pub overhead_pct: f64,
+    pub completed: u64,
+    pub lost: u64,
+    pub latency_p50_s: f64,
+    pub latency_p99_s: f64,
+    pub latency_max_s: f64,
+    /// Bytes of stream messages (data or key), and their mean per item.
+    pub broker_bytes: u64,
+    pub broker_bytes_per_item: f64,
+    /// Bytes put into the store (proxy).
+    pub store_bytes: u64,
+    /// Store keys of this run left after it (must be 0).
+    pub leaked_keys: u64,
+    /// Why the run ended early, if it did.
+    pub error: Option<String>,
+}
+
+const CSV_HEADER: &str = "stream,stream_method,data_size_bytes,task_count,task_sleep,max_workers,repeat,makespan_s,ideal_s,overhead_pct,completed,lost,latency_p50_s,latency_p99_s,latency_max_s,broker_bytes,broker_bytes_per_item,store_bytes,leaked_keys,error";
+
+impl StreamRun {
+    fn csv(&self) -> String {
+        format!(
+            "{},{},{},{},{},{},{},{:.6},{:.6},{:.3},{},{},{:.6},{:.6},{:.6},{},{:.1},{},{},{}",
+            self.stream,
+            self.stream_method,
+            self.data_size_bytes,
+            self.task_count,
+            self.task_sleep,
+            self.max_workers,
+            self.repeat,
+            self.makespan_s,
+            self.ideal_s,
+            self.overhead_pct,
+            self.completed,
+            self.lost,
+            self.latency_p50_s,
+            self.latency_p99_s,
+            self.latency_max_s,
+            self.broker_bytes,
+            self.broker_bytes_per_item,
+            self.store_bytes,
+            self.leaked_keys,
+            self.error
+                .as_deref()
+                .unwrap_or("")
+                .replace([',', '\n'], ";")
+        )
+    }
+}
+
+/// What the parts of one experiment need.
+struct Experiment<'a> {
+    args: &'a StreamArgs,
+    config: TransportConfig,
+    store: Option<String>,
+    method: StreamMethod,
+    size: usize,
+    repeat: u64,
+    /// Store keys and stream names of this experiment start with it.
+    prefix: String,
+}
+
+pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
+    ensure!(
+        args.data_size_bytes.iter().all(|&s| s > 0 && s <= 1 << 30),
+        "--data-size-bytes: each size must be 1 byte to 1 GiB"
+    );
+    let store_url = store_url(args)?;
+    let mut runs = Vec::new();
+    let mut n = 0;
+    println!(
+        "{:>8} {:>9} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10} {:>12} {:>12}",
+        "method",
+        "size",
+        "done",
+        "makespan",
+        "ideal",
+        "overhead",
+        "p99",
+        "broker/item",
+        "store MB",
+        "leaked keys"
+    );
+    for &method in &args.stream_method {
+        for &size in &args.data_size_bytes {
+            for repeat in 0..args.repeat {
+                if shutdown.requested() {
+                    break;
+                }
+                n += 1;
+                let experiment = Experiment {
+                    args,
+                    config: stream_config(args, n)?,
+                    store: (method == StreamMethod::Proxy).then(|| store_url.clone()),
+                    method,
+                    size,
+                    repeat,
+                    prefix: format!("plumbline-{}-{n}-", std::process::id()),
+                };
+                let run = experiment.run(shutdown)?;
+                println!(
+                    "{:>8} {:>9} {:>6} {:>10} {:>10} {:>8.2}% {:>9} {:>10.0}B {:>12.1} {:>12}{}",
+                    run.stream_method,
+                    size,
+                    format!("{}/{}", run.completed, run.task_count),
+                    secs(run.makespan_s),
+                    secs(run.ideal_s),
+                    run.overhead_pct,
+                    secs(run.latency_p99_s),
+                    run.broker_bytes_per_item,
+                    run.store_bytes as f64 / 1e6,
+                    run.leaked_keys,
+                    run.error
+                        .as_deref()
+                        .map(|e| format!("  ({e})"))
+                        .unwrap_or_default()
+                );
+                if let Some(path) = &args.csv_file {
+                    append_csv(path, &run)?;
+                }
+                runs.push(run);
+            }
+        }
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&runs)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let failures: Vec<String> = runs
+        .iter()
+        .filter(|r| r.lost > 0 || r.leaked_keys > 0 || r.error.is_some())
+        .map(|r| {
+            format!(
+                "{} {} B: {} of {} lost, {} keys leaked{}",
+                r.stream_method,
+                r.data_size_bytes,
+                r.lost,
+                r.task_count,
+                r.leaked_keys,
+                r.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    Ok(if shutdown.requested() {
+        Verdict::Interrupted
+    } else if failures.is_empty() {
+        Verdict::Passed
+    } else {
+        Verdict::Failed(failures)
+    })
+}
+
+fn append_csv(path: &Path, run: &StreamRun) -> Result<()> {
+    let new = !path.exists();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if new {
+        writeln!(file, "{CSV_HEADER}")?;
+    }
+    writeln!(file, "{}", run.csv()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The broker URL of experiment `n`: a fresh stream, topic or subject each time.
+fn stream_config(args: &StreamArgs, n: usize) -> Result<TransportConfig> {
+    let server = args.stream_servers.replace("localhost", "127.0.0.1");
+    let name = format!("plumbline-stream-{}-{n}", std::process::id());
+    let url = match args.stream {
+        StreamKind::Redis => format!("redis://{server}/{name}?mode=pubsub"),
+        StreamKind::RedisStreams => format!("redis://{server}/{name}?mode=streams"),
+        StreamKind::Kafka => format!("kafka://{server}/{name}"),
+        StreamKind::Nats => format!("nats://{server}/{name}"),
+        StreamKind::Jetstream => format!("nats://{server}/{name}?jetstream=1"),
+    };
+    url.parse()
+        .with_context(|| format!("--stream-servers {}", args.stream_servers))
+}
+
+/// The store URL proxy mode uses.
+fn store_url(args: &StreamArgs) -> Result<String> {
+    let redis_stream = matches!(args.stream, StreamKind::Redis | StreamKind::RedisStreams);
+    let connector = args.ps_connector.unwrap_or(if redis_stream {
+        PsConnector::Redis
+    } else {
+        PsConnector::File
+    });
+    Ok(match connector {
+        PsConnector::File => {
+            let dir = args.ps_dir.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("plumbline-store-{}", std::process::id()))
+            });
+            format!("file://{}", dir.display())
+        }
+        PsConnector::Redis => {
+            let (host, port) = match (&args.ps_host, args.ps_port) {
+                (Some(h), Some(p)) => (h.clone(), p),
+                (None, None) if redis_stream => {
+                    let (h, p) = args
+                        .stream_servers
+                        .rsplit_once(':')
+                        .context("--stream-servers is not host:port")?;
+                    (h.to_string(), p.parse().context("--stream-servers port")?)
+                }
+                _ => bail!("--ps-connector redis needs --ps-host and --ps-port"),
+            };
+            format!("redis://{}:{port}", host.replace("localhost", "127.0.0.1"))
+        }
+    })
+}
+
+/// A task handed to a compute worker: the delivery (acked when done) and its header.
+struct Task {
+    delivery: Delivery,
+    seq: u64,
+    intended_ns: u64,
+    size: usize,
+}
+
+/// What a compute worker reports per task.
+struct Done {
+    delivery: Delivery,
+    seq: u64,
+    /// Task end − intended emission.
+    latency_ns: u64,
+    error: Option<String>,
+}
+
+impl Experiment<'_> {
+    fn options(&self, role: &str) -> ClientOptions {
+        ClientOptions {
+            connect_timeout: self.args.connect_timeout,
+            max_payload: self.size + HEAD + 64,
+            group: format!("{}dispatch", self.prefix),
+            consumer: role.to_string(),
+            // Generous: a stalled dispatcher is reported by the makespan, not by redelivery.
+            redeliver_after: self.args.task_sleep * 4 + Duration::from_secs(30),
+            prefetch: 64,
+            create: true,
+            partitions: 1,
+        }
+    }
+
+    fn run(&self, shutdown: &Shutdown) -> Result<StreamRun> {
+        let args = self.args;
+        let workers = (args.max_workers - 1) as usize;
+        let interval = args.task_sleep / workers as u32;
+        let ideal = interval * (args.task_count as u32).saturating_sub(1) + args.task_sleep;
+        // The dispatcher subscribes before anything is sent (pub/sub keeps nothing).
+        let mut consumer = connect_consumer(&self.config, &self.options("dispatcher"))
+            .with_context(|| format!("the stream {}", self.config))?;
+        let producer = connect_producer(&self.config, &self.options("generator"))
+            .with_context(|| format!("the stream {}", self.config))?;
+        let (task_tx, task_rx) = bounded::<Task>(0);
+        let (done_tx, done_rx) = bounded::<Done>(workers);
+        let start = Instant::now();
+        let generated = std::thread::scope(|scope| -> Result<Generated> {
+            for w in 0..workers {
+                let store = self.open_store()?;
+                let (rx, tx) = (task_rx.clone(), done_tx.clone());
+                let sleep = args.task_sleep;
+                scope.spawn(move || compute(w, store, rx, tx, sleep, start));
+            }
+            drop(done_tx);
+            let generator = {
+                let store = self.open_store()?;
+                scope.spawn(move || self.generate(producer, store, interval, start, shutdown))
+            };
+            let dispatched =
+                self.dispatch(consumer.as_mut(), task_tx, &done_rx, ideal, start, shutdown);
+            let generated = generator.join().expect("the generator does not panic")?;
+            Ok(Generated {
+                dispatch: dispatched,
+                ..generated
+            })
+        })?;
+        let makespan = generated.dispatch.last_done.unwrap_or(start.elapsed());
+        let leaked = match &self.store {
+            Some(_) => self
+                .open_store()?
+                .map_or(0, |mut s| s.count(&self.prefix).unwrap_or(0)),
+            None => 0,
+        };
+        let d = &generated.dispatch;
+        let latency = d.latency.summary();
+        let completed = d.completed;
+        let mut error = generated.error.or(d.error.clone());
+        if error.is_none() && completed < args.task_count {
+            error = Some(format!(
+                "{} items never arrived",
+                args.task_count - completed
+            ));
+        }
+        Ok(StreamRun {
+            stream: self.config.kind().to_string(),
+            stream_method: format!("{:?}", self.method).to_lowercase(),
+            data_size_bytes: self.size,
+            task_count: args.task_count,
+            task_sleep: args.task_sleep.as_secs_f64(),
+            max_workers: args.max_workers,
+            repeat: self.repeat,
+            makespan_s: makespan.as_secs_f64(),
+            ideal_s: ideal.as_secs_f64(),
+            overhead_pct: (makespan.as_secs_f64() / ideal.as_secs_f64() - 1.0) * 100.0,
+            completed,
+            lost: args.task_count - completed,
+            latency_p50_s: latency.p50,
+            latency_p99_s: latency.p99,
+            latency_max_s: latency.max,
+            broker_bytes: generated.broker_bytes,
+            broker_bytes_per_item: generated.broker_bytes as f64 / args.task_count.max(1) as f64,
+            store_bytes: generated.store_bytes,
+            leaked_keys: leaked,
+            error,
+        })
+    }
+
+    fn open_store(&self) -> Result<Option<Box<dyn Store>>> {
+        self.store
+            .as_deref()
+            .map(|url| {
+                open_store(url, self.args.connect_timeout)
+                    .with_context(|| format!("the store {url}"))
+            })
+            .transpose()
+    }
+
+    /// Emits every item at its deadline; in proxy mode the data goes to the store first.
+    fn generate(
+        &self,
+        mut producer: Box<dyn plumbline_transport::broker::Producer>,
+        mut store: Option<Box<dyn Store>>,
+        interval: Duration,
+        start: Instant,
+        shutdown: &Shutdown,
+    ) -> Result<Generated> {
+        let mut data = vec![0u8; self.size];
+        rand::rngs::StdRng::seed_from_u64(self.repeat).fill_bytes(&mut data);
+        let mut sleeper = Sleeper::new();
+        let mut out = Generated::default();
+        let mut message = BytesMut::with_capacity(HEAD + self.size);
+        for seq in 0..self.args.task_count {
+            if shutdown.requested() {
+                break;
+            }
+            let offset = interval * seq as u32;
+            sleeper.sleep_until(start + offset);
+            message.clear();
+            message.put_u64(seq);
+            message.put_u64(offset.as_nanos() as u64);
+            message.put_u64(self.size as u64);
+            // Each item's data differs in its first bytes, as independent items would.
+            data[..8.min(self.size)].copy_from_slice(&seq.to_be_bytes()[..8.min(self.size)]);
+            match store.as_mut() {
+                Some(store) => {
+                    let key = format!("{}{seq}", self.prefix);
+                    store.put(&key, &data)?;
+                    out.store_bytes += data.len() as u64;
+                    message.put_slice(key.as_bytes());
+                }
+                None => message.put_slice(&data),
+            }
+            let sent = producer.send(0, &message).and_then(|()| producer.flush());
+            if let Err(e) = sent {
+                out.error = Some(e.to_string());
+                break;
+            }
+            out.broker_bytes += message.len() as u64;
+        }
+        if let Err(e) = producer.finish(Duration::from_secs(60)) {
+            out.error.get_or_insert(e.to_string());
+        }
+        Ok(out)
+    }
+
+    /// Hands each arriving item to a free compute worker (one in flight each) and collects
+    /// completions until every item is done, the stream fails, or the run times out.
+    fn dispatch(
+        &self,
+        consumer: &mut dyn Consumer,
+        tasks: Sender<Task>,
+        done: &Receiver<Done>,
+        ideal: Duration,
+        start: Instant,
+        shutdown: &Shutdown,
+    ) -> Dispatched {
+        let mut out = Dispatched::default();
+        let n = self.args.task_count;
+        let deadline = start + ideal * 3 + Duration::from_secs(30);
+        let mut waiting: std::collections::VecDeque<Task> = Default::default();
+        let mut seen = std::collections::HashSet::new();
+        let mut acks = Vec::new();
+        let mut stream_ok = true;
+        while out.completed < n && Instant::now() < deadline && !shutdown.requested() {
+            while let Ok(d) = done.try_recv() {
+                out.completed += 1;
+                out.latency.record_ns(d.latency_ns);
+                out.last_done = Some(start.elapsed());
+                if let Some(e) = d.error {
+                    out.error.get_or_insert(format!("item {}: {e}", d.seq));
+                }
+                acks.push(d.delivery);
+            }
+            if !acks.is_empty() {
+                if let Err(e) = consumer.ack(&acks) {
+                    out.error.get_or_insert(e.to_string());
+                }
+                acks.clear();
+            }
+            while let Some(task) = waiting.pop_front() {
+                match tasks.try_send(task) {
+                    Ok(()) => {}
+                    Err(back) => {
+                        waiting.push_front(back.into_inner());
+                        break;
+                    }
+                }
+            }
+            if !stream_ok || out.received == n {
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            }
+            match consumer.poll(16, Duration::from_millis(1)) {
+                Ok(batch) => {
+                    for delivery in batch {
+                        match parse(&delivery.payload) {
+                            Some((seq, intended_ns, size)) if seen.insert(seq) => {
+                                out.received += 1;
+                                waiting.push_back(Task {
+                                    delivery,
+                                    seq,
+                                    intended_ns,
+                                    size,
+                                });
+                            }
+                            Some(_) => out.duplicates += 1,
+                            None => {
+                                out.error.get_or_insert(
+                                    "a stream message without the plumbline stream header".into(),
+                                );
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    stream_ok = false;
+                    out.error.get_or_insert(stream_failure(&e, self.method));
+                }
+            }
+        }
+        drop(tasks);
+        // Workers still busy finish; their completions count.
+        for d in done.iter() {
+            out.completed += 1;
+            out.latency.record_ns(d.latency_ns);
+            out.last_done = Some(start.elapsed());
+            acks.push(d.delivery);
+        }
+        let _ = consumer.ack(&acks);
+        if out.completed < n && Instant::now() >= deadline {
+            out.error.get_or_insert(format!(
+                "timed out after {} with {} of {n} items done",
+                secs((deadline - start).as_secs_f64()),
+                out.completed
+            ));
+        }
+        out
+    }
+}
+
+/// A stream failure, with the way out when it is Redis pub/sub's output-buffer limit.
+fn stream_failure(e: &BrokerError, method: StreamMethod) -> String {
+    match e {
+        BrokerError::Dropped(why) if method == StreamMethod::Default => {
+            format!("{why}; proxy mode sends only keys")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// (seq, intended ns, size) of a stream message.
+fn parse(message: &[u8]) -> Option<(u64, u64, usize)> {
+    if message.len() < HEAD {
+        return None;
+    }
+    let at = |i: usize| u64::from_be_bytes(message[i..i + 8].try_into().expect("8 bytes"));
+    Some((at(0), at(8), usize::try_from(at(16)).ok()?))
+}
+
+#[derive(Default)]
+struct Generated {
+    broker_bytes: u64,
+    store_bytes: u64,
+    error: Option<String>,
+    dispatch: Dispatched,
+}
+
+#[derive(Default)]
+struct Dispatched {
+    received: u64,
+    completed: u64,
+    duplicates: u64,
+    latency: Recorder,
+    last_done: Option<Duration>,
+    error: Option<String>,
+}
+
+/// A compute worker: resolve the data (proxy: get it from the store, then delete it), check
+/// its size, sleep the task's time.
+fn compute(
+    _worker: usize,
+    mut store: Option<Box<dyn Store>>,
+    tasks: Receiver<Task>,
+    done: Sender<Done>,
+    sleep: Duration,
+    start: Instant,
+) {
+    let mut timer = WorkTimer::new(Work::Sleep);
+    for task in tasks.iter() {
+        let body = task.delivery.payload.slice(HEAD..);
+        let resolved: Result<Bytes, String> = match store.as_mut() {
+            Some(store) => std::str::from_utf8(&body)
+                .map_err(|_| "a proxy key that is not text".to_string())
+                .and_then(|key| {
+                    let data = store.get(key).map_err(|e| e.to_string())?;
+                    store.delete(key).map_err(|e| e.to_string())?;
+                    Ok(data)
+                }),
+            None => Ok(body),
+        };
+        let error = match &resolved {
+            Ok(data) if data.len() == task.size => None,
+            Ok(data) => Some(format!(
+                "{} bytes where {} were sent",
+                data.len(),
+                task.size
+            )),
+            Err(e) => Some(e.clone()),
+        };
+        timer.run(sleep);
+        let end_ns = start.elapsed().as_nanos() as u64;
+        let report = Done {
+            delivery: task.delivery,
+            seq: task.seq,
+            latency_ns: end_ns.saturating_sub(task.intended_ns),
+            error,
+        };
+        if done.send(report).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_messages_carry_seq_time_and_size_before_the_data() {
+        let mut m = Vec::new();
+        m.extend_from_slice(&7u64.to_be_bytes());
+        m.extend_from_slice(&1_000u64.to_be_bytes());
+        m.extend_from_slice(&5u64.to_be_bytes());
+        m.extend_from_slice(b"hello");
+        assert_eq!(parse(&m), Some((7, 1_000, 5)));
+        assert_eq!(parse(&m[..10]), None);
+    }
+
+    #[test]
+    fn a_pubsub_overflow_points_to_proxy_mode() {
+        let e = BrokerError::Dropped("client-output-buffer-limit".into());
+        assert!(stream_failure(&e, StreamMethod::Default).contains("proxy mode"));
+        assert!(!stream_failure(&e, StreamMethod::Proxy).contains("proxy mode"));
+    }
+}
