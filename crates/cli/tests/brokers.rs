@@ -257,3 +257,211 @@ fn issue6_a_worker_killed_on_jetstream_loses_nothing() {
 // its partitions are never reassigned (seen over 35 s with a 6 s session timeout). A member
 // that leaves the group does hand its uncommitted messages on: the conformance suite's
 // `a_dead_consumers_unacked_messages_go_to_another` checks that against tansu.
+
+#[cfg(feature = "redis")]
+#[test]
+fn issue6_stream_proxy_sends_only_keys_and_leaves_no_keys_behind() {
+    let Some(server) = Server::for_test(Kind::Redis, "stream over redis") else {
+        return;
+    };
+    let _cpu = exclusive();
+    let dir = common::scratch("stream");
+    let csv = dir.join("stream.csv");
+    let json = dir.join("stream.json");
+    let out = plumbline(&[
+        "stream",
+        "--stream",
+        "redis",
+        "--stream-servers",
+        &server.addr,
+        "--data-size-bytes",
+        "100000",
+        "1000000",
+        "--task-count",
+        "12",
+        "--task-sleep",
+        "50ms",
+        "--max-workers",
+        "4",
+        "--csv-file",
+        csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        common::stdout(&out)
+    );
+    let runs: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(runs.len(), 4, "2 methods x 2 sizes");
+    for run in &runs {
+        assert_eq!(run["completed"], 12, "{run}");
+        assert_eq!(run["lost"], 0);
+        assert_eq!(run["leaked_keys"], 0);
+        let per_item = run["broker_bytes_per_item"].as_f64().unwrap();
+        let size = run["data_size_bytes"].as_f64().unwrap();
+        if run["stream_method"] == "proxy" {
+            assert!(per_item < 1024.0, "{run}");
+            assert_eq!(run["store_bytes"].as_f64().unwrap(), size * 12.0);
+        } else {
+            assert!(per_item >= size, "{run}");
+        }
+        // 12 items of 50 ms on 3 workers, emitted 16.7 ms apart: ideal 0.233 s.
+        let makespan = run["makespan_s"].as_f64().unwrap();
+        assert!(makespan >= 0.23 && makespan < 2.0, "{run}");
+    }
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        text.starts_with("stream,stream_method,data_size_bytes,task_count,task_sleep,max_workers")
+    );
+    assert_eq!(text.lines().count(), 5);
+    // Nothing of the runs is left in Redis: the proxied data was deleted as it was used.
+    let mut redis = std::net::TcpStream::connect(&server.addr).unwrap();
+    use std::io::{Read, Write};
+    redis.write_all(b"DBSIZE\r\n").unwrap();
+    let mut reply = [0u8; 16];
+    let n = redis.read(&mut reply).unwrap();
+    assert_eq!(&reply[..n], b":0\r\n", "keys left in redis");
+}
+
+/// Sets a Redis server option with redis-cli (installed with redis-server).
+#[cfg(feature = "redis")]
+fn redis_config(addr: &str, key: &str, value: &str) {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", host, "-p", port, "config", "set", key, value])
+        .output()
+        .expect("redis-cli runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn issue6_a_pubsub_subscriber_redis_disconnects_is_reported_with_its_losses() {
+    let Some(server) = Server::for_test(Kind::Redis, "pubsub overflow") else {
+        return;
+    };
+    let _cpu = exclusive();
+    redis_config(
+        &server.addr,
+        "client-output-buffer-limit",
+        "pubsub 256kb 128kb 1",
+    );
+    let dir = common::scratch("pubsub-overflow");
+    let json = dir.join("recv.json");
+    let url = format!("redis://{}/overflow?mode=pubsub", server.addr);
+    let receiver = Node::spawn(&[
+        "receive",
+        "--from",
+        &url,
+        "--throttle",
+        "200/s",
+        "--expect",
+        "3000",
+        "--idle-timeout",
+        "5s",
+        "-q",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    receiver.wait_for("consuming from");
+    send(&url, 3000, &["--size", "10000"]);
+    let mut receiver = receiver;
+    let code = receiver.exit_code(60);
+    let log = receiver.log();
+    assert_ne!(code, Some(0), "{log}");
+    let s = summary(&json);
+    // Every message the subscriber did not get is counted as lost, none silently.
+    let (lost, got) = (
+        s["sequence"]["lost"].as_u64().unwrap(),
+        s["frames"].as_u64().unwrap(),
+    );
+    assert!(lost > 0 && lost + got == 3000, "{s}");
+    assert!(
+        log.contains("client-output-buffer-limit") && log.contains("proxy"),
+        "{log}"
+    );
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn issue6_an_unreachable_broker_fails_after_a_bounded_retry_naming_it() {
+    let closed = common::closed_addr();
+    let start = Instant::now();
+    let out = plumbline(&[
+        "send",
+        "--to",
+        &format!("redis://{closed}/x"),
+        "--gen",
+        "nonces",
+        "--messages",
+        "1",
+        "--connect-timeout",
+        "1s",
+        "-q",
+    ]);
+    assert!(start.elapsed() < Duration::from_secs(15));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&closed) && err.contains("could not reach redis"),
+        "{err}"
+    );
+}
+
+#[cfg(feature = "kafka")]
+#[test]
+fn issue6_a_missing_topic_is_refused_with_no_create_and_created_otherwise() {
+    let Some(server) = Server::for_test(Kind::Kafka, "missing topic") else {
+        return;
+    };
+    let url = format!("kafka://{}/absent", server.addr);
+    let out = plumbline(&[
+        "send",
+        "--to",
+        &url,
+        "--no-create",
+        "--gen",
+        "nonces",
+        "--messages",
+        "1",
+        "-q",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("kafka topic 'absent' does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    send(&url, 5, &[]);
+}
+
+#[cfg(feature = "nats")]
+#[test]
+fn issue6_a_payload_above_the_brokers_limit_is_refused_naming_both() {
+    let Some(server) = Server::for_test(Kind::Nats, "payload limit") else {
+        return;
+    };
+    let url = format!("nats://{}/big", server.addr);
+    let out = plumbline(&[
+        "send",
+        "--to",
+        &url,
+        "--gen",
+        "random",
+        "--size",
+        "2000000",
+        "--messages",
+        "1",
+        "-q",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("exceeds the 1048576-byte limit of nats server"),
+        "{err}"
+    );
+}
