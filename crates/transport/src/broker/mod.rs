@@ -274,6 +274,33 @@ fn not_built(config: &TransportConfig) -> BrokerError {
     BrokerError::NotBuilt { backend, feature }
 }
 
+/// Bytes waiting in a reader thread's queue, so a queue of big messages stays bounded in
+/// memory, not only in count: the reader waits for room while more than [`QUEUE_BYTES`] wait
+/// (at least one message always fits), and its backend's own flow control does the rest.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct QueuedBytes(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+/// Most payload bytes a reader thread queues ahead of `poll`.
+pub(crate) const QUEUE_BYTES: usize = 64 << 20;
+
+impl QueuedBytes {
+    /// Waits (polling) until the queue has room or `stop` says to give up.
+    pub fn wait_for_room(&self, stop: impl Fn() -> bool) {
+        use std::sync::atomic::Ordering;
+        while self.0.load(Ordering::Relaxed) > QUEUE_BYTES && !stop() {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    pub fn add(&self, n: usize) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn taken(&self, n: usize) {
+        self.0.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Refuses a payload above the limit, naming both.
 pub(crate) fn check_size(len: usize, limit: usize, what: &str) -> Result<(), BrokerError> {
     if len > limit {

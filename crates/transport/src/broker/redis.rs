@@ -26,7 +26,7 @@ use redis::{Connection, RedisError, Value};
 
 use super::{
     check_size, retry, AckClock, AckToken, BrokerError, ClientOptions, Consumer, ConsumerStats,
-    Delivery, Producer, ProducerStats,
+    Delivery, Producer, ProducerStats, QueuedBytes,
 };
 use crate::config::RedisMode;
 
@@ -366,6 +366,7 @@ const READER_TICK: Duration = Duration::from_millis(200);
 
 struct PubSubConsumer {
     messages: Receiver<Result<Bytes, String>>,
+    queued: QueuedBytes,
     /// The subscription ended after messages that were still returned: reported next poll.
     ended: Option<String>,
     stop: Arc<AtomicBool>,
@@ -380,11 +381,13 @@ impl PubSubConsumer {
         let (tx, messages) = sync_channel(SUBSCRIBER_QUEUE);
         let (ready_tx, ready) = sync_channel(1);
         let stop = Arc::new(AtomicBool::new(false));
+        let queued = QueuedBytes::default();
         let (addr, channel) = (addr.to_string(), channel.to_string());
         let reader = std::thread::Builder::new()
             .name("redis-subscriber".into())
             .spawn({
                 let stop = stop.clone();
+                let queued = queued.clone();
                 move || {
                     // The PubSub borrows the connection and unsubscribes when dropped, so this
                     // thread owns both for the subscription's life.
@@ -401,6 +404,8 @@ impl PubSubConsumer {
                         match sub.get_message() {
                             Ok(m) => {
                                 let payload = Bytes::copy_from_slice(m.get_payload_bytes());
+                                queued.wait_for_room(|| stop.load(Ordering::Relaxed));
+                                queued.add(payload.len());
                                 if tx.send(Ok(payload)).is_err() {
                                     return;
                                 }
@@ -429,6 +434,7 @@ impl PubSubConsumer {
             messages,
             stop,
             reader: Some(reader),
+            queued,
             ended: None,
             max_payload: options.max_payload,
             stats: ConsumerStats::default(),
@@ -451,7 +457,10 @@ impl Consumer for PubSubConsumer {
         };
         while let Some(message) = next.take() {
             let payload = match message {
-                Ok(payload) => payload,
+                Ok(payload) => {
+                    self.queued.taken(payload.len());
+                    payload
+                }
                 Err(why) if out.is_empty() => return Err(BrokerError::Dropped(why)),
                 Err(why) => {
                     self.ended = Some(why);

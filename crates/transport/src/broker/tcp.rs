@@ -18,7 +18,7 @@ use plumbline_core::frame::{FrameCodec, FrameError, FrameReader};
 
 use super::{
     check_size, AckToken, BrokerError, ClientOptions, Consumer, ConsumerStats, Delivery, Producer,
-    ProducerStats,
+    ProducerStats, QueuedBytes,
 };
 use crate::tcp;
 
@@ -86,6 +86,7 @@ const QUEUE: usize = 4096;
 
 pub struct TcpConsumer {
     frames: Receiver<Result<Bytes, String>>,
+    queued: QueuedBytes,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
     delivered: u64,
@@ -101,12 +102,14 @@ impl TcpConsumer {
         let (tx, frames) = bounded(QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
         let oversized = Arc::new(AtomicU64::new(0));
+        let queued = QueuedBytes::default();
         let max = options.max_payload;
         let acceptor = std::thread::Builder::new()
             .name("tcp-accept".into())
             .spawn({
                 let stop = stop.clone();
                 let oversized = oversized.clone();
+                let queued = queued.clone();
                 move || {
                     while !stop.load(Ordering::Relaxed) {
                         let Ok(Some((stream, peer))) = tcp::accept_or_nap(&listener) else {
@@ -114,6 +117,7 @@ impl TcpConsumer {
                         };
                         let tx = tx.clone();
                         let oversized = oversized.clone();
+                        let (queued, stop) = (queued.clone(), stop.clone());
                         std::thread::spawn(move || {
                             let mut reader = FrameReader::new(stream, FrameCodec::new(max));
                             for frame in &mut reader {
@@ -124,6 +128,10 @@ impl TcpConsumer {
                                     format!("tcp peer {peer}: {e}")
                                 });
                                 let bad = item.is_err();
+                                if let Ok(frame) = &item {
+                                    queued.wait_for_room(|| stop.load(Ordering::Relaxed));
+                                    queued.add(frame.len());
+                                }
                                 if tx.send(item).is_err() || bad {
                                     break;
                                 }
@@ -135,6 +143,7 @@ impl TcpConsumer {
             .map_err(|e| BrokerError::backend(format!("spawning the tcp acceptor: {e}")))?;
         Ok(Self {
             frames,
+            queued,
             stop,
             acceptor: Some(acceptor),
             delivered: 0,
@@ -157,6 +166,7 @@ impl Consumer for TcpConsumer {
         while let Some(item) = next.take() {
             // A bad peer is cut off (its thread ends); the others go on.
             if let Ok(payload) = item {
+                self.queued.taken(payload.len());
                 out.push(Delivery {
                     payload,
                     redelivered: false,
