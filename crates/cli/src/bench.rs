@@ -60,6 +60,19 @@ pub enum Verdict {
     Interrupted,
 }
 
+impl Verdict {
+    /// Interrupted if the user stopped the run, else failed if anything did, else passed.
+    pub fn of(interrupted: bool, failures: Vec<String>) -> Self {
+        if interrupted {
+            Verdict::Interrupted
+        } else if failures.is_empty() {
+            Verdict::Passed
+        } else {
+            Verdict::Failed(failures)
+        }
+    }
+}
+
 pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     if args.list_presets {
         for (name, _) in PRESETS {

@@ -148,13 +148,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         let text = serde_json::to_string_pretty(&bench)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(if shutdown.requested() {
-        Verdict::Interrupted
-    } else if failures.is_empty() {
-        Verdict::Passed
-    } else {
-        Verdict::Failed(failures)
-    })
+    Ok(Verdict::of(shutdown.requested(), failures))
 }
 
 fn print_row(row: &Row) {

@@ -70,9 +70,5 @@ pub fn run(args: &GenArgs, shutdown: &Shutdown) -> Result<Verdict> {
             args.output.display()
         );
     }
-    Ok(if written < count {
-        Verdict::Interrupted
-    } else {
-        Verdict::Passed
-    })
+    Ok(Verdict::of(written < count, Vec::new()))
 }

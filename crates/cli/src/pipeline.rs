@@ -310,11 +310,7 @@ fn worker(args: &PipelineWorkerArgs, shutdown: &Shutdown) -> Result<Verdict> {
         "worker {name}: finished - handled {} executions",
         summary.executions
     );
-    Ok(if summary.interrupted {
-        Verdict::Interrupted
-    } else {
-        Verdict::Passed
-    })
+    Ok(Verdict::of(summary.interrupted, Vec::new()))
 }
 
 /// The seed's stopwatch collector, writing each result as a JSON line if asked.
@@ -379,11 +375,7 @@ fn collector(args: &CollectorArgs, shutdown: &Shutdown) -> Result<Verdict> {
     if let Some(path) = &args.json {
         write_json(path, &summary)?;
     }
-    Ok(if summary.interrupted {
-        Verdict::Interrupted
-    } else {
-        Verdict::Passed
-    })
+    Ok(Verdict::of(summary.interrupted, Vec::new()))
 }
 
 #[cfg(test)]

@@ -56,6 +56,8 @@ pub struct StreamRun {
     pub overhead_pct: f64,
     pub completed: u64,
     pub lost: u64,
+    /// Items the stream delivered again after they had arrived (at-least-once backends).
+    pub duplicates: u64,
     pub latency_p50_s: f64,
     pub latency_p99_s: f64,
     pub latency_max_s: f64,
@@ -70,12 +72,12 @@ pub struct StreamRun {
     pub error: Option<String>,
 }
 
-const CSV_HEADER: &str = "stream,stream_method,data_size_bytes,task_count,task_sleep,max_workers,repeat,makespan_s,ideal_s,overhead_pct,completed,lost,latency_p50_s,latency_p99_s,latency_max_s,broker_bytes,broker_bytes_per_item,store_bytes,leaked_keys,error";
+const CSV_HEADER: &str = "stream,stream_method,data_size_bytes,task_count,task_sleep,max_workers,repeat,makespan_s,ideal_s,overhead_pct,completed,lost,duplicates,latency_p50_s,latency_p99_s,latency_max_s,broker_bytes,broker_bytes_per_item,store_bytes,leaked_keys,error";
 
 impl StreamRun {
     fn csv(&self) -> String {
         format!(
-            "{},{},{},{},{},{},{},{:.6},{:.6},{:.3},{},{},{:.6},{:.6},{:.6},{},{:.1},{},{},{}",
+            "{},{},{},{},{},{},{},{:.6},{:.6},{:.3},{},{},{},{:.6},{:.6},{:.6},{},{:.1},{},{},{}",
             self.stream,
             self.stream_method,
             self.data_size_bytes,
@@ -88,6 +90,7 @@ impl StreamRun {
             self.overhead_pct,
             self.completed,
             self.lost,
+            self.duplicates,
             self.latency_p50_s,
             self.latency_p99_s,
             self.latency_max_s,
@@ -199,13 +202,7 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
             )
         })
         .collect();
-    Ok(if shutdown.requested() {
-        Verdict::Interrupted
-    } else if failures.is_empty() {
-        Verdict::Passed
-    } else {
-        Verdict::Failed(failures)
-    })
+    Ok(Verdict::of(shutdown.requested(), failures))
 }
 
 fn append_csv(path: &Path, run: &StreamRun) -> Result<()> {
@@ -310,40 +307,40 @@ impl Experiment<'_> {
             .with_context(|| format!("the stream {}", self.config))?;
         let producer = connect_producer(&self.config, &self.options("generator"))
             .with_context(|| format!("the stream {}", self.config))?;
+        // Every connection is made before the clock starts, so none counts as plumbing and a
+        // failed one ends the run before any thread waits for work.
+        let stores = (0..workers)
+            .map(|_| self.open_store())
+            .collect::<Result<Vec<_>>>()?;
+        let generator_store = self.open_store()?;
         let (task_tx, task_rx) = bounded::<Task>(0);
         let (done_tx, done_rx) = bounded::<Done>(workers);
         let start = Instant::now();
-        let generated = std::thread::scope(|scope| -> Result<Generated> {
-            for w in 0..workers {
-                let store = self.open_store()?;
+        let (generated, d) = std::thread::scope(|scope| {
+            for store in stores {
                 let (rx, tx) = (task_rx.clone(), done_tx.clone());
                 let sleep = args.task_sleep;
-                scope.spawn(move || compute(w, store, rx, tx, sleep, start));
+                scope.spawn(move || compute(store, rx, tx, sleep, start));
             }
             drop(done_tx);
-            let generator = {
-                let store = self.open_store()?;
-                scope.spawn(move || self.generate(producer, store, interval, start, shutdown))
-            };
+            let generator = scope
+                .spawn(move || self.generate(producer, generator_store, interval, start, shutdown));
             let dispatched =
                 self.dispatch(consumer.as_mut(), task_tx, &done_rx, ideal, start, shutdown);
-            let generated = generator.join().expect("the generator does not panic")?;
-            Ok(Generated {
-                dispatch: dispatched,
-                ..generated
-            })
-        })?;
-        let makespan = generated.dispatch.last_done.unwrap_or(start.elapsed());
-        let leaked = match &self.store {
-            Some(_) => self
-                .open_store()?
-                .map_or(0, |mut s| s.count(&self.prefix).unwrap_or(0)),
+            let generated = generator.join().expect("the generator does not panic");
+            (generated, dispatched)
+        });
+        let generated = generated?;
+        let makespan = d.last_done.unwrap_or(start.elapsed());
+        let leaked = match self.open_store()? {
+            Some(mut store) => store
+                .count(&self.prefix)
+                .context("counting the store's keys after the run")?,
             None => 0,
         };
-        let d = &generated.dispatch;
         let latency = d.latency.summary();
         let completed = d.completed;
-        let mut error = generated.error.or(d.error.clone());
+        let mut error = generated.error.or(d.error);
         if error.is_none() && completed < args.task_count {
             error = Some(format!(
                 "{} items never arrived",
@@ -363,6 +360,7 @@ impl Experiment<'_> {
             overhead_pct: (makespan.as_secs_f64() / ideal.as_secs_f64() - 1.0) * 100.0,
             completed,
             lost: args.task_count - completed,
+            duplicates: d.duplicates,
             latency_p50_s: latency.p50,
             latency_p99_s: latency.p99,
             latency_max_s: latency.max,
@@ -546,12 +544,12 @@ fn parse(message: &[u8]) -> Option<(u64, u64, usize)> {
     Some((at(0), at(8), usize::try_from(at(16)).ok()?))
 }
 
+/// What the generator sent.
 #[derive(Default)]
 struct Generated {
     broker_bytes: u64,
     store_bytes: u64,
     error: Option<String>,
-    dispatch: Dispatched,
 }
 
 #[derive(Default)]
@@ -567,7 +565,6 @@ struct Dispatched {
 /// A compute worker: resolve the data (proxy: get it from the store, then delete it), check
 /// its size, sleep the task's time.
 fn compute(
-    _worker: usize,
     mut store: Option<Box<dyn Store>>,
     tasks: Receiver<Task>,
     done: Sender<Done>,

@@ -28,7 +28,7 @@ use rdkafka::producer::{
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{
-    check_size, AckClock, AckToken, BrokerError, ClientOptions, Consumer, ConsumerStats, Delivery,
+    check_size, AckTally, AckToken, BrokerError, ClientOptions, Consumer, ConsumerStats, Delivery,
     Producer, ProducerStats,
 };
 
@@ -110,17 +110,9 @@ fn create(
     Ok(())
 }
 
-#[derive(Default)]
-struct Reports {
-    clock: AckClock,
-    acked: u64,
-    failed: u64,
-    first_failure: Option<String>,
-}
-
 /// Receives delivery reports on librdkafka's polling thread.
 #[derive(Clone, Default)]
-struct Deliveries(Arc<Mutex<Reports>>);
+struct Deliveries(Arc<Mutex<AckTally>>);
 
 impl ClientContext for Deliveries {}
 
@@ -129,16 +121,10 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = Box<Instant>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, sent: Box<Instant>) {
-        let mut reports = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut acks = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match result {
-            Ok(_) => {
-                reports.acked += 1;
-                reports.clock.acked(*sent);
-            }
-            Err((e, _)) => {
-                reports.failed += 1;
-                reports.first_failure.get_or_insert_with(|| e.to_string());
-            }
+            Ok(_) => acks.acked(*sent),
+            Err((e, _)) => acks.refused(1, e),
         }
     }
 }
@@ -224,34 +210,15 @@ impl Producer for KafkaProducer {
     }
 
     fn finish(&mut self, timeout: Duration) -> Result<(), BrokerError> {
-        let flushed = self.producer.flush(timeout);
-        let stats = self.stats();
-        let open = stats.sent - stats.acked - stats.failed;
-        if flushed.is_err() && open > 0 {
-            return Err(BrokerError::Unacked {
-                count: open,
-                timeout,
-            });
-        }
-        let reports = self.reports.0.lock().unwrap_or_else(|p| p.into_inner());
-        match &reports.first_failure {
-            Some(first) => Err(BrokerError::Refused {
-                count: reports.failed,
-                first: first.clone(),
-            }),
-            None => Ok(()),
-        }
+        // A flush that times out leaves messages unacknowledged, which the outcome counts.
+        let _ = self.producer.flush(timeout);
+        let acks = self.reports.0.lock().unwrap_or_else(|p| p.into_inner());
+        acks.outcome(self.sent, timeout)
     }
 
     fn stats(&self) -> ProducerStats {
-        let reports = self.reports.0.lock().unwrap_or_else(|p| p.into_inner());
-        ProducerStats {
-            sent: self.sent,
-            acked: reports.acked,
-            failed: reports.failed,
-            unrouted: 0,
-            ack_latency_s: reports.clock.summary(),
-        }
+        let acks = self.reports.0.lock().unwrap_or_else(|p| p.into_inner());
+        acks.stats(self.sent)
     }
 }
 

@@ -313,20 +313,98 @@ pub(crate) fn check_size(len: usize, limit: usize, what: &str) -> Result<(), Bro
     Ok(())
 }
 
-/// Send → ack latency, recorded by whoever sees the acknowledgement.
+/// A producer's acknowledgements as they come back: counts, the first refusal, and
+/// send → ack latency. Shared by every backend that has acks; whoever sees an ack records it.
 #[derive(Debug, Default)]
-pub(crate) struct AckClock {
-    recorder: Recorder,
+pub(crate) struct AckTally {
+    latency: Recorder,
+    acked: u64,
+    failed: u64,
+    unrouted: u64,
+    first_failure: Option<String>,
 }
 
-impl AckClock {
+impl AckTally {
+    /// The broker acknowledged a message handed over at `sent`.
     pub fn acked(&mut self, sent: Instant) {
-        self.recorder.record_ns(sent.elapsed().as_nanos() as u64);
+        self.acked += 1;
+        self.latency.record_ns(sent.elapsed().as_nanos() as u64);
     }
 
-    pub fn summary(&self) -> Option<LatencySummary> {
-        (self.recorder.count() > 0).then(|| self.recorder.summary())
+    /// The broker took a message but nobody received it (Redis pub/sub without subscribers).
+    pub fn unrouted(&mut self) {
+        self.acked += 1;
+        self.unrouted += 1;
     }
+
+    /// The broker refused `count` messages.
+    pub fn refused(&mut self, count: u64, why: impl std::fmt::Display) {
+        self.failed += count;
+        self.first_failure.get_or_insert_with(|| why.to_string());
+    }
+
+    /// The stats of a producer that has sent `sent` messages.
+    pub fn stats(&self, sent: u64) -> ProducerStats {
+        ProducerStats {
+            sent,
+            acked: self.acked,
+            failed: self.failed,
+            unrouted: self.unrouted,
+            ack_latency_s: (self.latency.count() > 0).then(|| self.latency.summary()),
+        }
+    }
+
+    /// `finish`'s answer once the wait for acks is over: messages still unacknowledged after
+    /// `timeout`, else the refusals, else Ok.
+    pub fn outcome(&self, sent: u64, timeout: Duration) -> Result<(), BrokerError> {
+        let open = sent.saturating_sub(self.acked + self.failed);
+        if open > 0 {
+            return Err(BrokerError::Unacked {
+                count: open,
+                timeout,
+            });
+        }
+        match &self.first_failure {
+            Some(first) => Err(BrokerError::Refused {
+                count: self.failed,
+                first: first.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An at-most-once backend's batch (nothing to acknowledge): `first`, then whatever `more`
+/// has ready at once, up to `max` payloads. Payloads above `max_payload` are counted and
+/// skipped; `stats` counts the rest as delivered and acknowledged.
+pub(crate) fn take_ready(
+    first: Bytes,
+    max: usize,
+    max_payload: usize,
+    stats: &mut ConsumerStats,
+    mut more: impl FnMut() -> Option<Bytes>,
+) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    let mut next = Some(first);
+    let mut taken = 0;
+    while let Some(payload) = next.take() {
+        taken += 1;
+        if payload.len() > max_payload {
+            stats.oversized += 1;
+        } else {
+            out.push(Delivery {
+                payload,
+                redelivered: false,
+                token: AckToken::None,
+            });
+        }
+        if taken < max {
+            next = more();
+        }
+    }
+    stats.delivered += out.len() as u64;
+    stats.acked = stats.delivered;
+    out
 }
 
 /// Retries `attempt` with backoff (50 ms doubling to 1 s) until it succeeds or `timeout`

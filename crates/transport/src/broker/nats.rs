@@ -23,8 +23,8 @@ use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 
 use super::{
-    check_size, retry, AckClock, AckToken, BrokerError, ClientOptions, Consumer, ConsumerStats,
-    Delivery, Producer, ProducerStats,
+    check_size, retry, take_ready, AckTally, AckToken, BrokerError, ClientOptions, Consumer,
+    ConsumerStats, Delivery, Producer, ProducerStats,
 };
 
 /// JetStream publishes in flight (sent, ack not yet back) per producer.
@@ -163,7 +163,7 @@ pub fn producer(
         limit,
         what,
         window: Arc::new(Semaphore::new(ACK_WINDOW)),
-        acks: Arc::new(Mutex::new(Acks::default())),
+        acks: Arc::new(Mutex::new(AckTally::default())),
         sent: 0,
     }))
 }
@@ -207,14 +207,6 @@ impl Producer for CoreProducer {
     }
 }
 
-#[derive(Default)]
-struct Acks {
-    clock: AckClock,
-    acked: u64,
-    failed: u64,
-    first_failure: Option<String>,
-}
-
 struct JetStreamProducer {
     nats: Nats,
     js: jetstream::Context,
@@ -223,7 +215,7 @@ struct JetStreamProducer {
     what: String,
     /// One permit per publish awaiting its ack.
     window: Arc<Semaphore>,
-    acks: Arc<Mutex<Acks>>,
+    acks: Arc<Mutex<AckTally>>,
     sent: u64,
 }
 
@@ -247,14 +239,8 @@ impl Producer for JetStreamProducer {
             let result = ack.await;
             let mut acks = acks.lock().unwrap_or_else(|p| p.into_inner());
             match result {
-                Ok(_) => {
-                    acks.acked += 1;
-                    acks.clock.acked(sent);
-                }
-                Err(e) => {
-                    acks.failed += 1;
-                    acks.first_failure.get_or_insert_with(|| e.to_string());
-                }
+                Ok(_) => acks.acked(sent),
+                Err(e) => acks.refused(1, e),
             }
             drop(permit);
         });
@@ -272,33 +258,13 @@ impl Producer for JetStreamProducer {
             tokio::time::timeout(timeout, self.window.acquire_many(ACK_WINDOW as u32)).await
         });
         drop(all);
-        let stats = self.stats();
-        let open = stats.sent - stats.acked - stats.failed;
-        if open > 0 {
-            return Err(BrokerError::Unacked {
-                count: open,
-                timeout,
-            });
-        }
         let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
-        match &acks.first_failure {
-            Some(first) => Err(BrokerError::Refused {
-                count: acks.failed,
-                first: first.clone(),
-            }),
-            None => Ok(()),
-        }
+        acks.outcome(self.sent, timeout)
     }
 
     fn stats(&self) -> ProducerStats {
         let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
-        ProducerStats {
-            sent: self.sent,
-            acked: acks.acked,
-            failed: acks.failed,
-            unrouted: 0,
-            ack_latency_s: acks.clock.summary(),
-        }
+        acks.stats(self.sent)
     }
 }
 
@@ -370,29 +336,19 @@ impl Consumer for CoreConsumer {
             .nats
             .rt
             .block_on(async { tokio::time::timeout(timeout, sub.next()).await });
-        let mut out = Vec::new();
-        let mut next = match first {
-            Err(_) => return Ok(out),
+        let first = match first {
+            Err(_) => return Ok(Vec::new()),
             Ok(None) => return Err(self.nats.failed("the subscription ended")),
-            Ok(Some(m)) => Some(m),
+            Ok(Some(m)) => m.payload,
         };
-        while let Some(m) = next.take() {
-            if m.payload.len() > self.max_payload {
-                self.stats.oversized += 1;
-            } else {
-                out.push(Delivery {
-                    payload: m.payload,
-                    redelivered: false,
-                    token: AckToken::None,
-                });
-            }
-            if out.len() < max {
-                next = sub.next().now_or_never().flatten();
-            }
-        }
-        self.stats.delivered += out.len() as u64;
-        self.stats.acked = self.stats.delivered;
-        Ok(out)
+        let more = || sub.next().now_or_never().flatten().map(|m| m.payload);
+        Ok(take_ready(
+            first,
+            max,
+            self.max_payload,
+            &mut self.stats,
+            more,
+        ))
     }
 
     fn ack(&mut self, _done: &[Delivery]) -> Result<(), BrokerError> {

@@ -25,8 +25,8 @@ use redis::streams::{
 use redis::{Connection, RedisError, Value};
 
 use super::{
-    check_size, retry, AckClock, AckToken, BrokerError, ClientOptions, Consumer, ConsumerStats,
-    Delivery, Producer, ProducerStats, QueuedBytes,
+    check_size, retry, take_ready, AckTally, AckToken, BrokerError, ClientOptions, Consumer,
+    ConsumerStats, Delivery, Producer, ProducerStats, QueuedBytes,
 };
 use crate::config::RedisMode;
 
@@ -84,9 +84,8 @@ pub fn producer(
         queued: Vec::with_capacity(PIPELINE),
         queued_bytes: 0,
         max_payload: options.max_payload,
-        stats: ProducerStats::default(),
-        clock: AckClock::default(),
-        first_refusal: None,
+        sent: 0,
+        acks: AckTally::default(),
     }))
 }
 
@@ -100,9 +99,9 @@ struct RedisProducer {
     queued: Vec<Instant>,
     queued_bytes: usize,
     max_payload: usize,
-    stats: ProducerStats,
-    clock: AckClock,
-    first_refusal: Option<String>,
+    sent: u64,
+    /// Filled from each pipeline's replies.
+    acks: AckTally,
 }
 
 impl Producer for RedisProducer {
@@ -120,7 +119,7 @@ impl Producer for RedisProducer {
         };
         self.queued.push(Instant::now());
         self.queued_bytes += payload.len();
-        self.stats.sent += 1;
+        self.sent += 1;
         if self.queued.len() >= PIPELINE || self.queued_bytes >= PIPELINE_BYTES {
             self.flush()?;
         }
@@ -132,24 +131,17 @@ impl Producer for RedisProducer {
             return Ok(());
         }
         let pipe = std::mem::replace(&mut self.pipe, redis::pipe());
-        let queued = std::mem::take(&mut self.queued);
         self.queued_bytes = 0;
-        match pipe.query::<Vec<Value>>(&mut self.con) {
+        let replies = pipe.query::<Vec<Value>>(&mut self.con);
+        let queued = self.queued.drain(..);
+        match replies {
             Ok(replies) => {
-                for (reply, sent) in replies.iter().zip(&queued) {
+                for (reply, sent) in replies.iter().zip(queued) {
                     match reply {
-                        Value::ServerError(e) => {
-                            self.stats.failed += 1;
-                            self.first_refusal.get_or_insert_with(|| format!("{e:?}"));
-                        }
-                        Value::Int(0) => {
-                            self.stats.acked += 1;
-                            self.stats.unrouted += 1;
-                        }
-                        _ => {
-                            self.stats.acked += 1;
-                            self.clock.acked(*sent);
-                        }
+                        Value::ServerError(e) => self.acks.refused(1, format!("{e:?}")),
+                        // PUBLISH's reply counts the subscribers that got it.
+                        Value::Int(0) => self.acks.unrouted(),
+                        _ => self.acks.acked(sent),
                     }
                 }
                 Ok(())
@@ -157,29 +149,19 @@ impl Producer for RedisProducer {
             Err(e) if e.is_io_error() || e.is_connection_dropped() => Err(failed(&self.addr, &e)),
             Err(e) => {
                 // A command of the batch was refused (out of memory, say): count the batch.
-                self.stats.failed += queued.len() as u64;
-                self.first_refusal.get_or_insert_with(|| e.to_string());
+                self.acks.refused(queued.len() as u64, e);
                 Ok(())
             }
         }
     }
 
-    fn finish(&mut self, _timeout: Duration) -> Result<(), BrokerError> {
+    fn finish(&mut self, timeout: Duration) -> Result<(), BrokerError> {
         self.flush()?;
-        match &self.first_refusal {
-            Some(first) => Err(BrokerError::Refused {
-                count: self.stats.failed,
-                first: first.clone(),
-            }),
-            None => Ok(()),
-        }
+        self.acks.outcome(self.sent, timeout)
     }
 
     fn stats(&self) -> ProducerStats {
-        ProducerStats {
-            ack_latency_s: self.clock.summary(),
-            ..self.stats.clone()
-        }
+        self.acks.stats(self.sent)
     }
 }
 
@@ -367,7 +349,7 @@ const READER_TICK: Duration = Duration::from_millis(200);
 struct PubSubConsumer {
     messages: Receiver<Result<Bytes, String>>,
     queued: QueuedBytes,
-    /// The subscription ended after messages that were still returned: reported next poll.
+    /// Why the subscription ended, seen after messages that were still returned.
     ended: Option<String>,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
@@ -447,42 +429,35 @@ impl Consumer for PubSubConsumer {
         if let Some(why) = self.ended.take() {
             return Err(BrokerError::Dropped(why));
         }
-        let mut out = Vec::new();
-        let mut next = match self.messages.recv_timeout(timeout) {
-            Ok(m) => Some(m),
-            Err(RecvTimeoutError::Timeout) => return Ok(out),
+        let first = match self.messages.recv_timeout(timeout) {
+            Ok(Ok(payload)) => payload,
+            Ok(Err(why)) => return Err(BrokerError::Dropped(why)),
+            Err(RecvTimeoutError::Timeout) => return Ok(Vec::new()),
             Err(RecvTimeoutError::Disconnected) => {
                 return Err(BrokerError::Dropped("the subscriber thread ended".into()))
             }
         };
-        while let Some(message) = next.take() {
-            let payload = match message {
-                Ok(payload) => {
-                    self.queued.taken(payload.len());
-                    payload
-                }
-                Err(why) if out.is_empty() => return Err(BrokerError::Dropped(why)),
-                Err(why) => {
-                    self.ended = Some(why);
-                    break;
-                }
-            };
-            if payload.len() > self.max_payload {
-                self.stats.oversized += 1;
-            } else {
-                out.push(Delivery {
-                    payload,
-                    redelivered: false,
-                    token: AckToken::None,
-                });
+        self.queued.taken(first.len());
+        let (messages, queued, ended) = (&self.messages, &self.queued, &mut self.ended);
+        // The subscription's end after some messages: they are returned, the end next poll.
+        let more = || match messages.try_recv() {
+            Ok(Ok(payload)) => {
+                queued.taken(payload.len());
+                Some(payload)
             }
-            if out.len() < max {
-                next = self.messages.try_recv().ok();
+            Ok(Err(why)) => {
+                *ended = Some(why);
+                None
             }
-        }
-        self.stats.delivered += out.len() as u64;
-        self.stats.acked = self.stats.delivered;
-        Ok(out)
+            Err(_) => None,
+        };
+        Ok(take_ready(
+            first,
+            max,
+            self.max_payload,
+            &mut self.stats,
+            more,
+        ))
     }
 
     fn ack(&mut self, _done: &[Delivery]) -> Result<(), BrokerError> {

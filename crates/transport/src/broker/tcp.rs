@@ -17,8 +17,8 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use plumbline_core::frame::{FrameCodec, FrameError, FrameReader};
 
 use super::{
-    check_size, AckToken, BrokerError, ClientOptions, Consumer, ConsumerStats, Delivery, Producer,
-    ProducerStats, QueuedBytes,
+    check_size, take_ready, BrokerError, ClientOptions, Consumer, ConsumerStats, Delivery,
+    Producer, ProducerStats, QueuedBytes,
 };
 use crate::tcp;
 
@@ -89,7 +89,7 @@ pub struct TcpConsumer {
     queued: QueuedBytes,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
-    delivered: u64,
+    stats: ConsumerStats,
     oversized: Arc<AtomicU64>,
 }
 
@@ -146,7 +146,7 @@ impl TcpConsumer {
             queued,
             stop,
             acceptor: Some(acceptor),
-            delivered: 0,
+            stats: ConsumerStats::default(),
             oversized,
         })
     }
@@ -154,31 +154,31 @@ impl TcpConsumer {
 
 impl Consumer for TcpConsumer {
     fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Delivery>, BrokerError> {
-        let mut out = Vec::new();
-        let first = match self.frames.recv_timeout(timeout) {
-            Ok(f) => f,
-            Err(RecvTimeoutError::Timeout) => return Ok(out),
+        let (frames, queued) = (&self.frames, &self.queued);
+        // A bad peer's error only ends that peer's thread: skip it, the others go on.
+        let ready = || loop {
+            match frames.try_recv() {
+                Ok(Ok(frame)) => {
+                    queued.taken(frame.len());
+                    return Some(frame);
+                }
+                Ok(Err(_)) => continue,
+                Err(_) => return None,
+            }
+        };
+        let first = match frames.recv_timeout(timeout) {
+            Ok(Ok(frame)) => {
+                queued.taken(frame.len());
+                frame
+            }
+            // A bad peer (its thread has ended): the others' frames come with the next poll.
+            Ok(Err(_)) | Err(RecvTimeoutError::Timeout) => return Ok(Vec::new()),
             Err(RecvTimeoutError::Disconnected) => {
                 return Err(BrokerError::backend("the tcp acceptor stopped"))
             }
         };
-        let mut next = Some(first);
-        while let Some(item) = next.take() {
-            // A bad peer is cut off (its thread ends); the others go on.
-            if let Ok(payload) = item {
-                self.queued.taken(payload.len());
-                out.push(Delivery {
-                    payload,
-                    redelivered: false,
-                    token: AckToken::None,
-                });
-            }
-            if out.len() < max {
-                next = self.frames.try_recv().ok();
-            }
-        }
-        self.delivered += out.len() as u64;
-        Ok(out)
+        // Frames above the cap never get here: their reader stops at the length.
+        Ok(take_ready(first, max, usize::MAX, &mut self.stats, ready))
     }
 
     fn ack(&mut self, _done: &[Delivery]) -> Result<(), BrokerError> {
@@ -187,10 +187,8 @@ impl Consumer for TcpConsumer {
 
     fn stats(&self) -> ConsumerStats {
         ConsumerStats {
-            delivered: self.delivered,
-            acked: self.delivered,
             oversized: self.oversized.load(Ordering::Relaxed),
-            ..ConsumerStats::default()
+            ..self.stats.clone()
         }
     }
 }
