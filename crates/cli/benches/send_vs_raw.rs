@@ -11,7 +11,6 @@
 
 use std::io::{BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use plumbline_core::Shutdown;
@@ -112,7 +111,12 @@ fn plumbline(frames: u64) -> f64 {
     let start = Instant::now();
     std::thread::scope(|scope| {
         scope.spawn(|| receiver.serve(server, "bench"));
-        let (_, errors) = send(&plan, vec![client], &Shutdown::new(), &AtomicU64::new(0));
+        let (_, errors) = send(
+            &plan,
+            vec![client],
+            &Shutdown::new(),
+            &plumbline_measure::Live::new(),
+        );
         assert!(errors.is_empty(), "{errors:?}");
     });
     let elapsed = start.elapsed();

@@ -19,6 +19,9 @@ Examples:
   plumbline bench --rate 150/s --items 1500 --workers 1,2     # paced: latency vs load
   plumbline bench --preset alphabet --delay 50ms --cluster threads,processes
   plumbline bench --preset pipeline                 # seed 001's table: tasks x workers x threads
+  plumbline bench --ui 127.0.0.1:4000               # watch it live in a browser (and /metrics)
+  plumbline report plumbline-reports/bench-20261123-104938     # re-render a report folder
+  plumbline compare base-report new-report          # exits 1 when overhead or p99 got worse
   plumbline gen votes -o fake_votes.msg             # the seed's 468-byte file
   plumbline gen nonces --count 1024 --size 1024 --seed 7 -o nonces.bin
   plumbline inspect fake_votes.msg --format votes";
@@ -65,6 +68,57 @@ pub enum Command {
     /// workers; bulk data sent by value or by reference through a store
     #[command(after_help = STREAM_EXAMPLES)]
     Stream(StreamArgs),
+    /// Re-render a report folder (plots, runs.csv, index.html) from its run.json
+    #[command(after_help = REPORT_EXAMPLES)]
+    Report(ReportCmdArgs),
+    /// Compare two report folders run by run; exit 1 when NEW is worse than allowed
+    #[command(after_help = REPORT_EXAMPLES)]
+    Compare(CompareArgs),
+}
+
+const REPORT_EXAMPLES: &str = "\
+Examples:
+  plumbline bench --report base                     # a report folder named base
+  plumbline report base                             # re-render base/ from base/run.json
+  plumbline report base --out /tmp/copy             # render it somewhere else
+  plumbline compare base new                        # gate: overhead +0.5 pp, p99 +10 % allowed
+  plumbline compare base new --max-overhead-increase 1pp --max-p99-increase 25%";
+
+/// Where a run's figures go besides the terminal: a report folder, a live page.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Write a report folder: run.json, runs.csv, plots (SVG and PNG) and index.html
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Serve a live page and Prometheus /metrics on ADDR while running (e.g. 127.0.0.1:4000;
+    /// port 0 picks one and prints it)
+    #[arg(long, value_name = "ADDR")]
+    pub ui: Option<String>,
+}
+
+/// Flags of `report`.
+#[derive(Debug, Args)]
+pub struct ReportCmdArgs {
+    /// A report folder (holding run.json)
+    pub dir: PathBuf,
+    /// Render into this folder instead of DIR (run.json is copied along)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// Flags of `compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The baseline report folder
+    pub base: PathBuf,
+    /// The report folder to judge against it
+    pub new: PathBuf,
+    /// Fail when a run's overhead grew by more than this many percentage points
+    #[arg(long, default_value = "0.5pp", value_parser = plumbline_report::compare::parse_pp)]
+    pub max_overhead_increase: f64,
+    /// Fail when a run's p99 latency grew by more than this percentage
+    #[arg(long, default_value = "10%", value_parser = plumbline_report::compare::parse_pct)]
+    pub max_p99_increase: f64,
 }
 
 const STREAM_EXAMPLES: &str = "\
@@ -238,6 +292,8 @@ pub struct DistributorArgs {
     /// Write the report as JSON to this file
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: ReportArgs,
     /// No progress bar
     #[arg(long, short)]
     pub quiet: bool,
@@ -374,6 +430,10 @@ pub struct WorkerArgs {
     /// Initializer: serve Prometheus metrics of the whole cluster here (others ignore it)
     #[arg(long)]
     pub metrics: Option<String>,
+    /// Initializer: serve the live page (items in and out, per worker, per partition) and its
+    /// /metrics on ADDR, e.g. 127.0.0.1:4000
+    #[arg(long, value_name = "ADDR")]
+    pub ui: Option<String>,
     /// Partitions (sleepy: default 60; votes: 26, one per letter)
     #[arg(long)]
     pub partitions: Option<u32>,
@@ -460,6 +520,11 @@ pub struct BenchArgs {
     /// Write every run as JSON to this file
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: ReportArgs,
+    /// Write no report folder (by default bench writes plumbline-reports/bench-<time>/)
+    #[arg(long, conflicts_with = "report")]
+    pub no_report: bool,
     /// No progress bar
     #[arg(long, short)]
     pub quiet: bool,
@@ -549,6 +614,8 @@ pub struct SendArgs {
     /// one producer per --connections, waiting for the broker's acks at the end
     #[arg(long, conflicts_with = "host")]
     pub to: Option<String>,
+    #[command(flatten)]
+    pub out: ReportArgs,
     #[command(flatten, next_help_heading = "Brokers")]
     pub broker: BrokerArgs,
     /// Files to replay, comma-separated, read in order
@@ -717,6 +784,8 @@ pub struct ReceiveArgs {
     /// Write the summary (with the HDR latency histogram) as JSON
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: ReportArgs,
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,

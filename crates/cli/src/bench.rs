@@ -7,17 +7,18 @@
 //! duplicates or ends in the wrong state makes the command fail after reporting.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use plumbline_measure::report::{fill_ratios, overhead_pct, table, BenchReport, Host, RunRecord};
-use plumbline_measure::LatencySummary;
+use plumbline_measure::{LatencySummary, RunInfo};
+use plumbline_report::Run;
 use plumbline_worker::{RunOutcome, Shutdown};
 
 use crate::args::BenchArgs;
 use crate::plan::{BenchPlan, RunPlan, PRESETS};
-use crate::progress::RunProgress;
+use crate::progress::{Follow, RunProgress};
+use crate::session::{Outcome, Session};
 
 /// One run's measurements, whichever kind of cluster ran it.
 pub struct Measured {
@@ -93,6 +94,9 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     }
     let host = Host::current();
     let plan = BenchPlan::build(args, host.cores)?;
+    let default_report = (!args.no_report).then(|| crate::session::timestamped("bench"));
+    let session = Session::start("bench", &args.out, default_report)?;
+    let live = session.live();
     let mut report = BenchReport {
         plumbline_version: env!("CARGO_PKG_VERSION").to_string(),
         command: std::env::args().collect(),
@@ -103,7 +107,6 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     };
     let total = plan.runs.len();
     for (index, run) in plan.runs.iter().enumerate() {
-        let counter = AtomicU64::new(0);
         let label = format!(
             "run {}/{total}: {} x {} {} {} on {} worker {}",
             index + 1,
@@ -118,14 +121,26 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 "thread(s)"
             }
         );
-        let progress = RunProgress::new(args.quiet, run.items, label.clone(), &counter);
+        live.begin_run(RunInfo {
+            label: label.clone(),
+            workers: run.cluster.workers,
+            total: Some(run.items),
+            target_per_s: plan.rate,
+        });
+        let progress = RunProgress::new(
+            args.quiet,
+            Some(run.items),
+            label.clone(),
+            live,
+            Follow::Out,
+        );
         let measured: Measured = progress
             .track(|| {
                 if run.processes {
-                    crate::bench_processes::run(&plan, run, shutdown, &counter)
+                    crate::bench_processes::run(&plan, run, shutdown, live)
                 } else {
                     run.cluster
-                        .run(plan.messages(run.items), shutdown, &counter)
+                        .run(plan.messages(run.items), shutdown, live)
                         .map(Measured::from)
                         .map_err(anyhow::Error::from)
                 }
@@ -148,6 +163,12 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
+    session.finish(Outcome {
+        runs: report_runs(&report.runs),
+        resolved: plan.resolved.clone(),
+        seeds: vec![plan.seed],
+        detail: serde_json::to_value(&report)?,
+    })?;
     if shutdown.requested() {
         return Ok(Verdict::Interrupted);
     }
@@ -166,11 +187,52 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
             )
         })
         .collect();
-    Ok(if failures.is_empty() {
-        Verdict::Passed
-    } else {
-        Verdict::Failed(failures)
-    })
+    Ok(Verdict::of(false, failures))
+}
+
+/// The bench's runs as report rows: one scaling-curve group per load (everything but the
+/// worker count), and the speedup the keys allow from the group's 1-worker ideal.
+pub fn report_runs(records: &[RunRecord]) -> Vec<Run> {
+    let group = |r: &RunRecord| {
+        format!(
+            "{} {} x {}s {} {} {} ({})",
+            r.items, r.workload, r.delay_s, r.work, r.step, r.cluster, r.keys
+        )
+    };
+    let mut labels = std::collections::HashSet::new();
+    records
+        .iter()
+        .map(|r| {
+            let one_worker_ideal = records
+                .iter()
+                .find(|b| b.workers == 1 && group(b) == group(r))
+                .map(|b| b.ideal_s);
+            let mut label = format!("{} on {}", group(r), r.workers);
+            let mut n = 2;
+            while !labels.insert(label.clone()) {
+                label = format!("{} on {} #{n}", group(r), r.workers);
+                n += 1;
+            }
+            Run {
+                label,
+                group: group(r),
+                workers: r.workers,
+                items: r.items,
+                wall_s: r.wall_s,
+                ideal_s: Some(r.ideal_s),
+                overhead_pct: r.overhead_pct,
+                speedup: r.speedup,
+                ideal_speedup: one_worker_ideal
+                    .filter(|_| r.ideal_s > 0.0)
+                    .map(|one| one / r.ideal_s),
+                items_per_s: r.items_per_s,
+                lost: r.lost,
+                duplicates: r.duplicates,
+                latency_s: Some(r.latency_s.clone()),
+                per_worker: r.per_worker.clone(),
+            }
+        })
+        .collect()
 }
 
 fn record(plan: &BenchPlan, run: &RunPlan, outcome: &Measured) -> RunRecord {

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::Shutdown;
 use plumbline_load::sender::{self, Framing, Payloads, SendPlan};
 use plumbline_load::{Shape, Workload};
-use plumbline_measure::Recorder;
+use plumbline_measure::{Live, Recorder};
 use plumbline_worker::receiver::{Framing as ReceiveFraming, Receiver, ReceiverConfig};
 use plumbline_worker::{App, Step};
 
@@ -26,12 +25,7 @@ use crate::bench::Measured;
 use crate::child::{Proc, SETTLE};
 use crate::plan::{BenchPlan, RunPlan};
 
-pub fn run(
-    plan: &BenchPlan,
-    run: &RunPlan,
-    stop: &Shutdown,
-    progress: &AtomicU64,
-) -> Result<Measured> {
+pub fn run(plan: &BenchPlan, run: &RunPlan, stop: &Shutdown, live: &Live) -> Result<Measured> {
     let cluster = &run.cluster;
     ensure!(
         !matches!(plan.workload, Workload::Random { .. }),
@@ -122,13 +116,14 @@ pub fn run(
     };
     let start = Instant::now();
     let connection = plumbline_transport::tcp::connect(&source, SETTLE)?;
-    let (tally, errors) = sender::send(&send_plan, vec![connection], stop, &AtomicU64::new(0));
+    let (tally, errors) = sender::send(&send_plan, vec![connection], stop, live);
     if let Some(error) = errors.into_iter().next() {
         bail!("sending to the cluster: {error}");
     }
     let sent = tally.sent;
     while receiver.frames() < sent && !stop.requested() {
-        progress.store(receiver.frames(), std::sync::atomic::Ordering::Relaxed);
+        live.items_out
+            .store(receiver.frames(), std::sync::atomic::Ordering::Relaxed);
         if receiver.idle() > SETTLE {
             break;
         }

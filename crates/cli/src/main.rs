@@ -15,6 +15,7 @@ mod plan;
 mod progress;
 mod receive;
 mod send;
+mod session;
 mod stream;
 mod worker;
 
@@ -52,6 +53,10 @@ fn main() -> ExitCode {
         Command::Shutdown(args) => worker::shutdown(args),
         Command::Pipeline(command) => pipeline::run(command, &shutdown),
         Command::Stream(args) => stream::run(args, &shutdown),
+        Command::Report(args) => {
+            session::rerender(&args.dir, args.out.as_deref()).map(|()| Verdict::Passed)
+        }
+        Command::Compare(args) => compare(args),
     };
     match result {
         Ok(Verdict::Passed) => ExitCode::SUCCESS,
@@ -67,6 +72,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `plumbline compare BASE NEW`: the table, then a failure per breached threshold.
+fn compare(args: &args::CompareArgs) -> anyhow::Result<Verdict> {
+    let base = plumbline_report::RunDoc::load(&args.base)?;
+    let new = plumbline_report::RunDoc::load(&args.new)?;
+    let comparison = plumbline_report::compare(
+        &base,
+        &new,
+        plumbline_report::Thresholds {
+            max_overhead_increase_pp: args.max_overhead_increase,
+            max_p99_increase_pct: args.max_p99_increase,
+        },
+    );
+    print!("{}", comparison.table());
+    if comparison.passed() {
+        println!(
+            "no run got worse than allowed (overhead +{} pp, p99 +{} %)",
+            args.max_overhead_increase, args.max_p99_increase
+        );
+    }
+    Ok(Verdict::of(false, comparison.failures()))
 }
 
 /// Drops the Pony runtime flags the seeds' commands carry (`--ponythreads=1`, `--ponynoblock`,

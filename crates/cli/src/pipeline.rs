@@ -14,12 +14,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use plumbline_core::duration::Human;
 use plumbline_core::Shutdown;
+use plumbline_measure::RunInfo;
 use plumbline_pipeline::distributor::{DistributorConfig, PipelineReport};
 use plumbline_pipeline::worker::{self, WorkerConfig};
 use plumbline_pipeline::{
     Assignment, BoundCollector, Collector, CollectorSummary, Distributor, MultiThreadedWorker,
     SingleThreadedWorker, SleepTask, TaskResult, TaskType, Workload,
 };
+use plumbline_report::Run;
 use plumbline_transport::endpoint::Endpoint;
 use plumbline_worker::work::WorkTimer;
 use plumbline_worker::Work;
@@ -27,7 +29,8 @@ use serde_json::{json, Value};
 
 use crate::args::{CollectorArgs, DistributorArgs, PipelineCommand, PipelineWorkerArgs};
 use crate::bench::Verdict;
-use crate::progress::RunProgress;
+use crate::progress::{Follow, RunProgress};
+use crate::session::{Outcome, Session};
 
 pub fn run(command: &PipelineCommand, shutdown: &Shutdown) -> Result<Verdict> {
     match command {
@@ -100,21 +103,67 @@ fn distributor(args: &DistributorArgs, shutdown: &Shutdown) -> Result<Verdict> {
         args.workers.max(1),
         args.collector_ack
     );
-    let acked = bound.acked_counter();
     let label = format!("{} x {} {work}", described.join(" "), Human(args.delay));
-    let progress = RunProgress::new(args.quiet, total, label, &acked);
+    let session = Session::with_live("pipeline", &args.out, None, bound.live())?;
+    let live = session.live().clone();
+    live.begin_run(RunInfo {
+        label: label.clone(),
+        workers: args.workers.max(1),
+        total: Some(total),
+        target_per_s: None,
+    });
+    let progress = RunProgress::new(args.quiet, Some(total), label.clone(), &live, Follow::Out);
     let report = progress.track(|| bound.run(shutdown))?;
     progress.finish("");
     print_report(&report);
     if let Some(path) = &args.json {
         write_json(path, &report)?;
     }
+    session.finish(Outcome {
+        runs: vec![report_run(&report, label)],
+        resolved: serde_json::json!({
+            "tasks": described,
+            "delay_s": args.delay.as_secs_f64(),
+            "work": work.to_string(),
+            "workers": args.workers.max(1),
+            "lease_s": args.lease.as_secs_f64(),
+            "max_deliver": args.max_deliver,
+        }),
+        seeds: Vec::new(),
+        detail: serde_json::to_value(&report)?,
+    })?;
     Ok(verdict(&report))
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// A pipeline run as a report row: its workers are the distributor's peers, the per-worker
+/// counts their ACKed tasks.
+pub fn report_run(r: &PipelineReport, label: String) -> Run {
+    let threads: u32 = r.workers.iter().map(|w| w.threads).sum();
+    Run {
+        group: format!("{label} ({threads} threads)"),
+        label,
+        workers: r.workers.len(),
+        items: r.acked,
+        wall_s: r.wall_secs,
+        ideal_s: r.ideal_secs,
+        overhead_pct: r.overhead.map(|o| o * 100.0),
+        speedup: None,
+        ideal_speedup: None,
+        items_per_s: if r.wall_secs > 0.0 {
+            r.acked as f64 / r.wall_secs
+        } else {
+            0.0
+        },
+        lost: r.lost,
+        duplicates: r.duplicates,
+        latency_s: None,
+        per_worker: r.workers.iter().map(|w| w.acked).collect(),
+    }
 }
 
 /// Failed or lost tasks fail the run (exit 1) although it completed.

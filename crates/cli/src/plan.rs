@@ -51,7 +51,7 @@ const MAX_QUEUED_BYTES: u64 = 1 << 30;
 const MAX_PRESET_BYTES: u64 = 64 * 1024;
 
 /// A preset as written in TOML; fields it leaves out take these defaults.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Preset {
     pub description: String,
@@ -153,6 +153,8 @@ pub struct BenchPlan {
     /// Items per second into the cluster; `None`: a batch, every item due at the start.
     pub rate: Option<f64>,
     pub runs: Vec<RunPlan>,
+    /// The preset with every flag applied, as the report's reproducibility metadata.
+    pub resolved: serde_json::Value,
 }
 
 impl BenchPlan {
@@ -319,6 +321,10 @@ impl BenchPlan {
                 }
             }
         }
+        p.delay = delays
+            .iter()
+            .map(|d| plumbline_core::duration::Human(*d).to_string())
+            .collect();
         Ok(Self {
             preset: args.preset.clone(),
             workload,
@@ -326,6 +332,7 @@ impl BenchPlan {
             seed: p.seed,
             rate,
             runs,
+            resolved: serde_json::to_value(&p).context("recording the resolved preset")?,
         })
     }
 

@@ -7,12 +7,14 @@ use std::collections::HashMap;
 use std::net::{Shutdown as SocketShutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use plumbline_core::Shutdown;
 use plumbline_load::schedule::parse_rate;
 use plumbline_measure::report::secs;
+use plumbline_measure::RunInfo;
+use plumbline_report::Run;
 use plumbline_transport::broker::{connect_consumer, ConsumerStats, FrameSource};
 use plumbline_transport::config::TransportConfig;
 use plumbline_transport::tcp;
@@ -21,6 +23,8 @@ use plumbline_worker::receiver::{Framing, ReceiveSummary, Receiver, ReceiverConf
 use crate::args::{ReceiveArgs, ReceiveFraming};
 use crate::bench::Verdict;
 use crate::brokers;
+use crate::progress::{Follow, RunProgress};
+use crate::session::{Outcome, Session};
 
 pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let throttle = args
@@ -30,28 +34,48 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
         .transpose()
         .context("--throttle")?
         .flatten();
-    let receiver = Receiver::new(ReceiverConfig {
-        framing: match args.framing {
-            ReceiveFraming::Auto => Framing::Auto,
-            ReceiveFraming::Raw => Framing::Raw,
-            ReceiveFraming::Plumbline => Framing::Plumbline,
+    let session = Session::start("receive", &args.out, None)?;
+    let live = session.live().clone();
+    live.begin_run(RunInfo {
+        label: match (&args.from, &args.listen) {
+            (Some(url), _) => format!("receive from {url}"),
+            (None, listen) => format!("receive on {}", listen.as_deref().unwrap_or("?")),
         },
-        max_frame: args.max_frame as usize,
-        print: args.print,
-        throttle,
-        track_results: false,
+        workers: 1,
+        total: args.expect,
+        target_per_s: None,
     });
-    let consumed = match (&args.from, &args.listen) {
-        (Some(url), _) => Some(serve_broker(args, url, &receiver, shutdown)?),
-        (None, Some(listen)) => {
-            serve_tcp(args, listen, &receiver, shutdown)?;
-            None
-        }
-        (None, None) => anyhow::bail!("--listen or --from is required: where to receive"),
-    };
-    if !args.quiet && !args.print {
-        eprintln!();
-    }
+    // A receiver sees only what arrives.
+    live.in_flight_unknown();
+    let receiver = Receiver::with_live(
+        ReceiverConfig {
+            framing: match args.framing {
+                ReceiveFraming::Auto => Framing::Auto,
+                ReceiveFraming::Raw => Framing::Raw,
+                ReceiveFraming::Plumbline => Framing::Plumbline,
+            },
+            max_frame: args.max_frame as usize,
+            print: args.print,
+            throttle,
+            track_results: false,
+        },
+        live.clone(),
+    );
+    let progress = RunProgress::new(
+        args.quiet || args.print,
+        args.expect,
+        "receiving".into(),
+        &live,
+        Follow::Out,
+    );
+    let consumed = progress.track(|| match (&args.from, &args.listen) {
+        (Some(url), _) => serve_broker(args, url, &receiver, shutdown).map(Some),
+        (None, Some(listen)) => serve_tcp(args, listen, &receiver, shutdown).map(|()| None),
+        (None, None) => Err(anyhow::anyhow!(
+            "--listen or --from is required: where to receive"
+        )),
+    })?;
+    progress.finish("");
     let summary = receiver.summary(args.expect);
     print!("{}", text(&summary));
     if let Some(stats) = &consumed {
@@ -68,6 +92,24 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    session.finish(Outcome {
+        runs: vec![report_run(args, &summary)],
+        resolved: serde_json::json!({
+            "listen": args.listen,
+            "from": args.from,
+            "expect": args.expect,
+            "max_frame": args.max_frame,
+            "throttle": args.throttle,
+        }),
+        seeds: Vec::new(),
+        detail: {
+            let mut json = serde_json::to_value(&summary)?;
+            if let Some(stats) = &consumed {
+                json["broker"] = serde_json::to_value(stats)?;
+            }
+            json
+        },
+    })?;
     let mut failures = Vec::new();
     if consumed.is_some() && summary.bad_connections > 0 {
         failures.push(format!(
@@ -96,23 +138,32 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
     })
 }
 
-/// Whether the run is over: Ctrl-C, `--expect` reached, or `--idle-timeout` passed. Prints
-/// the running count each second.
-fn over(
-    args: &ReceiveArgs,
-    receiver: &Receiver,
-    shutdown: &Shutdown,
-    status: &mut Instant,
-) -> bool {
-    let frames = receiver.frames();
-    let done = shutdown.requested()
-        || args.expect.is_some_and(|n| frames >= n)
-        || args.idle_timeout.is_some_and(|t| receiver.idle() >= t);
-    if !done && !args.quiet && status.elapsed() >= Duration::from_secs(1) && !args.print {
-        eprint!("\rreceived {frames} messages");
-        *status = Instant::now();
+/// Whether the run is over: Ctrl-C, `--expect` reached, or `--idle-timeout` passed.
+fn over(args: &ReceiveArgs, receiver: &Receiver, shutdown: &Shutdown) -> bool {
+    shutdown.requested()
+        || args.expect.is_some_and(|n| receiver.frames() >= n)
+        || args.idle_timeout.is_some_and(|t| receiver.idle() >= t)
+}
+
+/// The receive as one report row: no ideal (the sender set the pace), latency from each
+/// message's intended send time.
+fn report_run(args: &ReceiveArgs, s: &ReceiveSummary) -> Run {
+    Run {
+        label: "receive".into(),
+        group: format!("receive from {}", args.from.as_deref().unwrap_or("tcp")),
+        workers: 1,
+        items: s.frames,
+        wall_s: s.duration_s,
+        ideal_s: None,
+        overhead_pct: None,
+        speedup: None,
+        ideal_speedup: None,
+        items_per_s: s.frames_per_s,
+        lost: s.sequence.lost,
+        duplicates: s.sequence.duplicates,
+        latency_s: (s.latency_s.count > 0).then(|| s.latency_s.clone()),
+        per_worker: Vec::new(),
     }
-    done
 }
 
 /// Listens on `listen` and serves every connection until the run is over.
@@ -128,7 +179,6 @@ fn serve_tcp(
     // Open connections by id, to cut them at the end; each removes itself when it ends.
     let open: Mutex<HashMap<u64, TcpStream>> = Mutex::new(HashMap::new());
     let mut next_id = 0u64;
-    let mut status = Instant::now();
     std::thread::scope(|scope| -> Result<()> {
         loop {
             match tcp::accept_or_nap(&listener) {
@@ -159,7 +209,7 @@ fn serve_tcp(
                 Ok(None) => {}
                 Err(e) => eprintln!("warning: accept failed: {e}"),
             }
-            if over(args, receiver, shutdown, &mut status) {
+            if over(args, receiver, shutdown) {
                 break;
             }
         }
@@ -197,8 +247,7 @@ fn serve_broker(
     let mut source = FrameSource::new(consumer, || stop.load(Ordering::Relaxed));
     std::thread::scope(|scope| {
         let reader = scope.spawn(|| receiver.serve(&mut source, &config.to_string()));
-        let mut status = Instant::now();
-        while !reader.is_finished() && !over(args, receiver, shutdown, &mut status) {
+        while !reader.is_finished() && !over(args, receiver, shutdown) {
             std::thread::sleep(Duration::from_millis(20));
         }
         receiver.stop();

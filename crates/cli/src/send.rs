@@ -3,7 +3,6 @@
 //! seed files into records happens here, once, before the clock starts.
 
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +14,9 @@ use plumbline_core::Shutdown;
 use plumbline_load::schedule::parse_rate;
 use plumbline_load::sender::{self, Framing, Payloads, SendPlan, SendTally};
 use plumbline_load::{KeyDist, Shape, Workload};
-use plumbline_measure::report::secs;
-use plumbline_measure::LatencySummary;
+use plumbline_measure::report::{overhead_pct, secs};
+use plumbline_measure::{LatencySummary, Live, RunInfo};
+use plumbline_report::Run;
 use plumbline_transport::broker::{connect_producer, FramePublisher};
 use plumbline_transport::config::TransportConfig;
 use plumbline_transport::tcp;
@@ -25,7 +25,8 @@ use serde::Serialize;
 use crate::args::{Format, SendArgs, SendFraming};
 use crate::bench::Verdict;
 use crate::brokers::{self, ProducerReport};
-use crate::progress::RunProgress;
+use crate::progress::{Follow, RunProgress};
+use crate::session::{Outcome, Session};
 
 /// Most bytes of files loaded for replay.
 const MAX_FILE_BYTES: u64 = 1 << 30;
@@ -92,7 +93,19 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
         let rate = shape.mean_rate()?;
         Some((rate * duration?.as_secs_f64()).round() as u64)
     });
-    let counter = AtomicU64::new(0);
+    let session = Session::start("send", &args.out, None)?;
+    let live = session.live();
+    live.begin_run(RunInfo {
+        label: format!(
+            "send to {}",
+            args.to.clone().unwrap_or_else(|| args.host.join(","))
+        ),
+        workers: connections,
+        total: expected,
+        target_per_s: shape.mean_rate(),
+    });
+    // Nothing here sees messages come out at the far end.
+    live.in_flight_unknown();
     let (tally, mut errors, broker) = match &args.to {
         None => {
             let mut streams = Vec::with_capacity(connections);
@@ -100,9 +113,8 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 let host = &args.host[c % args.host.len()];
                 streams.push(tcp::connect(host, args.connect_timeout)?);
             }
-            let progress = progress(args, expected, connections, "connection(s)", &counter);
-            let (tally, errors) =
-                progress.track(|| sender::send(&plan, streams, shutdown, &counter));
+            let progress = progress(args, expected, connections, "connection(s)", live);
+            let (tally, errors) = progress.track(|| sender::send(&plan, streams, shutdown, live));
             progress.finish("");
             let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
             (tally, errors, None)
@@ -121,9 +133,9 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
                     .with_context(|| format!("--to {config}"))?;
                 publishers.push(FramePublisher::new(producer, DEFAULT_MAX_FRAME));
             }
-            let progress = progress(args, expected, connections, "producer(s)", &counter);
+            let progress = progress(args, expected, connections, "producer(s)", live);
             let (tally, errors) = progress
-                .track(|| sender::send(&plan, publishers.iter_mut().collect(), shutdown, &counter));
+                .track(|| sender::send(&plan, publishers.iter_mut().collect(), shutdown, live));
             progress.finish("");
             let mut errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
             for publisher in &mut publishers {
@@ -158,6 +170,23 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    session.finish(Outcome {
+        runs: vec![report.run(args)],
+        resolved: serde_json::json!({
+            "shape": shape.describe(wire_bytes),
+            "messages": args.messages,
+            "duration_s": duration.map(|d| d.as_secs_f64()),
+            "connections": connections,
+            "wire_bytes": wire_bytes,
+            "late_after_s": args.late_after.as_secs_f64(),
+        }),
+        seeds: if args.gen.is_some() {
+            vec![args.seed]
+        } else {
+            Vec::new()
+        },
+        detail: serde_json::to_value(&report)?,
+    })?;
     // A failed connection ends the run badly, but only after what was sent is reported.
     Ok(if !errors.is_empty() {
         Verdict::Failed(errors)
@@ -173,13 +202,14 @@ fn progress<'a>(
     expected: Option<u64>,
     connections: usize,
     what: &str,
-    counter: &'a AtomicU64,
+    live: &'a Live,
 ) -> RunProgress<'a> {
     RunProgress::new(
         args.quiet,
-        expected.unwrap_or(0),
+        expected,
         format!("sending over {connections} {what}"),
-        counter,
+        live,
+        Follow::In,
     )
 }
 
@@ -514,6 +544,34 @@ impl SendReport {
             peak_rss_mb: peak_rss_bytes().map(|b| b as f64 / 1e6),
             interrupted,
             broker: None,
+        }
+    }
+
+    /// The send as one report row: its ideal is the time the schedule planned, so overhead
+    /// is how far the sender fell behind it; latency is lateness (send start − deadline).
+    fn run(&self, args: &SendArgs) -> Run {
+        let planned = self
+            .target_per_s
+            .filter(|&rate| rate > 0.0)
+            .map(|rate| self.messages as f64 / rate);
+        Run {
+            label: "send".into(),
+            group: format!(
+                "send to {}",
+                args.to.clone().unwrap_or_else(|| "tcp".into())
+            ),
+            workers: self.connections,
+            items: self.messages,
+            wall_s: self.elapsed_s,
+            ideal_s: planned,
+            overhead_pct: planned.and_then(|p| overhead_pct(self.elapsed_s, p)),
+            speedup: None,
+            ideal_speedup: None,
+            items_per_s: self.achieved_per_s,
+            lost: self.broker.as_ref().map_or(0, |b| b.failed),
+            duplicates: 0,
+            latency_s: Some(self.lateness_s.clone()),
+            per_worker: Vec::new(),
         }
     }
 

@@ -2,17 +2,20 @@
 //! [`NodeConfig`], and the shutdown client. The cluster itself is plumbline-worker's `node`.
 
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::Shutdown;
+use plumbline_measure::{Live, RunInfo};
 use plumbline_worker::node::wire::{Control, ControlReader};
 use plumbline_worker::node::{self, NodeConfig, Role};
 use plumbline_worker::{App, Work};
 
-use crate::args::{ShutdownArgs, WorkerArgs};
+use crate::args::{ReportArgs, ShutdownArgs, WorkerArgs};
 use crate::bench::Verdict;
 use crate::brokers;
+use crate::session::Session;
 
 pub fn run(args: &WorkerArgs, stop: &Shutdown) -> Result<Verdict> {
     let config = config(args)?;
@@ -28,6 +31,28 @@ pub fn run(args: &WorkerArgs, stop: &Shutdown) -> Result<Verdict> {
             std::thread::sleep(Duration::from_millis(50));
         });
     }
+    let ui = ReportArgs {
+        report: None,
+        ui: args.ui.clone(),
+    };
+    // Held until the node ends: the page serves as long as the cluster runs.
+    let _session = match (&config.role, &args.ui) {
+        (Role::Initializer { .. }, Some(_)) => {
+            let session = Session::with_live("worker", &ui, None, config.live.clone())?;
+            session.live().begin_run(RunInfo {
+                label: format!(
+                    "cluster of {} worker(s), {} app",
+                    args.worker_count, args.app
+                ),
+                workers: args.worker_count,
+                total: None,
+                target_per_s: None,
+            });
+            Some(session)
+        }
+        (_, Some(_)) => bail!("--ui is the initializer's: only it sees the whole cluster"),
+        _ => None,
+    };
     node::run(&config, stop)?;
     Ok(Verdict::Passed)
 }
@@ -136,6 +161,7 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
         role,
         max_frame: args.max_frame as usize,
         connect_timeout: args.connect_timeout,
+        live: Arc::new(Live::new()),
     })
 }
 

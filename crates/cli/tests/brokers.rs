@@ -5,9 +5,7 @@ mod common;
 
 #[cfg(feature = "kafka")]
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
-#[cfg(feature = "kafka")]
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{exclusive, plumbline, stderr, Node, Receiving};
 use plumbline_servers::{Kind, Server};

@@ -10,7 +10,7 @@
 //! It writes to any `Write`; connecting is the transport's job, reporting is the caller's.
 
 use std::io::{self, BufWriter, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use plumbline_core::clock::{duration_ns, Sleeper};
 use plumbline_core::frame::HEADER_LEN as FRAME_HEADER_LEN;
 use plumbline_core::header::{self, Header};
 use plumbline_core::Shutdown;
-use plumbline_measure::Recorder;
+use plumbline_measure::{Live, Recorder};
 
 use crate::schedule::{Segment, Shape};
 use crate::workload::Generator;
@@ -173,13 +173,13 @@ impl<W: Write> Write for TimedWriter<W> {
 /// includes what failed connections sent before they failed, and one error per failed
 /// connection (the others carry on to the end).
 ///
-/// `progress` counts messages sent so far; `shutdown` stops every thread after its current
+/// `live` counts messages sent so far (`items_in`) and late sends (`late`); `shutdown` stops every thread after its current
 /// message (what was written is flushed).
 pub fn send<W: Write + Send>(
     plan: &SendPlan,
     connections: Vec<W>,
     shutdown: &Shutdown,
-    progress: &AtomicU64,
+    live: &Live,
 ) -> (SendTally, Vec<SendError>) {
     let threads = connections.len() as u64;
     let segments = plan.shape.segments();
@@ -201,7 +201,7 @@ pub fn send<W: Write + Send>(
                         segments,
                         tally: SendTally::new(segments.len()),
                     };
-                    match sender.run(conn, shutdown, progress) {
+                    match sender.run(conn, shutdown, live) {
                         Ok(tally) => (tally, None),
                         Err((sent, source)) => {
                             sender.tally.elapsed = start.elapsed();
@@ -245,7 +245,7 @@ impl ThreadSender<'_> {
         &mut self,
         conn: W,
         shutdown: &Shutdown,
-        progress: &AtomicU64,
+        live: &Live,
     ) -> Result<SendTally, (u64, io::Error)> {
         let mut out = BufWriter::with_capacity(
             BUFFER,
@@ -317,6 +317,7 @@ impl ThreadSender<'_> {
             self.tally.lateness.record_ns(duration_ns(late));
             if late > self.plan.late_after {
                 self.tally.late += 1;
+                live.late.fetch_add(1, Ordering::Relaxed);
             }
             // Each connection is its own source, numbering its messages 0, 1, 2, …, so a
             // receiver counts losses per connection whatever the others did.
@@ -330,7 +331,7 @@ impl ThreadSender<'_> {
             };
             written.map_err(|e| fail(&self.tally, e))?;
             self.count(now - self.start, &mut segment);
-            progress.fetch_add(1, Ordering::Relaxed);
+            live.items_in.fetch_add(1, Ordering::Relaxed);
         }
         out.flush().map_err(|e| fail(&self.tally, e))?;
         self.tally.elapsed = self.start.elapsed();
@@ -425,7 +426,7 @@ mod tests {
             plan,
             bufs.iter_mut().collect(),
             &Shutdown::new(),
-            &AtomicU64::new(0),
+            &Live::new(),
         );
         assert!(errors.is_empty());
         (tally, bufs)
@@ -489,7 +490,7 @@ mod tests {
             &plan,
             vec![Slow(Vec::new())],
             &Shutdown::new(),
-            &AtomicU64::new(0),
+            &Live::new(),
         );
         assert!(errors.is_empty());
         assert_eq!(tally.sent, 50);
@@ -561,7 +562,7 @@ mod tests {
             }
         }
         let plan = plan(Shape::Max, 100_000, Framing::Raw);
-        let (tally, errors) = send(&plan, vec![Broken], &Shutdown::new(), &AtomicU64::new(0));
+        let (tally, errors) = send(&plan, vec![Broken], &Shutdown::new(), &Live::new());
         assert_eq!(errors.len(), 1);
         assert!(
             errors[0].to_string().contains("connection 0 failed"),

@@ -45,6 +45,25 @@ impl Recorder {
         self.hist.len()
     }
 
+    /// Forgets every value (keeps the allocation).
+    pub fn clear(&mut self) {
+        self.hist.reset();
+    }
+
+    /// The percentile curve an HDR plot draws: `(percentile, seconds)` points, denser towards
+    /// the tail (HdrHistogram's quantile iteration, 5 steps per halving of the distance to 100 %).
+    pub fn percentile_curve(&self) -> Vec<(f64, f64)> {
+        self.hist
+            .iter_quantiles(5)
+            .map(|v| {
+                (
+                    v.quantile_iterated_to() * 100.0,
+                    v.value_iterated_to() as f64 / 1e9,
+                )
+            })
+            .collect()
+    }
+
     /// Values recorded at or below `ns` (for cumulative histogram buckets).
     pub fn count_at_or_below_ns(&self, ns: u64) -> u64 {
         self.hist.count_between(0, ns)
@@ -155,6 +174,22 @@ mod tests {
         a.merge(&b);
         assert_eq!(merged.summary(), a.summary());
         assert_eq!(merged.count(), 1008);
+    }
+
+    #[test]
+    fn the_percentile_curve_rises_to_the_maximum() {
+        let mut r = Recorder::new();
+        (1..=1000u64).for_each(|us| r.record_ns(us * 1000));
+        let curve = r.percentile_curve();
+        assert!(curve.len() > 10);
+        assert!(curve
+            .windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+        let (p, v) = *curve.last().unwrap();
+        assert_eq!(p, 100.0);
+        assert!((v - 0.001).abs() < 0.00001, "{v}");
+        r.clear();
+        assert_eq!(r.count(), 0);
     }
 
     #[test]

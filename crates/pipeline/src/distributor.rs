@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use plumbline_core::header::unix_now_ns;
 use plumbline_core::Shutdown;
+use plumbline_measure::Live;
 use plumbline_transport::endpoint::{Conn, Endpoint, EndpointError, Listener};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -261,7 +262,7 @@ impl Distributor {
             states,
             levels,
             listeners,
-            acked: Arc::new(AtomicU64::new(0)),
+            live: Arc::new(Live::new()),
         })
     }
 }
@@ -293,7 +294,7 @@ pub struct Bound {
     states: Vec<TypeState>,
     levels: Vec<usize>,
     listeners: Vec<(Listener, Vec<usize>)>,
-    acked: Arc<AtomicU64>,
+    live: Arc<Live>,
 }
 
 /// One task given up on.
@@ -374,9 +375,9 @@ impl Bound {
             .collect()
     }
 
-    /// Tasks ACKed so far, for a progress display.
-    pub fn acked_counter(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.acked)
+    /// The run as watchers see it: tasks issued (`items_in`) and ACKed (`items_out`).
+    pub fn live(&self) -> Arc<Live> {
+        Arc::clone(&self.live)
     }
 
     /// Runs until every task is ACKed or failed, the collector has answered `end`, and every
@@ -427,7 +428,7 @@ impl Bound {
             duplicates: 0,
             failed: Vec::new(),
             bad_peers: 0,
-            acked: self.acked,
+            live: self.live,
             ended: false,
         };
         let result = run.main_loop(&inbox, shutdown);
@@ -635,7 +636,7 @@ struct Run {
     duplicates: u64,
     failed: Vec<FailedTask>,
     bad_peers: u64,
-    acked: Arc<AtomicU64>,
+    live: Arc<Live>,
     /// `end` has gone out to the workers.
     ended: bool,
 }
@@ -894,7 +895,7 @@ impl Run {
         let state = &mut self.states[task_type];
         state.acked += 1;
         state.last_ack_ns = Some(unix_now_ns());
-        self.acked.fetch_add(1, Ordering::Relaxed);
+        self.live.items_out.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Issued everything, and every task ACKed or failed.
@@ -945,6 +946,7 @@ impl Run {
                         let worker_name = &self.workers[&id].name;
                         let data = state.task.handle(worker_name);
                         state.issued += 1;
+                        self.live.items_in.fetch_add(1, Ordering::Relaxed);
                         self.fates.push(Fate::Queued);
                         (self.fates.len() as u64, 1, data)
                     }
@@ -1017,7 +1019,7 @@ impl Run {
                 return Err(DistributorError::CollectorUnreachable {
                     endpoint: self.config.collector.clone(),
                     waited: self.config.collector_timeout,
-                    acked: self.acked.load(Ordering::Relaxed),
+                    acked: self.live.items_out.load(Ordering::Relaxed),
                     outstanding: self
                         .fates
                         .iter()
@@ -1027,7 +1029,7 @@ impl Run {
             }
         }
         let waited = self.config.join_timeout;
-        let acked = self.acked.load(Ordering::Relaxed);
+        let acked = self.live.items_out.load(Ordering::Relaxed);
         if self.started.is_none() {
             if now.duration_since(self.created) > waited {
                 let joined = self.workers.values().filter(|w| w.conn.is_some()).count();

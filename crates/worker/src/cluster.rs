@@ -17,13 +17,13 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use plumbline_core::clock::Sleeper;
 use plumbline_core::{Message, RunClock, Shutdown};
-use plumbline_measure::Recorder;
+use plumbline_measure::{Live, Recorder};
 
 use crate::app::App;
 use crate::backoff::Backoff;
@@ -112,21 +112,21 @@ struct WorkerReport {
 impl ClusterConfig {
     /// Runs `messages` through the cluster and waits for every result.
     ///
-    /// Each message is held back until its `intended_ns` (0: at once). `progress` is set to the
-    /// number of results delivered so far, for a progress bar to poll. Setting `shutdown` stops
+    /// Each message is held back until its `intended_ns` (0: at once). `live` follows the run
+    /// for watchers: items in as the source queues them, items out as results land. Setting `shutdown` stops
     /// the source; queued items still finish.
     pub fn run<I>(
         &self,
         messages: I,
         shutdown: &Shutdown,
-        progress: &AtomicU64,
+        live: &Live,
     ) -> Result<RunOutcome, ClusterError>
     where
         I: Iterator<Item = Message> + Send,
     {
         match self.step {
-            Step::Sequential => Ok(self.run_sequential(messages, shutdown, progress)),
-            Step::Partitioned | Step::Balanced => self.run_threads(messages, shutdown, progress),
+            Step::Sequential => Ok(self.run_sequential(messages, shutdown, live)),
+            Step::Partitioned | Step::Balanced => self.run_threads(messages, shutdown, live),
         }
     }
 
@@ -134,7 +134,7 @@ impl ClusterConfig {
         &self,
         messages: I,
         shutdown: &Shutdown,
-        progress: &AtomicU64,
+        live: &Live,
     ) -> RunOutcome {
         let mut sink = Sink::new(1);
         let clock = RunClock::start();
@@ -144,12 +144,13 @@ impl ClusterConfig {
         for message in messages.take_while(|_| !shutdown.requested()) {
             pacer.wait_for(&message);
             sent += 1;
+            live.items_in.store(sent, Ordering::Relaxed);
             if let Some(delivery) = worker.handle(&message) {
-                sink.deliver(delivery, progress);
+                sink.deliver(delivery, live);
             }
         }
         let report = worker.finish();
-        let sink = sink.finish();
+        let sink = sink.finish(live);
         RunOutcome {
             wall: wall(&sink, &clock),
             sent,
@@ -165,7 +166,7 @@ impl ClusterConfig {
         &self,
         messages: I,
         shutdown: &Shutdown,
-        progress: &AtomicU64,
+        live: &Live,
     ) -> Result<RunOutcome, ClusterError>
     where
         I: Iterator<Item = Message> + Send,
@@ -222,6 +223,7 @@ impl ClusterConfig {
                     }
                     backoff.reset();
                     sent += 1;
+                    live.items_in.store(sent, Ordering::Relaxed);
                 }
                 sent
             })?;
@@ -229,7 +231,7 @@ impl ClusterConfig {
             loop {
                 match results_rx.try_recv() {
                     Ok(delivery) => {
-                        sink.deliver(delivery, progress);
+                        sink.deliver(delivery, live);
                         backoff.reset();
                     }
                     Err(TryRecvError::Empty) => backoff.wait(),
@@ -246,7 +248,7 @@ impl ClusterConfig {
                 rejected += report.rejected;
                 first_rejection = first_rejection.or(report.first_rejection);
             }
-            let sink = sink.finish();
+            let sink = sink.finish(live);
             Ok(RunOutcome {
                 wall: wall(&sink, &clock),
                 sent,
@@ -379,7 +381,7 @@ mod tests {
 
     #[test]
     fn partitioned_votes_end_with_every_letter_at_three() {
-        let progress = AtomicU64::new(0);
+        let live = Live::new();
         for step in [Step::Partitioned, Step::Sequential] {
             let cfg = config(
                 step,
@@ -391,7 +393,7 @@ mod tests {
                 .run(
                     votes("abcdefghijklmnopqrstuvwxyz", 52),
                     &Shutdown::new(),
-                    &progress,
+                    &live,
                 )
                 .unwrap();
             assert_eq!(outcome.sent, 52);
@@ -404,18 +406,16 @@ mod tests {
 
     #[test]
     fn partitioned_state_lives_on_the_owner() {
-        let progress = AtomicU64::new(0);
+        let live = Live::new();
         let cfg = config(Step::Partitioned, 2, App::Votes, 26);
-        let outcome = cfg
-            .run(votes("a", 52), &Shutdown::new(), &progress)
-            .unwrap();
+        let outcome = cfg.run(votes("a", 52), &Shutdown::new(), &live).unwrap();
         assert_eq!(outcome.sink.per_worker, vec![52, 0]);
         assert_eq!(outcome.sink.final_state[&u32::from(b'a')], 26 + 2 * 26);
     }
 
     #[test]
     fn balanced_tasks_reach_every_worker_through_tiny_queues() {
-        let progress = AtomicU64::new(0);
+        let live = Live::new();
         let mut cfg = config(Step::Balanced, 3, App::Count, 60);
         cfg.delay = Duration::from_micros(200);
         let workload = Workload::Nonces {
@@ -423,7 +423,7 @@ mod tests {
             partitions: 60,
         };
         let messages = Generator::new(workload, KeyDist::Hot(1.0), 1, 300).unwrap();
-        let outcome = cfg.run(messages, &Shutdown::new(), &progress).unwrap();
+        let outcome = cfg.run(messages, &Shutdown::new(), &live).unwrap();
         assert_eq!(outcome.sink.delivered, 300);
         assert_eq!(outcome.sink.per_worker.iter().sum::<u64>(), 300);
         assert!(
@@ -436,7 +436,7 @@ mod tests {
 
     #[test]
     fn shutdown_stops_the_source_and_loses_nothing_accepted() {
-        let progress = AtomicU64::new(0);
+        let live = Live::new();
         let shutdown = Shutdown::new();
         let mut cfg = config(Step::Balanced, 2, App::Count, 60);
         cfg.delay = Duration::from_millis(1);
@@ -447,7 +447,7 @@ mod tests {
                 stop.request();
             }
         });
-        let outcome = cfg.run(messages, &shutdown, &progress).unwrap();
+        let outcome = cfg.run(messages, &shutdown, &live).unwrap();
         assert!(outcome.interrupted);
         assert!((20..1000).contains(&outcome.sent), "sent {}", outcome.sent);
         assert_eq!(
@@ -459,13 +459,13 @@ mod tests {
 
     #[test]
     fn paced_messages_wait_for_their_intended_time() {
-        let progress = AtomicU64::new(0);
+        let live = Live::new();
         let cfg = config(Step::Partitioned, 2, App::Votes, 26);
         let paced = votes("ab", 10).map(|mut m| {
             m.intended_ns = m.seq * 5_000_000;
             m
         });
-        let outcome = cfg.run(paced, &Shutdown::new(), &progress).unwrap();
+        let outcome = cfg.run(paced, &Shutdown::new(), &live).unwrap();
         assert!(
             outcome.wall >= Duration::from_millis(45),
             "{:?}",
@@ -477,7 +477,7 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_counted_not_fatal() {
-        let progress = AtomicU64::new(0);
+        let live = Live::new();
         let cfg = config(Step::Partitioned, 2, App::Votes, 26);
         let bad = (0..4).map(|seq| Message {
             seq,
@@ -485,7 +485,7 @@ mod tests {
             intended_ns: 0,
             payload: bytes::Bytes::from_static(b"x"),
         });
-        let outcome = cfg.run(bad, &Shutdown::new(), &progress).unwrap();
+        let outcome = cfg.run(bad, &Shutdown::new(), &live).unwrap();
         assert_eq!(outcome.rejected, 4);
         assert_eq!(outcome.sink.lost(4), 4);
         assert!(outcome.first_rejection.unwrap().contains("got 1"));

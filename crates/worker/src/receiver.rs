@@ -10,14 +10,14 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use plumbline_core::clock::Sleeper;
 use plumbline_core::frame::{FrameCodec, FrameReader};
 use plumbline_core::header::{self, Header};
-use plumbline_measure::{LatencySummary, Recorder, SeqSummary, SeqTracker};
+use plumbline_measure::{LatencySummary, Live, Recorder, SeqSummary, SeqTracker};
 use serde::{Deserialize, Serialize};
 
 /// How frame payloads are read.
@@ -66,7 +66,12 @@ pub struct Receiver {
     print: Mutex<()>,
     results: Mutex<BTreeMap<String, u64>>,
     stopped: std::sync::atomic::AtomicBool,
+    /// Watchers' view: frames as they arrive, latencies every [`PUBLISH_EVERY`].
+    live: Arc<Live>,
 }
+
+/// How often a connection hands its latencies to [`Live`].
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// What a receive run saw.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,7 +94,13 @@ pub struct ReceiveSummary {
 
 impl Receiver {
     pub fn new(config: ReceiverConfig) -> Self {
+        Self::with_live(config, Arc::new(Live::new()))
+    }
+
+    /// A receiver that reports to `live` as frames arrive.
+    pub fn with_live(config: ReceiverConfig, live: Arc<Live>) -> Self {
         Self {
+            live,
             config,
             start: Instant::now(),
             frames: AtomicU64::new(0),
@@ -147,6 +158,8 @@ impl Receiver {
         self.connections.fetch_add(1, Ordering::Relaxed);
         let mut reader = FrameReader::new(stream, FrameCodec::new(self.config.max_frame));
         let mut latency = Recorder::new();
+        let mut unpublished = Recorder::new();
+        let mut published = Instant::now();
         let mut seqs: Vec<(u32, u64)> = Vec::with_capacity(SEQ_BATCH);
         let mut framing = self.config.framing;
         let mut pacer = self
@@ -190,7 +203,9 @@ impl Receiver {
                 let payload = if framing == Framing::Plumbline {
                     match Header::read(&frame) {
                         Ok((head, payload)) => {
-                            latency.record_ns(now.saturating_sub(head.intended_unix_ns));
+                            let ns = now.saturating_sub(head.intended_unix_ns);
+                            latency.record_ns(ns);
+                            unpublished.record_ns(ns);
                             seqs.push((head.source, head.seq));
                             payload
                         }
@@ -218,6 +233,10 @@ impl Receiver {
                     .append(&mut latest);
             }
             self.arrived(accepted, bytes);
+            if published.elapsed() >= PUBLISH_EVERY {
+                self.live.add_latencies(&mut unpublished);
+                published = Instant::now();
+            }
             if seqs.len() >= SEQ_BATCH {
                 self.flush_seqs(&mut seqs);
             }
@@ -226,6 +245,7 @@ impl Receiver {
             }
         };
         self.flush_seqs(&mut seqs);
+        self.live.add_latencies(&mut unpublished);
         self.latency
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -250,6 +270,7 @@ impl Receiver {
             .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         self.last_ns.fetch_max(now, Ordering::Relaxed);
         self.frames.fetch_add(frames, Ordering::Relaxed);
+        self.live.items_out.fetch_add(frames, Ordering::Relaxed);
         self.bytes.fetch_add(payload_bytes, Ordering::Relaxed);
     }
 

@@ -3,12 +3,14 @@
 //! Records end-to-end latency (result time − intended send time) into one HDR recorder, counts
 //! results per worker, notices lost and duplicated sequence numbers with a [`SeqTracker`], and
 //! keeps each state key's latest value so a run's final state can
-//! be checked. It does not print or decide whether a run passed.
+//! be checked. Watchers see it through [`Live`]: the delivered count at once, latencies and
+//! per-worker counts every [`PUBLISH_NS`] of run time. It does not print or decide whether a run
+//! passed.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use plumbline_measure::{Recorder, SeqTracker};
+use plumbline_measure::{Live, Recorder, SeqTracker};
 
 use crate::app::Output;
 
@@ -23,6 +25,9 @@ pub struct Delivery {
     pub output: Output,
 }
 
+/// How often (run-clock nanoseconds) the sink hands latencies and per-worker counts to [`Live`].
+pub const PUBLISH_NS: u64 = 100_000_000;
+
 /// Collects deliveries of one run.
 #[derive(Debug)]
 pub struct Sink {
@@ -32,6 +37,9 @@ pub struct Sink {
     delivered: u64,
     final_state: BTreeMap<u32, u64>,
     last_ns: u64,
+    /// Latencies not yet handed to [`Live`], and when they last were.
+    unpublished: Recorder,
+    published_ns: u64,
 }
 
 /// What a sink saw.
@@ -57,13 +65,17 @@ impl Sink {
             delivered: 0,
             final_state: BTreeMap::new(),
             last_ns: 0,
+            unpublished: Recorder::new(),
+            published_ns: 0,
         }
     }
 
-    /// Takes one delivery; bumps `progress` for watchers.
-    pub fn deliver(&mut self, d: Delivery, progress: &AtomicU64) {
-        self.latency
-            .record_ns(d.done_ns.saturating_sub(d.intended_ns));
+    /// Takes one delivery and tells `live` (the delivered count now, the rest every
+    /// [`PUBLISH_NS`], timed by the deliveries' own timestamps so no clock is read here).
+    pub fn deliver(&mut self, d: Delivery, live: &Live) {
+        let latency = d.done_ns.saturating_sub(d.intended_ns);
+        self.latency.record_ns(latency);
+        self.unpublished.record_ns(latency);
         self.last_ns = self.last_ns.max(d.done_ns);
         if let Some(count) = self.per_worker.get_mut(d.worker) {
             *count += 1;
@@ -73,10 +85,22 @@ impl Sink {
             self.final_state.insert(key, value);
         }
         self.delivered += 1;
-        progress.store(self.delivered, Ordering::Relaxed);
+        live.items_out.store(self.delivered, Ordering::Relaxed);
+        if d.done_ns >= self.published_ns + PUBLISH_NS {
+            self.publish(live);
+            self.published_ns = d.done_ns;
+        }
     }
 
-    pub fn finish(self) -> SinkReport {
+    /// Hands what watchers have not seen yet to `live`.
+    pub fn publish(&mut self, live: &Live) {
+        live.add_latencies(&mut self.unpublished);
+        live.set_per_worker(&self.per_worker);
+    }
+
+    /// Ends the run; `live` gets the last latencies first.
+    pub fn finish(mut self, live: &Live) -> SinkReport {
+        self.publish(live);
         SinkReport {
             latency: self.latency,
             per_worker: self.per_worker,
@@ -120,30 +144,30 @@ mod tests {
 
     #[test]
     fn counts_losses_and_duplicates_by_sequence_number() {
-        let progress = AtomicU64::new(0);
+        let live = Live::new();
         let mut sink = Sink::new(2);
         for seq in (0..130).filter(|s| s % 10 != 3) {
-            sink.deliver(delivery(seq), &progress);
+            sink.deliver(delivery(seq), &live);
         }
-        sink.deliver(delivery(4), &progress);
-        let report = sink.finish();
+        sink.deliver(delivery(4), &live);
+        let report = sink.finish(&live);
         assert_eq!(report.lost(130), 13);
         assert_eq!(report.duplicates(), 1);
         assert_eq!(report.delivered, 118);
-        assert_eq!(progress.load(Ordering::Relaxed), 118);
+        assert_eq!(live.items_out.load(Ordering::Relaxed), 118);
         assert_eq!(report.per_worker.iter().sum::<u64>(), 118);
         assert_eq!(report.final_state[&2], 128);
     }
 
     #[test]
     fn latency_counts_from_the_intended_send_time() {
-        let progress = AtomicU64::new(0);
+        let live = Live::new();
         let mut sink = Sink::new(1);
         let mut d = delivery(0);
         d.intended_ns = 2_000_000;
         d.done_ns = 5_000_000;
-        sink.deliver(d, &progress);
-        let summary = sink.finish().latency.summary();
+        sink.deliver(d, &live);
+        let summary = sink.finish(&live).latency.summary();
         assert!((summary.max - 0.003).abs() < 1e-5, "{}", summary.max);
     }
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
@@ -14,8 +16,11 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
     CPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Runs the binary to completion in this test process's scratch working folder, so the report
+/// folders `bench` writes by default land there, not in the source tree.
 pub fn plumbline(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_plumbline"))
+        .current_dir(workdir())
         .args(args)
         .output()
         .expect("the plumbline binary runs")
@@ -27,6 +32,13 @@ pub fn stderr(out: &Output) -> String {
 
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The working folder of the binaries this test process runs.
+pub fn workdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("plumbline-test-{}-cwd", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// A fresh scratch folder for one test.

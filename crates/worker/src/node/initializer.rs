@@ -116,7 +116,12 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
     }
 
     // 2. The running cluster.
-    let shared = Arc::new(Metrics::new(config.app, config.partitions, &names));
+    let shared = Arc::new(Metrics::new(
+        config.app,
+        config.partitions,
+        &names,
+        config.live.clone(),
+    ));
     let (local_tx, local_rx) = bounded::<Batch>(QUEUE);
     let mut routes: Vec<Sender<Batch>> = vec![local_tx];
     let mut writers = Vec::new();

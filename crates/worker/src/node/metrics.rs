@@ -3,7 +3,7 @@
 //! Items in and per partition are counted where they are routed (the initializer sees every
 //! item); items out, rejections and the step-latency histogram come from each worker's stats
 //! (joiners report once a second). The HTTP side is the minimum a scraper needs: one request per
-//! connection, `/metrics` or 404.
+//! connection, `/metrics` or 404. The same figures go to [`Live`] for `--ui`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,7 +12,7 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use plumbline_measure::Recorder;
+use plumbline_measure::{Live, Recorder};
 
 use super::partition_label;
 use super::wire::WorkerStats;
@@ -29,12 +29,17 @@ pub(super) struct Metrics {
     pub source_errors: AtomicU64,
     partitions: Vec<AtomicU64>,
     workers: Mutex<BTreeMap<String, WorkerStats>>,
+    /// Worker names in cluster order, for per-worker counts in [`Live`].
+    order: Vec<String>,
+    live: Arc<Live>,
 }
 
 impl Metrics {
-    pub fn new(app: App, partitions: u32, names: &[String]) -> Self {
+    pub fn new(app: App, partitions: u32, names: &[String], live: Arc<Live>) -> Self {
         Self {
             app,
+            order: names.to_vec(),
+            live,
             items_in: AtomicU64::new(0),
             source_errors: AtomicU64::new(0),
             partitions: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
@@ -65,13 +70,34 @@ impl Metrics {
             }
         }
         self.items_in.fetch_add(total, Ordering::Relaxed);
+        self.live.items_in.fetch_add(total, Ordering::Relaxed);
     }
 
     pub fn update(&self, stats: WorkerStats) {
-        self.workers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(stats.name.clone(), stats);
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        workers.insert(stats.name.clone(), stats);
+        let per_worker: Vec<u64> = self
+            .order
+            .iter()
+            .map(|name| workers.get(name).map_or(0, |w| w.items))
+            .collect();
+        drop(workers);
+        self.live
+            .items_out
+            .store(per_worker.iter().sum(), Ordering::Relaxed);
+        self.live.set_per_worker(&per_worker);
+        self.live.set_per_partition(
+            self.partitions
+                .iter()
+                .enumerate()
+                .map(|(p, n)| {
+                    (
+                        partition_label(self.app, p as u32),
+                        n.load(Ordering::Relaxed),
+                    )
+                })
+                .collect(),
+        );
     }
 
     /// Items every worker reports processed (applied or rejected).

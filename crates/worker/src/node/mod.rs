@@ -25,11 +25,13 @@ pub mod wire;
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use plumbline_core::header::{is_plumbline, Header, HEADER_LEN};
 use plumbline_core::Message;
+use plumbline_measure::Live;
 use plumbline_transport::broker::{connect_producer, ClientOptions, FramePublisher};
 use plumbline_transport::config::TransportConfig;
 use plumbline_transport::tcp;
@@ -57,6 +59,9 @@ pub struct NodeConfig {
     pub role: Role,
     pub max_frame: usize,
     pub connect_timeout: Duration,
+    /// The initializer's view for watchers (`--ui`): items routed in, items each worker
+    /// processed, items per partition.
+    pub live: Arc<Live>,
 }
 
 #[derive(Clone, Debug)]

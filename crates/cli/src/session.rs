@@ -1,0 +1,152 @@
+//! What every run command shares around its work: the live figures ([`Live`] and its
+//! once-a-second [`Ticker`]), the `--ui` page, and at the end the report folder (`--report`).
+//!
+//! A command starts a [`Session`] before its clock starts, hands `session.live()` to the parts
+//! that run, and calls [`Session::finish`] with its figures mapped onto report rows. The session
+//! owns the metadata that makes a report reproducible (command line, version, commit, host,
+//! start and end time). It does not measure anything itself, nor print the command's own summary.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use plumbline_measure::{Live, Ticker};
+use plumbline_report::{HostInfo, Meta, Run, RunDoc};
+use plumbline_ui::UiServer;
+
+use crate::args::ReportArgs;
+
+/// The command's figures, as the report wants them.
+pub struct Outcome {
+    pub runs: Vec<Run>,
+    /// The plan or preset with every value resolved.
+    pub resolved: serde_json::Value,
+    pub seeds: Vec<u64>,
+    /// The command's own report, unabridged.
+    pub detail: serde_json::Value,
+}
+
+pub struct Session {
+    kind: &'static str,
+    live: Arc<Live>,
+    ticker: Option<Ticker>,
+    ui: Option<UiServer>,
+    started_at: String,
+    report: Option<PathBuf>,
+}
+
+impl Session {
+    /// Starts the ticker and, with `--ui`, the live page (failing at once if it cannot bind).
+    /// `default_report` is where the report goes when `--report` is not given.
+    pub fn start(
+        kind: &'static str,
+        args: &ReportArgs,
+        default_report: Option<PathBuf>,
+    ) -> Result<Self> {
+        Self::with_live(kind, args, default_report, Arc::new(Live::new()))
+    }
+
+    /// As [`Session::start`], following a [`Live`] the command's engine already keeps.
+    pub fn with_live(
+        kind: &'static str,
+        args: &ReportArgs,
+        default_report: Option<PathBuf>,
+        live: Arc<Live>,
+    ) -> Result<Self> {
+        let ui = match &args.ui {
+            Some(addr) => {
+                let server = plumbline_ui::serve(addr, live.clone()).context("--ui")?;
+                eprintln!(
+                    "live page: http://{}/ (Prometheus: /metrics)",
+                    server.addr()
+                );
+                Some(server)
+            }
+            None => None,
+        };
+        Ok(Self {
+            kind,
+            ticker: Some(Ticker::start(live.clone())),
+            live,
+            ui,
+            started_at: plumbline_report::now_rfc3339(),
+            report: args.report.clone().or(default_report),
+        })
+    }
+
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    /// Stops the ticker and the page, and writes the report folder if one was asked for.
+    /// Returns the folder written.
+    pub fn finish(mut self, outcome: Outcome) -> Result<Option<PathBuf>> {
+        // The last (partial) second is ticked as the ticker stops, so the timeline is complete.
+        drop(self.ticker.take());
+        drop(self.ui.take());
+        let Some(dir) = self.report.take() else {
+            return Ok(None);
+        };
+        let (timeline, timeline_dropped) = self.live.timeline();
+        let doc = RunDoc {
+            format: plumbline_report::FORMAT.into(),
+            meta: Meta {
+                kind: self.kind.into(),
+                command: std::env::args().collect(),
+                resolved: outcome.resolved,
+                seeds: outcome.seeds,
+                version: env!("CARGO_PKG_VERSION").into(),
+                git_commit: env!("PLUMBLINE_GIT_COMMIT").into(),
+                host: HostInfo::current(),
+                started_at: self.started_at.clone(),
+                ended_at: plumbline_report::now_rfc3339(),
+            },
+            runs: outcome.runs,
+            timeline,
+            timeline_dropped,
+            detail: outcome.detail,
+        };
+        plumbline_report::write(&dir, &doc)
+            .with_context(|| format!("writing the report folder {}", dir.display()))?;
+        eprintln!("report: {}", dir.join("index.html").display());
+        Ok(Some(dir))
+    }
+}
+
+/// `plumbline-reports/<kind>-<UTC time>` under the working folder: a fresh folder per run.
+pub fn timestamped(kind: &str) -> PathBuf {
+    let stamp: String = plumbline_report::now_rfc3339()
+        .chars()
+        .take(19)
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .map(|c| if c == 'T' { '-' } else { c })
+        .collect();
+    let base = Path::new("plumbline-reports").join(format!("{kind}-{stamp}"));
+    // Two runs in one second get their own folders too.
+    let mut dir = base.clone();
+    let mut n = 2;
+    while dir.exists() {
+        dir = PathBuf::from(format!("{}-{n}", base.display()));
+        n += 1;
+    }
+    dir
+}
+
+/// `plumbline report DIR`: re-renders a folder (or a copy of it) from its run.json.
+pub fn rerender(dir: &Path, out: Option<&Path>) -> Result<()> {
+    let doc = RunDoc::load(dir)?;
+    let target = out.unwrap_or(dir);
+    let written = plumbline_report::write(target, &doc)
+        .with_context(|| format!("rendering into {}", target.display()))?;
+    println!(
+        "rendered {} run(s), plots: {}; open {}",
+        doc.runs.len(),
+        if written.plots.is_empty() {
+            "none".to_string()
+        } else {
+            written.plots.join(", ")
+        },
+        written.dir.join("index.html").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! `plumbline compare BASE NEW`: the two reports' runs side by side, matched by label, and the
+//! verdict a CI gate needs (did overhead or p99 latency get worse than allowed?).
+//!
+//! A run in BASE missing from NEW is a regression too: a gate cannot pass on what it did not
+//! measure. Runs only in NEW are listed and do not fail. This module does not read files.
+
+use std::fmt::Write as _;
+
+use crate::doc::{Run, RunDoc};
+use crate::table::human_s;
+
+/// What may get worse before `compare` fails.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Thresholds {
+    /// Percentage points of overhead (new − base).
+    pub max_overhead_increase_pp: f64,
+    /// Percent of the base p99 latency.
+    pub max_p99_increase_pct: f64,
+}
+
+/// One run of BASE against its namesake in NEW.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunDiff {
+    pub label: String,
+    pub base_overhead_pct: Option<f64>,
+    pub new_overhead_pct: Option<f64>,
+    pub base_p99_s: Option<f64>,
+    pub new_p99_s: Option<f64>,
+    pub base_items_per_s: f64,
+    pub new_items_per_s: f64,
+    /// Why this run fails the gate; empty when it passes.
+    pub breaches: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    pub diffs: Vec<RunDiff>,
+    /// Runs of BASE that NEW lacks.
+    pub missing: Vec<String>,
+    /// Runs of NEW that BASE lacks.
+    pub added: Vec<String>,
+}
+
+fn p99(run: &Run) -> Option<f64> {
+    run.latency_s
+        .as_ref()
+        .filter(|l| l.count > 0)
+        .map(|l| l.p99)
+}
+
+pub fn compare(base: &RunDoc, new: &RunDoc, limits: Thresholds) -> Comparison {
+    let mut diffs = Vec::new();
+    let mut missing = Vec::new();
+    for b in &base.runs {
+        let Some(n) = new.runs.iter().find(|n| n.label == b.label) else {
+            missing.push(b.label.clone());
+            continue;
+        };
+        let mut breaches = Vec::new();
+        if let (Some(bo), Some(no)) = (b.overhead_pct, n.overhead_pct) {
+            if no - bo > limits.max_overhead_increase_pp {
+                breaches.push(format!(
+                    "overhead {bo:+.2} % → {no:+.2} % (+{:.2} pp, limit {} pp)",
+                    no - bo,
+                    limits.max_overhead_increase_pp
+                ));
+            }
+        }
+        if let (Some(bp), Some(np)) = (p99(b), p99(n)) {
+            let change = (np / bp - 1.0) * 100.0;
+            if bp > 0.0 && change > limits.max_p99_increase_pct {
+                breaches.push(format!(
+                    "p99 {} → {} (+{change:.1} %, limit {} %)",
+                    human_s(bp),
+                    human_s(np),
+                    limits.max_p99_increase_pct
+                ));
+            }
+        }
+        diffs.push(RunDiff {
+            label: b.label.clone(),
+            base_overhead_pct: b.overhead_pct,
+            new_overhead_pct: n.overhead_pct,
+            base_p99_s: p99(b),
+            new_p99_s: p99(n),
+            base_items_per_s: b.items_per_s,
+            new_items_per_s: n.items_per_s,
+            breaches,
+        });
+    }
+    let added = new
+        .runs
+        .iter()
+        .filter(|n| !base.runs.iter().any(|b| b.label == n.label))
+        .map(|n| n.label.clone())
+        .collect();
+    Comparison {
+        diffs,
+        missing,
+        added,
+    }
+}
+
+impl Comparison {
+    pub fn passed(&self) -> bool {
+        self.missing.is_empty() && self.diffs.iter().all(|d| d.breaches.is_empty())
+    }
+
+    /// Every failure, one line each.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .diffs
+            .iter()
+            .flat_map(|d| d.breaches.iter().map(move |b| format!("{}: {b}", d.label)))
+            .collect();
+        out.extend(
+            self.missing
+                .iter()
+                .map(|m| format!("{m}: in the base report but not in the new one")),
+        );
+        out
+    }
+
+    /// The side-by-side table.
+    pub fn table(&self) -> String {
+        let pct = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:+.2}%"));
+        let lat = |v: Option<f64>| v.map_or("–".into(), human_s);
+        let mut out = format!(
+            "{:<44} {:>9} {:>9} {:>8} | {:>10} {:>10} {:>7} | {:>10} {:>7}  verdict\n",
+            "run", "ovh base", "ovh new", "Δ pp", "p99 base", "p99 new", "Δ", "items/s", "Δ"
+        );
+        for d in &self.diffs {
+            let dpp = match (d.base_overhead_pct, d.new_overhead_pct) {
+                (Some(b), Some(n)) => format!("{:+.2}", n - b),
+                _ => "–".into(),
+            };
+            let dp99 = match (d.base_p99_s, d.new_p99_s) {
+                (Some(b), Some(n)) if b > 0.0 => format!("{:+.1}%", (n / b - 1.0) * 100.0),
+                _ => "–".into(),
+            };
+            let drate = if d.base_items_per_s > 0.0 {
+                format!(
+                    "{:+.1}%",
+                    (d.new_items_per_s / d.base_items_per_s - 1.0) * 100.0
+                )
+            } else {
+                "–".into()
+            };
+            let _ = writeln!(
+                out,
+                "{:<44} {:>9} {:>9} {:>8} | {:>10} {:>10} {:>7} | {:>10.1} {:>7}  {}",
+                clip(&d.label, 44),
+                pct(d.base_overhead_pct),
+                pct(d.new_overhead_pct),
+                dpp,
+                lat(d.base_p99_s),
+                lat(d.new_p99_s),
+                dp99,
+                d.new_items_per_s,
+                drate,
+                if d.breaches.is_empty() { "ok" } else { "WORSE" }
+            );
+        }
+        for m in &self.missing {
+            let _ = writeln!(out, "{:<44} missing from the new report", clip(m, 44));
+        }
+        for a in &self.added {
+            let _ = writeln!(out, "{:<44} new (not in the base report)", clip(a, 44));
+        }
+        out
+    }
+}
+
+fn clip(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_string()
+    } else {
+        let kept: String = text.chars().take(width - 1).collect();
+        format!("{kept}…")
+    }
+}
+
+/// Parses `0.5pp` or `0.5` (percentage points).
+pub fn parse_pp(text: &str) -> Result<f64, String> {
+    parse_with_unit(text, "pp")
+}
+
+/// Parses `10%` or `10` (percent).
+pub fn parse_pct(text: &str) -> Result<f64, String> {
+    parse_with_unit(text, "%")
+}
+
+fn parse_with_unit(text: &str, unit: &str) -> Result<f64, String> {
+    let number = text.trim().strip_suffix(unit).unwrap_or(text.trim()).trim();
+    match number.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "{text:?} is not a threshold: expected a number ≥ 0, optionally followed by {unit:?}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doc::tests::doc_with;
+
+    const LIMITS: Thresholds = Thresholds {
+        max_overhead_increase_pp: 0.5,
+        max_p99_increase_pct: 10.0,
+    };
+
+    #[test]
+    fn identical_reports_pass() {
+        let doc = doc_with(&[("a", 1.0, 0.010), ("b", 2.0, 0.020)]);
+        let c = compare(&doc, &doc, LIMITS);
+        assert!(c.passed(), "{:?}", c.failures());
+        assert_eq!(c.diffs.len(), 2);
+    }
+
+    #[test]
+    fn overhead_up_by_more_than_the_limit_fails_naming_the_run() {
+        let base = doc_with(&[("a", 1.0, 0.010)]);
+        let ok = doc_with(&[("a", 1.4, 0.010)]);
+        let worse = doc_with(&[("a", 1.6, 0.010)]);
+        assert!(compare(&base, &ok, LIMITS).passed());
+        let c = compare(&base, &worse, LIMITS);
+        assert!(!c.passed());
+        assert!(
+            c.failures()[0].starts_with("a: overhead"),
+            "{:?}",
+            c.failures()
+        );
+    }
+
+    #[test]
+    fn p99_up_by_more_than_the_limit_fails() {
+        let base = doc_with(&[("a", 1.0, 0.010)]);
+        assert!(compare(&base, &doc_with(&[("a", 1.0, 0.0109)]), LIMITS).passed());
+        let c = compare(&base, &doc_with(&[("a", 1.0, 0.0125)]), LIMITS);
+        assert!(c.failures()[0].contains("p99"), "{:?}", c.failures());
+    }
+
+    #[test]
+    fn a_run_missing_from_new_fails_and_a_new_run_does_not() {
+        let base = doc_with(&[("a", 1.0, 0.010), ("b", 1.0, 0.010)]);
+        let new = doc_with(&[("a", 1.0, 0.010), ("c", 9.0, 0.010)]);
+        let c = compare(&base, &new, LIMITS);
+        assert_eq!(c.missing, vec!["b".to_string()]);
+        assert_eq!(c.added, vec!["c".to_string()]);
+        assert!(!c.passed());
+        assert!(c.table().contains("missing from the new report"));
+    }
+
+    #[test]
+    fn thresholds_parse_with_or_without_units() {
+        assert_eq!(parse_pp("0.5pp"), Ok(0.5));
+        assert_eq!(parse_pp("2"), Ok(2.0));
+        assert_eq!(parse_pct("10%"), Ok(10.0));
+        assert!(parse_pct("-1%").unwrap_err().contains("\"-1%\""));
+        assert!(parse_pp("lots").is_err());
+    }
+}

@@ -1,0 +1,238 @@
+//! `run.json`: the one document a report folder is rendered from, whatever kind of run made it.
+//!
+//! Every command maps its own figures onto [`Run`] rows (what the plots, `runs.csv` and
+//! `compare` read) and keeps its full report under `detail`, so nothing it measured is lost.
+//! Latency histograms travel in HdrHistogram's serialized form ([`LatencySummary::hdr`]), so runs
+//! from separate reports can be merged exactly. This module does not measure or draw.
+
+use std::path::Path;
+
+use plumbline_measure::{LatencySummary, Tick};
+use serde::{Deserialize, Serialize};
+
+use crate::ReportError;
+
+/// What `format` says in every `run.json` this version writes.
+pub const FORMAT: &str = "plumbline-report/1";
+
+/// Everything a report folder shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunDoc {
+    /// [`FORMAT`]; another value is refused rather than misread.
+    pub format: String,
+    pub meta: Meta,
+    pub runs: Vec<Run>,
+    /// One tick per second of the command (rates, late sends, in-flight, latency).
+    #[serde(default)]
+    pub timeline: Vec<Tick>,
+    /// Ticks dropped from the start of a very long timeline.
+    #[serde(default)]
+    pub timeline_dropped: u64,
+    /// The command's own report (`bench --json`, `send --json`, …), unabridged.
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+/// How to reproduce the run, and where and when it ran.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// `bench`, `send`, `receive`, `stream`, `worker`, …
+    pub kind: String,
+    /// The exact command line.
+    pub command: Vec<String>,
+    /// The preset or plan with every value resolved (defaults and flags applied).
+    #[serde(default)]
+    pub resolved: serde_json::Value,
+    /// The seeds that made the load; empty when the load was not random.
+    #[serde(default)]
+    pub seeds: Vec<u64>,
+    pub version: String,
+    /// `git describe`-like commit of the binary's source, or "unknown".
+    pub git_commit: String,
+    pub host: HostInfo,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub ended_at: String,
+}
+
+/// The machine a report was measured on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub cores: usize,
+    pub memory_bytes: Option<u64>,
+    pub os: String,
+    pub kernel: Option<String>,
+    pub arch: String,
+}
+
+impl HostInfo {
+    /// This machine, read from the OS (Linux's `/proc`; fields it cannot read are `None`).
+    pub fn current() -> Self {
+        let read = |path: &str| std::fs::read_to_string(path).ok();
+        Self {
+            hostname: read("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "unknown".into()),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_bytes: read("/proc/meminfo")
+                .and_then(|m| {
+                    let kib = m.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+                    kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+                })
+                .map(|kib| kib * 1024),
+            os: std::env::consts::OS.to_string(),
+            kernel: read("/proc/sys/kernel/osrelease").map(|k| k.trim().to_string()),
+            arch: std::env::consts::ARCH.to_string(),
+        }
+    }
+}
+
+/// Now, as RFC 3339 UTC to the millisecond.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// One run of a report: the figures every kind of run shares.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// Unique within a report; `compare` matches runs of two reports by it.
+    pub label: String,
+    /// Runs of one group differ only in their worker count: one line of the scaling curve.
+    pub group: String,
+    pub workers: usize,
+    pub items: u64,
+    pub wall_s: f64,
+    /// What the run would take with zero overhead; `None` when there is no ideal (open load).
+    pub ideal_s: Option<f64>,
+    pub overhead_pct: Option<f64>,
+    /// The group's 1-worker wall time ÷ this wall time.
+    pub speedup: Option<f64>,
+    /// The speedup the key distribution (and cores) allow: 1-worker ideal ÷ this ideal.
+    pub ideal_speedup: Option<f64>,
+    pub items_per_s: f64,
+    pub lost: u64,
+    pub duplicates: u64,
+    /// Latency as the command defines it (intended send → result for runs of items).
+    pub latency_s: Option<LatencySummary>,
+    /// Items each worker handled; empty when not known.
+    #[serde(default)]
+    pub per_worker: Vec<u64>,
+}
+
+impl RunDoc {
+    /// Reads `dir/run.json`, naming the file and what is wrong with it.
+    pub fn load(dir: &Path) -> Result<RunDoc, ReportError> {
+        let path = dir.join("run.json");
+        if !dir.is_dir() {
+            return Err(ReportError::NoFolder(dir.to_path_buf()));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ReportError::NoRunJson(dir.to_path_buf())
+            } else {
+                ReportError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+        let doc: RunDoc = serde_json::from_str(&text).map_err(|source| ReportError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        if doc.format != FORMAT {
+            return Err(ReportError::Format {
+                path,
+                found: doc.format,
+            });
+        }
+        for run in &doc.runs {
+            if let Some(latency) = &run.latency_s {
+                latency
+                    .recorder()
+                    .map_err(|source| ReportError::Histogram {
+                        path: path.clone(),
+                        run: run.label.clone(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(doc)
+    }
+
+    /// The document as `run.json` holds it.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a RunDoc always serializes")
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use plumbline_measure::Recorder;
+
+    /// A document with one run per `(label, overhead %, p99 seconds)`.
+    pub(crate) fn doc_with(runs: &[(&str, f64, f64)]) -> RunDoc {
+        RunDoc {
+            format: FORMAT.into(),
+            meta: Meta {
+                kind: "bench".into(),
+                command: vec!["plumbline".into(), "bench".into()],
+                resolved: serde_json::json!({"items": 100}),
+                seeds: vec![7],
+                version: "0.1.0".into(),
+                git_commit: "abc".into(),
+                host: HostInfo::current(),
+                started_at: now_rfc3339(),
+                ended_at: now_rfc3339(),
+            },
+            runs: runs
+                .iter()
+                .enumerate()
+                .map(|(i, &(label, overhead, p99))| {
+                    let mut rec = Recorder::new();
+                    (0..99).for_each(|_| rec.record_ns((p99 * 0.5e9) as u64));
+                    rec.record_ns((p99 * 1e9) as u64);
+                    rec.record_ns((p99 * 1e9) as u64);
+                    Run {
+                        label: label.into(),
+                        group: "g".into(),
+                        workers: i + 1,
+                        items: 100,
+                        wall_s: 1.0 + overhead / 100.0,
+                        ideal_s: Some(1.0),
+                        overhead_pct: Some(overhead),
+                        speedup: Some((i + 1) as f64 * 0.9),
+                        ideal_speedup: Some((i + 1) as f64),
+                        items_per_s: 100.0,
+                        lost: 0,
+                        duplicates: 0,
+                        latency_s: Some(rec.summary()),
+                        per_worker: vec![100 / (i as u64 + 1); i + 1],
+                    }
+                })
+                .collect(),
+            timeline: Vec::new(),
+            timeline_dropped: 0,
+            detail: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn host_info_reads_this_machine() {
+        let host = HostInfo::current();
+        assert!(host.cores >= 1);
+        if cfg!(target_os = "linux") {
+            assert!(host.memory_bytes.unwrap() > 1 << 20);
+            assert!(host.kernel.is_some());
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = now_rfc3339();
+        assert!(t.ends_with('Z') && t.contains('T'), "{t}");
+    }
+}

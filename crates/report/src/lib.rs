@@ -1,0 +1,234 @@
+//! plumbline-report: the report folder a run leaves behind, and the comparison of two of them.
+//!
+//! It sits after the measurement: a command maps its figures onto a [`RunDoc`] (`run.json`) and
+//! [`write`] renders the rest from that document alone: `runs.csv`, the plots as SVG and PNG
+//! ([`plots`]) and a self-contained `index.html` (styles inline, plots as inline SVG, no network).
+//! Because everything is rendered from `run.json`, `plumbline report DIR` re-renders a folder
+//! exactly. [`compare`] diffs two documents. Nothing here runs or measures anything.
+
+pub mod compare;
+pub mod doc;
+pub mod plots;
+mod table;
+
+use std::path::{Path, PathBuf};
+
+pub use compare::{compare, Comparison, Thresholds};
+pub use doc::{now_rfc3339, HostInfo, Meta, Run, RunDoc, FORMAT};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{} is not a folder", .0.display())]
+    NoFolder(PathBuf),
+    #[error("{} has no run.json: is it a plumbline report folder?", .0.display())]
+    NoRunJson(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a valid plumbline report: {source}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{} is format {found:?}; this plumbline reads {FORMAT:?}", path.display())]
+    Format { path: PathBuf, found: String },
+    #[error("{}: run {run:?}: {source}", path.display())]
+    Histogram {
+        path: PathBuf,
+        run: String,
+        source: plumbline_measure::recorder::HdrError,
+    },
+    #[error("drawing the plots into {}: {message}", dir.display())]
+    Plot { dir: PathBuf, message: String },
+}
+
+/// The files a report folder holds after [`write`].
+#[derive(Debug)]
+pub struct Written {
+    pub dir: PathBuf,
+    /// Plot stems drawn (`scaling`, `latency`, …), each as `.svg` and `.png`.
+    pub plots: Vec<&'static str>,
+}
+
+/// Writes `run.json`, `runs.csv`, every plot and `index.html` into `dir` (created if missing).
+pub fn write(dir: &Path, doc: &RunDoc) -> Result<Written, ReportError> {
+    let io = |path: PathBuf| move |source| ReportError::Io { path, source };
+    std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
+    let put = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(io(path))
+    };
+    put("run.json", &doc.to_json())?;
+    put("runs.csv", &table::csv(&doc.runs))?;
+    let plots = plots::draw_all(doc, dir).map_err(|message| ReportError::Plot {
+        dir: dir.to_path_buf(),
+        message,
+    })?;
+    for plot in &plots {
+        put(&format!("{}.svg", plot.name), &plot.svg)?;
+    }
+    put("index.html", &index_html(doc, &plots))?;
+    Ok(Written {
+        dir: dir.to_path_buf(),
+        plots: plots.iter().map(|p| p.name).collect(),
+    })
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;\
+color:#222;padding:0 1rem}h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}\
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{border:1px solid #ddd;\
+padding:.25rem .5rem;text-align:right}th{background:#f4f4f4}table.meta td,table.meta th{text-align:left}\
+td.bad{background:#fdd;font-weight:bold}figure{margin:1rem 0}figure svg{width:100%;height:auto;\
+border:1px solid #eee}figcaption{font-size:.8rem;color:#555}code{font-size:.8rem;word-break:break-all}";
+
+fn index_html(doc: &RunDoc, plots: &[plots::Plot]) -> String {
+    let mut figures = String::new();
+    for plot in plots {
+        figures.push_str(&format!(
+            "<figure id=\"plot-{name}\"><h2>{title}</h2>{svg}<figcaption>{name}.png, {name}.svg\
+             </figcaption></figure>",
+            name = plot.name,
+            title = table::esc(plot.title),
+            svg = plot.svg,
+        ));
+    }
+    let dropped = if doc.timeline_dropped > 0 {
+        format!(
+            "<p>The timeline starts {} s into the run (older seconds were dropped).</p>",
+            doc.timeline_dropped
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>plumbline {kind} report</title>\
+         <meta name=viewport content=\"width=device-width,initial-scale=1\"><style>{STYLE}</style>\
+         </head><body><h1>plumbline {kind} report</h1>{meta}<h2>Runs</h2>{runs}{dropped}{figures}\
+         <p><small>Rendered from run.json by plumbline {version}. Re-render with \
+         <code>plumbline report DIR</code>.</small></p></body></html>\n",
+        kind = table::esc(&doc.meta.kind),
+        meta = table::meta_html(&doc.meta),
+        runs = table::runs_html(&doc.runs),
+        version = table::esc(&doc.meta.version),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doc::tests::doc_with;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("plumbline-report-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn png_size(path: &Path) -> (u32, u32) {
+        let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+        let reader = decoder.read_info().unwrap();
+        let info = reader.info();
+        (info.width, info.height)
+    }
+
+    fn with_timeline(mut doc: RunDoc) -> RunDoc {
+        doc.timeline = (1..=5)
+            .map(|t| plumbline_measure::Tick {
+                t_s: t as f64,
+                target_per_s: Some(100.0),
+                in_per_s: 100.0,
+                out_per_s: 90.0 + t as f64,
+                late: t % 2,
+                in_flight: 10 - t,
+                p50_s: Some(0.001),
+                p99_s: Some(0.002),
+            })
+            .collect();
+        doc
+    }
+
+    #[test]
+    fn a_folder_holds_every_file_and_pngs_of_the_stated_size() {
+        let dir = scratch("files");
+        let doc = with_timeline(doc_with(&[
+            ("one", 0.5, 0.01),
+            ("two", 1.5, 0.02),
+            ("three", 3.0, 0.03),
+        ]));
+        let written = write(&dir, &doc).unwrap();
+        assert_eq!(
+            written.plots,
+            ["scaling", "overhead", "latency", "balance", "rate", "lag"]
+        );
+        for plot in &written.plots {
+            assert_eq!(png_size(&dir.join(format!("{plot}.png"))), plots::SIZE);
+            let svg = std::fs::read_to_string(dir.join(format!("{plot}.svg"))).unwrap();
+            assert!(svg.starts_with("<svg"), "{plot}.svg");
+        }
+        let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+        assert_eq!(html.matches("<figure").count(), 6);
+        // Works from file:// with no network: nothing is fetched (SVG's xmlns is a name, not a fetch).
+        for fetch in ["src=", "href=\"http", "<link", "url("] {
+            assert!(
+                !html.contains(fetch),
+                "index.html fetches something: {fetch}"
+            );
+        }
+        let csv = std::fs::read_to_string(dir.join("runs.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 4);
+        assert!(csv.lines().nth(2).unwrap().starts_with("two,g,2,100,"));
+    }
+
+    #[test]
+    fn run_json_round_trips_byte_for_byte() {
+        let dir = scratch("round-trip");
+        let doc = with_timeline(doc_with(&[("a", 1.0, 0.01), ("b", 2.0, 0.02)]));
+        write(&dir, &doc).unwrap();
+        let first = std::fs::read(dir.join("run.json")).unwrap();
+        let loaded = RunDoc::load(&dir).unwrap();
+        assert_eq!(loaded, doc);
+        write(&dir, &loaded).unwrap();
+        assert_eq!(std::fs::read(dir.join("run.json")).unwrap(), first);
+    }
+
+    #[test]
+    fn a_single_run_skips_the_charts_it_cannot_draw() {
+        let dir = scratch("single");
+        let mut doc = doc_with(&[("only", 1.0, 0.01)]);
+        doc.runs[0].speedup = None;
+        assert_eq!(write(&dir, &doc).unwrap().plots, ["overhead", "latency"]);
+    }
+
+    #[test]
+    fn loading_names_what_is_wrong() {
+        let dir = scratch("bad");
+        let e = RunDoc::load(&dir).unwrap_err().to_string();
+        assert!(e.contains("is not a folder"), "{e}");
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = RunDoc::load(&dir).unwrap_err().to_string();
+        assert!(e.contains("has no run.json"), "{e}");
+        std::fs::write(
+            dir.join("run.json"),
+            "{\"format\": \"plumbline-report/1\", \"runs\": [",
+        )
+        .unwrap();
+        let e = RunDoc::load(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains("run.json is not a valid plumbline report"),
+            "{e}"
+        );
+        let mut doc = doc_with(&[("a", 1.0, 0.01)]);
+        doc.format = "something-else/9".into();
+        std::fs::write(dir.join("run.json"), doc.to_json()).unwrap();
+        let e = RunDoc::load(&dir).unwrap_err().to_string();
+        assert!(e.contains("\"something-else/9\""), "{e}");
+        doc.format = FORMAT.into();
+        doc.runs[0].latency_s.as_mut().unwrap().hdr = "AAAA".into();
+        std::fs::write(dir.join("run.json"), doc.to_json()).unwrap();
+        let e = RunDoc::load(&dir).unwrap_err().to_string();
+        assert!(e.contains("run \"a\"") && e.contains("HdrHistogram"), "{e}");
+    }
+}
