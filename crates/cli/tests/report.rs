@@ -1,0 +1,210 @@
+//! Issue 7 end to end: the report folder `bench` writes by default, `plumbline report` and
+//! `plumbline compare`, and their bad input, all through the real binary.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{exclusive, plumbline, scratch, stderr, stdout, workdir};
+use serde_json::Value;
+
+/// Width and height of a PNG, decoded (not just its header read).
+fn png_size(path: &Path) -> (u32, u32) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(file).read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    // A blank canvas would mean nothing was drawn: a plot has many colours.
+    let distinct: std::collections::HashSet<&[u8]> = pixels[..frame.buffer_size()]
+        .chunks(frame.color_type.samples())
+        .collect();
+    assert!(distinct.len() > 8, "{} is nearly blank", path.display());
+    (frame.width, frame.height)
+}
+
+/// Runs the default preset, scaled down, and returns the report folder it named.
+fn default_bench() -> PathBuf {
+    let _cpu = exclusive();
+    let out = plumbline(&["bench", "--quiet", "--items", "200", "--delay", "2ms"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let index = err
+        .lines()
+        .find_map(|l| l.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("bench did not name its report folder: {err}"));
+    let index = workdir().join(index);
+    assert!(index.ends_with("index.html"), "{}", index.display());
+    index.parent().unwrap().to_path_buf()
+}
+
+#[test]
+fn issue7_bench_names_its_report_folder_and_the_plots_decode_at_their_size() {
+    let dir = default_bench();
+    assert!(
+        dir.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("bench-"),
+        "a timestamped folder: {}",
+        dir.display()
+    );
+    for plot in ["scaling", "overhead", "latency", "balance"] {
+        assert_eq!(
+            png_size(&dir.join(format!("{plot}.png"))),
+            (960, 540),
+            "{plot}"
+        );
+        let svg = std::fs::read_to_string(dir.join(format!("{plot}.svg"))).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("</svg>"), "{plot}.svg");
+    }
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "the default preset's 1, 2 and 10 workers");
+    let workers: Vec<u64> = runs
+        .iter()
+        .map(|r| r["workers"].as_u64().unwrap())
+        .collect();
+    assert_eq!(workers, [1, 2, 10]);
+    // The scaling curve's data: speedup rises with workers, under the ideal line.
+    let speedups: Vec<f64> = runs
+        .iter()
+        .map(|r| r["speedup"].as_f64().unwrap())
+        .collect();
+    assert!(
+        speedups[0] == 1.0 && speedups[1] > 1.3 && speedups[2] > speedups[1],
+        "{speedups:?}"
+    );
+    assert!(speedups[2] <= 10.5, "{speedups:?}");
+    // Histograms travel whole (HdrHistogram V2, base64), and the metadata says how to rerun.
+    assert!(runs[0]["latency_s"]["hdr"].as_str().unwrap().len() > 20);
+    let meta = &doc["meta"];
+    assert_eq!(meta["kind"], "bench");
+    assert!(meta["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "--items"));
+    assert_eq!(meta["resolved"]["items"], serde_json::json!([200]));
+    assert_eq!(meta["resolved"]["delay"], serde_json::json!(["2ms"]));
+    assert!(meta["host"]["cores"].as_u64().unwrap() >= 1);
+    assert!(meta["host"]["memory_bytes"].as_u64().unwrap() > 0);
+    assert!(!meta["git_commit"].as_str().unwrap().is_empty());
+    assert!(meta["started_at"].as_str().unwrap() <= meta["ended_at"].as_str().unwrap());
+    let csv = std::fs::read_to_string(dir.join("runs.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    assert_eq!(html.matches("<figure").count(), 4);
+    assert!(html.contains("--items"), "the page shows the command line");
+
+    // Round trip: re-rendering from run.json alone rewrites the same run.json.
+    let before = std::fs::read_to_string(dir.join("run.json")).unwrap();
+    std::fs::remove_file(dir.join("scaling.png")).unwrap();
+    let out = plumbline(&["report", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("rendered 3 run(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        std::fs::read_to_string(dir.join("run.json")).unwrap() == before,
+        "run.json changed when re-rendered"
+    );
+    assert_eq!(png_size(&dir.join("scaling.png")), (960, 540));
+
+    // compare: a report against itself passes ...
+    let out = plumbline(&["compare", dir.to_str().unwrap(), dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("no run got worse"),
+        "{}",
+        stdout(&out)
+    );
+    // ... and one whose 2-worker run lost 1 pp of overhead fails, naming it.
+    let worse = scratch("worse-report");
+    let mut doc = doc;
+    let run = &mut doc["runs"][1];
+    let overhead = run["overhead_pct"].as_f64().unwrap() + 1.0;
+    run["overhead_pct"] = overhead.into();
+    let label = run["label"].as_str().unwrap().to_string();
+    std::fs::write(worse.join("run.json"), serde_json::to_string(&doc).unwrap()).unwrap();
+    let out = plumbline(&["compare", dir.to_str().unwrap(), worse.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&label) && err.contains("limit 0.5 pp"),
+        "{err}"
+    );
+    assert!(stdout(&out).contains("WORSE"), "{}", stdout(&out));
+    // A looser gate lets the same difference through.
+    let out = plumbline(&[
+        "compare",
+        dir.to_str().unwrap(),
+        worse.to_str().unwrap(),
+        "--max-overhead-increase",
+        "2pp",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn issue7_report_on_a_folder_without_run_json_names_the_folder() {
+    let dir = scratch("empty-report");
+    let out = plumbline(&["report", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{} has no run.json", dir.display())),
+        "{err}"
+    );
+    let out = plumbline(&["compare", dir.to_str().unwrap(), dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("has no run.json"), "{}", stderr(&out));
+}
+
+#[test]
+fn issue7_a_corrupt_run_json_is_refused_with_where_it_broke() {
+    let dir = scratch("corrupt-report");
+    std::fs::write(
+        dir.join("run.json"),
+        "{\"format\": \"plumbline-report/1\", \"meta\": ",
+    )
+    .unwrap();
+    let out = plumbline(&["report", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("run.json is not a valid plumbline report"),
+        "{err}"
+    );
+    assert!(err.contains("line 1 column"), "says where: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    std::fs::write(dir.join("run.json"), "[1, 2, 3]").unwrap();
+    let out = plumbline(&["report", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not a valid plumbline report"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn issue7_compare_thresholds_are_checked_when_parsed() {
+    let dir = scratch("threshold");
+    let out = plumbline(&[
+        "compare",
+        dir.to_str().unwrap(),
+        dir.to_str().unwrap(),
+        "--max-p99-increase",
+        "lots",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(
+        stderr(&out).contains("\"lots\" is not a threshold"),
+        "{}",
+        stderr(&out)
+    );
+}

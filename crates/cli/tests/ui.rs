@@ -1,0 +1,199 @@
+//! Issue 7 end to end: `--ui` serves a live page that a real browser (headless Chromium) sees
+//! change while a run goes on, and `/metrics` is valid Prometheus text; a port in use is a clear
+//! error. The screenshot is kept at target/test-artifacts/live-page.png.
+
+mod common;
+#[path = "../../ui/tests/exposition/mod.rs"]
+mod exposition;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::browser::{chromium, Browser};
+use common::{exclusive, plumbline, stderr, workdir};
+
+/// A command run in the background with `--ui 127.0.0.1:0`; killed on drop.
+struct Running {
+    child: Child,
+    url: String,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_plumbline"))
+            .current_dir(workdir())
+            .args(args)
+            .args(["--ui", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("plumbline starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("a line naming the live page").unwrap();
+            if let Some(rest) = line.strip_prefix("live page: ") {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, url }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET over HTTP/1.0 (so the body is not chunked); returns the body.
+fn get(url: &str, path: &str) -> String {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    body.to_string()
+}
+
+fn number(browser: &mut Browser, id: &str) -> u64 {
+    let text = browser
+        .eval(&format!("document.getElementById('{id}').textContent"))
+        .unwrap();
+    let text = text.as_str().unwrap_or_default().trim().to_string();
+    text.parse()
+        .unwrap_or_else(|_| panic!("#{id} is not a number: {text:?}"))
+}
+
+#[test]
+fn issue7_the_live_page_changes_in_a_real_browser_while_a_bench_runs() {
+    let _cpu = exclusive();
+    // 800 x 10 ms on one worker: about 8 s, long enough to watch.
+    let run = Running::start(&[
+        "bench",
+        "--quiet",
+        "--no-report",
+        "--items",
+        "800",
+        "--delay",
+        "10ms",
+        "--workers",
+        "1",
+    ]);
+
+    // /metrics first: valid exposition, and it counts the run.
+    std::thread::sleep(Duration::from_millis(1500));
+    let samples = exposition::parse_exposition(&get(&run.url, "/metrics"));
+    let out = samples["plumbline_items_out_total"];
+    assert!(out > 0.0 && out < 800.0, "items out {out} mid-run");
+    assert!(
+        samples
+            .keys()
+            .any(|k| k.starts_with("plumbline_run_info{label=\"run 1/1")),
+        "{samples:?}"
+    );
+    assert_eq!(samples["plumbline_items_planned"], 800.0);
+    assert!(
+        samples.contains_key("plumbline_worker_items_total{worker=\"0\"}"),
+        "{samples:?}"
+    );
+
+    let Some(chromium) = chromium() else {
+        assert!(
+            std::env::var("PLUMBLINE_REQUIRE_BROWSER").is_err(),
+            "PLUMBLINE_REQUIRE_BROWSER is set but Chromium is missing: apt-get install chromium"
+        );
+        eprintln!("SKIPPED the browser half: no Chromium (set PLUMBLINE_REQUIRE_BROWSER=1 to fail instead)");
+        return;
+    };
+    let mut browser = Browser::launch(&chromium).unwrap();
+    browser.goto(&run.url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while number(&mut browser, "updates") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the page received no update in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (out_before, updates_before) = (
+        number(&mut browser, "items-out"),
+        number(&mut browser, "updates"),
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let (out_after, updates_after) = (
+        number(&mut browser, "items-out"),
+        number(&mut browser, "updates"),
+    );
+    assert!(
+        updates_after >= updates_before + 2,
+        "the page was pushed {updates_before} then {updates_after} updates in 2.5 s"
+    );
+    assert!(
+        out_after > out_before,
+        "items out on the page did not move: {out_before} then {out_after}"
+    );
+    let status = browser
+        .eval("document.getElementById('status').textContent")
+        .unwrap();
+    assert_eq!(status, "live");
+    let label = browser
+        .eval("document.getElementById('label').textContent")
+        .unwrap();
+    assert!(
+        label.as_str().unwrap().starts_with("run 1/1: 800 x 10ms"),
+        "{label}"
+    );
+    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts");
+    let shot = artifacts.join("live-page.png");
+    browser.screenshot(&shot).unwrap();
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "{}",
+        shot.display()
+    );
+    eprintln!("screenshot: {}", shot.canonicalize().unwrap().display());
+}
+
+#[test]
+fn issue7_ui_on_a_port_in_use_fails_at_once_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let start = Instant::now();
+    let out = plumbline(&[
+        "bench",
+        "--quiet",
+        "--no-report",
+        "--items",
+        "10",
+        "--ui",
+        &addr,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&addr) && err.contains("already in use"),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "it fails before running anything"
+    );
+    let out = plumbline(&["receive", "--listen", "127.0.0.1:0", "--ui", &addr]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already in use"), "{}", stderr(&out));
+}
