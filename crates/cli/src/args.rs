@@ -206,6 +206,8 @@ pub struct StreamArgs {
     /// Write every run's figures as JSON
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: ReportArgs,
     /// Keep retrying the broker and the store this long
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,

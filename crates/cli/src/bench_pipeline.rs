@@ -12,12 +12,15 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use plumbline_core::duration::Human;
 use plumbline_core::Shutdown;
+use plumbline_measure::RunInfo;
 use plumbline_pipeline::PipelineReport;
+use plumbline_report::Run;
 use serde::Serialize;
 
 use crate::args::BenchArgs;
 use crate::bench::Verdict;
 use crate::child::Proc;
+use crate::session::{Outcome, Session};
 
 /// Seed 001's tables: (tasks, workers, threads per worker, milliseconds, overhead %), 10 ms tasks.
 const SEED: [(u64, usize, u32, f64, f64); 12] = [
@@ -84,6 +87,8 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         bail!("{flag} must be at least 1 (got 0)");
     }
     let exe = std::env::current_exe().context("finding the plumbline binary")?;
+    let default_report = (!args.no_report).then(|| crate::session::timestamped("bench"));
+    let session = Session::start("bench", &args.out, default_report)?;
     let mut runs = Vec::new();
     let total = threads.len() * workers.len() * tasks.len();
     println!(
@@ -108,6 +113,15 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
                         runs.len() + 1
                     );
                 }
+                session.live().begin_run(RunInfo {
+                    label: format!(
+                        "run {}/{total}: {n} tasks on {w} worker(s) x {t} thread(s)",
+                        runs.len() + 1
+                    ),
+                    workers: w,
+                    total: Some(n),
+                    target_per_s: None,
+                });
                 let report = one_run(&exe, n, w, t, delay, &work)
                     .with_context(|| format!("{n} tasks on {w} x {t}"))?;
                 let seed = SEED
@@ -138,17 +152,60 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
             }
         }
     }
+    let report_runs = report_runs(&runs);
+    let bench = PipelineBench {
+        plumbline_version: env!("CARGO_PKG_VERSION").to_string(),
+        command: std::env::args().collect(),
+        preset: "pipeline".into(),
+        runs,
+    };
     if let Some(path) = &args.json {
-        let bench = PipelineBench {
-            plumbline_version: env!("CARGO_PKG_VERSION").to_string(),
-            command: std::env::args().collect(),
-            preset: "pipeline".into(),
-            runs,
-        };
         let text = serde_json::to_string_pretty(&bench)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
+    session.finish(Outcome {
+        runs: report_runs,
+        resolved: serde_json::json!({
+            "preset": "pipeline",
+            "items": tasks,
+            "workers": workers,
+            "threads": threads,
+            "delay": Human(delay).to_string(),
+            "work": work,
+        }),
+        seeds: Vec::new(),
+        detail: serde_json::to_value(&bench)?,
+    })?;
     Ok(Verdict::of(shutdown.requested(), failures))
+}
+
+/// The table as report rows: one scaling-curve group per tasks x threads, speedups against the
+/// group's 1-worker run.
+fn report_runs(rows: &[Row]) -> Vec<Run> {
+    let one_worker = |row: &Row| {
+        rows.iter()
+            .find(|o| o.workers == 1 && (o.tasks, o.threads) == (row.tasks, row.threads))
+    };
+    rows.iter()
+        .map(|row| {
+            let label = format!(
+                "{} tasks on {} x {} thread(s)",
+                row.tasks, row.workers, row.threads
+            );
+            let mut run = crate::pipeline::report_run(&row.report, label);
+            run.group = format!("{} tasks x {} thread(s)", row.tasks, row.threads);
+            run.workers = row.workers;
+            if let Some(one) = one_worker(row).filter(|_| row.wall_secs > 0.0) {
+                run.speedup = Some(one.wall_secs / row.wall_secs);
+                run.ideal_speedup = one
+                    .ideal_secs
+                    .zip(row.ideal_secs)
+                    .filter(|(_, ideal)| *ideal > 0.0)
+                    .map(|(one, ideal)| one / ideal);
+            }
+            run
+        })
+        .collect()
 }
 
 fn print_row(row: &Row) {

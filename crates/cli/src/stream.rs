@@ -16,6 +16,7 @@
 
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -24,7 +25,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use plumbline_core::clock::Sleeper;
 use plumbline_core::Shutdown;
 use plumbline_measure::report::secs;
-use plumbline_measure::Recorder;
+use plumbline_measure::{LatencySummary, Live, Recorder, RunInfo};
+use plumbline_report::Run;
 use plumbline_transport::broker::{
     connect_consumer, connect_producer, BrokerError, ClientOptions, Consumer, Delivery,
 };
@@ -36,6 +38,7 @@ use serde::Serialize;
 
 use crate::args::{PsConnector, StreamArgs, StreamKind, StreamMethod};
 use crate::bench::Verdict;
+use crate::session::{Outcome, Session};
 
 /// Bytes before the data in every stream message: seq (8), intended emission in ns since
 /// the run's start (8), data size (8).
@@ -61,6 +64,8 @@ pub struct StreamRun {
     pub latency_p50_s: f64,
     pub latency_p99_s: f64,
     pub latency_max_s: f64,
+    /// The whole latency histogram (HdrHistogram V2, base64), for reports.
+    pub latency_s: LatencySummary,
     /// Bytes of stream messages (data or key), and their mean per item.
     pub broker_bytes: u64,
     pub broker_bytes_per_item: f64,
@@ -70,6 +75,39 @@ pub struct StreamRun {
     pub leaked_keys: u64,
     /// Why the run ended early, if it did.
     pub error: Option<String>,
+}
+
+impl StreamRun {
+    /// One experiment as a report row; its workers are the compute workers (max-workers − 1,
+    /// the dispatcher being the other).
+    fn report_run(&self) -> Run {
+        Run {
+            label: format!(
+                "{} {} {} B #{}",
+                self.stream,
+                self.stream_method,
+                self.data_size_bytes,
+                self.repeat + 1
+            ),
+            group: format!("{} {}", self.stream, self.stream_method),
+            workers: self.max_workers.saturating_sub(1) as usize,
+            items: self.completed,
+            wall_s: self.makespan_s,
+            ideal_s: Some(self.ideal_s),
+            overhead_pct: Some(self.overhead_pct),
+            speedup: None,
+            ideal_speedup: None,
+            items_per_s: if self.makespan_s > 0.0 {
+                self.completed as f64 / self.makespan_s
+            } else {
+                0.0
+            },
+            lost: self.lost,
+            duplicates: self.duplicates,
+            latency_s: Some(self.latency_s.clone()),
+            per_worker: Vec::new(),
+        }
+    }
 }
 
 const CSV_HEADER: &str = "stream,stream_method,data_size_bytes,task_count,task_sleep,max_workers,repeat,makespan_s,ideal_s,overhead_pct,completed,lost,duplicates,latency_p50_s,latency_p99_s,latency_max_s,broker_bytes,broker_bytes_per_item,store_bytes,leaked_keys,error";
@@ -116,6 +154,8 @@ struct Experiment<'a> {
     repeat: u64,
     /// Store keys and stream names of this experiment start with it.
     prefix: String,
+    /// Watchers' view: items generated in, items done out, their latencies.
+    live: &'a Live,
 }
 
 pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
@@ -124,6 +164,7 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
         "--data-size-bytes: each size must be 1 byte to 1 GiB"
     );
     let store_url = store_url(args)?;
+    let session = Session::start("stream", &args.out, None)?;
     let mut runs = Vec::new();
     let mut n = 0;
     println!(
@@ -154,7 +195,19 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
                     size,
                     repeat,
                     prefix: format!("plumbline-{}-{n}-", std::process::id()),
+                    live: session.live(),
                 };
+                session.live().begin_run(RunInfo {
+                    label: format!(
+                        "experiment {n}: {} x {} B by {method:?} over {:?}",
+                        args.task_count, size, args.stream
+                    ),
+                    workers: args.max_workers.saturating_sub(1) as usize,
+                    total: Some(args.task_count),
+                    target_per_s: (args.task_sleep > Duration::ZERO).then(|| {
+                        (args.max_workers.saturating_sub(1)) as f64 / args.task_sleep.as_secs_f64()
+                    }),
+                });
                 let run = experiment.run(shutdown)?;
                 println!(
                     "{:>8} {:>9} {:>6} {:>10} {:>10} {:>8.2}% {:>9} {:>10.0}B {:>12.1} {:>12}{}",
@@ -184,6 +237,22 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
         std::fs::write(path, serde_json::to_string_pretty(&runs)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    session.finish(Outcome {
+        runs: runs.iter().map(StreamRun::report_run).collect(),
+        resolved: serde_json::json!({
+            "stream": format!("{:?}", args.stream).to_lowercase(),
+            "stream_servers": args.stream_servers,
+            "stream_method": args.stream_method.iter().map(|m| format!("{m:?}").to_lowercase()).collect::<Vec<_>>(),
+            "data_size_bytes": args.data_size_bytes,
+            "task_count": args.task_count,
+            "task_sleep_s": args.task_sleep.as_secs_f64(),
+            "max_workers": args.max_workers,
+            "repeat": args.repeat,
+            "ps_connector": format!("{:?}", args.ps_connector).to_lowercase(),
+        }),
+        seeds: (0..args.repeat).collect(),
+        detail: serde_json::to_value(&runs)?,
+    })?;
     let failures: Vec<String> = runs
         .iter()
         .filter(|r| r.lost > 0 || r.leaked_keys > 0 || r.error.is_some())
@@ -364,6 +433,7 @@ impl Experiment<'_> {
             latency_p50_s: latency.p50,
             latency_p99_s: latency.p99,
             latency_max_s: latency.max,
+            latency_s: latency.clone(),
             broker_bytes: generated.broker_bytes,
             broker_bytes_per_item: generated.broker_bytes as f64 / args.task_count.max(1) as f64,
             store_bytes: generated.store_bytes,
@@ -423,6 +493,7 @@ impl Experiment<'_> {
                 break;
             }
             out.broker_bytes += message.len() as u64;
+            self.live.items_in.fetch_add(1, Ordering::Relaxed);
         }
         if let Err(e) = producer.finish(Duration::from_secs(60)) {
             out.error.get_or_insert(e.to_string());
@@ -448,10 +519,13 @@ impl Experiment<'_> {
         let mut seen = std::collections::HashSet::new();
         let mut acks = Vec::new();
         let mut stream_ok = true;
+        let mut unpublished = Recorder::new();
         while out.completed < n && Instant::now() < deadline && !shutdown.requested() {
             while let Ok(d) = done.try_recv() {
                 out.completed += 1;
                 out.latency.record_ns(d.latency_ns);
+                unpublished.record_ns(d.latency_ns);
+                self.live.items_out.fetch_add(1, Ordering::Relaxed);
                 out.last_done = Some(start.elapsed());
                 if let Some(e) = d.error {
                     out.error.get_or_insert(format!("item {}: {e}", d.seq));
@@ -459,6 +533,7 @@ impl Experiment<'_> {
                 acks.push(d.delivery);
             }
             if !acks.is_empty() {
+                self.live.add_latencies(&mut unpublished);
                 if let Err(e) = consumer.ack(&acks) {
                     out.error.get_or_insert(e.to_string());
                 }

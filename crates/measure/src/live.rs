@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Recorder;
 
+/// The shortest last tick worth a rate.
+pub const MIN_PARTIAL: Duration = Duration::from_millis(250);
+
 /// Ticks kept for the report's timeline: a day at one a second. Older ticks are dropped, and
 /// the count of dropped ticks is kept so the timeline says where it starts.
 const MAX_TICKS: usize = 86_400;
@@ -271,6 +274,11 @@ impl Live {
         }
     }
 
+    /// Time since the last tick (or the start).
+    pub fn since_last_tick(&self) -> Duration {
+        lock(&self.last).at.elapsed()
+    }
+
     /// The whole timeline, and how many older ticks were dropped from its start.
     pub fn timeline(&self) -> (Vec<Tick>, u64) {
         let ticks = lock(&self.ticks);
@@ -279,7 +287,8 @@ impl Live {
 }
 
 /// Calls [`Live::tick`] once a second on its own thread until dropped; the last partial
-/// second is ticked on drop so the timeline reaches the end of the run.
+/// second is ticked on drop so the timeline reaches the end of the run, unless it is shorter
+/// than [`MIN_PARTIAL`] (a rate over a few milliseconds would be noise).
 pub struct Ticker {
     stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -297,7 +306,8 @@ impl Ticker {
                 let start = Instant::now();
                 let mut n = 1u32;
                 let mut stopped = lock(flag);
-                loop {
+                // Checked before each wait too: a stop that came first would find no waiter.
+                while !*stopped {
                     let due = start + Duration::from_secs(n.into());
                     let wait = due.saturating_duration_since(Instant::now());
                     stopped = cvar
@@ -313,7 +323,9 @@ impl Ticker {
                     }
                 }
                 drop(stopped);
-                live.tick();
+                if live.since_last_tick() >= MIN_PARTIAL {
+                    live.tick();
+                }
             })
             .expect("spawning the ticker thread");
         Self {
@@ -390,9 +402,17 @@ mod tests {
     }
 
     #[test]
-    fn the_ticker_ticks_on_drop_at_least() {
+    fn the_ticker_closes_a_partial_second_on_drop_unless_it_is_a_sliver() {
         let live = Arc::new(Live::new());
         drop(Ticker::start(live.clone()));
+        assert_eq!(
+            live.timeline().0.len(),
+            0,
+            "a few microseconds make no tick"
+        );
+        let ticker = Ticker::start(live.clone());
+        std::thread::sleep(MIN_PARTIAL + Duration::from_millis(50));
+        drop(ticker);
         assert_eq!(live.timeline().0.len(), 1);
     }
 }
