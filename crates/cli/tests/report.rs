@@ -208,3 +208,71 @@ fn issue7_compare_thresholds_are_checked_when_parsed() {
         stderr(&out)
     );
 }
+
+#[test]
+fn issue7_a_paced_send_and_its_receiver_report_the_timeline() {
+    let _cpu = exclusive();
+    let dir = scratch("paced-report");
+    let (send_dir, receive_dir) = (dir.join("send"), dir.join("receive"));
+    let receiving = common::Receiving::start(&[
+        "--expect",
+        "1500",
+        "--report",
+        receive_dir.to_str().unwrap(),
+    ]);
+    let out = plumbline(&[
+        "send",
+        "--quiet",
+        "--host",
+        &receiving.addr,
+        "--gen",
+        "nonces",
+        "--rate",
+        "500/s",
+        "--messages",
+        "1500",
+        "--report",
+        send_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (code, _, err) = receiving.finish();
+    assert_eq!(code, Some(0), "{err}");
+    let send: Value =
+        serde_json::from_str(&std::fs::read_to_string(send_dir.join("run.json")).unwrap()).unwrap();
+    let ticks = send["timeline"].as_array().unwrap();
+    assert!(ticks.len() >= 2, "{ticks:?}");
+    // Full seconds of a 500/s send: the target, and an achieved rate close to it.
+    let first = &ticks[0];
+    assert_eq!(first["target_per_s"], 500.0);
+    let achieved = first["in_per_s"].as_f64().unwrap();
+    assert!(
+        (achieved - 500.0).abs() < 100.0,
+        "second 1 sent {achieved}/s"
+    );
+    assert_eq!(send["runs"][0]["items"], 1500);
+    assert!((send["runs"][0]["ideal_s"].as_f64().unwrap() - 3.0).abs() < 1e-9);
+    for plot in ["rate", "lag", "latency", "overhead"] {
+        assert_eq!(
+            png_size(&send_dir.join(format!("{plot}.png"))),
+            (960, 540),
+            "{plot}"
+        );
+    }
+    let receive: Value =
+        serde_json::from_str(&std::fs::read_to_string(receive_dir.join("run.json")).unwrap())
+            .unwrap();
+    assert_eq!(receive["meta"]["kind"], "receive");
+    assert_eq!(receive["runs"][0]["items"], 1500);
+    assert_eq!(receive["runs"][0]["lost"], 0);
+    let out_rate = receive["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["out_per_s"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(
+        out_rate > 300.0,
+        "the receiver saw at most {out_rate}/s in a second"
+    );
+    assert!(receive_dir.join("rate.png").exists());
+}

@@ -197,3 +197,62 @@ fn issue7_ui_on_a_port_in_use_fails_at_once_naming_it() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("already in use"), "{}", stderr(&out));
 }
+
+#[test]
+fn issue7_the_initializers_live_page_shows_every_worker_and_partition() {
+    let _cpu = exclusive();
+    let (init, _workers, source, external) =
+        common::cluster("sleepy", "1ms", 1, None, &["--ui", "127.0.0.1:0"]);
+    let url = format!(
+        "http://{}",
+        init.wait_for("live page: http://")
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+    let out = plumbline(&[
+        "send",
+        "--host",
+        &source,
+        "--gen",
+        "nonces",
+        "--rate",
+        "2000/s",
+        "--messages",
+        "600",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Joiners report once a second: wait until both workers' counts add up to what was sent.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let snapshot = loop {
+        let snapshot: serde_json::Value =
+            serde_json::from_str(&get(&url, "/snapshot.json")).unwrap();
+        if snapshot["items_out"] == 600 {
+            break snapshot;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed 600 items out: {snapshot}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(snapshot["items_in"], 600);
+    let per_worker: Vec<u64> = snapshot["per_worker"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(per_worker.len(), 2, "{snapshot}");
+    assert!(per_worker.iter().all(|&n| n > 0) && per_worker.iter().sum::<u64>() == 600);
+    let partitions = snapshot["per_partition"].as_array().unwrap();
+    assert_eq!(partitions.len(), 60, "sleepy has 60 partitions");
+    let routed: u64 = partitions.iter().map(|p| p[1].as_u64().unwrap()).sum();
+    assert_eq!(routed, 600);
+    let samples = exposition::parse_exposition(&get(&url, "/metrics"));
+    assert_eq!(
+        samples["plumbline_partition_items_total{partition=\"0\"}"],
+        partitions[0][1].as_f64().unwrap()
+    );
+    assert!(plumbline(&["shutdown", &external]).status.success());
+}

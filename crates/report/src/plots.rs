@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -423,15 +424,18 @@ fn balance<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, Shift>) -> D
     Ok(())
 }
 
-fn rate<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, Shift>) -> Drawn {
-    let t = &doc.timeline;
-    let max_t = t.last().map_or(1.0, |k| k.t_s).max(1.0);
-    let max_y = t
-        .iter()
-        .flat_map(|k| [k.in_per_s, k.out_per_s, k.target_per_s.unwrap_or(0.0)])
-        .fold(1.0, f64::max);
+type Timeline<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Axes of a timeline chart: seconds since start against `y_desc` from 0 to `max_y`.
+fn timeline_chart<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    max_t: f64,
+    max_y: f64,
+    y_desc: &str,
+) -> Result<Timeline<'a, DB>, String> {
     let mut chart = ChartBuilder::on(root)
-        .caption("Rate per second: target, in, out", TITLE)
+        .caption(title, TITLE)
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(72)
@@ -440,9 +444,26 @@ fn rate<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, Shift>) -> Draw
     chart
         .configure_mesh()
         .x_desc("seconds since start")
-        .y_desc("items per second")
+        .y_desc(y_desc)
         .draw()
         .map_err(err)?;
+    Ok(chart)
+}
+
+fn rate<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, Shift>) -> Drawn {
+    let t = &doc.timeline;
+    let max_t = t.last().map_or(1.0, |k| k.t_s).max(1.0);
+    let max_y = t
+        .iter()
+        .flat_map(|k| [k.in_per_s, k.out_per_s, k.target_per_s.unwrap_or(0.0)])
+        .fold(1.0, f64::max);
+    let mut chart = timeline_chart(
+        root,
+        "Rate per second: target, in, out",
+        max_t,
+        max_y,
+        "items per second",
+    )?;
     let targets: Vec<(f64, f64)> = t
         .iter()
         .filter_map(|k| k.target_per_s.map(|r| (k.t_s, r)))
@@ -482,19 +503,13 @@ fn lag<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, Shift>) -> Drawn
         .max()
         .unwrap_or(1)
         .max(1) as f64;
-    let mut chart = ChartBuilder::on(root)
-        .caption("In flight and late sends per second", TITLE)
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0f64..max_t, 0f64..max_y * 1.1)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since start")
-        .y_desc("items")
-        .draw()
-        .map_err(err)?;
+    let mut chart = timeline_chart(
+        root,
+        "In flight and late sends per second",
+        max_t,
+        max_y,
+        "items",
+    )?;
     let late = color(3);
     chart
         .draw_series(t.iter().filter(|k| k.late > 0).map(|k| {
