@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ReportError;
 
+/// The largest `run.json` read (a day's timeline and thousands of runs fit in a few MB).
+pub const MAX_RUN_JSON: u64 = 256 << 20;
+
 /// What `format` says in every `run.json` this version writes.
 pub const FORMAT: &str = "plumbline-report/1";
 
@@ -128,7 +131,7 @@ impl RunDoc {
         if !dir.is_dir() {
             return Err(ReportError::NoFolder(dir.to_path_buf()));
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| {
+        let io = |source: std::io::Error| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 ReportError::NoRunJson(dir.to_path_buf())
             } else {
@@ -137,8 +140,21 @@ impl RunDoc {
                     source,
                 }
             }
-        })?;
-        let doc: RunDoc = serde_json::from_str(&text).map_err(|source| ReportError::Corrupt {
+        };
+        // Checked before reading, so a huge file is refused rather than loaded.
+        let size = std::fs::metadata(&path).map_err(io)?.len();
+        if size > MAX_RUN_JSON {
+            return Err(ReportError::TooLarge { path, size });
+        }
+        let text = std::fs::read(&path).map_err(io)?;
+        Self::parse(&text).map_err(|e| e.at(&path))
+    }
+
+    /// Decodes a `run.json`'s bytes and checks what serde cannot: the format and that every
+    /// latency histogram decodes. Errors carry an empty path; [`RunDoc::load`] fills it in.
+    pub fn parse(bytes: &[u8]) -> Result<RunDoc, ReportError> {
+        let path = std::path::PathBuf::new();
+        let doc: RunDoc = serde_json::from_slice(bytes).map_err(|source| ReportError::Corrupt {
             path: path.clone(),
             source,
         })?;

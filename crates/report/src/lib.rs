@@ -14,7 +14,7 @@ mod table;
 use std::path::{Path, PathBuf};
 
 pub use compare::{compare, Comparison, Thresholds};
-pub use doc::{now_rfc3339, HostInfo, Meta, Run, RunDoc, FORMAT};
+pub use doc::{now_rfc3339, HostInfo, Meta, Run, RunDoc, FORMAT, MAX_RUN_JSON};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -40,8 +40,25 @@ pub enum ReportError {
         run: String,
         source: plumbline_measure::recorder::HdrError,
     },
+    #[error("{} is {size} bytes, more than the {MAX_RUN_JSON}-byte limit of a report", path.display())]
+    TooLarge { path: PathBuf, size: u64 },
     #[error("drawing the plots into {}: {message}", dir.display())]
     Plot { dir: PathBuf, message: String },
+}
+
+impl ReportError {
+    /// The same error about the file at `at`.
+    fn at(self, at: &Path) -> Self {
+        let path = at.to_path_buf();
+        match self {
+            ReportError::Corrupt { source, .. } => ReportError::Corrupt { path, source },
+            ReportError::Format { found, .. } => ReportError::Format { path, found },
+            ReportError::Histogram { run, source, .. } => {
+                ReportError::Histogram { path, run, source }
+            }
+            other => other,
+        }
+    }
 }
 
 /// The files a report folder holds after [`write`].
@@ -230,5 +247,12 @@ mod tests {
         std::fs::write(dir.join("run.json"), doc.to_json()).unwrap();
         let e = RunDoc::load(&dir).unwrap_err().to_string();
         assert!(e.contains("run \"a\"") && e.contains("HdrHistogram"), "{e}");
+        // A sparse file: refused by its size, never read.
+        std::fs::File::create(dir.join("run.json"))
+            .unwrap()
+            .set_len(MAX_RUN_JSON + 1)
+            .unwrap();
+        let e = RunDoc::load(&dir).unwrap_err().to_string();
+        assert!(e.contains("more than the 268435456-byte limit"), "{e}");
     }
 }
