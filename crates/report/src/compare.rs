@@ -171,12 +171,14 @@ impl Comparison {
     }
 }
 
+/// Keeps a label's end, where runs of one group differ ("… on 10").
 fn clip(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
+    let count = text.chars().count();
+    if count <= width {
         text.to_string()
     } else {
-        let kept: String = text.chars().take(width - 1).collect();
-        format!("{kept}…")
+        let kept: String = text.chars().skip(count - (width - 1)).collect();
+        format!("…{kept}")
     }
 }
 
@@ -250,6 +252,14 @@ mod tests {
         assert_eq!(c.added, vec!["c".to_string()]);
         assert!(!c.passed());
         assert!(c.table().contains("missing from the new report"));
+    }
+
+    #[test]
+    fn long_labels_keep_the_end_that_tells_runs_apart() {
+        let label = "1000 nonces x 0.01s sleep balanced threads (uniform) on 10";
+        assert_eq!(clip(label, 12), "…form) on 10");
+        assert_eq!(clip(label, 12).chars().count(), 12);
+        assert_eq!(clip("short", 12), "short");
     }
 
     #[test]
