@@ -128,6 +128,9 @@ impl RunDoc {
     /// Reads `dir/run.json`, naming the file and what is wrong with it.
     pub fn load(dir: &Path) -> Result<RunDoc, ReportError> {
         let path = dir.join("run.json");
+        if !dir.exists() {
+            return Err(ReportError::Missing(dir.to_path_buf()));
+        }
         if !dir.is_dir() {
             return Err(ReportError::NoFolder(dir.to_path_buf()));
         }

@@ -18,6 +18,8 @@ pub use doc::{now_rfc3339, HostInfo, Meta, Run, RunDoc, FORMAT, MAX_RUN_JSON};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    #[error("{} does not exist", .0.display())]
+    Missing(PathBuf),
     #[error("{} is not a folder", .0.display())]
     NoFolder(PathBuf),
     #[error("{} has no run.json: is it a plumbline report folder?", .0.display())]
@@ -223,7 +225,11 @@ mod tests {
     fn loading_names_what_is_wrong() {
         let dir = scratch("bad");
         let e = RunDoc::load(&dir).unwrap_err().to_string();
-        assert!(e.contains("is not a folder"), "{e}");
+        assert!(e.ends_with("does not exist"), "{e}");
+        let e = RunDoc::load(Path::new("Cargo.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Cargo.toml is not a folder"), "{e}");
         std::fs::create_dir_all(&dir).unwrap();
         let e = RunDoc::load(&dir).unwrap_err().to_string();
         assert!(e.contains("has no run.json"), "{e}");
