@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use plumbline_measure::report::Host;
 use plumbline_measure::{Live, Ticker};
-use plumbline_report::{HostInfo, Meta, Run, RunDoc};
+use plumbline_report::{Meta, Run, RunDoc};
 use plumbline_ui::UiServer;
 
 use crate::args::ReportArgs;
@@ -97,7 +98,7 @@ impl Session {
                 seeds: outcome.seeds,
                 version: env!("CARGO_PKG_VERSION").into(),
                 git_commit: env!("PLUMBLINE_GIT_COMMIT").into(),
-                host: HostInfo::current(),
+                host: Host::current(),
                 started_at: self.started_at.clone(),
                 ended_at: plumbline_report::now_rfc3339(),
             },

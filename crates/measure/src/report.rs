@@ -71,14 +71,31 @@ pub struct Host {
     pub cores: usize,
     pub os: String,
     pub arch: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    #[serde(default)]
+    pub kernel: Option<String>,
 }
 
 impl Host {
+    /// This machine; what the OS does not tell (Linux's `/proc` is read) is `None`.
     pub fn current() -> Self {
+        let read = |path: &str| std::fs::read_to_string(path).ok();
         Self {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
+            hostname: read("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .or_else(|| std::env::var("HOSTNAME").ok()),
+            memory_bytes: read("/proc/meminfo").and_then(|m| {
+                let kib = m.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+                let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
+                Some(kib * 1024)
+            }),
+            kernel: read("/proc/sys/kernel/osrelease").map(|k| k.trim().to_string()),
         }
     }
 }
@@ -370,6 +387,9 @@ mod tests {
                 cores: 2,
                 os: "linux".into(),
                 arch: "x86_64".into(),
+                hostname: None,
+                memory_bytes: None,
+                kernel: None,
             },
             runs,
         }
@@ -418,5 +438,15 @@ mod tests {
         );
         assert!(text.contains("at most 1.00x"), "{text}");
         assert!(text.lines().next().unwrap().contains("overhead"));
+    }
+
+    #[test]
+    fn the_host_is_read_from_this_machine() {
+        let host = Host::current();
+        assert!(host.cores >= 1);
+        if cfg!(target_os = "linux") {
+            assert!(host.memory_bytes.unwrap() > 1 << 20);
+            assert!(host.kernel.is_some());
+        }
     }
 }

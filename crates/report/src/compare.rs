@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use crate::doc::{Run, RunDoc};
-use crate::table::human_s;
+use plumbline_measure::report::secs;
 
 /// What may get worse before `compare` fails.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,8 +71,8 @@ pub fn compare(base: &RunDoc, new: &RunDoc, limits: Thresholds) -> Comparison {
             if bp > 0.0 && change > limits.max_p99_increase_pct {
                 breaches.push(format!(
                     "p99 {} → {} (+{change:.1} %, limit {} %)",
-                    human_s(bp),
-                    human_s(np),
+                    secs(bp),
+                    secs(np),
                     limits.max_p99_increase_pct
                 ));
             }
@@ -124,7 +124,7 @@ impl Comparison {
     /// The side-by-side table.
     pub fn table(&self) -> String {
         let pct = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:+.2}%"));
-        let lat = |v: Option<f64>| v.map_or("–".into(), human_s);
+        let lat = |v: Option<f64>| v.map_or("–".into(), secs);
         let mut out = format!(
             "{:<44} {:>9} {:>9} {:>8} | {:>10} {:>10} {:>7} | {:>10} {:>7}  verdict\n",
             "run", "ovh base", "ovh new", "Δ pp", "p99 base", "p99 new", "Δ", "items/s", "Δ"

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use plumbline_measure::report::Host;
 use plumbline_measure::{LatencySummary, Tick};
 use serde::{Deserialize, Serialize};
 
@@ -52,44 +53,10 @@ pub struct Meta {
     pub version: String,
     /// `git describe`-like commit of the binary's source, or "unknown".
     pub git_commit: String,
-    pub host: HostInfo,
+    pub host: Host,
     /// RFC 3339, UTC.
     pub started_at: String,
     pub ended_at: String,
-}
-
-/// The machine a report was measured on.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HostInfo {
-    pub hostname: String,
-    pub cores: usize,
-    pub memory_bytes: Option<u64>,
-    pub os: String,
-    pub kernel: Option<String>,
-    pub arch: String,
-}
-
-impl HostInfo {
-    /// This machine, read from the OS (Linux's `/proc`; fields it cannot read are `None`).
-    pub fn current() -> Self {
-        let read = |path: &str| std::fs::read_to_string(path).ok();
-        Self {
-            hostname: read("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .or_else(|| std::env::var("HOSTNAME").ok())
-                .unwrap_or_else(|| "unknown".into()),
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            memory_bytes: read("/proc/meminfo")
-                .and_then(|m| {
-                    let kib = m.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
-                    kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
-                })
-                .map(|kib| kib * 1024),
-            os: std::env::consts::OS.to_string(),
-            kernel: read("/proc/sys/kernel/osrelease").map(|k| k.trim().to_string()),
-            arch: std::env::consts::ARCH.to_string(),
-        }
-    }
 }
 
 /// Now, as RFC 3339 UTC to the millisecond.
@@ -203,7 +170,7 @@ pub(crate) mod tests {
                 seeds: vec![7],
                 version: "0.1.0".into(),
                 git_commit: "abc".into(),
-                host: HostInfo::current(),
+                host: Host::current(),
                 started_at: now_rfc3339(),
                 ended_at: now_rfc3339(),
             },
@@ -236,16 +203,6 @@ pub(crate) mod tests {
             timeline: Vec::new(),
             timeline_dropped: 0,
             detail: serde_json::Value::Null,
-        }
-    }
-
-    #[test]
-    fn host_info_reads_this_machine() {
-        let host = HostInfo::current();
-        assert!(host.cores >= 1);
-        if cfg!(target_os = "linux") {
-            assert!(host.memory_bytes.unwrap() > 1 << 20);
-            assert!(host.kernel.is_some());
         }
     }
 

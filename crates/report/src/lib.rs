@@ -14,7 +14,7 @@ mod table;
 use std::path::{Path, PathBuf};
 
 pub use compare::{compare, Comparison, Thresholds};
-pub use doc::{now_rfc3339, HostInfo, Meta, Run, RunDoc, FORMAT, MAX_RUN_JSON};
+pub use doc::{now_rfc3339, Meta, Run, RunDoc, FORMAT, MAX_RUN_JSON};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {

@@ -250,22 +250,14 @@ fn overhead<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, Shift>) -> 
     let hi = values.iter().map(|v| v.1).fold(0.0, f64::max).max(1.0);
     let pad = (hi - lo) * 0.1;
     let n = doc.runs.len();
-    let mut chart = ChartBuilder::on(root)
-        .caption("Overhead over the ideal, per run", TITLE)
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(-0.5f64..n as f64 - 0.5, (lo - pad)..(hi + pad))
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n.min(30))
-        .x_label_formatter(&run_number)
-        .x_desc("run (see the table)")
-        .y_desc("overhead %")
-        .draw()
-        .map_err(err)?;
+    let mut chart = per_run_chart(
+        root,
+        "Overhead over the ideal, per run",
+        n,
+        (lo - pad)..(hi + pad),
+        "run (see the table)",
+        "overhead %",
+    )?;
     chart
         .draw_series(values.iter().map(|&(i, o)| {
             let c = if o > 5.0 { color(3) } else { color(0) };
@@ -285,6 +277,34 @@ fn overhead<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, Shift>) -> 
         }))
         .map_err(err)?;
     Ok(())
+}
+
+/// Axes of a per-run chart: runs 1..=n as bars centred on whole x values, against `y`.
+fn per_run_chart<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    n: usize,
+    y: std::ops::Range<f64>,
+    x_desc: &str,
+    y_desc: &str,
+) -> Result<Chart2d<'a, DB>, String> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, TITLE)
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(-0.5f64..n as f64 - 0.5, y)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n.min(30))
+        .x_label_formatter(&run_number)
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
 }
 
 /// Run numbers (1-based, as in the table) under bars centred on whole x values.
@@ -382,22 +402,14 @@ fn balance<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, Shift>) -> D
         .max()
         .unwrap_or(1)
         .max(1) as f64;
-    let mut chart = ChartBuilder::on(root)
-        .caption("Items per worker, per run", TITLE)
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..max * 1.1)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n.min(30))
-        .x_label_formatter(&run_number)
-        .x_desc("run (bars: workers in order; line: an even split)")
-        .y_desc("items")
-        .draw()
-        .map_err(err)?;
+    let mut chart = per_run_chart(
+        root,
+        "Items per worker, per run",
+        n,
+        0f64..max * 1.1,
+        "run (bars: workers in order; line: an even split)",
+        "items",
+    )?;
     for (i, run) in doc.runs.iter().enumerate() {
         let k = run.per_worker.len();
         if k == 0 {
@@ -424,7 +436,7 @@ fn balance<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, Shift>) -> D
     Ok(())
 }
 
-type Timeline<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+type Chart2d<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// Axes of a timeline chart: seconds since start against `y_desc` from 0 to `max_y`.
 fn timeline_chart<'a, DB: DrawingBackend>(
@@ -433,7 +445,7 @@ fn timeline_chart<'a, DB: DrawingBackend>(
     max_t: f64,
     max_y: f64,
     y_desc: &str,
-) -> Result<Timeline<'a, DB>, String> {
+) -> Result<Chart2d<'a, DB>, String> {
     let mut chart = ChartBuilder::on(root)
         .caption(title, TITLE)
         .margin(16)

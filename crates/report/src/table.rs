@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use plumbline_measure::report::secs;
+
 use crate::doc::{Meta, Run};
 
 /// The CSV header; one row per run follows.
@@ -59,17 +61,6 @@ pub fn esc(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Seconds in a readable unit.
-pub fn human_s(s: f64) -> String {
-    if s >= 1.0 {
-        format!("{s:.3} s")
-    } else if s >= 1e-3 {
-        format!("{:.2} ms", s * 1e3)
-    } else {
-        format!("{:.1} µs", s * 1e6)
-    }
-}
-
 pub fn runs_html(runs: &[Run]) -> String {
     let mut out = String::from(
         "<table><thead><tr><th>#</th><th>run</th><th>workers</th><th>items</th><th>ideal</th>\
@@ -88,14 +79,14 @@ pub fn runs_html(runs: &[Run]) -> String {
             esc(&r.label),
             r.workers,
             r.items,
-            r.ideal_s.map_or_else(dash, human_s),
-            human_s(r.wall_s),
+            r.ideal_s.map_or_else(dash, secs),
+            secs(r.wall_s),
             r.overhead_pct.map_or_else(dash, |o| format!("{o:+.2} %")),
             r.speedup.map_or_else(dash, |s| format!("{s:.2}×")),
             r.ideal_speedup.map_or_else(dash, |s| format!("{s:.2}×")),
             r.items_per_s,
-            l.map_or_else(dash, |l| human_s(l.p50)),
-            l.map_or_else(dash, |l| human_s(l.p99)),
+            l.map_or_else(dash, |l| secs(l.p50)),
+            l.map_or_else(dash, |l| secs(l.p99)),
             if r.lost > 0 { " class=bad" } else { "" },
             r.lost,
             if r.duplicates > 0 { " class=bad" } else { "" },
@@ -136,7 +127,7 @@ pub fn meta_html(meta: &Meta) -> String {
             "host",
             format!(
                 "{}: {} cores, {memory}, {} {} ({})",
-                host.hostname,
+                host.hostname.as_deref().unwrap_or("unknown"),
                 host.cores,
                 host.os,
                 host.kernel.as_deref().unwrap_or("unknown kernel"),
