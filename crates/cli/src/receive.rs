@@ -80,8 +80,8 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
     print!("{}", text(&summary));
     if let Some(stats) = &consumed {
         println!(
-            "broker: {} delivered ({} redelivered), {} acknowledged, {} above --max-frame skipped, {} dropped by the client",
-            stats.delivered, stats.redelivered, stats.acked, stats.oversized, stats.dropped
+            "broker: {} delivered ({} redelivered), {} acknowledged, {} above --max-frame skipped, {} empty skipped, {} dropped by the client",
+            stats.delivered, stats.redelivered, stats.acked, stats.oversized, stats.empty, stats.dropped
         );
     }
     if let Some(path) = &args.json {
@@ -253,7 +253,7 @@ fn serve_broker(
         receiver.stop();
         stop.store(true, Ordering::Relaxed);
     });
-    Ok(source.consumer().stats())
+    Ok(source.stats())
 }
 
 fn text(s: &ReceiveSummary) -> String {

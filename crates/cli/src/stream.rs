@@ -501,6 +501,19 @@ impl Experiment<'_> {
         Ok(out)
     }
 
+    /// Counts one finished item and queues its delivery for acknowledgement.
+    fn complete(&self, out: &mut Dispatched, d: Done, start: Instant, acks: &mut Vec<Delivery>) {
+        out.completed += 1;
+        out.latency.record_ns(d.latency_ns);
+        out.unpublished.record_ns(d.latency_ns);
+        self.live.items_out.fetch_add(1, Ordering::Relaxed);
+        out.last_done = Some(start.elapsed());
+        if let Some(e) = d.error {
+            out.error.get_or_insert(format!("item {}: {e}", d.seq));
+        }
+        acks.push(d.delivery);
+    }
+
     /// Hands each arriving item to a free compute worker (one in flight each) and collects
     /// completions until every item is done, the stream fails, or the run times out.
     fn dispatch(
@@ -519,21 +532,12 @@ impl Experiment<'_> {
         let mut seen = std::collections::HashSet::new();
         let mut acks = Vec::new();
         let mut stream_ok = true;
-        let mut unpublished = Recorder::new();
         while out.completed < n && Instant::now() < deadline && !shutdown.requested() {
             while let Ok(d) = done.try_recv() {
-                out.completed += 1;
-                out.latency.record_ns(d.latency_ns);
-                unpublished.record_ns(d.latency_ns);
-                self.live.items_out.fetch_add(1, Ordering::Relaxed);
-                out.last_done = Some(start.elapsed());
-                if let Some(e) = d.error {
-                    out.error.get_or_insert(format!("item {}: {e}", d.seq));
-                }
-                acks.push(d.delivery);
+                self.complete(&mut out, d, start, &mut acks);
             }
             if !acks.is_empty() {
-                self.live.add_latencies(&mut unpublished);
+                self.live.add_latencies(&mut out.unpublished);
                 if let Err(e) = consumer.ack(&acks) {
                     out.error.get_or_insert(e.to_string());
                 }
@@ -565,11 +569,17 @@ impl Experiment<'_> {
                                     size,
                                 });
                             }
-                            Some(_) => out.duplicates += 1,
+                            // Acknowledged at once, so an at-least-once stream does not
+                            // hand them out again.
+                            Some(_) => {
+                                out.duplicates += 1;
+                                acks.push(delivery);
+                            }
                             None => {
                                 out.error.get_or_insert(
                                     "a stream message without the plumbline stream header".into(),
                                 );
+                                acks.push(delivery);
                             }
                         }
                     }
@@ -583,11 +593,9 @@ impl Experiment<'_> {
         drop(tasks);
         // Workers still busy finish; their completions count.
         for d in done.iter() {
-            out.completed += 1;
-            out.latency.record_ns(d.latency_ns);
-            out.last_done = Some(start.elapsed());
-            acks.push(d.delivery);
+            self.complete(&mut out, d, start, &mut acks);
         }
+        self.live.add_latencies(&mut out.unpublished);
         let _ = consumer.ack(&acks);
         if out.completed < n && Instant::now() >= deadline {
             out.error.get_or_insert(format!(
@@ -633,6 +641,8 @@ struct Dispatched {
     completed: u64,
     duplicates: u64,
     latency: Recorder,
+    /// Latencies not yet handed to the live page.
+    unpublished: Recorder,
     last_done: Option<Duration>,
     error: Option<String>,
 }

@@ -210,7 +210,7 @@ fn a_killed_worker_loses_nothing(kind: Kind, url: impl Fn(&str) -> String) {
             line.split(' ')
                 .next()
                 .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0)
+                .unwrap_or_else(|| panic!("no item count in the worker's line {line:?}"))
         })
         .sum();
     // The victim had finished some and held others: the survivors did the rest, and

@@ -83,6 +83,11 @@ pub fn is_plumbline(frame: &[u8]) -> bool {
     frame.len() >= HEADER_LEN && frame[..3] == MAGIC
 }
 
+/// The routing key of a plumbline-framed payload, read in place; `None` for other payloads.
+pub fn key(frame: &[u8]) -> Option<u32> {
+    is_plumbline(frame).then(|| u32::from_be_bytes(frame[24..28].try_into().expect("4 bytes")))
+}
+
 /// Nanoseconds since the UNIX epoch, now.
 pub fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()

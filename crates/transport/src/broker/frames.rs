@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use plumbline_core::header;
 
-use super::{BrokerError, Consumer, Delivery, Producer};
+use super::{BrokerError, Consumer, ConsumerStats, Delivery, Producer};
 
 /// A `Write` that publishes each frame written to it.
 pub struct FramePublisher {
@@ -26,6 +26,9 @@ pub struct FramePublisher {
     max_payload: usize,
     /// Key for frames without a plumbline header: a counter, so raw frames spread evenly.
     next_key: u32,
+    /// The first failure. After it every write fails at once: a caller's buffer flushed again
+    /// on drop must not republish frames already sent.
+    failed: Option<String>,
 }
 
 impl FramePublisher {
@@ -35,6 +38,7 @@ impl FramePublisher {
             pending: Vec::new(),
             max_payload,
             next_key: 0,
+            failed: None,
         }
     }
 
@@ -49,13 +53,10 @@ impl FramePublisher {
 
     fn publish(&mut self, payload_at: usize, len: usize) -> io::Result<()> {
         let payload = &self.pending[payload_at..payload_at + len];
-        let key = if header::is_plumbline(payload) {
-            // The header's key field: bytes 24..28 (see plumbline_core::header).
-            u32::from_be_bytes(payload[24..28].try_into().expect("4 bytes"))
-        } else {
+        let key = header::key(payload).unwrap_or_else(|| {
             self.next_key = self.next_key.wrapping_add(1);
             self.next_key
-        };
+        });
         self.producer
             .send(key, payload)
             .map_err(|e| io::Error::other(e.to_string()))
@@ -64,6 +65,30 @@ impl FramePublisher {
 
 impl Write for FramePublisher {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(failure) = &self.failed {
+            return Err(io::Error::other(failure.clone()));
+        }
+        let result = self.publish_complete(buf);
+        if let Err(e) = &result {
+            self.failed = Some(e.to_string());
+            self.pending.clear();
+        }
+        result
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(failure) = &self.failed {
+            return Err(io::Error::other(failure.clone()));
+        }
+        self.producer
+            .flush()
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+impl FramePublisher {
+    /// Appends `buf` and publishes every frame it completes.
+    fn publish_complete(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.pending.extend_from_slice(buf);
         let mut at = 0;
         while self.pending.len() - at >= 4 {
@@ -84,12 +109,6 @@ impl Write for FramePublisher {
         self.pending.drain(..at);
         Ok(buf.len())
     }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.producer
-            .flush()
-            .map_err(|e| io::Error::other(e.to_string()))
-    }
 }
 
 /// A `Read` that yields a consumer's deliveries as length-prefixed frames.
@@ -102,6 +121,8 @@ pub struct FrameSource<F: Fn() -> bool> {
     batch: Vec<Delivery>,
     /// Asked before each wait: true ends the stream (EOF).
     stop: F,
+    /// Empty messages skipped.
+    empty: u64,
 }
 
 /// How long one poll waits before the stop condition is asked again.
@@ -115,11 +136,16 @@ impl<F: Fn() -> bool> FrameSource<F> {
             at: 0,
             batch: Vec::new(),
             stop,
+            empty: 0,
         }
     }
 
-    pub fn consumer(&self) -> &dyn Consumer {
-        self.consumer.as_ref()
+    /// The consumer's stats, with the empty messages this source skipped.
+    pub fn stats(&self) -> ConsumerStats {
+        ConsumerStats {
+            empty: self.empty,
+            ..self.consumer.stats()
+        }
     }
 
     fn refill(&mut self) -> io::Result<bool> {
@@ -143,9 +169,22 @@ impl<F: Fn() -> bool> FrameSource<F> {
             self.buffer.clear();
             self.at = 0;
             for d in &batch {
+                // A zero-length frame is invalid to every reader: skip it (it is still
+                // acknowledged with its batch) rather than end the stream on it.
+                if d.payload.is_empty() {
+                    self.empty += 1;
+                    continue;
+                }
                 self.buffer
                     .extend_from_slice(&(d.payload.len() as u32).to_be_bytes());
                 self.buffer.extend_from_slice(&d.payload);
+            }
+            if self.buffer.is_empty() {
+                // Only empty messages: nothing to read, acknowledge them and wait for more.
+                self.consumer
+                    .ack(&batch)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                continue;
             }
             self.batch = batch;
             return Ok(true);
@@ -225,5 +264,93 @@ mod tests {
         assert!(err
             .to_string()
             .contains("frame of 1000 bytes exceeds the 100-byte limit"));
+    }
+
+    /// Refuses every send after the first `ok` ones.
+    struct FailAfter(usize, Sent);
+    impl Producer for FailAfter {
+        fn send(&mut self, key: u32, payload: &[u8]) -> Result<(), BrokerError> {
+            if self.1.lock().unwrap().len() == self.0 {
+                return Err(BrokerError::Backend("down".into()));
+            }
+            self.1.lock().unwrap().push((key, payload.to_vec()));
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), BrokerError> {
+            Ok(())
+        }
+        fn finish(&mut self, _: Duration) -> Result<(), BrokerError> {
+            Ok(())
+        }
+        fn stats(&self) -> ProducerStats {
+            ProducerStats::default()
+        }
+    }
+
+    #[test]
+    fn after_a_failed_send_nothing_is_published_again() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut out = FramePublisher::new(Box::new(FailAfter(1, seen.clone())), 1024);
+        let mut bytes = Vec::new();
+        for payload in [b"one", b"two"] {
+            bytes.extend_from_slice(&3u32.to_be_bytes());
+            bytes.extend_from_slice(payload);
+        }
+        assert!(out.write(&bytes).is_err());
+        // What a BufWriter does when it is dropped: write the same bytes again.
+        assert!(out.write(&bytes).unwrap_err().to_string().contains("down"));
+        assert!(out.flush().is_err());
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![(1, b"one".to_vec())],
+            "\"one\" went out once"
+        );
+    }
+
+    /// Hands out `batches` in turn, then nothing; counts what was acknowledged.
+    struct Scripted(Vec<Vec<&'static [u8]>>, Arc<Mutex<u64>>);
+    impl Consumer for Scripted {
+        fn poll(&mut self, _: usize, _: Duration) -> Result<Vec<Delivery>, BrokerError> {
+            if self.0.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(self
+                .0
+                .remove(0)
+                .into_iter()
+                .map(|p| Delivery {
+                    payload: bytes::Bytes::from_static(p),
+                    redelivered: false,
+                    token: crate::broker::AckToken::None,
+                })
+                .collect())
+        }
+        fn ack(&mut self, done: &[Delivery]) -> Result<(), BrokerError> {
+            *self.1.lock().unwrap() += done.len() as u64;
+            Ok(())
+        }
+        fn stats(&self) -> ConsumerStats {
+            ConsumerStats::default()
+        }
+    }
+
+    #[test]
+    fn empty_messages_are_skipped_acknowledged_and_counted_not_the_end_of_the_stream() {
+        let acked = Arc::new(Mutex::new(0));
+        let consumer = Scripted(vec![vec![b""], vec![b"", b"ab"]], acked.clone());
+        let reads = std::sync::atomic::AtomicU32::new(0);
+        // Stop once the script is spent: the third wait.
+        let mut source = FrameSource::new(Box::new(consumer), || {
+            reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 3
+        });
+        let mut out = Vec::new();
+        source.read_to_end(&mut out).unwrap();
+        assert_eq!(out, [&2u32.to_be_bytes()[..], b"ab"].concat());
+        assert_eq!(source.stats().empty, 2);
+        assert_eq!(
+            *acked.lock().unwrap(),
+            3,
+            "the empty ones are acknowledged too"
+        );
     }
 }

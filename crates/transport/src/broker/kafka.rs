@@ -12,6 +12,7 @@
 //! * A missing topic is created with `options.partitions` (Kafka brokers, tansu included, need
 //!   not auto-create), or refused when `options.create` is false.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -250,6 +251,56 @@ pub struct KafkaConsumer {
     assignment: Assignment,
     max_payload: usize,
     stats: ConsumerStats,
+    positions: Positions,
+}
+
+/// Which position each partition may commit. Kafka commits a position, not a message, so a
+/// partition's position may pass an offset only once it and every offset delivered before it
+/// are done; a skipped (oversized) message moves it only when nothing before it is open.
+#[derive(Debug, Default)]
+struct Positions {
+    /// Delivered and not yet acknowledged.
+    open: BTreeMap<i32, BTreeSet<i64>>,
+    /// One past the highest offset seen.
+    next: BTreeMap<i32, i64>,
+    committed: BTreeMap<i32, i64>,
+}
+
+impl Positions {
+    fn seen(&mut self, partition: i32, offset: i64) {
+        let next = self.next.entry(partition).or_insert(0);
+        *next = (*next).max(offset + 1);
+    }
+
+    fn delivered(&mut self, partition: i32, offset: i64) {
+        self.open.entry(partition).or_default().insert(offset);
+        self.seen(partition, offset);
+    }
+
+    fn done(&mut self, partition: i32, offset: i64) {
+        if let Some(open) = self.open.get_mut(&partition) {
+            open.remove(&offset);
+        }
+    }
+
+    /// Every partition's position if it moved since the last call (and records it as
+    /// committed); with `all`, every partition's position.
+    fn ready(&mut self, all: bool) -> Vec<(i32, i64)> {
+        let mut out = Vec::new();
+        for (&partition, &next) in &self.next {
+            let position = self
+                .open
+                .get(&partition)
+                .and_then(|open| open.first().copied())
+                .unwrap_or(next);
+            let committed = self.committed.entry(partition).or_insert(0);
+            if all || position > *committed {
+                *committed = position.max(*committed);
+                out.push((partition, position));
+            }
+        }
+        out
+    }
 }
 
 impl KafkaConsumer {
@@ -288,6 +339,7 @@ impl KafkaConsumer {
             assignment,
             max_payload: options.max_payload,
             stats: ConsumerStats::default(),
+            positions: Positions::default(),
         })
     }
 
@@ -295,24 +347,21 @@ impl KafkaConsumer {
         self.consumer.as_ref().expect("present until dropped")
     }
 
-    /// Commits `offset + 1` of each processed (partition, offset), without waiting.
-    fn commit(&self, done: impl Iterator<Item = (i32, i64)>) -> Result<u64, BrokerError> {
+    /// Commits the positions that moved. Returns false when a rebalance took the partitions
+    /// away (the new owner gets their messages again, which at-least-once allows).
+    fn commit(&mut self, mode: CommitMode, all: bool) -> Result<bool, BrokerError> {
+        let ready = self.positions.ready(all);
+        if ready.is_empty() {
+            return Ok(true);
+        }
         let mut list = TopicPartitionList::new();
-        let mut n = 0;
-        for (partition, offset) in done {
-            // The highest offset per partition wins: entries are added in delivery order.
-            list.add_partition_offset(&self.topic, partition, Offset::Offset(offset + 1))
+        for (partition, position) in ready {
+            list.add_partition_offset(&self.topic, partition, Offset::Offset(position))
                 .map_err(|e| failed(&self.bootstrap, e))?;
-            n += 1;
         }
-        if n == 0 {
-            return Ok(0);
-        }
-        match self.consumer().commit(&list, CommitMode::Async) {
-            Ok(()) => Ok(n),
-            // A rebalance took the partition away: the new owner gets these again (counted as
-            // duplicates downstream), which at-least-once allows.
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(0),
+        match self.consumer().commit(&list, mode) {
+            Ok(()) => Ok(true),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(false),
             Err(e) => Err(failed(&self.bootstrap, e)),
         }
     }
@@ -321,10 +370,12 @@ impl KafkaConsumer {
 impl Consumer for KafkaConsumer {
     fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Delivery>, BrokerError> {
         let mut out = Vec::new();
-        let mut oversized = Vec::new();
+        let mut oversized = 0;
         let mut wait = timeout;
+        // The field, not `self.consumer()`: a message borrows the consumer while positions move.
+        let consumer = self.consumer.as_ref().expect("present until dropped");
         while out.len() < max {
-            let Some(result) = self.consumer().poll(wait) else {
+            let Some(result) = consumer.poll(wait) else {
                 break;
             };
             wait = Duration::ZERO;
@@ -342,29 +393,37 @@ impl Consumer for KafkaConsumer {
             let (partition, offset) = (message.partition(), message.offset());
             let payload = message.payload().unwrap_or_default();
             if payload.len() > self.max_payload {
-                oversized.push((partition, offset));
+                oversized += 1;
+                self.positions.seen(partition, offset);
                 continue;
             }
+            self.positions.delivered(partition, offset);
             out.push(Delivery {
                 payload: Bytes::copy_from_slice(payload),
                 redelivered: false,
                 token: AckToken::Offset { partition, offset },
             });
         }
-        if !oversized.is_empty() {
-            self.stats.oversized += oversized.len() as u64;
-            self.commit(oversized.into_iter())?;
+        if oversized > 0 {
+            self.stats.oversized += oversized;
+            // Moves a position only past skipped messages with nothing open before them.
+            self.commit(CommitMode::Async, false)?;
         }
         self.stats.delivered += out.len() as u64;
         Ok(out)
     }
 
     fn ack(&mut self, done: &[Delivery]) -> Result<(), BrokerError> {
-        let n = self.commit(done.iter().filter_map(|d| match d.token {
-            AckToken::Offset { partition, offset } => Some((partition, offset)),
-            _ => None,
-        }))?;
-        self.stats.acked += n;
+        let mut n = 0;
+        for delivery in done {
+            if let AckToken::Offset { partition, offset } = delivery.token {
+                self.positions.done(partition, offset);
+                n += 1;
+            }
+        }
+        if self.commit(CommitMode::Async, false)? {
+            self.stats.acked += n;
+        }
         Ok(())
     }
 
@@ -387,14 +446,57 @@ impl Drop for KafkaConsumer {
         let Some(consumer) = self.consumer.take() else {
             return;
         };
-        // Make the last commits durable and leave the group, so the partitions move now
-        // rather than after the session timeout.
-        let _ = consumer.commit_consumer_state(CommitMode::Sync);
+        // Make the last positions durable (an async commit may still be in flight) and leave
+        // the group, so the partitions move now rather than after the session timeout.
+        let ready = self.positions.ready(true);
+        if !ready.is_empty() {
+            let mut list = TopicPartitionList::new();
+            for (partition, position) in ready {
+                let _ = list.add_partition_offset(&self.topic, partition, Offset::Offset(position));
+            }
+            let _ = consumer.commit(&list, CommitMode::Sync);
+        }
         consumer.unsubscribe();
         let _ = consumer.poll(Duration::from_millis(100));
         // Against tansu 0.6 librdkafka's destroy waits forever for a broker thread that never
         // leaves its fetch loop (seen in gdb: rd_kafka_destroy_app → rd_kafka_broker_consumer_serve),
         // so the handle is leaked instead: one thread and socket until the process exits.
         std::mem::forget(consumer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Positions;
+
+    #[test]
+    fn a_skipped_message_does_not_commit_past_open_ones_before_it() {
+        let mut p = Positions::default();
+        p.delivered(0, 10);
+        p.seen(0, 11); // oversized, skipped
+        assert_eq!(p.ready(false), vec![(0, 10)], "10 is still open");
+        p.done(0, 10);
+        assert_eq!(p.ready(false), vec![(0, 12)], "now past the skipped 11 too");
+        assert_eq!(p.ready(false), vec![], "nothing moved since");
+    }
+
+    #[test]
+    fn out_of_order_acks_commit_only_the_done_prefix_one_entry_per_partition() {
+        let mut p = Positions::default();
+        for offset in 0..4 {
+            p.delivered(0, offset);
+        }
+        p.delivered(1, 7);
+        p.done(0, 2);
+        p.done(1, 7);
+        assert_eq!(p.ready(false), vec![(1, 8)]);
+        p.done(0, 0);
+        p.done(0, 1);
+        assert_eq!(p.ready(false), vec![(0, 3)]);
+        assert_eq!(
+            p.ready(true),
+            vec![(0, 3), (1, 8)],
+            "all, for the last commit"
+        );
     }
 }

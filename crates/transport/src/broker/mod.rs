@@ -155,7 +155,7 @@ pub struct ProducerStats {
     pub sent: u64,
     /// Messages the broker acknowledged (for backends without acks: written to the broker).
     pub acked: u64,
-    /// Messages the broker refused or never acknowledged.
+    /// Messages the broker refused or has not acknowledged (read after `finish`: never did).
     pub failed: u64,
     /// Redis pub/sub: messages published while no subscriber listened, so nobody got them.
     pub unrouted: u64,
@@ -173,6 +173,9 @@ pub struct ConsumerStats {
     pub oversized: u64,
     /// Messages the client library dropped before plumbline saw them (NATS slow consumer).
     pub dropped: u64,
+    /// Empty messages (no frame can be empty): skipped, acknowledged, counted by
+    /// [`FrameSource`](frames::FrameSource).
+    pub empty: u64,
     /// Kafka: the partitions the group assigns to this member now (`None`: the backend does
     /// not assign partitions).
     pub assigned: Option<Vec<i32>>,
@@ -343,12 +346,13 @@ impl AckTally {
         self.first_failure.get_or_insert_with(|| why.to_string());
     }
 
-    /// The stats of a producer that has sent `sent` messages.
+    /// The stats of a producer that has sent `sent` messages: what is neither acknowledged
+    /// nor refused counts as failed too, so `acked + failed = sent`.
     pub fn stats(&self, sent: u64) -> ProducerStats {
         ProducerStats {
             sent,
             acked: self.acked,
-            failed: self.failed,
+            failed: self.failed + sent.saturating_sub(self.acked + self.failed),
             unrouted: self.unrouted,
             ack_latency_s: (self.latency.count() > 0).then(|| self.latency.summary()),
         }

@@ -35,7 +35,8 @@ struct Nats {
     addr: String,
     rt: Runtime,
     client: async_nats::Client,
-    /// Messages the client dropped because its subscription queue was full.
+    /// Slow-consumer events: the client dropped messages because its subscription queue was
+    /// full. A lower bound: the client reports these events through a bounded channel.
     slow: Arc<AtomicU64>,
 }
 

@@ -80,13 +80,21 @@ pub fn producer(
         name: name.to_string(),
         mode,
         con,
-        pipe: redis::pipe(),
+        pipe: pipeline(),
         queued: Vec::with_capacity(PIPELINE),
         queued_bytes: 0,
         max_payload: options.max_payload,
         sent: 0,
         acks: AckTally::default(),
     }))
+}
+
+/// A pipeline whose replies come back one per command even when some are errors, so one
+/// refused command does not count its whole batch as refused.
+fn pipeline() -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    pipe
 }
 
 struct RedisProducer {
@@ -130,7 +138,7 @@ impl Producer for RedisProducer {
         if self.queued.is_empty() {
             return Ok(());
         }
-        let pipe = std::mem::replace(&mut self.pipe, redis::pipe());
+        let pipe = std::mem::replace(&mut self.pipe, pipeline());
         self.queued_bytes = 0;
         let replies = pipe.query::<Vec<Value>>(&mut self.con);
         let queued = self.queued.drain(..);
@@ -148,7 +156,8 @@ impl Producer for RedisProducer {
             }
             Err(e) if e.is_io_error() || e.is_connection_dropped() => Err(failed(&self.addr, &e)),
             Err(e) => {
-                // A command of the batch was refused (out of memory, say): count the batch.
+                // Not one command's refusal (those are per-reply errors above): the whole
+                // batch's answer was unreadable, so none of it counts as acknowledged.
                 self.acks.refused(queued.len() as u64, e);
                 Ok(())
             }
