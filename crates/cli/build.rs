@@ -12,24 +12,13 @@ fn main() {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
-    let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(hash) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{hash}-dirty")
-            } else {
-                hash
-            }
-        }
-        None => "unknown".into(),
-    };
+    // Only the commit: whether the tree had edits is not tracked, since this script reruns when
+    // HEAD moves, not on every edit anywhere in the workspace.
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=PLUMBLINE_GIT_COMMIT={commit}");
-    // Rebuild this crate's metadata when HEAD moves or the index changes (a commit or a stage).
+    // Rebuild this crate's metadata when HEAD moves (a commit, a checkout).
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-        for path in ["HEAD", "index"] {
-            println!("cargo:rerun-if-changed={dir}/{path}");
-        }
+        println!("cargo:rerun-if-changed={dir}/HEAD");
         if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
             println!("cargo:rerun-if-changed={dir}/{head}");
         }

@@ -25,7 +25,7 @@ use crate::bench::Measured;
 use crate::child::{Proc, SETTLE};
 use crate::plan::{BenchPlan, RunPlan};
 
-pub fn run(plan: &BenchPlan, run: &RunPlan, stop: &Shutdown, live: &Live) -> Result<Measured> {
+pub fn run(plan: &BenchPlan, run: &RunPlan, stop: &Shutdown, live: &Arc<Live>) -> Result<Measured> {
     let cluster = &run.cluster;
     ensure!(
         !matches!(plan.workload, Workload::Random { .. }),
@@ -37,13 +37,17 @@ pub fn run(plan: &BenchPlan, run: &RunPlan, stop: &Shutdown, live: &Live) -> Res
     );
     let listener = TcpListener::bind("127.0.0.1:0").context("binding the bench's sink")?;
     let sink = listener.local_addr()?.to_string();
-    let receiver = Arc::new(Receiver::new(ReceiverConfig {
-        framing: ReceiveFraming::Plumbline,
-        max_frame: plumbline_core::frame::DEFAULT_MAX_FRAME,
-        print: false,
-        throttle: None,
-        track_results: true,
-    }));
+    // Results report to the bench's Live as they arrive: latencies and items out, live.
+    let receiver = Arc::new(Receiver::with_live(
+        ReceiverConfig {
+            framing: ReceiveFraming::Plumbline,
+            max_frame: plumbline_core::frame::DEFAULT_MAX_FRAME,
+            print: false,
+            throttle: None,
+            track_results: true,
+        },
+        live.clone(),
+    ));
     spawn_sink(listener, receiver.clone());
 
     let exe = std::env::current_exe().context("finding the plumbline binary")?;
@@ -122,8 +126,6 @@ pub fn run(plan: &BenchPlan, run: &RunPlan, stop: &Shutdown, live: &Live) -> Res
     }
     let sent = tally.sent;
     while receiver.frames() < sent && !stop.requested() {
-        live.items_out
-            .store(receiver.frames(), std::sync::atomic::Ordering::Relaxed);
         if receiver.idle() > SETTLE {
             break;
         }

@@ -84,11 +84,11 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
             stats.delivered, stats.redelivered, stats.acked, stats.oversized, stats.empty, stats.dropped
         );
     }
+    let mut json = serde_json::to_value(&summary)?;
+    if let Some(stats) = &consumed {
+        json["broker"] = serde_json::to_value(stats)?;
+    }
     if let Some(path) = &args.json {
-        let mut json = serde_json::to_value(&summary)?;
-        if let Some(stats) = &consumed {
-            json["broker"] = serde_json::to_value(stats)?;
-        }
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
@@ -102,13 +102,7 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
             "throttle": args.throttle,
         }),
         seeds: Vec::new(),
-        detail: {
-            let mut json = serde_json::to_value(&summary)?;
-            if let Some(stats) = &consumed {
-                json["broker"] = serde_json::to_value(stats)?;
-            }
-            json
-        },
+        detail: json,
     })?;
     let mut failures = Vec::new();
     if consumed.is_some() && summary.bad_connections > 0 {

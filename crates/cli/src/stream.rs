@@ -25,7 +25,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use plumbline_core::clock::Sleeper;
 use plumbline_core::Shutdown;
 use plumbline_measure::report::secs;
-use plumbline_measure::{LatencySummary, Live, Recorder, RunInfo};
+use plumbline_measure::{LatencyFeed, LatencySummary, Live, RunInfo, FEED_EVERY};
 use plumbline_report::Run;
 use plumbline_transport::broker::{
     connect_consumer, connect_producer, BrokerError, ClientOptions, Consumer, Delivery,
@@ -407,7 +407,7 @@ impl Experiment<'_> {
                 .context("counting the store's keys after the run")?,
             None => 0,
         };
-        let latency = d.latency.summary();
+        let latency = d.latency.finish(self.live).summary();
         let completed = d.completed;
         let mut error = generated.error.or(d.error);
         if error.is_none() && completed < args.task_count {
@@ -505,7 +505,6 @@ impl Experiment<'_> {
     fn complete(&self, out: &mut Dispatched, d: Done, start: Instant, acks: &mut Vec<Delivery>) {
         out.completed += 1;
         out.latency.record_ns(d.latency_ns);
-        out.unpublished.record_ns(d.latency_ns);
         self.live.items_out.fetch_add(1, Ordering::Relaxed);
         out.last_done = Some(start.elapsed());
         if let Some(e) = d.error {
@@ -532,12 +531,16 @@ impl Experiment<'_> {
         let mut seen = std::collections::HashSet::new();
         let mut acks = Vec::new();
         let mut stream_ok = true;
+        let mut published = Instant::now();
         while out.completed < n && Instant::now() < deadline && !shutdown.requested() {
             while let Ok(d) = done.try_recv() {
                 self.complete(&mut out, d, start, &mut acks);
             }
+            if published.elapsed() >= FEED_EVERY {
+                out.latency.publish(self.live);
+                published = Instant::now();
+            }
             if !acks.is_empty() {
-                self.live.add_latencies(&mut out.unpublished);
                 if let Err(e) = consumer.ack(&acks) {
                     out.error.get_or_insert(e.to_string());
                 }
@@ -595,7 +598,6 @@ impl Experiment<'_> {
         for d in done.iter() {
             self.complete(&mut out, d, start, &mut acks);
         }
-        self.live.add_latencies(&mut out.unpublished);
         let _ = consumer.ack(&acks);
         if out.completed < n && Instant::now() >= deadline {
             out.error.get_or_insert(format!(
@@ -640,9 +642,7 @@ struct Dispatched {
     received: u64,
     completed: u64,
     duplicates: u64,
-    latency: Recorder,
-    /// Latencies not yet handed to the live page.
-    unpublished: Recorder,
+    latency: LatencyFeed,
     last_done: Option<Duration>,
     error: Option<String>,
 }

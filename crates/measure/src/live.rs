@@ -82,11 +82,13 @@ struct Window {
     run: Recorder,
 }
 
+/// The counters as the last tick saw them. Signed: `begin_run` zeroes the counters and moves
+/// these below zero by what was counted since the tick, so the next tick still counts it.
 struct Last {
     at: Instant,
-    items_in: u64,
-    items_out: u64,
-    late: u64,
+    items_in: i64,
+    items_out: i64,
+    late: i64,
 }
 
 /// The shared live state of one command. Create one, hand `&Live` to the parts that run, and
@@ -158,14 +160,12 @@ impl Live {
         *lock(&self.per_worker) = vec![0; info.workers];
         *lock(&self.run) = info;
         lock(&self.per_partition).clear();
-        *lock(&self.latency) = Window::default();
+        // The run's latency starts over; the current second's window stays for its tick.
+        lock(&self.latency).run.clear();
         let mut last = lock(&self.last);
-        self.items_in.store(0, Ordering::Relaxed);
-        self.items_out.store(0, Ordering::Relaxed);
-        self.late.store(0, Ordering::Relaxed);
-        last.items_in = 0;
-        last.items_out = 0;
-        last.late = 0;
+        last.items_in -= self.items_in.swap(0, Ordering::Relaxed) as i64;
+        last.items_out -= self.items_out.swap(0, Ordering::Relaxed) as i64;
+        last.late -= self.late.swap(0, Ordering::Relaxed) as i64;
     }
 
     /// Declares that one side is not counted here (a receiver sees only what comes out, a
@@ -205,6 +205,8 @@ impl Live {
 
     /// Closes the current second: appends a [`Tick`] to the timeline and returns it.
     pub fn tick(&self) -> Tick {
+        // Held while the counters are read, so a `begin_run` cannot fall between the two.
+        let mut last = lock(&self.last);
         let now = Instant::now();
         let items_in = self.items_in.load(Ordering::Relaxed);
         let items_out = self.items_out.load(Ordering::Relaxed);
@@ -215,23 +217,23 @@ impl Live {
             window.tick.clear();
             (s.as_ref().map(|s| s.p50), s.as_ref().map(|s| s.p99))
         };
-        let mut last = lock(&self.last);
         let dt = now.duration_since(last.at).as_secs_f64().max(1e-9);
+        let since = |now: u64, then: i64| (now as i64 - then).max(0) as u64;
         let tick = Tick {
             t_s: now.duration_since(self.start).as_secs_f64(),
             target_per_s: lock(&self.run).target_per_s,
-            in_per_s: items_in.saturating_sub(last.items_in) as f64 / dt,
-            out_per_s: items_out.saturating_sub(last.items_out) as f64 / dt,
-            late: late.saturating_sub(last.late),
+            in_per_s: since(items_in, last.items_in) as f64 / dt,
+            out_per_s: since(items_out, last.items_out) as f64 / dt,
+            late: since(late, last.late),
             in_flight: self.in_flight(items_in, items_out),
             p50_s,
             p99_s,
         };
         *last = Last {
             at: now,
-            items_in,
-            items_out,
-            late,
+            items_in: items_in as i64,
+            items_out: items_out as i64,
+            late: late as i64,
         };
         drop(last);
         let mut ticks = lock(&self.ticks);
@@ -286,6 +288,38 @@ impl Live {
     }
 }
 
+/// One writer's latencies on their way to its run's histogram and to [`Live`]: each value is
+/// recorded once, into a batch that [`LatencyFeed::publish`] hands over whole (merging a batch
+/// walks the whole histogram, so callers publish every [`FEED_EVERY`] or so, never per item).
+#[derive(Debug, Default)]
+pub struct LatencyFeed {
+    total: Recorder,
+    batch: Recorder,
+}
+
+/// How often writers publish their latencies.
+pub const FEED_EVERY: Duration = Duration::from_millis(100);
+
+impl LatencyFeed {
+    pub fn record_ns(&mut self, ns: u64) {
+        self.batch.record_ns(ns);
+    }
+
+    /// Adds the batch to the run's histogram and hands it to `live`.
+    pub fn publish(&mut self, live: &Live) {
+        if self.batch.count() > 0 {
+            self.total.merge(&self.batch);
+            live.add_latencies(&mut self.batch);
+        }
+    }
+
+    /// Publishes the rest; returns every latency recorded.
+    pub fn finish(mut self, live: &Live) -> Recorder {
+        self.publish(live);
+        self.total
+    }
+}
+
 /// Calls [`Live::tick`] once a second on its own thread until dropped; the last partial
 /// second is ticked on drop so the timeline reaches the end of the run, unless it is shorter
 /// than [`MIN_PARTIAL`] (a rate over a few milliseconds would be noise).
@@ -319,7 +353,9 @@ impl Ticker {
                     }
                     if Instant::now() >= due {
                         live.tick();
-                        n += 1;
+                        // After a stall, the next tick is a whole second away, not a burst of
+                        // the missed ones.
+                        n = start.elapsed().as_secs() as u32 + 1;
                     }
                 }
                 drop(stopped);
@@ -391,6 +427,39 @@ mod tests {
         assert_eq!(live.snapshot(10).items_out, 0);
         assert_eq!(live.tick().out_per_s, 0.0, "no negative rate across runs");
         assert_eq!(live.timeline().0.len(), 2);
+    }
+
+    #[test]
+    fn runs_inside_one_second_all_count_in_its_tick() {
+        let live = Live::new();
+        for _ in 0..3 {
+            live.begin_run(RunInfo::default());
+            live.items_out.store(100, Ordering::Relaxed);
+            live.late.store(2, Ordering::Relaxed);
+        }
+        let tick = live.tick();
+        // `late` is a count, carried the same way as the items behind the rates.
+        assert_eq!(tick.late, 6, "every run's late sends, not the last run's");
+        assert!(tick.out_per_s > 0.0);
+        let next = live.tick();
+        assert_eq!((next.late, next.out_per_s), (0, 0.0), "and only once");
+    }
+
+    #[test]
+    fn a_feed_records_once_for_its_run_and_for_watchers() {
+        let live = Live::new();
+        let mut feed = LatencyFeed::default();
+        (1..=10).for_each(|ms| feed.record_ns(ms * 1_000_000));
+        feed.publish(&live);
+        feed.record_ns(50_000_000);
+        assert_eq!(
+            live.snapshot(0).latency_count,
+            10,
+            "the unpublished one is not seen yet"
+        );
+        let total = feed.finish(&live);
+        assert_eq!(total.count(), 11);
+        assert_eq!(live.snapshot(0).latency_count, 11);
     }
 
     #[test]

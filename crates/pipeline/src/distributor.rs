@@ -1013,13 +1013,18 @@ impl Run {
         }
     }
 
+    /// Tasks ACKed so far, from the distributor's own books (Live is for watchers only).
+    fn acked(&self) -> u64 {
+        self.states.iter().map(|s| s.acked).sum()
+    }
+
     fn check_timeouts(&mut self, now: Instant) -> Result<(), DistributorError> {
         if let Some(since) = self.collector_down_since {
             if now.duration_since(since) > self.config.collector_timeout {
                 return Err(DistributorError::CollectorUnreachable {
                     endpoint: self.config.collector.clone(),
                     waited: self.config.collector_timeout,
-                    acked: self.live.items_out.load(Ordering::Relaxed),
+                    acked: self.acked(),
                     outstanding: self
                         .fates
                         .iter()
@@ -1029,7 +1034,7 @@ impl Run {
             }
         }
         let waited = self.config.join_timeout;
-        let acked = self.live.items_out.load(Ordering::Relaxed);
+        let acked = self.acked();
         if self.started.is_none() {
             if now.duration_since(self.created) > waited {
                 let joined = self.workers.values().filter(|w| w.conn.is_some()).count();
@@ -1167,7 +1172,7 @@ impl Run {
             .try_fold(0.0f64, |latest, end| end.map(|e| latest.max(e)));
         let wall_secs = wall.as_secs_f64();
         let issued: u64 = self.states.iter().map(|s| s.issued).sum();
-        let acked: u64 = self.states.iter().map(|s| s.acked).sum();
+        let acked = self.acked();
         PipelineReport {
             wall_secs,
             ideal_secs,

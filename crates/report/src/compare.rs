@@ -39,6 +39,8 @@ pub struct Comparison {
     pub missing: Vec<String>,
     /// Runs of NEW that BASE lacks.
     pub added: Vec<String>,
+    /// Labels a report holds more than once: runs cannot be matched by them.
+    pub ambiguous: Vec<String>,
 }
 
 fn p99(run: &Run) -> Option<f64> {
@@ -51,31 +53,52 @@ fn p99(run: &Run) -> Option<f64> {
 pub fn compare(base: &RunDoc, new: &RunDoc, limits: Thresholds) -> Comparison {
     let mut diffs = Vec::new();
     let mut missing = Vec::new();
+    let mut ambiguous = Vec::new();
+    for (which, doc) in [("base", base), ("new", new)] {
+        let mut seen = std::collections::HashSet::new();
+        for run in &doc.runs {
+            if !seen.insert(&run.label) {
+                ambiguous.push(format!(
+                    "{}: the {which} report has this label twice",
+                    run.label
+                ));
+            }
+        }
+    }
     for b in &base.runs {
         let Some(n) = new.runs.iter().find(|n| n.label == b.label) else {
             missing.push(b.label.clone());
             continue;
         };
         let mut breaches = Vec::new();
-        if let (Some(bo), Some(no)) = (b.overhead_pct, n.overhead_pct) {
-            if no - bo > limits.max_overhead_increase_pp {
+        match (b.overhead_pct, n.overhead_pct) {
+            (Some(bo), Some(no)) if no - bo > limits.max_overhead_increase_pp => {
                 breaches.push(format!(
                     "overhead {bo:+.2} % → {no:+.2} % (+{:.2} pp, limit {} pp)",
                     no - bo,
                     limits.max_overhead_increase_pp
-                ));
+                ))
             }
+            // A gate cannot pass on what the new run did not measure.
+            (Some(_), None) => {
+                breaches.push("overhead measured in the base, not in the new".into())
+            }
+            _ => {}
         }
-        if let (Some(bp), Some(np)) = (p99(b), p99(n)) {
-            let change = (np / bp - 1.0) * 100.0;
-            if bp > 0.0 && change > limits.max_p99_increase_pct {
+        match (p99(b), p99(n)) {
+            (Some(bp), Some(np))
+                if bp > 0.0 && (np / bp - 1.0) * 100.0 > limits.max_p99_increase_pct =>
+            {
                 breaches.push(format!(
-                    "p99 {} → {} (+{change:.1} %, limit {} %)",
+                    "p99 {} → {} (+{:.1} %, limit {} %)",
                     secs(bp),
                     secs(np),
+                    (np / bp - 1.0) * 100.0,
                     limits.max_p99_increase_pct
-                ));
+                ))
             }
+            (Some(_), None) => breaches.push("latency measured in the base, not in the new".into()),
+            _ => {}
         }
         diffs.push(RunDiff {
             label: b.label.clone(),
@@ -98,12 +121,15 @@ pub fn compare(base: &RunDoc, new: &RunDoc, limits: Thresholds) -> Comparison {
         diffs,
         missing,
         added,
+        ambiguous,
     }
 }
 
 impl Comparison {
     pub fn passed(&self) -> bool {
-        self.missing.is_empty() && self.diffs.iter().all(|d| d.breaches.is_empty())
+        self.missing.is_empty()
+            && self.ambiguous.is_empty()
+            && self.diffs.iter().all(|d| d.breaches.is_empty())
     }
 
     /// Every failure, one line each.
@@ -118,6 +144,7 @@ impl Comparison {
                 .iter()
                 .map(|m| format!("{m}: in the base report but not in the new one")),
         );
+        out.extend(self.ambiguous.iter().cloned());
         out
     }
 
@@ -260,6 +287,26 @@ mod tests {
         assert_eq!(clip(label, 12), "…form) on 10");
         assert_eq!(clip(label, 12).chars().count(), 12);
         assert_eq!(clip("short", 12), "short");
+    }
+
+    #[test]
+    fn a_figure_the_new_run_lacks_fails_and_so_does_a_repeated_label() {
+        let base = doc_with(&[("a", 1.0, 0.010)]);
+        let mut new = base.clone();
+        new.runs[0].overhead_pct = None;
+        new.runs[0].latency_s = None;
+        let failures = compare(&base, &new, LIMITS).failures();
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(failures[0].contains("overhead measured in the base, not in the new"));
+        let mut twice = base.clone();
+        twice.runs.push(twice.runs[0].clone());
+        let c = compare(&base, &twice, LIMITS);
+        assert!(!c.passed());
+        assert!(
+            c.failures()[0].contains("the new report has this label twice"),
+            "{:?}",
+            c.failures()
+        );
     }
 
     #[test]

@@ -51,7 +51,8 @@ pub struct Meta {
     #[serde(default)]
     pub seeds: Vec<u64>,
     pub version: String,
-    /// `git describe`-like commit of the binary's source, or "unknown".
+    /// The commit HEAD pointed at when the binary was built (uncommitted edits are not
+    /// reflected), or "unknown" outside a git checkout.
     pub git_commit: String,
     pub host: Host,
     /// RFC 3339, UTC.
@@ -134,6 +135,12 @@ impl RunDoc {
                 found: doc.format,
             });
         }
+        doc.check_figures()
+            .map_err(|(what, value)| ReportError::Implausible {
+                path: path.clone(),
+                what,
+                value,
+            })?;
         for run in &doc.runs {
             if let Some(latency) = &run.latency_s {
                 latency
@@ -146,6 +153,51 @@ impl RunDoc {
             }
         }
         Ok(doc)
+    }
+
+    /// The first figure no run could have measured (not finite, or beyond 10^15), which would
+    /// give a plot an endless axis: `(which, value)`.
+    fn check_figures(&self) -> Result<(), (String, f64)> {
+        let mut figures: Vec<(String, f64)> = Vec::new();
+        for run in &self.runs {
+            let l = &run.label;
+            let mut add = |name: &str, v: Option<f64>| {
+                if let Some(v) = v {
+                    figures.push((format!("run {l:?}: {name}"), v));
+                }
+            };
+            add("wall_s", Some(run.wall_s));
+            add("ideal_s", run.ideal_s);
+            add("overhead_pct", run.overhead_pct);
+            add("speedup", run.speedup);
+            add("ideal_speedup", run.ideal_speedup);
+            add("items_per_s", Some(run.items_per_s));
+            if let Some(lat) = &run.latency_s {
+                for (name, v) in [("p50", lat.p50), ("p99", lat.p99), ("max", lat.max)] {
+                    add(name, Some(v));
+                }
+            }
+        }
+        for (i, t) in self.timeline.iter().enumerate() {
+            let at = format!("timeline[{i}]");
+            for (name, v) in [
+                ("t_s", Some(t.t_s)),
+                ("target_per_s", t.target_per_s),
+                ("in_per_s", Some(t.in_per_s)),
+                ("out_per_s", Some(t.out_per_s)),
+            ] {
+                if let Some(v) = v {
+                    figures.push((format!("{at}: {name}"), v));
+                }
+            }
+        }
+        match figures
+            .into_iter()
+            .find(|(_, v)| !v.is_finite() || v.abs() > 1e15)
+        {
+            Some(bad) => Err(bad),
+            None => Ok(()),
+        }
     }
 
     /// The document as `run.json` holds it.

@@ -42,6 +42,12 @@ pub enum ReportError {
         run: String,
         source: plumbline_measure::recorder::HdrError,
     },
+    #[error("{}: {what} is {value:e}, beyond anything a run measures", path.display())]
+    Implausible {
+        path: PathBuf,
+        what: String,
+        value: f64,
+    },
     #[error("{} is {size} bytes, more than the {MAX_RUN_JSON}-byte limit of a report", path.display())]
     TooLarge { path: PathBuf, size: u64 },
     #[error("drawing the plots into {}: {message}", dir.display())]
@@ -55,6 +61,9 @@ impl ReportError {
         match self {
             ReportError::Corrupt { source, .. } => ReportError::Corrupt { path, source },
             ReportError::Format { found, .. } => ReportError::Format { path, found },
+            ReportError::Implausible { what, value, .. } => {
+                ReportError::Implausible { path, what, value }
+            }
             ReportError::Histogram { run, source, .. } => {
                 ReportError::Histogram { path, run, source }
             }
@@ -253,6 +262,12 @@ mod tests {
         std::fs::write(dir.join("run.json"), doc.to_json()).unwrap();
         let e = RunDoc::load(&dir).unwrap_err().to_string();
         assert!(e.contains("run \"a\"") && e.contains("HdrHistogram"), "{e}");
+        // Figures no run measures would give a plot an endless axis: refused by name.
+        let mut doc = doc_with(&[("a", 1.0, 0.01)]);
+        doc.runs[0].overhead_pct = Some(1e308);
+        std::fs::write(dir.join("run.json"), doc.to_json()).unwrap();
+        let e = RunDoc::load(&dir).unwrap_err().to_string();
+        assert!(e.contains("run \"a\": overhead_pct is 1e308"), "{e}");
         // A sparse file: refused by its size, never read.
         std::fs::File::create(dir.join("run.json"))
             .unwrap()

@@ -131,8 +131,14 @@ fn has_balance(doc: &RunDoc) -> bool {
     doc.runs.iter().any(|r| r.per_worker.len() > 1)
 }
 
+/// Two seconds or more, and something counted in them (a run whose parts are other processes
+/// may count nothing here).
 fn has_timeline(doc: &RunDoc) -> bool {
     doc.timeline.len() >= 2
+        && doc
+            .timeline
+            .iter()
+            .any(|t| t.in_per_s > 0.0 || t.out_per_s > 0.0 || t.in_flight > 0)
 }
 
 /// Runs by group, groups in order of first appearance.

@@ -17,7 +17,9 @@ use bytes::Bytes;
 use plumbline_core::clock::Sleeper;
 use plumbline_core::frame::{FrameCodec, FrameReader};
 use plumbline_core::header::{self, Header};
-use plumbline_measure::{LatencySummary, Live, Recorder, SeqSummary, SeqTracker};
+use plumbline_measure::{
+    LatencyFeed, LatencySummary, Live, Recorder, SeqSummary, SeqTracker, FEED_EVERY,
+};
 use serde::{Deserialize, Serialize};
 
 /// How frame payloads are read.
@@ -66,12 +68,9 @@ pub struct Receiver {
     print: Mutex<()>,
     results: Mutex<BTreeMap<String, u64>>,
     stopped: std::sync::atomic::AtomicBool,
-    /// Watchers' view: frames as they arrive, latencies every [`PUBLISH_EVERY`].
+    /// Watchers' view: frames as they arrive, latencies every [`FEED_EVERY`].
     live: Arc<Live>,
 }
-
-/// How often a connection hands its latencies to [`Live`].
-const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// What a receive run saw.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -157,8 +156,7 @@ impl Receiver {
     pub fn serve<R: Read>(&self, stream: R, peer: &str) {
         self.connections.fetch_add(1, Ordering::Relaxed);
         let mut reader = FrameReader::new(stream, FrameCodec::new(self.config.max_frame));
-        let mut latency = Recorder::new();
-        let mut unpublished = Recorder::new();
+        let mut latency = LatencyFeed::default();
         let mut published = Instant::now();
         let mut seqs: Vec<(u32, u64)> = Vec::with_capacity(SEQ_BATCH);
         let mut framing = self.config.framing;
@@ -203,9 +201,7 @@ impl Receiver {
                 let payload = if framing == Framing::Plumbline {
                     match Header::read(&frame) {
                         Ok((head, payload)) => {
-                            let ns = now.saturating_sub(head.intended_unix_ns);
-                            latency.record_ns(ns);
-                            unpublished.record_ns(ns);
+                            latency.record_ns(now.saturating_sub(head.intended_unix_ns));
                             seqs.push((head.source, head.seq));
                             payload
                         }
@@ -233,8 +229,8 @@ impl Receiver {
                     .append(&mut latest);
             }
             self.arrived(accepted, bytes);
-            if published.elapsed() >= PUBLISH_EVERY {
-                self.live.add_latencies(&mut unpublished);
+            if published.elapsed() >= FEED_EVERY {
+                latency.publish(&self.live);
                 published = Instant::now();
             }
             if seqs.len() >= SEQ_BATCH {
@@ -245,7 +241,7 @@ impl Receiver {
             }
         };
         self.flush_seqs(&mut seqs);
-        self.live.add_latencies(&mut unpublished);
+        let latency = latency.finish(&self.live);
         self.latency
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -4,13 +4,13 @@
 //! results per worker, notices lost and duplicated sequence numbers with a [`SeqTracker`], and
 //! keeps each state key's latest value so a run's final state can
 //! be checked. Watchers see it through [`Live`]: the delivered count at once, latencies and
-//! per-worker counts every [`PUBLISH_NS`] of run time. It does not print or decide whether a run
+//! per-worker counts every [`FEED_EVERY`] of run time. It does not print or decide whether a run
 //! passed.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use plumbline_measure::{Live, Recorder, SeqTracker};
+use plumbline_measure::{LatencyFeed, Live, Recorder, SeqTracker, FEED_EVERY};
 
 use crate::app::Output;
 
@@ -25,20 +25,16 @@ pub struct Delivery {
     pub output: Output,
 }
 
-/// How often (run-clock nanoseconds) the sink hands latencies and per-worker counts to [`Live`].
-pub const PUBLISH_NS: u64 = 100_000_000;
-
 /// Collects deliveries of one run.
 #[derive(Debug)]
 pub struct Sink {
-    latency: Recorder,
+    latency: LatencyFeed,
     per_worker: Vec<u64>,
     seqs: SeqTracker,
     delivered: u64,
     final_state: BTreeMap<u32, u64>,
     last_ns: u64,
-    /// Latencies not yet handed to [`Live`], and when they last were.
-    unpublished: Recorder,
+    /// When latencies were last handed to [`Live`], on the run clock.
     published_ns: u64,
 }
 
@@ -59,23 +55,20 @@ impl Sink {
     /// A sink for results of `workers` workers.
     pub fn new(workers: usize) -> Self {
         Self {
-            latency: Recorder::new(),
+            latency: LatencyFeed::default(),
             per_worker: vec![0; workers],
             seqs: SeqTracker::new(),
             delivered: 0,
             final_state: BTreeMap::new(),
             last_ns: 0,
-            unpublished: Recorder::new(),
             published_ns: 0,
         }
     }
 
     /// Takes one delivery and tells `live` (the delivered count now, the rest every
-    /// [`PUBLISH_NS`], timed by the deliveries' own timestamps so no clock is read here).
+    /// [`FEED_EVERY`], timed by the deliveries' own timestamps so no clock is read here).
     pub fn deliver(&mut self, d: Delivery, live: &Live) {
-        // Recorded once, into the batch watchers have not seen; the run's histogram takes the
-        // batch whole when it is handed over (a merge every 100 ms, not a second record per item).
-        self.unpublished
+        self.latency
             .record_ns(d.done_ns.saturating_sub(d.intended_ns));
         self.last_ns = self.last_ns.max(d.done_ns);
         if let Some(count) = self.per_worker.get_mut(d.worker) {
@@ -87,24 +80,23 @@ impl Sink {
         }
         self.delivered += 1;
         live.items_out.store(self.delivered, Ordering::Relaxed);
-        if d.done_ns >= self.published_ns + PUBLISH_NS {
+        if d.done_ns >= self.published_ns + FEED_EVERY.as_nanos() as u64 {
             self.publish(live);
             self.published_ns = d.done_ns;
         }
     }
 
     /// Hands what watchers have not seen yet to `live`.
-    pub fn publish(&mut self, live: &Live) {
-        self.latency.merge(&self.unpublished);
-        live.add_latencies(&mut self.unpublished);
+    fn publish(&mut self, live: &Live) {
+        self.latency.publish(live);
         live.set_per_worker(&self.per_worker);
     }
 
     /// Ends the run; `live` gets the last latencies first.
-    pub fn finish(mut self, live: &Live) -> SinkReport {
-        self.publish(live);
+    pub fn finish(self, live: &Live) -> SinkReport {
+        live.set_per_worker(&self.per_worker);
         SinkReport {
-            latency: self.latency,
+            latency: self.latency.finish(live),
             per_worker: self.per_worker,
             delivered: self.delivered,
             final_state: self.final_state,
