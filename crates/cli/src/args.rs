@@ -725,7 +725,7 @@ pub struct BrokerArgs {
     /// streams' claim idle time, JetStream's AckWait; Kafka uses its session timeout)
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub redeliver_after: Duration,
-    /// Messages a consumer may hold unacked (JetStream MaxAckPending, Redis read count)
+    /// Messages a consumer may hold unacked (JetStream pull batch, Redis read count)
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub prefetch: u64,
     /// Refuse a stream or topic that does not exist instead of creating it

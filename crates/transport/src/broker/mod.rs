@@ -60,7 +60,9 @@ pub struct ClientOptions {
     /// Redis streams' claim idle time, JetStream's AckWait. Kafka moves a dead consumer's
     /// partitions after its session timeout instead.
     pub redeliver_after: Duration,
-    /// Messages a consumer may hold unacked (JetStream's MaxAckPending; Redis' read count).
+    /// Messages one consumer may hold unacked (JetStream's pull batch; Redis' read count).
+    /// Brokers that time a redelivery from delivery (JetStream's AckWait) start the clock when
+    /// a message reaches this consumer's buffer, not when it is polled.
     pub prefetch: usize,
     /// Create a missing stream/topic (Kafka with `partitions`). When false, a missing one is
     /// refused with its name.

@@ -1,6 +1,6 @@
 //! `nats://host:port/subject`: NATS core (consumers share the subject in a queue group,
 //! at-most-once) or, with `?jetstream=1`, a JetStream work-queue stream (explicit acks,
-//! AckWait redelivery, MaxAckPending as the consumer's credit: at-least-once).
+//! AckWait redelivery, each member's pull batch as its credit: at-least-once).
 //!
 //! The client is `async-nats`; each producer or consumer owns a tokio runtime with one worker
 //! thread, so the connection keeps reading and answering pings between the blocking calls
@@ -302,7 +302,10 @@ pub fn consumer(
                     durable_name: Some(options.group.clone()),
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: options.redeliver_after,
-                    max_ack_pending: options.prefetch as i64,
+                    // MaxAckPending counts the whole group's unacked messages: a cap of one
+                    // member's prefetch would let one member starve the others. Each member
+                    // is held to `prefetch` by its pull batch instead.
+                    max_ack_pending: -1,
                     ..Default::default()
                 },
             )

@@ -43,7 +43,14 @@ pub(super) fn run(
         what: what.clone(),
         source: error,
     };
-    let mut consumer = connect_consumer(source, options).map_err(broker)?;
+    let max = batch(config.delay, options.redeliver_after);
+    // A broker may count the redelivery time from when a message reaches this member's buffer
+    // (JetStream does), so the member holds no more than it polls at once.
+    let options = ClientOptions {
+        prefetch: options.prefetch.min(max),
+        ..options.clone()
+    };
+    let mut consumer = connect_consumer(source, &options).map_err(broker)?;
     let mut processor = Processor::new(config)?;
     eprintln!(
         "[{}] consuming {source} ({}) in group '{}'",
@@ -51,7 +58,6 @@ pub(super) fn run(
         source.guarantee(),
         options.group
     );
-    let max = batch(config.delay, options.redeliver_after);
     // When the latest message arrived; the idle timeout starts with the first one, so workers
     // may be started before the producer.
     let mut last: Option<Instant> = None;
