@@ -197,8 +197,10 @@ fn a_killed_worker_loses_nothing(kind: Kind, url: impl Fn(&str) -> String) {
     for w in &workers {
         w.wait_for("consuming");
     }
-    // A second is about a third of the work: the victim has acked batches and holds one.
-    std::thread::sleep(Duration::from_millis(1000));
+    // About a third of the work: the victim has acked batches and holds one. A batch is 20
+    // items of exactly 10 ms, so the kill lands mid-batch (5.5 batches in), not on a boundary
+    // where the victim has acked one batch and not yet taken the next.
+    std::thread::sleep(Duration::from_millis(1100));
     let mut victim = workers.remove(0);
     victim.child.kill().unwrap();
     let _ = victim.child.wait();
@@ -236,7 +238,8 @@ fn a_killed_worker_loses_nothing(kind: Kind, url: impl Fn(&str) -> String) {
         .sum();
     assert!(
         redelivered > 0,
-        "nothing was redelivered:\n{}",
+        "nothing was redelivered:\n{}\n{}",
+        victim.log(),
         workers.iter().map(Node::log).collect::<Vec<_>>().join("\n")
     );
 }
