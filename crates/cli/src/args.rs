@@ -432,8 +432,9 @@ pub struct WorkerArgs {
     /// Initializer: serve Prometheus metrics of the whole cluster here (others ignore it)
     #[arg(long)]
     pub metrics: Option<String>,
-    /// Initializer: serve the live page (items in and out, per worker, per partition) and its
-    /// /metrics on ADDR, e.g. 127.0.0.1:4000
+    /// Initializer: serve the whole cluster's live page (items in and out, per worker, per
+    /// partition) and its /metrics on ADDR, e.g. 127.0.0.1:4000. A broker member (--in URL):
+    /// its own (taken, done, held unacked, per partition, latency)
     #[arg(long, value_name = "ADDR")]
     pub ui: Option<String>,
     /// Partitions (sleepy: default 60; votes: 26, one per letter)

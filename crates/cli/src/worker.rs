@@ -35,23 +35,40 @@ pub fn run(args: &WorkerArgs, stop: &Shutdown) -> Result<Verdict> {
         report: None,
         ui: args.ui.clone(),
     };
-    // Held until the node ends: the page serves as long as the cluster runs.
-    let _session = match (&config.role, &args.ui) {
-        (Role::Initializer { .. }, Some(_)) => {
+    // Held until the node ends: the page serves as long as the worker runs.
+    let _session = match &args.ui {
+        Some(_) => {
+            let (label, workers) = match &config.role {
+                Role::Initializer { .. } => (
+                    format!(
+                        "cluster of {} worker(s), {} app",
+                        args.worker_count, args.app
+                    ),
+                    args.worker_count,
+                ),
+                Role::Consumer {
+                    source, options, ..
+                } => (
+                    format!(
+                        "{} in group '{}' on {source}, {} app",
+                        config.name, options.group, args.app
+                    ),
+                    1,
+                ),
+                Role::Joiner { .. } => {
+                    bail!("--ui is the initializer's: only it sees the whole cluster")
+                }
+            };
             let session = Session::with_live("worker", &ui, None, config.live.clone())?;
             session.live().begin_run(RunInfo {
-                label: format!(
-                    "cluster of {} worker(s), {} app",
-                    args.worker_count, args.app
-                ),
-                workers: args.worker_count,
+                label,
+                workers,
                 total: None,
                 target_per_s: None,
             });
             Some(session)
         }
-        (_, Some(_)) => bail!("--ui is the initializer's: only it sees the whole cluster"),
-        _ => None,
+        None => None,
     };
     node::run(&config, stop)?;
     Ok(Verdict::Passed)

@@ -256,3 +256,115 @@ fn issue7_the_initializers_live_page_shows_every_worker_and_partition() {
     );
     assert!(plumbline(&["shutdown", &external]).status.success());
 }
+
+#[cfg(feature = "redis")]
+#[test]
+fn issue7_a_broker_members_live_page_shows_what_it_took_did_and_holds() {
+    use plumbline_servers::{Kind, Server};
+    let Some(server) = Server::for_test(Kind::Redis, "a broker member's live page") else {
+        return;
+    };
+    let _cpu = exclusive();
+    let url = format!("redis://{}/watched", server.addr);
+    // The backlog first, so the member is busy from its start however slowly `send` runs.
+    let out = plumbline(&[
+        "send",
+        "--to",
+        &url,
+        "--gen",
+        "nonces",
+        "--rate",
+        "max",
+        "--messages",
+        "400",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let member = common::Node::start(&[
+        "--in",
+        &url,
+        "--delay",
+        "5ms",
+        "--name",
+        "m1",
+        "--idle-timeout",
+        "3s",
+        "--ui",
+        "127.0.0.1:0",
+    ]);
+    let page = format!(
+        "http://{}",
+        member
+            .wait_for("live page: http://")
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+    member.wait_for("consuming");
+    // 400 x 5 ms is 2 s of work in batches of 100 (a tenth of the default 5 s redelivery):
+    // 750 ms in, the member has done one batch and holds the next.
+    std::thread::sleep(Duration::from_millis(750));
+    let mid: serde_json::Value = serde_json::from_str(&get(&page, "/snapshot.json")).unwrap();
+    let (taken, done) = (
+        mid["items_in"].as_u64().unwrap(),
+        mid["items_out"].as_u64().unwrap(),
+    );
+    assert!(done > 0 && done < 400, "{mid}");
+    assert!(taken > done, "it holds a batch: {mid}");
+    assert_eq!(mid["in_flight"].as_u64().unwrap(), taken - done, "{mid}");
+    assert!(
+        mid["run"]["label"]
+            .as_str()
+            .unwrap()
+            .starts_with("m1 in group 'plumbline' on redis://"),
+        "{mid}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let end = loop {
+        let snapshot: serde_json::Value =
+            serde_json::from_str(&get(&page, "/snapshot.json")).unwrap();
+        // Per-partition counts are published with the latencies, every 100 ms.
+        let routed: u64 = snapshot["per_partition"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_u64().unwrap())
+            .sum();
+        if snapshot["items_out"] == 400 && routed == 400 && snapshot["latency_count"] == 400 {
+            break snapshot;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed all 400 done: {snapshot}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(end["in_flight"], 0, "{end}");
+    assert_eq!(end["per_worker"], serde_json::json!([400]));
+    assert_eq!(end["per_partition"].as_array().unwrap().len(), 60);
+    // Latency counts from the intended send time: at least the 5 ms of work.
+    assert!(end["p50_s"].as_f64().unwrap() >= 0.005, "{end}");
+    let samples = exposition::parse_exposition(&get(&page, "/metrics"));
+    assert_eq!(samples["plumbline_items_out_total"], 400.0);
+}
+
+#[test]
+fn issue7_a_cluster_joiner_refuses_ui_naming_the_initializer() {
+    let out = plumbline(&[
+        "worker",
+        "--in",
+        "127.0.0.1:1",
+        "--control",
+        "127.0.0.1:1",
+        "--name",
+        "j",
+        "--ui",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--ui is the initializer's"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -9,15 +9,23 @@
 //! at-most-once ones lose them, and the sink's sequence numbers count the loss). There is no
 //! initializer: the broker assigns the work. Keyed state is correct across members only when
 //! the broker keeps a key with one member (Kafka: partition = key mod partitions).
+//!
+//! Watchers (`--ui`) see this member alone through [`NodeConfig::live`]: items taken and done
+//! (so in flight is what it holds unacked), items per partition, and the latency from each
+//! item's intended send time to its result's flush.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::app::App;
+use plumbline_core::header::{self, Header};
 use plumbline_core::Shutdown;
-use plumbline_transport::broker::{connect_consumer, ClientOptions};
+use plumbline_measure::{LatencyFeed, Live, FEED_EVERY};
+use plumbline_transport::broker::{connect_consumer, ClientOptions, Delivery};
 use plumbline_transport::config::TransportConfig;
 
 use super::wire::WorkerStats;
-use super::{NodeConfig, NodeError, Processor};
+use super::{frame_key, partition_label, NodeConfig, NodeError, Processor};
 
 /// How long one poll waits before the stop flag is looked at again.
 const POLL: Duration = Duration::from_millis(100);
@@ -62,8 +70,10 @@ pub(super) fn run(
     // may be started before the producer.
     let mut last: Option<Instant> = None;
     let mut assigned = None;
+    let mut watch = Watch::new(config);
     while !stop.requested() {
         let batch = consumer.poll(max, POLL).map_err(broker)?;
+        watch.taken(&batch);
         let now = consumer.stats().assigned;
         if now != assigned {
             if let Some(partitions) = &now {
@@ -85,8 +95,10 @@ pub(super) fn run(
         }
         processor.flush();
         consumer.ack(&batch).map_err(broker)?;
+        watch.done(&batch);
     }
     processor.finish();
+    watch.publish();
     let stats = processor.stats();
     let consumed = consumer.stats();
     eprintln!(
@@ -94,6 +106,73 @@ pub(super) fn run(
         config.name, stats.items, consumed.redelivered, stats.results
     );
     Ok(stats)
+}
+
+/// What this member shows its watchers. Counted per batch, so the hot path reads the clock
+/// once per batch, not per item.
+struct Watch<'a> {
+    live: &'a Live,
+    app: App,
+    per_partition: Vec<u64>,
+    items_out: u64,
+    latency: LatencyFeed,
+    published: Instant,
+}
+
+impl<'a> Watch<'a> {
+    fn new(config: &'a NodeConfig) -> Self {
+        config.live.set_per_worker(&[0]);
+        Self {
+            live: &config.live,
+            app: config.app,
+            per_partition: vec![0; config.partitions.max(1) as usize],
+            items_out: 0,
+            latency: LatencyFeed::default(),
+            published: Instant::now(),
+        }
+    }
+
+    /// Messages the broker handed over: held until [`Watch::done`].
+    fn taken(&mut self, batch: &[Delivery]) {
+        self.live
+            .items_in
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let partitions = self.per_partition.len() as u32;
+        for delivery in batch {
+            if let Ok(key) = frame_key(self.app, &delivery.payload) {
+                self.per_partition[(key % partitions) as usize] += 1;
+            }
+        }
+    }
+
+    /// Messages whose results were flushed and which were acked.
+    fn done(&mut self, batch: &[Delivery]) {
+        let now = header::unix_now_ns();
+        for delivery in batch {
+            if let Ok((head, _)) = Header::read(&delivery.payload) {
+                self.latency
+                    .record_ns(now.saturating_sub(head.intended_unix_ns));
+            }
+        }
+        self.items_out += batch.len() as u64;
+        self.live.items_out.store(self.items_out, Ordering::Relaxed);
+        if self.published.elapsed() >= FEED_EVERY {
+            self.publish();
+        }
+    }
+
+    fn publish(&mut self) {
+        self.published = Instant::now();
+        self.latency.publish(self.live);
+        self.live.set_per_worker(&[self.items_out]);
+        self.live.set_per_partition(
+            self.per_partition
+                .iter()
+                .enumerate()
+                .map(|(p, &n)| (partition_label(self.app, p as u32), n))
+                .collect(),
+        );
+    }
 }
 
 #[cfg(test)]
