@@ -25,7 +25,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use plumbline_core::clock::Sleeper;
 use plumbline_core::Shutdown;
 use plumbline_measure::report::secs;
-use plumbline_measure::{LatencyFeed, LatencySummary, Live, RunInfo, FEED_EVERY};
+use plumbline_measure::{LatencyFeed, LatencySummary, Live, RunInfo};
 use plumbline_report::Run;
 use plumbline_transport::broker::{
     connect_consumer, connect_producer, BrokerError, ClientOptions, Consumer, Delivery,
@@ -531,15 +531,11 @@ impl Experiment<'_> {
         let mut seen = std::collections::HashSet::new();
         let mut acks = Vec::new();
         let mut stream_ok = true;
-        let mut published = Instant::now();
         while out.completed < n && Instant::now() < deadline && !shutdown.requested() {
             while let Ok(d) = done.try_recv() {
                 self.complete(&mut out, d, start, &mut acks);
             }
-            if published.elapsed() >= FEED_EVERY {
-                out.latency.publish(self.live);
-                published = Instant::now();
-            }
+            out.latency.publish_if_due(self.live);
             if !acks.is_empty() {
                 if let Err(e) = consumer.ack(&acks) {
                     out.error.get_or_insert(e.to_string());

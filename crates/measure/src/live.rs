@@ -291,10 +291,21 @@ impl Live {
 /// One writer's latencies on their way to its run's histogram and to [`Live`]: each value is
 /// recorded once, into a batch that [`LatencyFeed::publish`] hands over whole (merging a batch
 /// walks the whole histogram, so callers publish every [`FEED_EVERY`] or so, never per item).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LatencyFeed {
     total: Recorder,
     batch: Recorder,
+    published: Instant,
+}
+
+impl Default for LatencyFeed {
+    fn default() -> Self {
+        Self {
+            total: Recorder::new(),
+            batch: Recorder::new(),
+            published: Instant::now(),
+        }
+    }
 }
 
 /// How often writers publish their latencies.
@@ -307,10 +318,21 @@ impl LatencyFeed {
 
     /// Adds the batch to the run's histogram and hands it to `live`.
     pub fn publish(&mut self, live: &Live) {
+        self.published = Instant::now();
         if self.batch.count() > 0 {
             self.total.merge(&self.batch);
             live.add_latencies(&mut self.batch);
         }
+    }
+
+    /// Publishes if [`FEED_EVERY`] has passed since the last time; says whether it did (so the
+    /// caller can hand over its other figures at the same pace).
+    pub fn publish_if_due(&mut self, live: &Live) -> bool {
+        let due = self.published.elapsed() >= FEED_EVERY;
+        if due {
+            self.publish(live);
+        }
+        due
     }
 
     /// Publishes the rest; returns every latency recorded.
@@ -460,6 +482,22 @@ mod tests {
         let total = feed.finish(&live);
         assert_eq!(total.count(), 11);
         assert_eq!(live.snapshot(0).latency_count, 11);
+    }
+
+    #[test]
+    fn a_feed_publishes_when_due_and_not_before() {
+        let live = Live::new();
+        let mut feed = LatencyFeed::default();
+        feed.record_ns(1_000_000);
+        assert!(!feed.publish_if_due(&live), "a fresh feed is not due");
+        assert_eq!(live.snapshot(0).latency_count, 0);
+        std::thread::sleep(FEED_EVERY + Duration::from_millis(10));
+        assert!(feed.publish_if_due(&live));
+        assert_eq!(live.snapshot(0).latency_count, 1);
+        assert!(
+            !feed.publish_if_due(&live),
+            "due again only after another interval"
+        );
     }
 
     #[test]

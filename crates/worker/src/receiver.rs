@@ -17,9 +17,7 @@ use bytes::Bytes;
 use plumbline_core::clock::Sleeper;
 use plumbline_core::frame::{FrameCodec, FrameReader};
 use plumbline_core::header::{self, Header};
-use plumbline_measure::{
-    LatencyFeed, LatencySummary, Live, Recorder, SeqSummary, SeqTracker, FEED_EVERY,
-};
+use plumbline_measure::{LatencyFeed, LatencySummary, Live, Recorder, SeqSummary, SeqTracker};
 use serde::{Deserialize, Serialize};
 
 /// How frame payloads are read.
@@ -68,7 +66,7 @@ pub struct Receiver {
     print: Mutex<()>,
     results: Mutex<BTreeMap<String, u64>>,
     stopped: std::sync::atomic::AtomicBool,
-    /// Watchers' view: frames as they arrive, latencies every [`FEED_EVERY`].
+    /// Watchers' view: frames as they arrive, latencies every [`plumbline_measure::FEED_EVERY`].
     live: Arc<Live>,
 }
 
@@ -157,7 +155,6 @@ impl Receiver {
         self.connections.fetch_add(1, Ordering::Relaxed);
         let mut reader = FrameReader::new(stream, FrameCodec::new(self.config.max_frame));
         let mut latency = LatencyFeed::default();
-        let mut published = Instant::now();
         let mut seqs: Vec<(u32, u64)> = Vec::with_capacity(SEQ_BATCH);
         let mut framing = self.config.framing;
         let mut pacer = self
@@ -229,10 +226,7 @@ impl Receiver {
                     .append(&mut latest);
             }
             self.arrived(accepted, bytes);
-            if published.elapsed() >= FEED_EVERY {
-                latency.publish(&self.live);
-                published = Instant::now();
-            }
+            latency.publish_if_due(&self.live);
             if seqs.len() >= SEQ_BATCH {
                 self.flush_seqs(&mut seqs);
             }

@@ -17,15 +17,15 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::app::App;
-use plumbline_core::header::{self, Header};
+use plumbline_core::header;
 use plumbline_core::Shutdown;
-use plumbline_measure::{LatencyFeed, Live, FEED_EVERY};
-use plumbline_transport::broker::{connect_consumer, ClientOptions, Delivery};
+use plumbline_measure::{LatencyFeed, Live};
+use plumbline_transport::broker::{connect_consumer, ClientOptions};
 use plumbline_transport::config::TransportConfig;
 
 use super::wire::WorkerStats;
-use super::{frame_key, partition_label, NodeConfig, NodeError, Processor};
+use super::{partition_label, NodeConfig, NodeError, Processed, Processor};
+use crate::app::App;
 
 /// How long one poll waits before the stop flag is looked at again.
 const POLL: Duration = Duration::from_millis(100);
@@ -73,7 +73,7 @@ pub(super) fn run(
     let mut watch = Watch::new(config);
     while !stop.requested() {
         let batch = consumer.poll(max, POLL).map_err(broker)?;
-        watch.taken(&batch);
+        watch.taken(batch.len());
         let now = consumer.stats().assigned;
         if now != assigned {
             if let Some(partitions) = &now {
@@ -91,14 +91,16 @@ pub(super) fn run(
         }
         last = Some(Instant::now());
         for delivery in &batch {
-            processor.process(&delivery.payload);
+            if let Some(item) = processor.process(&delivery.payload) {
+                watch.processed(item);
+            }
         }
         processor.flush();
         consumer.ack(&batch).map_err(broker)?;
-        watch.done(&batch);
+        watch.done(batch.len());
     }
     processor.finish();
-    watch.publish();
+    watch.finish();
     let stats = processor.stats();
     let consumed = consumer.stats();
     eprintln!(
@@ -108,15 +110,17 @@ pub(super) fn run(
     Ok(stats)
 }
 
-/// What this member shows its watchers. Counted per batch, so the hot path reads the clock
-/// once per batch, not per item.
+/// What this member shows its watchers, from what the processor already read of each item.
+/// Latencies end when a batch's results are flushed and acked, so the clock is read once per
+/// batch, not per item.
 struct Watch<'a> {
     live: &'a Live,
     app: App,
     per_partition: Vec<u64>,
+    /// Intended send times of the batch in hand (reused, so no allocation per batch).
+    intended: Vec<u64>,
     items_out: u64,
     latency: LatencyFeed,
-    published: Instant,
 }
 
 impl<'a> Watch<'a> {
@@ -126,44 +130,42 @@ impl<'a> Watch<'a> {
             live: &config.live,
             app: config.app,
             per_partition: vec![0; config.partitions.max(1) as usize],
+            intended: Vec::new(),
             items_out: 0,
             latency: LatencyFeed::default(),
-            published: Instant::now(),
         }
     }
 
     /// Messages the broker handed over: held until [`Watch::done`].
-    fn taken(&mut self, batch: &[Delivery]) {
-        self.live
-            .items_in
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    fn taken(&self, n: usize) {
+        self.live.items_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn processed(&mut self, item: Processed) {
         let partitions = self.per_partition.len() as u32;
-        for delivery in batch {
-            if let Ok(key) = frame_key(self.app, &delivery.payload) {
-                self.per_partition[(key % partitions) as usize] += 1;
-            }
-        }
+        self.per_partition[(item.key % partitions) as usize] += 1;
+        self.intended.extend(item.intended_unix_ns);
     }
 
-    /// Messages whose results were flushed and which were acked.
-    fn done(&mut self, batch: &[Delivery]) {
+    /// The batch in hand (`n` messages) was flushed and acked.
+    fn done(&mut self, n: usize) {
         let now = header::unix_now_ns();
-        for delivery in batch {
-            if let Ok((head, _)) = Header::read(&delivery.payload) {
-                self.latency
-                    .record_ns(now.saturating_sub(head.intended_unix_ns));
-            }
+        for intended in self.intended.drain(..) {
+            self.latency.record_ns(now.saturating_sub(intended));
         }
-        self.items_out += batch.len() as u64;
+        self.items_out += n as u64;
         self.live.items_out.store(self.items_out, Ordering::Relaxed);
-        if self.published.elapsed() >= FEED_EVERY {
-            self.publish();
+        if self.latency.publish_if_due(self.live) {
+            self.publish_counts();
         }
     }
 
-    fn publish(&mut self) {
-        self.published = Instant::now();
+    fn finish(mut self) {
         self.latency.publish(self.live);
+        self.publish_counts();
+    }
+
+    fn publish_counts(&self) {
         self.live.set_per_worker(&[self.items_out]);
         self.live.set_per_partition(
             self.per_partition

@@ -208,6 +208,14 @@ fn frame_key(app: App, frame: &[u8]) -> Result<u32, plumbline_core::payload::Pay
     app.key(payload)
 }
 
+/// What [`Processor::process`] read of a frame it worked on.
+#[derive(Clone, Copy, Debug)]
+struct Processed {
+    key: u32,
+    /// From the plumbline header, if the frame had one.
+    intended_unix_ns: Option<u64>,
+}
+
 /// A worker's processing: item step plus the result stream to the sink.
 struct Processor {
     app: App,
@@ -297,8 +305,8 @@ impl Processor {
     }
 
     /// Works on one input frame and writes its result frame (the input's header, if any, then
-    /// the result text).
-    fn process(&mut self, frame: &Bytes) {
+    /// the result text). Returns what it read of the frame, or `None` if it was rejected.
+    fn process(&mut self, frame: &Bytes) -> Option<Processed> {
         self.stats.items += 1;
         let (header, payload) = match Header::read(frame) {
             Ok((h, payload)) => (Some(h), payload),
@@ -306,7 +314,7 @@ impl Processor {
         };
         let Ok(key) = self.app.key(&payload) else {
             self.stats.rejected += 1;
-            return;
+            return None;
         };
         let message = Message {
             seq: header.map_or(0, |h| h.seq),
@@ -316,7 +324,7 @@ impl Processor {
         };
         let Some(output) = self.item.handle(&message) else {
             self.stats.rejected += 1;
-            return;
+            return None;
         };
         let output = if self.ok { Output::Done } else { output };
         let mut text = std::mem::take(&mut self.text);
@@ -332,6 +340,10 @@ impl Processor {
         if self.last_flush.elapsed() >= FLUSH_EVERY {
             self.flush();
         }
+        Some(Processed {
+            key,
+            intended_unix_ns: header.map(|h| h.intended_unix_ns),
+        })
     }
 
     fn emit(&mut self, head: &[u8], text: &[u8]) {
