@@ -223,21 +223,39 @@ impl Producer for KafkaProducer {
     }
 }
 
-/// Keeps the partitions the group currently assigns to this member.
+/// Keeps the partitions the group currently assigns to this member, and those it took away
+/// since the consumer last looked (their positions are no longer this member's to commit).
 #[derive(Clone, Default)]
-struct Assignment(Arc<Mutex<Vec<i32>>>);
+struct Assignment(Arc<Mutex<Owned>>);
+
+#[derive(Default)]
+struct Owned {
+    partitions: Vec<i32>,
+    revoked: Vec<i32>,
+}
+
+impl Assignment {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Owned> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 impl ClientContext for Assignment {}
 
 impl ConsumerContext for Assignment {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut partitions = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut owned = self.lock();
         match rebalance {
             Rebalance::Assign(list) => {
-                *partitions = list.elements().iter().map(|e| e.partition()).collect();
-                partitions.sort_unstable();
+                owned.partitions = list.elements().iter().map(|e| e.partition()).collect();
+                owned.partitions.sort_unstable();
             }
-            Rebalance::Revoke(_) => partitions.clear(),
+            Rebalance::Revoke(list) => {
+                owned.partitions.clear();
+                owned
+                    .revoked
+                    .extend(list.elements().iter().map(|e| e.partition()));
+            }
             Rebalance::Error(_) => {}
         }
     }
@@ -281,6 +299,14 @@ impl Positions {
         if let Some(open) = self.open.get_mut(&partition) {
             open.remove(&offset);
         }
+    }
+
+    /// The partition moved to another member: what this one holds of it is no longer its to
+    /// commit (the new owner may be far past it; committing it would rewind the group).
+    fn forget(&mut self, partition: i32) {
+        self.open.remove(&partition);
+        self.next.remove(&partition);
+        self.committed.remove(&partition);
     }
 
     /// Every partition's position if it moved since the last call (and records it as
@@ -347,9 +373,18 @@ impl KafkaConsumer {
         self.consumer.as_ref().expect("present until dropped")
     }
 
+    /// Drops the positions of partitions the group took away since the last look. Called
+    /// after every `poll` of the client, which is where rebalance callbacks run.
+    fn forget_revoked(&mut self) {
+        for partition in std::mem::take(&mut self.assignment.lock().revoked) {
+            self.positions.forget(partition);
+        }
+    }
+
     /// Commits the positions that moved. Returns false when a rebalance took the partitions
     /// away (the new owner gets their messages again, which at-least-once allows).
     fn commit(&mut self, mode: CommitMode, all: bool) -> Result<bool, BrokerError> {
+        self.forget_revoked();
         let ready = self.positions.ready(all);
         if ready.is_empty() {
             return Ok(true);
@@ -375,7 +410,13 @@ impl Consumer for KafkaConsumer {
         // The field, not `self.consumer()`: a message borrows the consumer while positions move.
         let consumer = self.consumer.as_ref().expect("present until dropped");
         while out.len() < max {
-            let Some(result) = consumer.poll(wait) else {
+            let polled = consumer.poll(wait);
+            // A rebalance inside that poll took partitions away: forget them before anything
+            // after it is recorded.
+            for partition in std::mem::take(&mut self.assignment.lock().revoked) {
+                self.positions.forget(partition);
+            }
+            let Some(result) = polled else {
                 break;
             };
             wait = Duration::ZERO;
@@ -429,13 +470,7 @@ impl Consumer for KafkaConsumer {
 
     fn stats(&self) -> ConsumerStats {
         ConsumerStats {
-            assigned: Some(
-                self.assignment
-                    .0
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
-            ),
+            assigned: Some(self.assignment.lock().partitions.clone()),
             ..self.stats.clone()
         }
     }
@@ -447,8 +482,17 @@ impl Drop for KafkaConsumer {
             return;
         };
         // Make the last positions durable (an async commit may still be in flight) and leave
-        // the group, so the partitions move now rather than after the session timeout.
-        let ready = self.positions.ready(true);
+        // the group, so the partitions move now rather than after the session timeout. Only
+        // partitions this member still owns: one the group moved away may be far ahead at its
+        // new owner, and an old position committed now would rewind the group.
+        self.forget_revoked();
+        let owned = self.assignment.lock().partitions.clone();
+        let ready: Vec<_> = self
+            .positions
+            .ready(true)
+            .into_iter()
+            .filter(|(partition, _)| owned.contains(partition))
+            .collect();
         if !ready.is_empty() {
             let mut list = TopicPartitionList::new();
             for (partition, position) in ready {
@@ -497,6 +541,26 @@ mod tests {
             p.ready(true),
             vec![(0, 3), (1, 8)],
             "all, for the last commit"
+        );
+    }
+
+    /// Regression: a member's exit commit rewound a partition that had moved to another member
+    /// (its committed offset went from past 836 back to 120).
+    #[test]
+    fn a_partition_taken_away_is_never_committed_again() {
+        let mut p = Positions::default();
+        p.delivered(0, 119);
+        p.done(0, 119);
+        p.delivered(1, 5);
+        p.done(1, 5);
+        assert_eq!(p.ready(false), vec![(0, 120), (1, 6)]);
+        p.forget(0);
+        assert_eq!(p.ready(true), vec![(1, 6)], "partition 0 is another member's now");
+        p.delivered(0, 900);
+        assert_eq!(
+            p.ready(false),
+            vec![(0, 900)],
+            "given back later, it starts from what this member is handed, not its old position"
         );
     }
 }
