@@ -285,9 +285,13 @@ pub struct DistributorArgs {
     /// End the run with an error when the collector is unreachable this long
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub collector_timeout: Duration,
-    /// End the run with an error when workers do not join (or none is left) this long
+    /// End the run with an error when the workers have not all joined this long
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub join_timeout: Duration,
+    /// Once running, end the run with an error (and its report) when a task type with work
+    /// has had no worker this long
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub rejoin_timeout: Duration,
     /// Mark the N-th task of every type as poison: plumbline's worker crashes on it (testing)
     #[arg(long)]
     pub poison: Vec<u64>,
@@ -342,6 +346,10 @@ pub struct CollectorArgs {
     /// Where the distributor connects for ACKs (bound)
     #[arg(long, default_value = COLLECTOR_ACK_ENDPOINT)]
     pub ack_endpoint: String,
+    /// End the run (writing what was recorded, exit 1) when the distributor went away
+    /// without ending it and has not come back this long
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub distributor_timeout: Duration,
     /// Write every result as a JSON line (id, type, attempt, worker, start/finish ns, duplicate)
     #[arg(long)]
     pub results: Option<PathBuf>,

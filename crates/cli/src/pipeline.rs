@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use plumbline_core::duration::Human;
@@ -85,6 +85,16 @@ fn distributor(args: &DistributorArgs, shutdown: &Shutdown) -> Result<Verdict> {
     config.max_deliver = args.max_deliver;
     config.collector_timeout = args.collector_timeout;
     config.join_timeout = args.join_timeout;
+    config.rejoin_timeout = args.rejoin_timeout;
+    if args.lease <= args.delay {
+        eprintln!(
+            "warning: --lease {} is not longer than the {} task: every delivery runs out before \
+             its result can be ACKed, so tasks go out again while they run (expect many \
+             duplicates); give --lease well above the task's p99",
+            Human(args.lease),
+            Human(args.delay)
+        );
+    }
     let mut distributor = Distributor::new(config);
     let mut total = 0;
     let mut described = Vec::new();
@@ -172,6 +182,12 @@ pub fn verdict(report: &PipelineReport) -> Verdict {
         return Verdict::Interrupted;
     }
     let mut failures = Vec::new();
+    if let Some(error) = &report.error {
+        failures.push(format!(
+            "{error} ({} of {} issued tasks ACKed)",
+            report.acked, report.issued
+        ));
+    }
     if !report.failed.is_empty() {
         let ids: Vec<String> = report
             .failed
@@ -363,17 +379,17 @@ fn worker(args: &PipelineWorkerArgs, shutdown: &Shutdown) -> Result<Verdict> {
 }
 
 /// The seed's stopwatch collector, writing each result as a JSON line if asked.
+/// Times with the collector's own clock, as the seed's does (first collection → finished):
+/// the times in results are the workers' and a peer may send anything there.
 struct Recorder {
     lines: Option<BufWriter<File>>,
-    first_ns: Option<u64>,
-    last_ns: u64,
+    first: Option<Instant>,
     write_error: Option<std::io::Error>,
 }
 
 impl Collector for Recorder {
     fn handle_collection(&mut self, result: &TaskResult) {
-        self.first_ns.get_or_insert(result.finished_ns);
-        self.last_ns = self.last_ns.max(result.finished_ns);
+        self.first.get_or_insert_with(Instant::now);
         if let (Some(out), None) = (&mut self.lines, &self.write_error) {
             let written = serde_json::to_writer(&mut *out, result)
                 .map_err(std::io::Error::other)
@@ -382,11 +398,21 @@ impl Collector for Recorder {
         }
     }
 
+    fn commit(&mut self) -> std::io::Result<()> {
+        if let Some(e) = self.write_error.take() {
+            return Err(e);
+        }
+        match &mut self.lines {
+            Some(out) => out.flush(),
+            None => Ok(()),
+        }
+    }
+
     fn handle_finished(&mut self, summary: &CollectorSummary) {
-        if let Some(first) = self.first_ns {
+        if let Some(first) = self.first {
             eprintln!(
                 "collector: collection took {:.1} milliseconds",
-                self.last_ns.saturating_sub(first) as f64 / 1e6
+                first.elapsed().as_secs_f64() * 1e3
             );
         }
         eprintln!(
@@ -405,26 +431,26 @@ fn collector(args: &CollectorArgs, shutdown: &Shutdown) -> Result<Verdict> {
         )),
         None => None,
     };
-    let bound = BoundCollector::bind(&results, &acks)?;
+    let bound =
+        BoundCollector::bind(&results, &acks)?.distributor_timeout(args.distributor_timeout);
     let (at, acks_at) = bound.endpoints();
     eprintln!("collector: results on {at}, ACKs to the distributor on {acks_at}");
     let mut recorder = Recorder {
         lines,
-        first_ns: None,
-        last_ns: 0,
+        first: None,
         write_error: None,
     };
-    let summary = bound.run(&mut recorder, shutdown)?;
-    if let Some(e) = recorder.write_error {
-        bail!("writing the results file: {e}");
-    }
-    if let Some(mut out) = recorder.lines {
-        out.flush().context("writing the results file")?;
-    }
+    let summary = bound
+        .run(&mut recorder, shutdown)
+        .context("writing the results file")?;
+    recorder.commit().context("writing the results file")?;
     if let Some(path) = &args.json {
         write_json(path, &summary)?;
     }
-    Ok(Verdict::of(summary.interrupted, Vec::new()))
+    Ok(Verdict::of(
+        summary.interrupted,
+        summary.error.iter().cloned().collect(),
+    ))
 }
 
 #[cfg(test)]

@@ -244,6 +244,17 @@ fn payloads(args: &SendArgs) -> Result<(Payloads, usize)> {
         }
         (None, false) => {
             let records = load_records(args)?;
+            if let Some(n) = args
+                .messages
+                .filter(|&n| !args.repeat && n > records.len() as u64)
+            {
+                bail!(
+                    "--messages {n}, but the files hold {} messages: add --repeat to send them \
+                     again, or ask for at most {}",
+                    records.len(),
+                    records.len()
+                );
+            }
             let mean = records.iter().map(Bytes::len).sum::<usize>() / records.len();
             Ok((
                 Payloads::Records {

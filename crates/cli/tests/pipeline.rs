@@ -60,6 +60,16 @@ fn results(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
+/// Task ids in a collector's results file; a line torn by a kill -9 is skipped.
+fn ids_in(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["id"].as_u64())
+        .collect()
+}
+
 fn dispatched_to(report: &Value, name: &str) -> u64 {
     report["workers"]
         .as_array()
@@ -408,7 +418,7 @@ fn a_collector_killed_mid_run_and_restarted_loses_nothing() {
         format!("tcp://{}", common::closed_addr()),
         format!("tcp://{}", common::closed_addr()),
     );
-    let start_collector = || {
+    let start_collector = |ledger: &Path| {
         let node = Node::spawn(&[
             "pipeline",
             "collector",
@@ -416,11 +426,14 @@ fn a_collector_killed_mid_run_and_restarted_loses_nothing() {
             &results,
             "--ack-endpoint",
             &acks,
+            "--results",
+            ledger.to_str().unwrap(),
         ]);
         node.wait_for("collector: results on ");
         node
     };
-    let mut first = start_collector();
+    let (ledger1, ledger2) = (dir.join("results-1.jsonl"), dir.join("results-2.jsonl"));
+    let mut first = start_collector(&ledger1);
     let report_at = dir.join("report.json");
     let (mut dist, endpoint) = distributor(
         &acks,
@@ -441,16 +454,27 @@ fn a_collector_killed_mid_run_and_restarted_loses_nothing() {
     std::thread::sleep(Duration::from_millis(500));
     kill_9(&mut first);
     std::thread::sleep(Duration::from_millis(1000));
-    let _second = start_collector();
+    let _second = start_collector(&ledger2);
     assert_eq!(dist.exit_code(60), Some(0), "{}", dist.log());
     assert!(dist.log().contains("lost the collector"), "{}", dist.log());
     let r = read_json(&report_at);
     assert_eq!(r["acked"], 200, "{r}");
     assert_eq!(r["lost"], 0);
+    // Record, then ACK: every task the distributor counted as ACKed is in one of the two
+    // collectors' files (the killed one may end in a torn line, never miss an ACKed result).
+    let mut recorded = std::collections::BTreeSet::new();
+    for ledger in [&ledger1, &ledger2] {
+        recorded.extend(ids_in(ledger));
+    }
+    let missing: Vec<u64> = (1..=200).filter(|id| !recorded.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "ACKed but recorded nowhere: {missing:?}"
+    );
 }
 
 #[test]
-fn a_wedged_worker_is_dropped_when_its_lease_runs_out_and_the_run_completes() {
+fn a_wedged_workers_tasks_go_out_again_when_their_lease_runs_out_and_the_run_completes() {
     let _cpu = exclusive();
     let dir = scratch("pipeline-wedged");
     let mut run = Run::start(
@@ -484,9 +508,136 @@ fn a_wedged_worker_is_dropped_when_its_lease_runs_out_and_the_run_completes() {
         .ok();
     let log = run.dist.log();
     assert!(
-        log.contains("wedged left (silent since its lease on task"),
+        log.contains("worker wedged is silent since its lease on task"),
         "{log}"
     );
     assert_eq!(r["acked"], 200, "{r}");
     assert_eq!(r["lost"], 0);
+}
+
+#[test]
+fn a_lease_shorter_than_the_task_is_warned_of_and_the_run_still_ends_with_its_report() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-short-lease");
+    let mut run = Run::start(
+        &dir,
+        &[],
+        &["--task", "C:40", "--delay", "10ms", "--lease", "5ms"],
+    );
+    let start = std::time::Instant::now();
+    let _w = run.worker("w", &[]);
+    let code = run.dist.exit_code(40);
+    assert!(matches!(code, Some(0 | 1)), "{code:?}: {}", run.dist.log());
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "waited out a timeout: {:?}",
+        start.elapsed()
+    );
+    let log = run.dist.log();
+    assert!(
+        log.contains("--lease 5ms is not longer than the 10ms task"),
+        "{log}"
+    );
+    let r = read_json(&run.report_at);
+    assert_eq!(r["lost"], 0, "{r}");
+    let settled = r["acked"].as_u64().unwrap() + r["failed"].as_array().unwrap().len() as u64;
+    assert_eq!(settled, 40, "{r}");
+    assert!(r["redeliveries"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[test]
+fn a_run_whose_last_worker_died_fails_soon_with_its_report() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-no-worker-left");
+    let mut run = Run::start(
+        &dir,
+        &[],
+        &[
+            "--task",
+            "C:500",
+            "--delay",
+            "10ms",
+            "--rejoin-timeout",
+            "1s",
+        ],
+    );
+    let mut w = run.worker("w", &[]);
+    w.wait_for("running");
+    std::thread::sleep(Duration::from_millis(300));
+    kill_9(&mut w);
+    let killed = std::time::Instant::now();
+    let r = run.report(1);
+    assert!(
+        killed.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        killed.elapsed()
+    );
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("no worker of task type C was left") && error.contains("--rejoin-timeout"),
+        "{r}"
+    );
+    assert!(r["acked"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[test]
+fn a_collector_whose_distributor_died_writes_what_it_recorded_and_fails() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-distributor-died");
+    let summary_at = dir.join("collector.json");
+    let mut run = Run::start(
+        &dir,
+        &[
+            "--distributor-timeout",
+            "1s",
+            "--json",
+            summary_at.to_str().unwrap(),
+        ],
+        &["--task", "C:500", "--delay", "10ms"],
+    );
+    let w = run.worker("w", &[]);
+    w.wait_for("running");
+    std::thread::sleep(Duration::from_millis(300));
+    kill_9(&mut run.dist);
+    let killed = std::time::Instant::now();
+    assert_eq!(
+        run.collector.node.exit_code(20),
+        Some(1),
+        "{}",
+        run.collector.node.log()
+    );
+    assert!(killed.elapsed() < Duration::from_secs(10));
+    let log = run.collector.node.log();
+    assert!(
+        log.contains("closed the ACK connection without ending the run"),
+        "{log}"
+    );
+    let summary = read_json(&summary_at);
+    assert!(summary["results"].as_u64().unwrap() > 0, "{summary}");
+    assert!(summary["error"]
+        .as_str()
+        .unwrap()
+        .contains("--distributor-timeout"));
+}
+
+#[test]
+fn a_second_distributor_hello_is_refused_and_the_real_one_keeps_its_acks() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-impostor");
+    let mut run = Run::start(&dir, &[], &["--task", "C:100", "--delay", "10ms"]);
+    let w = run.worker("w", &[]);
+    w.wait_for("running");
+    let hello = br#"{"type":"hello","protocol":1,"role":"distributor","name":"impostor"}"#;
+    let mut frame = (hello.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(hello);
+    let mut impostor = TcpStream::connect(run.collector.acks.trim_start_matches("tcp://")).unwrap();
+    impostor.write_all(&frame).unwrap();
+    let r = run.report(0);
+    assert_eq!(r["acked"], 100, "{r}");
+    assert_eq!(r["lost"], 0);
+    let log = run.collector.node.log();
+    assert!(
+        log.contains("a distributor is already connected from"),
+        "{log}"
+    );
 }

@@ -60,7 +60,8 @@ pub struct SendPlan {
     pub framing: Framing,
     /// Stop after this many messages in all.
     pub messages: Option<u64>,
-    /// Stop scheduling messages due at or after this offset.
+    /// Stop scheduling messages due at or after this offset. Every message due before it is
+    /// sent, late if need be; only `Shape::Max` (no deadlines) stops by the clock.
     pub duration: Option<Duration>,
     /// A message whose write starts later than this after its deadline counts as late.
     pub late_after: Duration,
@@ -270,6 +271,7 @@ impl ThreadSender<'_> {
         };
         let mut sleeper = Sleeper::new();
         let mut segment = 0;
+        let unpaced = matches!(self.plan.shape, Shape::Max);
         let fail = |tally: &SendTally, e| (tally.sent, e);
         for k in 0.. {
             let n = self.thread + k * self.threads;
@@ -309,8 +311,10 @@ impl ThreadSender<'_> {
                 sleeper.sleep_until(deadline);
                 now = Instant::now();
             }
-            // `--rate max` puts every deadline at 0: the duration is kept by the clock.
-            if self.plan.duration.is_some_and(|d| now - self.start >= d) {
+            // `--rate max` puts every deadline at 0: the duration is kept by the clock. A paced
+            // shape sends every message scheduled before the end, however late (counted late):
+            // an open-loop sender never skips one to catch up.
+            if unpaced && self.plan.duration.is_some_and(|d| now - self.start >= d) {
                 break;
             }
             let late = now.saturating_duration_since(deadline);
@@ -471,28 +475,41 @@ mod tests {
         );
     }
 
+    /// A writer that takes 5 ms per write call.
+    struct Slow(Vec<u8>);
+    impl Write for Slow {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(5));
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn send_slowly(plan: &SendPlan) -> SendTally {
+        let (tally, errors) = send(plan, vec![Slow(Vec::new())], &Shutdown::new(), &Live::new());
+        assert!(errors.is_empty());
+        tally
+    }
+
+    /// Regression: `--duration` stopped by the clock, so a sender that fell behind dropped
+    /// what was still scheduled (6 746 of 60 000) while claiming it never skips.
+    #[test]
+    fn a_late_sender_still_sends_everything_scheduled_before_the_duration() {
+        let mut plan = plan(Shape::Constant { rate: 20_000.0 }, u64::MAX, Framing::Raw);
+        plan.messages = None;
+        plan.duration = Some(Duration::from_millis(20));
+        let tally = send_slowly(&plan);
+        assert_eq!(tally.sent, 400, "every message due in 20 ms at 20 000/s");
+        assert!(tally.late > 0);
+    }
+
     #[test]
     fn a_blocked_peer_makes_sends_late_not_lost() {
-        /// A writer that takes 5 ms per write call.
-        struct Slow(Vec<u8>);
-        impl Write for Slow {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                std::thread::sleep(Duration::from_millis(5));
-                self.0.extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
         let plan = plan(Shape::Constant { rate: 2000.0 }, 50, Framing::Raw);
-        let (tally, errors) = send(
-            &plan,
-            vec![Slow(Vec::new())],
-            &Shutdown::new(),
-            &Live::new(),
-        );
-        assert!(errors.is_empty());
+        let tally = send_slowly(&plan);
         assert_eq!(tally.sent, 50);
         assert!(tally.late > 10, "late {}", tally.late);
         // Once behind, the thread stops waiting, so frames pile into its buffer and go out in

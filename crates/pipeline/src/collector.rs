@@ -5,13 +5,15 @@
 //! distributor connects (one at a time; a newer connection replaces an older one). Every result
 //! is ACKed, duplicates included, so the distributor retires the lease whichever copy arrives
 //! first; the caller's [`Collector`] sees each result with `duplicate` set for a task id it has
-//! seen before. ACKs are written in one batch per wake-up. A result that arrives while no
+//! seen before. ACKs are written in one batch per wake-up, and only after the caller's
+//! [`Collector::commit`] made that batch's results durable (record, then ACK). A result that arrives while no
 //! distributor is connected is not ACKed: its lease runs out and it comes again, as a counted
 //! duplicate. Remembering seen ids costs 8 bytes per task of the run.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use plumbline_core::Shutdown;
@@ -20,7 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::distributor::MAX_NAME;
-use crate::peers::{self, EVENT_QUEUE};
+use crate::peers::{self, Greeting, EVENT_QUEUE};
 use crate::wire::{Message, MessageReader, Role, WireError, PROTOCOL};
 
 /// One result as the collector hands it on.
@@ -42,6 +44,14 @@ pub trait Collector {
     /// Called for every result, in arrival order, on the collector's loop.
     fn handle_collection(&mut self, result: &TaskResult);
 
+    /// Makes every result handed to [`Collector::handle_collection`] so far durable (a
+    /// results file flushed). Called before their ACKs are written: an ACK retires a task for
+    /// good, so what it acknowledges must survive the collector's death right after. An error
+    /// ends the run with nothing more ACKed; the distributor then hands those tasks out again.
+    fn commit(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+
     /// Called once, when the distributor ends the run.
     fn handle_finished(&mut self, _summary: &CollectorSummary) {}
 }
@@ -59,6 +69,8 @@ pub struct CollectorSummary {
     pub unacked: u64,
     /// Ctrl-C ended it before the distributor's `end`.
     pub interrupted: bool,
+    /// Why it ended without the distributor's `end` (the distributor went away for good).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,23 +79,35 @@ pub enum CollectorError {
     Endpoint(#[from] EndpointError),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    #[error("recording results failed ({0}); {1} results were left un-ACKed to come again")]
+    Record(std::io::Error, usize),
 }
 
 enum Event {
     Result(Box<TaskResult>),
-    DistributorUp(Conn),
+    /// A distributor said hello on ACK connection `id`.
+    DistributorUp(u64, Conn),
+    /// ACK connection `id` ended without `end`.
+    DistributorGone(u64),
     End,
-    Bad { peer: String, reason: String },
+    Bad {
+        peer: String,
+        reason: String,
+    },
 }
 
 /// ACKs kept for a distributor that is away. It dispatches nothing while away, so what is owed
 /// is at most the workers' credits; past this cap results go un-ACKed (their leases run out).
 const MAX_OWED_ACKS: usize = 100_000;
 
+/// How long a distributor that went away may take to come back by default.
+pub const DISTRIBUTOR_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A collector with both endpoints bound.
 pub struct BoundCollector {
     results: Listener,
     acks: Listener,
+    distributor_timeout: Duration,
 }
 
 impl BoundCollector {
@@ -91,7 +115,15 @@ impl BoundCollector {
         Ok(Self {
             results: endpoint.bind()?,
             acks: ack_endpoint.bind()?,
+            distributor_timeout: DISTRIBUTOR_TIMEOUT,
         })
+    }
+
+    /// How long a distributor whose ACK connection ended without `end` may take to connect
+    /// again before the run ends with what was recorded and an error.
+    pub fn distributor_timeout(mut self, timeout: Duration) -> Self {
+        self.distributor_timeout = timeout;
+        self
     }
 
     /// (result endpoint, ACK endpoint), with real ports for `tcp://…:0`.
@@ -108,25 +140,51 @@ impl BoundCollector {
         let stop = Shutdown::new();
         let (events, inbox) = crossbeam_channel::bounded(EVENT_QUEUE);
         let sender = events.clone();
-        let results = peers::serve(self.results, stop.clone(), "collector", move |conn| {
-            serve_worker(conn, &sender)
-        })
+        let results = peers::serve(
+            self.results,
+            stop.clone(),
+            "collector",
+            move |conn, greeting| serve_worker(conn, greeting, &sender),
+        )
         .map_err(CollectorError::Thread)?;
         let sender = events.clone();
-        let acking = peers::serve(self.acks, stop.clone(), "collector-ack", move |conn| {
-            serve_distributor(conn, &sender)
-        })
+        let ids = AtomicU64::new(0);
+        let acking = peers::serve(
+            self.acks,
+            stop.clone(),
+            "collector-ack",
+            move |conn, greeting| {
+                let id = ids.fetch_add(1, Ordering::Relaxed);
+                serve_distributor(conn, greeting, id, &sender)
+            },
+        )
         .map_err(CollectorError::Thread)?;
         let mut seen = HashSet::new();
         let mut summary = CollectorSummary::default();
-        let mut distributor: Option<Conn> = None;
+        // The distributor this run is bound to (its connection id and a handle to answer it),
+        // and since when none is connected.
+        let mut distributor: Option<(u64, Conn)> = None;
+        let mut away_since: Option<Instant> = None;
+        let mut ever_connected = false;
         // ACKs not yet written: kept while no distributor is connected, sent when one is.
         let mut acks = Vec::new();
         let mut owed = 0usize;
         let finished = loop {
             if shutdown.requested() {
                 summary.interrupted = true;
-                break false;
+                break Ok(false);
+            }
+            if let Some(since) = away_since.filter(|_| ever_connected) {
+                if since.elapsed() > self.distributor_timeout {
+                    let why = format!(
+                        "the distributor went away without ending the run and did not come \
+                         back within {:?} (--distributor-timeout)",
+                        self.distributor_timeout
+                    );
+                    eprintln!("collector: {why}");
+                    summary.error = Some(why);
+                    break Ok(false);
+                }
             }
             let first = match inbox.recv_timeout(Duration::from_millis(50)) {
                 Ok(event) => event,
@@ -163,9 +221,41 @@ impl BoundCollector {
                             summary.unacked += 1;
                         }
                     }
-                    Event::DistributorUp(conn) => {
-                        if let Some(old) = distributor.replace(conn) {
-                            old.close();
+                    Event::DistributorUp(id, conn) => match &distributor {
+                        // One distributor per run: another hello while it is connected is an
+                        // impostor (or a second run), never a reason to drop the first.
+                        Some((_, current)) => {
+                            let reason = format!(
+                                "a distributor is already connected from {}",
+                                current.peer()
+                            );
+                            summary.bad_peers += 1;
+                            eprintln!("collector: refused {}: {reason}", conn.peer());
+                            tell_refused(conn, reason);
+                        }
+                        None => {
+                            if away_since.take().is_some() && ever_connected {
+                                eprintln!(
+                                    "collector: the distributor is back from {}",
+                                    conn.peer()
+                                );
+                            }
+                            ever_connected = true;
+                            distributor = Some((id, conn));
+                        }
+                    },
+                    Event::DistributorGone(id) => {
+                        if distributor
+                            .as_ref()
+                            .is_some_and(|(current, _)| *current == id)
+                        {
+                            eprintln!(
+                                "collector: the distributor closed the ACK connection without \
+                                 ending the run; waiting {:?} for it to come back",
+                                self.distributor_timeout
+                            );
+                            distributor = None;
+                            away_since = Some(Instant::now());
                         }
                     }
                     Event::End => end = true,
@@ -175,26 +265,34 @@ impl BoundCollector {
                     }
                 }
             }
-            if let Some(conn) = &mut distributor {
+            // Record, then ACK: a result is durable before the distributor forgets its task.
+            if owed > 0 {
+                if let Err(e) = collector.commit() {
+                    break Err(CollectorError::Record(e, owed));
+                }
+            }
+            if let Some((_, conn)) = &mut distributor {
                 if !acks.is_empty() {
                     if conn.write_all(&acks).is_ok() {
                         acks.clear();
                         owed = 0;
                     } else {
                         distributor = None;
+                        away_since = Some(Instant::now());
                     }
                 }
             }
             if end {
-                break true;
+                break Ok(true);
             }
         };
         stop.request();
         // The accept threads own the listeners: joined, an ipc:// socket file is gone.
         results.join().ok();
         acking.join().ok();
+        let finished = finished?;
         collector.handle_finished(&summary);
-        if let Some(mut conn) = distributor {
+        if let Some((_, mut conn)) = distributor {
             if finished {
                 let reply = Message::Finished {
                     results: summary.results,
@@ -218,7 +316,7 @@ struct Greeted {
 
 impl Greeted {
     /// Reads the hello; a wrong one is refused (told to the peer, counted as a bad peer).
-    fn accept(conn: Conn, want: Role, events: &Sender<Event>) -> Option<Self> {
+    fn accept(conn: Conn, greeting: Greeting, want: Role, events: &Sender<Event>) -> Option<Self> {
         let peer = conn.peer();
         let writer = conn.try_clone().ok()?;
         let mut reader = MessageReader::new(conn);
@@ -229,7 +327,7 @@ impl Greeted {
                 name,
                 ..
             }) if role == want && protocol == PROTOCOL && name.len() <= MAX_NAME => {
-                writer.set_read_timeout(None).ok();
+                greeting.done(&writer);
                 return Some(Self {
                     reader,
                     writer,
@@ -257,19 +355,19 @@ impl Greeted {
 }
 
 /// Tells a peer why it is dropped, drops it, and counts it.
-fn refuse(mut writer: Conn, peer: String, reason: String, events: &Sender<Event>) {
-    Message::Refused {
-        reason: reason.clone(),
-    }
-    .send(&mut writer)
-    .ok();
-    writer.close();
+fn refuse(writer: Conn, peer: String, reason: String, events: &Sender<Event>) {
+    tell_refused(writer, reason.clone());
     events.send(Event::Bad { peer, reason }).ok();
 }
 
+fn tell_refused(mut writer: Conn, reason: String) {
+    Message::Refused { reason }.send(&mut writer).ok();
+    writer.close();
+}
+
 /// Reads one worker's results.
-fn serve_worker(conn: Conn, events: &Sender<Event>) {
-    let Some(mut peer) = Greeted::accept(conn, Role::Worker, events) else {
+fn serve_worker(conn: Conn, greeting: Greeting, events: &Sender<Event>) {
+    let Some(mut peer) = Greeted::accept(conn, greeting, Role::Worker, events) else {
         return;
     };
     loop {
@@ -308,14 +406,14 @@ fn serve_worker(conn: Conn, events: &Sender<Event>) {
 }
 
 /// Reads the distributor's side of the ACK connection: its hello, then `end`.
-fn serve_distributor(conn: Conn, events: &Sender<Event>) {
-    let Some(mut peer) = Greeted::accept(conn, Role::Distributor, events) else {
+fn serve_distributor(conn: Conn, greeting: Greeting, id: u64, events: &Sender<Event>) {
+    let Some(mut peer) = Greeted::accept(conn, greeting, Role::Distributor, events) else {
         return;
     };
     let Ok(writer) = peer.writer.try_clone() else {
         return;
     };
-    if events.send(Event::DistributorUp(writer)).is_err() {
+    if events.send(Event::DistributorUp(id, writer)).is_err() {
         return;
     }
     let reason = match peer.reader.recv() {
@@ -327,8 +425,12 @@ fn serve_distributor(conn: Conn, events: &Sender<Event>) {
             "distributor sent '{}' where only 'end' may come",
             other.kind()
         ),
-        Err(WireError::Closed | WireError::Io(_)) => return,
+        Err(WireError::Closed | WireError::Io(_)) => {
+            events.send(Event::DistributorGone(id)).ok();
+            return;
+        }
         Err(e) => e.to_string(),
     };
+    events.send(Event::DistributorGone(id)).ok();
     peer.refuse(reason, events);
 }

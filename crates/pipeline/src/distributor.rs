@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::lease::{Leases, Reclaimed, WorkerId};
-use crate::peers::{self, EVENT_QUEUE};
+use crate::peers::{self, Greeting, EVENT_QUEUE};
 use crate::task::{Task, TaskType};
 use crate::wire::{self, Message, MessageReader, Role, WireError, PROTOCOL};
 
@@ -50,9 +50,11 @@ pub struct DistributorConfig {
     pub max_deliver: u32,
     /// How long the collector may be unreachable (or silent at the end) before the run fails.
     pub collector_timeout: Duration,
-    /// How long to wait for the workers to join, and for some worker when a task type has work
-    /// and none is connected.
+    /// How long to wait for the workers to join before the first dispatch.
     pub join_timeout: Duration,
+    /// After the start, how long a task type with work may have no worker connected before
+    /// the run fails (every worker of it died or was dropped).
+    pub rejoin_timeout: Duration,
 }
 
 impl DistributorConfig {
@@ -64,6 +66,7 @@ impl DistributorConfig {
             max_deliver: 3,
             collector_timeout: Duration::from_secs(30),
             join_timeout: Duration::from_secs(60),
+            rejoin_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -92,10 +95,11 @@ pub enum DistributorError {
         acked: u64,
         outstanding: u64,
     },
-    #[error("{what} within {waited:?} (--join-timeout); {acked} tasks ACKed so far")]
+    #[error("{what} within {waited:?} ({flag}); {acked} tasks ACKed so far")]
     NoWorkers {
         what: String,
         waited: Duration,
+        flag: &'static str,
         acked: u64,
     },
 }
@@ -135,6 +139,10 @@ struct WorkerState {
     max_credits: u32,
     /// Its hello or its last `ready`.
     last_heard: Instant,
+    /// Its silence past a lease was logged (once until it is heard again).
+    told_silent: bool,
+    /// Credits it gave back: tasks it finished and sent the result of.
+    finished: u64,
     /// Its connection ended before the run did.
     left_early: bool,
     conn: Option<Conn>,
@@ -176,6 +184,13 @@ enum Event {
         results: u64,
         duplicates: u64,
     },
+}
+
+/// How a run ended.
+enum Ending {
+    Complete,
+    Interrupted,
+    Failed(String),
 }
 
 /// Longest worker name accepted in a hello.
@@ -358,6 +373,9 @@ pub struct PipelineReport {
     pub bad_peers: u64,
     pub collector: Option<CollectorCounts>,
     pub interrupted: bool,
+    /// Why the run ended before every task settled (no worker left, the collector gone);
+    /// the figures are what it reached.
+    pub error: Option<String>,
     pub types: Vec<TypeReport>,
     pub workers: Vec<WorkerReport>,
 }
@@ -393,10 +411,15 @@ impl Bound {
                 served.iter().map(|&i| (i, self.types[i].clone())).collect();
             let events: Sender<Event> = events.clone();
             let ids = Arc::clone(&next_worker);
-            let handle = peers::serve(listener, stop.clone(), "distributor", move |conn| {
-                let id = ids.fetch_add(1, Ordering::Relaxed);
-                serve_worker(conn, id, &names, &events);
-            })
+            let handle = peers::serve(
+                listener,
+                stop.clone(),
+                "distributor",
+                move |conn, greeting| {
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    serve_worker(conn, greeting, id, &names, &events);
+                },
+            )
             .map_err(DistributorError::Thread)?;
             accepting.push(handle);
         }
@@ -450,7 +473,13 @@ impl Bound {
 }
 
 /// Reads one worker: its hello, then `ready`s. Anything else ends the connection.
-fn serve_worker(conn: Conn, id: WorkerId, served: &[(usize, TaskType)], events: &Sender<Event>) {
+fn serve_worker(
+    conn: Conn,
+    greeting: Greeting,
+    id: WorkerId,
+    served: &[(usize, TaskType)],
+    events: &Sender<Event>,
+) {
     let peer = conn.peer();
     let Ok(writer) = conn.try_clone() else {
         return;
@@ -528,7 +557,7 @@ fn serve_worker(conn: Conn, id: WorkerId, served: &[(usize, TaskType)], events: 
     let Ok(answer) = writer.try_clone() else {
         return;
     };
-    writer.set_read_timeout(None).ok();
+    greeting.done(&writer);
     let joined = Event::Joined {
         worker: id,
         name,
@@ -672,31 +701,37 @@ impl Run {
                 None => Vec::new(),
             };
             for (worker, task, granted) in holders {
-                let heard_since = self
-                    .workers
-                    .get(&worker)
-                    .is_some_and(|w| w.last_heard > granted);
-                if heard_since {
-                    for back in self.leases.reclaim_expired(worker, now) {
-                        self.take_back(back);
+                // Its tasks go out again either way. A worker silent since the lease was
+                // granted is wedged, paused or slower than its lease: it keeps its connection
+                // (its late results count as duplicates) but gets nothing new until it asks.
+                let back = self.leases.reclaim_expired(worker, now);
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    if w.last_heard <= granted && !w.told_silent {
+                        w.told_silent = true;
+                        eprintln!(
+                            "distributor: worker {} is silent since its lease on task {task} was \
+                             granted; {} task(s) past their lease ({:?}, --lease) go out again",
+                            w.name,
+                            back.len(),
+                            self.config.lease
+                        );
                     }
-                } else {
-                    let reason = format!(
-                        "silent since its lease on task {task} was granted; it ran out after \
-                         {:?} (--lease)",
-                        self.config.lease
-                    );
-                    self.worker_gone(worker, Some(reason));
+                }
+                for back in back {
+                    self.take_back(back);
                 }
             }
-            self.check_timeouts(now)?;
+            if let Err(error) = self.check_timeouts(now) {
+                eprintln!("distributor: {error}");
+                return Ok(self.finish(inbox, Ending::Failed(error.to_string())));
+            }
             if shutdown.requested() && interrupted_at.is_none() {
                 interrupted_at = Some(now);
             }
             if let Some(at) = interrupted_at {
                 // Tasks in flight get a few seconds to be ACKed; the rest are reported lost.
                 if self.leases.is_empty() || now >= at + self.config.lease.min(INTERRUPT_GRACE) {
-                    return self.finish(inbox, true);
+                    return Ok(self.finish(inbox, Ending::Interrupted));
                 }
                 self.flush();
                 continue;
@@ -706,7 +741,7 @@ impl Run {
             }
             if self.started.is_some() {
                 if (0..self.states.len()).all(|t| self.complete(t)) {
-                    return self.finish(inbox, false);
+                    return Ok(self.finish(inbox, Ending::Complete));
                 }
                 self.dispatch(now);
             }
@@ -739,6 +774,8 @@ impl Run {
                         credits,
                         max_credits: credits,
                         last_heard: Instant::now(),
+                        told_silent: false,
+                        finished: 0,
                         left_early: false,
                         conn: Some(conn),
                         out: Vec::new(),
@@ -752,7 +789,9 @@ impl Run {
                 // tasks than it said it can hold.
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.credits = w.credits.saturating_add(credits).min(w.max_credits);
+                    w.finished += u64::from(credits);
                     w.last_heard = Instant::now();
+                    w.told_silent = false;
                 }
             }
             Event::Gone { worker, reason } => self.worker_gone(worker, reason),
@@ -797,7 +836,9 @@ impl Run {
             return;
         }
         w.left_early = true;
-        let held = self.leases.reclaim_worker(worker);
+        // Credits come back once a result is out: those not yet ACKed are finished tasks.
+        let done = w.finished.saturating_sub(w.acked);
+        let held = self.leases.reclaim_worker(worker, done);
         eprintln!(
             "distributor: worker {} left ({}); {} of its tasks go out again",
             w.name,
@@ -1044,6 +1085,7 @@ impl Run {
                         self.config.workers.max(1)
                     ),
                     waited,
+                    flag: "--join-timeout",
                     acked,
                 });
             }
@@ -1062,10 +1104,14 @@ impl Run {
                 continue;
             }
             let since = *state.starved_since.get_or_insert(now);
-            if now.duration_since(since) > waited {
+            if now.duration_since(since) > self.config.rejoin_timeout {
                 return Err(DistributorError::NoWorkers {
-                    what: format!("no worker of task type {} was connected", self.types[t]),
-                    waited,
+                    what: format!(
+                        "no worker of task type {} was left, and none joined",
+                        self.types[t]
+                    ),
+                    waited: self.config.rejoin_timeout,
+                    flag: "--rejoin-timeout",
                     acked,
                 });
             }
@@ -1075,11 +1121,9 @@ impl Run {
 
     /// Ends the run: `end` to every worker, then to the collector, and waits for its
     /// `finished` (at most `collector_timeout`; without it the report says so by its absence).
-    fn finish(
-        &mut self,
-        inbox: &Receiver<Event>,
-        interrupted: bool,
-    ) -> Result<PipelineReport, DistributorError> {
+    fn finish(&mut self, inbox: &Receiver<Event>, ending: Ending) -> PipelineReport {
+        let interrupted = matches!(ending, Ending::Interrupted);
+        let failed = matches!(ending, Ending::Failed(_));
         let wall = self.started.map(|(at, _)| at.elapsed()).unwrap_or_default();
         self.ended = true;
         for w in self.workers.values_mut() {
@@ -1087,8 +1131,8 @@ impl Run {
                 Message::End {}.send(conn).ok();
             }
         }
-        // Interrupted with no collector: nobody to wait for.
-        let patience = if interrupted && self.collector.is_none() {
+        // Interrupted or failed with no collector: nobody to wait for.
+        let patience = if (interrupted || failed) && self.collector.is_none() {
             Duration::ZERO
         } else {
             self.config.collector_timeout
@@ -1124,14 +1168,18 @@ impl Run {
                 Err(_) => {}
             }
         }
-        if counts.is_none() && !interrupted {
+        if counts.is_none() && matches!(ending, Ending::Complete) {
             eprintln!(
                 "distributor: every task is settled, but the collector at {} did not answer 'end' \
                  within {:?}: its counts are missing from the report",
                 self.config.collector, self.config.collector_timeout
             );
         }
-        Ok(self.report(wall, counts, interrupted))
+        let mut report = self.report(wall, counts, interrupted);
+        if let Ending::Failed(why) = ending {
+            report.error = Some(why);
+        }
+        report
     }
 
     fn report(
@@ -1187,6 +1235,7 @@ impl Run {
             bad_peers: self.bad_peers,
             collector,
             interrupted,
+            error: None,
             types,
             workers: self
                 .workers

@@ -24,6 +24,8 @@ pub struct Lease {
     /// Deliveries so far, this one included.
     pub attempt: u32,
     pub worker: WorkerId,
+    /// When it was sent: a worker works its tasks in the order they came.
+    pub granted: Instant,
     pub deadline: Instant,
     /// The descriptor, kept to redeliver it.
     pub data: Value,
@@ -45,6 +47,14 @@ pub enum Reclaimed {
         task_type: usize,
         attempts: u32,
     },
+}
+
+impl Reclaimed {
+    pub fn id(&self) -> u64 {
+        match self {
+            Reclaimed::Redeliver { id, .. } | Reclaimed::Failed { id, .. } => *id,
+        }
+    }
 }
 
 /// Every task in flight (the "AckTracker").
@@ -82,6 +92,7 @@ impl Leases {
                 task_type,
                 attempt,
                 worker,
+                granted: now,
                 deadline,
                 data,
             },
@@ -93,9 +104,35 @@ impl Leases {
         self.live.remove(&id)
     }
 
-    /// Takes back every lease `worker` holds (it disconnected).
-    pub fn reclaim_worker(&mut self, worker: WorkerId) -> Vec<Reclaimed> {
-        self.reclaim(|lease| lease.worker == worker)
+    /// Takes back every lease `worker` holds (it disconnected). A worker takes its tasks in
+    /// the order they came, so of its leases, oldest first, `done` are finished (their
+    /// results are out, the ACKs not yet in): they are innocent of whatever ended it and go
+    /// out again uncharged. The rest are charged a delivery: one of them was running, and
+    /// which one cannot be told (a result may still sit in the worker's outbox), so a task
+    /// that kills every worker it reaches still ends on the failed list.
+    pub fn reclaim_worker(&mut self, worker: WorkerId, done: u64) -> Vec<Reclaimed> {
+        let mut held: Vec<(Instant, u64)> = self
+            .live
+            .iter()
+            .filter(|(_, lease)| lease.worker == worker)
+            .map(|(&id, lease)| (lease.granted, id))
+            .collect();
+        held.sort_unstable();
+        let done = usize::try_from(done).unwrap_or(usize::MAX).min(held.len());
+        let charged: Vec<u64> = held[done..].iter().map(|&(_, id)| id).collect();
+        let mut back = self.reclaim(|id, _| charged.contains(&id));
+        for (_, id) in held.into_iter().filter(|(_, id)| !charged.contains(id)) {
+            if let Some(lease) = self.live.remove(&id) {
+                back.push(Reclaimed::Redeliver {
+                    id,
+                    task_type: lease.task_type,
+                    attempt: lease.attempt,
+                    data: lease.data,
+                });
+            }
+        }
+        back.sort_by_key(Reclaimed::id);
+        back
     }
 
     /// The workers holding a lease whose deadline has passed, each with its oldest such task
@@ -115,14 +152,15 @@ impl Leases {
     /// Takes back `worker`'s leases whose deadline has passed (it lives, but those results
     /// never came: lost on the way to a collector that died, say).
     pub fn reclaim_expired(&mut self, worker: WorkerId, now: Instant) -> Vec<Reclaimed> {
-        self.reclaim(|lease| lease.worker == worker && lease.deadline <= now)
+        self.reclaim(|_, lease| lease.worker == worker && lease.deadline <= now)
     }
 
-    fn reclaim(&mut self, mut take: impl FnMut(&Lease) -> bool) -> Vec<Reclaimed> {
+    /// Takes back the leases `take` picks, each charged a delivery.
+    fn reclaim(&mut self, mut take: impl FnMut(u64, &Lease) -> bool) -> Vec<Reclaimed> {
         let ids: Vec<u64> = self
             .live
             .iter()
-            .filter(|(_, lease)| take(lease))
+            .filter(|(&id, lease)| take(id, lease))
             .map(|(id, _)| *id)
             .collect();
         let mut out: Vec<Reclaimed> = ids
@@ -146,9 +184,7 @@ impl Leases {
             })
             .collect();
         // Oldest task first, so redelivery keeps the original order.
-        out.sort_by_key(|r| match r {
-            Reclaimed::Redeliver { id, .. } | Reclaimed::Failed { id, .. } => *id,
-        });
+        out.sort_by_key(Reclaimed::id);
         out
     }
 
@@ -195,7 +231,7 @@ mod tests {
         l.grant(2, 0, 1, 9, json!(2), now);
         l.grant(1, 0, 1, 9, json!(1), now);
         l.grant(3, 0, 1, 8, json!(3), now);
-        let back = l.reclaim_worker(9);
+        let back = l.reclaim_worker(9, 0);
         assert_eq!(
             back,
             [
@@ -214,7 +250,34 @@ mod tests {
             ]
         );
         assert!(!l.is_empty());
-        assert!(l.reclaim_worker(9).is_empty());
+        assert!(l.reclaim_worker(9, 0).is_empty());
+    }
+
+    /// Flapping connections charged every task a worker held, finished ones included, pushing
+    /// innocent tasks to the failed list.
+    #[test]
+    fn the_finished_tasks_of_a_dead_worker_go_out_again_uncharged() {
+        let (mut l, now) = leases();
+        let at = |ms| now + Duration::from_millis(ms);
+        for (id, ms) in [(4, 0), (5, 1), (6, 2), (7, 3)] {
+            l.grant(id, 0, 3, 9, json!(id), at(ms));
+        }
+        let again = |id: u64| Reclaimed::Redeliver {
+            id,
+            task_type: 0,
+            attempt: 3,
+            data: json!(id),
+        };
+        let failed = |id| Reclaimed::Failed {
+            id,
+            task_type: 0,
+            attempts: 3,
+        };
+        assert_eq!(
+            l.reclaim_worker(9, 2),
+            [again(4), again(5), failed(6), failed(7)],
+            "4 and 5 were done (their ACKs on the way); 6 or 7 was running"
+        );
     }
 
     #[test]
@@ -222,7 +285,7 @@ mod tests {
         let (mut l, now) = leases();
         l.grant(1, 0, 3, 4, json!({}), now);
         assert_eq!(
-            l.reclaim_worker(4),
+            l.reclaim_worker(4, 0),
             [Reclaimed::Failed {
                 id: 1,
                 task_type: 0,

@@ -555,7 +555,11 @@ mod tests {
         p.done(1, 5);
         assert_eq!(p.ready(false), vec![(0, 120), (1, 6)]);
         p.forget(0);
-        assert_eq!(p.ready(true), vec![(1, 6)], "partition 0 is another member's now");
+        assert_eq!(
+            p.ready(true),
+            vec![(1, 6)],
+            "partition 0 is another member's now"
+        );
         p.delivered(0, 900);
         assert_eq!(
             p.ready(false),

@@ -4,8 +4,9 @@
 //!  broker ─poll (≤ batch)─▶ Processor (work, keyed state) ─▶ sink (--out) ─flush─▶ ack ─▶ broker
 //! ```
 //!
-//! Nothing is acknowledged before its result is flushed to the sink, so a worker killed at any
-//! point leaves its unfinished messages to the group (at-least-once backends redeliver them;
+//! Nothing is acknowledged before its result reached the sink (flushed; for a broker sink,
+//! acknowledged by that broker), so a worker killed at any point, or one whose sink failed
+//! (it stops with an error and acks nothing more), leaves its unfinished messages to the group (at-least-once backends redeliver them;
 //! at-most-once ones lose them, and the sink's sequence numbers count the loss). There is no
 //! initializer: the broker assigns the work. Keyed state is correct across members only when
 //! the broker keeps a key with one member (Kafka: partition = key mod partitions).
@@ -95,7 +96,16 @@ pub(super) fn run(
                 watch.processed(item);
             }
         }
-        processor.flush();
+        // Acknowledged only once every result reached the sink: after a sink failure the
+        // batch stays unacknowledged, so the broker hands it to another member.
+        if let Err(lost) = processor.deliver() {
+            watch.finish();
+            return Err(NodeError::SinkFailed {
+                out: config.out.clone().unwrap_or_default(),
+                why: lost.0,
+                unacked: batch.len(),
+            });
+        }
         consumer.ack(&batch).map_err(broker)?;
         watch.done(batch.len());
     }

@@ -121,6 +121,15 @@ pub enum NodeError {
     Wire(#[from] wire::WireError),
     #[error("{0}")]
     Unsafe(String),
+    #[error(
+        "the sink --out {out} failed ({why}); the {unacked} items in hand were left unacknowledged \
+         for the group's other members"
+    )]
+    SinkFailed {
+        out: String,
+        why: String,
+        unacked: usize,
+    },
     #[error("{accepted} items were accepted but {accounted} were processed: {missing} lost")]
     Unaccounted {
         accepted: u64,
@@ -230,8 +239,14 @@ struct Processor {
     /// Results written to the sink's buffer since the last successful flush: delivered only
     /// once the flush succeeds.
     pending: u64,
+    /// Why the sink was lost, once it was.
+    lost: Option<String>,
     stats: WorkerStats,
 }
+
+/// The `--out` sink failed: results written since the last delivery did not all reach it.
+#[derive(Debug)]
+struct SinkLost(String);
 
 /// Longest a result waits in the sink buffer while input keeps coming: long enough to batch
 /// writes at a million results a second, short against any latency worth measuring.
@@ -277,6 +292,21 @@ impl Sink {
     }
 }
 
+/// Whether a receiver that never writes back has closed its end: a write into the socket
+/// buffer succeeds for a while after the peer died, but its FIN or RST is already here.
+fn peer_gone(stream: &TcpStream) -> Option<String> {
+    if stream.set_nonblocking(true).is_err() {
+        return None;
+    }
+    let seen = stream.peek(&mut [0u8; 1]);
+    stream.set_nonblocking(false).ok();
+    match seen {
+        Ok(0) => Some("the receiver closed the connection".into()),
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => Some(e.to_string()),
+        _ => None,
+    }
+}
+
 impl Processor {
     fn new(config: &NodeConfig) -> Result<Self, NodeError> {
         let sink = match &config.out {
@@ -297,6 +327,7 @@ impl Processor {
             last_flush: Instant::now(),
             text: String::new(),
             pending: 0,
+            lost: None,
             stats: WorkerStats {
                 name: config.name.clone(),
                 ..WorkerStats::default()
@@ -386,8 +417,32 @@ impl Processor {
             "[{}] the sink failed ({error}); results are counted as undelivered",
             self.stats.name
         );
+        self.lost.get_or_insert_with(|| error.to_string());
         self.sink = None;
         self.stats.undelivered += std::mem::take(&mut self.pending) + more;
+    }
+
+    /// Makes every result so far reach the sink: flushed, and for a broker sink acknowledged
+    /// by the broker. Only then may the inputs they came from be acknowledged; an error means
+    /// the sink is gone (now or earlier), and some of those results never got there.
+    fn deliver(&mut self) -> Result<(), SinkLost> {
+        self.flush();
+        let gone = match &mut self.sink {
+            Some(Sink::Broker(out)) => out
+                .get_mut()
+                .finish(FINISH_TIMEOUT)
+                .err()
+                .map(|e| e.to_string()),
+            Some(Sink::Tcp(out)) => peer_gone(out.get_ref()),
+            None => None,
+        };
+        if let Some(why) = gone {
+            self.sink_failed(&std::io::Error::other(why), 0);
+        }
+        match (&self.sink, &self.lost) {
+            (None, Some(why)) if self.wants_sink => Err(SinkLost(why.clone())),
+            _ => Ok(()),
+        }
     }
 
     /// Flushes, then waits for a broker sink's acks: results it refused are undelivered.
