@@ -258,6 +258,72 @@ fn issue6_a_worker_killed_on_jetstream_loses_nothing() {
     });
 }
 
+/// `XLEN` of a Redis stream: entries no member has finished (finished ones are deleted).
+#[cfg(feature = "redis")]
+fn redis_xlen(addr: &str, stream: &str) -> u64 {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", host, "-p", port, "xlen", stream])
+        .output()
+        .expect("redis-cli runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    common::stdout(&out).trim().parse().unwrap()
+}
+
+/// Regression (issue 13): with its receiver killed, `worker --in` logged the sink failure,
+/// went on acking (and so deleting) 1266 messages whose results went nowhere, and exited 0.
+#[cfg(feature = "redis")]
+#[test]
+fn issue13_a_worker_whose_sink_dies_leaves_the_rest_to_the_group_and_fails() {
+    let Some(server) = Server::for_test(Kind::Redis, "sink dies") else {
+        return;
+    };
+    let _cpu = exclusive();
+    const ITEMS: u64 = 2000;
+    let url = format!("redis://{}/sinkdies", server.addr);
+    send(&url, ITEMS, &[]);
+    let member = |out: &str, name: &str| {
+        Node::start(&[
+            "--in",
+            &url,
+            "--delay",
+            "2ms",
+            "--out",
+            out,
+            "--name",
+            name,
+            "--idle-timeout",
+            "3s",
+            "--redeliver-after",
+            "1s",
+        ])
+    };
+    let first = Receiving::start(&["--idle-timeout", "30s"]);
+    let mut worker = member(&first.addr, "w1");
+    worker.wait_for("consuming");
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(first); // killed
+    assert_eq!(worker.exit_code(30), Some(1), "{}", worker.log());
+    let log = worker.log();
+    assert!(log.contains("left unacknowledged for the group's other members"), "{log}");
+    let left = redis_xlen(&server.addr, "sinkdies");
+    assert!(
+        left > 0 && left < ITEMS,
+        "{left} of {ITEMS} left in the stream: the worker acked what it never delivered\n{log}"
+    );
+    // Another member finishes exactly what was left.
+    let dir = common::scratch("sink-dies");
+    let json = dir.join("recv.json");
+    let second = Receiving::start(&["--idle-timeout", "6s", "--json", json.to_str().unwrap()]);
+    let other = member(&second.addr, "w2");
+    other.wait_for("done:");
+    let (_, out, err) = second.finish();
+    let s = summary(&json);
+    let unique = s["frames"].as_u64().unwrap() - s["sequence"]["duplicates"].as_u64().unwrap();
+    assert_eq!(unique, left, "{out}\n{err}");
+    assert_eq!(redis_xlen(&server.addr, "sinkdies"), 0);
+}
+
 // Kafka is not here: tansu 0.6's group coordinator never expires a member killed with -9, so
 // its partitions are never reassigned (seen over 35 s with a 6 s session timeout). A member
 // that leaves the group does hand its uncommitted messages on: the conformance suite's
