@@ -336,6 +336,9 @@ pub struct PipelineWorkerArgs {
     /// Keep retrying the distributor and the collector this long
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+    /// After losing the distributor mid-run, reconnect with backoff for this long (0: exit)
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub reconnect_timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -351,6 +351,7 @@ fn worker(args: &PipelineWorkerArgs, shutdown: &Shutdown) -> Result<Verdict> {
     );
     config.prefetch = args.prefetch;
     config.connect_timeout = args.connect_timeout;
+    config.reconnect_timeout = args.reconnect_timeout;
     let spend = Spend {
         delay: args.delay,
         work,

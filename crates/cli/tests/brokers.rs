@@ -305,7 +305,10 @@ fn issue13_a_worker_whose_sink_dies_leaves_the_rest_to_the_group_and_fails() {
     drop(first); // killed
     assert_eq!(worker.exit_code(30), Some(1), "{}", worker.log());
     let log = worker.log();
-    assert!(log.contains("left unacknowledged for the group's other members"), "{log}");
+    assert!(
+        log.contains("left unacknowledged for the group's other members"),
+        "{log}"
+    );
     let left = redis_xlen(&server.addr, "sinkdies");
     assert!(
         left > 0 && left < ITEMS,

@@ -13,8 +13,8 @@
 //! [`MultiThreadedWorker`]; plumbline's own (sleep/spin for the descriptor's workload) lives in
 //! the binary.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,9 @@ pub struct WorkerConfig {
     pub prefetch: Option<u32>,
     /// How long to keep trying to reach the distributor or the collector.
     pub connect_timeout: Duration,
+    /// After losing the distributor mid-run, how long to keep reconnecting (with backoff)
+    /// before giving up; zero gives up at once.
+    pub reconnect_timeout: Duration,
 }
 
 impl WorkerConfig {
@@ -86,6 +89,7 @@ impl WorkerConfig {
             collector,
             prefetch: None,
             connect_timeout: Duration::from_secs(30),
+            reconnect_timeout: Duration::from_secs(10),
         }
     }
 
@@ -215,12 +219,7 @@ struct Outbox {
 impl Outbox {
     fn start(config: &WorkerConfig, link: &Link, credits: u32) -> Result<Self, WorkerError> {
         let mut results = ResultLink::open(config)?;
-        let lost = |e: std::io::Error| WorkerError::DistributorLost {
-            endpoint: config.distributor.clone(),
-            reason: e.to_string(),
-        };
-        let mut credit = link.closer.try_clone().map_err(lost)?;
-        let closer = link.closer.try_clone().map_err(lost)?;
+        let current = link.current.clone();
         let (queue, posted) = crossbeam_channel::bounded::<Message>(credits as usize);
         let thread = std::thread::Builder::new()
             .name("worker-outbox".into())
@@ -253,11 +252,13 @@ impl Outbox {
                         backoff.reset();
                         if let Err(e) = results.deliver(&frames) {
                             // Wakes the reading loop, which then ends.
-                            closer.close();
+                            current.close_for_good();
                             return Err(e);
                         }
-                        // A failed write shows up as a lost distributor on the reading side.
-                        Message::Ready { credits: count }.send(&mut credit).ok();
+                        // A failed write shows up as a lost distributor on the reading side
+                        // (which reconnects; credit for results sent meanwhile is not owed
+                        // to the new connection, whose hello grants its own).
+                        current.send(&Message::Ready { credits: count });
                     } else if closed {
                         return Ok(());
                     } else {
@@ -302,40 +303,125 @@ fn result(config: &WorkerConfig, task: Assignment, data: Value, started_ns: u64)
     }
 }
 
+/// The distributor connection in use, replaced when the link reconnects: the outbox writes
+/// credit on it, and Ctrl-C or a failed outbox closes it for good (no reconnecting then).
+#[derive(Clone)]
+struct Current(Arc<(Mutex<Conn>, AtomicBool)>);
+
+impl Current {
+    fn new(conn: Conn) -> Self {
+        Self(Arc::new((Mutex::new(conn), AtomicBool::new(false))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Conn> {
+        self.0 .0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, message: &Message) {
+        message.send(&mut *self.lock()).ok();
+    }
+
+    fn replace(&self, conn: Conn) {
+        *self.lock() = conn;
+    }
+
+    fn close_for_good(&self) {
+        self.0 .1.store(true, Ordering::Release);
+        self.lock().close();
+    }
+
+    fn closed_for_good(&self) -> bool {
+        self.0 .1.load(Ordering::Acquire)
+    }
+}
+
+/// First and longest wait between reconnection attempts.
+const RECONNECT_FIRST: Duration = Duration::from_millis(50);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
 /// The connection to the distributor: tasks in, credit out.
 struct Link {
     reader: MessageReader<Conn>,
-    closer: Conn,
+    current: Current,
+    hello: Message,
     shutdown: Shutdown,
 }
 
 impl Link {
     fn open(config: &WorkerConfig, threads: u32, shutdown: &Shutdown) -> Result<Self, WorkerError> {
-        let mut conn = config.distributor.connect(config.connect_timeout)?;
         let credits = config.credits(threads);
         let hello = wire::worker_hello(&config.name, config.task_type.as_str(), threads, credits);
-        let lost = |e: WireError| WorkerError::DistributorLost {
-            endpoint: config.distributor.clone(),
-            reason: e.to_string(),
-        };
-        hello.send(&mut conn).map_err(lost)?;
-        let closer = conn.try_clone().map_err(|e| lost(e.into()))?;
+        let (reader, writer) = Self::greet(config, &hello, config.connect_timeout)?;
+        let current = Current::new(writer);
         // Ctrl-C: close the socket under the blocked read, which then ends the loop.
-        let watched = closer.try_clone().map_err(|e| lost(e.into()))?;
-        let watch = shutdown.clone();
+        let (watched, watch) = (current.clone(), shutdown.clone());
         std::thread::Builder::new()
             .name("worker-ctrl-c".into())
             .spawn(move || {
                 while !watch.requested() {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                watched.close();
+                watched.close_for_good();
             })
             .map_err(WorkerError::Thread)?;
         Ok(Self {
-            reader: MessageReader::new(conn),
-            closer,
+            reader,
+            current,
+            hello,
             shutdown: shutdown.clone(),
+        })
+    }
+
+    /// Connects and says hello: the reader, and a handle to write on.
+    fn greet(
+        config: &WorkerConfig,
+        hello: &Message,
+        timeout: Duration,
+    ) -> Result<(MessageReader<Conn>, Conn), WorkerError> {
+        let lost = |e: WireError| WorkerError::DistributorLost {
+            endpoint: config.distributor.clone(),
+            reason: e.to_string(),
+        };
+        let mut conn = config.distributor.connect(timeout)?;
+        hello.send(&mut conn).map_err(lost)?;
+        let writer = conn.try_clone().map_err(|e| lost(e.into()))?;
+        Ok((MessageReader::new(conn), writer))
+    }
+
+    /// The distributor went away mid-run (`why`): connects again with exponential backoff for
+    /// up to the reconnect timeout. Tasks already here still run and their results still go
+    /// to the collector; the distributor took their leases back when the connection broke.
+    fn reconnect(&mut self, config: &WorkerConfig, why: &WireError) -> Result<(), WorkerError> {
+        let deadline = Instant::now() + config.reconnect_timeout;
+        let mut wait = RECONNECT_FIRST;
+        let mut last = why.to_string();
+        eprintln!(
+            "worker {}: lost the distributor at {} ({last}); reconnecting for up to {:?}",
+            config.name, config.distributor, config.reconnect_timeout
+        );
+        while Instant::now() < deadline && !self.current.closed_for_good() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match Self::greet(config, &self.hello, left.min(RECONNECT_MAX)) {
+                Ok((reader, writer)) => {
+                    eprintln!(
+                        "worker {}: reconnected to {}",
+                        config.name, config.distributor
+                    );
+                    self.reader = reader;
+                    self.current.replace(writer);
+                    return Ok(());
+                }
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(wait.min(deadline.saturating_duration_since(Instant::now())));
+            wait = (wait * 2).min(RECONNECT_MAX);
+        }
+        Err(WorkerError::DistributorLost {
+            endpoint: config.distributor.clone(),
+            reason: format!(
+                "{why}; reconnecting for {:?} (--reconnect-timeout) failed: {last}",
+                config.reconnect_timeout
+            ),
         })
     }
 
@@ -374,12 +460,13 @@ impl Link {
                 Ok(Message::Refused { reason }) => return Err(WorkerError::Refused(reason)),
                 Ok(other) => return Err(protocol(format!("sent '{}'", other.kind()))),
                 Err(_) if self.shutdown.requested() => return Ok(true),
-                Err(e) => {
+                Err(e) if self.current.closed_for_good() || config.reconnect_timeout.is_zero() => {
                     return Err(WorkerError::DistributorLost {
                         endpoint: config.distributor.clone(),
                         reason: e.to_string(),
                     })
                 }
+                Err(e) => self.reconnect(config, &e)?,
             }
         }
     }
