@@ -295,6 +295,10 @@ pub struct DistributorArgs {
     /// Mark the N-th task of every type as poison: plumbline's worker crashes on it (testing)
     #[arg(long)]
     pub poison: Vec<u64>,
+    /// Resume a run whose distributor died: the collector's --results file of that run; tasks
+    /// it holds a result for count as done and only the others go out (same --task list)
+    #[arg(long, value_name = "LEDGER")]
+    pub resume: Option<PathBuf>,
     /// Write the report as JSON to this file
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -86,6 +86,16 @@ fn distributor(args: &DistributorArgs, shutdown: &Shutdown) -> Result<Verdict> {
     config.collector_timeout = args.collector_timeout;
     config.join_timeout = args.join_timeout;
     config.rejoin_timeout = args.rejoin_timeout;
+    if let Some(path) = &args.resume {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        config.resume = collected(&text).with_context(|| format!("--resume {}", path.display()))?;
+        eprintln!(
+            "distributor: resuming: {} task(s) already collected in {}",
+            config.resume.len(),
+            path.display()
+        );
+    }
     if args.lease <= args.delay {
         eprintln!(
             "warning: --lease {} is not longer than the {} task: every delivery runs out before \
@@ -143,6 +153,30 @@ fn distributor(args: &DistributorArgs, shutdown: &Shutdown) -> Result<Verdict> {
         detail: serde_json::to_value(&report)?,
     })?;
     Ok(verdict(&report))
+}
+
+/// The tasks a collector's results file (JSON lines) holds a result for: id → task type. The
+/// last line may be torn (the collector was killed mid-write); any other bad line is an error.
+fn collected(ledger: &str) -> Result<std::collections::BTreeMap<u64, String>> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        id: u64,
+        task_type: String,
+    }
+    let lines: Vec<&str> = ledger.lines().collect();
+    let mut done = std::collections::BTreeMap::new();
+    for (n, line) in lines.iter().enumerate() {
+        match serde_json::from_str::<Line>(line) {
+            Ok(l) => {
+                done.insert(l.id, l.task_type);
+            }
+            Err(_) if n + 1 == lines.len() && !ledger.ends_with('\n') => {
+                eprintln!("distributor: skipping the torn last line of the ledger");
+            }
+            Err(e) => bail!("line {}: not a collector result ({e})", n + 1),
+        }
+    }
+    Ok(done)
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
@@ -225,6 +259,12 @@ fn print_report(r: &PipelineReport) {
     match r.overhead {
         Some(o) => println!("   overhead {:+.2} %", o * 100.0),
         None => println!(),
+    }
+    if r.resumed > 0 {
+        println!(
+            "  resumed {} (their results were in the --resume ledger)",
+            r.resumed
+        );
     }
     println!(
         "  acked {}  duplicates {}  redeliveries {}  failed {}  lost {}  bad peers {}",
@@ -457,6 +497,17 @@ fn collector(args: &CollectorArgs, shutdown: &Shutdown) -> Result<Verdict> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ledger_torn_at_its_end_resumes_and_one_torn_inside_is_refused() {
+        let ledger =
+            "{\"id\":1,\"task_type\":\"C\"}\n{\"id\":3,\"task_type\":\"C\"}\n{\"id\":4,\"ta";
+        let done = collected(ledger).unwrap();
+        assert_eq!(done.keys().copied().collect::<Vec<_>>(), [1, 3]);
+        let inside = "{\"id\":1,\"ta\n{\"id\":3,\"task_type\":\"C\"}\n";
+        let error = collected(inside).unwrap_err().to_string();
+        assert!(error.contains("line 1"), "{error}");
+    }
 
     /// Regression: a descriptor's `"work": "spin"` was ignored unless the worker overrode it.
     #[test]

@@ -641,3 +641,64 @@ fn a_second_distributor_hello_is_refused_and_the_real_one_keeps_its_acks() {
         "{log}"
     );
 }
+
+/// Scenario 12: the distributor dies mid-run; a new one resumes from the collector's ledger,
+/// the workers reconnect to it, and only tasks without a result go out again.
+#[test]
+fn a_distributor_killed_mid_run_is_resumed_from_the_collectors_ledger_losing_nothing() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-resume");
+    let ledger = dir.join("results.jsonl");
+    let collector = Collector::start(&["--results", ledger.to_str().unwrap()]);
+    let endpoint = format!("tcp://{}", common::closed_addr());
+    let start = |report: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "pipeline",
+            "distributor",
+            "--endpoint",
+            &endpoint,
+            "--collector-ack",
+            &collector.acks,
+            "--json",
+            report.to_str().unwrap(),
+            "-q",
+            "--task",
+            "C:300",
+            "--delay",
+            "10ms",
+            "--workers",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let node = Node::spawn(&args);
+        node.wait_for("workers connect to ");
+        node
+    };
+    let mut first = start(&dir.join("first.json"), &[]);
+    let w1 = worker(&endpoint, &collector.results, "w1", &[]);
+    let _w2 = worker(&endpoint, &collector.results, "w2", &[]);
+    w1.wait_for("running");
+    std::thread::sleep(Duration::from_millis(800));
+    kill_9(&mut first);
+    let before = ids_in(&ledger).len();
+    assert!(
+        before > 0 && before < 300,
+        "{before} collected before the kill"
+    );
+    let report_at = dir.join("second.json");
+    let mut second = start(&report_at, &["--resume", ledger.to_str().unwrap()]);
+    assert_eq!(second.exit_code(60), Some(0), "{}", second.log());
+    let r = read_json(&report_at);
+    assert_eq!(r["acked"], 300, "{r}");
+    assert_eq!(r["lost"], 0);
+    let resumed = r["resumed"].as_u64().unwrap();
+    assert!(resumed >= before as u64, "{r}");
+    assert!(
+        w1.log().contains("reconnected to"),
+        "the worker did not reconnect: {}",
+        w1.log()
+    );
+    let recorded: std::collections::BTreeSet<u64> = ids_in(&ledger).into_iter().collect();
+    let missing: Vec<u64> = (1..=300).filter(|id| !recorded.contains(id)).collect();
+    assert!(missing.is_empty(), "never collected: {missing:?}");
+}

@@ -55,6 +55,9 @@ pub struct DistributorConfig {
     /// After the start, how long a task type with work may have no worker connected before
     /// the run fails (every worker of it died or was dropped).
     pub rejoin_timeout: Duration,
+    /// Tasks an earlier run of the same tasks got results for (id → task type, from the
+    /// collector's ledger): counted as done and not issued again.
+    pub resume: BTreeMap<u64, String>,
 }
 
 impl DistributorConfig {
@@ -67,6 +70,7 @@ impl DistributorConfig {
             collector_timeout: Duration::from_secs(30),
             join_timeout: Duration::from_secs(60),
             rejoin_timeout: Duration::from_secs(10),
+            resume: BTreeMap::new(),
         }
     }
 }
@@ -80,6 +84,12 @@ pub enum DistributorError {
         task: TaskType,
         dependency: TaskType,
     },
+    #[error(
+        "--resume needs task ids that do not depend on timing, but task types {0} and {1} run \
+         side by side (their ids interleave as workers finish); resume runs with one type, or \
+         types in a dependency chain"
+    )]
+    ResumeAmbiguous(TaskType, TaskType),
     #[error("task types depend on each other in a cycle through {0}")]
     Cycle(TaskType),
     #[error("no task registered")]
@@ -267,6 +277,16 @@ impl Distributor {
             });
         }
         let levels = levels(&states, &types)?;
+        if !self.config.resume.is_empty() {
+            for (i, &level) in levels.iter().enumerate() {
+                if let Some(j) = (i + 1..levels.len()).find(|&j| levels[j] == level) {
+                    return Err(DistributorError::ResumeAmbiguous(
+                        types[i].clone(),
+                        types[j].clone(),
+                    ));
+                }
+            }
+        }
         let mut listeners = Vec::new();
         for (endpoint, served) in endpoints {
             listeners.push((endpoint.bind()?, served));
@@ -366,6 +386,9 @@ pub struct PipelineReport {
     pub redeliveries: u64,
     /// ACKs of tasks already ACKed: a task that ran more than once.
     pub duplicates: u64,
+    /// Counted as ACKed because the `--resume` ledger had their results: not issued again.
+    #[serde(default)]
+    pub resumed: u64,
     pub failed: Vec<FailedTask>,
     /// Issued, but neither ACKed nor failed: 0 unless the run was interrupted.
     pub lost: u64,
@@ -449,6 +472,7 @@ impl Bound {
             dispatches: 0,
             redeliveries: 0,
             duplicates: 0,
+            resumed: 0,
             failed: Vec::new(),
             bad_peers: 0,
             live: self.live,
@@ -663,6 +687,8 @@ struct Run {
     dispatches: u64,
     redeliveries: u64,
     duplicates: u64,
+    /// Tasks the `--resume` ledger already had results for.
+    resumed: u64,
     failed: Vec<FailedTask>,
     bad_peers: u64,
     live: Arc<Live>,
@@ -988,8 +1014,18 @@ impl Run {
                         let data = state.task.handle(worker_name);
                         state.issued += 1;
                         self.live.items_in.fetch_add(1, Ordering::Relaxed);
+                        let task_id = self.fates.len() as u64 + 1;
+                        let collected = self.config.resume.get(&task_id);
+                        if collected.is_some_and(|ty| ty.as_str() == self.types[t].as_str()) {
+                            // Its result is in the earlier run's ledger: done, not sent again.
+                            self.fates.push(Fate::Acked);
+                            state.acked += 1;
+                            self.resumed += 1;
+                            self.live.items_out.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
                         self.fates.push(Fate::Queued);
-                        (self.fates.len() as u64, 1, data)
+                        (task_id, 1, data)
                     }
                 };
                 if state.first_dispatch_ns.is_none() {
@@ -1230,6 +1266,7 @@ impl Run {
             dispatches: self.dispatches,
             redeliveries: self.redeliveries,
             duplicates: self.duplicates,
+            resumed: self.resumed,
             failed: self.failed.clone(),
             lost: issued.saturating_sub(acked + self.failed.len() as u64),
             bad_peers: self.bad_peers,
