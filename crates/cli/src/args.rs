@@ -712,6 +712,10 @@ pub struct SendArgs {
     /// Keep retrying refused connections this long
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+    /// A --host connection that breaks mid-run is opened again (backoff, for up to
+    /// --connect-timeout per break) and the schedule goes on; without it a break ends the run
+    #[arg(long)]
+    pub reconnect: bool,
     /// Print the schedule and exit without sending
     #[arg(long)]
     pub dry_run: bool,

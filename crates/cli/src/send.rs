@@ -114,7 +114,23 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 streams.push(tcp::connect(host, args.connect_timeout)?);
             }
             let progress = progress(args, expected, connections, "connection(s)", live);
-            let (tally, errors) = progress.track(|| sender::send(&plan, streams, shutdown, live));
+            let open = |c: usize| {
+                tcp::connect(&args.host[c % args.host.len()], args.connect_timeout)
+                    .map_err(std::io::Error::other)
+            };
+            let reconnect = sender::Reconnect {
+                open: &open,
+                within: args.connect_timeout,
+            };
+            let (tally, errors) = progress.track(|| {
+                sender::send_reconnecting(
+                    &plan,
+                    streams,
+                    args.reconnect.then_some(&reconnect),
+                    shutdown,
+                    live,
+                )
+            });
             progress.finish("");
             let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
             (tally, errors, None)
@@ -473,6 +489,10 @@ pub struct SendReport {
     pub segments: Vec<SegmentReport>,
     /// The sender process's peak resident memory (Linux), to show it stays bounded.
     pub peak_rss_mb: Option<f64>,
+    /// Connections that broke and were opened again (`--reconnect`), and the messages written
+    /// to them since their last flush: at most that many were lost in the breaks.
+    pub reconnects: u64,
+    pub at_risk: u64,
     pub interrupted: bool,
     /// With `--to`: what the broker acknowledged, and how fast.
     pub broker: Option<ProducerReport>,
@@ -553,6 +573,8 @@ impl SendReport {
             stall_s: tally.stall_time.as_secs_f64(),
             segments,
             peak_rss_mb: peak_rss_bytes().map(|b| b as f64 / 1e6),
+            reconnects: tally.reconnects,
+            at_risk: tally.at_risk,
             interrupted,
             broker: None,
         }
@@ -599,6 +621,13 @@ impl SendReport {
                 ""
             }
         );
+        if self.reconnects > 0 {
+            out += &format!(
+                "reconnected {} time(s); at most {} message(s) were lost in the breaks (the \
+                 receiver's sequence numbers count them)\n",
+                self.reconnects, self.at_risk
+            );
+        }
         match (self.target_per_s, self.rate_error_pct) {
             (Some(t), Some(e)) => {
                 out += &format!(

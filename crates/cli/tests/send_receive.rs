@@ -6,7 +6,9 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{assert_fails, closed_addr, exclusive, plumbline, scratch, stderr, stdout, Receiving};
+use common::{
+    assert_fails, closed_addr, exclusive, plumbline, scratch, stderr, stdout, Node, Receiving,
+};
 use serde_json::Value;
 
 fn json(path: &std::path::Path) -> Value {
@@ -336,6 +338,80 @@ fn bad_send_input_is_named() {
     ]);
     assert!(
         stderr(&out).contains("'fast' is not a rate"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn send_reconnect_survives_a_receiver_restart_and_says_what_the_break_may_have_cost() {
+    let _cpu = exclusive();
+    let dir = scratch("send-reconnect");
+    let addr = closed_addr();
+    let receiver = || {
+        Node::spawn(&[
+            "receive",
+            "--listen",
+            &addr,
+            "--quiet",
+            "--idle-timeout",
+            "2s",
+        ])
+    };
+    let mut first = receiver();
+    first.wait_for("listening on");
+    let report = dir.join("send.json");
+    let sender = std::process::Command::new(env!("CARGO_BIN_EXE_plumbline"))
+        .args(["send", "--host", &addr, "--gen", "nonces", "--size", "64"])
+        .args([
+            "--rate",
+            "2000/s",
+            "--messages",
+            "4000",
+            "--reconnect",
+            "-q",
+        ])
+        .args(["--json", report.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _second = receiver();
+    let out = sender.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = json(&report);
+    assert_eq!(r["messages"], 4000, "the schedule went on to the end: {r}");
+    assert_eq!(r["reconnects"], 1, "{r}");
+    assert!(r["at_risk"].as_u64().unwrap() >= 1, "{r}");
+    assert!(
+        stdout(&out).contains("reconnected 1 time(s)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn without_reconnect_a_receiver_that_goes_away_fails_the_send_with_its_count() {
+    let addr = closed_addr();
+    let mut receiver = Node::spawn(&["receive", "--listen", &addr, "--quiet"]);
+    receiver.wait_for("listening on");
+    let sender = std::process::Command::new(env!("CARGO_BIN_EXE_plumbline"))
+        .args(["send", "--host", &addr, "--gen", "nonces", "--size", "64"])
+        .args(["--rate", "2000/s", "--messages", "20000", "-q"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    receiver.child.kill().unwrap();
+    let out = sender.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("connection 0 failed after"),
         "{}",
         stderr(&out)
     );

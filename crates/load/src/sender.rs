@@ -95,6 +95,11 @@ pub struct SendTally {
     pub per_segment: Vec<u64>,
     /// From the start until the last byte was handed to the OS.
     pub elapsed: Duration,
+    /// Connections broken and opened again (`--reconnect`).
+    pub reconnects: u64,
+    /// Messages written since the last successful flush when a connection broke: at most
+    /// this many were lost with it (the receiver's sequence numbers count what was).
+    pub at_risk: u64,
 }
 
 impl SendTally {
@@ -110,6 +115,8 @@ impl SendTally {
             per_second: Vec::new(),
             per_segment: vec![0; segments],
             elapsed: Duration::ZERO,
+            reconnects: 0,
+            at_risk: 0,
         }
     }
 
@@ -131,6 +138,8 @@ impl SendTally {
             *a += b;
         }
         self.elapsed = self.elapsed.max(other.elapsed);
+        self.reconnects += other.reconnects;
+        self.at_risk += other.at_risk;
     }
 }
 
@@ -182,6 +191,31 @@ pub fn send<W: Write + Send>(
     shutdown: &Shutdown,
     live: &Live,
 ) -> (SendTally, Vec<SendError>) {
+    send_reconnecting(plan, connections, None, shutdown, live)
+}
+
+/// Opens connection `t` again after it broke; called with backoff until it succeeds or its
+/// time is up.
+pub struct Reconnect<'a, W> {
+    pub open: &'a (dyn Fn(usize) -> io::Result<W> + Sync),
+    /// How long one break may take to mend before the connection's error is final.
+    pub within: Duration,
+}
+
+/// First and longest wait between reconnection attempts.
+const RECONNECT_FIRST: Duration = Duration::from_millis(50);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+/// [`send`], with broken connections opened again through `reconnect`. The schedule goes on
+/// meanwhile (messages due during the break go out late, none is skipped); what was written
+/// to the broken connection since its last flush is counted at risk.
+pub fn send_reconnecting<W: Write + Send>(
+    plan: &SendPlan,
+    connections: Vec<W>,
+    reconnect: Option<&Reconnect<'_, W>>,
+    shutdown: &Shutdown,
+    live: &Live,
+) -> (SendTally, Vec<SendError>) {
     let threads = connections.len() as u64;
     let segments = plan.shape.segments();
     let start = Instant::now();
@@ -201,6 +235,8 @@ pub fn send<W: Write + Send>(
                         start_unix_ns,
                         segments,
                         tally: SendTally::new(segments.len()),
+                        reconnect,
+                        unflushed: 0,
                     };
                     match sender.run(conn, shutdown, live) {
                         Ok(tally) => (tally, None),
@@ -231,7 +267,7 @@ pub fn send<W: Write + Send>(
     (total, errors)
 }
 
-struct ThreadSender<'a> {
+struct ThreadSender<'a, W> {
     plan: &'a SendPlan,
     thread: u64,
     threads: u64,
@@ -239,24 +275,80 @@ struct ThreadSender<'a> {
     start_unix_ns: u64,
     segments: &'a [Segment],
     tally: SendTally,
+    reconnect: Option<&'a Reconnect<'a, W>>,
+    /// Messages written since the last successful flush.
+    unflushed: u64,
 }
 
-impl ThreadSender<'_> {
-    fn run<W: Write>(
+fn buffered<W: Write>(conn: W) -> BufWriter<TimedWriter<W>> {
+    BufWriter::with_capacity(
+        BUFFER,
+        TimedWriter {
+            inner: conn,
+            time: Duration::ZERO,
+            stalls: 0,
+            stall_time: Duration::ZERO,
+        },
+    )
+}
+
+impl<W: Write> ThreadSender<'_, W> {
+    /// The connection broke with `error`: opens it again with backoff (if allowed), leaving
+    /// what the broken one buffered unsent; otherwise the error is final.
+    fn mend(
+        &mut self,
+        out: &mut BufWriter<TimedWriter<W>>,
+        error: io::Error,
+        shutdown: &Shutdown,
+    ) -> Result<(), (u64, io::Error)> {
+        let Some(reconnect) = self.reconnect else {
+            return Err((self.tally.sent, error));
+        };
+        let deadline = Instant::now() + reconnect.within;
+        let mut wait = RECONNECT_FIRST;
+        let mut last = error;
+        while Instant::now() < deadline && !shutdown.requested() {
+            match (reconnect.open)(self.thread as usize) {
+                Ok(conn) => {
+                    let broken = std::mem::replace(out, buffered(conn));
+                    // Into parts: the broken connection's buffer is dropped, never flushed.
+                    let (timed, _unsent) = broken.into_parts();
+                    self.tally.write_time += timed.time;
+                    self.tally.stalls += timed.stalls;
+                    self.tally.stall_time += timed.stall_time;
+                    self.tally.reconnects += 1;
+                    self.tally.at_risk += std::mem::take(&mut self.unflushed);
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+            std::thread::sleep(wait.min(deadline.saturating_duration_since(Instant::now())));
+            wait = (wait * 2).min(RECONNECT_MAX);
+        }
+        Err((self.tally.sent, last))
+    }
+
+    fn flush(
+        &mut self,
+        out: &mut BufWriter<TimedWriter<W>>,
+        shutdown: &Shutdown,
+    ) -> Result<(), (u64, io::Error)> {
+        match out.flush() {
+            Ok(()) => {
+                self.unflushed = 0;
+                Ok(())
+            }
+            Err(e) => self.mend(out, e, shutdown),
+        }
+    }
+
+    fn run(
         &mut self,
         conn: W,
         shutdown: &Shutdown,
         live: &Live,
     ) -> Result<SendTally, (u64, io::Error)> {
-        let mut out = BufWriter::with_capacity(
-            BUFFER,
-            TimedWriter {
-                inner: conn,
-                time: Duration::ZERO,
-                stalls: 0,
-                stall_time: Duration::ZERO,
-            },
-        );
+        let mut out = buffered(conn);
         let mut schedule = self.plan.shape.schedule(self.thread, self.threads);
         let mut generator = match &self.plan.payloads {
             Payloads::Generated {
@@ -272,7 +364,6 @@ impl ThreadSender<'_> {
         let mut sleeper = Sleeper::new();
         let mut segment = 0;
         let unpaced = matches!(self.plan.shape, Shape::Max);
-        let fail = |tally: &SendTally, e| (tally.sent, e);
         for k in 0.. {
             let n = self.thread + k * self.threads;
             if shutdown.requested() || self.plan.messages.is_some_and(|m| n >= m) {
@@ -297,7 +388,7 @@ impl ThreadSender<'_> {
             let mut now = Instant::now();
             if now < deadline {
                 // Everything due so far leaves now, before we wait for this one.
-                out.flush().map_err(|e| fail(&self.tally, e))?;
+                self.flush(&mut out, shutdown)?;
                 // Long waits go in slices, so a Ctrl-C is seen within one.
                 while deadline.saturating_duration_since(Instant::now()) > STOP_CHECK {
                     std::thread::sleep(STOP_CHECK / 2);
@@ -333,23 +424,26 @@ impl ThreadSender<'_> {
                 }
                 (None, None) => unreachable!("a generator exists for generated payloads"),
             };
-            written.map_err(|e| fail(&self.tally, e))?;
+            match written {
+                Ok(()) => self.unflushed += 1,
+                Err(e) => self.mend(&mut out, e, shutdown)?,
+            }
             self.count(now - self.start, &mut segment);
             live.items_in.fetch_add(1, Ordering::Relaxed);
         }
-        out.flush().map_err(|e| fail(&self.tally, e))?;
+        self.flush(&mut out, shutdown)?;
         self.tally.elapsed = self.start.elapsed();
         let timed = out.get_ref();
-        self.tally.write_time = timed.time;
-        self.tally.stalls = timed.stalls;
-        self.tally.stall_time = timed.stall_time;
+        self.tally.write_time += timed.time;
+        self.tally.stalls += timed.stalls;
+        self.tally.stall_time += timed.stall_time;
         Ok(self.tally.clone())
     }
 
     /// Writes one frame whose payload is the concatenation of `pieces`.
-    fn write<W: Write>(
+    fn write<O: Write>(
         &mut self,
-        out: &mut W,
+        out: &mut O,
         seq: u64,
         key: u32,
         offset: Duration,
@@ -492,6 +586,94 @@ mod tests {
         let (tally, errors) = send(plan, vec![Slow(Vec::new())], &Shutdown::new(), &Live::new());
         assert!(errors.is_empty());
         tally
+    }
+
+    /// A connection that breaks once, after `fail_after` bytes; what it took is shared.
+    struct Flaky {
+        fail_after: Option<usize>,
+        taken: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut taken = self.taken.lock().unwrap();
+            if let Some(limit) = self.fail_after {
+                if taken.len() + buf.len() > limit {
+                    return Err(io::ErrorKind::ConnectionReset.into());
+                }
+            }
+            taken.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_broken_connection_is_opened_again_and_the_schedule_goes_on() {
+        let first = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let second = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut plan = plan(
+            Shape::Constant { rate: 2000.0 },
+            40,
+            Framing::Plumbline { source: 1 },
+        );
+        plan.late_after = Duration::from_secs(1);
+        let opens = std::sync::atomic::AtomicUsize::new(0);
+        let open = |_: usize| {
+            // The first attempt fails too: backoff, then a good connection.
+            if opens.fetch_add(1, Ordering::Relaxed) == 0 {
+                return Err(io::ErrorKind::ConnectionRefused.into());
+            }
+            Ok(Flaky {
+                fail_after: None,
+                taken: second.clone(),
+            })
+        };
+        let reconnect = Reconnect {
+            open: &open,
+            within: Duration::from_secs(5),
+        };
+        let conn = Flaky {
+            fail_after: Some(10 * 37),
+            taken: first.clone(),
+        };
+        let (tally, errors) = send_reconnecting(
+            &plan,
+            vec![conn],
+            Some(&reconnect),
+            &Shutdown::new(),
+            &Live::new(),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(tally.reconnects, 1);
+        assert!(tally.at_risk >= 1, "the message that hit the break");
+        let seqs = |bytes: &[u8]| -> Vec<u64> {
+            FrameReader::new(bytes, FrameCodec::default())
+                .map(|f| Header::read(&f.unwrap()).unwrap().0.seq)
+                .collect()
+        };
+        let before = seqs(&first.lock().unwrap());
+        let after = seqs(&second.lock().unwrap());
+        let k = before.len() as u64;
+        assert!(k <= 10, "the break came after 370 bytes: {before:?}");
+        assert_eq!(
+            before,
+            (0..k).collect::<Vec<_>>(),
+            "whole frames before the break"
+        );
+        assert_eq!(
+            after.last(),
+            Some(&39),
+            "the schedule went on to the end: {after:?}"
+        );
+        assert!(after.windows(2).all(|w| w[0] < w[1]), "{after:?}");
+        let missing = 40 - before.len() - after.len();
+        assert!(
+            missing as u64 <= tally.at_risk && missing > 0,
+            "{missing} missing, {} counted at risk: {before:?} {after:?}",
+            tally.at_risk
+        );
     }
 
     /// Regression: `--duration` stopped by the clock, so a sender that fell behind dropped
