@@ -90,7 +90,12 @@ def main():
     parser.add_argument("--task-type", default="C")
     parser.add_argument("--name", default=f"py-{os.getpid()}")
     parser.add_argument("--prefetch", type=int, default=1, help="tasks held beyond the one running")
+    parser.add_argument("--token-file", help="the run's shared secret (the roles' --token file:PATH)")
     args = parser.parse_args()
+    token = {}
+    if args.token_file:
+        with open(args.token_file) as f:
+            token = {"token": f.read().strip()}
 
     distributor = connect(args.endpoint)
     collector = connect(args.collector)
@@ -99,8 +104,10 @@ def main():
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     send(distributor, {"type": "hello", "protocol": PROTOCOL, "role": "worker", "name": args.name,
-                       "task_type": args.task_type, "threads": 1, "credits": 1 + args.prefetch})
-    send(collector, {"type": "hello", "protocol": PROTOCOL, "role": "worker", "name": args.name})
+                       "task_type": args.task_type, "threads": 1, "credits": 1 + args.prefetch,
+                       **token})
+    send(collector, {"type": "hello", "protocol": PROTOCOL, "role": "worker", "name": args.name,
+                     **token})
     print(f"worker {args.name}: running (task type {args.task_type})", file=sys.stderr)
 
     executions = 0

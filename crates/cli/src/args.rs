@@ -295,6 +295,10 @@ pub struct DistributorArgs {
     /// Mark the N-th task of every type as poison: plumbline's worker crashes on it (testing)
     #[arg(long)]
     pub poison: Vec<u64>,
+    /// The run's shared secret, as file:PATH or env:VAR (every role of the run is given the
+    /// same): peers whose hello lacks it are refused and logged
+    #[arg(long, value_name = "file:PATH|env:VAR")]
+    pub token: Option<String>,
     /// Resume a run whose distributor died: the collector's --results file of that run; tasks
     /// it holds a result for count as done and only the others go out (same --task list)
     #[arg(long, value_name = "LEDGER")]
@@ -343,6 +347,10 @@ pub struct PipelineWorkerArgs {
     /// After losing the distributor mid-run, reconnect with backoff for this long (0: exit)
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub reconnect_timeout: Duration,
+    /// The run's shared secret, as file:PATH or env:VAR (every role of the run is given the
+    /// same): peers whose hello lacks it are refused and logged
+    #[arg(long, value_name = "file:PATH|env:VAR")]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -357,6 +365,10 @@ pub struct CollectorArgs {
     /// without ending it and has not come back this long
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub distributor_timeout: Duration,
+    /// The run's shared secret, as file:PATH or env:VAR (every role of the run is given the
+    /// same): peers whose hello lacks it are refused and logged
+    #[arg(long, value_name = "file:PATH|env:VAR")]
+    pub token: Option<String>,
     /// Write every result as a JSON line (id, type, attempt, worker, start/finish ns, duplicate)
     #[arg(long)]
     pub results: Option<PathBuf>,

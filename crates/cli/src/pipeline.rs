@@ -31,6 +31,7 @@ use crate::args::{CollectorArgs, DistributorArgs, PipelineCommand, PipelineWorke
 use crate::bench::Verdict;
 use crate::progress::{Follow, RunProgress};
 use crate::session::{Outcome, Session};
+use crate::worker::read_token;
 
 pub fn run(command: &PipelineCommand, shutdown: &Shutdown) -> Result<Verdict> {
     match command {
@@ -86,6 +87,7 @@ fn distributor(args: &DistributorArgs, shutdown: &Shutdown) -> Result<Verdict> {
     config.collector_timeout = args.collector_timeout;
     config.join_timeout = args.join_timeout;
     config.rejoin_timeout = args.rejoin_timeout;
+    config.token = args.token.as_deref().map(read_token).transpose()?;
     if let Some(path) = &args.resume {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -392,6 +394,7 @@ fn worker(args: &PipelineWorkerArgs, shutdown: &Shutdown) -> Result<Verdict> {
     config.prefetch = args.prefetch;
     config.connect_timeout = args.connect_timeout;
     config.reconnect_timeout = args.reconnect_timeout;
+    config.token = args.token.as_deref().map(read_token).transpose()?;
     let spend = Spend {
         delay: args.delay,
         work,
@@ -472,8 +475,9 @@ fn collector(args: &CollectorArgs, shutdown: &Shutdown) -> Result<Verdict> {
         )),
         None => None,
     };
-    let bound =
-        BoundCollector::bind(&results, &acks)?.distributor_timeout(args.distributor_timeout);
+    let bound = BoundCollector::bind(&results, &acks)?
+        .distributor_timeout(args.distributor_timeout)
+        .token(args.token.as_deref().map(read_token).transpose()?);
     let (at, acks_at) = bound.endpoints();
     eprintln!("collector: results on {at}, ACKs to the distributor on {acks_at}");
     let mut recorder = Recorder {

@@ -183,7 +183,7 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
 }
 
 /// Reads a secret from `file:PATH` or `env:VAR`.
-fn read_token(source: &str) -> Result<String> {
+pub(crate) fn read_token(source: &str) -> Result<String> {
     let token = if let Some(path) = source.strip_prefix("file:") {
         std::fs::read_to_string(path)
             .with_context(|| format!("reading the token file {path}"))?

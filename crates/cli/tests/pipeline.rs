@@ -702,3 +702,55 @@ fn a_distributor_killed_mid_run_is_resumed_from_the_collectors_ledger_losing_not
     let missing: Vec<u64> = (1..=300).filter(|id| !recorded.contains(id)).collect();
     assert!(missing.is_empty(), "never collected: {missing:?}");
 }
+
+/// With a run token, nobody else on the host can join, feed the collector results or take its
+/// ACKs: a peer whose hello lacks it is refused and logged with its address.
+#[test]
+fn with_a_token_impostors_are_refused_and_the_run_counts_only_its_own_results() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-token");
+    let secret = dir.join("token");
+    std::fs::write(&secret, "s3cret-of-this-run\n").unwrap();
+    let token = format!("file:{}", secret.display());
+    let mut run = Run::start(
+        &dir,
+        &["--token", &token],
+        &["--task", "C:100", "--delay", "5ms", "--token", &token],
+    );
+    let w = run.worker("w", &["--token", &token]);
+    w.wait_for("running");
+    let frame = |json: &[u8]| {
+        let mut f = (json.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(json);
+        f
+    };
+    let addr = |e: &str| e.trim_start_matches("tcp://").to_string();
+    // A worker without the token at the distributor, and one feeding the collector a result.
+    let mut joiner = TcpStream::connect(addr(&run.endpoint)).unwrap();
+    joiner
+        .write_all(&frame(br#"{"type":"hello","protocol":1,"role":"worker","name":"x","task_type":"C","credits":1}"#))
+        .unwrap();
+    let mut forger = TcpStream::connect(addr(&run.collector.results)).unwrap();
+    forger
+        .write_all(&frame(
+            br#"{"type":"hello","protocol":1,"role":"worker","name":"x","token":"guess"}"#,
+        ))
+        .unwrap();
+    forger
+        .write_all(&frame(br#"{"type":"result","id":50,"task_type":"C","attempt":1,"worker":"x","started_ns":0,"finished_ns":0,"data":null}"#))
+        .ok();
+    let r = run.report(0);
+    assert_eq!(r["acked"], 100, "{r}");
+    assert_eq!(
+        r["duplicates"], 0,
+        "a forged result made a genuine one a duplicate: {r}"
+    );
+    let (dlog, clog) = (run.dist.log(), run.collector.node.log());
+    assert!(dlog.contains("wrong or missing token"), "{dlog}");
+    assert!(clog.contains("wrong or missing token"), "{clog}");
+    assert!(clog.contains("0 duplicates"), "{clog}");
+    assert!(
+        !dlog.contains("s3cret") && !clog.contains("s3cret"),
+        "the secret was logged"
+    );
+}

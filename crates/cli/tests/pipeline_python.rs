@@ -63,13 +63,27 @@ impl Drop for Python {
 
 #[test]
 fn a_python_worker_joins_a_plumbline_distributor() {
-    let report_path = scratch("pipeline-python").join("report.json");
-    let collector = PipelineCollector::start(&[]);
+    let dir = scratch("pipeline-python");
+    let report_path = dir.join("report.json");
+    // The run's token, as every role (the Python worker too) is given it.
+    let secret = dir.join("token");
+    std::fs::write(&secret, "python-run\n").unwrap();
+    let token = format!("file:{}", secret.display());
+    let collector = PipelineCollector::start(&["--token", &token]);
     let (results_at, acks_at) = (&collector.results, &collector.acks);
     let (mut distributor, workers_at) = pipeline_distributor(
         acks_at,
         &report_path,
-        &["--task", "C:50", "--delay", "5ms", "--workers", "2"],
+        &[
+            "--task",
+            "C:50",
+            "--delay",
+            "5ms",
+            "--workers",
+            "2",
+            "--token",
+            &token,
+        ],
     );
 
     let python = Python::start(&[
@@ -79,8 +93,10 @@ fn a_python_worker_joins_a_plumbline_distributor() {
         results_at,
         "--name",
         "py",
+        "--token-file",
+        secret.to_str().unwrap(),
     ]);
-    let mut rust = pipeline_worker(&workers_at, results_at, "rs", &[]);
+    let mut rust = pipeline_worker(&workers_at, results_at, "rs", &["--token", &token]);
 
     assert_eq!(distributor.exit_code(60), Some(0), "{}", distributor.log());
     let report: serde_json::Value =

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
@@ -23,7 +24,7 @@ use serde_json::Value;
 
 use crate::distributor::MAX_NAME;
 use crate::peers::{self, Greeting, EVENT_QUEUE};
-use crate::wire::{Message, MessageReader, Role, WireError, PROTOCOL};
+use crate::wire::{self, Message, MessageReader, Role, WireError, PROTOCOL};
 
 /// One result as the collector hands it on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -108,6 +109,7 @@ pub struct BoundCollector {
     results: Listener,
     acks: Listener,
     distributor_timeout: Duration,
+    token: Option<String>,
 }
 
 impl BoundCollector {
@@ -116,7 +118,14 @@ impl BoundCollector {
             results: endpoint.bind()?,
             acks: ack_endpoint.bind()?,
             distributor_timeout: DISTRIBUTOR_TIMEOUT,
+            token: None,
         })
+    }
+
+    /// The run's shared secret: a worker or distributor whose hello lacks it is refused.
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     /// How long a distributor whose ACK connection ended without `end` may take to connect
@@ -140,11 +149,13 @@ impl BoundCollector {
         let stop = Shutdown::new();
         let (events, inbox) = crossbeam_channel::bounded(EVENT_QUEUE);
         let sender = events.clone();
+        let token: Option<Arc<str>> = self.token.as_deref().map(Arc::from);
+        let expected = token.clone();
         let results = peers::serve(
             self.results,
             stop.clone(),
             "collector",
-            move |conn, greeting| serve_worker(conn, greeting, &sender),
+            move |conn, greeting| serve_worker(conn, greeting, expected.as_deref(), &sender),
         )
         .map_err(CollectorError::Thread)?;
         let sender = events.clone();
@@ -155,7 +166,7 @@ impl BoundCollector {
             "collector-ack",
             move |conn, greeting| {
                 let id = ids.fetch_add(1, Ordering::Relaxed);
-                serve_distributor(conn, greeting, id, &sender)
+                serve_distributor(conn, greeting, token.as_deref(), id, &sender)
             },
         )
         .map_err(CollectorError::Thread)?;
@@ -316,11 +327,20 @@ struct Greeted {
 
 impl Greeted {
     /// Reads the hello; a wrong one is refused (told to the peer, counted as a bad peer).
-    fn accept(conn: Conn, greeting: Greeting, want: Role, events: &Sender<Event>) -> Option<Self> {
+    fn accept(
+        conn: Conn,
+        greeting: Greeting,
+        want: Role,
+        token: Option<&str>,
+        events: &Sender<Event>,
+    ) -> Option<Self> {
         let peer = conn.peer();
         let writer = conn.try_clone().ok()?;
         let mut reader = MessageReader::new(conn);
         let reason = match reader.recv() {
+            Ok(Message::Hello { token: given, .. }) if !wire::token_ok(token, given.as_deref()) => {
+                "wrong or missing token (--token)".to_string()
+            }
             Ok(Message::Hello {
                 protocol,
                 role,
@@ -366,8 +386,8 @@ fn tell_refused(mut writer: Conn, reason: String) {
 }
 
 /// Reads one worker's results.
-fn serve_worker(conn: Conn, greeting: Greeting, events: &Sender<Event>) {
-    let Some(mut peer) = Greeted::accept(conn, greeting, Role::Worker, events) else {
+fn serve_worker(conn: Conn, greeting: Greeting, token: Option<&str>, events: &Sender<Event>) {
+    let Some(mut peer) = Greeted::accept(conn, greeting, Role::Worker, token, events) else {
         return;
     };
     loop {
@@ -406,8 +426,14 @@ fn serve_worker(conn: Conn, greeting: Greeting, events: &Sender<Event>) {
 }
 
 /// Reads the distributor's side of the ACK connection: its hello, then `end`.
-fn serve_distributor(conn: Conn, greeting: Greeting, id: u64, events: &Sender<Event>) {
-    let Some(mut peer) = Greeted::accept(conn, greeting, Role::Distributor, events) else {
+fn serve_distributor(
+    conn: Conn,
+    greeting: Greeting,
+    token: Option<&str>,
+    id: u64,
+    events: &Sender<Event>,
+) {
+    let Some(mut peer) = Greeted::accept(conn, greeting, Role::Distributor, token, events) else {
         return;
     };
     let Ok(writer) = peer.writer.try_clone() else {

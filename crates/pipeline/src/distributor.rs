@@ -58,6 +58,9 @@ pub struct DistributorConfig {
     /// Tasks an earlier run of the same tasks got results for (id → task type, from the
     /// collector's ledger): counted as done and not issued again.
     pub resume: BTreeMap<u64, String>,
+    /// The run's shared secret: workers must say it in their hello, and the distributor says
+    /// it to the collector.
+    pub token: Option<String>,
 }
 
 impl DistributorConfig {
@@ -71,6 +74,7 @@ impl DistributorConfig {
             join_timeout: Duration::from_secs(60),
             rejoin_timeout: Duration::from_secs(10),
             resume: BTreeMap::new(),
+            token: None,
         }
     }
 }
@@ -434,13 +438,14 @@ impl Bound {
                 served.iter().map(|&i| (i, self.types[i].clone())).collect();
             let events: Sender<Event> = events.clone();
             let ids = Arc::clone(&next_worker);
+            let token = self.config.token.clone();
             let handle = peers::serve(
                 listener,
                 stop.clone(),
                 "distributor",
                 move |conn, greeting| {
                     let id = ids.fetch_add(1, Ordering::Relaxed);
-                    serve_worker(conn, greeting, id, &names, &events);
+                    serve_worker(conn, greeting, id, &names, token.as_deref(), &events);
                 },
             )
             .map_err(DistributorError::Thread)?;
@@ -450,9 +455,10 @@ impl Bound {
             let events = events.clone();
             let stop = stop.clone();
             let endpoint = self.config.collector.clone();
+            let token = self.config.token.clone();
             std::thread::Builder::new()
                 .name("distributor-collector".into())
-                .spawn(move || keep_collector_link(&endpoint, &stop, &events))
+                .spawn(move || keep_collector_link(&endpoint, token.as_deref(), &stop, &events))
                 .map_err(DistributorError::Thread)?;
         }
         // `events` stays alive until the loop ends, so the channel never reads as disconnected.
@@ -502,6 +508,7 @@ fn serve_worker(
     greeting: Greeting,
     id: WorkerId,
     served: &[(usize, TaskType)],
+    token: Option<&str>,
     events: &Sender<Event>,
 ) {
     let peer = conn.peer();
@@ -531,7 +538,11 @@ fn serve_worker(
             task_type: Some(task_type),
             threads,
             credits: Some(credits),
+            token: given,
         }) => {
+            if !wire::token_ok(token, given.as_deref()) {
+                return refuse(writer, "wrong or missing token (--token)".into());
+            }
             if protocol != PROTOCOL {
                 return refuse(
                     writer,
@@ -621,13 +632,18 @@ fn serve_worker(
 }
 
 /// Keeps a connection to the collector: connect, hello, forward its ACKs; reconnect on loss.
-fn keep_collector_link(endpoint: &Endpoint, stop: &Shutdown, events: &Sender<Event>) {
+fn keep_collector_link(
+    endpoint: &Endpoint,
+    token: Option<&str>,
+    stop: &Shutdown,
+    events: &Sender<Event>,
+) {
     while !stop.requested() {
         let mut conn = match endpoint.connect(Duration::from_millis(500)) {
             Ok(conn) => conn,
             Err(_) => continue,
         };
-        let hello = wire::plain_hello(Role::Distributor, "distributor");
+        let hello = wire::plain_hello(Role::Distributor, "distributor", token);
         let Ok(writer) = conn.try_clone() else {
             continue;
         };

@@ -62,6 +62,11 @@ pub enum Message {
         /// Workers only: how many tasks the distributor may send before the next `ready`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         credits: Option<u32>,
+        /// The run's shared secret, where the roles were given one (`--token`): a peer
+        /// without it is refused, so nobody else on the host can join, feed results or take
+        /// the ACKs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     Refused {
         reason: String,
@@ -137,7 +142,13 @@ impl Message {
 }
 
 /// Builds the hello a worker sends the distributor.
-pub fn worker_hello(name: &str, task_type: &str, threads: u32, credits: u32) -> Message {
+pub fn worker_hello(
+    name: &str,
+    task_type: &str,
+    threads: u32,
+    credits: u32,
+    token: Option<&str>,
+) -> Message {
     Message::Hello {
         protocol: PROTOCOL,
         role: Role::Worker,
@@ -145,11 +156,12 @@ pub fn worker_hello(name: &str, task_type: &str, threads: u32, credits: u32) -> 
         task_type: Some(task_type.to_string()),
         threads: Some(threads),
         credits: Some(credits),
+        token: token.map(str::to_string),
     }
 }
 
 /// Builds the hello without a task type: a worker to the collector, or the distributor.
-pub fn plain_hello(role: Role, name: &str) -> Message {
+pub fn plain_hello(role: Role, name: &str, token: Option<&str>) -> Message {
     Message::Hello {
         protocol: PROTOCOL,
         role,
@@ -157,6 +169,7 @@ pub fn plain_hello(role: Role, name: &str) -> Message {
         task_type: None,
         threads: None,
         credits: None,
+        token: token.map(str::to_string),
     }
 }
 
@@ -222,6 +235,21 @@ impl<R: Read> MessageReader<R> {
     }
 }
 
+/// Whether a hello's token is the one the run expects (none expected: any). Compared in
+/// constant time over the expected length, so a peer cannot guess it byte by byte.
+pub fn token_ok(expected: Option<&str>, given: Option<&str>) -> bool {
+    let Some(expected) = expected else {
+        return true;
+    };
+    let given = given.unwrap_or_default().as_bytes();
+    let expected = expected.as_bytes();
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, e) in expected.iter().enumerate() {
+        diff |= e ^ given.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,7 +265,7 @@ mod tests {
             br#"{"type":"hello","protocol":1,"role":"worker","name":"py","task_type":"C","threads":1,"credits":2}"#,
         )
         .unwrap();
-        assert_eq!(hello, worker_hello("py", "C", 1, 2));
+        assert_eq!(hello, worker_hello("py", "C", 1, 2, None));
         assert_eq!(decode(br#"{"type":"end"}"#).unwrap(), Message::End {});
     }
 
@@ -278,6 +306,22 @@ mod tests {
             prop_assert_eq!(reader.recv().unwrap(), sent);
             prop_assert_eq!(reader.recv().unwrap(), Message::End {});
             prop_assert!(matches!(reader.recv(), Err(WireError::Closed)));
+        }
+    }
+
+    #[test]
+    fn a_token_must_match_exactly_when_one_is_expected() {
+        assert!(token_ok(None, None));
+        assert!(token_ok(None, Some("anything")));
+        assert!(token_ok(Some("s3cret"), Some("s3cret")));
+        for wrong in [
+            None,
+            Some(""),
+            Some("s3cre"),
+            Some("s3cret!"),
+            Some("S3cret"),
+        ] {
+            assert!(!token_ok(Some("s3cret"), wrong), "{wrong:?}");
         }
     }
 }

@@ -73,6 +73,8 @@ pub struct WorkerConfig {
     /// After losing the distributor mid-run, how long to keep reconnecting (with backoff)
     /// before giving up; zero gives up at once.
     pub reconnect_timeout: Duration,
+    /// The run's shared secret, said in both hellos.
+    pub token: Option<String>,
 }
 
 impl WorkerConfig {
@@ -90,6 +92,7 @@ impl WorkerConfig {
             prefetch: None,
             connect_timeout: Duration::from_secs(30),
             reconnect_timeout: Duration::from_secs(10),
+            token: None,
         }
     }
 
@@ -350,7 +353,13 @@ struct Link {
 impl Link {
     fn open(config: &WorkerConfig, threads: u32, shutdown: &Shutdown) -> Result<Self, WorkerError> {
         let credits = config.credits(threads);
-        let hello = wire::worker_hello(&config.name, config.task_type.as_str(), threads, credits);
+        let hello = wire::worker_hello(
+            &config.name,
+            config.task_type.as_str(),
+            threads,
+            credits,
+            config.token.as_deref(),
+        );
         let (reader, writer) = Self::greet(config, &hello, config.connect_timeout)?;
         let current = Current::new(writer);
         // Ctrl-C: close the socket under the blocked read, which then ends the loop.
@@ -476,6 +485,7 @@ impl Link {
 struct ResultLink {
     endpoint: Endpoint,
     name: String,
+    token: Option<String>,
     timeout: Duration,
     conn: Option<Conn>,
 }
@@ -485,6 +495,7 @@ impl ResultLink {
         let mut link = Self {
             endpoint: config.collector.clone(),
             name: config.name.clone(),
+            token: config.token.clone(),
             timeout: config.connect_timeout,
             conn: None,
         };
@@ -503,7 +514,7 @@ impl ResultLink {
             .endpoint
             .connect(left)
             .map_err(|e| unreachable(e.to_string()))?;
-        wire::plain_hello(Role::Worker, &self.name)
+        wire::plain_hello(Role::Worker, &self.name, self.token.as_deref())
             .send(&mut conn)
             .map_err(|e| unreachable(e.to_string()))?;
         Ok(conn)
