@@ -19,7 +19,8 @@
 //! `{"workload": seconds, "work": "sleep"|"spin"|"hybrid:F"}` and, for a poison task (testing),
 //! `"crash": true`. An `ack` names the attempt and worker of the result it answers, for logs:
 //! whichever copy of a task arrives first settles it. `ready` never raises a worker's credit
-//! above its hello's.
+//! above its hello's. Every hello may carry `token`, the run's shared secret: where the roles
+//! were given one, a hello without it is refused.
 //!
 //! A peer that sends anything else (an unknown type, bad JSON, an oversized frame, a message out
 //! of turn) is logged, counted and dropped; the run goes on. This module only encodes and
