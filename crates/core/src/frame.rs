@@ -195,10 +195,12 @@ pub fn is_timeout(e: &io::Error) -> bool {
 
 /// Reads frames from a blocking reader (a file, stdin, a socket) with [`FrameCodec`].
 ///
-/// The buffer grows as bytes arrive, never from an announced length: each read asks for twice
-/// what the last one brought (from 1 KiB up to 64 KiB), so a peer that trickles bytes costs
-/// about a kilobyte and a fast one reads in large chunks. Memory is bounded by the codec's cap
-/// plus one read chunk. After the first error the reader is finished: it yields nothing more.
+/// Each read asks for twice what the last one brought (from 1 KiB up to 64 KiB), so a peer that
+/// trickles bytes costs about a kilobyte and a fast one reads in large chunks. A frame longer
+/// than the buffer gets room to its end in one allocation, but only the pages its bytes reach
+/// are touched: resident memory grows as bytes arrive, never from an announced length. Memory
+/// is bounded by the codec's cap plus one read chunk. After the first error the reader is
+/// finished: it yields nothing more.
 ///
 /// With [`FrameReader::limited`] (outside peers on a socket whose read timeout is
 /// [`IntakeLimits::tick`]), a frame that does not arrive within the limits ends the reader with
@@ -407,12 +409,24 @@ impl<R: Read> FrameReader<R> {
             // A large frame is done: give its buffer back rather than hold it for small ones.
             self.release();
         }
-        if self.buf.capacity() >= len + self.chunk || self.buf.try_reclaim(self.chunk) {
+        let spare = self.buf.capacity() - len;
+        if spare >= self.chunk || self.buf.try_reclaim(self.chunk) {
             return Ok(self.chunk);
         }
-        // Double, up to the end of the frame in progress, and at least one chunk.
-        let frame_end = self.announced().map_or(usize::MAX, |n| HEADER_LEN + n);
-        let grow_to = (len + self.chunk).max((2 * len).min(frame_end));
+        if 2 * spare >= self.chunk {
+            return Ok(spare);
+        }
+        // Double while the buffer is within the free share. Past it, a frame longer than the
+        // room gets room to its end in one allocation (charged to the budget): its pages are
+        // touched only as its bytes arrive, and no chain of outgrown buffers is left in the
+        // allocator (doubling all the way left about as much again as the budget).
+        let doubled = (len + self.chunk).max(2 * len);
+        let frame_end = self.announced().map_or(0, |n| HEADER_LEN + n);
+        let grow_to = if doubled <= FREE_PER_CONNECTION {
+            doubled
+        } else {
+            doubled.max(frame_end)
+        };
         loop {
             let granted = match &mut self.guard {
                 None => true,
