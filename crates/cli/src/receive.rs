@@ -371,3 +371,48 @@ fn text(s: &ReceiveSummary) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(frames: u64, unique: u64, lost: u64, duplicates: u64) -> ReceiveSummary {
+        let mut s: ReceiveSummary = serde_json::from_value(serde_json::json!({
+            "frames": frames, "bytes": 0, "duration_s": 1.0, "frames_per_s": 0.0,
+            "mb_per_s": 0.0, "unique": unique, "connections": 1, "refused_connections": 0,
+            "bad_connections": 0, "slow_connections": 0, "bad_reasons": [],
+            "latency_s": plumbline_measure::Recorder::new().summary(),
+            "sequence": plumbline_measure::SeqSummary::default(),
+        }))
+        .unwrap();
+        s.sequence.lost = lost;
+        s.sequence.duplicates = duplicates;
+        s
+    }
+
+    #[test]
+    fn duplicates_fail_only_a_transport_that_promised_none_or_when_asked() {
+        let redelivered = summary(160, 100, 0, 60);
+        let at_least_once = judge(&redelivered, Some(100), Guarantee::AtLeastOnce, false);
+        assert!(at_least_once.is_empty(), "{at_least_once:?}");
+        let asked = judge(&redelivered, Some(100), Guarantee::AtLeastOnce, true);
+        assert_eq!(asked, ["60 messages duplicated (--fail-on-duplicates)"]);
+        let tcp = judge(&redelivered, Some(100), Guarantee::AtMostOnce, false);
+        assert_eq!(
+            tcp,
+            ["60 messages duplicated by an at-most-once transport, which never repeats one"]
+        );
+    }
+
+    #[test]
+    fn loss_and_a_short_count_always_fail() {
+        let short = summary(95, 90, 10, 5);
+        assert_eq!(
+            judge(&short, Some(100), Guarantee::AtLeastOnce, false),
+            [
+                "expected 100 messages, received 90 (5 more were duplicates)",
+                "10 messages lost"
+            ]
+        );
+    }
+}
