@@ -92,6 +92,8 @@ fn plumbline(frames: u64) -> f64 {
         print: false,
         throttle: None,
         track_results: false,
+        max_connections: 1,
+        intake: None,
     });
     let plan = SendPlan {
         shape: Shape::Max,

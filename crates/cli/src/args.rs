@@ -395,6 +395,37 @@ Seed 000's sleepy app as two members of a Kafka consumer group (a key stays in o
   plumbline worker --in kafka://127.0.0.1:9092/nonces --delay 10ms --out 127.0.0.1:7002 --name w2
   plumbline send --to kafka://127.0.0.1:9092/nonces --gen nonces --rate max --messages 2000";
 
+/// What a listener of outside frames allows its peers (`receive --listen`, the initializer's
+/// `--in`), so hostile or broken peers cannot hold it open or exhaust its memory.
+#[derive(Clone, Debug, Args)]
+pub struct IntakeArgs {
+    /// Connections served at once; further ones are refused (closed at once) and counted
+    #[arg(long, default_value_t = plumbline_core::intake::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections: usize,
+    /// Longest a frame may take from its first byte to its last; a connection whose frame is
+    /// late is closed and named (a quiet connection between frames is never closed)
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    pub read_timeout: Duration,
+    /// Least bytes/s a frame must average once it has taken 5 s (or --read-timeout, if
+    /// shorter); slower connections are closed and named. 0: no minimum
+    #[arg(long, default_value_t = plumbline_core::intake::DEFAULT_MIN_RATE)]
+    pub min_rate: u64,
+    /// Bytes of unfinished frames all connections may buffer together beyond 16 KiB each;
+    /// a connection that needs more waits for it (within its --read-timeout). At least
+    /// --max-frame
+    #[arg(long, default_value_t = plumbline_core::intake::DEFAULT_BUFFER_BUDGET as u64)]
+    pub buffer_budget: u64,
+}
+
+/// A duration above zero (a zero deadline would close every connection at its first byte).
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text).map_err(|e| e.to_string())? {
+        Duration::ZERO => Err("must be above zero".into()),
+        d => Ok(d),
+    }
+}
+
 /// Flags of `worker`, named as Wallaroo's `machida` names them.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
@@ -477,6 +508,9 @@ pub struct WorkerArgs {
     /// Keep retrying the initializer and the sink this long
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+    /// Initializer: limits on source connections (--in)
+    #[command(flatten, next_help_heading = "Source connections (initializer)")]
+    pub intake: IntakeArgs,
 }
 
 /// Flags of `shutdown`.
@@ -799,9 +833,14 @@ pub struct ReceiveArgs {
     /// Print every message's payload as a line
     #[arg(long)]
     pub print: bool,
-    /// Stop after this many messages; fewer at the end is an error
+    /// Stop after this many messages, each counted once (duplicates are reported, not counted);
+    /// fewer at the end is an error
     #[arg(long)]
     pub expect: Option<u64>,
+    /// Fail the run on duplicates even where the transport allows them (at-least-once
+    /// brokers); over plain TCP and other at-most-once transports they always fail it
+    #[arg(long)]
+    pub fail_on_duplicates: bool,
     /// Stop when nothing arrived for this long
     #[arg(long, value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
@@ -815,6 +854,8 @@ pub struct ReceiveArgs {
     /// Read at most this many frames per second per connection (a slow consumer, for testing)
     #[arg(long)]
     pub throttle: Option<String>,
+    #[command(flatten, next_help_heading = "Connections (--listen)")]
+    pub intake: IntakeArgs,
     /// Write the summary (with the HDR latency histogram) as JSON
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -45,6 +45,9 @@ pub fn run(plan: &BenchPlan, run: &RunPlan, stop: &Shutdown, live: &Arc<Live>) -
             print: false,
             throttle: None,
             track_results: true,
+            // Its own workers, on loopback: no cap, no deadline.
+            max_connections: usize::MAX,
+            intake: None,
         },
         live.clone(),
     ));

@@ -1,6 +1,9 @@
 //! `plumbline receive` (the seeds' `data_receiver`): listens, serves every connection on its own
-//! thread through the worker crate's [`Receiver`], and stops on `--expect`, `--idle-timeout` or
-//! Ctrl-C, then prints (and with `--json` writes) the summary. Decoding and measuring are the
+//! thread through the worker crate's [`Receiver`] (at most `--max-connections`, each under the
+//! `--read-timeout`/`--min-rate` deadline and the shared `--buffer-budget`), and stops on
+//! `--expect` unique messages, `--idle-timeout` or Ctrl-C, then prints (and with `--json`
+//! writes) the summary and judges it: loss fails the run, duplicates where the transport
+//! promised at-most-once (or with `--fail-on-duplicates`). Decoding and measuring are the
 //! receiver's; this file only runs the listener and decides when the run is over.
 
 use std::collections::HashMap;
@@ -10,23 +13,49 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use plumbline_core::intake::{ByteBudget, IntakeLimits};
 use plumbline_core::Shutdown;
 use plumbline_load::schedule::parse_rate;
 use plumbline_measure::report::secs;
 use plumbline_measure::RunInfo;
 use plumbline_report::Run;
 use plumbline_transport::broker::{connect_consumer, ConsumerStats, FrameSource};
-use plumbline_transport::config::TransportConfig;
+use plumbline_transport::config::{Guarantee, TransportConfig};
 use plumbline_transport::tcp;
 use plumbline_worker::receiver::{Framing, ReceiveSummary, Receiver, ReceiverConfig};
 
-use crate::args::{ReceiveArgs, ReceiveFraming};
+use crate::args::{IntakeArgs, ReceiveArgs, ReceiveFraming};
 use crate::bench::Verdict;
 use crate::brokers;
 use crate::progress::{Follow, RunProgress};
 use crate::session::{Outcome, Session};
 
+/// The limits `args` set on a listener's connections, checked against the largest frame.
+pub fn intake_limits(args: &IntakeArgs, max_frame: u64) -> Result<IntakeLimits> {
+    anyhow::ensure!(
+        args.buffer_budget >= max_frame,
+        "--buffer-budget {} is below --max-frame {max_frame}: a frame of the largest size could \
+         never be buffered",
+        args.buffer_budget
+    );
+    let budget = usize::try_from(args.buffer_budget).context("--buffer-budget")?;
+    Ok(IntakeLimits::new(
+        args.read_timeout,
+        args.min_rate,
+        std::sync::Arc::new(ByteBudget::new(budget)),
+    ))
+}
+
 pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
+    let intake = intake_limits(&args.intake, args.max_frame)?;
+    // Plain TCP promises at-most-once: a duplicate there is a fault, not a redelivery.
+    let guarantee = match &args.from {
+        Some(url) => url
+            .parse::<TransportConfig>()
+            .context("--from")?
+            .guarantee(),
+        None => Guarantee::AtMostOnce,
+    };
     let throttle = args
         .throttle
         .as_deref()
@@ -58,6 +87,9 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
             print: args.print,
             throttle,
             track_results: false,
+            max_connections: args.intake.max_connections,
+            // A broker's frames arrive whole: only a listener's peers are timed.
+            intake: args.from.is_none().then_some(intake),
         },
         live.clone(),
     );
@@ -100,6 +132,10 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
             "expect": args.expect,
             "max_frame": args.max_frame,
             "throttle": args.throttle,
+            "max_connections": args.intake.max_connections,
+            "read_timeout_s": args.intake.read_timeout.as_secs_f64(),
+            "min_rate": args.intake.min_rate,
+            "buffer_budget": args.intake.buffer_budget,
         }),
         seeds: Vec::new(),
         detail: json,
@@ -111,20 +147,12 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
             summary.bad_reasons.join("; ")
         ));
     }
-    if let Some(n) = args.expect {
-        if summary.frames < n {
-            failures.push(format!(
-                "expected {n} messages, received {}",
-                summary.frames
-            ));
-        }
-    }
-    if summary.sequence.lost > 0 || summary.sequence.duplicates > 0 {
-        failures.push(format!(
-            "{} messages lost, {} duplicated",
-            summary.sequence.lost, summary.sequence.duplicates
-        ));
-    }
+    failures.extend(judge(
+        &summary,
+        args.expect,
+        guarantee,
+        args.fail_on_duplicates,
+    ));
     Ok(if failures.is_empty() {
         Verdict::Passed
     } else {
@@ -132,10 +160,41 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
     })
 }
 
-/// Whether the run is over: Ctrl-C, `--expect` reached, or `--idle-timeout` passed.
+/// What is wrong with a finished receive: fewer unique messages than expected, any loss, and
+/// duplicates where the transport promised none (or the user asked for none).
+fn judge(
+    s: &ReceiveSummary,
+    expect: Option<u64>,
+    guarantee: Guarantee,
+    fail_on_duplicates: bool,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    if let Some(n) = expect.filter(|&n| s.unique < n) {
+        failures.push(format!(
+            "expected {n} messages, received {} ({} more were duplicates)",
+            s.unique,
+            s.frames - s.unique
+        ));
+    }
+    if s.sequence.lost > 0 {
+        failures.push(format!("{} messages lost", s.sequence.lost));
+    }
+    let dups = s.sequence.duplicates;
+    if dups > 0 && guarantee == Guarantee::AtMostOnce {
+        failures.push(format!(
+            "{dups} messages duplicated by an {guarantee} transport, which never repeats one"
+        ));
+    } else if dups > 0 && fail_on_duplicates {
+        failures.push(format!("{dups} messages duplicated (--fail-on-duplicates)"));
+    }
+    failures
+}
+
+/// Whether the run is over: Ctrl-C, `--expect` unique messages reached, or `--idle-timeout`
+/// passed.
 fn over(args: &ReceiveArgs, receiver: &Receiver, shutdown: &Shutdown) -> bool {
     shutdown.requested()
-        || args.expect.is_some_and(|n| receiver.frames() >= n)
+        || args.expect.is_some_and(|n| receiver.messages() >= n)
         || args.idle_timeout.is_some_and(|t| receiver.idle() >= t)
 }
 
@@ -177,6 +236,19 @@ fn serve_tcp(
         loop {
             match tcp::accept_or_nap(&listener) {
                 Ok(Some((stream, peer))) => {
+                    let Some(slot) = receiver.admit() else {
+                        // Closed at once: a flood costs a descriptor for a moment, not a thread.
+                        if receiver.refused() == 1 {
+                            eprintln!(
+                                "warning: refused the connection from {peer}: {} are open \
+                                 (--max-connections); further refusals are counted",
+                                receiver.max_connections()
+                            );
+                        }
+                        continue;
+                    };
+                    // Reads wake at least this often, so a stalled frame is judged on time.
+                    let _ = stream.set_read_timeout(receiver.read_tick());
                     let clone = match stream.try_clone() {
                         Ok(clone) => clone,
                         Err(e) => {
@@ -193,6 +265,7 @@ fn serve_tcp(
                         .spawn_scoped(scope, move || {
                             receiver.serve(stream, &peer.to_string());
                             open.lock().expect("no panics while held").remove(&id);
+                            drop(slot);
                         });
                     if let Err(e) = started {
                         eprintln!("warning: dropped the connection from {peer}: {e}");
@@ -257,6 +330,19 @@ fn text(s: &ReceiveSummary) -> String {
          {:.2} MB/s\n",
         s.frames, s.bytes as f64 / 1e6, s.connections, s.duration_s, s.frames_per_s, s.mb_per_s
     );
+    if s.unique != s.frames {
+        out += &format!(
+            "{} unique, {} duplicates (counted once towards --expect)\n",
+            s.unique,
+            s.frames - s.unique
+        );
+    }
+    if s.refused_connections > 0 {
+        out += &format!(
+            "refused connections: {} (over --max-connections)\n",
+            s.refused_connections
+        );
+    }
     if s.latency_s.count > 0 {
         out += &format!(
             "latency (receive - intended send): p50 {} p99 {} p99.9 {} max {}\n",
@@ -275,10 +361,58 @@ fn text(s: &ReceiveSummary) -> String {
         }
     }
     if s.bad_connections > 0 {
-        out += &format!("bad connections: {}\n", s.bad_connections);
+        out += &format!(
+            "bad connections: {} ({} closed for a stalled frame: --read-timeout, --min-rate)\n",
+            s.bad_connections, s.slow_connections
+        );
         for reason in &s.bad_reasons {
             out += &format!("  {reason}\n");
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(frames: u64, unique: u64, lost: u64, duplicates: u64) -> ReceiveSummary {
+        let mut s: ReceiveSummary = serde_json::from_value(serde_json::json!({
+            "frames": frames, "bytes": 0, "duration_s": 1.0, "frames_per_s": 0.0,
+            "mb_per_s": 0.0, "unique": unique, "connections": 1, "refused_connections": 0,
+            "bad_connections": 0, "slow_connections": 0, "bad_reasons": [],
+            "latency_s": plumbline_measure::Recorder::new().summary(),
+            "sequence": plumbline_measure::SeqSummary::default(),
+        }))
+        .unwrap();
+        s.sequence.lost = lost;
+        s.sequence.duplicates = duplicates;
+        s
+    }
+
+    #[test]
+    fn duplicates_fail_only_a_transport_that_promised_none_or_when_asked() {
+        let redelivered = summary(160, 100, 0, 60);
+        let at_least_once = judge(&redelivered, Some(100), Guarantee::AtLeastOnce, false);
+        assert!(at_least_once.is_empty(), "{at_least_once:?}");
+        let asked = judge(&redelivered, Some(100), Guarantee::AtLeastOnce, true);
+        assert_eq!(asked, ["60 messages duplicated (--fail-on-duplicates)"]);
+        let tcp = judge(&redelivered, Some(100), Guarantee::AtMostOnce, false);
+        assert_eq!(
+            tcp,
+            ["60 messages duplicated by an at-most-once transport, which never repeats one"]
+        );
+    }
+
+    #[test]
+    fn loss_and_a_short_count_always_fail() {
+        let short = summary(95, 90, 10, 5);
+        assert_eq!(
+            judge(&short, Some(100), Guarantee::AtLeastOnce, false),
+            [
+                "expected 100 messages, received 90 (5 more were duplicates)",
+                "10 messages lost"
+            ]
+        );
+    }
 }

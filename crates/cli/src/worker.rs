@@ -140,6 +140,8 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
             metrics: args.metrics.clone(),
             worker_count: args.worker_count,
             token: args.token.as_deref().map(read_token).transpose()?,
+            max_sources: args.intake.max_connections,
+            intake: crate::receive::intake_limits(&args.intake, args.max_frame)?,
         }
     } else {
         if args.input.is_some() || args.metrics.is_some() || args.external.is_some() {

@@ -416,3 +416,65 @@ fn without_reconnect_a_receiver_that_goes_away_fails_the_send_with_its_count() {
         stderr(&out)
     );
 }
+
+/// Plumbline frames of source 7 numbered `seqs`, as one write.
+fn numbered(seqs: std::ops::Range<u64>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for seq in seqs {
+        let mut payload = Vec::new();
+        plumbline_core::header::Header {
+            source: 7,
+            seq,
+            intended_unix_ns: plumbline_core::header::unix_now_ns(),
+            key: 0,
+        }
+        .write(&mut payload);
+        payload.extend_from_slice(b"nonce");
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(&payload);
+    }
+    out
+}
+
+#[test]
+fn expect_counts_unique_messages_and_duplicates_are_no_loss() {
+    let _cpu = exclusive();
+    let report = scratch("expect-unique").join("recv.json");
+    let receiving = Receiving::start(&[
+        "--expect",
+        "100",
+        "--idle-timeout",
+        "10s",
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    // 0..60, then a redelivery of everything: 160 frames, 100 messages, 60 of them twice.
+    let mut first = std::net::TcpStream::connect(&receiving.addr).unwrap();
+    first.write_all(&numbered(0..60)).unwrap();
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    // The redelivery comes in two parts: after the first, 100 frames have arrived but only 60
+    // messages, so the run must go on.
+    let mut again = std::net::TcpStream::connect(&receiving.addr).unwrap();
+    again.write_all(&numbered(0..40)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = again.write_all(&numbered(40..100));
+    let (code, out, err) = receiving.finish();
+    drop(again);
+    let received = json(&report);
+    assert_eq!(
+        (received["frames"].as_u64(), received["unique"].as_u64()),
+        (Some(160), Some(100)),
+        "the run went on to 100 unique messages: {out}"
+    );
+    assert_eq!(received["sequence"]["lost"], 0, "no false loss: {out}");
+    assert_eq!(received["sequence"]["duplicates"], 60);
+    assert!(out.contains("100 unique, 60 duplicates"), "{out}");
+    // Plain TCP promises at-most-once: its duplicates fail the run, and say so.
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("60 messages duplicated by an at-most-once transport")
+            && !err.contains("lost"),
+        "{err}"
+    );
+}

@@ -4,13 +4,19 @@
 //! [`FrameCodec`] is the one decoder of outside bytes: it checks the announced length against a
 //! cap *before* reserving anything, so a hostile length cannot make us allocate. It plugs into
 //! tokio-util's `Framed*` for sockets; [`FrameReader`] drives the same codec over any blocking
-//! `Read` (files) and names the byte offset of a bad frame. What a payload means is not decided
-//! here (see [`crate::payload`]).
+//! `Read` (files, sockets) and names the byte offset of a bad frame; given
+//! [`IntakeLimits`](crate::intake::IntakeLimits) it also gives up on a frame that arrives too
+//! slowly and draws its buffer from a shared budget. What a payload means is not decided here
+//! (see [`crate::payload`]).
 
 use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
+
+use crate::intake::{ByteBudget, FrameDeadline, IntakeLimits, Stall, FREE_PER_CONNECTION};
 
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;
@@ -31,6 +37,9 @@ pub enum FrameError {
     Truncated { expected: usize, available: usize },
     #[error("truncated frame header: the stream ends after {available} of its {HEADER_LEN} length bytes")]
     TruncatedHeader { available: usize },
+    /// Under [`IntakeLimits`]: the peer began a frame and did not finish it in time.
+    #[error("{0}")]
+    Stalled(Stall),
     #[error("i/o error while reading frames: {0}")]
     Io(#[from] io::Error),
 }
@@ -133,37 +142,144 @@ impl<T: AsRef<[u8]>> Encoder<T> for FrameCodec {
 }
 
 /// A frame error with the byte offset of the frame that caused it.
-#[derive(Debug, thiserror::Error)]
-#[error("bad frame at byte offset {offset}: {source}")]
+#[derive(Debug)]
 pub struct FrameAtOffset {
     pub offset: u64,
-    #[source]
+    /// Bytes the stream had delivered when it failed.
+    pub received: u64,
     pub source: FrameError,
 }
 
-/// Reads frames from a blocking reader (a file, stdin) with [`FrameCodec`].
+impl std::fmt::Display for FrameAtOffset {
+    /// Says what happened: a peer that reset or stalled sent no bad frame.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let received = self.received;
+        match &self.source {
+            FrameError::Io(e) if is_reset(e) => {
+                write!(f, "the peer reset the connection after {received} bytes")
+            }
+            FrameError::Io(e) if is_timeout(e) => write!(
+                f,
+                "nothing more arrived within the read timeout, after {received} bytes"
+            ),
+            FrameError::Io(e) => write!(f, "reading failed after {received} bytes: {e}"),
+            FrameError::Stalled(stall) => write!(f, "the peer {stall}"),
+            other => write!(f, "bad frame at byte offset {}: {other}", self.offset),
+        }
+    }
+}
+
+impl std::error::Error for FrameAtOffset {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// The peer went away abruptly (a reset, a killed process), as opposed to sending bad bytes.
+pub fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// A socket read timeout expired (`EAGAIN` on Unix, `TimedOut` elsewhere).
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Reads frames from a blocking reader (a file, stdin, a socket) with [`FrameCodec`].
 ///
-/// Memory is bounded by the codec's cap plus one read chunk. After the first error the reader is
+/// Each read asks for twice what the last one brought (from 1 KiB up to 64 KiB), so a peer that
+/// trickles bytes costs about a kilobyte and a fast one reads in large chunks. A frame longer
+/// than the buffer gets room to its end in one allocation, but only the pages its bytes reach
+/// are touched: resident memory grows as bytes arrive, never from an announced length. Memory
+/// is bounded by the codec's cap plus one read chunk. After the first error the reader is
 /// finished: it yields nothing more.
+///
+/// With [`FrameReader::limited`] (outside peers on a socket whose read timeout is
+/// [`IntakeLimits::tick`]), a frame that does not arrive within the limits ends the reader with
+/// [`FrameError::Stalled`], an empty buffer is freed whenever the peer is quiet, and buffer
+/// beyond [`FREE_PER_CONNECTION`] is taken from the shared [`ByteBudget`]: without it the reader
+/// reads into the room it has, or waits (time that counts against the frame's deadline).
 pub struct FrameReader<R> {
     inner: R,
     codec: FrameCodec,
     buf: BytesMut,
     /// Offset of the first byte in `buf` within the stream.
     offset: u64,
+    /// Bytes read from the stream so far.
+    received: u64,
+    /// How much the next read asks for.
+    chunk: usize,
+    guard: Option<Guard>,
     done: bool,
 }
 
+/// The limits of a reader of outside bytes, and the budget it holds.
+struct Guard {
+    deadline: FrameDeadline,
+    budget: Arc<ByteBudget>,
+    /// Budget bytes taken for the current buffer.
+    charged: usize,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.budget.give_back(self.charged);
+    }
+}
+
 const READ_CHUNK: usize = 64 * 1024;
+const MIN_CHUNK: usize = 1024;
+/// How long a reader denied budget waits before asking again.
+const BUDGET_WAIT: Duration = Duration::from_millis(10);
 
 impl<R: Read> FrameReader<R> {
     pub fn new(inner: R, codec: FrameCodec) -> Self {
         Self {
             inner,
             codec,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::new(),
             offset: 0,
+            received: 0,
+            chunk: MIN_CHUNK,
+            guard: None,
             done: false,
+        }
+    }
+
+    /// Applies `limits` to a reader of outside bytes. Its socket must time reads out at
+    /// [`IntakeLimits::tick`], or a silent peer is only judged when its next byte comes.
+    pub fn limited(mut self, limits: &IntakeLimits) -> Self {
+        self.guard = Some(Guard {
+            deadline: limits.deadline(),
+            budget: limits.budget.clone(),
+            charged: 0,
+        });
+        self
+    }
+
+    /// The first frame (a hello) is due within the read timeout of the start, not of its first
+    /// byte. Only with [`FrameReader::limited`].
+    pub fn first_frame_due(mut self) -> Self {
+        if let Some(guard) = &mut self.guard {
+            guard.deadline = guard.deadline.clone().due_at_once();
+        }
+        self
+    }
+
+    /// The stream ended or failed here, after `received` bytes.
+    fn at_offset(&self, source: FrameError) -> FrameAtOffset {
+        FrameAtOffset {
+            offset: self.offset,
+            received: self.received,
+            source,
         }
     }
 
@@ -195,10 +311,7 @@ impl<R: Read> FrameReader<R> {
         if !matches!(result, Ok(true)) {
             self.done = true;
         }
-        result.map_err(|source| FrameAtOffset {
-            offset: self.offset,
-            source,
-        })
+        result.map_err(|source| self.at_offset(source))
     }
 
     fn fill_batch(&mut self, out: &mut Vec<Bytes>) -> Result<bool, FrameError> {
@@ -230,18 +343,118 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
-    /// Reads one chunk into the buffer; 0 means end of stream.
-    fn fill(&mut self) -> io::Result<usize> {
-        let start = self.buf.len();
-        self.buf.resize(start + READ_CHUNK, 0);
-        let result = loop {
-            match self.inner.read(&mut self.buf[start..]) {
+    /// Reads once into the buffer; 0 means end of stream. Under limits, read timeouts are
+    /// waited through until the frame in progress overstays.
+    fn fill(&mut self) -> Result<usize, FrameError> {
+        loop {
+            let room = self.make_room()?;
+            let start = self.buf.len();
+            self.buf.resize(start + room, 0);
+            let began = Instant::now();
+            let result = self.inner.read(&mut self.buf[start..]);
+            let waited = began.elapsed();
+            self.buf.truncate(start + *result.as_ref().unwrap_or(&0));
+            match result {
+                Ok(n) => {
+                    self.received += n as u64;
+                    self.chunk = (2 * n).clamp(MIN_CHUNK, READ_CHUNK);
+                    self.watch(waited)?;
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
+                Err(e) if self.guard.is_some() && is_timeout(&e) => {
+                    if self.buf.is_empty() {
+                        // A quiet peer between frames holds no buffer.
+                        self.release();
+                    }
+                    self.watch(waited)?;
+                }
+                Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// The payload length the buffered frame announced, once its prefix is in.
+    fn announced(&self) -> Option<usize> {
+        let header = self.buf.get(..HEADER_LEN)?;
+        Some(u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize)
+    }
+
+    /// Feeds the frame deadline (under limits) with the state after a read or a wait.
+    fn watch(&mut self, waited: Duration) -> Result<(), FrameError> {
+        let announced = self.announced().map(|n| n as u64);
+        let (head, have) = (self.offset, self.buf.len() as u64);
+        match &mut self.guard {
+            Some(guard) => guard
+                .deadline
+                .observe(head, have, announced, waited)
+                .map_err(FrameError::Stalled),
+            None => Ok(()),
+        }
+    }
+
+    /// Frees the buffer and its budget; the next read starts small.
+    fn release(&mut self) {
+        self.buf = BytesMut::new();
+        self.chunk = MIN_CHUNK;
+        if let Some(guard) = &mut self.guard {
+            guard.budget.give_back(std::mem::take(&mut guard.charged));
+        }
+    }
+
+    /// Makes room for the next read and says how many bytes it may ask for.
+    fn make_room(&mut self) -> Result<usize, FrameError> {
+        let len = self.buf.len();
+        if len == 0 && self.buf.capacity() > 2 * READ_CHUNK {
+            // A large frame is done: give its buffer back rather than hold it for small ones.
+            self.release();
+        }
+        let spare = self.buf.capacity() - len;
+        if spare >= self.chunk || self.buf.try_reclaim(self.chunk) {
+            return Ok(self.chunk);
+        }
+        if 2 * spare >= self.chunk {
+            return Ok(spare);
+        }
+        // Double while the buffer is within the free share. Past it, a frame longer than the
+        // room gets room to its end in one allocation (charged to the budget): its pages are
+        // touched only as its bytes arrive, and no chain of outgrown buffers is left in the
+        // allocator (doubling all the way left about as much again as the budget).
+        let doubled = (len + self.chunk).max(2 * len);
+        let frame_end = self.announced().map_or(0, |n| HEADER_LEN + n);
+        let grow_to = if doubled <= FREE_PER_CONNECTION {
+            doubled
+        } else {
+            doubled.max(frame_end)
         };
-        self.buf.truncate(start + *result.as_ref().unwrap_or(&0));
-        result
+        loop {
+            let granted = match &mut self.guard {
+                None => true,
+                Some(guard) => {
+                    let need = grow_to
+                        .saturating_sub(FREE_PER_CONNECTION)
+                        .saturating_sub(guard.charged);
+                    let granted = guard.budget.try_take(need);
+                    if granted {
+                        guard.charged += need;
+                    }
+                    granted
+                }
+            };
+            if granted {
+                let mut grown = BytesMut::with_capacity(grow_to);
+                grown.extend_from_slice(&self.buf);
+                self.buf = grown;
+                return Ok(self.chunk);
+            }
+            // No budget: read into the room there is, or wait for some.
+            let spare = self.buf.capacity() - len;
+            if spare > 0 {
+                return Ok(spare);
+            }
+            std::thread::sleep(BUDGET_WAIT);
+            self.watch(BUDGET_WAIT)?;
+        }
     }
 }
 
@@ -260,10 +473,7 @@ impl<R: Read> Iterator for FrameReader<R> {
             }
             Err(source) => {
                 self.done = true;
-                Some(Err(FrameAtOffset {
-                    offset: self.offset,
-                    source,
-                }))
+                Some(Err(self.at_offset(source)))
             }
         }
     }
@@ -362,6 +572,165 @@ mod tests {
             }
             prop_assert!(reader.read_batch(&mut batched).is_ok_and(|more| !more));
         }
+    }
+
+    /// A peer that hands over `script` one step per read: bytes, or a read timeout after
+    /// waiting `wait`, then a reset (or the end of the stream).
+    struct Peer {
+        script: std::collections::VecDeque<Option<Vec<u8>>>,
+        wait: Duration,
+        reset_at_end: bool,
+        /// Room the reader offered to each read that timed out.
+        offered_while_quiet: Vec<usize>,
+    }
+
+    impl Peer {
+        fn new(script: Vec<Option<Vec<u8>>>, wait: Duration) -> Self {
+            Self {
+                script: script.into(),
+                wait,
+                reset_at_end: false,
+                offered_while_quiet: Vec::new(),
+            }
+        }
+    }
+
+    impl Read for Peer {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            match self.script.pop_front() {
+                Some(Some(mut bytes)) => {
+                    let n = bytes.len().min(out.len());
+                    out[..n].copy_from_slice(&bytes[..n]);
+                    if n < bytes.len() {
+                        self.script.push_front(Some(bytes.split_off(n)));
+                    }
+                    Ok(n)
+                }
+                Some(None) => {
+                    self.offered_while_quiet.push(out.len());
+                    std::thread::sleep(self.wait);
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                None if self.reset_at_end => Err(io::ErrorKind::ConnectionReset.into()),
+                None => Ok(0),
+            }
+        }
+    }
+
+    fn limits(timeout_ms: u64, budget: usize) -> IntakeLimits {
+        IntakeLimits::new(
+            Duration::from_millis(timeout_ms),
+            0,
+            Arc::new(ByteBudget::new(budget)),
+        )
+    }
+
+    #[test]
+    fn a_reset_is_named_as_one_not_as_a_bad_frame() {
+        let mut peer = Peer::new(vec![Some(vec![0, 0, 0, 1, 7, 0, 0])], Duration::ZERO);
+        peer.reset_at_end = true;
+        let items: Vec<_> = FrameReader::new(peer, FrameCodec::default()).collect();
+        assert_eq!(
+            items[1].as_ref().unwrap_err().to_string(),
+            "the peer reset the connection after 7 bytes"
+        );
+    }
+
+    #[test]
+    fn a_trickling_peer_costs_about_a_kilobyte_whatever_it_announces() {
+        // 8 MiB announced, then a byte per read: the buffer holds what came, not what was
+        // announced.
+        let mut script = vec![Some(vec![0x00, 0x80, 0x00, 0x00])];
+        script.extend((0..100).map(|_| Some(vec![1])));
+        let mut reader = FrameReader::new(Peer::new(script, Duration::ZERO), FrameCodec::default());
+        let err = reader.next().unwrap().unwrap_err();
+        assert!(matches!(
+            err.source,
+            FrameError::Truncated { available: 100, .. }
+        ));
+        assert!(
+            reader.buf.capacity() <= 2 * MIN_CHUNK,
+            "{}",
+            reader.buf.capacity()
+        );
+    }
+
+    #[test]
+    fn a_frame_that_stalls_is_given_up_within_its_deadline() {
+        let script = [Some(vec![0, 0, 0, 9, 1])]
+            .into_iter()
+            .chain(std::iter::repeat_n(None, 1000))
+            .collect();
+        let started = Instant::now();
+        let mut reader = FrameReader::new(
+            Peer::new(script, Duration::from_millis(10)),
+            FrameCodec::default(),
+        )
+        .limited(&limits(200, 1 << 20));
+        let err = reader.next().unwrap().unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            err.to_string(),
+            "the peer sent 5 bytes of a 9-byte frame and not the rest within the 200ms read timeout"
+        );
+    }
+
+    #[test]
+    fn a_quiet_peer_between_frames_is_kept_and_holds_no_buffer() {
+        // A 40 KiB frame grows the buffer to fast reads; a quiet time shrinks it back.
+        let mut big = Vec::new();
+        FrameCodec::default()
+            .encode_into(&[5; 40_000], &mut big)
+            .unwrap();
+        let mut small = Vec::new();
+        FrameCodec::default()
+            .encode_into(b"hi", &mut small)
+            .unwrap();
+        let mut script = vec![Some(big)];
+        script.extend(std::iter::repeat_n(None, 30));
+        script.push(Some(small));
+        let mut reader = FrameReader::new(
+            Peer::new(script, Duration::from_millis(10)),
+            FrameCodec::default(),
+        )
+        .limited(&limits(100, 1 << 20));
+        assert_eq!(reader.next().unwrap().unwrap().len(), 40_000);
+        // 300 ms of silence (three read timeouts' worth) between frames is no stall.
+        assert_eq!(&reader.next().unwrap().unwrap()[..], b"hi");
+        assert!(reader.next().is_none());
+        let offered = &reader.inner.offered_while_quiet;
+        assert!(offered[0] > MIN_CHUNK, "{offered:?}");
+        assert!(
+            offered[1..].iter().all(|&n| n == MIN_CHUNK),
+            "after one quiet read the buffer is a small one: {offered:?}"
+        );
+    }
+
+    #[test]
+    fn large_frames_share_one_budget_and_wait_for_it() {
+        // Two peers each announce 256 KiB and send 200 KiB of it; the budget holds one.
+        let budget = Arc::new(ByteBudget::new(300 * 1024));
+        let limits = IntakeLimits::new(Duration::from_millis(300), 0, budget.clone());
+        let peer = || {
+            let mut script = vec![Some(vec![0, 4, 0, 0])];
+            script.extend((0..200).map(|_| Some(vec![7; 1024])));
+            script.extend(std::iter::repeat_n(None, 100));
+            Peer::new(script, Duration::from_millis(10))
+        };
+        let mut first = FrameReader::new(peer(), FrameCodec::default()).limited(&limits);
+        let mut second = FrameReader::new(peer(), FrameCodec::default()).limited(&limits);
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| first.next());
+            let b = s.spawn(|| second.next());
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        for result in [a, b] {
+            let err = result.unwrap().unwrap_err();
+            assert!(matches!(err.source, FrameError::Stalled(_)), "{err}");
+        }
+        assert!(budget.refusals() > 0, "one of them waited for budget");
+        drop((first, second));
+        assert_eq!(budget.held(), 0, "readers give their budget back");
     }
 
     #[test]

@@ -34,11 +34,12 @@ struct Window {
 }
 
 impl Window {
-    fn record(&mut self, seq: u64) {
+    /// Whether `seq` is new (not a duplicate, not below the window).
+    fn record(&mut self, seq: u64) -> bool {
         self.received += 1;
         if seq < self.base {
             self.too_late += 1;
-            return;
+            return false;
         }
         if seq - self.base >= WINDOW {
             self.slide_to(seq - (WINDOW - 1));
@@ -51,13 +52,14 @@ impl Window {
         let bit = 1u64 << (offset % WORD);
         if self.words[word] & bit != 0 {
             self.duplicates += 1;
-            return;
+            return false;
         }
         self.words[word] |= bit;
         match self.highest {
             Some(h) if seq < h => self.reordered += 1,
             _ => self.highest = Some(seq),
         }
+        true
     }
 
     /// Moves `base` up to at least `new_base` (rounded down to a word), settling what leaves.
@@ -167,14 +169,18 @@ impl SeqTracker {
         Self::default()
     }
 
-    pub fn record(&mut self, source: u32, seq: u64) {
+    /// Records one arrival; `true` if it is the first of `(source, seq)`, so a sink can count
+    /// messages once however often they are delivered. A number below the window (too late to
+    /// tell) is not new; one of an untracked source is, as nothing says otherwise.
+    pub fn record(&mut self, source: u32, seq: u64) -> bool {
         // One hash lookup for the common case, a known source.
         if let Some(window) = self.sources.get_mut(&source) {
-            window.record(seq);
+            window.record(seq)
         } else if self.sources.len() < MAX_SOURCES {
-            self.sources.entry(source).or_default().record(seq);
+            self.sources.entry(source).or_default().record(seq)
         } else {
             self.untracked += 1;
+            true
         }
     }
 
@@ -239,6 +245,23 @@ mod tests {
     }
 
     #[test]
+    fn each_message_is_new_once_however_often_it_comes() {
+        let mut t = SeqTracker::new();
+        let arrivals = [(1, 0), (1, 1), (1, 0), (2, 0), (1, 1), (2, 0), (1, 2)];
+        let new: Vec<bool> = arrivals.iter().map(|&(s, q)| t.record(s, q)).collect();
+        assert_eq!(new, [true, true, false, true, false, false, true]);
+        let s = t.summary(Some(3));
+        assert_eq!((s.received, s.duplicates), (7, 3));
+        assert_eq!(s.lost, 2, "source 2 sent 3 and only its 0 came");
+        let mut t = SeqTracker::new();
+        t.record(0, 3 * WINDOW);
+        assert!(
+            !t.record(0, 1),
+            "below the window: too late to count as new"
+        );
+    }
+
+    #[test]
     fn sources_are_separate() {
         let mut t = SeqTracker::new();
         t.record(1, 0);
@@ -298,8 +321,10 @@ mod tests {
             let mut seen = std::collections::HashSet::new();
             let mut dups = 0;
             for &s in &seqs {
-                t.record(0, s);
-                if !seen.insert(s) { dups += 1; }
+                let new = t.record(0, s);
+                let first = seen.insert(s);
+                prop_assert_eq!(new, first);
+                if !first { dups += 1; }
             }
             let summary = t.summary(Some(300));
             prop_assert_eq!(summary.duplicates, dups);

@@ -1,10 +1,14 @@
 //! The network sink: decodes frames from any number of connections and measures them.
 //!
 //! Each connection is served by its own thread through [`Receiver::serve`]: it counts frames and
-//! bytes, and for plumbline-framed messages records latency (now − intended send time, both UNIX
-//! time) in a per-connection HDR recorder and sequence numbers in batches into the shared
-//! [`SeqTracker`]. A connection that sends a bad frame (oversized, truncated, not the framing
-//! it promised) is closed, named and counted; the others go on. Accepting connections and
+//! bytes, and for plumbline-framed messages hands latency (now − intended send time, both UNIX
+//! time) and sequence numbers, one read's worth at a time, to the shared HDR feed and
+//! [`SeqTracker`], which says which messages are new: duplicates do not count towards
+//! [`Receiver::messages`]. A connection costs a few kilobytes (no histogram of its own, a frame
+//! buffer that grows as bytes arrive), and with [`IntakeLimits`] it is closed when a frame
+//! stalls. A connection that sends a bad frame (oversized, truncated, not the framing it
+//! promised) or stalls is closed, named and counted; the others go on. Connections beyond
+//! `max_connections` are refused ([`Receiver::admit`]) and counted. Accepting connections and
 //! deciding when to stop are the caller's.
 
 use std::collections::BTreeMap;
@@ -15,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use plumbline_core::clock::Sleeper;
-use plumbline_core::frame::{FrameCodec, FrameReader};
+use plumbline_core::frame::{FrameCodec, FrameError, FrameReader};
 use plumbline_core::header::{self, Header};
+use plumbline_core::intake::{IntakeLimits, Slot, Slots};
 use plumbline_measure::{LatencyFeed, LatencySummary, Live, Recorder, SeqSummary, SeqTracker};
 use serde::{Deserialize, Serialize};
 
@@ -41,12 +46,18 @@ pub struct ReceiverConfig {
     /// Keep the latest value of every `label=>value` result (a worker's state updates), so a
     /// run's final state can be checked.
     pub track_results: bool,
+    /// Connections served at once; more are refused and counted.
+    pub max_connections: usize,
+    /// Deadlines and the shared buffer budget for peers on sockets (`None`: a broker's frames,
+    /// already whole).
+    pub intake: Option<IntakeLimits>,
 }
 
 /// Bad connections whose reasons are kept (all are counted).
 const MAX_REASONS: usize = 100;
-/// Sequence numbers a connection collects before taking the shared tracker's lock.
-const SEQ_BATCH: usize = 1024;
+/// Per-read scratch entries a connection keeps between reads; a larger read's are freed after
+/// it, so a quiet connection holds almost nothing.
+const KEEP: usize = 256;
 
 /// Shared state of one receive run.
 #[derive(Debug)]
@@ -60,7 +71,14 @@ pub struct Receiver {
     last_ns: AtomicU64,
     connections: AtomicU64,
     bad: AtomicU64,
+    /// Of the bad ones, closed because a frame stalled.
+    slow: AtomicU64,
+    slots: Slots,
+    /// Raw frames plus plumbline frames seen for the first time.
+    messages: AtomicU64,
     reasons: Mutex<Vec<String>>,
+    /// Latencies of every connection, fed to `live` as they come.
+    feed: Mutex<LatencyFeed>,
     latency: Mutex<Recorder>,
     seqs: Mutex<SeqTracker>,
     print: Mutex<()>,
@@ -80,8 +98,16 @@ pub struct ReceiveSummary {
     pub duration_s: f64,
     pub frames_per_s: f64,
     pub mb_per_s: f64,
+    /// Messages counted towards `--expect`: every raw frame, and plumbline frames the first time
+    /// their (source, sequence number) arrives.
+    pub unique: u64,
     pub connections: u64,
+    /// Connections refused because `max_connections` were open.
+    pub refused_connections: u64,
     pub bad_connections: u64,
+    /// Of the bad connections, those closed because a frame stalled (slower than the minimum
+    /// rate, or not complete within the read timeout).
+    pub slow_connections: u64,
     pub bad_reasons: Vec<String>,
     /// Receive time − intended send time, plumbline-framed frames only.
     pub latency_s: LatencySummary,
@@ -97,6 +123,7 @@ impl Receiver {
     /// A receiver that reports to `live` as frames arrive.
     pub fn with_live(config: ReceiverConfig, live: Arc<Live>) -> Self {
         Self {
+            slots: Slots::new(config.max_connections),
             live,
             config,
             start: Instant::now(),
@@ -106,7 +133,10 @@ impl Receiver {
             last_ns: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             bad: AtomicU64::new(0),
+            slow: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
             reasons: Mutex::new(Vec::new()),
+            feed: Mutex::new(LatencyFeed::default()),
             latency: Mutex::new(Recorder::new()),
             seqs: Mutex::new(SeqTracker::new()),
             print: Mutex::new(()),
@@ -121,9 +151,35 @@ impl Receiver {
         self.stopped.store(true, Ordering::Relaxed);
     }
 
-    /// Frames received so far.
+    /// Frames received so far, duplicates included.
     pub fn frames(&self) -> u64 {
         self.frames.load(Ordering::Relaxed)
+    }
+
+    /// Messages received so far, each counted once: what `--expect` waits for.
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    /// A place for one more connection, or `None` (counted) when `max_connections` are open.
+    /// Hold it while serving the connection.
+    pub fn admit(&self) -> Option<Slot> {
+        self.slots.try_acquire()
+    }
+
+    /// Connections refused so far.
+    pub fn refused(&self) -> u64 {
+        self.slots.refused()
+    }
+
+    /// The read timeout a socket served here needs, so a stalled frame is judged on time.
+    pub fn read_tick(&self) -> Option<Duration> {
+        self.config.intake.as_ref().map(IntakeLimits::tick)
+    }
+
+    /// The most connections served at once.
+    pub fn max_connections(&self) -> usize {
+        self.slots.max()
     }
 
     /// When the latest frame arrived.
@@ -146,16 +202,20 @@ impl Receiver {
         self.start.elapsed().saturating_sub(last)
     }
 
-    /// Serves one connection until it closes or sends a bad frame.
+    /// Serves one connection until it closes, sends a bad frame or stalls one.
     ///
     /// Works a read's worth of frames at a time: one timestamp for the batch (they arrived
-    /// together) and one update of the shared counters, so the hot path takes no shared lock and
-    /// no atomic per frame. A throttled connection stamps each frame after its pacing wait.
+    /// together) and one update of the shared counters and trackers, so the hot path takes no
+    /// shared lock and no atomic per frame. A throttled connection stamps each frame after its
+    /// pacing wait.
     pub fn serve<R: Read>(&self, stream: R, peer: &str) {
         self.connections.fetch_add(1, Ordering::Relaxed);
         let mut reader = FrameReader::new(stream, FrameCodec::new(self.config.max_frame));
-        let mut latency = LatencyFeed::default();
-        let mut seqs: Vec<(u32, u64)> = Vec::with_capacity(SEQ_BATCH);
+        if let Some(limits) = &self.config.intake {
+            reader = reader.limited(limits);
+        }
+        let mut latencies: Vec<u64> = Vec::new();
+        let mut seqs: Vec<(u32, u64)> = Vec::new();
         let mut framing = self.config.framing;
         let mut pacer = self
             .config
@@ -169,16 +229,17 @@ impl Receiver {
             // Frames decoded before a bad one are in the batch either way, and count.
             let (more, read_error) = match reader.read_batch(&mut batch) {
                 Ok(more) => (more, None),
-                Err(e) => (false, Some(e.to_string())),
+                Err(e) => (false, Some(e)),
             };
             let mut now = header::unix_now_ns();
-            let (mut accepted, mut bytes) = (0u64, 0u64);
+            let (mut accepted, mut bytes, mut raw) = (0u64, 0u64, 0u64);
             let mut bad = None;
             for frame in batch.drain(..) {
                 if let Some((sleeper, start, rate)) = &mut pacer {
                     // A throttled reader publishes each frame as it takes it, and stops
                     // waiting when the run is over.
                     self.arrived(std::mem::take(&mut accepted), std::mem::take(&mut bytes));
+                    self.counted(&mut latencies, &mut seqs, std::mem::take(&mut raw));
                     if self.stopped.load(Ordering::Relaxed) {
                         break;
                     }
@@ -198,7 +259,7 @@ impl Receiver {
                 let payload = if framing == Framing::Plumbline {
                     match Header::read(&frame) {
                         Ok((head, payload)) => {
-                            latency.record_ns(now.saturating_sub(head.intended_unix_ns));
+                            latencies.push(now.saturating_sub(head.intended_unix_ns));
                             seqs.push((head.source, head.seq));
                             payload
                         }
@@ -208,6 +269,7 @@ impl Receiver {
                         }
                     }
                 } else {
+                    raw += 1;
                     frame
                 };
                 accepted += 1;
@@ -226,28 +288,51 @@ impl Receiver {
                     .append(&mut latest);
             }
             self.arrived(accepted, bytes);
-            latency.publish_if_due(&self.live);
-            if seqs.len() >= SEQ_BATCH {
-                self.flush_seqs(&mut seqs);
-            }
+            self.counted(&mut latencies, &mut seqs, raw);
             if bad.is_some() || read_error.is_some() || !more {
-                break bad.or(read_error);
+                break bad.map(|b| (b, false)).or(read_error.map(|e| {
+                    let stalled = matches!(e.source, FrameError::Stalled(_));
+                    (e.to_string(), stalled)
+                }));
             }
         };
-        self.flush_seqs(&mut seqs);
-        let latency = latency.finish(&self.live);
-        self.latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .merge(&latency);
+        drop(reader);
         // After stop() the run cut its own connections: what they report is not the peer's fault.
-        if let Some(reason) = failure.filter(|_| !self.stopped.load(Ordering::Relaxed)) {
+        if let Some((reason, stalled)) = failure.filter(|_| !self.stopped.load(Ordering::Relaxed)) {
             self.bad.fetch_add(1, Ordering::Relaxed);
+            if stalled {
+                self.slow.fetch_add(1, Ordering::Relaxed);
+            }
             let mut reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
             if reasons.len() < MAX_REASONS {
                 reasons.push(format!("{peer}: {reason}; connection closed"));
             }
         }
+    }
+
+    /// Hands one read's latencies and sequence numbers to the shared feed and tracker, and
+    /// counts the new messages among them (plus `raw` frames, which cannot be told apart).
+    fn counted(&self, latencies: &mut Vec<u64>, seqs: &mut Vec<(u32, u64)>, raw: u64) {
+        let mut new = raw;
+        if !seqs.is_empty() {
+            let mut tracker = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
+            new += seqs
+                .drain(..)
+                .filter(|&(source, seq)| tracker.record(source, seq))
+                .count() as u64;
+        }
+        if !latencies.is_empty() {
+            let mut feed = self.feed.lock().unwrap_or_else(|p| p.into_inner());
+            for ns in latencies.drain(..) {
+                feed.record_ns(ns);
+            }
+            feed.publish_if_due(&self.live);
+        }
+        if new > 0 {
+            self.messages.fetch_add(new, Ordering::Relaxed);
+        }
+        latencies.shrink_to(KEEP);
+        seqs.shrink_to(KEEP);
     }
 
     fn arrived(&self, frames: u64, payload_bytes: u64) {
@@ -262,16 +347,6 @@ impl Receiver {
         self.frames.fetch_add(frames, Ordering::Relaxed);
         self.live.items_out.fetch_add(frames, Ordering::Relaxed);
         self.bytes.fetch_add(payload_bytes, Ordering::Relaxed);
-    }
-
-    fn flush_seqs(&self, seqs: &mut Vec<(u32, u64)>) {
-        if seqs.is_empty() {
-            return;
-        }
-        let mut tracker = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
-        for (source, seq) in seqs.drain(..) {
-            tracker.record(source, seq);
-        }
     }
 
     fn print(&self, payload: &Bytes) {
@@ -296,6 +371,9 @@ impl Receiver {
                 0.0
             }
         };
+        let fed = std::mem::take(&mut *self.feed.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        latency.merge(&fed.finish(&self.live));
         let seqs = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
         ReceiveSummary {
             frames,
@@ -303,18 +381,17 @@ impl Receiver {
             duration_s,
             frames_per_s: per_s(frames as f64),
             mb_per_s: per_s(bytes as f64) / 1e6,
+            unique: self.messages(),
             connections: self.connections.load(Ordering::Relaxed),
+            refused_connections: self.slots.refused(),
             bad_connections: self.bad.load(Ordering::Relaxed),
+            slow_connections: self.slow.load(Ordering::Relaxed),
             bad_reasons: self
                 .reasons
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
-            latency_s: self
-                .latency
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .summary(),
+            latency_s: latency.summary(),
             // `expected` counts one stream: with several sources only gaps can be told.
             sequence: seqs.summary(expected.filter(|_| seqs.summary(None).sources == 1)),
         }
@@ -332,6 +409,7 @@ fn parse_result(payload: &[u8]) -> Option<(String, u64)> {
 mod tests {
     use super::*;
     use plumbline_core::frame::FrameCodec;
+    use std::io::Write;
 
     fn config(framing: Framing) -> ReceiverConfig {
         ReceiverConfig {
@@ -340,6 +418,8 @@ mod tests {
             print: false,
             throttle: None,
             track_results: true,
+            max_connections: 2,
+            intake: None,
         }
     }
 
@@ -377,6 +457,67 @@ mod tests {
         );
         assert_eq!(s.latency_s.count, 6);
         assert_eq!(s.connections, 2);
+    }
+
+    #[test]
+    fn duplicates_are_counted_but_not_towards_the_messages() {
+        let receiver = Receiver::new(config(Framing::Auto));
+        receiver.serve(&plumbline_frames(&[0, 1, 2])[..], "a");
+        receiver.serve(&plumbline_frames(&[1, 2, 3, 3])[..], "redelivered");
+        let mut raw = Vec::new();
+        FrameCodec::default()
+            .encode_into(b"z=>1", &mut raw)
+            .unwrap();
+        receiver.serve(&raw[..], "raw");
+        let s = receiver.summary(Some(4));
+        assert_eq!((s.frames, s.unique, receiver.messages()), (8, 5, 5));
+        assert_eq!((s.sequence.lost, s.sequence.duplicates), (0, 3));
+    }
+
+    #[test]
+    fn connections_past_the_cap_are_refused_and_counted() {
+        let receiver = Receiver::new(config(Framing::Auto));
+        let first = receiver.admit();
+        let _second = receiver.admit();
+        assert!(first.is_some() && receiver.admit().is_none());
+        drop(first);
+        assert!(receiver.admit().is_some());
+        assert_eq!(receiver.summary(None).refused_connections, 1);
+    }
+
+    #[test]
+    fn a_stalled_frame_closes_its_connection_as_slow() {
+        use plumbline_core::intake::ByteBudget;
+        let mut cfg = config(Framing::Auto);
+        cfg.intake = Some(IntakeLimits::new(
+            Duration::from_millis(100),
+            0,
+            Arc::new(ByteBudget::new(1 << 20)),
+        ));
+        let receiver = Receiver::new(cfg);
+        let (client, server) = loopback();
+        server
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        (&client).write_all(&[0, 0, 0, 9, 1, 2]).unwrap();
+        let started = Instant::now();
+        receiver.serve(&server, "127.0.0.1:7777");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let s = receiver.summary(None);
+        assert_eq!((s.bad_connections, s.slow_connections), (1, 1));
+        assert_eq!(
+            s.bad_reasons,
+            [
+                "127.0.0.1:7777: the peer sent 6 bytes of a 9-byte frame and not the rest within \
+              the 100ms read timeout; connection closed"
+            ]
+        );
+    }
+
+    fn loopback() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (client, listener.accept().unwrap().0)
     }
 
     #[test]

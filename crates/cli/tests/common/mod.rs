@@ -16,10 +16,66 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
     CPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The binary under test: this build's, or `PLUMBLINE_BIN` (to measure an older build with the
+/// same test, as the hostile-peer figures do).
+pub fn binary() -> String {
+    std::env::var("PLUMBLINE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_plumbline").to_string())
+}
+
+/// Resident memory of a process in KiB (`VmRSS` of /proc/PID/status); 0 once it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of a process (entries of /proc/PID/fd).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Samples a process's RSS every 20 ms on its own thread and keeps the peak, until dropped.
+pub struct PeakRss {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PeakRss {
+    pub fn watch(pid: u32) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let peak = std::sync::Arc::new(AtomicU64::new(rss_kib(pid)));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        Self { peak, stop }
+    }
+
+    /// The highest RSS seen so far, in MB.
+    pub fn peak_mb(&self) -> f64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+impl Drop for PeakRss {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Runs the binary to completion in this test process's scratch working folder, so the report
 /// folders `bench` writes by default land there, not in the source tree.
 pub fn plumbline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plumbline"))
+    Command::new(binary())
         .current_dir(workdir())
         .args(args)
         .output()
@@ -75,7 +131,7 @@ pub struct Receiving {
 impl Receiving {
     pub fn start(extra: &[&str]) -> Self {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_plumbline"))
+        let mut child = Command::new(binary())
             .args(["receive", "--listen", "127.0.0.1:0", "--quiet"])
             .args(extra)
             .stdout(std::process::Stdio::piped())
@@ -95,6 +151,10 @@ impl Receiving {
             addr,
             stderr,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
     }
 
     /// Waits for the receiver to end; returns (exit code, stdout, rest of stderr).
@@ -139,7 +199,7 @@ impl Node {
     /// `plumbline ARGS…`
     pub fn spawn(args: &[&str]) -> Self {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_plumbline"))
+        let mut child = Command::new(binary())
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

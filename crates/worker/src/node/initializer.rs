@@ -1,6 +1,11 @@
 //! The cluster initializer: forms the cluster, accepts sources, routes every frame to its
 //! partition's owner, runs its own share of the partitions, serves shutdown and metrics, and
 //! watches the other workers.
+//!
+//! Every listener here faces outside peers: sources are capped (`--max-connections`, excess
+//! refused and counted) and read under the `--read-timeout`/`--min-rate` deadline with buffers
+//! from the shared `--buffer-budget`; a join, a data hello and a shutdown request are each due
+//! within a fixed time of the connection, however slowly they trickle in.
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
@@ -12,12 +17,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Sender};
-use plumbline_core::frame::{FrameCodec, FrameReader};
+use plumbline_core::frame::{FrameCodec, FrameError, FrameReader};
+use plumbline_core::intake::{IntakeLimits, Slots};
 use plumbline_core::Shutdown;
 use plumbline_transport::tcp;
 
 use super::metrics::{self, Metrics};
-use super::wire::{same_secret, Control, ControlReader, WireError, WorkerStats, PROTOCOL};
+use super::wire::{
+    recv_hello, same_secret, Control, ControlReader, WireError, WorkerStats, PROTOCOL,
+};
 use super::{
     app_name, frame_key, io, partition_label, valid_name, NodeConfig, NodeError, Processor, Role,
 };
@@ -30,6 +38,8 @@ const QUEUE: usize = 64;
 const POLL: Duration = Duration::from_millis(10);
 /// How long a joiner has, once welcomed, to open its data connection and say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection has to send its join, or its data hello.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// After a worker dies, how long the initializer spends flushing its own results before exiting.
 const FAULT_FLUSH: Duration = Duration::from_secs(3);
 
@@ -58,6 +68,8 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
         metrics: metrics_addr,
         worker_count,
         token,
+        max_sources,
+        intake,
     } = &config.role
     else {
         unreachable!("called for initializers only");
@@ -154,6 +166,7 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
     let sources = Arc::new(Sources::start(
         config,
         source,
+        (*max_sources, intake.clone()),
         map.clone(),
         routes,
         shared.clone(),
@@ -327,12 +340,10 @@ fn connect_data(
         else {
             continue;
         };
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-        match ControlReader::new(&stream).recv() {
+        match recv_hello(&stream, JOIN_TIMEOUT, "data hello") {
             Ok(Control::DataHello { name, ticket })
                 if tickets.get(&name) == Some(&ticket) && !streams.contains_key(&name) =>
             {
-                stream.set_read_timeout(None).ok();
                 streams.insert(name, stream);
             }
             Ok(other) => log(
@@ -354,10 +365,7 @@ fn admit(
     joined: &[(String, TcpStream)],
     stream: &TcpStream,
 ) -> Result<String, String> {
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    let join = ControlReader::new(stream).recv();
-    stream.set_read_timeout(None).ok();
-    match join {
+    match recv_hello(stream, JOIN_TIMEOUT, "join") {
         Ok(Control::Join {
             name,
             app,
@@ -468,10 +476,12 @@ impl Sources {
     fn start(
         config: &NodeConfig,
         addr: &str,
+        (max_sources, intake): (usize, IntakeLimits),
         map: PartitionMap,
         routes: Vec<Sender<Batch>>,
         shared: Arc<Metrics>,
     ) -> Result<Self, NodeError> {
+        let slots = Slots::new(max_sources);
         let listener = tcp::listen(addr)?;
         let bound = local(&listener);
         listener
@@ -495,6 +505,19 @@ impl Sources {
                             continue;
                         }
                     };
+                    let Some(slot) = slots.try_acquire() else {
+                        shared.source_refused.fetch_add(1, Ordering::Relaxed);
+                        if slots.refused() == 1 {
+                            eprintln!(
+                                "[{name}] refused source {peer}: {} are open \
+                                 (--max-connections); further refusals are counted",
+                                slots.max()
+                            );
+                        }
+                        continue;
+                    };
+                    // Reads wake at least this often, so a stalled frame is judged on time.
+                    let _ = stream.set_read_timeout(Some(intake.tick()));
                     let id = ids.fetch_add(1, Ordering::Relaxed);
                     if let Ok(clone) = stream.try_clone() {
                         open.lock().expect("not poisoned").insert(id, clone);
@@ -507,19 +530,25 @@ impl Sources {
                         name.clone(),
                         deal.clone(),
                     );
-                    let (open, stopping) = (open.clone(), stopping.clone());
+                    let (open, stopping, intake) = (open.clone(), stopping.clone(), intake.clone());
                     sources.push(std::thread::spawn(move || {
-                        let result = route(stream, app, max_frame, &map, &deal, &routes, &shared);
+                        let reader =
+                            FrameReader::new(stream, FrameCodec::new(max_frame)).limited(&intake);
+                        let result = route(reader, app, &map, &deal, &routes, &shared);
                         open.lock().expect("not poisoned").remove(&id);
+                        drop(slot);
                         match result {
                             Ok(()) => {}
-                            Err(reason) if stopping.load(Ordering::Relaxed) => {
+                            Err((reason, _)) if stopping.load(Ordering::Relaxed) => {
                                 eprintln!(
                                     "[{name}] source {peer} cut as the cluster stops ({reason})"
                                 )
                             }
-                            Err(reason) => {
+                            Err((reason, stalled)) => {
                                 shared.source_errors.fetch_add(1, Ordering::Relaxed);
+                                if stalled {
+                                    shared.source_slow.fetch_add(1, Ordering::Relaxed);
+                                }
                                 eprintln!("[{name}] source {peer} closed: {reason}");
                             }
                         }
@@ -580,18 +609,17 @@ fn cut(open: &Mutex<HashMap<u64, TcpStream>>) {
     }
 }
 
-/// Reads one source connection and hands each frame to its partition's owner. A bad frame or
-/// a payload the application cannot key ends this connection only.
+/// Reads one source connection and hands each frame to its partition's owner. A bad frame, a
+/// stalled one or a payload the application cannot key ends this connection only; the error
+/// says why, and whether the frame stalled.
 fn route(
-    stream: TcpStream,
+    mut reader: FrameReader<TcpStream>,
     app: crate::App,
-    max_frame: usize,
     map: &PartitionMap,
     deal: &Deal,
     routes: &[Sender<Batch>],
     shared: &Metrics,
-) -> Result<(), String> {
-    let mut reader = FrameReader::new(stream, FrameCodec::new(max_frame));
+) -> Result<(), (String, bool)> {
     let mut batch = Vec::new();
     let mut per_owner: Vec<Batch> = vec![Vec::new(); routes.len()];
     let mut counts = vec![0u64; map.partitions() as usize];
@@ -625,17 +653,20 @@ fn route(
             }
             accepted += frames.len() as u64;
             if routes[owner].send(std::mem::take(frames)).is_err() {
-                return Err("its partition's worker is gone".into());
+                return Err(("its partition's worker is gone".into(), false));
             }
         }
         shared.routed(&mut counts);
         if let Some(reason) = bad {
-            return Err(reason);
+            return Err((reason, false));
         }
         match read {
             Ok(true) => {}
             Ok(false) => return Ok(()),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => {
+                let stalled = matches!(e.source, FrameError::Stalled(_));
+                return Err((e.to_string(), stalled));
+            }
         }
     }
 }
@@ -772,7 +803,7 @@ fn spawn_local(
 /// Serves `plumbline shutdown` requests.
 fn spawn_external(listener: TcpListener, token: Option<String>, events: Sender<Event>) {
     super::serve_each(listener, 4, move |stream| {
-        let reply = match ControlReader::new(&stream).recv() {
+        let reply = match recv_hello(&stream, super::SERVE_READ_TIMEOUT, "shutdown request") {
             Ok(Control::Shutdown { token: given }) => {
                 let allowed = match (&token, &given) {
                     (None, _) => true,

@@ -27,6 +27,10 @@ pub(super) struct Metrics {
     app: App,
     pub items_in: AtomicU64,
     pub source_errors: AtomicU64,
+    /// Of the source errors, connections closed because a frame stalled.
+    pub source_slow: AtomicU64,
+    /// Source connections refused over `--max-connections`.
+    pub source_refused: AtomicU64,
     partitions: Vec<AtomicU64>,
     workers: Mutex<BTreeMap<String, WorkerStats>>,
     /// Worker names in cluster order, for per-worker counts in [`Live`].
@@ -42,6 +46,8 @@ impl Metrics {
             live,
             items_in: AtomicU64::new(0),
             source_errors: AtomicU64::new(0),
+            source_slow: AtomicU64::new(0),
+            source_refused: AtomicU64::new(0),
             partitions: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             workers: Mutex::new(
                 names
@@ -118,10 +124,12 @@ impl Metrics {
             .map(|w| format!("{} {} items", w.name, w.items))
             .collect();
         format!(
-            "{} items in; {}; {} source errors",
+            "{} items in; {}; {} source errors ({} stalled frames); {} sources refused",
             self.items_in.load(Ordering::Relaxed),
             per.join(", "),
-            self.source_errors.load(Ordering::Relaxed)
+            self.source_errors.load(Ordering::Relaxed),
+            self.source_slow.load(Ordering::Relaxed),
+            self.source_refused.load(Ordering::Relaxed)
         )
     }
 
@@ -137,6 +145,17 @@ impl Metrics {
             "# HELP plumbline_source_errors_total Source connections closed for bad input.\n\
              # TYPE plumbline_source_errors_total counter\nplumbline_source_errors_total {}",
             self.source_errors.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            text,
+            "# HELP plumbline_source_slow_total Source connections closed for a stalled frame \
+             (--read-timeout, --min-rate).\n\
+             # TYPE plumbline_source_slow_total counter\nplumbline_source_slow_total {}\n\
+             # HELP plumbline_source_refused_total Source connections refused over \
+             --max-connections.\n\
+             # TYPE plumbline_source_refused_total counter\nplumbline_source_refused_total {}",
+            self.source_slow.load(Ordering::Relaxed),
+            self.source_refused.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             text,

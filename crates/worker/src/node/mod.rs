@@ -76,6 +76,10 @@ pub enum Role {
         worker_count: usize,
         /// Required by `shutdown` when set.
         token: Option<String>,
+        /// Source connections served at once; more are refused and counted.
+        max_sources: usize,
+        /// Deadlines and the buffer budget of source connections.
+        intake: plumbline_core::intake::IntakeLimits,
     },
     Joiner {
         /// The initializer's control address.
@@ -165,31 +169,32 @@ pub fn run(config: &NodeConfig, stop: &plumbline_core::Shutdown) -> Result<Worke
 }
 
 /// Serves each connection of `listener` on its own short-lived thread, at most `max` at once
-/// (more are closed at once), so one idle client cannot hold up the others. Handlers must
-/// bound their own reads (a read timeout).
+/// (more are closed at once), so one idle client cannot hold up the others. Each read times
+/// out after 2 s; a handler reading a whole message bounds it with [`wire::recv_hello`].
 fn serve_each(
     listener: std::net::TcpListener,
     max: usize,
     handle: impl Fn(TcpStream) + Send + Sync + 'static,
 ) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let handle = std::sync::Arc::new(handle);
-    let busy = std::sync::Arc::new(AtomicUsize::new(0));
+    let slots = plumbline_core::intake::Slots::new(max);
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            if busy.fetch_add(1, Ordering::AcqRel) >= max {
-                busy.fetch_sub(1, Ordering::AcqRel);
+            let Some(slot) = slots.try_acquire() else {
                 continue;
-            }
-            let (handle, busy) = (handle.clone(), busy.clone());
+            };
+            let handle = handle.clone();
             std::thread::spawn(move || {
-                stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                stream.set_read_timeout(Some(SERVE_READ_TIMEOUT)).ok();
                 handle(stream);
-                busy.fetch_sub(1, Ordering::AcqRel);
+                drop(slot);
             });
         }
     });
 }
+
+/// How long a request on the external or metrics port may take to arrive.
+const SERVE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The application's name on the wire (what a joiner must match).
 pub fn app_name(app: App) -> &'static str {

@@ -5,9 +5,13 @@
 //! capped at [`MAX_CONTROL`] like every decoder of outside bytes.
 
 use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use plumbline_core::frame::{FrameCodec, FrameReader};
+use plumbline_core::frame::{FrameCodec, FrameError, FrameReader};
+use plumbline_core::intake::{ByteBudget, IntakeLimits};
 use plumbline_measure::LatencySummary;
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +88,12 @@ pub enum WireError {
     Frame(#[from] plumbline_core::frame::FrameAtOffset),
     #[error("not a control message: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("no {what} within {within:?} ({received} bytes arrived)")]
+    NoHello {
+        what: &'static str,
+        within: Duration,
+        received: u64,
+    },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -124,6 +134,33 @@ pub fn same_secret(a: &str, b: &str) -> bool {
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
+}
+
+/// Reads the message a peer must open with (a join, a data hello, a shutdown request), due
+/// within `within` of now however the peer trickles it; [`WireError::NoHello`] names the wait.
+/// The stream's read timeout is cleared afterwards.
+pub fn recv_hello(
+    stream: &TcpStream,
+    within: Duration,
+    what: &'static str,
+) -> Result<Control, WireError> {
+    let limits = IntakeLimits::new(within, 0, Arc::new(ByteBudget::new(MAX_CONTROL)));
+    stream.set_read_timeout(Some(limits.tick()))?;
+    let frames = FrameReader::new(stream, FrameCodec::new(MAX_CONTROL))
+        .limited(&limits)
+        .first_frame_due();
+    let result = ControlReader { frames }.recv();
+    stream.set_read_timeout(None)?;
+    match result {
+        Err(WireError::Frame(e)) if matches!(e.source, FrameError::Stalled(_)) => {
+            Err(WireError::NoHello {
+                what,
+                within,
+                received: e.received,
+            })
+        }
+        other => other,
+    }
 }
 
 /// Reads control messages from a stream.
@@ -177,5 +214,31 @@ mod tests {
             ControlReader::new(&junk[..]).recv(),
             Err(WireError::Json(_))
         ));
+    }
+
+    #[test]
+    fn a_hello_trickled_past_its_deadline_is_named() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let trickle = std::thread::spawn(move || {
+            // A byte every 100 ms never finishes a frame: each read is on time, the hello is not.
+            for byte in [0u8, 0, 0, 200, b'{'] {
+                if client.write_all(&[byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let started = std::time::Instant::now();
+        let Err(err) = recv_hello(&server, Duration::from_millis(300), "join") else {
+            panic!("a trickled hello was taken");
+        };
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(
+            err.to_string().starts_with("no join within 300ms ("),
+            "{err}"
+        );
+        trickle.join().unwrap();
     }
 }
