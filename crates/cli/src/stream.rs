@@ -43,6 +43,8 @@ use crate::session::{Outcome, Session};
 /// Bytes before the data in every stream message: seq (8), intended emission in ns since
 /// the run's start (8), data size (8).
 const HEAD: usize = 24;
+/// The longest the generator waits without looking at the stop flags.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// One experiment's figures: psbench's CSV columns, then what psbench lacks.
 #[derive(Clone, Debug, Serialize)]
@@ -385,6 +387,8 @@ impl Experiment<'_> {
         let (task_tx, task_rx) = bounded::<Task>(0);
         let (done_tx, done_rx) = bounded::<Done>(workers);
         let start = Instant::now();
+        // Requested when the stream dies: the generator stops emitting into it.
+        let dead = Shutdown::new();
         let (generated, d) = std::thread::scope(|scope| {
             for store in stores {
                 let (rx, tx) = (task_rx.clone(), done_tx.clone());
@@ -392,10 +396,15 @@ impl Experiment<'_> {
                 scope.spawn(move || compute(store, rx, tx, sleep, start));
             }
             drop(done_tx);
-            let generator = scope
-                .spawn(move || self.generate(producer, generator_store, interval, start, shutdown));
+            let dead = &dead;
+            let generator = scope.spawn(move || {
+                self.generate(producer, generator_store, interval, start, shutdown, dead)
+            });
             let dispatched =
                 self.dispatch(consumer.as_mut(), task_tx, &done_rx, ideal, start, shutdown);
+            if dispatched.stream_failed {
+                dead.request();
+            }
             let generated = generator.join().expect("the generator does not panic");
             (generated, dispatched)
         });
@@ -460,6 +469,7 @@ impl Experiment<'_> {
         interval: Duration,
         start: Instant,
         shutdown: &Shutdown,
+        dead: &Shutdown,
     ) -> Result<Generated> {
         let mut data = vec![0u8; self.size];
         rand::rngs::StdRng::seed_from_u64(self.repeat).fill_bytes(&mut data);
@@ -467,10 +477,18 @@ impl Experiment<'_> {
         let mut out = Generated::default();
         let mut message = BytesMut::with_capacity(HEAD + self.size);
         for seq in 0..self.args.task_count {
-            if shutdown.requested() {
+            let offset = interval * seq as u32;
+            // Long waits in slices, so a Ctrl-C or a dead stream is seen within one.
+            while !shutdown.requested() && !dead.requested() {
+                let left = (start + offset).saturating_duration_since(Instant::now());
+                if left <= STOP_CHECK {
+                    break;
+                }
+                std::thread::sleep(STOP_CHECK);
+            }
+            if shutdown.requested() || dead.requested() {
                 break;
             }
-            let offset = interval * seq as u32;
             sleeper.sleep_until(start + offset);
             message.clear();
             message.put_u64(seq);
@@ -551,6 +569,11 @@ impl Experiment<'_> {
                     }
                 }
             }
+            // The stream died: nothing more will come, so the run ends once what it did
+            // deliver is done, not at the timeout (the error names the loss).
+            if !stream_ok && waiting.is_empty() && out.completed >= out.received {
+                break;
+            }
             if !stream_ok || out.received == n {
                 std::thread::sleep(Duration::from_micros(200));
                 continue;
@@ -585,6 +608,7 @@ impl Experiment<'_> {
                 }
                 Err(e) => {
                     stream_ok = false;
+                    out.stream_failed = true;
                     out.error.get_or_insert(stream_failure(&e, self.method));
                 }
             }
@@ -641,6 +665,8 @@ struct Dispatched {
     latency: LatencyFeed,
     last_done: Option<Duration>,
     error: Option<String>,
+    /// The stream itself failed (a subscriber cut off): nothing more will arrive.
+    stream_failed: bool,
 }
 
 /// A compute worker: resolve the data (proxy: get it from the store, then delete it), check

@@ -460,6 +460,58 @@ fn issue6_a_pubsub_subscriber_redis_disconnects_is_reported_with_its_losses() {
     );
 }
 
+/// Regression (issue 13): after Redis cut its pub/sub subscriber, `stream` waited out
+/// ideal × 3 + 30 s. It fails once what did arrive is done, naming the cut and the way out.
+#[cfg(feature = "redis")]
+#[test]
+fn issue13_a_stream_whose_subscriber_redis_cut_fails_at_once_with_its_counts() {
+    let Some(server) = Server::for_test(Kind::Redis, "stream cut") else {
+        return;
+    };
+    let _cpu = exclusive();
+    redis_config(
+        &server.addr,
+        "client-output-buffer-limit",
+        "pubsub 1mb 512kb 1",
+    );
+    let dir = common::scratch("stream-cut");
+    let json = dir.join("stream.json");
+    let start = Instant::now();
+    let out = plumbline(&[
+        "stream",
+        "--stream",
+        "redis",
+        "--stream-servers",
+        &server.addr,
+        "--stream-method",
+        "default",
+        "--data-size-bytes",
+        "2000000",
+        "--task-count",
+        "16",
+        "--task-sleep",
+        "1s",
+        "--max-workers",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", common::stdout(&out));
+    // The ideal is 16 s; the old timeout was 78 s. What arrived before the cut still runs.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let err = stderr(&out);
+    assert!(err.contains("proxy mode sends only keys"), "{err}");
+    let runs: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let run = &runs[0];
+    let (completed, lost) = (
+        run["completed"].as_u64().unwrap(),
+        run["lost"].as_u64().unwrap(),
+    );
+    assert!(lost > 0 && completed + lost == 16, "{run}");
+}
+
 #[cfg(feature = "redis")]
 #[test]
 fn issue6_an_unreachable_broker_fails_after_a_bounded_retry_naming_it() {
