@@ -552,3 +552,13 @@ fn peers_trickling_joins_do_not_hold_up_the_cluster() {
         "5 s to join: {closed_by:?}"
     );
 }
+
+#[test]
+fn a_peer_that_never_answers_is_named_for_what_it_did_not_do() {
+    // Accepts, then says nothing: the shutdown client names the wait, not an errno.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let out = plumbline(&["shutdown", &addr, "--timeout", "1s"]);
+    common::assert_fails(&out, 1, "did not answer the shutdown: no reply within 1s");
+    assert!(!stderr(&out).contains("os error"), "{}", stderr(&out));
+}
