@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::Shutdown;
 use plumbline_measure::{Live, RunInfo};
-use plumbline_worker::node::wire::{Control, ControlReader};
+use plumbline_worker::node::wire::{recv_hello, Control};
 use plumbline_worker::node::{self, NodeConfig, Role};
 use plumbline_worker::{App, Work};
 
@@ -205,9 +205,9 @@ pub fn shutdown(args: &ShutdownArgs) -> Result<Verdict> {
     let addrs = plumbline_transport::tcp::resolve(&args.addr)?;
     let stream = TcpStream::connect_timeout(&addrs[0], args.timeout)
         .with_context(|| format!("the cluster at {} does not answer", args.addr))?;
-    stream.set_read_timeout(Some(args.timeout)).ok();
     Control::Shutdown { token }.send(&mut &stream)?;
-    match ControlReader::new(&stream).recv() {
+    // One deadline for the whole reply, named when it passes ("no reply within 5s").
+    match recv_hello(&stream, args.timeout, "reply") {
         Ok(Control::Reply { ok: true, message }) => {
             println!("{}: {message}", args.addr);
             Ok(Verdict::Passed)

@@ -256,9 +256,10 @@ fn full_scale_figures() {
     let partial = Kind::Partial { announce: 8 << 20 };
     let within = Duration::from_secs(45);
     let mut failures = Vec::new();
+    // Under 100 MB, and closed within the 30 s deadline plus a 1 s read tick and slack.
     let mut check = |role: &str, what: &str, s: &Siege| {
         println!("{role}, {what}: {s}");
-        if s.peak_mb >= 100.0 || s.closed_by.map_or(true, |d| d > Duration::from_secs(32)) {
+        if s.peak_mb >= 100.0 || s.closed_by.map_or(true, |d| d > Duration::from_secs(35)) {
             failures.push(format!("{role}, {what}: {s}"));
         }
     };
@@ -495,4 +496,69 @@ fn the_initializer_closes_stalled_sources_and_keeps_routing() {
         "{}",
         init.log()
     );
+}
+
+#[test]
+fn peers_trickling_joins_do_not_hold_up_the_cluster() {
+    let _cpu = exclusive();
+    let init = common::Node::start(&[
+        "--app",
+        "sleepy",
+        "--delay",
+        "0ms",
+        "--in",
+        "127.0.0.1:0",
+        "--control",
+        "127.0.0.1:0",
+        "--data",
+        "127.0.0.1:0",
+        "--cluster-initializer",
+        "--worker-count",
+        "2",
+    ]);
+    let control = init.control_addr();
+    // Read one after another, ten joins trickled a byte a second would hold the cluster
+    // 10 x 5 s before the real worker's turn.
+    let trickle = Attack::start(
+        &control,
+        10,
+        Kind::Slowloris {
+            every: Duration::from_secs(1),
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let _joiner = common::Node::start(&[
+        "--app",
+        "sleepy",
+        "--delay",
+        "0ms",
+        "--control",
+        &control,
+        "--name",
+        "w2",
+    ]);
+    init.wait_for("ready; sources on ");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "formed after {:?}: {}",
+        started.elapsed(),
+        init.log()
+    );
+    let closed = trickle.wait_closed(Duration::from_secs(10));
+    let closed_by = all_closed_by(&closed).expect("each trickled join is given up");
+    assert!(
+        closed_by < Duration::from_secs(8),
+        "5 s to join: {closed_by:?}"
+    );
+}
+
+#[test]
+fn a_peer_that_never_answers_is_named_for_what_it_did_not_do() {
+    // Accepts, then says nothing: the shutdown client names the wait, not an errno.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let out = plumbline(&["shutdown", &addr, "--timeout", "1s"]);
+    common::assert_fails(&out, 1, "did not answer the shutdown: no reply within 1s");
+    assert!(!stderr(&out).contains("os error"), "{}", stderr(&out));
 }

@@ -452,8 +452,9 @@ impl<R: Read> FrameReader<R> {
             if spare > 0 {
                 return Ok(spare);
             }
+            let began = Instant::now();
             std::thread::sleep(BUDGET_WAIT);
-            self.watch(BUDGET_WAIT)?;
+            self.watch(began.elapsed())?;
         }
     }
 }

@@ -8,9 +8,9 @@
 //! with what each read brought and how long it waited, so the decision is tested without a clock.
 //!
 //! An idle connection *between* frames is not an attack: a sender between bursts, a worker
-//! waiting for input. It holds a slot and no buffer (its reader frees the buffer when a read
-//! times out on an empty one), and it is never closed for being quiet. Only a frame that has
-//! begun and does not finish is.
+//! waiting for input. It holds a slot and one small read buffer (its reader shrinks the buffer
+//! when a read times out on an empty one), and it is never closed for being quiet. Only a frame
+//! that has begun and does not finish is.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

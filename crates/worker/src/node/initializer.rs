@@ -40,6 +40,8 @@ const POLL: Duration = Duration::from_millis(10);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection has to send its join, or its data hello.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Control connections whose join is being read at once; more are closed.
+const PENDING_JOINS: usize = 64;
 /// After a worker dies, how long the initializer spends flushing its own results before exiting.
 const FAULT_FLUSH: Duration = Duration::from_secs(3);
 
@@ -246,7 +248,13 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
     Ok(mine)
 }
 
+/// A control connection and the join it sent (or why it sent none).
+type JoinRead = (TcpStream, std::net::SocketAddr, Result<Control, WireError>);
+
 /// Waits for `worker_count - 1` valid joiners. `None`: shut down before the cluster formed.
+///
+/// Each connection's join is read on its own thread (at most [`PENDING_JOINS`] at once), so a
+/// peer that trickles its join, or many of them, cannot hold up a real worker behind it.
 fn form(
     config: &NodeConfig,
     worker_count: usize,
@@ -258,9 +266,24 @@ fn form(
     listener
         .set_nonblocking(true)
         .map_err(io("control listener"))?;
+    let pending = Slots::new(PENDING_JOINS);
+    // Room for every pending reader's answer, so none waits to hand it over.
+    let (read_tx, reads) = bounded::<JoinRead>(PENDING_JOINS);
     while joiners.len() + 1 < worker_count {
         if stop.requested() || matches!(events.try_recv(), Ok(Event::ShutdownRequested)) {
             return Ok(None);
+        }
+        while let Ok((stream, peer, join)) = reads.try_recv() {
+            match admit(config, &joiners, join) {
+                Ok(name) => {
+                    log(config, &format!("worker {name} joined from {peer}"));
+                    joiners.push((name, stream));
+                }
+                Err(reason) => {
+                    log(config, &format!("refused a worker from {peer}: {reason}"));
+                    let _ = Control::Refused { reason }.send(&mut &stream);
+                }
+            }
         }
         let (stream, peer) = match tcp::accept_or_nap(listener) {
             Ok(Some(conn)) => conn,
@@ -270,16 +293,19 @@ fn form(
                 continue;
             }
         };
-        match admit(config, &joiners, &stream) {
-            Ok(name) => {
-                log(config, &format!("worker {name} joined from {peer}"));
-                joiners.push((name, stream));
-            }
-            Err(reason) => {
-                log(config, &format!("refused a worker from {peer}: {reason}"));
-                let _ = Control::Refused { reason }.send(&mut &stream);
-            }
-        }
+        let Some(slot) = pending.try_acquire() else {
+            log(
+                config,
+                &format!("refused a connection from {peer}: {PENDING_JOINS} joins are pending"),
+            );
+            continue;
+        };
+        let read_tx = read_tx.clone();
+        std::thread::spawn(move || {
+            let join = recv_hello(&stream, JOIN_TIMEOUT, "join");
+            let _ = read_tx.send((stream, peer, join));
+            drop(slot);
+        });
     }
     Ok(Some(joiners))
 }
@@ -359,13 +385,13 @@ fn connect_data(
     Ok(streams)
 }
 
-/// Reads and checks a joiner's `Join`; the reason names the mismatch.
+/// Checks a joiner's `Join` (as read from its control connection); the reason names the mismatch.
 fn admit(
     config: &NodeConfig,
     joined: &[(String, TcpStream)],
-    stream: &TcpStream,
+    join: Result<Control, WireError>,
 ) -> Result<String, String> {
-    match recv_hello(stream, JOIN_TIMEOUT, "join") {
+    match join {
         Ok(Control::Join {
             name,
             app,
