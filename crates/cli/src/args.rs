@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use plumbline_core::duration::parse_duration;
+use plumbline_core::secret::Secret;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -441,8 +442,8 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub partitions: Option<u32>,
     /// Shutdown token, as file:PATH or env:VAR (never the secret itself on the command line)
-    #[arg(long)]
-    pub token: Option<String>,
+    #[arg(long, value_name = "SOURCE", value_parser = secret)]
+    pub token: Option<Secret>,
     /// Largest input frame accepted, in bytes (at most 1 GiB)
     #[arg(long, default_value_t = plumbline_core::frame::DEFAULT_MAX_FRAME as u64,
           value_parser = clap::value_parser!(u64).range(1..=plumbline_core::frame::MAX_FRAME_LIMIT))]
@@ -458,8 +459,8 @@ pub struct ShutdownArgs {
     /// The initializer's --external address
     pub addr: String,
     /// The cluster's token, as file:PATH or env:VAR
-    #[arg(long)]
-    pub token: Option<String>,
+    #[arg(long, value_name = "SOURCE", value_parser = secret)]
+    pub token: Option<Secret>,
     /// How long to wait for an answer
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -717,6 +718,9 @@ pub struct SendArgs {
 ///   nats://HOST:PORT/SUBJECT?jetstream=1  a JetStream work queue (at-least-once)
 ///   kafka://HOST:PORT[,HOST:PORT]/TOPIC   a Kafka topic, consumer groups (at-least-once;
 ///                                         builds with `--features kafka`)
+/// Any of them may name a user (`redis://USER@…`), ask for TLS (`rediss://`, `?tls=1`) and,
+/// for Kafka, SASL (`?sasl=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512`); the password goes in
+/// --password, so it never shows in a process list.
 #[derive(Debug, Args, Clone)]
 pub struct BrokerArgs {
     /// Consumer group: consumers in one group share the messages
@@ -735,6 +739,19 @@ pub struct BrokerArgs {
     /// Partitions of a Kafka topic plumbline creates
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub topic_partitions: i32,
+    /// The broker password (or NATS token), as file:PATH or env:VAR; it takes the place of
+    /// one in the URL
+    #[arg(long, value_name = "SOURCE", value_parser = secret)]
+    pub password: Option<Secret>,
+    /// PEM file of the CA a TLS broker's certificate must chain to (default: the system's);
+    /// only with a TLS URL
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// A secret flag's value: `file:PATH` or `env:VAR`, read now (the error names the source).
+fn secret(source: &str) -> Result<Secret, String> {
+    Secret::from_source(source)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

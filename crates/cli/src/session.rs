@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use plumbline_core::secret::redact_url;
 use plumbline_measure::report::Host;
 use plumbline_measure::{Live, Ticker};
 use plumbline_report::{Meta, Run, RunDoc};
@@ -56,6 +57,12 @@ impl Session {
     ) -> Result<Self> {
         let ui = match &args.ui {
             Some(addr) => {
+                warn_if_exposed(
+                    "--ui",
+                    addr,
+                    "the live page, /metrics and /snapshot.json have no authentication: anyone \
+                     who reaches it sees the run",
+                );
                 let server = plumbline_ui::serve(addr, live.clone()).context("--ui")?;
                 eprintln!(
                     "live page: http://{}/ (Prometheus: /metrics)",
@@ -93,7 +100,7 @@ impl Session {
             format: plumbline_report::FORMAT.into(),
             meta: Meta {
                 kind: self.kind.into(),
-                command: std::env::args().collect(),
+                command: command_line(),
                 resolved: outcome.resolved,
                 seeds: outcome.seeds,
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -102,7 +109,16 @@ impl Session {
                 started_at: self.started_at.clone(),
                 ended_at: plumbline_report::now_rfc3339(),
             },
-            runs: outcome.runs,
+            // Labels name what was typed (a URL, as given): shown without its password.
+            runs: outcome
+                .runs
+                .into_iter()
+                .map(|run| Run {
+                    label: redact_url(&run.label),
+                    group: redact_url(&run.group),
+                    ..run
+                })
+                .collect(),
             timeline,
             timeline_dropped,
             detail: outcome.detail,
@@ -112,6 +128,20 @@ impl Session {
         eprintln!("report: {}", dir.join("index.html").display());
         Ok(Some(dir))
     }
+}
+
+/// Says at start that a listener is open to the network (not loopback) and what that lets
+/// anyone who reaches it do.
+pub fn warn_if_exposed(flag: &str, addr: &str, exposes: &str) {
+    if !plumbline_transport::tcp::is_loopback(addr) {
+        eprintln!("warning: {flag} {addr} is not a loopback address: {exposes}");
+    }
+}
+
+/// The command line as typed, less any URL's password: what a report records to reproduce
+/// the run.
+pub fn command_line() -> Vec<String> {
+    std::env::args().map(|arg| redact_url(&arg)).collect()
 }
 
 /// `plumbline-reports/<kind>-<UTC time>` under the working folder: a fresh folder per run.

@@ -3,7 +3,7 @@
 //! Sits at the bottom of the flow (load → transport → worker → measure): it defines what a
 //! [`Message`] is, how messages are framed on a byte stream ([`frame`]), the seed payload formats
 //! ([`payload`]: nonces, votes), plumbline's own message header ([`header`]), how users write
-//! durations ([`duration`]) and the run clock ([`clock`]). It does no I/O of its own beyond the blocking [`frame::FrameReader`] and knows
+//! durations ([`duration`]), the run clock ([`clock`]) and secrets that never print ([`secret`]). It does no I/O of its own beyond the blocking [`frame::FrameReader`] and knows
 //! nothing of workers, schedules or reports.
 
 pub mod clock;
@@ -12,6 +12,7 @@ pub mod frame;
 pub mod header;
 pub mod message;
 pub mod payload;
+pub mod secret;
 pub mod shutdown;
 
 pub use clock::RunClock;
