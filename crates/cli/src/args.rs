@@ -442,7 +442,7 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub partitions: Option<u32>,
     /// Shutdown token, as file:PATH or env:VAR (never the secret itself on the command line)
-    #[arg(long, value_name = "SOURCE", value_parser = secret)]
+    #[arg(long, value_name = "SOURCE", value_parser = SecretSource)]
     pub token: Option<Secret>,
     /// Largest input frame accepted, in bytes (at most 1 GiB)
     #[arg(long, default_value_t = plumbline_core::frame::DEFAULT_MAX_FRAME as u64,
@@ -459,7 +459,7 @@ pub struct ShutdownArgs {
     /// The initializer's --external address
     pub addr: String,
     /// The cluster's token, as file:PATH or env:VAR
-    #[arg(long, value_name = "SOURCE", value_parser = secret)]
+    #[arg(long, value_name = "SOURCE", value_parser = SecretSource)]
     pub token: Option<Secret>,
     /// How long to wait for an answer
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -741,7 +741,7 @@ pub struct BrokerArgs {
     pub topic_partitions: i32,
     /// The broker password (or NATS token), as file:PATH or env:VAR; it takes the place of
     /// one in the URL
-    #[arg(long, value_name = "SOURCE", value_parser = secret)]
+    #[arg(long, value_name = "SOURCE", value_parser = SecretSource)]
     pub password: Option<Secret>,
     /// PEM file of the CA a TLS broker's certificate must chain to (default: the system's);
     /// only with a TLS URL
@@ -749,9 +749,29 @@ pub struct BrokerArgs {
     pub tls_ca: Option<PathBuf>,
 }
 
-/// A secret flag's value: `file:PATH` or `env:VAR`, read now (the error names the source).
-fn secret(source: &str) -> Result<Secret, String> {
-    Secret::from_source(source)
+/// A secret flag's value: `file:PATH` or `env:VAR`, read as the flags are parsed. Its own
+/// error, not clap's "invalid value '…'", which would echo a secret typed in its place.
+#[derive(Clone)]
+struct SecretSource;
+
+impl clap::builder::TypedValueParser for SecretSource {
+    type Value = Secret;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Secret, clap::Error> {
+        Secret::from_source(&value.to_string_lossy()).map_err(|why| {
+            let flag = arg.and_then(clap::Arg::get_long).unwrap_or("secret");
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("--{flag}: {why}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -101,7 +101,7 @@ impl Session {
             meta: Meta {
                 kind: self.kind.into(),
                 command: command_line(),
-                resolved: outcome.resolved,
+                resolved: redacted(outcome.resolved),
                 seeds: outcome.seeds,
                 version: env!("CARGO_PKG_VERSION").into(),
                 git_commit: env!("PLUMBLINE_GIT_COMMIT").into(),
@@ -121,7 +121,7 @@ impl Session {
                 .collect(),
             timeline,
             timeline_dropped,
-            detail: outcome.detail,
+            detail: redacted(outcome.detail),
         };
         plumbline_report::write(&dir, &doc)
             .with_context(|| format!("writing the report folder {}", dir.display()))?;
@@ -135,6 +135,23 @@ impl Session {
 pub fn warn_if_exposed(flag: &str, addr: &str, exposes: &str) {
     if !plumbline_transport::tcp::is_loopback(addr) {
         eprintln!("warning: {flag} {addr} is not a loopback address: {exposes}");
+    }
+}
+
+/// `value` with every string in it redacted: commands put what was typed (a URL, as given)
+/// into their resolved plan and their own report.
+fn redacted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => Value::String(redact_url(&text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(redacted).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| (key, redacted(value)))
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -180,4 +197,21 @@ pub fn rerender(dir: &Path, out: Option<&Path>) -> Result<()> {
         written.dir.join("index.html").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn every_string_of_a_document_loses_its_url_passwords() {
+        let doc = serde_json::json!({
+            "from": "redis://:pw@h:1/s",
+            "runs": [{"group": "send to nats://u:pw@h:2/x", "items": 3}],
+            "listen": null,
+        });
+        let shown = redacted(doc).to_string();
+        assert!(!shown.contains("pw"), "{shown}");
+        assert!(shown.contains("redis://:***@h:1/s") && shown.contains(r#""items":3"#));
+    }
 }

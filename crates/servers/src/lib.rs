@@ -82,6 +82,17 @@ pub struct Setup {
     pub tls: bool,
 }
 
+impl Setup {
+    /// TLS only, with `password` (for `user`, if given).
+    pub fn tls_login(user: Option<&str>, password: &str) -> Setup {
+        Setup {
+            user: user.map(Into::into),
+            password: Some(password.into()),
+            tls: true,
+        }
+    }
+}
+
 /// A test CA, a server certificate it signed for `localhost`, and a second CA that signed
 /// nothing (the wrong CA), as PEM files.
 #[derive(Clone, Debug)]

@@ -68,12 +68,7 @@ fn refused(config: &TransportConfig, options: &ClientOptions) -> BrokerError {
 }
 
 fn secured(kind: Kind, user: Option<&str>, test: &str) -> Option<Server> {
-    let setup = Setup {
-        user: user.map(Into::into),
-        password: Some(PASSWORD.into()),
-        tls: true,
-    };
-    Server::for_test_with(kind, &setup, test)
+    Server::for_test_with(kind, &Setup::tls_login(user, PASSWORD), test)
 }
 
 #[test]
