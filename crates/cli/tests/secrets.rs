@@ -281,6 +281,8 @@ fn issue13_listeners_off_loopback_say_so_and_refused_shutdowns_are_logged() {
         "--cluster-initializer",
         "--token",
         &token_arg,
+        "--ui",
+        "0.0.0.0:0",
     ]);
     let external = init.wait_for("external (shutdown) on ");
     init.wait_for("ready; sources on ");
@@ -291,6 +293,10 @@ fn issue13_listeners_off_loopback_say_so_and_refused_shutdowns_are_logged() {
     );
     assert!(
         log.contains("warning: --metrics 0.0.0.0:0 is not a loopback address"),
+        "{log}"
+    );
+    assert!(
+        log.contains("warning: --ui 0.0.0.0:0 is not a loopback address"),
         "{log}"
     );
     assert!(!log.contains("--control 127.0.0.1:0 is not"), "{log}");

@@ -13,7 +13,7 @@ use std::fmt;
 /// What stands in for a secret wherever one would show.
 pub const REDACTED: &str = "***";
 
-/// A password or token: never shown. Compare with [`Secret::matches`] (constant time).
+/// A password or token: never shown.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -46,16 +46,6 @@ impl Secret {
     /// The secret itself, for the one call that presents it.
     pub fn expose(&self) -> &str {
         &self.0
-    }
-
-    /// Whether `offered` is this secret, in time independent of where they differ.
-    pub fn matches(&self, offered: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), offered.as_bytes());
-        let diff = a
-            .iter()
-            .zip(b)
-            .fold(a.len() ^ b.len(), |acc, (x, y)| acc | usize::from(x ^ y));
-        diff == 0
     }
 }
 
@@ -102,15 +92,6 @@ mod tests {
         let secret = Secret::new("hunter2");
         assert!(!format!("{secret:?}").contains("hunter2"));
         assert_eq!(secret.expose(), "hunter2");
-    }
-
-    #[test]
-    fn a_secret_matches_only_itself() {
-        let secret = Secret::new("hunter2");
-        assert!(secret.matches("hunter2"));
-        for other in ["hunter3", "hunter", "hunter22", ""] {
-            assert!(!secret.matches(other), "{other}");
-        }
     }
 
     #[test]
