@@ -185,3 +185,26 @@ fn nats_user_and_password_in_the_url_log_in_without_tls() {
     let err = refused(&wrong, &options(None));
     assert!(matches!(err, BrokerError::Auth { .. }), "{err}");
 }
+
+#[test]
+fn asking_for_tls_from_a_plaintext_broker_never_talks_plaintext() {
+    // NATS' INFO says the server has no TLS: refused at once.
+    if let Some(server) = Server::for_test(Kind::Nats, "nats tls from plaintext") {
+        let config = url(&format!("nats://{}/s?tls=1", server.addr));
+        let err = refused(&config, &options(None));
+        assert!(matches!(err, BrokerError::Tls { .. }), "{config}: {err}");
+    }
+    // A plaintext Redis never answers the TLS hello: the connect times out and says why.
+    if let Some(server) = Server::for_test(Kind::Redis, "redis tls from plaintext") {
+        let config = url(&format!("rediss://{}/s", server.addr));
+        let quick = ClientOptions {
+            connect_timeout: Duration::from_secs(1),
+            ..options(None)
+        };
+        let err = match connect_producer(&config, &quick) {
+            Ok(_) => panic!("rediss:// connected to a plaintext Redis"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("TLS was asked for"), "{err}");
+    }
+}

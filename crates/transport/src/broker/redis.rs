@@ -61,7 +61,22 @@ pub fn connect(addr: &str, login: Login<'_>, timeout: Duration) -> Result<Connec
             redis::cmd("PING").query::<()>(&mut con)?;
             Ok::<_, RedisError>(con)
         },
-    )?;
+    )
+    .map_err(|e| match e {
+        // A plaintext Redis never answers a TLS hello: the wait times out, unexplained.
+        BrokerError::Unreachable {
+            what,
+            addr,
+            timeout,
+            why,
+        } if login.tls => BrokerError::Unreachable {
+            what,
+            addr,
+            timeout,
+            why: format!("{why} (TLS was asked for: is this a TLS port?)"),
+        },
+        other => other,
+    })?;
     con.set_write_timeout(Some(Duration::from_secs(30)))
         .and_then(|()| con.set_read_timeout(Some(Duration::from_secs(30))))
         .map_err(|e| BrokerError::backend(format!("redis {addr}: {e}")))?;
