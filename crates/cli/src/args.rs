@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use plumbline_core::duration::parse_duration;
+use plumbline_core::secret::Secret;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -297,8 +298,8 @@ pub struct DistributorArgs {
     pub poison: Vec<u64>,
     /// The run's shared secret, as file:PATH or env:VAR (every role of the run is given the
     /// same): peers whose hello lacks it are refused and logged
-    #[arg(long, value_name = "file:PATH|env:VAR")]
-    pub token: Option<String>,
+    #[arg(long, value_name = "SOURCE", value_parser = SecretSource)]
+    pub token: Option<Secret>,
     /// Resume a run whose distributor died: the collector's --results file of that run; tasks
     /// it holds a result for count as done and only the others go out (same --task list)
     #[arg(long, value_name = "LEDGER")]
@@ -349,8 +350,8 @@ pub struct PipelineWorkerArgs {
     pub reconnect_timeout: Duration,
     /// The run's shared secret, as file:PATH or env:VAR (every role of the run is given the
     /// same): peers whose hello lacks it are refused and logged
-    #[arg(long, value_name = "file:PATH|env:VAR")]
-    pub token: Option<String>,
+    #[arg(long, value_name = "SOURCE", value_parser = SecretSource)]
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Args)]
@@ -367,8 +368,8 @@ pub struct CollectorArgs {
     pub distributor_timeout: Duration,
     /// The run's shared secret, as file:PATH or env:VAR (every role of the run is given the
     /// same): peers whose hello lacks it are refused and logged
-    #[arg(long, value_name = "file:PATH|env:VAR")]
-    pub token: Option<String>,
+    #[arg(long, value_name = "SOURCE", value_parser = SecretSource)]
+    pub token: Option<Secret>,
     /// Write every result as a JSON line (id, type, attempt, worker, start/finish ns, duplicate)
     #[arg(long)]
     pub results: Option<PathBuf>,
@@ -499,8 +500,8 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub partitions: Option<u32>,
     /// Shutdown token, as file:PATH or env:VAR (never the secret itself on the command line)
-    #[arg(long)]
-    pub token: Option<String>,
+    #[arg(long, value_name = "SOURCE", value_parser = SecretSource)]
+    pub token: Option<Secret>,
     /// Largest input frame accepted, in bytes (at most 1 GiB)
     #[arg(long, default_value_t = plumbline_core::frame::DEFAULT_MAX_FRAME as u64,
           value_parser = clap::value_parser!(u64).range(1..=plumbline_core::frame::MAX_FRAME_LIMIT))]
@@ -519,8 +520,8 @@ pub struct ShutdownArgs {
     /// The initializer's --external address
     pub addr: String,
     /// The cluster's token, as file:PATH or env:VAR
-    #[arg(long)]
-    pub token: Option<String>,
+    #[arg(long, value_name = "SOURCE", value_parser = SecretSource)]
+    pub token: Option<Secret>,
     /// How long to wait for an answer
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -782,6 +783,9 @@ pub struct SendArgs {
 ///   nats://HOST:PORT/SUBJECT?jetstream=1  a JetStream work queue (at-least-once)
 ///   kafka://HOST:PORT[,HOST:PORT]/TOPIC   a Kafka topic, consumer groups (at-least-once;
 ///                                         builds with `--features kafka`)
+/// Any of them may name a user (`redis://USER@…`), ask for TLS (`rediss://`, `?tls=1`) and,
+/// for Kafka, SASL (`?sasl=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512`); the password goes in
+/// --password, so it never shows in a process list.
 #[derive(Debug, Args, Clone)]
 pub struct BrokerArgs {
     /// Consumer group: consumers in one group share the messages
@@ -800,6 +804,39 @@ pub struct BrokerArgs {
     /// Partitions of a Kafka topic plumbline creates
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub topic_partitions: i32,
+    /// The broker password (or NATS token), as file:PATH or env:VAR; it takes the place of
+    /// one in the URL
+    #[arg(long, value_name = "SOURCE", value_parser = SecretSource)]
+    pub password: Option<Secret>,
+    /// PEM file of the CA a TLS broker's certificate must chain to (default: the system's);
+    /// only with a TLS URL
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// A secret flag's value: `file:PATH` or `env:VAR`, read as the flags are parsed. Its own
+/// error, not clap's "invalid value '…'", which would echo a secret typed in its place.
+#[derive(Clone)]
+struct SecretSource;
+
+impl clap::builder::TypedValueParser for SecretSource {
+    type Value = Secret;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Secret, clap::Error> {
+        Secret::from_source(&value.to_string_lossy()).map_err(|why| {
+            let flag = arg.and_then(clap::Arg::get_long).unwrap_or("secret");
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("--{flag}: {why}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -99,7 +99,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let live = session.live();
     let mut report = BenchReport {
         plumbline_version: env!("CARGO_PKG_VERSION").to_string(),
-        command: std::env::args().collect(),
+        command: crate::session::command_line(),
         preset: plan.preset.clone(),
         seed: plan.seed,
         host,

@@ -155,7 +155,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let report_runs = report_runs(&runs);
     let bench = PipelineBench {
         plumbline_version: env!("CARGO_PKG_VERSION").to_string(),
-        command: std::env::args().collect(),
+        command: crate::session::command_line(),
         preset: "pipeline".into(),
         runs,
     };

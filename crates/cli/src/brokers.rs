@@ -28,6 +28,8 @@ pub fn options(
         prefetch: args.prefetch as usize,
         create: !args.no_create,
         partitions: args.topic_partitions,
+        password: args.password.clone(),
+        tls_ca: args.tls_ca.clone(),
     }
 }
 
@@ -37,7 +39,10 @@ pub const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Producers' counts summed and their ack latencies merged, for the run report.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProducerReport {
+    /// As shown: without its password.
     pub url: String,
+    /// Whether the backend acknowledges what it takes (all but tcp and NATS core).
+    pub acks: bool,
     pub guarantee: String,
     pub sent: u64,
     pub acked: u64,
@@ -57,6 +62,7 @@ impl ProducerReport {
         }
         Self {
             url: config.to_string(),
+            acks: config.has_acks(),
             guarantee: config.guarantee().to_string(),
             sent: stats.iter().map(|s| s.sent).sum(),
             acked: stats.iter().map(|s| s.acked).sum(),
@@ -87,9 +93,13 @@ impl ProducerReport {
                     secs(l.max)
                 )
             }
-            None => {
+            None if !self.acks => {
                 out += "  this backend sends no acks: delivery is only checked by the receiver\n"
             }
+            None if self.sent > 0 => {
+                out += "  the broker acknowledged none of them: see its refusal below\n"
+            }
+            None => {}
         }
         out
     }

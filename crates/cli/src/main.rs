@@ -1,6 +1,7 @@
 //! The `plumbline` binary: parses the command line (args.rs), builds a validated plan (plan.rs)
 //! and hands it to the subcommand. Exit codes: 0 success, 1 error or failed check, 2 usage error
-//! (clap), 130 interrupted by Ctrl-C.
+//! (clap), 130 interrupted by Ctrl-C. Every error line it prints goes through
+//! [`redact_url`], so a password typed in a URL is never echoed back.
 
 mod args;
 mod bench;
@@ -23,6 +24,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::Parser;
+use plumbline_core::secret::redact_url;
 use plumbline_worker::Shutdown;
 
 use crate::args::{Cli, Command};
@@ -30,6 +32,12 @@ use crate::bench::Verdict;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(without_pony_flags(std::env::args_os()));
+    if std::env::args().any(|arg| redact_url(&arg) != arg) {
+        eprintln!(
+            "warning: a password in a URL on the command line shows in the process list to \
+             anyone on this host; give it with --password env:VAR or --password file:PATH"
+        );
+    }
     let shutdown = Shutdown::new();
     let on_signal = shutdown.clone();
     // First Ctrl-C: stop producing, drain, report what ran. Second: leave at once.
@@ -63,12 +71,12 @@ fn main() -> ExitCode {
         Ok(Verdict::Interrupted) => ExitCode::from(130),
         Ok(Verdict::Failed(failures)) => {
             for failure in failures {
-                eprintln!("error: {failure}");
+                eprintln!("error: {}", redact_url(&failure));
             }
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("error: {}", describe(&e));
+            eprintln!("error: {}", redact_url(&describe(&e)));
             ExitCode::FAILURE
         }
     }

@@ -31,7 +31,6 @@ use crate::args::{CollectorArgs, DistributorArgs, PipelineCommand, PipelineWorke
 use crate::bench::Verdict;
 use crate::progress::{Follow, RunProgress};
 use crate::session::{Outcome, Session};
-use crate::worker::read_token;
 
 pub fn run(command: &PipelineCommand, shutdown: &Shutdown) -> Result<Verdict> {
     match command {
@@ -87,7 +86,7 @@ fn distributor(args: &DistributorArgs, shutdown: &Shutdown) -> Result<Verdict> {
     config.collector_timeout = args.collector_timeout;
     config.join_timeout = args.join_timeout;
     config.rejoin_timeout = args.rejoin_timeout;
-    config.token = args.token.as_deref().map(read_token).transpose()?;
+    config.token = args.token.as_ref().map(|t| t.expose().to_string());
     if let Some(path) = &args.resume {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -394,7 +393,7 @@ fn worker(args: &PipelineWorkerArgs, shutdown: &Shutdown) -> Result<Verdict> {
     config.prefetch = args.prefetch;
     config.connect_timeout = args.connect_timeout;
     config.reconnect_timeout = args.reconnect_timeout;
-    config.token = args.token.as_deref().map(read_token).transpose()?;
+    config.token = args.token.as_ref().map(|t| t.expose().to_string());
     let spend = Spend {
         delay: args.delay,
         work,
@@ -477,7 +476,7 @@ fn collector(args: &CollectorArgs, shutdown: &Shutdown) -> Result<Verdict> {
     };
     let bound = BoundCollector::bind(&results, &acks)?
         .distributor_timeout(args.distributor_timeout)
-        .token(args.token.as_deref().map(read_token).transpose()?);
+        .token(args.token.as_ref().map(|t| t.expose().to_string()));
     let (at, acks_at) = bound.endpoints();
     eprintln!("collector: results on {at}, ACKs to the distributor on {acks_at}");
     let mut recorder = Recorder {

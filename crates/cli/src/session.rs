@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use plumbline_core::secret::redact_url;
 use plumbline_measure::report::Host;
 use plumbline_measure::{Live, Ticker};
 use plumbline_report::{Meta, Run, RunDoc};
@@ -56,6 +57,12 @@ impl Session {
     ) -> Result<Self> {
         let ui = match &args.ui {
             Some(addr) => {
+                warn_if_exposed(
+                    "--ui",
+                    addr,
+                    "the live page, /metrics and /snapshot.json have no authentication: anyone \
+                     who reaches it sees the run",
+                );
                 let server = plumbline_ui::serve(addr, live.clone()).context("--ui")?;
                 eprintln!(
                     "live page: http://{}/ (Prometheus: /metrics)",
@@ -93,8 +100,8 @@ impl Session {
             format: plumbline_report::FORMAT.into(),
             meta: Meta {
                 kind: self.kind.into(),
-                command: std::env::args().collect(),
-                resolved: outcome.resolved,
+                command: command_line(),
+                resolved: redacted(outcome.resolved),
                 seeds: outcome.seeds,
                 version: env!("CARGO_PKG_VERSION").into(),
                 git_commit: env!("PLUMBLINE_GIT_COMMIT").into(),
@@ -102,16 +109,56 @@ impl Session {
                 started_at: self.started_at.clone(),
                 ended_at: plumbline_report::now_rfc3339(),
             },
-            runs: outcome.runs,
+            // Labels name what was typed (a URL, as given): shown without its password.
+            runs: outcome
+                .runs
+                .into_iter()
+                .map(|run| Run {
+                    label: redact_url(&run.label),
+                    group: redact_url(&run.group),
+                    ..run
+                })
+                .collect(),
             timeline,
             timeline_dropped,
-            detail: outcome.detail,
+            detail: redacted(outcome.detail),
         };
         plumbline_report::write(&dir, &doc)
             .with_context(|| format!("writing the report folder {}", dir.display()))?;
         eprintln!("report: {}", dir.join("index.html").display());
         Ok(Some(dir))
     }
+}
+
+/// Says at start that a listener is open to the network (not loopback) and what that lets
+/// anyone who reaches it do.
+pub fn warn_if_exposed(flag: &str, addr: &str, exposes: &str) {
+    if !plumbline_transport::tcp::is_loopback(addr) {
+        eprintln!("warning: {flag} {addr} is not a loopback address: {exposes}");
+    }
+}
+
+/// `value` with every string in it redacted: commands put what was typed (a URL, as given)
+/// into their resolved plan and their own report.
+fn redacted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => Value::String(redact_url(&text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(redacted).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| (key, redacted(value)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The command line as typed, less any URL's password: what a report records to reproduce
+/// the run.
+pub fn command_line() -> Vec<String> {
+    std::env::args().map(|arg| redact_url(&arg)).collect()
 }
 
 /// `plumbline-reports/<kind>-<UTC time>` under the working folder: a fresh folder per run.
@@ -150,4 +197,21 @@ pub fn rerender(dir: &Path, out: Option<&Path>) -> Result<()> {
         written.dir.join("index.html").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn every_string_of_a_document_loses_its_url_passwords() {
+        let doc = serde_json::json!({
+            "from": "redis://:pw@h:1/s",
+            "runs": [{"group": "send to nats://u:pw@h:2/x", "items": 3}],
+            "listen": null,
+        });
+        let shown = redacted(doc).to_string();
+        assert!(!shown.contains("pw"), "{shown}");
+        assert!(shown.contains("redis://:***@h:1/s") && shown.contains(r#""items":3"#));
+    }
 }

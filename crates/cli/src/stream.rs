@@ -365,6 +365,7 @@ impl Experiment<'_> {
             prefetch: 64,
             create: true,
             partitions: 1,
+            ..ClientOptions::default()
         }
     }
 

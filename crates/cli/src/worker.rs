@@ -1,5 +1,7 @@
 //! `plumbline worker` and `plumbline shutdown`: machida-style flags turned into a
 //! [`NodeConfig`], and the shutdown client. The cluster itself is plumbline-worker's `node`.
+//! An initializer says at start which of its listeners are open to the network, and what
+//! that exposes.
 
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -15,10 +17,20 @@ use plumbline_worker::{App, Work};
 use crate::args::{ReportArgs, ShutdownArgs, WorkerArgs};
 use crate::bench::Verdict;
 use crate::brokers;
-use crate::session::Session;
+use crate::session::{warn_if_exposed, Session};
 
 pub fn run(args: &WorkerArgs, stop: &Shutdown) -> Result<Verdict> {
     let config = config(args)?;
+    if let Role::Initializer {
+        source,
+        control,
+        data,
+        metrics,
+        ..
+    } = &config.role
+    {
+        warn_exposed(source, control, data, metrics.as_deref());
+    }
     if let Role::Joiner { .. } = config.role {
         // A joiner blocks on its data connection; Ctrl-C leaves the cluster at once (the
         // initializer then reports this worker dead, which is the truth).
@@ -72,6 +84,33 @@ pub fn run(args: &WorkerArgs, stop: &Shutdown) -> Result<Verdict> {
     };
     node::run(&config, stop)?;
     Ok(Verdict::Passed)
+}
+
+/// The start-up warning for each of an initializer's listeners that is not on loopback
+/// (`--external` without a token is refused by the initializer itself).
+fn warn_exposed(source: &str, control: &str, data: &str, metrics: Option<&str>) {
+    warn_if_exposed(
+        "--in",
+        source,
+        "anyone who reaches it can feed the cluster items",
+    );
+    warn_if_exposed(
+        "--control",
+        control,
+        "anyone who reaches it can join the cluster as a worker (joiners present no token)",
+    );
+    warn_if_exposed(
+        "--data",
+        data,
+        "the cluster's items cross the network unencrypted",
+    );
+    if let Some(metrics) = metrics {
+        warn_if_exposed(
+            "--metrics",
+            metrics,
+            "its metrics have no authentication: anyone who reaches it reads them",
+        );
+    }
 }
 
 fn config(args: &WorkerArgs) -> Result<NodeConfig> {
@@ -139,7 +178,7 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
             external: args.external.clone(),
             metrics: args.metrics.clone(),
             worker_count: args.worker_count,
-            token: args.token.as_deref().map(read_token).transpose()?,
+            token: args.token.as_ref().map(|t| t.expose().to_string()),
             max_sources: args.intake.max_connections,
             intake: crate::receive::intake_limits(&args.intake, args.max_frame)?,
         }
@@ -184,24 +223,8 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
     })
 }
 
-/// Reads a secret from `file:PATH` or `env:VAR`.
-pub(crate) fn read_token(source: &str) -> Result<String> {
-    let token = if let Some(path) = source.strip_prefix("file:") {
-        std::fs::read_to_string(path)
-            .with_context(|| format!("reading the token file {path}"))?
-            .trim()
-            .to_string()
-    } else if let Some(var) = source.strip_prefix("env:") {
-        std::env::var(var).with_context(|| format!("the token variable {var} is not set"))?
-    } else {
-        bail!("--token takes file:PATH or env:VAR, so the secret never shows in a process list");
-    };
-    ensure!(!token.is_empty(), "the token is empty");
-    Ok(token)
-}
-
 pub fn shutdown(args: &ShutdownArgs) -> Result<Verdict> {
-    let token = args.token.as_deref().map(read_token).transpose()?;
+    let token = args.token.as_ref().map(|t| t.expose().to_string());
     let addrs = plumbline_transport::tcp::resolve(&args.addr)?;
     let stream = TcpStream::connect_timeout(&addrs[0], args.timeout)
         .with_context(|| format!("the cluster at {} does not answer", args.addr))?;

@@ -3,8 +3,9 @@
 //! Sits at the bottom of the flow (load → transport → worker → measure): it defines what a
 //! [`Message`] is, how messages are framed on a byte stream ([`frame`]), the seed payload formats
 //! ([`payload`]: nonces, votes), plumbline's own message header ([`header`]), how users write
-//! durations ([`duration`]), the run clock ([`clock`]) and what a listener allows an untrusted peer
-//! ([`intake`]). It does no I/O of its own beyond the blocking [`frame::FrameReader`] and knows
+//! durations ([`duration`]), the run clock ([`clock`]), what a listener allows an untrusted peer
+//! ([`intake`]) and secrets that never print ([`secret`]). It does no I/O of its own beyond the
+//! blocking [`frame::FrameReader`] and knows
 //! nothing of workers, schedules or reports.
 
 pub mod clock;
@@ -14,6 +15,7 @@ pub mod header;
 pub mod intake;
 pub mod message;
 pub mod payload;
+pub mod secret;
 pub mod shutdown;
 
 pub use clock::RunClock;

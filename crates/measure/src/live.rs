@@ -154,11 +154,15 @@ impl Live {
         }
     }
 
-    /// Starts a new run: relabels, zeroes the counters and the run's latency. The timeline
-    /// keeps going (a bench's runs follow each other on it).
+    /// Starts a new run: relabels (a URL's password in the label shows as `***` to every
+    /// watcher), zeroes the counters and the run's latency. The timeline keeps going (a
+    /// bench's runs follow each other on it).
     pub fn begin_run(&self, info: RunInfo) {
         *lock(&self.per_worker) = vec![0; info.workers];
-        *lock(&self.run) = info;
+        *lock(&self.run) = RunInfo {
+            label: plumbline_core::secret::redact_url(&info.label),
+            ..info
+        };
         lock(&self.per_partition).clear();
         // The run's latency starts over; the current second's window stays for its tick.
         lock(&self.latency).run.clear();
@@ -438,6 +442,16 @@ mod tests {
             "the run keeps its latency"
         );
         assert_eq!(snap.per_worker, vec![0, 0]);
+    }
+
+    #[test]
+    fn a_label_naming_a_url_shows_it_without_its_password() {
+        let live = Live::new();
+        live.begin_run(RunInfo {
+            label: "send to redis://:hunter2@h:1/s".into(),
+            ..RunInfo::default()
+        });
+        assert_eq!(live.snapshot(0).run.label, "send to redis://:***@h:1/s");
     }
 
     #[test]

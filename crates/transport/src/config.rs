@@ -12,9 +12,19 @@
 //! This is data only: what each backend promises ([`Guarantee`]) and where it is. Connecting is
 //! each backend's module. A URL with an unknown scheme, a missing name, a bad port or a query
 //! key the backend does not take is refused with the value named.
+//!
+//! Any broker URL may carry `user:password@` before its address (percent-encoded) and ask for
+//! TLS: `rediss://`, or `?tls=1` on `redis://`, `nats://` and `kafka://`; Kafka takes
+//! `?sasl=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512` for SASL. These are [`Access`]. A password never
+//! shows: [`TransportConfig`]'s `Display` and `Debug` and every [`ConfigError`] print `***`
+//! for it (the `--password` flag, read from a file or variable, is the way to keep it out of
+//! argv as well).
 
 use std::fmt;
 use std::str::FromStr;
+
+use percent_encoding::percent_decode_str;
+use plumbline_core::secret::{redact_url, Secret, REDACTED};
 
 /// What a backend promises about delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +52,32 @@ pub enum RedisMode {
     Streams,
 }
 
+/// Kafka's SASL mechanisms plumbline passes through to librdkafka.
+pub const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+/// Who plumbline is to a broker and how it talks to it, from the URL.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    pub user: Option<String>,
+    /// The URL's password; a `--password` given to the client takes its place.
+    pub password: Option<Secret>,
+    /// TLS only, verified against the system's roots or the client's CA file: never plaintext.
+    pub tls: bool,
+    /// Kafka: the SASL mechanism (one of [`SASL_MECHANISMS`]).
+    pub sasl: Option<String>,
+}
+
+impl Access {
+    /// `user:***@`, `user@` or nothing: the URL's userinfo as it may be shown.
+    fn shown(&self) -> String {
+        match (&self.user, &self.password) {
+            (user, Some(_)) => format!("{}:{REDACTED}@", user.as_deref().unwrap_or("")),
+            (Some(user), None) => format!("{user}@"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 /// One data plane, as a flag names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TransportConfig {
@@ -52,16 +88,19 @@ pub enum TransportConfig {
         addr: String,
         name: String,
         mode: RedisMode,
+        access: Access,
     },
     Nats {
         addr: String,
         subject: String,
         jetstream: bool,
+        access: Access,
     },
     Kafka {
         /// Comma-separated `host:port` list.
         bootstrap: String,
         topic: String,
+        access: Access,
     },
 }
 
@@ -115,6 +154,29 @@ impl TransportConfig {
             TransportConfig::Kafka { .. } => "kafka",
         }
     }
+
+    /// Whether the backend acknowledges what a producer hands it (a Redis reply, a JetStream
+    /// or Kafka ack); tcp and NATS core only write.
+    pub fn has_acks(&self) -> bool {
+        !matches!(
+            self,
+            TransportConfig::Tcp { .. }
+                | TransportConfig::Nats {
+                    jetstream: false,
+                    ..
+                }
+        )
+    }
+
+    /// The URL's credentials and TLS; `None` for tcp.
+    pub fn access(&self) -> Option<&Access> {
+        match self {
+            TransportConfig::Tcp { .. } => None,
+            TransportConfig::Redis { access, .. }
+            | TransportConfig::Nats { access, .. }
+            | TransportConfig::Kafka { access, .. } => Some(access),
+        }
+    }
 }
 
 fn check_addr(url: &str, addr: &str) -> Result<(), ConfigError> {
@@ -132,14 +194,35 @@ fn check_addr(url: &str, addr: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// A URL's parts after the scheme: (address, name, query pairs).
-type Parts = (String, String, Vec<(String, String)>);
+/// A URL's parts after the scheme: (address, name, query pairs, userinfo).
+type Parts = (String, String, Vec<(String, String)>, Access);
 
-/// `host:port/name?k=v&…` → its [`Parts`].
+/// `[user[:password]@]host:port/name?k=v&…` → its [`Parts`]; `url` is the URL as shown.
 fn split(url: &str, rest: &str, what: &'static str) -> Result<Parts, ConfigError> {
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (addr, name) = path.split_once('/').unwrap_or((path, ""));
+    let (authority, name) = path.split_once('/').unwrap_or((path, ""));
+    let (userinfo, addr) = match authority.rsplit_once('@') {
+        Some((userinfo, addr)) => (Some(userinfo), addr),
+        None => (None, authority),
+    };
     check_addr(url, addr)?;
+    let decode = |part: &str| percent_decode_str(part).decode_utf8_lossy().into_owned();
+    let access = match userinfo {
+        None => Access::default(),
+        Some(info) => {
+            let (user, password) = match info.split_once(':') {
+                Some((user, password)) => (user, Some(password)),
+                None => (info, None),
+            };
+            Access {
+                user: (!user.is_empty()).then(|| decode(user)),
+                password: password
+                    .filter(|p| !p.is_empty())
+                    .map(|p| Secret::new(decode(p))),
+                ..Access::default()
+            }
+        }
+    };
     if name.is_empty() {
         return Err(ConfigError::MissingName {
             url: url.to_string(),
@@ -154,7 +237,7 @@ fn split(url: &str, rest: &str, what: &'static str) -> Result<Parts, ConfigError
             (k.to_string(), v.to_string())
         })
         .collect();
-    Ok((addr.to_string(), name.to_string(), pairs))
+    Ok((addr.to_string(), name.to_string(), pairs, access))
 }
 
 fn bad_query(url: &str, key: &str, value: &str, allowed: &'static str) -> ConfigError {
@@ -169,8 +252,11 @@ fn bad_query(url: &str, key: &str, value: &str, allowed: &'static str) -> Config
 impl FromStr for TransportConfig {
     type Err = ConfigError;
 
-    fn from_str(url: &str) -> Result<Self, ConfigError> {
-        let (scheme, rest) = url
+    fn from_str(typed: &str) -> Result<Self, ConfigError> {
+        // Errors quote the URL as typed, less its password.
+        let shown = redact_url(typed);
+        let url = shown.as_str();
+        let (scheme, rest) = typed
             .split_once("://")
             .ok_or_else(|| ConfigError::Scheme(url.to_string()))?;
         match scheme {
@@ -180,70 +266,141 @@ impl FromStr for TransportConfig {
                     addr: rest.to_string(),
                 })
             }
-            "redis" => {
-                let (addr, name, query) = split(url, rest, "stream or channel name")?;
+            "redis" | "rediss" => {
+                let (addr, name, query, mut access) = split(url, rest, "stream or channel name")?;
+                access.tls = scheme == "rediss";
                 let mut mode = RedisMode::Streams;
                 for (k, v) in query {
-                    mode = match (k.as_str(), v.as_str()) {
-                        ("mode", "streams") => RedisMode::Streams,
-                        ("mode", "pubsub") => RedisMode::PubSub,
-                        _ => return Err(bad_query(url, &k, &v, "mode=streams or mode=pubsub")),
+                    match (k.as_str(), v.as_str()) {
+                        ("mode", "streams") => mode = RedisMode::Streams,
+                        ("mode", "pubsub") => mode = RedisMode::PubSub,
+                        ("tls", v) if tls_flag(v).is_some() => {
+                            access.tls |= tls_flag(v) == Some(true)
+                        }
+                        _ => {
+                            return Err(bad_query(
+                                url,
+                                &k,
+                                &v,
+                                "mode=streams, mode=pubsub or tls=1",
+                            ))
+                        }
                     };
                 }
-                Ok(TransportConfig::Redis { addr, name, mode })
+                Ok(TransportConfig::Redis {
+                    addr,
+                    name,
+                    mode,
+                    access,
+                })
             }
             "nats" => {
-                let (addr, subject, query) = split(url, rest, "subject")?;
+                let (addr, subject, query, mut access) = split(url, rest, "subject")?;
                 let mut jetstream = false;
                 for (k, v) in query {
-                    jetstream = match (k.as_str(), v.as_str()) {
-                        ("jetstream", "1" | "true") => true,
-                        ("jetstream", "0" | "false") => false,
-                        _ => return Err(bad_query(url, &k, &v, "jetstream=1 or jetstream=0")),
+                    match (k.as_str(), tls_flag(&v)) {
+                        ("jetstream", Some(on)) => jetstream = on,
+                        ("tls", Some(on)) => access.tls = on,
+                        _ => return Err(bad_query(url, &k, &v, "jetstream=1|0 or tls=1|0")),
                     };
                 }
                 Ok(TransportConfig::Nats {
                     addr,
                     subject,
                     jetstream,
+                    access,
                 })
             }
             "kafka" => {
-                let (bootstrap, topic, query) = split(url, rest, "topic")?;
-                if let Some((k, v)) = query.first() {
-                    return Err(bad_query(url, k, v, "no query keys"));
+                let (bootstrap, topic, query, mut access) = split(url, rest, "topic")?;
+                for (k, v) in query {
+                    match (k.as_str(), tls_flag(&v)) {
+                        ("tls", Some(on)) => access.tls = on,
+                        ("sasl", _) if SASL_MECHANISMS.contains(&v.as_str()) => {
+                            access.sasl = Some(v)
+                        }
+                        _ => {
+                            return Err(bad_query(
+                                url,
+                                &k,
+                                &v,
+                                "tls=1|0 or sasl=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512",
+                            ))
+                        }
+                    }
                 }
-                Ok(TransportConfig::Kafka { bootstrap, topic })
+                Ok(TransportConfig::Kafka {
+                    bootstrap,
+                    topic,
+                    access,
+                })
             }
             _ => Err(ConfigError::Scheme(url.to_string())),
         }
     }
 }
 
+/// `1`/`true` or `0`/`false`.
+fn tls_flag(value: &str) -> Option<bool> {
+    match value {
+        "1" | "true" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
+    }
+}
+
 impl fmt::Display for TransportConfig {
+    /// The URL, with `***` for a password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut query = Vec::new();
         match self {
-            TransportConfig::Tcp { addr } => write!(f, "tcp://{addr}"),
-            TransportConfig::Redis { addr, name, mode } => {
+            TransportConfig::Tcp { addr } => return write!(f, "tcp://{addr}"),
+            TransportConfig::Redis {
+                addr,
+                name,
+                mode,
+                access,
+            } => {
+                let scheme = if access.tls { "rediss" } else { "redis" };
                 let mode = match mode {
                     RedisMode::PubSub => "pubsub",
                     RedisMode::Streams => "streams",
                 };
-                write!(f, "redis://{addr}/{name}?mode={mode}")
+                write!(f, "{scheme}://{}{addr}/{name}?mode={mode}", access.shown())?;
+                return Ok(());
             }
             TransportConfig::Nats {
                 addr,
                 subject,
                 jetstream,
+                access,
             } => {
-                write!(f, "nats://{addr}/{subject}")?;
+                write!(f, "nats://{}{addr}/{subject}", access.shown())?;
                 if *jetstream {
-                    f.write_str("?jetstream=1")?;
+                    query.push("jetstream=1".to_string());
                 }
-                Ok(())
+                if access.tls {
+                    query.push("tls=1".into());
+                }
             }
-            TransportConfig::Kafka { bootstrap, topic } => write!(f, "kafka://{bootstrap}/{topic}"),
+            TransportConfig::Kafka {
+                bootstrap,
+                topic,
+                access,
+            } => {
+                write!(f, "kafka://{}{bootstrap}/{topic}", access.shown())?;
+                if access.tls {
+                    query.push("tls=1".into());
+                }
+                if let Some(sasl) = &access.sasl {
+                    query.push(format!("sasl={sasl}"));
+                }
+            }
         }
+        if !query.is_empty() {
+            write!(f, "?{}", query.join("&"))?;
+        }
+        Ok(())
     }
 }
 
@@ -288,6 +445,54 @@ mod tests {
         }
         let default: TransportConfig = "redis://h:1/s".parse().unwrap();
         assert_eq!(default.kind(), "redis streams");
+        for url in [
+            "rediss://127.0.0.1:6379/jobs?mode=streams",
+            "nats://me@127.0.0.1:4222/jobs?jetstream=1&tls=1",
+            "kafka://me:***@a:9092/jobs?tls=1&sasl=SCRAM-SHA-256",
+        ] {
+            assert_eq!(url.parse::<TransportConfig>().unwrap().to_string(), url);
+        }
+    }
+
+    #[test]
+    fn credentials_and_tls_come_from_the_url() {
+        let config: TransportConfig = "redis://bob:p%40ss%2Fw@h:1/s?tls=1".parse().unwrap();
+        let access = config.access().unwrap();
+        assert_eq!(access.user.as_deref(), Some("bob"));
+        assert_eq!(access.password.as_ref().unwrap().expose(), "p@ss/w");
+        assert!(access.tls, "?tls=1 on redis:// is rediss://");
+        assert!(config.to_string().starts_with("rediss://bob:***@h:1/s"));
+
+        let only_password: TransportConfig = "nats://:pw@h:1/s".parse().unwrap();
+        let access = only_password.access().unwrap();
+        assert_eq!(access.user, None);
+        assert!(!access.tls);
+        assert_eq!(access.password.as_ref().unwrap().expose(), "pw");
+
+        let kafka: TransportConfig = "kafka://u@a:1,b:2/t?sasl=PLAIN&tls=1".parse().unwrap();
+        let access = kafka.access().unwrap();
+        assert_eq!((access.sasl.as_deref(), access.tls), (Some("PLAIN"), true));
+        assert_eq!(
+            "tcp://h:1".parse::<TransportConfig>().unwrap().access(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_password_never_shows() {
+        let secret = "hunter2";
+        let config: TransportConfig = format!("redis://:{secret}@h:1/s").parse().unwrap();
+        assert!(!config.to_string().contains(secret), "{config}");
+        assert!(!format!("{config:?}").contains(secret), "{config:?}");
+        for bad in [
+            format!("redis://:{secret}@h/s"),
+            format!("nats://u:{secret}@h:1/s?jetstream=maybe"),
+            format!("kafka://u:{secret}@h:1/t?sasl=GSSAPI"),
+            format!("amqp://u:{secret}@h:1/q"),
+        ] {
+            let err = bad.parse::<TransportConfig>().unwrap_err().to_string();
+            assert!(!err.contains(secret) && err.contains("***"), "{err}");
+        }
     }
 
     #[test]

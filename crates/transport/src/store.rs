@@ -124,7 +124,7 @@ impl RedisStore {
     pub fn connect(addr: &str, timeout: Duration) -> Result<Self, BrokerError> {
         Ok(Self {
             addr: addr.to_string(),
-            con: crate::broker::redis_connect(addr, timeout)?,
+            con: crate::broker::redis_connect(addr, Default::default(), timeout)?,
         })
     }
 

@@ -39,6 +39,13 @@ pub fn resolve(addr: &str) -> Result<Vec<SocketAddr>, TcpError> {
     Ok(found)
 }
 
+/// Whether a listener on `addr` is reachable from this host only: every address it resolves
+/// to is loopback. `0.0.0.0`, `::` and a host's own name are not. An address that does not
+/// resolve counts as loopback here: binding it fails, naming it.
+pub fn is_loopback(addr: &str) -> bool {
+    resolve(addr).map_or(true, |found| found.iter().all(|a| a.ip().is_loopback()))
+}
+
 /// Connects to `addr`, retrying with backoff until `timeout` has passed.
 pub fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, TcpError> {
     let targets = resolve(addr)?;
@@ -108,6 +115,16 @@ pub fn listen(addr: &str) -> Result<TcpListener, TcpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_addresses_are_loopback() {
+        for addr in ["127.0.0.1:1", "[::1]:1", "localhost:1", "127.9.9.9:0"] {
+            assert!(is_loopback(addr), "{addr}");
+        }
+        for addr in ["0.0.0.0:1", "[::]:1", "192.0.2.1:1"] {
+            assert!(!is_loopback(addr), "{addr}");
+        }
+    }
 
     /// Bound then dropped, so very likely closed (and free for a late listener).
     fn closed_addr() -> String {

@@ -11,6 +11,11 @@
 //!   it had not committed is delivered again.
 //! * A missing topic is created with `options.partitions` (Kafka brokers, tansu included, need
 //!   not auto-create), or refused when `options.create` is false.
+//! * Security ([`security`]): `?tls=1` is `security.protocol=SSL` with host-name verification
+//!   and `--tls-ca` as `ssl.ca.location`; `?sasl=MECHANISM` adds SASL (`SASL_SSL`, or
+//!   `SASL_PLAINTEXT` without TLS) with the URL's user and the password (librdkafka is built
+//!   with the system's OpenSSL for SSL and SCRAM). A refused login or a TLS failure ends the
+//!   connect at once, never in plaintext.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -30,7 +35,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{
     check_size, AckTally, AckToken, BrokerError, ClientOptions, Consumer, ConsumerStats, Delivery,
-    Producer, ProducerStats,
+    Login, Producer, ProducerStats,
 };
 
 /// Room for Kafka's record overhead above the payload cap.
@@ -40,11 +45,78 @@ fn failed(bootstrap: &str, e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Backend(format!("kafka {bootstrap}: {e}"))
 }
 
+/// librdkafka's settings for `login`: security protocol, host-name verification, CA, SASL.
+/// A password without a SASL mechanism, or SASL without a user or a password, is refused:
+/// it could only be ignored.
+fn security(bootstrap: &str, login: Login<'_>) -> Result<Vec<(&'static str, String)>, BrokerError> {
+    let refuse = |why: &str| Err(failed(bootstrap, why));
+    let mut settings = Vec::new();
+    let protocol = match (login.tls, login.sasl) {
+        (false, None) => None,
+        (true, None) => Some("SSL"),
+        (false, Some(_)) => Some("SASL_PLAINTEXT"),
+        (true, Some(_)) => Some("SASL_SSL"),
+    };
+    if let Some(protocol) = protocol {
+        settings.push(("security.protocol", protocol.to_string()));
+    }
+    if login.tls {
+        settings.push(("ssl.endpoint.identification.algorithm", "https".into()));
+        settings.push(("enable.ssl.certificate.verification", "true".into()));
+        if let Some(ca) = login.ca {
+            settings.push(("ssl.ca.location", ca.display().to_string()));
+        }
+    }
+    match (login.sasl, login.user, login.password) {
+        (None, _, Some(_)) => {
+            return refuse(
+                "a password needs a SASL mechanism: add ?sasl=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512",
+            )
+        }
+        (Some(_), None, _) | (Some(_), _, None) => {
+            return refuse("SASL needs a user (kafka://USER@…) and a password (--password)")
+        }
+        (Some(mechanism), Some(user), Some(password)) => {
+            settings.push(("sasl.mechanism", mechanism.to_string()));
+            settings.push(("sasl.username", user.to_string()));
+            settings.push(("sasl.password", password.expose().to_string()));
+        }
+        (None, _, None) => {}
+    }
+    Ok(settings)
+}
+
+/// A client configuration for `bootstrap` with `login`'s security settings.
+fn client_config(bootstrap: &str, login: Login<'_>) -> Result<ClientConfig, BrokerError> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (key, value) in security(bootstrap, login)? {
+        config.set(key, value);
+    }
+    Ok(config)
+}
+
+/// A metadata error retrying cannot cure: a refused login or a TLS failure.
+fn final_error(bootstrap: &str, e: &KafkaError) -> Option<BrokerError> {
+    let (what, addr, why) = ("kafka", bootstrap.to_string(), e.to_string());
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+            Some(BrokerError::Auth { what, addr, why })
+        }
+        Some(RDKafkaErrorCode::SSL) => Some(BrokerError::Tls { what, addr, why }),
+        _ => None,
+    }
+}
+
 /// The topic's partition count, creating the topic if allowed. Also the reachability check:
 /// librdkafka would otherwise retry quietly forever.
-fn partitions(bootstrap: &str, topic: &str, options: &ClientOptions) -> Result<i32, BrokerError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+fn partitions(
+    bootstrap: &str,
+    topic: &str,
+    login: Login<'_>,
+    options: &ClientOptions,
+) -> Result<i32, BrokerError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap, login)?
         .create()
         .map_err(|e| failed(bootstrap, e))?;
     let deadline = Instant::now() + options.connect_timeout;
@@ -73,7 +145,10 @@ fn partitions(bootstrap: &str, topic: &str, options: &ClientOptions) -> Result<i
                 }
                 format!("topic '{topic}' has no partitions yet")
             }
-            Err(e) => e.to_string(),
+            Err(e) => match final_error(bootstrap, &e) {
+                Some(fatal) => return Err(fatal),
+                None => e.to_string(),
+            },
         };
         if Instant::now() >= deadline {
             return Err(BrokerError::Unreachable {
@@ -144,12 +219,12 @@ impl KafkaProducer {
     pub fn connect(
         bootstrap: &str,
         topic: &str,
+        login: Login<'_>,
         options: &ClientOptions,
     ) -> Result<Self, BrokerError> {
-        let partitions = partitions(bootstrap, topic, options)?;
+        let partitions = partitions(bootstrap, topic, login, options)?;
         let reports = Deliveries::default();
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
+        let producer = client_config(bootstrap, login)?
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "1")
@@ -333,12 +408,12 @@ impl KafkaConsumer {
     pub fn connect(
         bootstrap: &str,
         topic: &str,
+        login: Login<'_>,
         options: &ClientOptions,
     ) -> Result<Self, BrokerError> {
-        partitions(bootstrap, topic, options)?;
+        partitions(bootstrap, topic, login, options)?;
         let assignment = Assignment::default();
-        let consumer: BaseConsumer<Assignment> = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
+        let consumer: BaseConsumer<Assignment> = client_config(bootstrap, login)?
             .set("group.id", &options.group)
             .set("client.id", &options.consumer)
             .set("enable.auto.commit", "false")
@@ -511,7 +586,111 @@ impl Drop for KafkaConsumer {
 
 #[cfg(test)]
 mod tests {
-    use super::Positions;
+    use super::{client_config, security, Login, Positions};
+    use plumbline_core::secret::Secret;
+    use std::path::Path;
+
+    fn settings(login: Login<'_>) -> Vec<(&'static str, String)> {
+        security("b:1", login).unwrap()
+    }
+
+    #[test]
+    fn plaintext_without_tls_or_sasl() {
+        assert_eq!(settings(Login::default()), vec![]);
+    }
+
+    #[test]
+    fn tls_verifies_the_host_name_against_the_given_ca() {
+        let ca = Path::new("/etc/ca.pem");
+        let login = Login {
+            tls: true,
+            ca: Some(ca),
+            ..Login::default()
+        };
+        let config = client_config("b:1", login).unwrap();
+        for (key, value) in [
+            ("bootstrap.servers", "b:1"),
+            ("security.protocol", "SSL"),
+            ("ssl.endpoint.identification.algorithm", "https"),
+            ("enable.ssl.certificate.verification", "true"),
+            ("ssl.ca.location", "/etc/ca.pem"),
+        ] {
+            assert_eq!(config.get(key), Some(value), "{key}");
+        }
+        assert_eq!(config.get("sasl.mechanism"), None);
+        // librdkafka refuses SSL at creation when built without OpenSSL.
+        let system_roots = client_config(
+            "b:1",
+            Login {
+                tls: true,
+                ..Login::default()
+            },
+        )
+        .unwrap();
+        let created: Result<rdkafka::consumer::BaseConsumer, _> = system_roots.create();
+        assert!(created.is_ok(), "built with SSL: {:?}", created.err());
+    }
+
+    #[test]
+    fn sasl_over_tls_passes_the_mechanism_user_and_password_through() {
+        let password = Secret::new("pw");
+        let login = Login {
+            tls: true,
+            sasl: Some("SCRAM-SHA-512"),
+            user: Some("alice"),
+            password: Some(&password),
+            ..Login::default()
+        };
+        let config = client_config("b:1", login).unwrap();
+        for (key, value) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "alice"),
+            ("sasl.password", "pw"),
+        ] {
+            assert_eq!(config.get(key), Some(value), "{key}");
+        }
+        let plain = Login {
+            tls: false,
+            ..login
+        };
+        let config = client_config("b:1", plain).unwrap();
+        assert_eq!(config.get("security.protocol"), Some("SASL_PLAINTEXT"));
+    }
+
+    #[test]
+    fn a_password_that_would_be_ignored_is_refused_without_showing_it() {
+        let password = Secret::new("hunter2");
+        for (login, needle) in [
+            (
+                Login {
+                    password: Some(&password),
+                    user: Some("u"),
+                    ..Login::default()
+                },
+                "needs a SASL mechanism",
+            ),
+            (
+                Login {
+                    sasl: Some("PLAIN"),
+                    password: Some(&password),
+                    ..Login::default()
+                },
+                "needs a user",
+            ),
+            (
+                Login {
+                    sasl: Some("PLAIN"),
+                    user: Some("u"),
+                    ..Login::default()
+                },
+                "and a password",
+            ),
+        ] {
+            let err = security("b:1", login).unwrap_err().to_string();
+            assert!(err.contains(needle) && !err.contains("hunter2"), "{err}");
+        }
+    }
 
     #[test]
     fn a_skipped_message_does_not_commit_past_open_ones_before_it() {

@@ -34,13 +34,15 @@ mod redis;
 pub(crate) use redis::connect as redis_connect;
 mod tcp;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use plumbline_core::secret::Secret;
 use plumbline_measure::{LatencySummary, Recorder};
 use serde::Serialize;
 
-use crate::config::TransportConfig;
+use crate::config::{Access, TransportConfig};
 pub use frames::{FramePublisher, FrameSource};
 
 /// How to reach and use a backend. The defaults suit a benchmark on one host.
@@ -69,6 +71,11 @@ pub struct ClientOptions {
     pub create: bool,
     /// Partitions of a Kafka topic this client creates.
     pub partitions: i32,
+    /// The broker password (`--password`), in place of one in the URL.
+    pub password: Option<Secret>,
+    /// PEM file of the CA(s) a TLS broker's certificate must chain to, instead of the
+    /// system's roots. Refused for a URL that does not ask for TLS.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for ClientOptions {
@@ -82,6 +89,8 @@ impl Default for ClientOptions {
             prefetch: 256,
             create: true,
             partitions: 3,
+            password: None,
+            tls_ca: None,
         }
     }
 }
@@ -94,6 +103,21 @@ pub enum BrokerError {
         what: &'static str,
         addr: String,
         timeout: Duration,
+        why: String,
+    },
+    /// Final: retrying a refused login cannot help.
+    #[error("{what} at {addr} refused the login: {why}")]
+    Auth {
+        what: &'static str,
+        addr: String,
+        why: String,
+    },
+    /// Final: a certificate that does not verify will not verify on a retry. Never followed
+    /// by a plaintext attempt.
+    #[error("TLS to {what} at {addr} failed (no plaintext fallback): {why}")]
+    Tls {
+        what: &'static str,
+        addr: String,
         why: String,
     },
     #[error("payload of {len} bytes exceeds the {limit}-byte limit of {what}")]
@@ -124,6 +148,62 @@ pub enum BrokerError {
 impl BrokerError {
     pub(crate) fn backend(what: impl std::fmt::Display) -> Self {
         BrokerError::Backend(what.to_string())
+    }
+}
+
+/// What a client presents when it connects: the URL's [`Access`] with `--password` in place of
+/// the URL's password, and the CA file.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "nats", feature = "kafka")),
+    allow(dead_code)
+)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Login<'a> {
+    pub user: Option<&'a str>,
+    pub password: Option<&'a Secret>,
+    pub tls: bool,
+    pub ca: Option<&'a Path>,
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub sasl: Option<&'a str>,
+}
+
+#[cfg_attr(
+    not(any(feature = "redis", feature = "nats", feature = "kafka")),
+    allow(dead_code)
+)]
+impl<'a> Login<'a> {
+    /// Refuses a CA file for a URL without TLS: the user meant TLS, and plaintext would
+    /// silently not be it.
+    pub fn new(
+        access: &'a Access,
+        options: &'a ClientOptions,
+        url: &TransportConfig,
+    ) -> Result<Self, BrokerError> {
+        if let (Some(ca), false) = (&options.tls_ca, access.tls) {
+            return Err(BrokerError::Backend(format!(
+                "--tls-ca {} is given but {url} does not ask for TLS (rediss://, or ?tls=1): \
+                 refusing to connect in plaintext",
+                ca.display()
+            )));
+        }
+        Ok(Login {
+            user: access.user.as_deref(),
+            password: options.password.as_ref().or(access.password.as_ref()),
+            tls: access.tls,
+            ca: options.tls_ca.as_deref(),
+            sasl: access.sasl.as_deref(),
+        })
+    }
+
+    /// The CA file's bytes, its path named when it cannot be read.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, BrokerError> {
+        self.ca
+            .map(|path| {
+                std::fs::read(path).map_err(|e| {
+                    BrokerError::Backend(format!("reading --tls-ca {}: {e}", path.display()))
+                })
+            })
+            .transpose()
     }
 }
 
@@ -228,16 +308,41 @@ pub fn connect_producer(
     match config {
         TransportConfig::Tcp { addr } => Ok(Box::new(tcp::TcpProducer::connect(addr, options)?)),
         #[cfg(feature = "redis")]
-        TransportConfig::Redis { addr, name, mode } => redis::producer(addr, name, *mode, options),
+        TransportConfig::Redis {
+            addr,
+            name,
+            mode,
+            access,
+        } => redis::producer(
+            addr,
+            name,
+            *mode,
+            Login::new(access, options, config)?,
+            options,
+        ),
         #[cfg(feature = "nats")]
         TransportConfig::Nats {
             addr,
             subject,
             jetstream,
-        } => nats::producer(addr, subject, *jetstream, options),
+            access,
+        } => nats::producer(
+            addr,
+            subject,
+            *jetstream,
+            Login::new(access, options, config)?,
+            options,
+        ),
         #[cfg(feature = "kafka")]
-        TransportConfig::Kafka { bootstrap, topic } => Ok(Box::new(kafka::KafkaProducer::connect(
-            bootstrap, topic, options,
+        TransportConfig::Kafka {
+            bootstrap,
+            topic,
+            access,
+        } => Ok(Box::new(kafka::KafkaProducer::connect(
+            bootstrap,
+            topic,
+            Login::new(access, options, config)?,
+            options,
         )?)),
         #[allow(unreachable_patterns)]
         other => Err(not_built(other)),
@@ -253,16 +358,41 @@ pub fn connect_consumer(
     match config {
         TransportConfig::Tcp { addr } => Ok(Box::new(tcp::TcpConsumer::bind(addr, options)?)),
         #[cfg(feature = "redis")]
-        TransportConfig::Redis { addr, name, mode } => redis::consumer(addr, name, *mode, options),
+        TransportConfig::Redis {
+            addr,
+            name,
+            mode,
+            access,
+        } => redis::consumer(
+            addr,
+            name,
+            *mode,
+            Login::new(access, options, config)?,
+            options,
+        ),
         #[cfg(feature = "nats")]
         TransportConfig::Nats {
             addr,
             subject,
             jetstream,
-        } => nats::consumer(addr, subject, *jetstream, options),
+            access,
+        } => nats::consumer(
+            addr,
+            subject,
+            *jetstream,
+            Login::new(access, options, config)?,
+            options,
+        ),
         #[cfg(feature = "kafka")]
-        TransportConfig::Kafka { bootstrap, topic } => Ok(Box::new(kafka::KafkaConsumer::connect(
-            bootstrap, topic, options,
+        TransportConfig::Kafka {
+            bootstrap,
+            topic,
+            access,
+        } => Ok(Box::new(kafka::KafkaConsumer::connect(
+            bootstrap,
+            topic,
+            Login::new(access, options, config)?,
+            options,
         )?)),
         #[allow(unreachable_patterns)]
         other => Err(not_built(other)),
@@ -413,13 +543,32 @@ pub(crate) fn take_ready(
     out
 }
 
+/// rustls' handshake failures as the Redis and NATS clients word them (both wrap them in an
+/// I/O error): a certificate that does not verify (unknown issuer, wrong name, expired) or a
+/// peer that does not speak TLS.
+#[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
+pub(crate) fn tls_failure(why: &str) -> bool {
+    [
+        "certificate",
+        "InvalidContentType",
+        "CorruptMessage",
+        "handshake",
+        "TLS",
+    ]
+    .iter()
+    .any(|needle| why.contains(needle))
+}
+
 /// Retries `attempt` with backoff (50 ms doubling to 1 s) until it succeeds or `timeout`
-/// passes, then names what could not be reached. Used by the Redis and NATS connects.
+/// passes, then names what could not be reached. An error `is_final` turns into a
+/// [`BrokerError`] (a refused login, a certificate that does not verify) ends it at once.
+/// Used by the Redis and NATS connects.
 #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
 pub(crate) fn retry<T, E: std::fmt::Display>(
     what: &'static str,
     addr: &str,
     timeout: Duration,
+    is_final: impl Fn(&E) -> Option<BrokerError>,
     mut attempt: impl FnMut(Duration) -> Result<T, E>,
 ) -> Result<T, BrokerError> {
     let deadline = Instant::now() + timeout;
@@ -428,15 +577,18 @@ pub(crate) fn retry<T, E: std::fmt::Display>(
         let left = deadline.saturating_duration_since(Instant::now());
         match attempt(left.max(Duration::from_millis(100))) {
             Ok(value) => return Ok(value),
-            Err(e) if Instant::now() + pause >= deadline => {
-                return Err(BrokerError::Unreachable {
-                    what,
-                    addr: addr.to_string(),
-                    timeout,
-                    why: e.to_string(),
-                })
-            }
-            Err(_) => {
+            Err(e) => {
+                if let Some(fatal) = is_final(&e) {
+                    return Err(fatal);
+                }
+                if Instant::now() + pause >= deadline {
+                    return Err(BrokerError::Unreachable {
+                        what,
+                        addr: addr.to_string(),
+                        timeout,
+                        why: e.to_string(),
+                    });
+                }
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_secs(1));
             }

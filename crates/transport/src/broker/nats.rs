@@ -11,6 +11,10 @@
 //! memory stream `plumbline_<subject>` with work-queue retention (an acked message is
 //! removed). The group is the durable pull consumer's name. Producers keep up to
 //! [`ACK_WINDOW`] publishes awaiting their ack, each timed from `send`.
+//!
+//! A connection presents the URL's user and password (async-nats ignores a URL's userinfo, so
+//! it is handed over explicitly), and with `?tls=1` requires TLS (verified against the system's
+//! roots or `--tls-ca`). A refused login or a TLS failure ends the connect at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,8 +27,8 @@ use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 
 use super::{
-    check_size, retry, take_ready, AckTally, AckToken, BrokerError, ClientOptions, Consumer,
-    ConsumerStats, Delivery, Producer, ProducerStats,
+    check_size, retry, take_ready, tls_failure, AckTally, AckToken, BrokerError, ClientOptions,
+    Consumer, ConsumerStats, Delivery, Login, Producer, ProducerStats,
 };
 
 /// JetStream publishes in flight (sent, ack not yet back) per producer.
@@ -41,7 +45,7 @@ struct Nats {
 }
 
 impl Nats {
-    fn connect(addr: &str, options: &ClientOptions) -> Result<Self, BrokerError> {
+    fn connect(addr: &str, login: Login<'_>, options: &ClientOptions) -> Result<Self, BrokerError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("nats-client")
@@ -49,10 +53,14 @@ impl Nats {
             .build()
             .map_err(|e| BrokerError::backend(format!("starting the NATS client runtime: {e}")))?;
         let slow = Arc::new(AtomicU64::new(0));
-        let client = retry("nats", addr, options.connect_timeout, |left| {
-            let slow = slow.clone();
-            rt.block_on(
-                async_nats::ConnectOptions::new()
+        let client = retry(
+            "nats",
+            addr,
+            options.connect_timeout,
+            |e| final_error(addr, e),
+            |left| {
+                let slow = slow.clone();
+                let mut connect = async_nats::ConnectOptions::new()
                     .connection_timeout(left.min(Duration::from_secs(5)))
                     .event_callback(move |event| {
                         let slow = slow.clone();
@@ -61,10 +69,24 @@ impl Nats {
                                 slow.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                    })
-                    .connect(addr),
-            )
-        })?;
+                    });
+                // A password without a user is NATS' token.
+                connect = match (login.user, login.password) {
+                    (Some(user), Some(password)) => {
+                        connect.user_and_password(user.into(), password.expose().into())
+                    }
+                    (None, Some(token)) => connect.token(token.expose().into()),
+                    _ => connect,
+                };
+                if login.tls {
+                    connect = connect.require_tls(true);
+                }
+                if let Some(ca) = login.ca {
+                    connect = connect.add_root_certificates(ca.to_path_buf());
+                }
+                rt.block_on(connect.connect(addr))
+            },
+        )?;
         Ok(Self {
             addr: addr.to_string(),
             rt,
@@ -120,6 +142,31 @@ impl Nats {
     }
 }
 
+/// A connect error retrying cannot cure: a refused login or a TLS failure.
+fn final_error(addr: &str, e: &async_nats::ConnectError) -> Option<BrokerError> {
+    use async_nats::ConnectErrorKind as Kind;
+    let why = e.to_string();
+    let addr = addr.to_string();
+    match e.kind() {
+        Kind::AuthorizationViolation | Kind::Authentication => Some(BrokerError::Auth {
+            what: "nats",
+            addr,
+            why,
+        }),
+        Kind::Tls => Some(BrokerError::Tls {
+            what: "nats",
+            addr,
+            why,
+        }),
+        Kind::Io if tls_failure(&why) => Some(BrokerError::Tls {
+            what: "nats",
+            addr,
+            why,
+        }),
+        _ => None,
+    }
+}
+
 /// `plumbline_<subject>` with what stream names may not hold replaced.
 fn stream_name(subject: &str) -> String {
     let safe: String = subject
@@ -139,9 +186,10 @@ pub fn producer(
     addr: &str,
     subject: &str,
     jetstream: bool,
+    login: Login<'_>,
     options: &ClientOptions,
 ) -> Result<Box<dyn Producer>, BrokerError> {
-    let nats = Nats::connect(addr, options)?;
+    let nats = Nats::connect(addr, login, options)?;
     let (limit, what) = nats.limit(options.max_payload);
     if !jetstream {
         return Ok(Box::new(CoreProducer {
@@ -273,9 +321,10 @@ pub fn consumer(
     addr: &str,
     subject: &str,
     jetstream: bool,
+    login: Login<'_>,
     options: &ClientOptions,
 ) -> Result<Box<dyn Consumer>, BrokerError> {
-    let nats = Nats::connect(addr, options)?;
+    let nats = Nats::connect(addr, login, options)?;
     if !jetstream {
         let sub = nats
             .rt

@@ -11,6 +11,11 @@
 //!   subscription and feeds a bounded queue. A subscriber that falls behind by more than the
 //!   server's `client-output-buffer-limit pubsub` is disconnected by Redis: the consumer then
 //!   fails with [`BrokerError::Dropped`], which says so and what to use instead.
+//!
+//! A connection presents the URL's user and password (`AUTH`), speaks TLS for `rediss://`
+//! (rustls, verified against the system's roots or `--tls-ca`; never plaintext), and checks
+//! both with a `PING` before anything else, so a refused login (`WRONGPASS`, `NOAUTH`) or a
+//! certificate that does not verify fails the connect at once, with Redis' reason.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
@@ -22,11 +27,14 @@ use bytes::Bytes;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply,
 };
-use redis::{Connection, RedisError, Value};
+use redis::{
+    Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisError,
+    TlsCertificates, Value,
+};
 
 use super::{
-    check_size, retry, take_ready, AckTally, AckToken, BrokerError, ClientOptions, Consumer,
-    ConsumerStats, Delivery, Producer, ProducerStats, QueuedBytes,
+    check_size, retry, take_ready, tls_failure, AckTally, AckToken, BrokerError, ClientOptions,
+    Consumer, ConsumerStats, Delivery, Login, Producer, ProducerStats, QueuedBytes,
 };
 use crate::config::RedisMode;
 
@@ -40,16 +48,98 @@ const PIPELINE_BYTES: usize = 1 << 20;
 /// after the socket timed out would be thrown away with the entries it carried.
 const READ_SLACK: Duration = Duration::from_secs(5);
 
-pub fn connect(addr: &str, timeout: Duration) -> Result<Connection, BrokerError> {
-    let client = redis::Client::open(format!("redis://{addr}/"))
-        .map_err(|e| BrokerError::backend(format!("redis address {addr}: {e}")))?;
-    let con = retry("redis", addr, timeout, |left| {
-        client.get_connection_with_timeout(left)
+pub fn connect(addr: &str, login: Login<'_>, timeout: Duration) -> Result<Connection, BrokerError> {
+    let client = client(addr, login)?;
+    let con = retry(
+        "redis",
+        addr,
+        timeout,
+        |e| final_error(addr, e),
+        |left| {
+            let mut con = client.get_connection_with_timeout(left)?;
+            // Without a password Redis accepts the connection and refuses each command.
+            redis::cmd("PING").query::<()>(&mut con)?;
+            Ok::<_, RedisError>(con)
+        },
+    )
+    .map_err(|e| match e {
+        // A plaintext Redis never answers a TLS hello: the wait times out, unexplained.
+        BrokerError::Unreachable {
+            what,
+            addr,
+            timeout,
+            why,
+        } if login.tls => BrokerError::Unreachable {
+            what,
+            addr,
+            timeout,
+            why: format!("{why} (TLS was asked for: is this a TLS port?)"),
+        },
+        other => other,
     })?;
     con.set_write_timeout(Some(Duration::from_secs(30)))
         .and_then(|()| con.set_read_timeout(Some(Duration::from_secs(30))))
         .map_err(|e| BrokerError::backend(format!("redis {addr}: {e}")))?;
     Ok(con)
+}
+
+fn client(addr: &str, login: Login<'_>) -> Result<redis::Client, BrokerError> {
+    let bad = |e: RedisError| BrokerError::backend(format!("redis address {addr}: {e}"));
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
+        .ok_or_else(|| BrokerError::backend(format!("redis address {addr}: not host:port")))?;
+    let address = if login.tls {
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host, port)
+    };
+    let mut settings = RedisConnectionInfo::default();
+    if let Some(user) = login.user {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = login.password {
+        settings = settings.set_password(password.expose());
+    }
+    let info = address
+        .into_connection_info()
+        .map_err(bad)?
+        .set_redis_settings(settings);
+    match login.ca_pem()? {
+        Some(root_cert) => redis::Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            },
+        ),
+        None => redis::Client::open(info),
+    }
+    .map_err(bad)
+}
+
+/// A connect error retrying cannot cure: a refused login or a TLS failure.
+fn final_error(addr: &str, e: &RedisError) -> Option<BrokerError> {
+    let why = e.to_string();
+    let refused = matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+        || e.kind() == redis::ErrorKind::AuthenticationFailed;
+    if refused {
+        return Some(BrokerError::Auth {
+            what: "redis",
+            addr: addr.to_string(),
+            why,
+        });
+    }
+    tls_failure(&why).then(|| BrokerError::Tls {
+        what: "redis",
+        addr: addr.to_string(),
+        why,
+    })
 }
 
 fn failed(addr: &str, e: &RedisError) -> BrokerError {
@@ -60,9 +150,10 @@ pub fn producer(
     addr: &str,
     name: &str,
     mode: RedisMode,
+    login: Login<'_>,
     options: &ClientOptions,
 ) -> Result<Box<dyn Producer>, BrokerError> {
-    let mut con = connect(addr, options.connect_timeout)?;
+    let mut con = connect(addr, login, options.connect_timeout)?;
     if mode == RedisMode::Streams && !options.create {
         let exists: bool = redis::cmd("EXISTS")
             .arg(name)
@@ -178,11 +269,15 @@ pub fn consumer(
     addr: &str,
     name: &str,
     mode: RedisMode,
+    login: Login<'_>,
     options: &ClientOptions,
 ) -> Result<Box<dyn Consumer>, BrokerError> {
+    let con = connect(addr, login, options.connect_timeout)?;
     match mode {
-        RedisMode::Streams => Ok(Box::new(StreamConsumer::connect(addr, name, options)?)),
-        RedisMode::PubSub => Ok(Box::new(PubSubConsumer::subscribe(addr, name, options)?)),
+        RedisMode::Streams => Ok(Box::new(StreamConsumer::connect(con, addr, name, options)?)),
+        RedisMode::PubSub => Ok(Box::new(PubSubConsumer::subscribe(
+            con, addr, name, options,
+        )?)),
     }
 }
 
@@ -200,8 +295,12 @@ struct StreamConsumer {
 }
 
 impl StreamConsumer {
-    fn connect(addr: &str, name: &str, options: &ClientOptions) -> Result<Self, BrokerError> {
-        let mut con = connect(addr, options.connect_timeout)?;
+    fn connect(
+        mut con: Connection,
+        addr: &str,
+        name: &str,
+        options: &ClientOptions,
+    ) -> Result<Self, BrokerError> {
         let mut create = redis::cmd("XGROUP");
         create.arg("CREATE").arg(name).arg(&options.group).arg("0");
         if options.create {
@@ -367,8 +466,12 @@ struct PubSubConsumer {
 }
 
 impl PubSubConsumer {
-    fn subscribe(addr: &str, channel: &str, options: &ClientOptions) -> Result<Self, BrokerError> {
-        let mut con = connect(addr, options.connect_timeout)?;
+    fn subscribe(
+        mut con: Connection,
+        addr: &str,
+        channel: &str,
+        options: &ClientOptions,
+    ) -> Result<Self, BrokerError> {
         let (tx, messages) = sync_channel(SUBSCRIBER_QUEUE);
         let (ready_tx, ready) = sync_channel(1);
         let stop = Arc::new(AtomicBool::new(false));

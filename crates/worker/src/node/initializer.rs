@@ -843,6 +843,8 @@ fn spawn_external(listener: TcpListener, token: Option<String>, events: Sender<E
                         message: "shutting down".into(),
                     }
                 } else {
+                    let peer = stream.peer_addr().map_or("?".into(), |a| a.to_string());
+                    eprintln!("refused a shutdown request from {peer}: wrong or missing token");
                     Control::Reply {
                         ok: false,
                         message: "refused: wrong or missing token".into(),
