@@ -2,9 +2,9 @@
 //! the upstream and, as its seed says, cuts it after a number of client bytes (with a FIN, or
 //! an RST), and delays what it forwards. The cut points count bytes, not time, so one seed
 //! replays the same faults on any machine. It parses nothing it forwards: whether a frame was
-//! split is for the receiver to notice, and that is what the scenario checks. Not `noxious`:
-//!
-//! its schedule is driven by time and tokio; this one is std threads, two per connection.
+//! split is for the receiver to notice, and that is what the scenario checks. A small one of
+//! our own rather than `noxious`, because each cut must be a pure function of the seed; std
+//! threads, two per connection.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

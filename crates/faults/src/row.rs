@@ -76,7 +76,7 @@ impl Scenario {
     }
 
     /// Every assertion held: writes the row as a pass.
-    pub fn pass(mut self) {
+    pub fn pass(&mut self) {
         self.row.verdict = "pass";
         self.write();
     }

@@ -97,6 +97,11 @@ impl Receiving {
         }
     }
 
+    /// The receiver's process id (for a sampler or a nemesis).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
     /// Waits for the receiver to end; returns (exit code, stdout, rest of stderr).
     pub fn finish(mut self) -> (Option<i32>, String, String) {
         use std::io::Read;
