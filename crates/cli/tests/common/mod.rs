@@ -102,6 +102,13 @@ impl Receiving {
         self.child.as_ref().map_or(0, std::process::Child::id)
     }
 
+    /// Waits for a receiver that was killed, so it leaves no zombie.
+    pub fn reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
     /// Waits for the receiver to end; returns (exit code, stdout, rest of stderr).
     pub fn finish(mut self) -> (Option<i32>, String, String) {
         use std::io::Read;
