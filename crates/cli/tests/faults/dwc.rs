@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use plumbline_faults::ledger::Jsonl;
+use plumbline_faults::ledger::{Check, Jsonl};
 use plumbline_faults::nemesis::Nemesis;
 use plumbline_faults::sampler::{Sampler, Usage};
 
@@ -254,53 +254,14 @@ fn s09b_a_lease_shorter_than_the_task_warns_and_reports_its_duplicates() {
     row.lost(check.lost).duplicated(check.duplicated).pass();
 }
 
-#[test]
-fn s10_a_poison_task_fails_after_three_deliveries_and_the_run_completes() {
-    let _cpu = exclusive();
-    let mut row = scenario(10, "poison task / max-deliver");
-    let dir = scratch("f10");
-    let mut run = Dwc::start(
-        &dir,
-        &[
-            "--task",
-            "C:60",
-            "--delay",
-            "5ms",
-            "--workers",
-            "4",
-            "--poison",
-            "42",
-        ],
-    );
-    let _w: Vec<Node> = (0..4).map(|i| run.worker(&format!("w{i}"), &[])).collect();
-    let (code, r) = run.finish(60);
-    // The run completes; a failed task fails it (README: "the run exits 1 saying which").
-    assert_eq!(code, Some(1), "{}", run.dist.log());
-    assert_eq!(r["failed"].as_array().unwrap().len(), 1, "{r}");
-    assert_eq!(r["failed"][0]["id"], 42, "{r}");
-    assert_eq!(r["failed"][0]["attempts"], 3);
-    let crashed = r["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|w| w["lost_connection"] == true)
-        .count();
-    assert!(crashed <= 3, "{crashed} crashes for one poison task");
-    assert!(run.dist.log().contains("1 task(s) failed"));
-    let check = check_dwc(issued(60).filter(|&id| id != 42), &[&run.results_at]);
-    assert!(check.valid(), "{check:?}");
-    row.lost(check.lost)
-        .duplicated(check.duplicated)
-        .note("poison id 42, not 4242; exits 1 on a failed task by default (there is no --fail-on-task-error)")
-        .pass();
-}
-
-#[test]
-#[ignore = "issue 13: needs disconnects not to charge prefetched tasks (today the tasks a crashed worker held unstarted fail with the poison: [40, 42, 46, 50, 54] with --max-deliver 1)"]
-fn s10b_tasks_prefetched_beside_a_poison_task_are_not_charged_for_its_crashes() {
-    let _cpu = exclusive();
-    let mut row = scenario(10, "poison task with deep prefetch: only it fails");
-    let dir = scratch("f10b");
+/// Task 42 of 60 crashes any worker that runs it; four workers with `worker_extra`. Returns
+/// the exit code, the report, and the checker over the other 59 (which must all arrive).
+fn poison_run(
+    name: &str,
+    max_deliver: &str,
+    worker_extra: &[&str],
+) -> (Option<i32>, serde_json::Value, Check) {
+    let dir = scratch(name);
     let mut run = Dwc::start(
         &dir,
         &[
@@ -313,27 +274,67 @@ fn s10b_tasks_prefetched_beside_a_poison_task_are_not_charged_for_its_crashes() 
             "--poison",
             "42",
             "--max-deliver",
-            "1",
+            max_deliver,
         ],
     );
     let _w: Vec<Node> = (0..4)
-        .map(|i| run.worker(&format!("w{i}"), &["--prefetch", "4"]))
+        .map(|i| run.worker(&format!("w{i}"), worker_extra))
         .collect();
     let (code, r) = run.finish(60);
-    assert_eq!(code, Some(1), "{}", run.dist.log());
-    let failed: Vec<u64> = r["failed"]
+    assert!(
+        run.dist.log().contains("1 task(s) failed"),
+        "{}",
+        run.dist.log()
+    );
+    let check = check_dwc(issued(60).filter(|&id| id != 42), &[&run.results_at]);
+    assert!(check.valid(), "{check:?}");
+    (code, r, check)
+}
+
+fn failed_ids(report: &serde_json::Value) -> Vec<u64> {
+    report["failed"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| u(&t["id"]))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn s10_a_poison_task_fails_after_three_deliveries_and_the_run_completes() {
+    let _cpu = exclusive();
+    let mut row = scenario(10, "poison task / max-deliver");
+    let (code, r, check) = poison_run("f10", "3", &[]);
+    // The run completes; a failed task fails it (README: "the run exits 1 saying which").
+    assert_eq!(code, Some(1), "{r}");
+    assert_eq!(failed_ids(&r), vec![42], "{r}");
+    assert_eq!(r["failed"][0]["attempts"], 3);
+    assert_eq!(r["acked"], 59, "{r}");
+    let crashed = r["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["lost_connection"] == true)
+        .count();
+    assert!(crashed <= 3, "{crashed} crashes for one poison task");
+    row.lost(check.lost)
+        .duplicated(check.duplicated)
+        .note("poison id 42, not 4242; exits 1 on a failed task by default (there is no --fail-on-task-error)")
+        .pass();
+}
+
+#[test]
+#[ignore = "issue 13: needs disconnects not to charge prefetched tasks (today the tasks a crashed worker held unstarted fail with the poison: [40, 42, 46, 50, 54] with --max-deliver 1)"]
+fn s10b_tasks_prefetched_beside_a_poison_task_are_not_charged_for_its_crashes() {
+    let _cpu = exclusive();
+    let mut row = scenario(10, "poison task with deep prefetch: only it fails");
+    let (code, r, check) = poison_run("f10b", "1", &["--prefetch", "4"]);
+    assert_eq!(code, Some(1), "{r}");
     assert_eq!(
-        failed,
+        failed_ids(&r),
         vec![42],
         "innocent tasks failed with the poison: {r}"
     );
-    let check = check_dwc(issued(60).filter(|&id| id != 42), &[&run.results_at]);
-    assert!(check.valid(), "{check:?}");
     row.lost(check.lost)
         .duplicated(check.duplicated)
         .note("--prefetch 4 and --max-deliver 1: a task the crashed worker never started is not charged a delivery")

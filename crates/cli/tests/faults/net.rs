@@ -165,19 +165,7 @@ fn s15_a_redis_streams_consumer_killed_with_entries_pending_loses_nothing() {
     let dir = scratch("f15");
     let url = format!("redis://{}/f15", server.addr);
     const ITEMS: u64 = 600;
-    let out = plumbline(&[
-        "send",
-        "--to",
-        &url,
-        "--gen",
-        "nonces",
-        "--rate",
-        "max",
-        "--messages",
-        "600",
-        "--quiet",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    fill(&url, ITEMS);
     let recv_json = dir.join("recv.json");
     let receiver = Receiving::start(&[
         "--idle-timeout",
@@ -236,6 +224,23 @@ fn s15_a_redis_streams_consumer_killed_with_entries_pending_loses_nothing() {
         .pass();
 }
 
+/// Puts `n` nonces into the broker at `url` before any consumer starts.
+fn fill(url: &str, n: u64) {
+    let out = plumbline(&[
+        "send",
+        "--to",
+        url,
+        "--gen",
+        "nonces",
+        "--rate",
+        "max",
+        "--messages",
+        &n.to_string(),
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 /// The first line redis-cli prints for `args`.
 fn redis_cli(addr: &str, args: &[&str]) -> String {
     let out = std::process::Command::new("redis-cli")
@@ -257,19 +262,7 @@ fn s15b_a_group_member_whose_sink_dies_leaves_the_undelivered_for_others() {
     let _cpu = exclusive();
     let mut row = scenario(15, "worker --in whose sink dies: nothing acked unsent");
     let url = format!("redis://{}/f15b", server.addr);
-    let out = plumbline(&[
-        "send",
-        "--to",
-        &url,
-        "--gen",
-        "nonces",
-        "--rate",
-        "max",
-        "--messages",
-        "2000",
-        "--quiet",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    fill(&url, 2000);
     let mut receiver = Receiving::start(&[]);
     let mut worker = Node::start(&[
         "--in",
