@@ -310,6 +310,7 @@ fn s10_a_poison_task_fails_after_three_deliveries_and_the_run_completes() {
     assert_eq!(failed_ids(&r), vec![42], "{r}");
     assert_eq!(r["failed"][0]["attempts"], 3);
     assert_eq!(r["acked"], 59, "{r}");
+    assert_eq!(r["types"][0]["failed"], 1, "the summary says 1 failed: {r}");
     let crashed = r["workers"]
         .as_array()
         .unwrap()

@@ -127,7 +127,7 @@ fn s18_truncated_split_and_empty_frames_are_defined_and_counted() {
     assert!(reasons.contains("zero-length frame"), "(c) {reasons}");
     assert!(printed.contains("after-empty") && !printed.contains("never-read"));
     assert_eq!(u(&r["bad_connections"]), 2, "{r}");
-    row.note("(c) a zero-length frame closes its connection, counted (not in README); (d) short app payloads left to the cluster tests")
+    row.note("(c) a zero-length frame closes its connection, counted (now in README); (d) short app payloads left to the cluster tests")
         .pass();
 }
 

@@ -346,6 +346,6 @@ fn s16_a_graceful_shutdown_mid_run_and_idle_exits_cleanly_and_frees_its_ports() 
     assert_eq!(init.exit_code(10), Some(0), "{}", init.log());
     assert_eq!(workers[0].exit_code(10), Some(0));
     row.detect_s(took)
-        .note("shutdown named 'shutdown ADDR' (the seed's cluster_shutdown); the sender does not reconnect (no --reconnect)")
+        .note("detect_s = shutdown asked to every process exited; 'shutdown ADDR' is the seed's cluster_shutdown; the sender exits 1 with counts (no --reconnect)")
         .pass();
 }

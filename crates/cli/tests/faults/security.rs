@@ -125,12 +125,19 @@ fn s23b_a_public_metrics_or_ui_port_without_a_token_refuses_to_start() {
     let mut init = Node::start(&initializer("127.0.0.1:0", "0.0.0.0:0"));
     assert_eq!(init.exit_code(5), Some(1), "{}", init.log());
     assert!(init.log().contains("loopback"), "{}", init.log());
-    let (init, _, _, external) = cluster("sleepy", "0", 0, None, &[]);
-    let _ = plumbline(&["shutdown", &external, "--token", "env:NO_SUCH_TOKEN_VAR"]);
+    // A refused shutdown is logged with the peer that tried.
+    let dir = scratch("f23b");
+    let token = dir.join("token");
+    std::fs::write(&token, "t0ken-f23b\n").unwrap();
+    let token = format!("file:{}", token.display());
+    let (init, _, _, external) = cluster("sleepy", "0", 0, None, &["--token", &token]);
+    assert_fails(&plumbline(&["shutdown", &external]), 1, "refused");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = init.log();
     assert!(
-        init.log().contains("refused a shutdown from 127.0.0.1:"),
-        "{}",
-        init.log()
+        log.lines()
+            .any(|l| l.contains("refused") && l.contains("127.0.0.1:")),
+        "{log}"
     );
     row.pass();
 }
