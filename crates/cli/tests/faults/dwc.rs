@@ -201,9 +201,10 @@ fn s09_a_worker_paused_past_its_lease_has_its_tasks_redone_and_its_late_results_
     nemesis.resume(pid, "worker w2").unwrap();
     let (code, r) = run.finish(60);
     assert_eq!(code, Some(0), "{}", run.dist.log());
-    // Expelled once its 1 s lease ran out, not sooner, and not long after.
+    // Expelled once its 1 s lease ran out (granted a task or two before the pause), not long
+    // after.
     assert!(
-        (0.9..3.0).contains(&detect.as_secs_f64()),
+        (0.5..3.0).contains(&detect.as_secs_f64()),
         "expelled after {detect:?}"
     );
     let check = check_dwc(issued(400), &[&run.results_at]);

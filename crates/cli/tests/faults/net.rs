@@ -245,7 +245,14 @@ fn s15_a_redis_streams_consumer_killed_with_entries_pending_loses_nothing() {
     let survivor = worker("survivor");
     victim.wait_for("consuming");
     survivor.wait_for("consuming");
-    std::thread::sleep(Duration::from_millis(700));
+    // Mid-run, and at a moment the victim holds entries (between batches it holds none, and
+    // then there is nothing to reclaim).
+    std::thread::sleep(Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held_by(&server.addr, "f15", "victim") == 0 {
+        assert!(Instant::now() < deadline, "the victim never held an entry");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut nemesis = Nemesis::new();
     nemesis.kill(victim.child.id(), "consumer victim").unwrap();
     let _ = victim.child.wait();
@@ -293,15 +300,34 @@ fn fill(url: &str, n: u64) {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
-/// The first line redis-cli prints for `args`.
-fn redis_cli(addr: &str, args: &[&str]) -> String {
+/// The lines redis-cli prints for `args`.
+fn redis_lines(addr: &str, args: &[&str]) -> Vec<String> {
     let out = std::process::Command::new("redis-cli")
         .args(["-u", &format!("redis://{addr}")])
         .args(args)
         .output()
         .expect("redis-cli runs");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines().next().unwrap_or("").trim().to_string()
+    text.lines().map(|l| l.trim().to_string()).collect()
+}
+
+/// The first line redis-cli prints for `args`.
+fn redis_cli(addr: &str, args: &[&str]) -> String {
+    redis_lines(addr, args)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// Entries of `stream` the group's `consumer` holds unacked (XPENDING's summary lists each
+/// consumer's name, then its count).
+fn held_by(addr: &str, stream: &str, consumer: &str) -> u64 {
+    let lines = redis_lines(addr, &["XPENDING", stream, "plumbline"]);
+    lines
+        .iter()
+        .position(|l| l == consumer)
+        .and_then(|i| lines.get(i + 1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 #[cfg(feature = "redis")]
