@@ -153,8 +153,16 @@ impl Receiving {
         }
     }
 
+    /// The receiver's process id (for a sampler or a nemesis).
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, |c| c.id())
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    /// Waits for a receiver that was killed, so it leaves no zombie.
+    pub fn reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
     }
 
     /// Waits for the receiver to end; returns (exit code, stdout, rest of stderr).

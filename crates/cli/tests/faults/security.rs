@@ -1,0 +1,212 @@
+//! Scenarios 23 and 24: safe by default (loopback defaults, the token on a non-loopback
+//! control port, read-only metrics) and brokers with credentials and TLS failing closed.
+
+use std::io::{Read, Write};
+
+use plumbline_servers::{Kind, Server};
+
+use crate::common::{assert_fails, cluster, plumbline, scrape, scratch, stderr, stdout, Node};
+use crate::kit::scenario;
+
+/// Every `[default: …]` of every command's help that is an address.
+fn default_addresses() -> Vec<String> {
+    let commands: [&[&str]; 7] = [
+        &["worker"],
+        &["receive"],
+        &["send"],
+        &["pipeline", "collector"],
+        &["pipeline", "distributor"],
+        &["pipeline", "worker"],
+        &["bench"],
+    ];
+    commands
+        .iter()
+        .flat_map(|c| {
+            let mut args = c.to_vec();
+            args.push("--help");
+            let help = stdout(&plumbline(&args));
+            help.split("[default: ")
+                .skip(1)
+                .filter_map(|d| d.split(']').next())
+                .filter(|d| d.contains(':') && d.chars().any(|c| c.is_ascii_digit()))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The argv (after `worker`) of a lone initializer with these external and metrics addresses.
+fn initializer<'a>(external: &'a str, metrics: &'a str) -> Vec<&'a str> {
+    vec![
+        "--in",
+        "127.0.0.1:0",
+        "--control",
+        "127.0.0.1:0",
+        "--data",
+        "127.0.0.1:0",
+        "--cluster-initializer",
+        "--external",
+        external,
+        "--metrics",
+        metrics,
+    ]
+}
+
+/// A raw HTTP request to `addr`; returns the status line.
+fn http(addr: &str, request: &str) -> String {
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    let _ = conn.read_to_string(&mut text);
+    text.lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn s23_defaults_are_loopback_a_public_control_port_needs_a_token_and_metrics_are_read_only() {
+    let mut row = scenario(23, "safe by default: loopback, token on the control plane");
+    let defaults = default_addresses();
+    assert!(!defaults.is_empty(), "the pipeline endpoints have defaults");
+    for d in &defaults {
+        assert!(
+            !d.contains("0.0.0.0") && !d.contains("[::]") && !d.contains("*"),
+            "a default listens beyond loopback: {d}"
+        );
+    }
+    // A non-loopback external (shutdown) port without a token refuses to start.
+    let mut refused = Node::start(&initializer("0.0.0.0:0", "127.0.0.1:0"));
+    assert_eq!(refused.exit_code(10), Some(1), "{}", refused.log());
+    assert!(refused.log().contains("give --token"), "{}", refused.log());
+    // With a token: no token or a wrong one is refused and the cluster keeps running; the
+    // token never shows in the log, the help or the process list.
+    let dir = scratch("f23");
+    let (good, bad) = (dir.join("good"), dir.join("bad"));
+    std::fs::write(&good, "t0ken-f23\n").unwrap();
+    std::fs::write(&bad, "guess\n").unwrap();
+    let token = format!("file:{}", good.display());
+    let (mut init, _, _, external) = cluster("sleepy", "0", 0, None, &["--token", &token]);
+    assert_fails(&plumbline(&["shutdown", &external]), 1, "refused");
+    let wrong = format!("file:{}", bad.display());
+    assert_fails(
+        &plumbline(&["shutdown", &external, "--token", &wrong]),
+        1,
+        "refused",
+    );
+    assert!(init.child.try_wait().unwrap().is_none(), "still running");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", init.child.id())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("t0ken-f23"));
+    // Metrics only read: a POST changes nothing and the cluster still runs.
+    let metrics = scrape(&init);
+    assert!(metrics.contains("plumbline_"), "{metrics}");
+    let url = init.wait_for("metrics on http://");
+    let addr = url.trim_end_matches("/metrics");
+    let status = http(
+        addr,
+        "POST /shutdown HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(!status.contains(" 200"), "{status}");
+    assert!(
+        init.child.try_wait().unwrap().is_none(),
+        "a POST stopped it"
+    );
+    assert!(plumbline(&["shutdown", &external, "--token", &token])
+        .status
+        .success());
+    assert_eq!(init.exit_code(10), Some(0));
+    assert!(!init.log().contains("t0ken-f23"), "{}", init.log());
+    row.note("defaults and the token path; a --metrics/--ui bind beyond loopback is s23b")
+        .pass();
+}
+
+#[test]
+#[ignore = "issue 13: --metrics and --ui bind a non-loopback address without any token (protected mode); a refused shutdown is not logged with its peer"]
+fn s23b_a_public_metrics_or_ui_port_without_a_token_refuses_to_start() {
+    let mut row = scenario(23, "metrics/ui beyond loopback need a token");
+    // Spawned, not run to completion: today it starts and serves, and must not hang the test.
+    let mut init = Node::start(&initializer("127.0.0.1:0", "0.0.0.0:0"));
+    assert_eq!(init.exit_code(5), Some(1), "{}", init.log());
+    assert!(init.log().contains("loopback"), "{}", init.log());
+    // A refused shutdown is logged with the peer that tried.
+    let dir = scratch("f23b");
+    let token = dir.join("token");
+    std::fs::write(&token, "t0ken-f23b\n").unwrap();
+    let token = format!("file:{}", token.display());
+    let (init, _, _, external) = cluster("sleepy", "0", 0, None, &["--token", &token]);
+    assert_fails(&plumbline(&["shutdown", &external]), 1, "refused");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = init.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("refused") && l.contains("127.0.0.1:")),
+        "{log}"
+    );
+    row.pass();
+}
+
+/// Sets a Redis password with redis-cli.
+fn require_password(addr: &str, password: &str) {
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-u",
+            &format!("redis://{addr}"),
+            "CONFIG",
+            "SET",
+            "requirepass",
+            password,
+        ])
+        .output()
+        .expect("redis-cli runs");
+    assert!(out.status.success());
+}
+
+#[cfg(feature = "redis")]
+#[test]
+#[ignore = "issue 13: needs credential redaction and TLS (rediss://, Kafka SSL/SASL_SSL)"]
+fn s24_broker_credentials_are_redacted_and_tls_fails_closed() {
+    let Some(server) = Server::for_test(Kind::Redis, "s24") else {
+        return;
+    };
+    let mut row = scenario(24, "TLS and auth for brokers, failing closed");
+    require_password(&server.addr, "right-f24");
+    let send = |url: &str| {
+        plumbline(&[
+            "send",
+            "--to",
+            url,
+            "--gen",
+            "nonces",
+            "--messages",
+            "10",
+            "--rate",
+            "max",
+            "--quiet",
+            "--connect-timeout",
+            "2s",
+        ])
+    };
+    let wrong = send(&format!("redis://:wrong-f24@{}/s24", server.addr));
+    assert_ne!(wrong.status.code(), Some(0));
+    let said = stderr(&wrong);
+    assert!(
+        said.to_lowercase().contains("password") || said.contains("WRONGPASS"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("wrong-f24"),
+        "the password is redacted: {said}"
+    );
+    let right = send(&format!("redis://:right-f24@{}/s24", server.addr));
+    assert!(right.status.success(), "{}", stderr(&right));
+    assert!(!stderr(&right).contains("right-f24"));
+    // TLS to a plaintext-only server: a TLS error, never a silent plaintext fallback.
+    let tls = send(&format!("rediss://:right-f24@{}/s24", server.addr));
+    assert_ne!(tls.status.code(), Some(0), "{}", stderr(&tls));
+    assert!(
+        stderr(&tls).to_lowercase().contains("tls"),
+        "{}",
+        stderr(&tls)
+    );
+    row.note(
+        "Redis only; Kafka SSL and a private CA need certificates this suite does not make yet",
+    )
+    .pass();
+}
