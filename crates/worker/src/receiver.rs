@@ -108,6 +108,9 @@ pub struct ReceiveSummary {
     /// Of the bad connections, those closed because a frame stalled (slower than the minimum
     /// rate, or not complete within the read timeout).
     pub slow_connections: u64,
+    /// Times a connection needed buffer beyond its free share and the budget was spent, so it
+    /// waited (within its read timeout).
+    pub budget_waits: u64,
     pub bad_reasons: Vec<String>,
     /// Receive time − intended send time, plumbline-framed frames only.
     pub latency_s: LatencySummary,
@@ -386,6 +389,11 @@ impl Receiver {
             refused_connections: self.slots.refused(),
             bad_connections: self.bad.load(Ordering::Relaxed),
             slow_connections: self.slow.load(Ordering::Relaxed),
+            budget_waits: self
+                .config
+                .intake
+                .as_ref()
+                .map_or(0, |limits| limits.budget.refusals()),
             bad_reasons: self
                 .reasons
                 .lock()
