@@ -55,8 +55,8 @@ pub struct ReceiverConfig {
 
 /// Bad connections whose reasons are kept (all are counted).
 const MAX_REASONS: usize = 100;
-/// Per-read scratch entries a connection keeps between reads; a larger read's are freed after
-/// it, so a quiet connection holds almost nothing.
+/// Per-read scratch entries a connection keeps once its reads are small, so a quiet connection
+/// holds almost nothing.
 const KEEP: usize = 256;
 
 /// Shared state of one receive run.
@@ -316,6 +316,9 @@ impl Receiver {
     /// Hands one read's latencies and sequence numbers to the shared feed and tracker, and
     /// counts the new messages among them (plus `raw` frames, which cannot be told apart).
     fn counted(&self, latencies: &mut Vec<u64>, seqs: &mut Vec<(u32, u64)>, raw: u64) {
+        // A busy connection keeps its scratch for the next read; one whose read was small
+        // (going quiet) gives the rest back.
+        let busy = seqs.len().max(latencies.len()) > KEEP;
         let mut new = raw;
         if !seqs.is_empty() {
             let mut tracker = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
@@ -334,8 +337,10 @@ impl Receiver {
         if new > 0 {
             self.messages.fetch_add(new, Ordering::Relaxed);
         }
-        latencies.shrink_to(KEEP);
-        seqs.shrink_to(KEEP);
+        if !busy {
+            latencies.shrink_to(KEEP);
+            seqs.shrink_to(KEEP);
+        }
     }
 
     fn arrived(&self, frames: u64, payload_bytes: u64) {
