@@ -360,6 +360,12 @@ fn text(s: &ReceiveSummary) -> String {
             out += &format!("never arrived (first runs): {}\n", q.missing.join(", "));
         }
     }
+    if s.budget_waits > 0 {
+        out += &format!(
+            "connections waited {} times for --buffer-budget\n",
+            s.budget_waits
+        );
+    }
     if s.bad_connections > 0 {
         out += &format!(
             "bad connections: {} ({} closed for a stalled frame: --read-timeout, --min-rate)\n",
@@ -380,7 +386,7 @@ mod tests {
         let mut s: ReceiveSummary = serde_json::from_value(serde_json::json!({
             "frames": frames, "bytes": 0, "duration_s": 1.0, "frames_per_s": 0.0,
             "mb_per_s": 0.0, "unique": unique, "connections": 1, "refused_connections": 0,
-            "bad_connections": 0, "slow_connections": 0, "bad_reasons": [],
+            "bad_connections": 0, "slow_connections": 0, "budget_waits": 0, "bad_reasons": [],
             "latency_s": plumbline_measure::Recorder::new().summary(),
             "sequence": plumbline_measure::SeqSummary::default(),
         }))

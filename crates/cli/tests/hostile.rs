@@ -387,6 +387,10 @@ fn partial_8_mib_frames_cannot_exhaust_memory() {
     assert_eq!(received["unique"], 10_000, "{received}");
     assert_eq!(received["slow_connections"], 12, "{received}");
     assert!(
+        received["budget_waits"].as_u64() > Some(0),
+        "16 MiB for 96: {received}"
+    );
+    assert!(
         received["bad_reasons"][0]
             .as_str()
             .unwrap()

@@ -55,8 +55,8 @@ pub struct ReceiverConfig {
 
 /// Bad connections whose reasons are kept (all are counted).
 const MAX_REASONS: usize = 100;
-/// Per-read scratch entries a connection keeps between reads; a larger read's are freed after
-/// it, so a quiet connection holds almost nothing.
+/// Per-read scratch entries a connection keeps once its reads are small, so a quiet connection
+/// holds almost nothing.
 const KEEP: usize = 256;
 
 /// Shared state of one receive run.
@@ -108,6 +108,9 @@ pub struct ReceiveSummary {
     /// Of the bad connections, those closed because a frame stalled (slower than the minimum
     /// rate, or not complete within the read timeout).
     pub slow_connections: u64,
+    /// Times a connection needed buffer beyond its free share and the budget was spent, so it
+    /// waited (within its read timeout).
+    pub budget_waits: u64,
     pub bad_reasons: Vec<String>,
     /// Receive time − intended send time, plumbline-framed frames only.
     pub latency_s: LatencySummary,
@@ -313,6 +316,9 @@ impl Receiver {
     /// Hands one read's latencies and sequence numbers to the shared feed and tracker, and
     /// counts the new messages among them (plus `raw` frames, which cannot be told apart).
     fn counted(&self, latencies: &mut Vec<u64>, seqs: &mut Vec<(u32, u64)>, raw: u64) {
+        // A busy connection keeps its scratch for the next read; one whose read was small
+        // (going quiet) gives the rest back.
+        let busy = seqs.len().max(latencies.len()) > KEEP;
         let mut new = raw;
         if !seqs.is_empty() {
             let mut tracker = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
@@ -331,8 +337,10 @@ impl Receiver {
         if new > 0 {
             self.messages.fetch_add(new, Ordering::Relaxed);
         }
-        latencies.shrink_to(KEEP);
-        seqs.shrink_to(KEEP);
+        if !busy {
+            latencies.shrink_to(KEEP);
+            seqs.shrink_to(KEEP);
+        }
     }
 
     fn arrived(&self, frames: u64, payload_bytes: u64) {
@@ -386,6 +394,11 @@ impl Receiver {
             refused_connections: self.slots.refused(),
             bad_connections: self.bad.load(Ordering::Relaxed),
             slow_connections: self.slow.load(Ordering::Relaxed),
+            budget_waits: self
+                .config
+                .intake
+                .as_ref()
+                .map_or(0, |limits| limits.budget.refusals()),
             bad_reasons: self
                 .reasons
                 .lock()
