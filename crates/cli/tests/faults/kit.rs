@@ -43,8 +43,15 @@ pub struct Dwc {
 
 impl Dwc {
     pub fn start(dir: &Path, distributor: &[&str]) -> Self {
+        Self::start_with(dir, &[], distributor)
+    }
+
+    /// With `collector` flags too.
+    pub fn start_with(dir: &Path, collector: &[&str], distributor: &[&str]) -> Self {
         let results_at = dir.join("results.jsonl");
-        let collector = PipelineCollector::start(&["--results", results_at.to_str().unwrap()]);
+        let mut flags = vec!["--results", results_at.to_str().unwrap()];
+        flags.extend_from_slice(collector);
+        let collector = PipelineCollector::start(&flags);
         let report_at = dir.join("report.json");
         let (dist, endpoint) = pipeline_distributor(&collector.acks, &report_at, distributor);
         Self {

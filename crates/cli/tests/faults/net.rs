@@ -332,7 +332,6 @@ fn held_by(addr: &str, stream: &str, consumer: &str) -> u64 {
 
 #[cfg(feature = "redis")]
 #[test]
-#[ignore = "issue 13: needs worker --in to ack only what reached its sink (today a dead receiver's items are acked and deleted)"]
 fn s15b_a_group_member_whose_sink_dies_leaves_the_undelivered_for_others() {
     let Some(server) = Server::for_test(Kind::Redis, "s15b") else {
         return;
@@ -357,13 +356,14 @@ fn s15b_a_group_member_whose_sink_dies_leaves_the_undelivered_for_others() {
     Nemesis::new().kill(receiver.pid(), "receiver").unwrap();
     let code = worker.exit_code(30);
     receiver.reap();
-    let done = worker.wait_for("done:");
-    let results: u64 = done
-        .rsplit(", ")
-        .next()
+    // "… failed (…) after N results reached it; the M items in hand were left …"
+    let failed = worker.wait_for("the sink --out");
+    let results: u64 = failed
+        .split(" after ")
+        .nth(1)
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no result count in {done:?}"));
+        .unwrap_or_else(|| panic!("no result count in {failed:?}"));
     let left: u64 = redis_cli(&server.addr, &["XLEN", "f15b"]).parse().unwrap();
     assert_ne!(
         code,

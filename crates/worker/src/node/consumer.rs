@@ -103,6 +103,7 @@ pub(super) fn run(
             return Err(NodeError::SinkFailed {
                 out: config.out.clone().unwrap_or_default(),
                 why: lost.0,
+                delivered: processor.stats().results,
                 unacked: batch.len(),
             });
         }

@@ -126,12 +126,13 @@ pub enum NodeError {
     #[error("{0}")]
     Unsafe(String),
     #[error(
-        "the sink --out {out} failed ({why}); the {unacked} items in hand were left unacknowledged \
-         for the group's other members"
+        "the sink --out {out} failed ({why}) after {delivered} results reached it; the {unacked} \
+         items in hand were left unacknowledged for the group's other members"
     )]
     SinkFailed {
         out: String,
         why: String,
+        delivered: u64,
         unacked: usize,
     },
     #[error("{accepted} items were accepted but {accounted} were processed: {missing} lost")]
