@@ -457,8 +457,14 @@ fn s12_a_dead_distributor_is_noticed_and_resumed_from_the_collectors_ledger_losi
     let collector_idle = Sampler::start(run.collector.node.child.id(), Duration::from_millis(100));
     std::thread::sleep(Duration::from_secs(1));
     let (worker_cpu, collector_cpu) = (Usage::of(&idle.stop()), Usage::of(&collector_idle.stop()));
-    assert!(worker_cpu.cpu_share < 0.05, "a reconnecting worker spins: {worker_cpu:?}");
-    assert!(collector_cpu.cpu_share < 0.05, "the waiting collector spins: {collector_cpu:?}");
+    assert!(
+        worker_cpu.cpu_share < 0.05,
+        "a reconnecting worker spins: {worker_cpu:?}"
+    );
+    assert!(
+        collector_cpu.cpu_share < 0.05,
+        "the waiting collector spins: {collector_cpu:?}"
+    );
     // A new distributor on the same endpoint, resuming from what the collector recorded.
     let before = collected(&[&run.results_at]).0.len();
     let ledger = run.results_at.to_str().unwrap().to_string();

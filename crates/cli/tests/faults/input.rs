@@ -232,7 +232,10 @@ fn s20_slowloris_peers_are_capped_and_timed_out_while_a_real_sender_keeps_its_ra
     assert!(out.status.success(), "{}", stderr(&out));
     let sent = json(&sent_at);
     let achieved = crate::kit::f(&sent["achieved_per_s"]);
-    assert!(achieved >= 0.95 * 5000.0, "the real sender fell to {achieved}/s");
+    assert!(
+        achieved >= 0.95 * 5000.0,
+        "the real sender fell to {achieved}/s"
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let fds_after = sample(pid, Instant::now()).unwrap().fds;
     drop(slow);
@@ -244,7 +247,10 @@ fn s20_slowloris_peers_are_capped_and_timed_out_while_a_real_sender_keeps_its_ra
     // the read timeout (which freed the slot for the next).
     let (refused, slow) = (u(&r["refused_connections"]), u(&r["slow_connections"]));
     assert!(refused > 0 && slow >= 99, "refused {refused}, slow {slow}");
-    assert!(refused + slow >= 290, "refused {refused} + slow {slow} of 300");
+    assert!(
+        refused + slow >= 290,
+        "refused {refused} + slow {slow} of 300"
+    );
     assert!(err.contains("--max-connections"), "{err}");
     assert!(out.contains("closed for a stalled frame"), "{out}");
     assert!(
