@@ -26,6 +26,7 @@
 mod frames;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod kafka_identity;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "redis")]
@@ -42,6 +43,7 @@ use serde::Serialize;
 
 use crate::config::TransportConfig;
 pub use frames::{FramePublisher, FrameSource};
+pub use kafka_identity::{BrokerIdentity, TANSU_RESUME_LIMITATION};
 
 /// How to reach and use a backend. The defaults suit a benchmark on one host.
 #[derive(Clone, Debug)]
@@ -266,6 +268,20 @@ pub fn connect_consumer(
         )?)),
         #[allow(unreachable_patterns)]
         other => Err(not_built(other)),
+    }
+}
+
+/// The Kafka-protocol broker `config` reaches, for the run's report; `None` for the other
+/// backends (their reports name them by URL).
+pub fn identify(
+    config: &TransportConfig,
+    options: &ClientOptions,
+) -> Result<Option<BrokerIdentity>, BrokerError> {
+    match config {
+        #[cfg(feature = "kafka")]
+        TransportConfig::Kafka { bootstrap, .. } => kafka::identify(bootstrap, options).map(Some),
+        #[allow(unreachable_patterns)]
+        _ => Ok(None),
     }
 }
 
