@@ -89,7 +89,9 @@ impl ProducerReport {
             self.url, self.guarantee, self.sent, self.acked, self.failed
         );
         if let Some(broker) = &self.kafka_broker {
-            out += &broker.text();
+            for line in broker.text().lines() {
+                out += &format!("  {line}\n");
+            }
         }
         if self.unrouted > 0 {
             out += &format!(
