@@ -1,12 +1,13 @@
 //! What every command that talks to a broker shares: turning the broker flags into the
-//! transport's [`ClientOptions`], and one report of what the producers saw (counts, broker
-//! ack latency, the backend's guarantee). Connecting and moving messages are the transport's.
+//! transport's [`ClientOptions`], naming the Kafka broker reached, and one report of what the
+//! producers saw (counts, broker ack latency, the backend's guarantee). Connecting and moving
+//! messages are the transport's.
 
 use std::time::Duration;
 
 use plumbline_measure::report::secs;
 use plumbline_measure::{LatencySummary, Recorder};
-use plumbline_transport::broker::{ClientOptions, ProducerStats};
+use plumbline_transport::broker::{self, BrokerIdentity, ClientOptions, ProducerStats};
 use plumbline_transport::config::TransportConfig;
 use serde::Serialize;
 
@@ -33,6 +34,15 @@ pub fn options(
     }
 }
 
+/// The Kafka broker `config` reaches, for the report; `None` for the other backends, and
+/// (after a warning saying why) for a broker whose metadata did not come.
+pub fn identify(config: &TransportConfig, options: &ClientOptions) -> Option<BrokerIdentity> {
+    broker::identify(config, options).unwrap_or_else(|e| {
+        eprintln!("warning: cannot tell which broker {config} is: {e}");
+        None
+    })
+}
+
 /// How long producers may wait for the broker's last acks at the end of a run.
 pub const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -50,10 +60,16 @@ pub struct ProducerReport {
     pub unrouted: u64,
     /// Send call → broker ack, all producers merged; absent for backends without acks.
     pub ack_latency_s: Option<LatencySummary>,
+    /// Kafka: the broker as its metadata names it, and its known limitation.
+    pub kafka_broker: Option<BrokerIdentity>,
 }
 
 impl ProducerReport {
-    pub fn new(config: &TransportConfig, stats: &[ProducerStats]) -> Self {
+    pub fn new(
+        config: &TransportConfig,
+        stats: &[ProducerStats],
+        kafka_broker: Option<BrokerIdentity>,
+    ) -> Self {
         let mut merged: Option<Recorder> = None;
         for latency in stats.iter().filter_map(|s| s.ack_latency_s.as_ref()) {
             if let Ok(recorder) = latency.recorder() {
@@ -69,6 +85,7 @@ impl ProducerReport {
             failed: stats.iter().map(|s| s.failed).sum(),
             unrouted: stats.iter().map(|s| s.unrouted).sum(),
             ack_latency_s: merged.map(|r| r.summary()),
+            kafka_broker,
         }
     }
 
@@ -77,6 +94,11 @@ impl ProducerReport {
             "broker {} ({}): {} sent, {} acknowledged, {} refused or unacknowledged\n",
             self.url, self.guarantee, self.sent, self.acked, self.failed
         );
+        if let Some(broker) = &self.kafka_broker {
+            for line in broker.text().lines() {
+                out += &format!("  {line}\n");
+            }
+        }
         if self.unrouted > 0 {
             out += &format!(
                 "  {} published while no subscriber listened: nobody received them\n",

@@ -19,7 +19,7 @@ use plumbline_load::schedule::parse_rate;
 use plumbline_measure::report::secs;
 use plumbline_measure::RunInfo;
 use plumbline_report::Run;
-use plumbline_transport::broker::{connect_consumer, ConsumerStats, FrameSource};
+use plumbline_transport::broker::{connect_consumer, BrokerIdentity, ConsumerStats, FrameSource};
 use plumbline_transport::config::{Guarantee, TransportConfig};
 use plumbline_transport::tcp;
 use plumbline_worker::receiver::{Framing, ReceiveSummary, Receiver, ReceiverConfig};
@@ -110,15 +110,21 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
     progress.finish("");
     let summary = receiver.summary(args.expect);
     print!("{}", text(&summary));
-    if let Some(stats) = &consumed {
+    if let Some((stats, kafka_broker)) = &consumed {
         println!(
             "broker: {} delivered ({} redelivered), {} acknowledged, {} above --max-frame skipped, {} empty skipped, {} dropped by the client",
             stats.delivered, stats.redelivered, stats.acked, stats.oversized, stats.empty, stats.dropped
         );
+        if let Some(broker) = kafka_broker {
+            print!("{}", broker.text());
+        }
     }
     let mut json = serde_json::to_value(&summary)?;
-    if let Some(stats) = &consumed {
+    if let Some((stats, kafka_broker)) = &consumed {
         json["broker"] = serde_json::to_value(stats)?;
+        if let Some(broker) = kafka_broker {
+            json["kafka_broker"] = serde_json::to_value(broker)?;
+        }
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
@@ -289,13 +295,14 @@ fn serve_tcp(
     })
 }
 
-/// Consumes from the broker at `url` until the run is over; returns what the consumer saw.
+/// Consumes from the broker at `url` until the run is over; returns what the consumer saw,
+/// and which Kafka broker it was.
 fn serve_broker(
     args: &ReceiveArgs,
     url: &str,
     receiver: &Receiver,
     shutdown: &Shutdown,
-) -> Result<ConsumerStats> {
+) -> Result<(ConsumerStats, Option<BrokerIdentity>)> {
     let config: TransportConfig = url.parse().context("--from")?;
     let options = brokers::options(
         &args.broker,
@@ -310,6 +317,7 @@ fn serve_broker(
         config.guarantee(),
         options.group
     );
+    let kafka_broker = brokers::identify(&config, &options);
     let stop = AtomicBool::new(false);
     let mut source = FrameSource::new(consumer, || stop.load(Ordering::Relaxed));
     std::thread::scope(|scope| {
@@ -320,7 +328,7 @@ fn serve_broker(
         receiver.stop();
         stop.store(true, Ordering::Relaxed);
     });
-    Ok(source.stats())
+    Ok((source.stats(), kafka_broker))
 }
 
 fn text(s: &ReceiveSummary) -> String {

@@ -160,7 +160,12 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 }
             }
             let stats: Vec<_> = publishers.iter().map(|p| p.producer().stats()).collect();
-            (tally, errors, Some(ProducerReport::new(&config, &stats)))
+            let kafka_broker = brokers::identify(&config, &options);
+            (
+                tally,
+                errors,
+                Some(ProducerReport::new(&config, &stats, kafka_broker)),
+            )
         }
     };
     let report = SendReport::new(

@@ -15,8 +15,9 @@ fn summary(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("receive wrote its JSON")).unwrap()
 }
 
-/// Sends `n` generated 1 KiB nonces as fast as possible to `url`; asserts every one is acked.
-fn send(url: &str, n: u64, extra: &[&str]) {
+/// Sends `n` generated 1 KiB nonces as fast as possible to `url`; asserts every one is acked
+/// and returns the report.
+fn send(url: &str, n: u64, extra: &[&str]) -> String {
     let n = n.to_string();
     let mut args = vec![
         "send",
@@ -38,6 +39,7 @@ fn send(url: &str, n: u64, extra: &[&str]) {
         text.contains(&format!("{n} sent, {n} acknowledged")),
         "{text}"
     );
+    text
 }
 
 #[cfg(feature = "kafka")]
@@ -590,4 +592,45 @@ fn issue6_a_payload_above_the_brokers_limit_is_refused_naming_both() {
         err.contains("exceeds the 1048576-byte limit of nats server"),
         "{err}"
     );
+}
+
+#[cfg(feature = "kafka")]
+#[test]
+fn issue13_every_kafka_report_names_the_broker_and_warns_of_tansus_lossy_resume() {
+    let Some(server) = Server::for_test(Kind::Kafka, "kafka broker named") else {
+        return;
+    };
+    let named = "kafka broker: tansu (version unknown: the Kafka protocol does not carry it; \
+                 cluster id 'tansu_cluster', node(s) 111)";
+    let warned = "warning: tansu 0.6.0 (memory:// or s3:// storage) answers a fetch from an \
+                  offset inside a stored batch with the next batch";
+    let url = format!("kafka://{}/named", server.addr);
+    let text = send(&url, 20, &[]);
+    assert!(text.contains(named) && text.contains(warned), "{text}");
+
+    let dir = common::scratch("kafka-named");
+    let json = dir.join("recv.json");
+    let out = plumbline(&[
+        "receive",
+        "--from",
+        &url,
+        "--expect",
+        "20",
+        "--idle-timeout",
+        "5s",
+        "-q",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let text = common::stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains(named) && text.contains(warned), "{text}");
+    let s = summary(&json);
+    assert_eq!(s["kafka_broker"]["product"], "tansu", "{s}");
+    let limitation = s["kafka_broker"]["known_limitation"].as_str().unwrap_or("");
+    assert!(format!("warning: {limitation}").starts_with(warned), "{s}");
+
+    let worker = Node::start(&["--in", &url, "--name", "w", "--idle-timeout", "1s"]);
+    worker.wait_for(named);
+    worker.wait_for(warned);
 }

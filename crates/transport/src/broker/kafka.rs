@@ -162,6 +162,23 @@ fn partitions(
     }
 }
 
+/// Who answers at `bootstrap`, from a Metadata request of its own (see kafka_identity).
+pub(crate) fn identify(
+    bootstrap: &str,
+    login: Login<'_>,
+    options: &ClientOptions,
+) -> Result<super::BrokerIdentity, BrokerError> {
+    let client: BaseConsumer = client_config(bootstrap, login)?
+        .create()
+        .map_err(|e| failed(bootstrap, e))?;
+    let metadata = client
+        .fetch_metadata(None, options.connect_timeout)
+        .map_err(|e| failed(bootstrap, format!("metadata: {e}")))?;
+    let nodes = metadata.brokers().iter().map(|b| b.id()).collect();
+    let cluster_id = client.client().fetch_cluster_id(options.connect_timeout);
+    Ok(super::BrokerIdentity::from_metadata(cluster_id, nodes))
+}
+
 fn create(
     admin: &AdminClient<DefaultClientContext>,
     bootstrap: &str,

@@ -26,6 +26,7 @@
 mod frames;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod kafka_identity;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "redis")]
@@ -44,6 +45,7 @@ use serde::Serialize;
 
 use crate::config::{Access, TransportConfig};
 pub use frames::{FramePublisher, FrameSource};
+pub use kafka_identity::{BrokerIdentity, TANSU_RESUME_LIMITATION};
 
 /// How to reach and use a backend. The defaults suit a benchmark on one host.
 #[derive(Clone, Debug)]
@@ -396,6 +398,22 @@ pub fn connect_consumer(
         )?)),
         #[allow(unreachable_patterns)]
         other => Err(not_built(other)),
+    }
+}
+
+/// The Kafka-protocol broker `config` reaches, for the run's report; `None` for the other
+/// backends (their reports name them by URL).
+pub fn identify(
+    config: &TransportConfig,
+    options: &ClientOptions,
+) -> Result<Option<BrokerIdentity>, BrokerError> {
+    match config {
+        #[cfg(feature = "kafka")]
+        TransportConfig::Kafka {
+            bootstrap, access, ..
+        } => kafka::identify(bootstrap, Login::new(access, options, config)?, options).map(Some),
+        #[allow(unreachable_patterns)]
+        _ => Ok(None),
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use plumbline_core::header;
 use plumbline_core::Shutdown;
 use plumbline_measure::{LatencyFeed, Live};
-use plumbline_transport::broker::{connect_consumer, ClientOptions};
+use plumbline_transport::broker::{connect_consumer, identify, ClientOptions};
 use plumbline_transport::config::TransportConfig;
 
 use super::wire::WorkerStats;
@@ -67,6 +67,19 @@ pub(super) fn run(
         source.guarantee(),
         options.group
     );
+    // Which Kafka broker this is, and its known limitation, before any loss it may cause.
+    match identify(source, &options) {
+        Ok(Some(broker)) => {
+            for line in broker.text().lines() {
+                eprintln!("[{}] {line}", config.name);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "[{}] warning: cannot tell which broker {source} is: {e}",
+            config.name
+        ),
+    }
     // When the latest message arrived; the idle timeout starts with the first one, so workers
     // may be started before the producer.
     let mut last: Option<Instant> = None;
