@@ -403,6 +403,7 @@ pub fn connect_consumer(
 
 /// The Kafka-protocol broker `config` reaches, for the run's report; `None` for the other
 /// backends (their reports name them by URL).
+#[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
 pub fn identify(
     config: &TransportConfig,
     options: &ClientOptions,
