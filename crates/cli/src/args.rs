@@ -396,8 +396,8 @@ Seed 000's sleepy app as two members of a Kafka consumer group (a key stays in o
   plumbline worker --in kafka://127.0.0.1:9092/nonces --delay 10ms --out 127.0.0.1:7002 --name w2
   plumbline send --to kafka://127.0.0.1:9092/nonces --gen nonces --rate max --messages 2000";
 
-/// What a listener of outside frames allows its peers (`receive --listen`, the initializer's
-/// `--in`), so hostile or broken peers cannot hold it open or exhaust its memory.
+/// What a listener of outside frames allows its peers (`receive --listen` and `--from
+/// tcp://`, the initializer's `--in`, a worker's `--in tcp://`), so hostile or broken peers cannot hold it open or exhaust its memory.
 #[derive(Clone, Debug, Args)]
 pub struct IntakeArgs {
     /// Connections served at once; further ones are refused (closed at once) and counted
@@ -455,7 +455,7 @@ pub struct WorkerArgs {
     /// (default: run until Ctrl-C)
     #[arg(long, value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
-    #[command(flatten, next_help_heading = "Brokers (--in URL)")]
+    #[command(flatten, next_help_heading = "Brokers (--in URL, --out URL)")]
     pub broker: BrokerArgs,
     /// Emit `ok` per item instead of the application's result
     #[arg(long)]
@@ -509,8 +509,11 @@ pub struct WorkerArgs {
     /// Keep retrying the initializer and the sink this long
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// Initializer: limits on source connections (--in)
-    #[command(flatten, next_help_heading = "Source connections (initializer)")]
+    /// Limits on source connections (the initializer's --in, or --in tcp://)
+    #[command(
+        flatten,
+        next_help_heading = "Source connections (initializer, --in tcp://)"
+    )]
     pub intake: IntakeArgs,
 }
 
@@ -891,7 +894,7 @@ pub struct ReceiveArgs {
     /// Read at most this many frames per second per connection (a slow consumer, for testing)
     #[arg(long)]
     pub throttle: Option<String>,
-    #[command(flatten, next_help_heading = "Connections (--listen)")]
+    #[command(flatten, next_help_heading = "Connections (--listen, --from tcp://)")]
     pub intake: IntakeArgs,
     /// Write the summary (with the HDR latency histogram) as JSON
     #[arg(long)]

@@ -147,12 +147,16 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
         );
         Role::Consumer {
             source: url.parse().context("--in")?,
-            options: brokers::options(
-                &args.broker,
-                "worker",
-                args.max_frame as usize,
-                args.connect_timeout,
-            ),
+            options: brokers::listening(
+                brokers::options(
+                    &args.broker,
+                    "worker",
+                    args.max_frame as usize,
+                    args.connect_timeout,
+                ),
+                &args.intake,
+                args.max_frame,
+            )?,
             idle_timeout: args.idle_timeout,
         }
     } else if args.cluster_initializer {
@@ -214,6 +218,12 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
         work,
         delay,
         out: args.out.clone(),
+        out_options: brokers::options(
+            &args.broker,
+            "worker-out",
+            args.max_frame as usize,
+            args.connect_timeout,
+        ),
         ok: args.ok,
         balanced: args.balanced,
         role,
