@@ -214,6 +214,63 @@ fn issue13_no_output_of_a_tls_redis_run_shows_its_password() {
     );
 }
 
+/// `worker --out URL` is a broker client like `--in`: the worker's `--password` and
+/// `--tls-ca` reach it too (it used to connect with neither, so a TLS-only sink with a login
+/// was out of reach), and no output shows the password.
+#[cfg(feature = "redis")]
+#[test]
+fn issue13_a_worker_sends_its_results_to_a_tls_redis_with_the_worker_s_login() {
+    let Some(server) = tls_broker(Kind::Redis, None, "worker --out rediss") else {
+        return;
+    };
+    let _cpu = exclusive();
+    let ca = server.certs.clone().unwrap().ca;
+    let ca = ca.to_str().unwrap();
+    let dir = scratch("secrets-worker-out");
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let url = |name: &str| format!("rediss://{}/{name}", server.tls_addr());
+    let login = ["--password", "env:PLUMBLINE_TEST_PW", "--tls-ca", ca];
+    let sent = send(
+        &url("work"),
+        ca,
+        "200",
+        &["--password", "env:PLUMBLINE_TEST_PW"],
+    );
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    let (work, results) = (url("work"), url("results"));
+    let mut args = vec![
+        "worker",
+        "--in",
+        &work,
+        "--out",
+        &results,
+        "--idle-timeout",
+        "1s",
+    ];
+    args.extend_from_slice(&login);
+    let worked = run(&args);
+    assert!(worked.status.success(), "{}", stderr(&worked));
+    let (json, report) = (path("from.json"), path("report"));
+    let mut args = vec!["receive", "--from", &results, "--expect", "200", "--quiet"];
+    args.extend_from_slice(&login);
+    args.extend_from_slice(&["--json", &json, "--report", &report]);
+    let received = run(&args);
+    assert!(received.status.success(), "{}", stderr(&received));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(summary["unique"], 200, "{summary}");
+    assert_eq!(summary["sequence"]["lost"], 0, "{summary}");
+    let read = assert_no_secret(
+        &[
+            ("send's output", stdout(&sent) + &stderr(&sent)),
+            ("the worker's output", stdout(&worked) + &stderr(&worked)),
+            ("receive's output", stdout(&received) + &stderr(&received)),
+        ],
+        &[&dir],
+    );
+    assert!(read >= 2, "the JSON and the report were read: {read}");
+}
+
 #[cfg(feature = "nats")]
 #[test]
 fn issue13_nats_user_and_password_over_tls_end_to_end() {
