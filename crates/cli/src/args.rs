@@ -212,6 +212,11 @@ pub struct StreamArgs {
     /// Keep retrying the broker and the store this long
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+    /// Reach the stream and the Redis store over TLS only (implied by --tls-ca)
+    #[arg(long)]
+    pub tls: bool,
+    #[command(flatten, next_help_heading = "Broker and store login")]
+    pub login: LoginArgs,
     /// No progress line
     #[arg(long, short)]
     pub quiet: bool,
@@ -807,6 +812,14 @@ pub struct BrokerArgs {
     /// Partitions of a Kafka topic plumbline creates
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub topic_partitions: i32,
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// How a client proves itself to a broker (or a Redis store) and checks it back: every
+/// command that connects to one takes these.
+#[derive(Clone, Debug, Args)]
+pub struct LoginArgs {
     /// The broker password (or NATS token), as file:PATH or env:VAR; it takes the place of
     /// one in the URL
     #[arg(long, value_name = "SOURCE", value_parser = SecretSource)]

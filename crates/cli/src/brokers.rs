@@ -29,8 +29,8 @@ pub fn options(
         prefetch: args.prefetch as usize,
         create: !args.no_create,
         partitions: args.topic_partitions,
-        password: args.password.clone(),
-        tls_ca: args.tls_ca.clone(),
+        password: args.login.password.clone(),
+        tls_ca: args.login.tls_ca.clone(),
         // A listening consumer's limits come from `listening`.
         ..ClientOptions::default()
     }

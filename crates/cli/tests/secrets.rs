@@ -1,6 +1,6 @@
 //! Secrets stay secret, end to end, against TLS-only brokers with a password (crates/servers
 //! makes their certificates per run): `send`, `worker --in` and `receive --from` carry
-//! messages over `rediss://` and NATS TLS, and no output of theirs (stdout, stderr, `--json`,
+//! messages over `rediss://` and NATS TLS (`worker --out` and `stream` too), and no output of theirs (stdout, stderr, `--json`,
 //! the report folder's run.json, runs.csv and index.html) holds the password, whether it was
 //! typed in the URL or read by `--password env:VAR`. A wrong password or CA fails at once,
 //! naming why, and echoing neither secret. Listeners on a non-loopback address say so.
@@ -269,6 +269,68 @@ fn issue13_a_worker_sends_its_results_to_a_tls_redis_with_the_worker_s_login() {
         &[&dir],
     );
     assert!(read >= 2, "the JSON and the report were read: {read}");
+}
+
+/// `stream` takes the shared login flags: its Redis stream and its Redis store (proxy mode)
+/// both go over TLS with `--password`, and nothing it writes shows the password.
+#[cfg(feature = "redis")]
+#[test]
+fn issue13_stream_runs_over_a_tls_redis_with_a_password_for_stream_and_store() {
+    let Some(server) = tls_broker(Kind::Redis, None, "stream over rediss") else {
+        return;
+    };
+    let _cpu = exclusive();
+    let ca = server.certs.clone().unwrap().ca;
+    let dir = scratch("secrets-stream");
+    let json = dir.join("stream.json").to_str().unwrap().to_string();
+    let addr = server.tls_addr();
+    let stream = |extra: &[&str]| {
+        let mut args = vec![
+            "stream",
+            "--stream",
+            "redis-streams",
+            "--stream-servers",
+            &addr,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--data-size-bytes",
+            "10000",
+            "--task-count",
+            "6",
+            "--task-sleep",
+            "10ms",
+            "--max-workers",
+            "3",
+            "--connect-timeout",
+            "3s",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let ran = stream(&["--password", "env:PLUMBLINE_TEST_PW", "--json", &json]);
+    assert!(ran.status.success(), "{}\n{}", stderr(&ran), stdout(&ran));
+    let runs: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(runs.len(), 2, "default and proxy: {runs:?}");
+    for run in &runs {
+        assert_eq!(run["completed"], 6, "{run}");
+        assert_eq!(run["lost"], 0, "{run}");
+        assert_eq!(run["leaked_keys"], 0, "{run}");
+    }
+    let proxy = runs.iter().find(|r| r["stream_method"] == "proxy").unwrap();
+    assert_eq!(proxy["store_bytes"], 60_000, "the store was used: {proxy}");
+    // Without the password: refused at once, named.
+    let refused = stream(&["--stream-method", "default"]);
+    common::assert_fails(&refused, 1, "NOAUTH");
+    let read = assert_no_secret(
+        &[
+            ("stream's output", stdout(&ran) + &stderr(&ran)),
+            ("the refusal", stdout(&refused) + &stderr(&refused)),
+        ],
+        &[&dir],
+    );
+    assert!(read >= 1, "the JSON was read");
 }
 
 #[cfg(feature = "nats")]

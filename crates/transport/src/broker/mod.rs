@@ -192,7 +192,7 @@ impl<'a> Login<'a> {
     pub fn new(
         access: &'a Access,
         options: &'a ClientOptions,
-        url: &TransportConfig,
+        url: &impl std::fmt::Display,
     ) -> Result<Self, BrokerError> {
         if let (Some(ca), false) = (&options.tls_ca, access.tls) {
             return Err(BrokerError::Backend(format!(
