@@ -253,3 +253,73 @@ impl Drop for TcpConsumer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::time::Instant;
+
+    use plumbline_core::intake::ByteBudget;
+
+    use super::*;
+
+    /// A consumer on a free port serving `max` producers, each frame due within 300 ms.
+    fn consumer(max: usize) -> (TcpConsumer, String) {
+        let options = ClientOptions {
+            max_connections: max,
+            intake: Some(IntakeLimits::new(
+                Duration::from_millis(300),
+                0,
+                Arc::new(ByteBudget::new(1 << 20)),
+            )),
+            ..ClientOptions::default()
+        };
+        let consumer = TcpConsumer::bind("127.0.0.1:0", &options).unwrap();
+        let addr = consumer.bound().unwrap();
+        (consumer, addr)
+    }
+
+    /// Whether the consumer closed `peer` within `within`.
+    fn closed_within(peer: &mut TcpStream, within: Duration) -> bool {
+        peer.set_read_timeout(Some(within)).unwrap();
+        matches!(peer.read(&mut [0u8; 1]), Ok(0))
+    }
+
+    fn hello(consumer: &mut TcpConsumer, producer: &mut TcpProducer) {
+        producer.send(0, b"hello").unwrap();
+        producer.flush().unwrap();
+        let got = consumer.poll(10, Duration::from_secs(5)).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0].payload[..], b"hello");
+    }
+
+    #[test]
+    fn a_stalled_frame_closes_its_producer_and_is_named_while_the_others_go_on() {
+        let (mut consumer, addr) = consumer(4);
+        let mut stalled = TcpStream::connect(&addr).unwrap();
+        stalled.write_all(&[0, 0, 0, 100, b'x']).unwrap();
+        let start = Instant::now();
+        let mut good = TcpProducer::connect(&addr, &ClientOptions::default()).unwrap();
+        hello(&mut consumer, &mut good);
+        assert!(closed_within(&mut stalled, Duration::from_secs(5)));
+        assert!(start.elapsed() < Duration::from_secs(3), "300 ms deadline");
+        let stats = consumer.stats();
+        assert_eq!((stats.bad_peers, stats.stalled), (1, 1), "{stats:?}");
+        assert!(
+            stats.bad_reasons[0].contains("sent 5 bytes of a 100-byte frame"),
+            "{stats:?}"
+        );
+        hello(&mut consumer, &mut good);
+    }
+
+    #[test]
+    fn producers_past_the_cap_are_closed_at_once_and_counted() {
+        let (mut consumer, addr) = consumer(1);
+        let mut first = TcpProducer::connect(&addr, &ClientOptions::default()).unwrap();
+        hello(&mut consumer, &mut first);
+        let mut second = TcpStream::connect(&addr).unwrap();
+        assert!(closed_within(&mut second, Duration::from_secs(2)));
+        assert_eq!(consumer.stats().refused, 1);
+        hello(&mut consumer, &mut first);
+    }
+}
