@@ -36,13 +36,18 @@ pub fn options(
     }
 }
 
-/// `options` of a consumer that may listen (`tcp://`): its connection cap and frame limits
-/// from the listener flags, as `receive --listen` applies them.
+/// `options` of a consumer of `config`: a listening one (`tcp://`) gets its connection cap
+/// and frame limits from the listener flags, as `receive --listen` applies them; the others,
+/// which connect out to a broker, are left as they are.
 pub fn listening(
     options: ClientOptions,
+    config: &TransportConfig,
     intake: &IntakeArgs,
     max_frame: u64,
 ) -> anyhow::Result<ClientOptions> {
+    if !matches!(config, TransportConfig::Tcp { .. }) {
+        return Ok(options);
+    }
     Ok(ClientOptions {
         max_connections: intake.max_connections,
         intake: Some(crate::receive::intake_limits(intake, max_frame)?),

@@ -320,6 +320,7 @@ fn serve_broker(
             args.max_frame as usize,
             args.connect_timeout,
         ),
+        &config,
         &args.intake,
         args.max_frame,
     )?;

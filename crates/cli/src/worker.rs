@@ -145,8 +145,8 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
             "--in {url} is a broker: its consumer group shares the work, so there is no \
              initializer; drop --cluster-initializer"
         );
+        let source = url.parse().context("--in")?;
         Role::Consumer {
-            source: url.parse().context("--in")?,
             options: brokers::listening(
                 brokers::options(
                     &args.broker,
@@ -154,9 +154,11 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
                     args.max_frame as usize,
                     args.connect_timeout,
                 ),
+                &source,
                 &args.intake,
                 args.max_frame,
             )?,
+            source,
             idle_timeout: args.idle_timeout,
         }
     } else if args.cluster_initializer {
