@@ -212,14 +212,14 @@ pub struct StreamArgs {
     /// Keep retrying the broker and the store this long
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+    /// No progress line
+    #[arg(long, short)]
+    pub quiet: bool,
     /// Reach the stream and the Redis store over TLS only (implied by --tls-ca)
     #[arg(long)]
     pub tls: bool,
     #[command(flatten, next_help_heading = "Broker and store login")]
     pub login: LoginArgs,
-    /// No progress line
-    #[arg(long, short)]
-    pub quiet: bool,
 }
 
 /// Seconds as psbench takes them (`1.0`), or a duration (`200ms`).
