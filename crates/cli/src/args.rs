@@ -215,6 +215,11 @@ pub struct StreamArgs {
     /// No progress line
     #[arg(long, short)]
     pub quiet: bool,
+    /// Reach the stream and the Redis store over TLS only (implied by --tls-ca)
+    #[arg(long)]
+    pub tls: bool,
+    #[command(flatten, next_help_heading = "Broker and store login")]
+    pub login: LoginArgs,
 }
 
 /// Seconds as psbench takes them (`1.0`), or a duration (`200ms`).
@@ -396,8 +401,8 @@ Seed 000's sleepy app as two members of a Kafka consumer group (a key stays in o
   plumbline worker --in kafka://127.0.0.1:9092/nonces --delay 10ms --out 127.0.0.1:7002 --name w2
   plumbline send --to kafka://127.0.0.1:9092/nonces --gen nonces --rate max --messages 2000";
 
-/// What a listener of outside frames allows its peers (`receive --listen`, the initializer's
-/// `--in`), so hostile or broken peers cannot hold it open or exhaust its memory.
+/// What a listener of outside frames allows its peers (`receive --listen` and `--from
+/// tcp://`, the initializer's `--in`, a worker's `--in tcp://`), so hostile or broken peers cannot hold it open or exhaust its memory.
 #[derive(Clone, Debug, Args)]
 pub struct IntakeArgs {
     /// Connections served at once; further ones are refused (closed at once) and counted
@@ -455,7 +460,7 @@ pub struct WorkerArgs {
     /// (default: run until Ctrl-C)
     #[arg(long, value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
-    #[command(flatten, next_help_heading = "Brokers (--in URL)")]
+    #[command(flatten, next_help_heading = "Brokers (--in URL, --out URL)")]
     pub broker: BrokerArgs,
     /// Emit `ok` per item instead of the application's result
     #[arg(long)]
@@ -509,8 +514,11 @@ pub struct WorkerArgs {
     /// Keep retrying the initializer and the sink this long
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// Initializer: limits on source connections (--in)
-    #[command(flatten, next_help_heading = "Source connections (initializer)")]
+    /// Limits on source connections (the initializer's --in, or --in tcp://)
+    #[command(
+        flatten,
+        next_help_heading = "Source connections (initializer, --in tcp://)"
+    )]
     pub intake: IntakeArgs,
 }
 
@@ -804,6 +812,14 @@ pub struct BrokerArgs {
     /// Partitions of a Kafka topic plumbline creates
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub topic_partitions: i32,
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// How a client proves itself to a broker (or a Redis store) and checks it back: every
+/// command that connects to one takes these.
+#[derive(Clone, Debug, Args)]
+pub struct LoginArgs {
     /// The broker password (or NATS token), as file:PATH or env:VAR; it takes the place of
     /// one in the URL
     #[arg(long, value_name = "SOURCE", value_parser = SecretSource)]
@@ -891,7 +907,7 @@ pub struct ReceiveArgs {
     /// Read at most this many frames per second per connection (a slow consumer, for testing)
     #[arg(long)]
     pub throttle: Option<String>,
-    #[command(flatten, next_help_heading = "Connections (--listen)")]
+    #[command(flatten, next_help_heading = "Connections (--listen, --from tcp://)")]
     pub intake: IntakeArgs,
     /// Write the summary (with the HDR latency histogram) as JSON
     #[arg(long)]

@@ -1,5 +1,5 @@
-//! What every command that talks to a broker shares: turning the broker flags into the
-//! transport's [`ClientOptions`], naming the Kafka broker reached, and one report of what the
+//! What every command that talks to a broker shares: turning the broker flags (and a
+//! listening consumer's connection limits) into the transport's [`ClientOptions`], naming the Kafka broker reached, and one report of what the
 //! producers saw (counts, broker ack latency, the backend's guarantee). Connecting and moving
 //! messages are the transport's.
 
@@ -11,7 +11,7 @@ use plumbline_transport::broker::{self, BrokerIdentity, ClientOptions, ProducerS
 use plumbline_transport::config::TransportConfig;
 use serde::Serialize;
 
-use crate::args::BrokerArgs;
+use crate::args::{BrokerArgs, IntakeArgs};
 
 /// The transport options of `args`, for a client of `role` (named in consumer names).
 pub fn options(
@@ -29,9 +29,30 @@ pub fn options(
         prefetch: args.prefetch as usize,
         create: !args.no_create,
         partitions: args.topic_partitions,
-        password: args.password.clone(),
-        tls_ca: args.tls_ca.clone(),
+        password: args.login.password.clone(),
+        tls_ca: args.login.tls_ca.clone(),
+        // A listening consumer's limits come from `listening`.
+        ..ClientOptions::default()
     }
+}
+
+/// `options` of a consumer of `config`: a listening one (`tcp://`) gets its connection cap
+/// and frame limits from the listener flags, as `receive --listen` applies them; the others,
+/// which connect out to a broker, are left as they are.
+pub fn listening(
+    options: ClientOptions,
+    config: &TransportConfig,
+    intake: &IntakeArgs,
+    max_frame: u64,
+) -> anyhow::Result<ClientOptions> {
+    if !matches!(config, TransportConfig::Tcp { .. }) {
+        return Ok(options);
+    }
+    Ok(ClientOptions {
+        max_connections: intake.max_connections,
+        intake: Some(crate::receive::intake_limits(intake, max_frame)?),
+        ..options
+    })
 }
 
 /// The Kafka broker `config` reaches, for the report; `None` for the other backends, and

@@ -115,6 +115,15 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
             "broker: {} delivered ({} redelivered), {} acknowledged, {} above --max-frame skipped, {} empty skipped, {} dropped by the client",
             stats.delivered, stats.redelivered, stats.acked, stats.oversized, stats.empty, stats.dropped
         );
+        if stats.bad_peers + stats.refused > 0 {
+            println!(
+                "producer connections: {} closed for a bad frame ({} of them stalled), {} refused (--max-connections)",
+                stats.bad_peers, stats.stalled, stats.refused
+            );
+            for reason in &stats.bad_reasons {
+                println!("  {reason}");
+            }
+        }
         if let Some(broker) = kafka_broker {
             print!("{}", broker.text());
         }
@@ -304,12 +313,17 @@ fn serve_broker(
     shutdown: &Shutdown,
 ) -> Result<(ConsumerStats, Option<BrokerIdentity>)> {
     let config: TransportConfig = url.parse().context("--from")?;
-    let options = brokers::options(
-        &args.broker,
-        "receive",
-        args.max_frame as usize,
-        args.connect_timeout,
-    );
+    let options = brokers::listening(
+        brokers::options(
+            &args.broker,
+            "receive",
+            args.max_frame as usize,
+            args.connect_timeout,
+        ),
+        &config,
+        &args.intake,
+        args.max_frame,
+    )?;
     let consumer =
         connect_consumer(&config, &options).with_context(|| format!("--from {config}"))?;
     eprintln!(

@@ -291,17 +291,40 @@ fn append_csv(path: &Path, run: &StreamRun) -> Result<()> {
 
 /// The broker URL of experiment `n`: a fresh stream, topic or subject each time.
 fn stream_config(args: &StreamArgs, n: usize) -> Result<TransportConfig> {
-    let server = args.stream_servers.replace("localhost", "127.0.0.1");
+    let server = loopback(args, &args.stream_servers);
     let name = format!("plumbline-stream-{}-{n}", std::process::id());
-    let url = match args.stream {
-        StreamKind::Redis => format!("redis://{server}/{name}?mode=pubsub"),
-        StreamKind::RedisStreams => format!("redis://{server}/{name}?mode=streams"),
-        StreamKind::Kafka => format!("kafka://{server}/{name}"),
-        StreamKind::Nats => format!("nats://{server}/{name}"),
-        StreamKind::Jetstream => format!("nats://{server}/{name}?jetstream=1"),
+    let (scheme, mode) = match args.stream {
+        StreamKind::Redis => ("redis", Some("mode=pubsub")),
+        StreamKind::RedisStreams => ("redis", Some("mode=streams")),
+        StreamKind::Kafka => ("kafka", None),
+        StreamKind::Nats => ("nats", None),
+        StreamKind::Jetstream => ("nats", Some("jetstream=1")),
+    };
+    let query: Vec<&str> = mode
+        .into_iter()
+        .chain(tls(args).then_some("tls=1"))
+        .collect();
+    let url = match query.is_empty() {
+        true => format!("{scheme}://{server}/{name}"),
+        false => format!("{scheme}://{server}/{name}?{}", query.join("&")),
     };
     url.parse()
         .with_context(|| format!("--stream-servers {}", args.stream_servers))
+}
+
+/// Whether the stream and a Redis store are reached over TLS: `--tls`, or a `--tls-ca` given
+/// (a CA makes no sense in plaintext, which would silently not be what was meant).
+fn tls(args: &StreamArgs) -> bool {
+    args.tls || args.login.tls_ca.is_some()
+}
+
+/// `localhost` as 127.0.0.1 (whatever IPv6 resolution says), except over TLS, where the name
+/// is what the server's certificate is checked against.
+fn loopback(args: &StreamArgs, host: &str) -> String {
+    match tls(args) {
+        true => host.to_string(),
+        false => host.replace("localhost", "127.0.0.1"),
+    }
 }
 
 /// The store URL proxy mode uses.
@@ -331,7 +354,8 @@ fn store_url(args: &StreamArgs) -> Result<String> {
                 }
                 _ => bail!("--ps-connector redis needs --ps-host and --ps-port"),
             };
-            format!("redis://{}:{port}", host.replace("localhost", "127.0.0.1"))
+            let scheme = if tls(args) { "rediss" } else { "redis" };
+            format!("{scheme}://{}:{port}", loopback(args, &host))
         }
     })
 }
@@ -365,6 +389,8 @@ impl Experiment<'_> {
             prefetch: 64,
             create: true,
             partitions: 1,
+            password: self.args.login.password.clone(),
+            tls_ca: self.args.login.tls_ca.clone(),
             ..ClientOptions::default()
         }
     }
@@ -456,8 +482,7 @@ impl Experiment<'_> {
         self.store
             .as_deref()
             .map(|url| {
-                open_store(url, self.args.connect_timeout)
-                    .with_context(|| format!("the store {url}"))
+                open_store(url, &self.options("store")).with_context(|| format!("the store {url}"))
             })
             .transpose()
     }

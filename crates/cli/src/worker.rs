@@ -145,14 +145,20 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
             "--in {url} is a broker: its consumer group shares the work, so there is no \
              initializer; drop --cluster-initializer"
         );
+        let source = url.parse().context("--in")?;
         Role::Consumer {
-            source: url.parse().context("--in")?,
-            options: brokers::options(
-                &args.broker,
-                "worker",
-                args.max_frame as usize,
-                args.connect_timeout,
-            ),
+            options: brokers::listening(
+                brokers::options(
+                    &args.broker,
+                    "worker",
+                    args.max_frame as usize,
+                    args.connect_timeout,
+                ),
+                &source,
+                &args.intake,
+                args.max_frame,
+            )?,
+            source,
             idle_timeout: args.idle_timeout,
         }
     } else if args.cluster_initializer {
@@ -214,6 +220,12 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
         work,
         delay,
         out: args.out.clone(),
+        out_options: brokers::options(
+            &args.broker,
+            "worker-out",
+            args.max_frame as usize,
+            args.connect_timeout,
+        ),
         ok: args.ok,
         balanced: args.balanced,
         role,

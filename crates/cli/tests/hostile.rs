@@ -1,5 +1,5 @@
 //! Hostile and broken peers against every listener that takes outside frames (`receive
-//! --listen`, the initializer's `--in`): slowloris connections that trickle a frame, peers that
+//! --listen`, the initializer's `--in`, a group member's `--in tcp://`): slowloris connections that trickle a frame, peers that
 //! announce 8 MiB and stop a byte short, and floods past `--max-connections`. Each test runs the
 //! real binary on loopback, samples its RSS and descriptors from /proc, and checks that the
 //! attackers are closed within the deadline, named and counted, while a legitimate sender's
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{cluster, exclusive, open_fds, plumbline, scratch, stderr, PeakRss, Receiving};
+use common::{cluster, exclusive, open_fds, plumbline, scratch, stderr, Node, PeakRss, Receiving};
 use serde_json::Value;
 
 /// What a hostile peer does.
@@ -439,6 +439,76 @@ fn a_connection_flood_past_the_cap_is_refused_and_counted() {
     let received = finished(receiving, &report);
     assert_eq!(received["refused_connections"], 30, "{received}");
     assert_eq!(received["unique"], 1_000);
+}
+
+#[test]
+fn a_tcp_group_member_closes_stalled_producers_refuses_past_its_cap_and_keeps_working() {
+    let _cpu = exclusive();
+    let dir = scratch("hostile-worker-tcp");
+    let report = dir.join("recv.json");
+    let receiving = Receiving::start(&["--idle-timeout", "3s", "--json", report.to_str().unwrap()]);
+    let mut worker = Node::start(&[
+        "--in",
+        "tcp://127.0.0.1:0",
+        "--out",
+        &receiving.addr,
+        "--read-timeout",
+        "1s",
+        "--max-connections",
+        "205",
+        // Still running through both attacks, so its descriptors can be counted.
+        "--idle-timeout",
+        "5s",
+    ]);
+    let addr = worker.wait_for("producers connect to ");
+    let pid = worker.child.id();
+    // 200 slowloris producers (a byte every 200 ms) and a legitimate one, all under the cap.
+    let slow = Kind::Slowloris {
+        every: Duration::from_millis(200),
+    };
+    let (s, sent) = siege(pid, &addr, 200, slow, Duration::from_secs(10), || {
+        legit_send(&addr, 5_000, 10_000, &dir)
+    });
+    println!("worker --in tcp://, 200 slowloris: {s}");
+    // Unfixed: none was ever closed, each holding a thread and its buffer.
+    let closed_by = s.closed_by.unwrap_or_else(|| panic!("{s}"));
+    assert!(closed_by < Duration::from_secs(5), "1 s deadline: {s}");
+    assert!(s.peak_mb < 60.0, "{s}");
+    assert!(s.fds_after <= s.base_fds, "{s}");
+    assert!(
+        sent["achieved_per_s"].as_f64().unwrap() >= 0.95 * 5_000.0,
+        "{sent}"
+    );
+    // 205 quiet producers take every slot (quiet is no attack), so the next 20 are closed at once.
+    let quiet: Vec<TcpStream> = (0..205)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let flood = Attack::start(&addr, 20, Kind::Partial { announce: 64 });
+    let flood_closed = all_closed_by(&flood.wait_closed(Duration::from_secs(3)));
+    assert!(
+        flood_closed.is_some_and(|d| d < Duration::from_secs(2)),
+        "{flood_closed:?}"
+    );
+    drop(quiet);
+    assert_eq!(worker.exit_code(30), Some(0), "{}", worker.log());
+    let log = worker.log();
+    assert!(
+        log.contains(
+            "producer connections: 200 closed for a bad frame (200 of them stalled), 20 refused"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("tcp peer 127.0.0.1:")
+            && log
+                .contains("bytes of a 1024-byte frame and not the rest within the 1s read timeout"),
+        "names the peer and what it did: {log}"
+    );
+    assert!(log.contains("(--max-connections)"), "{log}");
+    let received = finished(receiving, &report);
+    assert_eq!(received["unique"], 10_000, "{received}");
+    assert_eq!(received["sequence"]["lost"], 0, "{received}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Secrets stay secret, end to end, against TLS-only brokers with a password (crates/servers
 //! makes their certificates per run): `send`, `worker --in` and `receive --from` carry
-//! messages over `rediss://` and NATS TLS, and no output of theirs (stdout, stderr, `--json`,
+//! messages over `rediss://` and NATS TLS (`worker --out` and `stream` too), and no output of theirs (stdout, stderr, `--json`,
 //! the report folder's run.json, runs.csv and index.html) holds the password, whether it was
 //! typed in the URL or read by `--password env:VAR`. A wrong password or CA fails at once,
 //! naming why, and echoing neither secret. Listeners on a non-loopback address say so.
@@ -212,6 +212,125 @@ fn issue13_no_output_of_a_tls_redis_run_shows_its_password() {
         run_json.contains(":***@"),
         "the report records the command, less its password"
     );
+}
+
+/// `worker --out URL` is a broker client like `--in`: the worker's `--password` and
+/// `--tls-ca` reach it too (it used to connect with neither, so a TLS-only sink with a login
+/// was out of reach), and no output shows the password.
+#[cfg(feature = "redis")]
+#[test]
+fn issue13_a_worker_sends_its_results_to_a_tls_redis_with_the_worker_s_login() {
+    let Some(server) = tls_broker(Kind::Redis, None, "worker --out rediss") else {
+        return;
+    };
+    let _cpu = exclusive();
+    let ca = server.certs.clone().unwrap().ca;
+    let ca = ca.to_str().unwrap();
+    let dir = scratch("secrets-worker-out");
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let url = |name: &str| format!("rediss://{}/{name}", server.tls_addr());
+    let login = ["--password", "env:PLUMBLINE_TEST_PW", "--tls-ca", ca];
+    let sent = send(
+        &url("work"),
+        ca,
+        "200",
+        &["--password", "env:PLUMBLINE_TEST_PW"],
+    );
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    let (work, results) = (url("work"), url("results"));
+    let mut args = vec![
+        "worker",
+        "--in",
+        &work,
+        "--out",
+        &results,
+        "--idle-timeout",
+        "1s",
+    ];
+    args.extend_from_slice(&login);
+    let worked = run(&args);
+    assert!(worked.status.success(), "{}", stderr(&worked));
+    let (json, report) = (path("from.json"), path("report"));
+    let mut args = vec!["receive", "--from", &results, "--expect", "200", "--quiet"];
+    args.extend_from_slice(&login);
+    args.extend_from_slice(&["--json", &json, "--report", &report]);
+    let received = run(&args);
+    assert!(received.status.success(), "{}", stderr(&received));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(summary["unique"], 200, "{summary}");
+    assert_eq!(summary["sequence"]["lost"], 0, "{summary}");
+    let read = assert_no_secret(
+        &[
+            ("send's output", stdout(&sent) + &stderr(&sent)),
+            ("the worker's output", stdout(&worked) + &stderr(&worked)),
+            ("receive's output", stdout(&received) + &stderr(&received)),
+        ],
+        &[&dir],
+    );
+    assert!(read >= 2, "the JSON and the report were read: {read}");
+}
+
+/// `stream` takes the shared login flags: its Redis stream and its Redis store (proxy mode)
+/// both go over TLS with `--password`, and nothing it writes shows the password.
+#[cfg(feature = "redis")]
+#[test]
+fn issue13_stream_runs_over_a_tls_redis_with_a_password_for_stream_and_store() {
+    let Some(server) = tls_broker(Kind::Redis, None, "stream over rediss") else {
+        return;
+    };
+    let _cpu = exclusive();
+    let ca = server.certs.clone().unwrap().ca;
+    let dir = scratch("secrets-stream");
+    let json = dir.join("stream.json").to_str().unwrap().to_string();
+    let addr = server.tls_addr();
+    let stream = |extra: &[&str]| {
+        let mut args = vec![
+            "stream",
+            "--stream",
+            "redis-streams",
+            "--stream-servers",
+            &addr,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--data-size-bytes",
+            "10000",
+            "--task-count",
+            "6",
+            "--task-sleep",
+            "10ms",
+            "--max-workers",
+            "3",
+            "--connect-timeout",
+            "3s",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let ran = stream(&["--password", "env:PLUMBLINE_TEST_PW", "--json", &json]);
+    assert!(ran.status.success(), "{}\n{}", stderr(&ran), stdout(&ran));
+    let runs: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(runs.len(), 2, "default and proxy: {runs:?}");
+    for run in &runs {
+        assert_eq!(run["completed"], 6, "{run}");
+        assert_eq!(run["lost"], 0, "{run}");
+        assert_eq!(run["leaked_keys"], 0, "{run}");
+    }
+    let proxy = runs.iter().find(|r| r["stream_method"] == "proxy").unwrap();
+    assert_eq!(proxy["store_bytes"], 60_000, "the store was used: {proxy}");
+    // Without the password: refused at once, named.
+    let refused = stream(&["--stream-method", "default"]);
+    common::assert_fails(&refused, 1, "NOAUTH");
+    let read = assert_no_secret(
+        &[
+            ("stream's output", stdout(&ran) + &stderr(&ran)),
+            ("the refusal", stdout(&refused) + &stderr(&refused)),
+        ],
+        &[&dir],
+    );
+    assert!(read >= 1, "the JSON was read");
 }
 
 #[cfg(feature = "nats")]

@@ -2,17 +2,19 @@
 //! connectors): a producer puts the payload under a key and sends only the key; the consumer
 //! gets it, and deletes it once done, so a run leaves no keys behind.
 //!
-//! * `redis://host:port` ([`RedisStore`]): `SET`/`GET`/`DEL`, one connection per store;
+//! * `redis://host:port` or `rediss://host:port` (TLS only) ([`RedisStore`]): `SET`/`GET`/`DEL`,
+//!   one connection per store, with the client's `--password` and `--tls-ca`;
 //! * `file://DIR` ([`FileStore`]): one file per key in a directory, for one host.
 //!
 //! Nothing here knows about streams or tasks.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::broker::BrokerError;
+#[cfg(feature = "redis")]
+use crate::broker::Login;
+use crate::broker::{BrokerError, ClientOptions};
 
 /// A key → bytes store shared by producers and consumers.
 pub trait Store: Send {
@@ -26,16 +28,27 @@ pub trait Store: Send {
     fn count(&mut self, prefix: &str) -> Result<u64, BrokerError>;
 }
 
-/// Opens the store a `redis://host:port` or `file://DIR` URL names.
-pub fn open_store(url: &str, connect_timeout: Duration) -> Result<Box<dyn Store>, BrokerError> {
+/// Opens the store a `redis://host:port`, `rediss://host:port` (TLS only) or `file://DIR`
+/// URL names. A Redis store presents `options`' password and checks its certificate against
+/// `options`' CA, as a broker client does; its URL holds no secret.
+pub fn open_store(url: &str, options: &ClientOptions) -> Result<Box<dyn Store>, BrokerError> {
     if let Some(dir) = url.strip_prefix("file://") {
         return Ok(Box::new(FileStore::open(dir)?));
     }
-    if let Some(_addr) = url.strip_prefix("redis://") {
+    let tls = url.starts_with("rediss://");
+    if let Some(_addr) = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+    {
         #[cfg(feature = "redis")]
         return Ok(Box::new(RedisStore::connect(
             _addr.trim_end_matches('/'),
-            connect_timeout,
+            &crate::config::Access {
+                tls,
+                ..Default::default()
+            },
+            options,
+            url,
         )?));
         #[cfg(not(feature = "redis"))]
         return Err(BrokerError::NotBuilt {
@@ -43,9 +56,9 @@ pub fn open_store(url: &str, connect_timeout: Duration) -> Result<Box<dyn Store>
             feature: "redis",
         });
     }
-    let _ = connect_timeout;
+    let _ = (options, tls);
     Err(BrokerError::Backend(format!(
-        "'{url}' is not a store: use redis://host:port or file://DIR"
+        "'{url}' is not a store: use redis://host:port, rediss://host:port or file://DIR"
     )))
 }
 
@@ -121,10 +134,16 @@ pub struct RedisStore {
 
 #[cfg(feature = "redis")]
 impl RedisStore {
-    pub fn connect(addr: &str, timeout: Duration) -> Result<Self, BrokerError> {
+    fn connect(
+        addr: &str,
+        access: &crate::config::Access,
+        options: &ClientOptions,
+        url: &str,
+    ) -> Result<Self, BrokerError> {
+        let login = Login::new(access, options, &url)?;
         Ok(Self {
             addr: addr.to_string(),
-            con: crate::broker::redis_connect(addr, Default::default(), timeout)?,
+            con: crate::broker::redis_connect(addr, login, options.connect_timeout)?,
         })
     }
 
@@ -189,7 +208,11 @@ mod tests {
     #[test]
     fn a_file_store_puts_gets_deletes_and_counts_by_prefix() {
         let dir = std::env::temp_dir().join(format!("plumbline-store-{}", std::process::id()));
-        let mut store = open_store(&format!("file://{}", dir.display()), Duration::ZERO).unwrap();
+        let mut store = open_store(
+            &format!("file://{}", dir.display()),
+            &ClientOptions::default(),
+        )
+        .unwrap();
         store.put("run1-a", b"hello").unwrap();
         store.put("run1-b", b"world").unwrap();
         assert_eq!(&store.get("run1-a").unwrap()[..], b"hello");

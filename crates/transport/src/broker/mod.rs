@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use plumbline_core::intake::{self, ByteBudget, IntakeLimits};
 use plumbline_core::secret::Secret;
 use plumbline_measure::{LatencySummary, Recorder};
 use serde::Serialize;
@@ -78,6 +79,12 @@ pub struct ClientOptions {
     /// PEM file of the CA(s) a TLS broker's certificate must chain to, instead of the
     /// system's roots. Refused for a URL that does not ask for TLS.
     pub tls_ca: Option<PathBuf>,
+    /// A `tcp://` consumer's listener: connections it serves at once; more are closed at
+    /// once and counted ([`ConsumerStats::refused`]).
+    pub max_connections: usize,
+    /// A `tcp://` consumer's limits on each connection's frames (read timeout, minimum rate,
+    /// the buffer budget all connections share); `None`: peers are trusted.
+    pub intake: Option<IntakeLimits>,
 }
 
 impl Default for ClientOptions {
@@ -93,6 +100,12 @@ impl Default for ClientOptions {
             partitions: 3,
             password: None,
             tls_ca: None,
+            max_connections: intake::DEFAULT_MAX_CONNECTIONS,
+            intake: Some(IntakeLimits::new(
+                intake::DEFAULT_READ_TIMEOUT,
+                intake::DEFAULT_MIN_RATE,
+                std::sync::Arc::new(ByteBudget::new(intake::DEFAULT_BUFFER_BUDGET)),
+            )),
         }
     }
 }
@@ -179,7 +192,7 @@ impl<'a> Login<'a> {
     pub fn new(
         access: &'a Access,
         options: &'a ClientOptions,
-        url: &TransportConfig,
+        url: &impl std::fmt::Display,
     ) -> Result<Self, BrokerError> {
         if let (Some(ca), false) = (&options.tls_ca, access.tls) {
             return Err(BrokerError::Backend(format!(
@@ -260,10 +273,21 @@ pub struct ConsumerStats {
     /// Empty messages (no frame can be empty): skipped, acknowledged, counted by
     /// [`FrameSource`](frames::FrameSource).
     pub empty: u64,
+    /// `tcp://`: connections closed at once because `max_connections` were open.
+    pub refused: u64,
+    /// `tcp://`: connections closed for a bad frame or one that stalled; `stalled` of them
+    /// for overstaying the read timeout or crawling below the minimum rate.
+    pub bad_peers: u64,
+    pub stalled: u64,
+    /// The first [`MAX_REASONS`] of those connections, each named with what it did.
+    pub bad_reasons: Vec<String>,
     /// Kafka: the partitions the group assigns to this member now (`None`: the backend does
     /// not assign partitions).
     pub assigned: Option<Vec<i32>>,
 }
+
+/// Bad connections a consumer names in [`ConsumerStats::bad_reasons`]; the rest are counted.
+pub const MAX_REASONS: usize = 10;
 
 /// The sending half of a backend. Called from one thread (the sender's or a worker's output);
 /// `Send` so it can be moved there.
@@ -300,6 +324,12 @@ pub trait Consumer: Send {
 
     /// Counts so far.
     fn stats(&self) -> ConsumerStats;
+
+    /// The address a listening consumer (`tcp://`) bound, its port picked if it asked for 0;
+    /// `None` for consumers that connect out.
+    fn bound(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Connects a producer to `config`.

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use plumbline_core::header;
 use plumbline_core::Shutdown;
 use plumbline_measure::{LatencyFeed, Live};
-use plumbline_transport::broker::{connect_consumer, identify, ClientOptions};
+use plumbline_transport::broker::{
+    connect_consumer, identify, ClientOptions, ConsumerStats, MAX_REASONS,
+};
 use plumbline_transport::config::TransportConfig;
 
 use super::wire::WorkerStats;
@@ -67,6 +69,9 @@ pub(super) fn run(
         source.guarantee(),
         options.group
     );
+    if let Some(addr) = consumer.bound() {
+        eprintln!("[{}] producers connect to {addr}", config.name);
+    }
     // Which Kafka broker this is, and its known limitation, before any loss it may cause.
     match identify(source, &options) {
         Ok(Some(broker)) => {
@@ -85,10 +90,13 @@ pub(super) fn run(
     let mut last: Option<Instant> = None;
     let mut assigned = None;
     let mut watch = Watch::new(config);
+    let mut peers = PeerNotes::default();
     while !stop.requested() {
         let batch = consumer.poll(max, POLL).map_err(broker)?;
         watch.taken(batch.len());
-        let now = consumer.stats().assigned;
+        let stats = consumer.stats();
+        peers.tell(&config.name, &stats, options.max_connections);
+        let now = stats.assigned;
         if now != assigned {
             if let Some(partitions) = &now {
                 let list: Vec<String> = partitions.iter().map(ToString::to_string).collect();
@@ -131,7 +139,40 @@ pub(super) fn run(
         "[{}] done: {} items ({} redelivered to it), {} results",
         config.name, stats.items, consumed.redelivered, stats.results
     );
+    if consumed.bad_peers + consumed.refused > 0 {
+        eprintln!(
+            "[{}] producer connections: {} closed for a bad frame ({} of them stalled), {} refused",
+            config.name, consumed.bad_peers, consumed.stalled, consumed.refused
+        );
+    }
     Ok(stats)
+}
+
+/// What this member has said so far of its producers' bad connections (`tcp://`), so each
+/// named one is logged once, and the cap's first refusal once.
+#[derive(Default)]
+struct PeerNotes {
+    named: usize,
+    refused: bool,
+}
+
+impl PeerNotes {
+    fn tell(&mut self, name: &str, stats: &ConsumerStats, max_connections: usize) {
+        for reason in stats.bad_reasons.iter().skip(self.named) {
+            eprintln!("[{name}] closed {reason}");
+        }
+        if stats.bad_reasons.len() == MAX_REASONS && self.named < MAX_REASONS {
+            eprintln!("[{name}] further bad producer connections are counted, not named");
+        }
+        self.named = stats.bad_reasons.len();
+        if stats.refused > 0 && !self.refused {
+            self.refused = true;
+            eprintln!(
+                "[{name}] refused a producer connection: {max_connections} are open \
+                 (--max-connections); further refusals are counted"
+            );
+        }
+    }
 }
 
 /// What this member shows its watchers, from what the processor already read of each item.

@@ -51,6 +51,9 @@ pub struct NodeConfig {
     pub delay: Duration,
     /// Where results go; without it they are counted and dropped.
     pub out: Option<String>,
+    /// How a broker `--out` is reached: the worker's broker flags (its password, TLS CA,
+    /// connect timeout and frame limit), as its `--in` consumer has them.
+    pub out_options: ClientOptions,
     /// Emit `ok` per item instead of the application's result (seed 000's optional sink).
     pub ok: bool,
     /// Load-balanced tasks instead of keyed state: the initializer deals frames to the workers
@@ -280,12 +283,7 @@ impl Sink {
         let target: TransportConfig = out
             .parse()
             .map_err(|e| NodeError::Refused(format!("--out: {e}")))?;
-        let options = ClientOptions {
-            connect_timeout: config.connect_timeout,
-            max_payload: config.max_frame,
-            ..ClientOptions::default()
-        };
-        let producer = connect_producer(&target, &options).map_err(broker)?;
+        let producer = connect_producer(&target, &config.out_options).map_err(broker)?;
         let publisher = FramePublisher::new(producer, config.max_frame);
         Ok(Sink::Broker(BufWriter::with_capacity(64 * 1024, publisher)))
     }
