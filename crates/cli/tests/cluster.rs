@@ -329,11 +329,18 @@ fn token_arg(dir: &std::path::Path, name: &str, secret: &str) -> String {
     format!("file:{}", path.display())
 }
 
-/// `plumbline worker` joining `control` as `name`, with `extra` flags.
-fn join(control: &str, name: &str, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["worker", "--control", control, "--name", name];
+/// Asserts that a worker joining `control` as `name` with `extra` flags is refused for its
+/// token: it exits 1 (within 10 s, so a regression that admits it fails rather than hangs).
+fn assert_refused_for_its_token(control: &str, name: &str, extra: &[&str]) {
+    let mut args = vec!["--control", control, "--name", name];
     args.extend_from_slice(extra);
-    plumbline(&args)
+    let mut joiner = common::Node::start(&args);
+    assert_eq!(joiner.exit_code(10), Some(1), "{}", joiner.log());
+    assert!(
+        joiner.log().contains("wrong or missing token"),
+        "{}",
+        joiner.log()
+    );
 }
 
 #[test]
@@ -357,12 +364,8 @@ fn with_a_token_a_joiner_without_it_or_with_a_wrong_one_is_refused_and_the_right
     let control = format!("127.0.0.1:{port}");
     let external = init.wait_for("external (shutdown) on ");
 
-    assert_fails(&join(&control, "nobody", &[]), 1, "wrong or missing token");
-    assert_fails(
-        &join(&control, "guesser", &["--token", &bad]),
-        1,
-        "wrong or missing token",
-    );
+    assert_refused_for_its_token(&control, "nobody", &[]);
+    assert_refused_for_its_token(&control, "guesser", &["--token", &bad]);
     let log = init.log();
     let refusals = log
         .lines()
