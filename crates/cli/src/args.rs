@@ -504,7 +504,10 @@ pub struct WorkerArgs {
     /// Partitions (sleepy: default 60; votes: 26, one per letter)
     #[arg(long)]
     pub partitions: Option<u32>,
-    /// Shutdown token, as file:PATH or env:VAR (never the secret itself on the command line)
+    /// The cluster's token, as file:PATH or env:VAR (never the secret itself on the command
+    /// line). The initializer demands it of every joiner, of `shutdown` and of /metrics
+    /// scrapers from other hosts, and needs it to put --control, --external, --metrics or --ui
+    /// beyond loopback; a joiner presents it
     #[arg(long, value_name = "SOURCE", value_parser = SecretSource)]
     pub token: Option<Secret>,
     /// Largest input frame accepted, in bytes (at most 1 GiB)

@@ -1,17 +1,18 @@
 //! `plumbline worker` and `plumbline shutdown`: machida-style flags turned into a
 //! [`NodeConfig`], and the shutdown client. The cluster itself is plumbline-worker's `node`.
-//! An initializer says at start which of its listeners are open to the network, and what
-//! that exposes.
+//! An initializer refuses to start with its control plane beyond loopback and no token
+//! (protected mode), and says at start which data-plane listeners are open to the network.
 
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use plumbline_core::Shutdown;
 use plumbline_measure::{Live, RunInfo};
+use plumbline_transport::tcp::is_loopback;
 use plumbline_worker::node::wire::{recv_hello, Control};
-use plumbline_worker::node::{self, NodeConfig, Role};
+use plumbline_worker::node::{self, protect, NodeConfig, Role};
 use plumbline_worker::{App, Work};
 
 use crate::args::{ReportArgs, ShutdownArgs, WorkerArgs};
@@ -25,11 +26,29 @@ pub fn run(args: &WorkerArgs, stop: &Shutdown) -> Result<Verdict> {
         source,
         control,
         data,
+        external,
         metrics,
+        token,
         ..
     } = &config.role
     {
-        warn_exposed(source, control, data, metrics.as_deref());
+        // Before the --ui page binds: the node checks its own listeners again as it starts.
+        let mut guarded = protect::control_plane(control, external.as_deref(), metrics.as_deref());
+        guarded.extend(args.ui.as_deref().map(|addr| protect::Guarded {
+            flag: "--ui",
+            addr,
+            exposes: "anyone who reaches it could read the cluster's live page and /metrics",
+        }));
+        protect::require_token(&guarded, token.is_some(), is_loopback).map_err(|e| anyhow!(e))?;
+        // Allowed with a token: said all the same (the --ui page warns for itself).
+        for listener in guarded.iter().filter(|l| l.flag != "--ui") {
+            warn_if_exposed(
+                listener.flag,
+                listener.addr,
+                "--token guards it, but its traffic is not encrypted",
+            );
+        }
+        warn_exposed(source, data);
     }
     if let Role::Joiner { .. } = config.role {
         // A joiner blocks on its data connection; Ctrl-C leaves the cluster at once (the
@@ -86,31 +105,21 @@ pub fn run(args: &WorkerArgs, stop: &Shutdown) -> Result<Verdict> {
     Ok(Verdict::Passed)
 }
 
-/// The start-up warning for each of an initializer's listeners that is not on loopback
-/// (`--external` without a token is refused by the initializer itself).
-fn warn_exposed(source: &str, control: &str, data: &str, metrics: Option<&str>) {
+/// The start-up warning for the initializer's data-plane listeners that are not on loopback.
+/// The control plane (--control, --external, --metrics, --ui) is refused there without a
+/// token instead, by protected mode.
+fn warn_exposed(source: &str, data: &str) {
     warn_if_exposed(
         "--in",
         source,
         "anyone who reaches it can feed the cluster items",
     );
     warn_if_exposed(
-        "--control",
-        control,
-        "anyone who reaches it can join the cluster as a worker (joiners present no token)",
-    );
-    warn_if_exposed(
         "--data",
         data,
-        "the cluster's items cross the network unencrypted",
+        "the cluster's items cross the network unencrypted (only joiners admitted on --control \
+         get a ticket for it)",
     );
-    if let Some(metrics) = metrics {
-        warn_if_exposed(
-            "--metrics",
-            metrics,
-            "its metrics have no authentication: anyone who reaches it reads them",
-        );
-    }
 }
 
 fn config(args: &WorkerArgs) -> Result<NodeConfig> {
@@ -197,6 +206,7 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
                 .control
                 .clone()
                 .context("a joining worker needs --control, the initializer's control address")?,
+            token: args.token.as_ref().map(|t| t.expose().to_string()),
         }
     };
     let default_name = if args.cluster_initializer && broker_in.is_none() {

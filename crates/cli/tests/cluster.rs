@@ -7,7 +7,8 @@ use std::io::Write;
 use std::time::Instant;
 
 use common::{
-    assert_fails, closed_addr, cluster, exclusive, plumbline, scrape, scratch, stderr, Receiving,
+    assert_fails, closed_addr, cluster, exclusive, initializer_args, plumbline, scrape, scratch,
+    stderr, Receiving,
 };
 
 fn votes_file(name: &str, letters: &str) -> String {
@@ -236,22 +237,10 @@ fn garbage_on_the_source_port_closes_that_connection_only() {
 
 #[test]
 fn a_worker_of_another_app_or_partition_count_is_refused() {
-    let (init, _, _, _) = {
-        let init = common::Node::start(&[
-            "--app",
-            "sleepy",
-            "--in",
-            "127.0.0.1:0",
-            "--control",
-            "127.0.0.1:0",
-            "--data",
-            "127.0.0.1:0",
-            "--cluster-initializer",
-            "--worker-count",
-            "2",
-        ]);
-        (init, (), (), ())
-    };
+    let init = common::Node::start(&initializer_args(
+        "127.0.0.1:0",
+        &["--app", "sleepy", "--worker-count", "2"],
+    ));
     let control = init.control_addr();
     let out = plumbline(&[
         "worker",
@@ -331,4 +320,132 @@ fn a_worker_whose_initializer_dies_exits_with_an_error() {
         "{}",
         workers[0].log()
     );
+}
+
+/// A token file for `name` holding `secret`, as the `--token` argument that names it.
+fn token_arg(dir: &std::path::Path, name: &str, secret: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    format!("file:{}", path.display())
+}
+
+/// Asserts that a worker joining `control` as `name` with `extra` flags is refused for its
+/// token: it exits 1 (within 10 s, so a regression that admits it fails rather than hangs).
+fn assert_refused_for_its_token(control: &str, name: &str, extra: &[&str]) {
+    let mut args = vec!["--control", control, "--name", name];
+    args.extend_from_slice(extra);
+    let mut joiner = common::Node::start(&args);
+    assert_eq!(joiner.exit_code(10), Some(1), "{}", joiner.log());
+    assert!(
+        joiner.log().contains("wrong or missing token"),
+        "{}",
+        joiner.log()
+    );
+}
+
+#[test]
+fn with_a_token_a_joiner_without_it_or_with_a_wrong_one_is_refused_and_the_right_one_joins() {
+    let dir = scratch("join-token");
+    let good = token_arg(&dir, "good", "j0in-s3cret");
+    let bad = token_arg(&dir, "bad", "guess");
+    // A token lets the control port face the network (protected mode refuses it otherwise).
+    let mut init = common::Node::start(&initializer_args(
+        "0.0.0.0:0",
+        &[
+            "--external",
+            "127.0.0.1:0",
+            "--worker-count",
+            "2",
+            "--token",
+            &good,
+        ],
+    ));
+    let port = init.control_addr().rsplit(':').next().unwrap().to_string();
+    let control = format!("127.0.0.1:{port}");
+    let external = init.wait_for("external (shutdown) on ");
+
+    assert_refused_for_its_token(&control, "nobody", &[]);
+    assert_refused_for_its_token(&control, "guesser", &["--token", &bad]);
+    let log = init.log();
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("refused a worker from 127.0.0.1:") && l.contains("token"))
+        .count();
+    assert_eq!(refusals, 2, "each refusal is logged with its peer: {log}");
+    assert!(
+        !log.contains("j0in-s3cret") && !log.contains("guess"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("ready; sources on"),
+        "no refused joiner formed the cluster"
+    );
+
+    let mut roo = common::Node::start(&["--control", &control, "--name", "roo", "--token", &good]);
+    init.wait_for("worker roo joined from 127.0.0.1:");
+    init.wait_for("ready; sources on ");
+    let out = plumbline(&["shutdown", &external, "--token", &good]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(init.exit_code(10), Some(0), "{}", init.log());
+    assert_eq!(roo.exit_code(10), Some(0), "{}", roo.log());
+    assert!(!roo.log().contains("j0in-s3cret"), "{}", roo.log());
+}
+
+/// This host's address on its default route (not loopback), if it has one.
+fn host_address() -> Option<std::net::IpAddr> {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    probe.connect("203.0.113.1:9").ok()?; // TEST-NET-3: picks a route, sends nothing
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// `GET /metrics` on `addr` with these extra header lines; returns the status line.
+fn get_metrics(addr: &str, headers: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    // In pieces, as a slow client might send it: the headers are read to their end.
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write!(stream, "{headers}\r\n").unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn with_a_token_a_metrics_port_beyond_loopback_answers_remote_scrapers_only_with_the_bearer() {
+    let Some(ip) = host_address() else {
+        eprintln!("SKIPPED: this host has no address beyond loopback to scrape from");
+        return;
+    };
+    let dir = scratch("metrics-token");
+    let good = token_arg(&dir, "good", "m3trics-s3cret");
+    let init = common::Node::start(&initializer_args(
+        "127.0.0.1:0",
+        &["--metrics", "0.0.0.0:0", "--token", &good],
+    ));
+    let url = init.wait_for("metrics on http://");
+    let port = url.trim_end_matches("/metrics").rsplit(':').next().unwrap();
+    let remote = std::net::SocketAddr::new(ip, port.parse().unwrap()).to_string();
+    let loopback = format!("127.0.0.1:{port}");
+    assert!(
+        get_metrics(&remote, "").contains(" 401"),
+        "no bearer from another address"
+    );
+    assert!(get_metrics(&remote, "Authorization: Bearer guess\r\n").contains(" 401"));
+    let right = get_metrics(&remote, "Authorization: Bearer m3trics-s3cret\r\n");
+    assert!(right.contains(" 200"), "{right}");
+    assert!(
+        get_metrics(&loopback, "").contains(" 200"),
+        "this host reads freely"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = init.log();
+    assert!(
+        log.contains(&format!("refused a metrics scrape from {ip}:")),
+        "{log}"
+    );
+    assert!(!log.contains("m3trics-s3cret"), "{log}");
 }

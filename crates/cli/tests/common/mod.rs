@@ -278,6 +278,22 @@ impl Drop for Node {
     }
 }
 
+/// The argv (after `worker`) of an initializer with its control port on `control`, sources
+/// and data on free loopback ports, then `extra`.
+pub fn initializer_args<'a>(control: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--in",
+        "127.0.0.1:0",
+        "--control",
+        control,
+        "--data",
+        "127.0.0.1:0",
+        "--cluster-initializer",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// An initializer on free loopback ports plus `joiners` more workers; returns them with the
 /// source and external addresses once the cluster is ready.
 pub fn cluster(

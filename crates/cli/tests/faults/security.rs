@@ -5,7 +5,9 @@ use std::io::{Read, Write};
 
 use plumbline_servers::{Kind, Server};
 
-use crate::common::{assert_fails, cluster, plumbline, scrape, scratch, stderr, stdout, Node};
+use crate::common::{
+    assert_fails, cluster, initializer_args, plumbline, scrape, scratch, stderr, stdout, Node,
+};
 use crate::kit::scenario;
 
 /// Every `[default: …]` of every command's help that is an address.
@@ -35,21 +37,10 @@ fn default_addresses() -> Vec<String> {
         .collect()
 }
 
-/// The argv (after `worker`) of a lone initializer with these external and metrics addresses.
-fn initializer<'a>(external: &'a str, metrics: &'a str) -> Vec<&'a str> {
-    vec![
-        "--in",
-        "127.0.0.1:0",
-        "--control",
-        "127.0.0.1:0",
-        "--data",
-        "127.0.0.1:0",
-        "--cluster-initializer",
-        "--external",
-        external,
-        "--metrics",
-        metrics,
-    ]
+/// The argv (after `worker`) of a lone initializer with these control, external and metrics
+/// addresses.
+fn initializer<'a>(control: &'a str, external: &'a str, metrics: &'a str) -> Vec<&'a str> {
+    initializer_args(control, &["--external", external, "--metrics", metrics])
 }
 
 /// A raw HTTP request to `addr`; returns the status line.
@@ -73,7 +64,7 @@ fn s23_defaults_are_loopback_a_public_control_port_needs_a_token_and_metrics_are
         );
     }
     // A non-loopback external (shutdown) port without a token refuses to start.
-    let mut refused = Node::start(&initializer("0.0.0.0:0", "127.0.0.1:0"));
+    let mut refused = Node::start(&initializer("127.0.0.1:0", "0.0.0.0:0", "127.0.0.1:0"));
     assert_eq!(refused.exit_code(10), Some(1), "{}", refused.log());
     assert!(refused.log().contains("give --token"), "{}", refused.log());
     // With a token: no token or a wrong one is refused and the cluster keeps running; the
@@ -118,14 +109,43 @@ fn s23_defaults_are_loopback_a_public_control_port_needs_a_token_and_metrics_are
 }
 
 #[test]
-#[ignore = "issue 13: --metrics and --ui beyond loopback only warn (no protected mode), and the control port does not demand the token from joiners"]
-fn s23b_a_public_metrics_or_ui_port_without_a_token_refuses_to_start() {
-    let mut row = scenario(23, "metrics/ui beyond loopback need a token");
-    // Spawned, not run to completion: today it starts and serves, and must not hang the test.
-    let mut init = Node::start(&initializer("127.0.0.1:0", "0.0.0.0:0"));
-    assert_eq!(init.exit_code(5), Some(1), "{}", init.log());
-    assert!(init.log().contains("loopback"), "{}", init.log());
-    row.pass();
+fn s23b_a_public_control_metrics_or_ui_port_without_a_token_refuses_to_start() {
+    let mut row = scenario(23, "control/metrics/ui beyond loopback need a token");
+    // Spawned, not run to completion: a build without protected mode starts and serves, and
+    // must not hang the test.
+    let mut metrics = Node::start(&initializer("127.0.0.1:0", "127.0.0.1:0", "0.0.0.0:0"));
+    assert_eq!(metrics.exit_code(5), Some(1), "{}", metrics.log());
+    let said = metrics.log();
+    assert!(
+        said.contains(
+            "--metrics 0.0.0.0:0 is not a loopback address: give --token file:PATH|env:VAR"
+        ) && said.contains("or bind it to 127.0.0.1"),
+        "{said}"
+    );
+    let mut control = Node::start(&initializer("0.0.0.0:0", "127.0.0.1:0", "127.0.0.1:0"));
+    assert_eq!(control.exit_code(5), Some(1), "{}", control.log());
+    assert!(
+        control
+            .log()
+            .contains("--control 0.0.0.0:0 is not a loopback address"),
+        "{}",
+        control.log()
+    );
+    // The initializer's live page shows the same figures as --metrics: refused alike, before
+    // it binds.
+    let mut args = initializer("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0");
+    args.extend(["--ui", "0.0.0.0:0"]);
+    let mut ui = Node::start(&args);
+    assert_eq!(ui.exit_code(5), Some(1), "{}", ui.log());
+    assert!(
+        ui.log()
+            .contains("--ui 0.0.0.0:0 is not a loopback address"),
+        "{}",
+        ui.log()
+    );
+    assert!(!ui.log().contains("live page: http://"), "{}", ui.log());
+    row.note("--data and --in warn (data plane); other commands' --ui warns")
+        .pass();
 }
 
 #[test]

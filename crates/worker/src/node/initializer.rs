@@ -23,9 +23,8 @@ use plumbline_core::Shutdown;
 use plumbline_transport::tcp;
 
 use super::metrics::{self, Metrics};
-use super::wire::{
-    recv_hello, same_secret, Control, ControlReader, WireError, WorkerStats, PROTOCOL,
-};
+use super::protect;
+use super::wire::{recv_hello, Control, ControlReader, WireError, WorkerStats, PROTOCOL};
 use super::{
     app_name, frame_key, io, partition_label, valid_name, NodeConfig, NodeError, Processor, Role,
 };
@@ -76,15 +75,9 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
     else {
         unreachable!("called for initializers only");
     };
-    if let Some(addr) = external {
-        let loopback = tcp::resolve(addr)?.iter().all(|a| a.ip().is_loopback());
-        if !loopback && token.is_none() {
-            return Err(NodeError::Unsafe(format!(
-                "--external {addr} is not a loopback address: give --token so that only holders \
-                 of the token can shut the cluster down"
-            )));
-        }
-    }
+    let guarded = protect::control_plane(control, external.as_deref(), metrics_addr.as_deref());
+    protect::require_token(&guarded, token.is_some(), tcp::is_loopback)
+        .map_err(NodeError::Unsafe)?;
     let control_listener = tcp::listen(control)?;
     let data_listener = tcp::listen(data)?;
     let data_addr = local(&data_listener);
@@ -107,7 +100,15 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
     );
 
     // 1. Cluster formation: every joiner is validated before anything flows.
-    let Some(joiners) = form(config, *worker_count, &control_listener, &events, stop)? else {
+    let Some(joiners) = form(
+        config,
+        *worker_count,
+        token.as_deref(),
+        &control_listener,
+        &events,
+        stop,
+    )?
+    else {
         log(config, "shut down before the cluster formed");
         return Ok(WorkerStats::default());
     };
@@ -163,7 +164,7 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
             config,
             &format!("metrics on http://{}/metrics", local(&listener)),
         );
-        metrics::serve(listener, shared.clone());
+        metrics::serve(listener, shared.clone(), token.clone());
     }
     let sources = Arc::new(Sources::start(
         config,
@@ -251,13 +252,14 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
 /// A control connection and the join it sent (or why it sent none).
 type JoinRead = (TcpStream, std::net::SocketAddr, Result<Control, WireError>);
 
-/// Waits for `worker_count - 1` valid joiners. `None`: shut down before the cluster formed.
+/// Waits for `worker_count - 1` valid joiners (each with `token`, where the cluster has one). `None`: shut down before the cluster formed.
 ///
 /// Each connection's join is read on its own thread (at most [`PENDING_JOINS`] at once), so a
 /// peer that trickles its join, or many of them, cannot hold up a real worker behind it.
 fn form(
     config: &NodeConfig,
     worker_count: usize,
+    token: Option<&str>,
     listener: &TcpListener,
     events: &Receiver<Event>,
     stop: &Shutdown,
@@ -274,7 +276,7 @@ fn form(
             return Ok(None);
         }
         while let Ok((stream, peer, join)) = reads.try_recv() {
-            match admit(config, &joiners, join) {
+            match admit(config, token, &joiners, join) {
                 Ok(name) => {
                     log(config, &format!("worker {name} joined from {peer}"));
                     joiners.push((name, stream));
@@ -388,6 +390,7 @@ fn connect_data(
 /// Checks a joiner's `Join` (as read from its control connection); the reason names the mismatch.
 fn admit(
     config: &NodeConfig,
+    token: Option<&str>,
     joined: &[(String, TcpStream)],
     join: Result<Control, WireError>,
 ) -> Result<String, String> {
@@ -398,9 +401,13 @@ fn admit(
             partitions,
             balanced,
             protocol,
+            token: given,
         }) => {
             let ours = app_name(config.app);
-            if protocol != PROTOCOL {
+            // First, so a peer without the token learns nothing of the cluster.
+            if !protect::admits(token, given.as_deref()) {
+                Err("wrong or missing token (give the initializer's --token)".into())
+            } else if protocol != PROTOCOL {
                 Err(format!(
                     "protocol {protocol} does not match the initializer's {PROTOCOL}"
                 ))
@@ -831,12 +838,7 @@ fn spawn_external(listener: TcpListener, token: Option<String>, events: Sender<E
     super::serve_each(listener, 4, move |stream| {
         let reply = match recv_hello(&stream, super::SERVE_READ_TIMEOUT, "shutdown request") {
             Ok(Control::Shutdown { token: given }) => {
-                let allowed = match (&token, &given) {
-                    (None, _) => true,
-                    (Some(want), Some(given)) => same_secret(want, given),
-                    (Some(_), None) => false,
-                };
-                if allowed {
+                if protect::admits(token.as_deref(), given.as_deref()) {
                     let _ = events.send(Event::ShutdownRequested);
                     Control::Reply {
                         ok: true,

@@ -17,6 +17,7 @@ use super::{app_name, io, NodeConfig, NodeError, Processor};
 pub(super) fn run(
     config: &NodeConfig,
     control_addr: &str,
+    token: Option<&str>,
     stop: &Shutdown,
 ) -> Result<WorkerStats, NodeError> {
     let control = tcp::connect(control_addr, config.connect_timeout)?;
@@ -26,6 +27,7 @@ pub(super) fn run(
         partitions: config.partitions,
         balanced: config.balanced,
         protocol: PROTOCOL,
+        token: token.map(str::to_string),
     }
     .send(&mut &control)?;
     eprintln!("[{}] joining the cluster at {control_addr}", config.name);

@@ -3,7 +3,8 @@
 //! Items in and per partition are counted where they are routed (the initializer sees every
 //! item); items out, rejections and the step-latency histogram come from each worker's stats
 //! (joiners report once a second). The HTTP side is the minimum a scraper needs: one request per
-//! connection, `/metrics` or 404. The same figures go to [`Live`] for `--ui`.
+//! connection, `/metrics` or 404 (401 for a remote scraper without the cluster's token). The
+//! same figures go to [`Live`] for `--ui`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -229,22 +230,73 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` (a few scrapers at once).
-pub(super) fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+/// Serves `GET /metrics` on `listener` (a few scrapers at once). Where the cluster has a
+/// token, a scraper that is not on this host must present it as `Authorization: Bearer`
+/// (Prometheus: `authorization: { credentials_file: PATH }`); others are answered 401 and
+/// logged with their address.
+pub(super) fn serve(listener: TcpListener, metrics: Arc<Metrics>, token: Option<String>) {
     super::serve_each(listener, 8, move |mut stream| {
+        // Up to the end of the headers (the token is among them), however the request was
+        // split into segments; each read times out, so a silent peer cannot hold a slot.
         let mut request = [0u8; 2048];
-        let n = stream.read(&mut request).unwrap_or(0);
+        let mut n = 0;
+        while n < request.len() && !request[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut request[n..]) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => n += read,
+            }
+        }
         let line = String::from_utf8_lossy(&request[..n]);
-        let response = if line.starts_with("GET /metrics ") {
+        let peer = stream.peer_addr().ok();
+        let local = peer.is_some_and(|p| p.ip().is_loopback());
+        let response = if !line.starts_with("GET /metrics ") {
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+        } else if !local && !super::protect::admits(token.as_deref(), bearer(&line)) {
+            let peer = peer.map_or("?".into(), |p| p.to_string());
+            eprintln!("refused a metrics scrape from {peer}: wrong or missing bearer token");
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+                .into()
+        } else {
             let body = metrics.render();
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
                  Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             )
-        } else {
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
         };
         let _ = stream.write_all(response.as_bytes());
     });
+}
+
+/// The token of a request's `Authorization: Bearer TOKEN` header, if it has one.
+fn bearer(request: &str) -> Option<&str> {
+    request
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, value)| value.trim().strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn a_bearer_token_is_read_from_its_header_whatever_the_case() {
+        let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nauthorization: Bearer s3cret\r\n\r\n";
+        assert_eq!(bearer(request), Some("s3cret"));
+    }
+
+    #[test]
+    fn no_header_or_another_scheme_is_no_token() {
+        assert_eq!(bearer("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), None);
+        let basic = "GET /metrics HTTP/1.1\r\nAuthorization: Basic dTpw\r\n\r\n";
+        assert_eq!(bearer(basic), None);
+        // A header in the body is not a header.
+        let body = "POST /metrics HTTP/1.1\r\n\r\nAuthorization: Bearer s3cret";
+        assert_eq!(bearer(body), None);
+    }
 }

@@ -20,6 +20,7 @@ mod consumer;
 mod initializer;
 mod joiner;
 mod metrics;
+pub mod protect;
 pub mod wire;
 
 use std::fmt::Write as _;
@@ -77,7 +78,8 @@ pub enum Role {
         external: Option<String>,
         metrics: Option<String>,
         worker_count: usize,
-        /// Required by `shutdown` when set.
+        /// When set, required of every joiner and every `shutdown`; without it, protected mode
+        /// keeps the control plane on loopback.
         token: Option<String>,
         /// Source connections served at once; more are refused and counted.
         max_sources: usize,
@@ -87,6 +89,8 @@ pub enum Role {
     Joiner {
         /// The initializer's control address.
         control: String,
+        /// Presented in the join.
+        token: Option<String>,
     },
     /// A member of a broker's consumer group, on its own: the broker shares the messages out
     /// (Kafka: partitions by key, so keyed state stays with one member) and redelivers what a
@@ -163,7 +167,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
 pub fn run(config: &NodeConfig, stop: &plumbline_core::Shutdown) -> Result<WorkerStats, NodeError> {
     match &config.role {
         Role::Initializer { .. } => initializer::run(config, stop),
-        Role::Joiner { control } => joiner::run(config, control, stop),
+        Role::Joiner { control, token } => joiner::run(config, control, token.as_deref(), stop),
         Role::Consumer {
             source,
             options,

@@ -35,7 +35,8 @@ pub struct WorkerStats {
     pub step: Option<LatencySummary>,
 }
 
-/// Deliberately not `Debug`: a shutdown request carries the token; log [`Control::kind`].
+/// Deliberately not `Debug`: a join and a shutdown request carry the token; log
+/// [`Control::kind`].
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Control {
@@ -47,6 +48,10 @@ pub enum Control {
         /// Load-balanced tasks rather than keyed state.
         balanced: bool,
         protocol: u32,
+        /// The cluster's token, where the joiner was given one; an initializer with a token
+        /// refuses a join without the same one.
+        #[serde(default)]
+        token: Option<String>,
     },
     Refused {
         reason: String,
@@ -195,6 +200,7 @@ mod tests {
             partitions: 26,
             balanced: false,
             protocol: PROTOCOL,
+            token: None,
         }
         .send(&mut buf)
         .unwrap();
