@@ -330,7 +330,7 @@ fn s10_a_poison_task_fails_after_three_deliveries_and_the_run_completes() {
 }
 
 #[test]
-#[ignore = "issue 13: a crashed worker's finished tasks go back uncharged, but its queued ones are still charged: telling them from the running one needs the worker to say what it starts (tried: +1.8 points of overhead on 10 ms tasks)"]
+#[ignore = "issue 13: a crashed worker's finished tasks go back uncharged, but its queued ones are still charged: telling them from the running one needs the worker to say what it starts (tried: +1.1 points of overhead on 10 ms tasks, release build)"]
 fn s10b_tasks_prefetched_beside_a_poison_task_are_not_charged_for_its_crashes() {
     let _cpu = exclusive();
     let mut row = scenario(10, "poison task with deep prefetch: only it fails");
