@@ -263,13 +263,9 @@ fn issue6_a_worker_killed_on_jetstream_loses_nothing() {
 /// `XLEN` of a Redis stream: entries no member has finished (finished ones are deleted).
 #[cfg(feature = "redis")]
 fn redis_xlen(addr: &str, stream: &str) -> u64 {
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let out = std::process::Command::new("redis-cli")
-        .args(["-h", host, "-p", port, "xlen", stream])
-        .output()
-        .expect("redis-cli runs");
-    assert!(out.status.success(), "{}", stderr(&out));
-    common::stdout(&out).trim().parse().unwrap()
+    common::redis_cli(addr, &["XLEN", stream])[0]
+        .parse()
+        .unwrap()
 }
 
 /// Regression (issue 13): with its receiver killed, `worker --in` logged the sink failure,
@@ -406,12 +402,7 @@ fn issue6_stream_proxy_sends_only_keys_and_leaves_no_keys_behind() {
 /// Sets a Redis server option with redis-cli (installed with redis-server).
 #[cfg(feature = "redis")]
 fn redis_config(addr: &str, key: &str, value: &str) {
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let out = std::process::Command::new("redis-cli")
-        .args(["-h", host, "-p", port, "config", "set", key, value])
-        .output()
-        .expect("redis-cli runs");
-    assert!(out.status.success(), "{}", stderr(&out));
+    common::redis_cli(addr, &["CONFIG", "SET", key, value]);
 }
 
 #[cfg(feature = "redis")]

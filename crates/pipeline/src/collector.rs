@@ -202,9 +202,11 @@ impl BoundCollector {
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => continue,
             };
             let mut end = false;
+            let mut recorded = false;
             for event in std::iter::once(first).chain(inbox.try_iter()) {
                 match event {
                     Event::Result(mut result) => {
+                        recorded = true;
                         result.duplicate = !seen.insert(result.id);
                         if result.duplicate {
                             summary.duplicates += 1;
@@ -277,7 +279,7 @@ impl BoundCollector {
                 }
             }
             // Record, then ACK: a result is durable before the distributor forgets its task.
-            if owed > 0 {
+            if recorded {
                 if let Err(e) = collector.commit() {
                     break Err(CollectorError::Record(e, owed));
                 }

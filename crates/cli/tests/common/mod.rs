@@ -450,3 +450,15 @@ pub fn pipeline_worker(endpoint: &str, results: &str, name: &str, extra: &[&str]
     args.extend_from_slice(extra);
     Node::spawn(&args)
 }
+
+/// The lines `redis-cli` prints for `args` against the server at `addr` (installed with
+/// redis-server by the test command).
+pub fn redis_cli(addr: &str, args: &[&str]) -> Vec<String> {
+    let out = Command::new("redis-cli")
+        .args(["-u", &format!("redis://{addr}")])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    assert!(out.status.success(), "redis-cli {args:?}: {}", stderr(&out));
+    stdout(&out).lines().map(|l| l.trim().to_string()).collect()
+}

@@ -9,8 +9,8 @@ use plumbline_faults::proxy::{schedule, FaultPlan, Proxy};
 use plumbline_servers::{Kind, Server};
 
 use crate::common::{
-    assert_fails, cluster, exclusive, pipeline_distributor, pipeline_worker, plumbline, scratch,
-    stderr, Node, PipelineCollector, Receiving,
+    assert_fails, cluster, exclusive, pipeline_distributor, pipeline_worker, plumbline, redis_cli,
+    scratch, stderr, Node, PipelineCollector, Receiving,
 };
 use crate::kit::{check_dwc, json, scenario, u};
 
@@ -256,7 +256,7 @@ fn s15_a_redis_streams_consumer_killed_with_entries_pending_loses_nothing() {
     let mut nemesis = Nemesis::new();
     nemesis.kill(victim.child.id(), "consumer victim").unwrap();
     let _ = victim.child.wait();
-    let first = redis_cli(&server.addr, &["XPENDING", "f15", "plumbline"]);
+    let first = redis_first(&server.addr, &["XPENDING", "f15", "plumbline"]);
     let (_, out, err) = receiver.finish();
     let r = json(&recv_json);
     let duplicates = u(&r["sequence"]["duplicates"]);
@@ -300,29 +300,15 @@ fn fill(url: &str, n: u64) {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
-/// The lines redis-cli prints for `args`.
-fn redis_lines(addr: &str, args: &[&str]) -> Vec<String> {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-u", &format!("redis://{addr}")])
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines().map(|l| l.trim().to_string()).collect()
-}
-
 /// The first line redis-cli prints for `args`.
-fn redis_cli(addr: &str, args: &[&str]) -> String {
-    redis_lines(addr, args)
-        .into_iter()
-        .next()
-        .unwrap_or_default()
+fn redis_first(addr: &str, args: &[&str]) -> String {
+    redis_cli(addr, args).into_iter().next().unwrap_or_default()
 }
 
 /// Entries of `stream` the group's `consumer` holds unacked (XPENDING's summary lists each
 /// consumer's name, then its count).
 fn held_by(addr: &str, stream: &str, consumer: &str) -> u64 {
-    let lines = redis_lines(addr, &["XPENDING", stream, "plumbline"]);
+    let lines = redis_cli(addr, &["XPENDING", stream, "plumbline"]);
     lines
         .iter()
         .position(|l| l == consumer)
@@ -364,7 +350,9 @@ fn s15b_a_group_member_whose_sink_dies_leaves_the_undelivered_for_others() {
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no result count in {failed:?}"));
-    let left: u64 = redis_cli(&server.addr, &["XLEN", "f15b"]).parse().unwrap();
+    let left: u64 = redis_first(&server.addr, &["XLEN", "f15b"])
+        .parse()
+        .unwrap();
     assert_ne!(
         code,
         Some(0),

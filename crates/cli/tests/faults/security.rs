@@ -170,18 +170,7 @@ fn s23c_a_refused_shutdown_is_logged_with_the_peer_that_tried() {
 
 /// Sets a Redis password with redis-cli.
 fn require_password(addr: &str, password: &str) {
-    let out = std::process::Command::new("redis-cli")
-        .args([
-            "-u",
-            &format!("redis://{addr}"),
-            "CONFIG",
-            "SET",
-            "requirepass",
-            password,
-        ])
-        .output()
-        .expect("redis-cli runs");
-    assert!(out.status.success());
+    crate::common::redis_cli(addr, &["CONFIG", "SET", "requirepass", password]);
 }
 
 #[cfg(feature = "redis")]

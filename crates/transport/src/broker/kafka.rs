@@ -18,6 +18,7 @@
 //!   connect at once, never in plaintext.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -318,7 +319,15 @@ impl Producer for KafkaProducer {
 /// Keeps the partitions the group currently assigns to this member, and those it took away
 /// since the consumer last looked (their positions are no longer this member's to commit).
 #[derive(Clone, Default)]
-struct Assignment(Arc<Mutex<Owned>>);
+struct Assignment(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    owned: Mutex<Owned>,
+    /// Something was revoked since the last look: the poll loop reads this flag per message
+    /// and takes the lock only when it is set.
+    revoked_since: AtomicBool,
+}
 
 #[derive(Default)]
 struct Owned {
@@ -328,7 +337,17 @@ struct Owned {
 
 impl Assignment {
     fn lock(&self) -> std::sync::MutexGuard<'_, Owned> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops from `positions` the partitions the group took away since the last look.
+    fn forget_revoked(&self, positions: &mut Positions) {
+        if !self.0.revoked_since.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        for partition in std::mem::take(&mut self.lock().revoked) {
+            positions.forget(partition);
+        }
     }
 }
 
@@ -347,6 +366,7 @@ impl ConsumerContext for Assignment {
                 owned
                     .revoked
                     .extend(list.elements().iter().map(|e| e.partition()));
+                self.0.revoked_since.store(true, Ordering::Release);
             }
             Rebalance::Error(_) => {}
         }
@@ -465,18 +485,10 @@ impl KafkaConsumer {
         self.consumer.as_ref().expect("present until dropped")
     }
 
-    /// Drops the positions of partitions the group took away since the last look. Called
-    /// after every `poll` of the client, which is where rebalance callbacks run.
-    fn forget_revoked(&mut self) {
-        for partition in std::mem::take(&mut self.assignment.lock().revoked) {
-            self.positions.forget(partition);
-        }
-    }
-
     /// Commits the positions that moved. Returns false when a rebalance took the partitions
     /// away (the new owner gets their messages again, which at-least-once allows).
     fn commit(&mut self, mode: CommitMode, all: bool) -> Result<bool, BrokerError> {
-        self.forget_revoked();
+        self.assignment.forget_revoked(&mut self.positions);
         let ready = self.positions.ready(all);
         if ready.is_empty() {
             return Ok(true);
@@ -503,11 +515,9 @@ impl Consumer for KafkaConsumer {
         let consumer = self.consumer.as_ref().expect("present until dropped");
         while out.len() < max {
             let polled = consumer.poll(wait);
-            // A rebalance inside that poll took partitions away: forget them before anything
-            // after it is recorded.
-            for partition in std::mem::take(&mut self.assignment.lock().revoked) {
-                self.positions.forget(partition);
-            }
+            // Rebalance callbacks run inside that poll: partitions it took away are forgotten
+            // before anything after it is recorded.
+            self.assignment.forget_revoked(&mut self.positions);
             let Some(result) = polled else {
                 break;
             };
@@ -577,7 +587,7 @@ impl Drop for KafkaConsumer {
         // the group, so the partitions move now rather than after the session timeout. Only
         // partitions this member still owns: one the group moved away may be far ahead at its
         // new owner, and an old position committed now would rewind the group.
-        self.forget_revoked();
+        self.assignment.forget_revoked(&mut self.positions);
         let owned = self.assignment.lock().partitions.clone();
         let ready: Vec<_> = self
             .positions
