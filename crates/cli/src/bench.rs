@@ -6,53 +6,17 @@
 //! report goes to stdout as a table and optionally to `--json`. A run that loses items, sees
 //! duplicates or ends in the wrong state makes the command fail after reporting.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use anyhow::{bail, Context, Result};
+use plumbline_engine::{EngineKind, RunFigures};
 use plumbline_measure::report::{fill_ratios, overhead_pct, table, BenchReport, Host, RunRecord};
-use plumbline_measure::{LatencySummary, RunInfo};
+use plumbline_measure::RunInfo;
 use plumbline_report::Run;
-use plumbline_worker::{RunOutcome, Shutdown};
+use plumbline_worker::Shutdown;
 
 use crate::args::BenchArgs;
 use crate::plan::{BenchPlan, RunPlan, PRESETS};
 use crate::progress::{Follow, RunProgress};
 use crate::session::{Outcome, Session};
-
-/// One run's measurements, whichever kind of cluster ran it.
-pub struct Measured {
-    pub wall: Duration,
-    pub delivered: u64,
-    pub lost: u64,
-    pub duplicates: u64,
-    pub latency: LatencySummary,
-    pub work: LatencySummary,
-    pub per_worker: Vec<u64>,
-    /// Latest value per state key (stateful steps).
-    pub final_state: Option<BTreeMap<u32, u64>>,
-    pub rejected: u64,
-    pub first_rejection: Option<String>,
-    pub interrupted: bool,
-}
-
-impl From<RunOutcome> for Measured {
-    fn from(o: RunOutcome) -> Self {
-        Self {
-            wall: o.wall,
-            delivered: o.sink.delivered,
-            lost: o.sink.lost(o.sent),
-            duplicates: o.sink.duplicates(),
-            latency: o.sink.latency.summary(),
-            work: o.work.summary(),
-            per_worker: o.sink.per_worker.clone(),
-            final_state: Some(o.sink.final_state.clone()),
-            rejected: o.rejected,
-            first_rejection: o.first_rejection,
-            interrupted: o.interrupted,
-        }
-    }
-}
 
 /// Outcome of the command: did every run check out?
 pub enum Verdict {
@@ -94,6 +58,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     }
     let host = Host::current();
     let plan = BenchPlan::build(args, host.cores)?;
+    let exe = std::env::current_exe().context("finding the plumbline binary")?;
     let default_report = (!args.no_report).then(|| crate::session::timestamped("bench"));
     let session = Session::start("bench", &args.out, default_report)?;
     let live = session.live();
@@ -115,7 +80,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
             run.cluster.work,
             run.cluster.step,
             run.cluster.workers,
-            if run.processes {
+            if run.engine == EngineKind::Processes {
                 "process(es)"
             } else {
                 "thread(s)"
@@ -134,17 +99,9 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
             live,
             Follow::Out,
         );
-        let measured: Measured = progress
-            .track(|| {
-                if run.processes {
-                    crate::bench_processes::run(&plan, run, shutdown, live)
-                } else {
-                    run.cluster
-                        .run(plan.messages(run.items), shutdown, live)
-                        .map(Measured::from)
-                        .map_err(anyhow::Error::from)
-                }
-            })
+        let engine = BenchPlan::engine(run, &exe);
+        let measured = progress
+            .track(|| engine.run(&plan.load(run.items), live, shutdown))
             .with_context(|| format!("run {} of {total}", index + 1))?;
         let record = record(&plan, run, &measured);
         progress.finish(&format!(
@@ -235,7 +192,7 @@ pub fn report_runs(records: &[RunRecord]) -> Vec<Run> {
         .collect()
 }
 
-fn record(plan: &BenchPlan, run: &RunPlan, outcome: &Measured) -> RunRecord {
+fn record(plan: &BenchPlan, run: &RunPlan, outcome: &RunFigures) -> RunRecord {
     let wall_s = outcome.wall.as_secs_f64();
     let ideal_s = run.ideal.time.as_secs_f64();
     let delivered = outcome.delivered;
@@ -247,12 +204,7 @@ fn record(plan: &BenchPlan, run: &RunPlan, outcome: &Measured) -> RunRecord {
         delay_s: run.cluster.delay.as_secs_f64(),
         work: run.cluster.work.to_string(),
         step: run.cluster.step.to_string(),
-        cluster: if run.processes {
-            "processes"
-        } else {
-            "threads"
-        }
-        .into(),
+        cluster: run.engine.to_string(),
         workload: plan.workload.name().to_string(),
         keys: plan.keys_label(),
         wall_s,
@@ -280,7 +232,7 @@ fn record(plan: &BenchPlan, run: &RunPlan, outcome: &Measured) -> RunRecord {
 }
 
 /// Compares the final state at the sink with the plan's reference.
-fn check_state(run: &RunPlan, outcome: &Measured) -> (Option<bool>, String) {
+fn check_state(run: &RunPlan, outcome: &RunFigures) -> (Option<bool>, String) {
     let (Some(expected), Some(actual)) = (&run.expected_state, &outcome.final_state) else {
         return (None, String::new());
     };

@@ -19,8 +19,8 @@ use serde::Serialize;
 
 use crate::args::BenchArgs;
 use crate::bench::Verdict;
-use crate::child::Proc;
 use crate::session::{Outcome, Session};
+use plumbline_engine::child::Proc;
 
 /// Seed 001's tables: (tasks, workers, threads per worker, milliseconds, overhead %), 10 ms tasks.
 const SEED: [(u64, usize, u32, f64, f64); 12] = [

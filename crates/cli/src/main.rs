@@ -6,9 +6,7 @@
 mod args;
 mod bench;
 mod bench_pipeline;
-mod bench_processes;
 mod brokers;
-mod child;
 mod gen;
 mod inspect;
 mod pipeline;

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::duration::parse_duration;
-use plumbline_core::Message;
+use plumbline_engine::processes::Processes;
+use plumbline_engine::threads::Threads;
+use plumbline_engine::{Engine, EngineKind, Load};
 use plumbline_load::schedule::parse_rate;
 use plumbline_load::{Generator, KeyDist, Workload};
 use plumbline_measure::ideal::{even_split, ideal, Ideal, IdealInput};
@@ -139,8 +141,8 @@ pub struct RunPlan {
     pub ideal: Ideal,
     /// The final state a correct run ends in (stateful steps only).
     pub expected_state: Option<BTreeMap<u32, u64>>,
-    /// Run on worker processes over loopback rather than threads.
-    pub processes: bool,
+    /// Where its workers run.
+    pub engine: EngineKind,
 }
 
 /// A validated bench.
@@ -168,16 +170,10 @@ impl BenchPlan {
             items, workers, work, step, keys, workload, size, letters, partitions, capacity, seed,
             rate, cluster
         );
-        let kinds: Vec<bool> = p
+        let kinds: Vec<EngineKind> = p
             .cluster
             .iter()
-            .map(|c| match c.as_str() {
-                "threads" => Ok(false),
-                "processes" => Ok(true),
-                other => Err(anyhow::anyhow!(
-                    "--cluster {other:?}: use threads or processes"
-                )),
-            })
+            .map(|c| c.parse().map_err(|e| anyhow::anyhow!("--cluster: {e}")))
             .collect::<Result<_>>()?;
         ensure!(!kinds.is_empty(), "--cluster needs a value");
         let rate = parse_rate(&p.rate).context("--rate")?;
@@ -246,7 +242,7 @@ impl BenchPlan {
             other => bail!("--workload {other:?}: use nonces, votes or random"),
         };
         workload.validate(keys)?;
-        if kinds.contains(&true) {
+        if kinds.contains(&EngineKind::Processes) {
             ensure!(
                 !matches!(workload, Workload::Random { .. }),
                 "--cluster processes needs nonces or votes: worker processes find each key \
@@ -270,11 +266,11 @@ impl BenchPlan {
                 Reference::compute(&workload, keys, p.seed, items, app, &worker_counts)?;
             for &delay in &delays {
                 for &work in &works {
-                    for (&step, &processes) in
+                    for (&step, &engine) in
                         steps.iter().flat_map(|s| kinds.iter().map(move |k| (s, k)))
                     {
                         // A plain loop has no cluster: it runs once, whatever --cluster says.
-                        if step == Step::Sequential && processes != kinds[0] {
+                        if step == Step::Sequential && engine != kinds[0] {
                             continue;
                         }
                         let counts: Vec<usize> = if step == Step::Sequential {
@@ -314,7 +310,11 @@ impl BenchPlan {
                                 ideal,
                                 expected_state: (step != Step::Balanced)
                                     .then(|| reference.state.clone()),
-                                processes: processes && step != Step::Sequential,
+                                engine: if step == Step::Sequential {
+                                    EngineKind::Threads
+                                } else {
+                                    engine
+                                },
                             });
                         }
                     }
@@ -336,18 +336,26 @@ impl BenchPlan {
         })
     }
 
-    /// The generated messages of a run (the same for every run with the same item count), each
-    /// stamped with its intended send time when the run is paced.
-    pub fn messages(&self, items: u64) -> impl Iterator<Item = Message> + Send {
-        let rate = self.rate;
-        Generator::new(self.workload.clone(), self.keys, self.seed, items)
-            .expect("validated in build()")
-            .map(move |mut m| {
-                if let Some(rate) = rate {
-                    m.intended_ns = (m.seq as f64 * 1e9 / rate) as u64;
-                }
-                m
-            })
+    /// What a run of `items` sends (the same messages for every run with that item count).
+    pub fn load(&self, items: u64) -> Load {
+        Load {
+            workload: self.workload.clone(),
+            keys: self.keys,
+            seed: self.seed,
+            items,
+            rate: self.rate,
+        }
+    }
+
+    /// The engine that runs `run`: `exe` is the plumbline binary, for worker processes.
+    pub fn engine(run: &RunPlan, exe: &Path) -> Box<dyn Engine> {
+        match run.engine {
+            EngineKind::Threads => Box::new(Threads(run.cluster.clone())),
+            EngineKind::Processes => Box::new(Processes {
+                cluster: run.cluster.clone(),
+                exe: exe.to_path_buf(),
+            }),
+        }
     }
 
     /// How the keys were chosen, for reports.

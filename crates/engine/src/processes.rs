@@ -1,5 +1,5 @@
-//! `bench --cluster processes`: one bench run on worker processes over loopback, measured the
-//! way the threads run is, so one table compares the two.
+//! Worker processes as an engine (`--cluster processes`): one run measured the way the
+//! threads run is, so one table compares the two.
 //!
 //! It starts `plumbline worker` processes (an initializer and `workers - 1` joiners) on free
 //! loopback ports, receives their results in-process with the network receiver, sends the
@@ -10,25 +10,52 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::Shutdown;
 use plumbline_load::sender::{self, Framing, Payloads, SendPlan};
-use plumbline_load::{Shape, Workload};
+use plumbline_load::Workload;
 use plumbline_measure::{Live, Recorder};
 use plumbline_worker::receiver::{Framing as ReceiveFraming, Receiver, ReceiverConfig};
-use plumbline_worker::{App, Step};
+use plumbline_worker::{App, ClusterConfig, Step};
 
-use crate::bench::Measured;
 use crate::child::{Proc, SETTLE};
-use crate::plan::{BenchPlan, RunPlan};
+use crate::{Engine, Load, RunFigures};
 
-pub fn run(plan: &BenchPlan, run: &RunPlan, stop: &Shutdown, live: &Arc<Live>) -> Result<Measured> {
-    let cluster = &run.cluster;
+/// An initializer and `workers - 1` joiners, each a `plumbline worker` process started from
+/// `exe` (the plumbline binary).
+#[derive(Clone, Debug)]
+pub struct Processes {
+    pub cluster: ClusterConfig,
+    pub exe: PathBuf,
+}
+
+impl Engine for Processes {
+    fn workers(&self) -> usize {
+        self.cluster.workers
+    }
+
+    fn describe(&self) -> String {
+        format!("{} process(es)", self.cluster.workers)
+    }
+
+    fn run(&self, load: &Load, live: &Arc<Live>, stop: &Shutdown) -> Result<RunFigures> {
+        run(&self.exe, &self.cluster, load, stop, live)
+    }
+}
+
+fn run(
+    exe: &Path,
+    cluster: &ClusterConfig,
+    load: &Load,
+    stop: &Shutdown,
+    live: &Arc<Live>,
+) -> Result<RunFigures> {
     ensure!(
-        !matches!(plan.workload, Workload::Random { .. }),
+        !matches!(load.workload, Workload::Random { .. }),
         "--cluster processes needs nonces or votes: workers find the key inside the payload"
     );
     ensure!(
@@ -53,7 +80,6 @@ pub fn run(plan: &BenchPlan, run: &RunPlan, stop: &Shutdown, live: &Arc<Live>) -
     ));
     spawn_sink(listener, receiver.clone());
 
-    let exe = std::env::current_exe().context("finding the plumbline binary")?;
     let app = match cluster.app {
         App::Votes => "votes",
         App::Count => "sleepy",
@@ -94,7 +120,7 @@ pub fn run(plan: &BenchPlan, run: &RunPlan, stop: &Shutdown, live: &Arc<Live>) -
         "--worker-count",
         &count,
     ]);
-    let init = Proc::start(&exe, &init_args)?;
+    let init = Proc::start(exe, &init_args)?;
     let control = init.wait_for("control on ")?;
     let control = control.split(',').next().unwrap_or_default().to_string();
     let external = init.wait_for("external (shutdown) on ")?;
@@ -103,21 +129,19 @@ pub fn run(plan: &BenchPlan, run: &RunPlan, stop: &Shutdown, live: &Arc<Live>) -
         let name = format!("w{}", w + 1);
         let mut args = common.clone();
         args.extend(["--control", &control, "--name", &name]);
-        joiners.push(Proc::start(&exe, &args)?);
+        joiners.push(Proc::start(exe, &args)?);
     }
     let source = init.wait_for("ready; sources on ")?;
 
     let send_plan = SendPlan {
-        shape: plan
-            .rate
-            .map_or(Shape::Max, |rate| Shape::Constant { rate }),
+        shape: load.shape(),
         payloads: Payloads::Generated {
-            workload: plan.workload.clone(),
-            keys: plan.keys,
-            seed: plan.seed,
+            workload: load.workload.clone(),
+            keys: load.keys,
+            seed: load.seed,
         },
         framing: Framing::Plumbline { source: 1 },
-        messages: Some(run.items),
+        messages: Some(load.items),
         duration: None,
         late_after: Duration::from_millis(1),
     };
@@ -147,8 +171,9 @@ pub fn run(plan: &BenchPlan, run: &RunPlan, stop: &Shutdown, live: &Arc<Live>) -
         .chain((1..cluster.workers).map(|w| format!("w{}", w + 1)))
         .collect();
     let summary = receiver.summary(Some(sent));
-    Ok(Measured {
+    Ok(RunFigures {
         wall,
+        sent,
         delivered: summary.frames,
         lost: summary.sequence.lost,
         duplicates: summary.sequence.duplicates + summary.sequence.too_late,
