@@ -538,25 +538,17 @@ pub struct ShutdownArgs {
     pub timeout: Duration,
 }
 
-/// Flags of `bench`. Every matrix flag overrides the preset's value.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
+/// What runs, as `bench` and `capacity` both take it: a preset and the flags that override
+/// its values.
+#[derive(Debug, Clone, Args)]
+pub struct MatrixArgs {
     /// Built-in preset (scaling, alphabet, alphabet-hot, sequential, throughput, pipeline) or a
     /// TOML file
     #[arg(long, default_value = "scaling")]
     pub preset: String,
-    /// List the built-in presets and exit
-    #[arg(long)]
-    pub list_presets: bool,
-    /// Items per run, comma-separated (e.g. 100,1000)
-    #[arg(long, value_delimiter = ',')]
-    pub items: Option<Vec<u64>>,
     /// Per-item work delay, comma-separated (e.g. 10ms,500us,0)
     #[arg(long, value_delimiter = ',', value_parser = parse_duration)]
     pub delay: Option<Vec<Duration>>,
-    /// Worker counts, comma-separated (e.g. 1,2,10)
-    #[arg(long, value_delimiter = ',')]
-    pub workers: Option<Vec<usize>>,
     /// Work models: sleep, spin, hybrid[:F] (comma-separated)
     #[arg(long, value_delimiter = ',')]
     pub work: Option<Vec<String>>,
@@ -584,12 +576,28 @@ pub struct BenchArgs {
     /// Seed of the generated load
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Items per second into the cluster (e.g. 500/s); max (default) sends the batch at once
-    #[arg(long)]
-    pub rate: Option<String>,
     /// Where workers run: threads, processes (worker processes over loopback), or both
     #[arg(long, value_delimiter = ',')]
     pub cluster: Option<Vec<String>>,
+}
+
+/// Flags of `bench`. Every matrix flag overrides the preset's value.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub matrix: MatrixArgs,
+    /// List the built-in presets and exit
+    #[arg(long)]
+    pub list_presets: bool,
+    /// Items per run, comma-separated (e.g. 100,1000)
+    #[arg(long, value_delimiter = ',')]
+    pub items: Option<Vec<u64>>,
+    /// Worker counts, comma-separated (e.g. 1,2,10)
+    #[arg(long, value_delimiter = ',')]
+    pub workers: Option<Vec<usize>>,
+    /// Items per second into the cluster (e.g. 500/s); max (default) sends the batch at once
+    #[arg(long)]
+    pub rate: Option<String>,
     /// Threads per pipeline worker, comma-separated (the pipeline preset; default 1,10)
     #[arg(long, value_delimiter = ',')]
     pub threads: Option<Vec<u32>>,

@@ -14,7 +14,7 @@ use plumbline_report::Run;
 use plumbline_worker::Shutdown;
 
 use crate::args::BenchArgs;
-use crate::plan::{BenchPlan, RunPlan, PRESETS};
+use crate::plan::{BenchPlan, RunPlan, RunShape, PRESETS};
 use crate::progress::{Follow, RunProgress};
 use crate::session::{Outcome, Session};
 
@@ -50,14 +50,14 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         );
         return Ok(Verdict::Passed);
     }
-    if args.preset == "pipeline" {
+    if args.matrix.preset == "pipeline" {
         return crate::bench_pipeline::run(args, shutdown);
     }
     if args.threads.is_some() {
         bail!("--threads is for the pipeline preset; the others take --workers");
     }
     let host = Host::current();
-    let plan = BenchPlan::build(args, host.cores)?;
+    let plan = BenchPlan::build(&args.matrix, &RunShape::of(args), host.cores)?;
     let exe = std::env::current_exe().context("finding the plumbline binary")?;
     let default_report = (!args.no_report).then(|| crate::session::timestamped("bench"));
     let session = Session::start("bench", &args.out, default_report)?;

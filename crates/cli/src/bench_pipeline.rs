@@ -68,12 +68,12 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let tasks = args.items.clone().unwrap_or_else(|| vec![100, 1000, 5000]);
     let workers = args.workers.clone().unwrap_or_else(|| vec![1, 2]);
     let threads = args.threads.clone().unwrap_or_else(|| vec![1, 10]);
-    let delay = match args.delay.as_deref() {
+    let delay = match args.matrix.delay.as_deref() {
         None => Duration::from_millis(10),
         Some([one]) => *one,
         Some(_) => bail!("the pipeline preset takes one --delay"),
     };
-    let work = match args.work.as_deref() {
+    let work = match args.matrix.work.as_deref() {
         None => "sleep".to_string(),
         Some([one]) => one.parse::<plumbline_worker::Work>()?.to_string(),
         Some(_) => bail!("the pipeline preset takes one --work"),
@@ -228,16 +228,16 @@ fn print_row(row: &Row) {
 /// The flags of the other presets mean nothing here: say so rather than ignore them.
 fn reject_other_flags(args: &BenchArgs) -> Result<()> {
     let unused = [
-        ("--step", args.step.is_some()),
-        ("--keys", args.keys.is_some()),
-        ("--workload", args.workload.is_some()),
-        ("--size", args.size.is_some()),
-        ("--letters", args.letters.is_some()),
-        ("--partitions", args.partitions.is_some()),
-        ("--capacity", args.capacity.is_some()),
-        ("--seed", args.seed.is_some()),
+        ("--step", args.matrix.step.is_some()),
+        ("--keys", args.matrix.keys.is_some()),
+        ("--workload", args.matrix.workload.is_some()),
+        ("--size", args.matrix.size.is_some()),
+        ("--letters", args.matrix.letters.is_some()),
+        ("--partitions", args.matrix.partitions.is_some()),
+        ("--capacity", args.matrix.capacity.is_some()),
+        ("--seed", args.matrix.seed.is_some()),
         ("--rate", args.rate.is_some()),
-        ("--cluster", args.cluster.is_some()),
+        ("--cluster", args.matrix.cluster.is_some()),
     ];
     let given: Vec<&str> = unused.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect();
     if !given.is_empty() {

@@ -21,7 +21,7 @@ use plumbline_worker::app::PartitionState;
 use plumbline_worker::{App, ClusterConfig, PartitionMap, Step, Work};
 use serde::Deserialize;
 
-use crate::args::BenchArgs;
+use crate::args::{BenchArgs, MatrixArgs};
 
 /// The built-in presets, by name.
 pub const PRESETS: [(&str, &str); 5] = [
@@ -159,17 +159,36 @@ pub struct BenchPlan {
     pub resolved: serde_json::Value,
 }
 
+/// What a command sets about its runs beyond the matrix: `bench` takes all three from its
+/// flags; `capacity` its worker counts, and a batch of its own to estimate the ideal from.
+#[derive(Clone, Debug, Default)]
+pub struct RunShape {
+    pub items: Option<Vec<u64>>,
+    pub workers: Option<Vec<usize>>,
+    pub rate: Option<String>,
+}
+
+impl RunShape {
+    pub fn of(args: &BenchArgs) -> Self {
+        Self {
+            items: args.items.clone(),
+            workers: args.workers.clone(),
+            rate: args.rate.clone(),
+        }
+    }
+}
+
 impl BenchPlan {
-    /// Merges `args` over their preset, validates, and derives every run.
-    pub fn build(args: &BenchArgs, cores: usize) -> Result<Self> {
+    /// Merges `args` and `shape` over the preset, validates, and derives every run.
+    pub fn build(args: &MatrixArgs, shape: &RunShape, cores: usize) -> Result<Self> {
         let mut p = Preset::load(&args.preset)?;
         macro_rules! take {
-            ($($field:ident),*) => { $( if let Some(v) = &args.$field { p.$field = v.clone(); } )* };
+            ($from:ident: $($field:ident),*) => {
+                $( if let Some(v) = &$from.$field { p.$field = v.clone(); } )*
+            };
         }
-        take!(
-            items, workers, work, step, keys, workload, size, letters, partitions, capacity, seed,
-            rate, cluster
-        );
+        take!(args: work, step, keys, workload, size, letters, partitions, capacity, seed, cluster);
+        take!(shape: items, workers, rate);
         let kinds: Vec<EngineKind> = p
             .cluster
             .iter()

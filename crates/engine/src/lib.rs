@@ -15,6 +15,7 @@
 pub mod child;
 pub mod processes;
 pub mod threads;
+pub mod trial;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,0 +1,220 @@
+//! A capacity trial on any engine: run the load at one rate for a warm-up and a measurement
+//! window while sampling how many items were sent and done, so the caller can judge whether
+//! the engine sustained the rate (the lag trend, the rate the source achieved).
+//!
+//! The sampler reads the run's [`Live`] counters, which every engine bumps, every
+//! [`SAMPLE_EVERY`]; the clock starts at the first item sent, so an engine's start-up (worker
+//! processes, say) is not charged as lag. Judging a trial and searching for the capacity are
+//! `plumbline-scale`'s; this only runs and measures.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plumbline_core::Shutdown;
+use plumbline_measure::Live;
+
+use crate::{Engine, Load, RunFigures};
+
+/// How often the sampler reads the counters.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+
+/// One reading: `t` seconds after the first item was sent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    pub t: f64,
+    pub sent: u64,
+    pub done: u64,
+}
+
+/// What one trial measured.
+#[derive(Clone, Debug)]
+pub struct TrialRun {
+    pub rate: f64,
+    pub warmup: Duration,
+    pub window: Duration,
+    pub samples: Vec<Sample>,
+    pub figures: RunFigures,
+}
+
+/// Runs `base` (its workload, keys, seed) at `rate` for `warmup + window` on `engine`.
+pub fn run(
+    engine: &dyn Engine,
+    base: &Load,
+    rate: f64,
+    warmup: Duration,
+    window: Duration,
+    stop: &Shutdown,
+) -> anyhow::Result<TrialRun> {
+    let items = (rate * (warmup + window).as_secs_f64()).ceil().max(1.0) as u64;
+    let load = Load {
+        items,
+        rate: Some(rate),
+        ..base.clone()
+    };
+    let live = Arc::new(Live::new());
+    let finished = AtomicBool::new(false);
+    let (figures, samples) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample(&live, &finished));
+        let figures = engine.run(&load, &live, stop);
+        finished.store(true, Ordering::Release);
+        (figures, sampler.join().unwrap_or_default())
+    });
+    Ok(TrialRun {
+        rate,
+        warmup,
+        window,
+        samples,
+        figures: figures?,
+    })
+}
+
+fn sample(live: &Live, finished: &AtomicBool) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    let mut first: Option<Instant> = None;
+    while !finished.load(Ordering::Acquire) {
+        let sent = live.items_in.load(Ordering::Relaxed);
+        let done = live.items_out.load(Ordering::Relaxed);
+        let now = Instant::now();
+        if sent > 0 {
+            let t0 = *first.get_or_insert(now);
+            samples.push(Sample {
+                t: now.duration_since(t0).as_secs_f64(),
+                sent,
+                done,
+            });
+        }
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+    samples
+}
+
+impl TrialRun {
+    fn in_window(&self) -> impl Iterator<Item = &Sample> {
+        let (from, to) = (
+            self.warmup.as_secs_f64(),
+            (self.warmup + self.window).as_secs_f64(),
+        );
+        self.samples
+            .iter()
+            .filter(move |s| s.t >= from && s.t <= to)
+    }
+
+    /// Items due by the schedule at `t` but not done: open-loop lag, which grows when the
+    /// engine falls behind whether or not it holds the source back.
+    pub fn lag(&self) -> Vec<(f64, f64)> {
+        self.in_window()
+            .map(|s| {
+                let due = ((self.rate * s.t).floor() + 1.0).min(self.figures.sent.max(1) as f64);
+                (s.t, due - s.done as f64)
+            })
+            .collect()
+    }
+
+    /// Items the source sent per second over the window.
+    pub fn achieved(&self) -> f64 {
+        let window: Vec<&Sample> = self.in_window().collect();
+        match (window.first(), window.last()) {
+            (Some(a), Some(b)) if b.t > a.t => (b.sent - a.sent) as f64 / (b.t - a.t),
+            _ => 0.0,
+        }
+    }
+
+    /// Mean of sent − done over the window: what the engine held. A source that fell short
+    /// while the engine held next to nothing was itself the limit; one that fell short
+    /// against full queues was held back by the engine.
+    pub fn mean_in_flight(&self) -> f64 {
+        let window: Vec<f64> = self
+            .in_window()
+            .map(|s| s.sent.saturating_sub(s.done) as f64)
+            .collect();
+        if window.is_empty() {
+            0.0
+        } else {
+            window.iter().sum::<f64>() / window.len() as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plumbline_measure::Recorder;
+
+    fn trial(rate: f64, samples: Vec<Sample>) -> TrialRun {
+        TrialRun {
+            rate,
+            warmup: Duration::from_secs(1),
+            window: Duration::from_secs(2),
+            samples,
+            figures: RunFigures {
+                wall: Duration::from_secs(3),
+                sent: 300,
+                delivered: 300,
+                lost: 0,
+                duplicates: 0,
+                latency: Recorder::new().summary(),
+                work: Recorder::new().summary(),
+                per_worker: vec![300],
+                final_state: None,
+                rejected: 0,
+                first_rejection: None,
+                interrupted: false,
+            },
+        }
+    }
+
+    #[test]
+    fn a_kept_up_run_has_flat_lag_and_the_full_rate_in_the_window_only() {
+        // 100/s sent and done on time, sampled every 0.5 s from 0 to 3 s.
+        let samples = (0..=6)
+            .map(|i| {
+                let t = i as f64 * 0.5;
+                let n = (100.0 * t) as u64;
+                Sample {
+                    t,
+                    sent: n,
+                    done: n,
+                }
+            })
+            .collect();
+        let run = trial(100.0, samples);
+        let lag = run.lag();
+        assert_eq!(
+            lag.first().map(|l| l.0),
+            Some(1.0),
+            "warm-up samples left out"
+        );
+        assert_eq!(lag.last().map(|l| l.0), Some(3.0));
+        assert!(
+            lag.iter().all(|&(_, l)| (0.0..=1.0).contains(&l)),
+            "{lag:?}"
+        );
+        assert!((run.achieved() - 100.0).abs() < 1e-9);
+        assert_eq!(run.mean_in_flight(), 0.0);
+    }
+
+    #[test]
+    fn an_engine_that_holds_the_source_back_shows_growing_lag_and_full_queues() {
+        // The source gets only 60/s in; the engine holds 50 all along.
+        let samples = (0..=6)
+            .map(|i| {
+                let t = i as f64 * 0.5;
+                let sent = (60.0 * t) as u64 + 50;
+                Sample {
+                    t,
+                    sent,
+                    done: sent - 50,
+                }
+            })
+            .collect();
+        let run = trial(100.0, samples);
+        let lag = run.lag();
+        assert!(
+            lag.last().unwrap().1 > lag.first().unwrap().1 + 70.0,
+            "{lag:?}"
+        );
+        assert!((run.achieved() - 60.0).abs() < 1e-9);
+        assert_eq!(run.mean_in_flight(), 50.0);
+    }
+}
