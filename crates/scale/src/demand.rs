@@ -21,8 +21,10 @@ pub fn fewest_workers(load: f64, capacities: &[(usize, Option<f64>)]) -> Option<
 }
 
 /// Worker counts a demand search cannot run over.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DemandError {
+    #[error("demand search: the load {0}/s must be a rate above 0")]
+    Load(f64),
     #[error("demand search: no worker counts to try")]
     NoCounts,
     #[error("demand search: worker counts must rise strictly from 1 or more, got {0:?}")]
@@ -61,6 +63,9 @@ pub struct DemandSearch {
 impl DemandSearch {
     /// `counts` rising strictly, e.g. `[1, 2, 4, 8]`.
     pub fn new(load: f64, counts: Vec<usize>) -> Result<DemandSearch, DemandError> {
+        if !(load.is_finite() && load > 0.0) {
+            return Err(DemandError::Load(load));
+        }
         if counts.is_empty() {
             return Err(DemandError::NoCounts);
         }
@@ -123,13 +128,10 @@ impl TrialSearch for DemandSearch {
     type Outcome = DemandOutcome;
 
     fn next(&self) -> DemandStep {
-        if let Some(&(workers, ref verdict)) = self
-            .trials
-            .iter()
-            .find(|t| matches!(t.1, Verdict::SenderBound { .. }))
-        {
+        if let Some((workers, achieved)) = step::sender_bound(&self.trials) {
             let why = format!(
-                "{verdict} of {}/s (with {})",
+                "the sender achieved only {}/s of {}/s (with {})",
+                Num(achieved),
                 Num(self.load),
                 Workers(workers)
             );
@@ -155,11 +157,11 @@ impl TrialSearch for DemandSearch {
             }
             None => {
                 let most = self.counts[self.counts.len() - 1];
-                let beyond = format!("{load}/s is beyond even {}", Workers(most));
-                let why = match self.trials.iter().find(|t| t.0 == most) {
-                    Some((_, verdict)) => format!("{beyond} ({verdict})"),
-                    None => beyond,
-                };
+                let why = format!(
+                    "{load}/s is beyond even {}{}",
+                    Workers(most),
+                    step::failure_at(&self.trials, most)
+                );
                 DemandStep::Done(self.outcome(None, None, false, why))
             }
         }
@@ -242,7 +244,7 @@ mod tests {
         let outcome = find_demand(900.0, counts, hundred_each(900.0)).unwrap();
         assert_eq!(
             outcome.why_stopped,
-            "900/s is beyond even 8 workers (fail: lag grows 50/s per s, limit 10/s per s)"
+            "900/s is beyond even 8 workers (lag grows 50/s per s, limit 10/s per s)"
         );
     }
 
@@ -273,11 +275,17 @@ mod tests {
     }
 
     #[test]
-    fn worker_counts_must_rise_strictly() {
+    fn the_load_must_be_a_rate_and_worker_counts_must_rise_strictly() {
         assert_eq!(
             DemandSearch::new(1.0, vec![]).unwrap_err(),
             DemandError::NoCounts
         );
+        for load in [0.0, -5.0, f64::INFINITY] {
+            assert_eq!(
+                DemandSearch::new(load, vec![1]).unwrap_err(),
+                DemandError::Load(load)
+            );
+        }
         for bad in [vec![0, 1], vec![2, 2], vec![4, 2, 8]] {
             assert_eq!(
                 DemandSearch::new(1.0, bad.clone()).unwrap_err(),

@@ -173,10 +173,6 @@ impl CapacitySearch {
         (rate < hi).then_some(rate)
     }
 
-    fn failure_at(&self, rate: f64) -> Option<&Verdict> {
-        self.trials.iter().find(|t| t.0 == rate).map(|t| &t.1)
-    }
-
     fn outcome(&self, sender_bound_at: Option<f64>, exhausted: bool, why: String) -> SearchOutcome {
         let (lo, hi) = self.bracket();
         SearchOutcome {
@@ -196,10 +192,7 @@ impl TrialSearch for CapacitySearch {
 
     fn next(&self) -> Step {
         let (lo, hi) = self.bracket();
-        if let Some((rate, achieved)) = self.trials.iter().find_map(|t| match t.1 {
-            Verdict::SenderBound { achieved } => Some((t.0, achieved)),
-            _ => None,
-        }) {
+        if let Some((rate, achieved)) = step::sender_bound(&self.trials) {
             let short = format!(
                 "the sender achieved only {}/s of {}/s",
                 Num(achieved),
@@ -214,10 +207,9 @@ impl TrialSearch for CapacitySearch {
         let try_next = match (lo, hi) {
             (Some(lo), Some(hi)) if hi - lo <= self.cfg.resolution * lo => {
                 let why = format!(
-                    "bracketed within {}%: {}/s passes, {}/s fails",
+                    "bracketed within {}%: {}",
                     Num(self.cfg.resolution * 100.0),
-                    Num(lo),
-                    Num(hi)
+                    describe(Some(lo), Some(hi))
                 );
                 return Step::Done(self.outcome(None, false, why));
             }
@@ -226,9 +218,7 @@ impl TrialSearch for CapacitySearch {
             (None, Some(hi)) => match self.shrink_from(hi) {
                 Some(rate) => rate,
                 None => {
-                    let why = self
-                        .failure_at(hi)
-                        .map_or(String::new(), |v| format!(" ({v})"));
+                    let why = step::failure_at(&self.trials, hi);
                     let why = format!("fails even the lowest rate {}/s{why}", Num(hi));
                     return Step::Done(self.outcome(None, false, why));
                 }
@@ -236,7 +226,11 @@ impl TrialSearch for CapacitySearch {
             (None, None) => self.cfg.start.max(self.cfg.lower_bound.unwrap_or(0.0)),
         };
         if self.trials.len() >= self.cfg.max_trials as usize {
-            let why = format!("ran out of trials ({})", self.cfg.max_trials);
+            let why = format!(
+                "ran out of trials ({}): {}",
+                self.cfg.max_trials,
+                describe(lo, hi)
+            );
             return Step::Done(self.outcome(None, true, why));
         }
         Step::Try(try_next)
@@ -244,6 +238,16 @@ impl TrialSearch for CapacitySearch {
 
     fn record(&mut self, rate: f64, verdict: &Verdict) {
         self.trials.push((rate, verdict.clone()));
+    }
+}
+
+/// The bracket in words: "1000/s passes, 1500/s fails".
+fn describe(lo: Option<f64>, hi: Option<f64>) -> String {
+    match (lo, hi) {
+        (Some(lo), Some(hi)) => format!("{}/s passes, {}/s fails", Num(lo), Num(hi)),
+        (Some(lo), None) => format!("{}/s passes, no rate failed yet", Num(lo)),
+        (None, Some(hi)) => format!("nothing passed, {}/s fails", Num(hi)),
+        (None, None) => "no trial judged".to_owned(),
     }
 }
 
@@ -369,7 +373,7 @@ mod tests {
         assert!(!outcome.exhausted);
         assert_eq!(
             outcome.why_stopped,
-            "fails even the lowest rate 50/s (fail: lag grows 50/s per s, limit 10/s per s)"
+            "fails even the lowest rate 50/s (lag grows 50/s per s, limit 10/s per s)"
         );
     }
 
@@ -415,7 +419,10 @@ mod tests {
         assert!(outcome.exhausted);
         assert_eq!(outcome.capacity, Some(337.5));
         assert_eq!(outcome.bracket, (337.5, None));
-        assert_eq!(outcome.why_stopped, "ran out of trials (4)");
+        assert_eq!(
+            outcome.why_stopped,
+            "ran out of trials (4): 338/s passes, no rate failed yet"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! trial's verdict; [`run`] drives one over an oracle. Which trial comes next is each search's
 //! own logic ([`crate::search`], [`crate::demand`]); running trials is the engines'.
 
-use crate::trial::Verdict;
+use crate::trial::{Verdict, Why};
 
 /// What to do next.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,4 +39,21 @@ pub fn run<S: TrialSearch>(
             Step::Done(outcome) => return outcome,
         }
     }
+}
+
+/// The first sender-bound trial: where, and what the sender achieved (items/s).
+pub(crate) fn sender_bound<P: Copy>(trials: &[(P, Verdict)]) -> Option<(P, f64)> {
+    trials.iter().find_map(|t| match t.1 {
+        Verdict::SenderBound { achieved } => Some((t.0, achieved)),
+        _ => None,
+    })
+}
+
+/// Why the trial at `at` failed, as " (reason)" for a sentence ("" if it did not).
+pub(crate) fn failure_at<P: PartialEq>(trials: &[(P, Verdict)], at: P) -> String {
+    let why: Option<&Why> = trials.iter().find_map(|t| match &t.1 {
+        Verdict::Fail(why) if t.0 == at => Some(why),
+        _ => None,
+    });
+    why.map_or(String::new(), |why| format!(" ({why})"))
 }
