@@ -170,6 +170,12 @@ pub fn partitioned(
     })
 }
 
+/// Key shares from item counts per partition (`None` when there are no items).
+pub fn shares_of(counts: &[u64]) -> Option<Vec<f64>> {
+    let total: u64 = counts.iter().sum();
+    (total > 0).then(|| counts.iter().map(|&c| c as f64 / total as f64).collect())
+}
+
 fn check(cost: ItemCost, cores: usize) -> Result<(), IdealError> {
     if !(cost.per_item_s.is_finite() && cost.per_item_s > 0.0) {
         return Err(IdealError::PerItem(cost.per_item_s));
@@ -293,6 +299,25 @@ mod tests {
         assert_eq!(ideal.limit, Limit::Partitions);
         assert!(close(ideal.rate, 200.0));
         assert!(close(ideal.even_spread_rate, 400.0));
+    }
+
+    #[test]
+    fn shares_come_from_counts_per_partition() {
+        let shares = shares_of(&[3, 1, 0, 4]).unwrap();
+        assert_eq!(shares, [0.375, 0.125, 0.0, 0.5]);
+        let ideal = partitioned(&shares, &[0, 1, 0, 1], 2, ItemCost::sleep(MS10), 2).unwrap();
+        assert!(close(ideal.rate, 1.0 / (0.625 * MS10)));
+        assert_eq!(shares_of(&[0, 0]), None);
+        // Many uneven counts still sum to 1 within the tolerance.
+        let counts: Vec<u64> = (1..=997).map(|i| i * 7919 % 1013).collect();
+        assert!(partitioned(
+            &shares_of(&counts).unwrap(),
+            &vec![0; 997],
+            1,
+            ItemCost::sleep(MS10),
+            1
+        )
+        .is_ok());
     }
 
     #[test]

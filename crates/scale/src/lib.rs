@@ -21,4 +21,4 @@ pub use search::{
     find_capacity, CapacitySearch, SearchConfig, SearchConfigError, SearchOutcome, Step,
 };
 pub use step::TrialSearch;
-pub use trial::{judge, Judged, LagSlope, Slo, TrialFigures, Verdict, Why};
+pub use trial::{judge, Judged, LagSlope, Slo, SloError, TrialFigures, Verdict, Why};

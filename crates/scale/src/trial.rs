@@ -42,6 +42,12 @@ pub enum LagSlope {
 }
 
 impl LagSlope {
+    fn value(&self) -> f64 {
+        match *self {
+            LagSlope::Relative(v) | LagSlope::Absolute(v) => v,
+        }
+    }
+
     /// The limit in items/s per second for a trial at `rate`.
     pub fn limit(&self, rate: f64) -> f64 {
         match *self {
@@ -82,7 +88,7 @@ impl FromStr for LagSlope {
             .trim()
             .parse()
             .map_err(|_| LagSlopeError::Form(s.to_owned()))?;
-        if !(value.is_finite() && value > 0.0) {
+        if !positive(value) {
             return Err(LagSlopeError::Value(s.to_owned()));
         }
         Ok(make(value))
@@ -116,6 +122,40 @@ impl Default for Slo {
             min_achieved: 0.99,
         }
     }
+}
+
+impl Slo {
+    /// Checks the figures a user sets: a zero p99 limit would fail every trial, a minimum
+    /// share above 1 make every trial sender-bound.
+    pub fn validate(&self) -> Result<(), SloError> {
+        if !positive(self.max_lag_slope.value()) {
+            return Err(SloError::LagSlope(self.max_lag_slope));
+        }
+        if let Some(p99) = self.p99.filter(|&p| !positive(p)) {
+            return Err(SloError::P99(p99));
+        }
+        if !(positive(self.min_achieved) && self.min_achieved <= 1.0) {
+            return Err(SloError::MinAchieved(self.min_achieved));
+        }
+        Ok(())
+    }
+}
+
+/// An SLO that cannot judge a trial, naming the figure.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SloError {
+    #[error("SLO: the lag-slope limit {0} must be positive and finite")]
+    LagSlope(LagSlope),
+    #[error("SLO: the p99 limit {0} s must be positive and finite")]
+    P99(f64),
+    #[error(
+        "SLO: the share of the rate the sender must achieve, {0}, must be above 0 and at most 1"
+    )]
+    MinAchieved(f64),
+}
+
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
 }
 
 /// The first condition a trial failed, with its figures.
@@ -195,7 +235,8 @@ pub struct Judged {
 }
 
 /// Judges a trial: sender-bound first (whatever else happened, the system was not offered the
-/// rate), then losses, the lag trend and p99, naming the first condition that failed.
+/// rate), then losses, the lag trend and p99, naming the first condition that failed. The SLO
+/// is the caller's to [`Slo::validate`] once, where it is read.
 pub fn judge(figures: &TrialFigures, slo: &Slo) -> Judged {
     let lag_slope = trend::slope(&figures.lag);
     let verdict = verdict(figures, slo, lag_slope);
@@ -443,6 +484,38 @@ pub(crate) mod tests {
         }
         let err = "5".parse::<LagSlope>().unwrap_err().to_string();
         assert!(err.contains("\"5\"") && err.contains("\"1%\""), "{err}");
+    }
+
+    #[test]
+    fn an_slo_that_cannot_judge_is_refused_by_name() {
+        assert_eq!(Slo::default().validate(), Ok(()));
+        let cases = [
+            (
+                Slo {
+                    max_lag_slope: LagSlope::Absolute(-1.0),
+                    ..Slo::default()
+                },
+                "lag-slope limit -1/s",
+            ),
+            (
+                Slo {
+                    p99: Some(0.0),
+                    ..Slo::default()
+                },
+                "p99 limit 0 s",
+            ),
+            (
+                Slo {
+                    min_achieved: 1.5,
+                    ..Slo::default()
+                },
+                "achieve, 1.5,",
+            ),
+        ];
+        for (slo, named) in cases {
+            let err = slo.validate().unwrap_err().to_string();
+            assert!(err.contains(named), "{err:?} should name {named:?}");
+        }
     }
 
     #[test]
