@@ -294,6 +294,27 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn the_search_finds_the_fewest_that_pass_in_logarithmic_trials(
+            counts in proptest::collection::btree_set(1usize..200, 1..40),
+            needed in 1usize..220,
+        ) {
+            let counts: Vec<usize> = counts.into_iter().collect();
+            let outcome = find_demand(100.0, counts.clone(), |w| {
+                if w >= needed { Verdict::Pass } else { fail() }
+            })
+            .unwrap();
+            proptest::prop_assert_eq!(outcome.workers, counts.iter().copied().find(|&w| w >= needed));
+            let bound = (counts.len() + 1).next_power_of_two().trailing_zeros() as usize;
+            proptest::prop_assert!(outcome.trials.len() <= bound, "{:?}", outcome.trials);
+            let mut tried: Vec<usize> = outcome.trials.iter().map(|t| t.0).collect();
+            tried.sort_unstable();
+            tried.dedup();
+            proptest::prop_assert_eq!(tried.len(), outcome.trials.len(), "a count tried twice");
+        }
+    }
+
     #[test]
     fn a_single_count_is_tried_once() {
         let outcome = find_demand(150.0, vec![3], hundred_each(150.0)).unwrap();

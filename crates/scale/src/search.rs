@@ -534,7 +534,8 @@ mod tests {
             threshold in rate(),
             start in factor(),
             floor in 0f64..1.0,
-            lower_bound in proptest::option::of(0.05f64..1.0),
+            // Up to 3× the threshold: a hint from the previous worker count may be wrong.
+            lower_bound in proptest::option::of(0.05f64..3.0),
         ) {
             let start = threshold * start;
             let cfg = SearchConfig {
