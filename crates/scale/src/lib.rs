@@ -15,10 +15,14 @@ pub mod step;
 pub mod trend;
 pub mod trial;
 
-pub use demand::{fewest_workers, find_demand, DemandOutcome, DemandSearch, DemandStep};
-pub use ideal::{IdealCapacity, ItemCost, Limit};
+pub use demand::{
+    fewest_workers, find_demand, DemandError, DemandOutcome, DemandSearch, DemandStep,
+};
+pub use ideal::{IdealCapacity, IdealError, ItemCost, Limit};
 pub use search::{
     find_capacity, CapacitySearch, SearchConfig, SearchConfigError, SearchOutcome, Step,
 };
 pub use step::TrialSearch;
-pub use trial::{judge, Judged, LagSlope, Slo, SloError, TrialFigures, Verdict, Why};
+pub use trial::{
+    judge, Judged, LagSlope, LagSlopeError, Slo, SloError, TrialFigures, Verdict, Why,
+};
