@@ -73,7 +73,7 @@ pub struct Ideal {
 
 /// How much more than an even share the busiest worker may hold before the key distribution is
 /// named as the limit (random keys are never split exactly evenly; 1 % is noise, not a hot key).
-const KEY_SKEW_TOLERANCE: f64 = 1.01;
+pub const KEY_SKEW_TOLERANCE: f64 = 1.01;
 
 /// Computes the ideal time; see the module docs for the formula.
 pub fn ideal(input: &IdealInput) -> Ideal {
