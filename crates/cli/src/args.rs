@@ -20,6 +20,7 @@ Examples:
   plumbline bench --rate 150/s --items 1500 --workers 1,2     # paced: latency vs load
   plumbline bench --preset alphabet --delay 50ms --cluster threads,processes
   plumbline bench --preset pipeline                 # seed 001's table: tasks x workers x threads
+  plumbline capacity --workers 1,2,4,8               # the highest rate each count sustains
   plumbline bench --ui 127.0.0.1:4000               # watch it live in a browser (and /metrics)
   plumbline report plumbline-reports/bench-20261123-104938     # re-render a report folder
   plumbline compare base-report new-report          # exits 1 when overhead or p99 got worse
@@ -47,6 +48,9 @@ pub enum Command {
     /// Run a scaling matrix (workers x delay x items x work x step) on the embedded local cluster
     #[command(after_help = EXAMPLES)]
     Bench(BenchArgs),
+    /// Find the highest rate each worker count sustains (capacity) and the fewest workers for a
+    /// load (demand)
+    Capacity(CapacityArgs),
     /// Write a framed workload file in the seeds' formats (4-byte big-endian length + payload)
     Gen(GenArgs),
     /// Decode a framed file and summarize (or print) its messages
@@ -610,6 +614,68 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with = "report")]
     pub no_report: bool,
     /// No progress bar
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+const CAPACITY_EXAMPLES: &str = "\
+Examples:
+  plumbline capacity                                  # 10 ms tasks on 1, 2, 4 threads
+  plumbline capacity --workers 1,2,4,8 --json curve.json
+  plumbline capacity --preset alphabet-hot --step partitioned   # flat: limited by one key
+  plumbline capacity --work spin --workers 1,2,4      # stops at the cores
+  plumbline capacity --cluster processes --slo-p99 50ms
+  plumbline capacity --loads 150/s,300/s,600/s        # and the fewest workers for each load";
+
+/// Flags of `capacity`: for each worker count, the highest open-loop rate sustained.
+#[derive(Debug, Args)]
+#[command(after_help = CAPACITY_EXAMPLES)]
+pub struct CapacityArgs {
+    #[command(flatten)]
+    pub matrix: MatrixArgs,
+    /// Worker counts, comma-separated (default 1,2,4)
+    #[arg(long, value_delimiter = ',')]
+    pub workers: Option<Vec<usize>>,
+    /// Search resolution, relative (2%: the bracket is within 2 % of its pass)
+    #[arg(long, default_value = "2%")]
+    pub resolution: String,
+    /// Each trial's warm-up, not judged
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Each trial's measurement window, judged
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub window: Duration,
+    /// Largest lag growth that still passes: a share of the rate per second (1%) or
+    /// items/s per second (5/s)
+    #[arg(long, default_value = "1%")]
+    pub lag_slope: String,
+    /// p99 latency from the intended send time that a trial must stay under
+    #[arg(long, value_parser = parse_duration)]
+    pub slo_p99: Option<Duration>,
+    /// The share of the rate the sender must achieve, else the trial is sender-bound
+    #[arg(long, default_value = "99%")]
+    pub min_achieved: String,
+    /// First rate tried (default: the ideal estimate for each worker count)
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Trials per worker count at most
+    #[arg(long, default_value_t = 30)]
+    pub max_trials: u32,
+    /// Stop the whole search after this long, reporting the brackets reached
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub max_duration: Duration,
+    /// Loads to find the fewest workers for (the demand metric), e.g. 200/s,400/s
+    #[arg(long, value_delimiter = ',')]
+    pub loads: Option<Vec<String>>,
+    /// Write the curves and every trial as JSON to this file
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: ReportArgs,
+    /// Write no report folder (by default capacity writes plumbline-reports/capacity-<time>/)
+    #[arg(long, conflicts_with = "report")]
+    pub no_report: bool,
+    /// No progress lines
     #[arg(long, short)]
     pub quiet: bool,
 }

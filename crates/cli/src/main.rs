@@ -7,6 +7,7 @@ mod args;
 mod bench;
 mod bench_pipeline;
 mod brokers;
+mod capacity;
 mod gen;
 mod inspect;
 mod pipeline;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
     }
     let result = match &cli.command {
         Command::Bench(args) => bench::run(args, &shutdown),
+        Command::Capacity(args) => capacity::run(args, &shutdown),
         Command::Gen(args) => gen::run(args, &shutdown),
         Command::Inspect(args) => inspect::run(args).map(|()| Verdict::Passed),
         Command::Send(args) => send::run(args, &shutdown),

@@ -44,6 +44,12 @@ pub struct SearchConfig {
     /// and shrinks no lower until this rate itself has failed (then the hint was wrong, and
     /// the search goes on below it).
     pub lower_bound: Option<f64>,
+    /// A rate expected to fail (the ideal plus the resolution): once a trial has passed and
+    /// none has failed, it is tried before growing ×1.5, so a system that reaches its ideal
+    /// is bracketed in two trials instead of six. Tried, never trusted: if it passes, the
+    /// search grows on from it.
+    #[serde(default)]
+    pub ceiling: Option<f64>,
     pub max_trials: u32,
 }
 
@@ -56,6 +62,7 @@ impl SearchConfig {
             resolution: DEFAULT_RESOLUTION,
             floor: start * DEFAULT_FLOOR_FRACTION,
             lower_bound: None,
+            ceiling: None,
             max_trials: DEFAULT_MAX_TRIALS,
         }
     }
@@ -72,6 +79,9 @@ impl SearchConfig {
         rate("floor", self.floor)?;
         if let Some(lb) = self.lower_bound {
             rate("lower bound", lb)?;
+        }
+        if let Some(ceiling) = self.ceiling {
+            rate("ceiling", ceiling)?;
         }
         if self.start < self.floor {
             return Err(SearchConfigError::StartBelowFloor {
@@ -214,7 +224,10 @@ impl TrialSearch for CapacitySearch {
                 return Step::Done(self.outcome(None, false, why));
             }
             (Some(lo), Some(hi)) => lo * (hi / lo).sqrt(),
-            (Some(lo), None) => lo * GROW,
+            (Some(lo), None) => match self.cfg.ceiling {
+                Some(ceiling) if ceiling > lo => ceiling.min(lo * GROW),
+                _ => lo * GROW,
+            },
             (None, Some(hi)) => match self.shrink_from(hi) {
                 Some(rate) => rate,
                 None => {
@@ -322,6 +335,20 @@ mod tests {
         }
         let c = outcome.capacity.unwrap();
         assert!((400.0 / 1.02..=400.0).contains(&c), "capacity {c}");
+    }
+
+    #[test]
+    fn a_system_at_its_ideal_is_bracketed_by_the_ceiling_in_two_trials() {
+        let cfg = SearchConfig {
+            ceiling: Some(1020.0),
+            ..SearchConfig::starting_at(1000.0)
+        };
+        let outcome = find_capacity(cfg.clone(), monotone(1005.0)).unwrap();
+        assert_eq!(rates(&outcome), [1000.0, 1020.0]);
+        assert_eq!(outcome.capacity, Some(1000.0));
+        // A ceiling that passes is grown from, not trusted.
+        let outcome = find_capacity(cfg, monotone(1400.0)).unwrap();
+        assert_eq!(&rates(&outcome)[..3], &[1000.0, 1020.0, 1530.0]);
     }
 
     #[test]
@@ -536,11 +563,14 @@ mod tests {
             floor in 0f64..1.0,
             // Up to 3× the threshold: a hint from the previous worker count may be wrong.
             lower_bound in proptest::option::of(0.05f64..3.0),
+            // A ceiling hint, right or wrong.
+            ceiling in proptest::option::of(1.0f64..1.5),
         ) {
             let start = threshold * start;
             let cfg = SearchConfig {
                 floor: start * floor.max(1e-3),
                 lower_bound: lower_bound.map(|f| f * threshold),
+                ceiling: ceiling.map(|f| f * start),
                 ..SearchConfig::starting_at(start)
             };
             let floor = cfg.floor;

@@ -29,6 +29,11 @@ pub struct TrialFigures {
     /// Counted for the record; a redelivery is not a capacity failure (at-least-once systems
     /// redeliver by design), and `lag` must not count it as done.
     pub duplicated: u64,
+    /// The system held the source back (its queues were full, its socket would not take
+    /// more): a shortfall in `achieved` is then the system's, judged by the lag, not the
+    /// sender's.
+    #[serde(default)]
+    pub source_held_back: bool,
 }
 
 /// How fast the lag may grow before a trial fails.
@@ -235,7 +240,7 @@ pub struct Judged {
 }
 
 /// Judges a trial: sender-bound first (whatever else happened, the system was not offered the
-/// rate), then losses, the lag trend and p99, naming the first condition that failed. The SLO
+/// rate, unless the system itself held the source back), then losses, the lag trend and p99, naming the first condition that failed. The SLO
 /// is the caller's to [`Slo::validate`] once, where it is read.
 pub fn judge(figures: &TrialFigures, slo: &Slo) -> Judged {
     let lag_slope = trend::slope(&figures.lag);
@@ -246,7 +251,7 @@ pub fn judge(figures: &TrialFigures, slo: &Slo) -> Judged {
 fn verdict(figures: &TrialFigures, slo: &Slo, lag_slope: Option<f64>) -> Verdict {
     // Asked this way round so a NaN figure fails the check rather than passing it.
     let offered = figures.achieved >= slo.min_achieved * figures.rate;
-    if !offered {
+    if !offered && !figures.source_held_back {
         return Verdict::SenderBound {
             achieved: figures.achieved,
         };
@@ -299,6 +304,7 @@ pub(crate) mod tests {
             p99_s: Some(0.020),
             lost: 0,
             duplicated: 0,
+            source_held_back: false,
         }
     }
 
@@ -366,6 +372,18 @@ pub(crate) mod tests {
         assert!(matches!(
             judge(&t, &Slo::default()).verdict,
             Verdict::SenderBound { .. }
+        ));
+    }
+
+    #[test]
+    fn a_source_the_system_held_back_is_the_systems_shortfall_judged_by_the_lag() {
+        let mut t = healthy();
+        t.achieved = 600.0;
+        t.lag = growing(400.0);
+        t.source_held_back = true;
+        assert!(matches!(
+            judge(&t, &Slo::default()).verdict,
+            Verdict::Fail(Why::LagGrows { .. })
         ));
     }
 

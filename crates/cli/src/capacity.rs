@@ -1,0 +1,677 @@
+//! `plumbline capacity`: for each worker count, the highest open-loop rate the engine
+//! sustains, and for given loads the fewest workers that do (Theodolite's capacity and demand
+//! metrics, on any engine plumbline runs).
+//!
+//! args → [`CapacityPlan`] (pure: the bench matrix with one batch per worker count to take the
+//! ideal rate from, the SLO, the trial timing) → per curve and worker count a
+//! `plumbline_scale` search whose trials run on the engine (`plumbline_engine::trial`) →
+//! one [`CapacityReport`] → table, JSON, report folder. Judging and searching are
+//! `plumbline-scale`'s; running and sampling the engine's.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use plumbline_core::duration::Human;
+use plumbline_engine::trial::{self, TrialRun};
+use plumbline_engine::Engine;
+use plumbline_load::schedule::parse_rate;
+use plumbline_measure::report::Host;
+use plumbline_measure::{Limit, RunInfo};
+use plumbline_scale::{
+    fewest_workers, judge, CapacitySearch, LagSlope, SearchConfig, SearchOutcome, Slo, Step,
+    TrialFigures, TrialSearch, Verdict,
+};
+use plumbline_worker::Shutdown;
+use serde::Serialize;
+
+use crate::args::CapacityArgs;
+use crate::bench::Verdict as CommandVerdict;
+use crate::plan::{BenchPlan, RunPlan, RunShape};
+use crate::session::{Outcome, Session};
+
+/// Items of the batch each worker count's ideal rate is derived from: enough for the key
+/// distribution's busiest owner to show.
+const ESTIMATE_ITEMS: u64 = 20_000;
+/// The JSON document's schema.
+pub const SCHEMA: &str = "plumbline.capacity/1";
+
+/// A validated capacity experiment.
+#[derive(Debug)]
+pub struct CapacityPlan {
+    pub bench: BenchPlan,
+    /// Runs of one curve differ only in their worker count (ascending): indexes into
+    /// `bench.runs`.
+    pub curves: Vec<(String, Vec<usize>)>,
+    pub slo: Slo,
+    pub resolution: f64,
+    pub warmup: Duration,
+    pub window: Duration,
+    pub start: Option<f64>,
+    pub max_trials: u32,
+    pub max_duration: Duration,
+    pub loads: Vec<f64>,
+}
+
+impl CapacityPlan {
+    pub fn build(args: &CapacityArgs, cores: usize) -> Result<Self> {
+        ensure!(
+            args.matrix.preset != "pipeline",
+            "capacity runs on threads or processes for now; the pipeline preset is bench's"
+        );
+        let shape = RunShape {
+            items: Some(vec![ESTIMATE_ITEMS]),
+            workers: Some(args.workers.clone().unwrap_or_else(|| vec![1, 2, 4])),
+            rate: None,
+        };
+        let bench = BenchPlan::build(&args.matrix, &shape, cores)?;
+        let resolution = percent(&args.resolution).context("--resolution")?;
+        ensure!(
+            resolution > 0.0 && resolution < 1.0,
+            "--resolution {}: between 0 and 100 %",
+            args.resolution
+        );
+        let min_achieved = percent(&args.min_achieved).context("--min-achieved")?;
+        ensure!(
+            min_achieved > 0.0 && min_achieved <= 1.0,
+            "--min-achieved {}: above 0 and at most 100 %",
+            args.min_achieved
+        );
+        let max_lag_slope: LagSlope = args
+            .lag_slope
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--lag-slope: {e}"))?;
+        ensure!(
+            args.window >= Duration::from_millis(200),
+            "--window {}: a trial needs at least 200ms to show a lag trend",
+            Human(args.window)
+        );
+        let start = match &args.start {
+            None => None,
+            Some(text) => Some(rate(text).context("--start")?),
+        };
+        let loads = args
+            .loads
+            .iter()
+            .flatten()
+            .map(|text| rate(text).with_context(|| format!("--loads {text}")))
+            .collect::<Result<Vec<f64>>>()?;
+        let mut curves: Vec<(String, Vec<usize>)> = Vec::new();
+        for (index, run) in bench.runs.iter().enumerate() {
+            let label = curve_label(run);
+            match curves.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, runs)) => runs.push(index),
+                None => curves.push((label, vec![index])),
+            }
+            if start.is_none() && run.ideal.time.is_zero() {
+                bail!(
+                    "{}: zero work per item has no ideal rate to start from; give --start",
+                    curve_label(run)
+                );
+            }
+        }
+        for (_, runs) in &mut curves {
+            runs.sort_by_key(|&i| bench.runs[i].cluster.workers);
+        }
+        Ok(Self {
+            bench,
+            curves,
+            slo: Slo {
+                max_lag_slope,
+                p99: args.slo_p99.map(|d| d.as_secs_f64()),
+                min_achieved,
+            },
+            resolution,
+            warmup: args.warmup,
+            window: args.window,
+            start,
+            max_trials: args.max_trials,
+            max_duration: args.max_duration,
+            loads,
+        })
+    }
+
+    /// The rate a zero-overhead engine would sustain on `run`: its batch over its ideal time.
+    pub fn ideal_rate(run: &RunPlan) -> f64 {
+        let secs = run.ideal.time.as_secs_f64();
+        if secs > 0.0 {
+            run.items as f64 / secs
+        } else {
+            f64::INFINITY
+        }
+    }
+}
+
+fn curve_label(run: &RunPlan) -> String {
+    format!(
+        "{} {} {} on {}",
+        Human(run.cluster.delay),
+        run.cluster.work,
+        run.cluster.step,
+        run.engine
+    )
+}
+
+/// `2%` or `0.02` as a fraction.
+fn percent(text: &str) -> Result<f64> {
+    let value = match text.trim().strip_suffix('%') {
+        Some(number) => number.trim().parse::<f64>().map(|p| p / 100.0),
+        None => text.trim().parse::<f64>(),
+    }
+    .map_err(|_| anyhow::anyhow!("{text:?} is not a share: write 2% or 0.02"))?;
+    ensure!(value.is_finite(), "{text:?} is not a share");
+    Ok(value)
+}
+
+/// `200/s` (or `200`) as items per second.
+fn rate(text: &str) -> Result<f64> {
+    match parse_rate(text)? {
+        Some(rate) if rate > 0.0 => Ok(rate),
+        _ => bail!("{text:?}: a rate above 0, e.g. 200/s"),
+    }
+}
+
+/// Everything `capacity` found: the document `--json` writes and the report folder keeps.
+#[derive(Debug, Serialize)]
+pub struct CapacityReport {
+    pub schema: String,
+    pub plumbline_version: String,
+    pub command: Vec<String>,
+    pub host: Host,
+    pub slo: Slo,
+    pub resolution: f64,
+    pub warmup_s: f64,
+    pub window_s: f64,
+    pub curves: Vec<Curve>,
+    pub demand: Vec<Demand>,
+    /// What ended the experiment early, if anything did.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Curve {
+    pub label: String,
+    pub points: Vec<Point>,
+}
+
+/// One worker count's search.
+#[derive(Debug, Serialize)]
+pub struct Point {
+    pub workers: usize,
+    pub engine: String,
+    /// What a zero-overhead engine sustains, items/s, and what bounds it.
+    pub ideal_rate: f64,
+    pub ideal_limit: Limit,
+    /// The highest rate that passed, items/s.
+    pub capacity: Option<f64>,
+    pub capacity_vs_ideal: Option<f64>,
+    /// capacity ÷ (workers × the curve's 1-worker capacity).
+    pub efficiency: Option<f64>,
+    /// What limited it: workers, keys, cores (within 10 % of the ideal), sender, or overhead.
+    pub limited_by: String,
+    pub search: SearchOutcome,
+    pub trials: Vec<Trial>,
+}
+
+/// One trial, as run.
+#[derive(Debug, Serialize)]
+pub struct Trial {
+    pub rate: f64,
+    pub achieved: f64,
+    /// Items/s per second over the window.
+    pub lag_slope: Option<f64>,
+    pub lag_limit: f64,
+    pub mean_in_flight: f64,
+    /// Over the whole trial, warm-up included.
+    pub p99_s: f64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub verdict: Verdict,
+    pub wall_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Demand {
+    pub curve: String,
+    pub load: f64,
+    /// The fewest workers whose capacity is at least the load; `None`: none measured did.
+    pub workers: Option<usize>,
+}
+
+/// A trial's figures for the judge: the engine held the source back when it fell short with
+/// more items in hand than a starved engine holds (4 per worker, or 5 ms of the rate), so
+/// only a source short of the rate against an idle engine is sender-bound.
+fn figures(run: &TrialRun, workers: usize) -> TrialFigures {
+    let starved_below = (4 * workers).max(16) as f64 + run.rate * 0.005;
+    TrialFigures {
+        rate: run.rate,
+        achieved: run.achieved(),
+        lag: run.lag(),
+        p99_s: Some(run.figures.latency.p99),
+        lost: run.figures.lost,
+        duplicated: run.figures.duplicates,
+        source_held_back: run.mean_in_flight() > starved_below,
+    }
+}
+
+pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
+    let host = Host::current();
+    let plan = CapacityPlan::build(args, host.cores)?;
+    let exe = std::env::current_exe().context("finding the plumbline binary")?;
+    let default_report = (!args.no_report).then(|| crate::session::timestamped("capacity"));
+    let session = Session::start("capacity", &args.out, default_report)?;
+    let began = Instant::now();
+    let mut error = None;
+    let mut curves = Vec::new();
+    'curves: for (label, runs) in &plan.curves {
+        let mut points: Vec<Point> = Vec::new();
+        let mut below: Option<f64> = None;
+        for &index in runs {
+            let run = &plan.bench.runs[index];
+            let engine = BenchPlan::engine(run, &exe);
+            let ideal_rate = CapacityPlan::ideal_rate(run);
+            let start = plan.start.unwrap_or(ideal_rate);
+            let config = SearchConfig {
+                resolution: plan.resolution,
+                lower_bound: below.filter(|&b| b <= start),
+                // No engine beats its ideal by more than the lag tolerance: try just above it
+                // before growing (a hair inside the resolution, so one failure brackets it).
+                ceiling: plan
+                    .start
+                    .is_none()
+                    .then_some(start * (1.0 + plan.resolution * 0.99)),
+                max_trials: plan.max_trials,
+                ..SearchConfig::starting_at(start)
+            };
+            let mut search = CapacitySearch::new(config)?;
+            let mut trials = Vec::new();
+            let outcome = loop {
+                let rate = match search.next() {
+                    Step::Done(outcome) => break outcome,
+                    Step::Try(rate) => rate,
+                };
+                if shutdown.requested() {
+                    break search.stop("interrupted");
+                }
+                if began.elapsed() + plan.warmup + plan.window > plan.max_duration {
+                    error = Some(format!(
+                        "--max-duration {} reached: stopped with the brackets reached",
+                        Human(plan.max_duration)
+                    ));
+                    break search.stop("--max-duration reached");
+                }
+                match one_trial(&plan, &session, engine.as_ref(), label, rate, shutdown) {
+                    Ok((trial, _)) if shutdown.requested() => {
+                        trials.push(trial);
+                        break search.stop("interrupted");
+                    }
+                    Ok((trial, verdict)) => {
+                        if !args.quiet {
+                            eprintln!("{label}, {}: {:.1}/s {verdict}", engine.describe(), rate);
+                        }
+                        search.record(rate, &verdict);
+                        trials.push(trial);
+                    }
+                    Err(e) => {
+                        let why = format!(
+                            "the trial at {rate:.1}/s on {} failed: {e:#}",
+                            engine.describe()
+                        );
+                        error = Some(why.clone());
+                        break search.stop(why);
+                    }
+                }
+            };
+            below = outcome.capacity;
+            let one_worker = points
+                .first()
+                .filter(|p| p.workers == 1)
+                .and_then(|p| p.capacity);
+            points.push(point(
+                run,
+                engine.as_ref(),
+                ideal_rate,
+                outcome,
+                trials,
+                one_worker,
+            ));
+            if error.is_some() || shutdown.requested() {
+                curves.push(Curve {
+                    label: label.clone(),
+                    points,
+                });
+                break 'curves;
+            }
+        }
+        curves.push(Curve {
+            label: label.clone(),
+            points,
+        });
+    }
+    let demand = demand(&plan.loads, &curves);
+    let report = CapacityReport {
+        schema: SCHEMA.into(),
+        plumbline_version: env!("CARGO_PKG_VERSION").into(),
+        command: crate::session::command_line(),
+        host,
+        slo: plan.slo.clone(),
+        resolution: plan.resolution,
+        warmup_s: plan.warmup.as_secs_f64(),
+        window_s: plan.window.as_secs_f64(),
+        curves,
+        demand,
+        error: error.clone(),
+    };
+    print!("{}", table(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    session.finish(Outcome {
+        runs: report_runs(&report),
+        resolved: plan.bench.resolved.clone(),
+        seeds: vec![plan.bench.seed],
+        detail: serde_json::to_value(&report)?,
+    })?;
+    if shutdown.requested() {
+        return Ok(CommandVerdict::Interrupted);
+    }
+    let mut failures: Vec<String> = error.into_iter().collect();
+    for curve in &report.curves {
+        for p in curve.points.iter().filter(|p| p.capacity.is_none()) {
+            failures.push(format!(
+                "{} on {} worker(s): {}",
+                curve.label, p.workers, p.search.why_stopped
+            ));
+        }
+    }
+    Ok(CommandVerdict::of(false, failures))
+}
+
+/// Runs and judges one trial.
+fn one_trial(
+    plan: &CapacityPlan,
+    session: &Session,
+    engine: &dyn Engine,
+    label: &str,
+    rate: f64,
+    stop: &Shutdown,
+) -> Result<(Trial, Verdict)> {
+    let live = session.live();
+    live.begin_run(RunInfo {
+        label: format!("{label}, {}: trial at {rate:.1}/s", engine.describe()),
+        workers: engine.workers(),
+        total: None,
+        target_per_s: Some(rate),
+    });
+    let load = plan.bench.load(0);
+    let run = trial::run(engine, &load, rate, (plan.warmup, plan.window), live, stop)?;
+    let figures = figures(&run, engine.workers());
+    let judged = judge(&figures, &plan.slo);
+    let trial = Trial {
+        rate,
+        achieved: figures.achieved,
+        lag_slope: judged.lag_slope,
+        lag_limit: plan.slo.max_lag_slope.limit(rate),
+        mean_in_flight: run.mean_in_flight(),
+        p99_s: run.figures.latency.p99,
+        lost: run.figures.lost,
+        duplicated: run.figures.duplicates,
+        verdict: judged.verdict.clone(),
+        wall_s: run.figures.wall.as_secs_f64(),
+    };
+    Ok((trial, judged.verdict))
+}
+
+fn point(
+    run: &RunPlan,
+    engine: &dyn Engine,
+    ideal_rate: f64,
+    search: SearchOutcome,
+    trials: Vec<Trial>,
+    one_worker: Option<f64>,
+) -> Point {
+    let workers = run.cluster.workers;
+    let capacity = search.capacity;
+    let vs_ideal = capacity
+        .filter(|_| ideal_rate.is_finite())
+        .map(|c| c / ideal_rate);
+    let efficiency = match (capacity, one_worker, workers) {
+        (Some(_), _, 1) => Some(1.0),
+        (Some(c), Some(one), n) => Some(c / (one * n as f64)),
+        _ => None,
+    };
+    let limited_by = if search.sender_bound_at.is_some() {
+        "sender".to_string()
+    } else if vs_ideal.is_some_and(|r| r >= 0.9) {
+        match run.ideal.limit {
+            Limit::Workers => "workers",
+            Limit::KeyDistribution => "keys",
+            Limit::Partitions => "partitions",
+            Limit::Arrivals => "arrivals",
+            Limit::Cores => "cores",
+        }
+        .to_string()
+    } else if capacity.is_some() {
+        "overhead".to_string()
+    } else {
+        "nothing passed".to_string()
+    };
+    Point {
+        workers,
+        engine: engine.describe(),
+        ideal_rate,
+        ideal_limit: run.ideal.limit,
+        capacity,
+        capacity_vs_ideal: vs_ideal,
+        efficiency,
+        limited_by,
+        search,
+        trials,
+    }
+}
+
+fn demand(loads: &[f64], curves: &[Curve]) -> Vec<Demand> {
+    curves
+        .iter()
+        .flat_map(|curve| {
+            let capacities: Vec<(usize, Option<f64>)> = curve
+                .points
+                .iter()
+                .map(|p| (p.workers, p.capacity))
+                .collect();
+            loads.iter().map(move |&load| Demand {
+                curve: curve.label.clone(),
+                load,
+                workers: fewest_workers(load, &capacities),
+            })
+        })
+        .collect()
+}
+
+fn table(report: &CapacityReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for curve in &report.curves {
+        writeln!(out, "capacity: {}", curve.label).ok();
+        writeln!(
+            out,
+            "{:>7} {:>12} {:>12} {:>9} {:>10} {:>7}  limited by",
+            "workers", "capacity/s", "ideal/s", "÷ ideal", "efficiency", "trials"
+        )
+        .ok();
+        for p in &curve.points {
+            let or_dash = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".into(), f);
+            writeln!(
+                out,
+                "{:>7} {:>12} {:>12.1} {:>9} {:>10} {:>7}  {}",
+                p.workers,
+                or_dash(p.capacity, &|c| format!("{c:.1}")),
+                p.ideal_rate,
+                or_dash(p.capacity_vs_ideal, &|r| format!("{r:.3}")),
+                or_dash(p.efficiency, &|e| format!("{:.0} %", e * 100.0)),
+                p.trials.len(),
+                p.limited_by
+            )
+            .ok();
+        }
+    }
+    for d in &report.demand {
+        writeln!(
+            out,
+            "demand: {:.1}/s on {} needs {}",
+            d.load,
+            d.curve,
+            d.workers
+                .map_or("more workers than measured".into(), |w| format!(
+                    "{w} worker(s)"
+                ))
+        )
+        .ok();
+    }
+    out
+}
+
+/// The curve's points as report rows: one scaling group per curve, throughput = capacity.
+fn report_runs(report: &CapacityReport) -> Vec<plumbline_report::Run> {
+    report
+        .curves
+        .iter()
+        .flat_map(|curve| {
+            curve.points.iter().map(|p| plumbline_report::Run {
+                label: format!("{} on {}", curve.label, p.workers),
+                group: curve.label.clone(),
+                workers: p.workers,
+                items: p.trials.len() as u64,
+                wall_s: p.trials.iter().map(|t| t.wall_s).sum(),
+                ideal_s: None,
+                overhead_pct: None,
+                speedup: None,
+                ideal_speedup: None,
+                items_per_s: p.capacity.unwrap_or(0.0),
+                lost: p.trials.iter().map(|t| t.lost).sum(),
+                duplicates: p.trials.iter().map(|t| t.duplicated).sum(),
+                latency_s: None,
+                per_worker: Vec::new(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn plan(extra: &[&str]) -> Result<CapacityPlan> {
+        let cli =
+            crate::args::Cli::try_parse_from(["plumbline", "capacity"].iter().chain(extra.iter()))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        match cli.command {
+            crate::args::Command::Capacity(args) => CapacityPlan::build(&args, 2),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_default_is_one_curve_of_10ms_sleeps_on_1_2_4_threads_starting_at_the_ideal() {
+        let p = plan(&[]).unwrap();
+        assert_eq!(p.curves.len(), 1);
+        let (label, runs) = &p.curves[0];
+        assert_eq!(label, "10ms sleep balanced on threads");
+        let rates: Vec<f64> = runs
+            .iter()
+            .map(|&i| CapacityPlan::ideal_rate(&p.bench.runs[i]).round())
+            .collect();
+        assert_eq!(rates, [100.0, 200.0, 400.0]);
+        assert_eq!(p.resolution, 0.02);
+        assert_eq!(p.slo.min_achieved, 0.99);
+    }
+
+    #[test]
+    fn a_hot_key_caps_the_partitioned_ideal_whatever_the_worker_count() {
+        let p = plan(&[
+            "--workload",
+            "votes",
+            "--letters",
+            "a",
+            "--step",
+            "partitioned",
+            "--workers",
+            "1,4",
+        ])
+        .unwrap();
+        let rates: Vec<f64> = p.curves[0]
+            .1
+            .iter()
+            .map(|&i| CapacityPlan::ideal_rate(&p.bench.runs[i]).round())
+            .collect();
+        assert_eq!(rates, [100.0, 100.0]);
+        assert_eq!(
+            p.bench.runs[p.curves[0].1[1]].ideal.limit,
+            Limit::KeyDistribution
+        );
+    }
+
+    #[test]
+    fn bad_shares_rates_and_windows_are_refused_by_name() {
+        let err = |extra: &[&str]| format!("{:#}", plan(extra).unwrap_err());
+        assert!(err(&["--resolution", "two"]).contains("--resolution"));
+        assert!(err(&["--resolution", "0%"]).contains("--resolution 0%"));
+        assert!(err(&["--loads", "fast"]).contains("--loads fast"));
+        assert!(err(&["--lag-slope", "x"]).contains("--lag-slope"));
+        assert!(err(&["--window", "50ms"]).contains("--window 50ms"));
+        assert!(err(&["--delay", "0"]).contains("give --start"));
+        assert!(err(&["--preset", "pipeline"]).contains("pipeline"));
+    }
+
+    #[test]
+    fn a_source_short_against_an_idle_engine_is_sender_bound_but_against_full_queues_it_is_not() {
+        use plumbline_engine::trial::Sample;
+        let make = |held: u64| {
+            // 1000/s asked, 500/s sent, the engine holding `held` all along.
+            let samples = (0..=8)
+                .map(|i| {
+                    let t = f64::from(i) * 0.5;
+                    let sent = (500.0 * t) as u64 + held;
+                    Sample {
+                        t,
+                        sent,
+                        done: sent - held,
+                    }
+                })
+                .collect();
+            TrialRun {
+                rate: 1000.0,
+                warmup: Duration::from_secs(1),
+                window: Duration::from_secs(3),
+                samples,
+                figures: plumbline_engine::RunFigures {
+                    wall: Duration::from_secs(4),
+                    sent: 4000,
+                    delivered: 4000,
+                    lost: 0,
+                    duplicates: 0,
+                    latency: plumbline_measure::Recorder::new().summary(),
+                    work: plumbline_measure::Recorder::new().summary(),
+                    per_worker: vec![],
+                    final_state: None,
+                    rejected: 0,
+                    first_rejection: None,
+                    interrupted: false,
+                },
+            }
+        };
+        let verdict = |held| judge(&figures(&make(held), 2), &Slo::default()).verdict;
+        assert!(
+            matches!(verdict(2), Verdict::SenderBound { .. }),
+            "{:?}",
+            verdict(2)
+        );
+        assert!(
+            matches!(verdict(2000), Verdict::Fail(_)),
+            "{:?}",
+            verdict(2000)
+        );
+    }
+}
