@@ -225,6 +225,8 @@ pub struct Trial {
     pub p99_s: f64,
     pub lost: u64,
     pub duplicated: u64,
+    /// Stopped past its window before every item was done (so `lost` is not judged).
+    pub cut: bool,
     pub verdict: Verdict,
     pub wall_s: f64,
 }
@@ -247,7 +249,8 @@ fn figures(run: &TrialRun, workers: usize) -> TrialFigures {
         achieved: run.achieved(),
         lag: run.lag(),
         p99_s: Some(run.figures.latency.p99),
-        lost: run.figures.lost,
+        // Cut past its window, the run abandoned items the engine never lost.
+        lost: if run.cut { 0 } else { run.figures.lost },
         duplicated: run.figures.duplicates,
         source_held_back: run.mean_in_flight() > starved_below,
     }
@@ -417,6 +420,7 @@ fn one_trial(
         p99_s: run.figures.latency.p99,
         lost: run.figures.lost,
         duplicated: run.figures.duplicates,
+        cut: run.cut,
         verdict: judged.verdict.clone(),
         wall_s: run.figures.wall.as_secs_f64(),
     };
@@ -504,10 +508,12 @@ fn table(report: &CapacityReport) -> String {
             let or_dash = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".into(), f);
             writeln!(
                 out,
-                "{:>7} {:>12} {:>12.1} {:>9} {:>10} {:>7}  {}",
+                "{:>7} {:>12} {:>12} {:>9} {:>10} {:>7}  {}",
                 p.workers,
                 or_dash(p.capacity, &|c| format!("{c:.1}")),
-                p.ideal_rate,
+                or_dash(Some(p.ideal_rate).filter(|r| r.is_finite()), &|r| format!(
+                    "{r:.1}"
+                )),
                 or_dash(p.capacity_vs_ideal, &|r| format!("{r:.3}")),
                 or_dash(p.efficiency, &|e| format!("{:.0} %", e * 100.0)),
                 p.trials.len(),
@@ -660,6 +666,7 @@ mod tests {
                     first_rejection: None,
                     interrupted: false,
                 },
+                cut: false,
             }
         };
         let verdict = |held| judge(&figures(&make(held), 2), &Slo::default()).verdict;

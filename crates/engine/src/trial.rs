@@ -4,7 +4,10 @@
 //!
 //! The sampler reads the run's [`Live`] counters, which every engine bumps, every
 //! [`SAMPLE_EVERY`]; the clock starts at the first item sent, so an engine's start-up (worker
-//! processes, say) is not charged as lag. Judging a trial and searching for the capacity are
+//! processes, say) is not charged as lag. A trial whose run goes on [`grace`] past its window
+//! (an overloaded engine draining its backlog, a sender far short of the rate) is stopped
+//! then: the window is all the verdict needs, and the items abandoned are not the engine's
+//! losses ([`TrialRun::cut`]). Judging a trial and searching for the capacity are
 //! `plumbline-scale`'s; this only runs and measures.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +38,14 @@ pub struct TrialRun {
     pub window: Duration,
     pub samples: Vec<Sample>,
     pub figures: RunFigures,
+    /// Stopped [`grace`] after its window, before every item was done: `figures.lost` then
+    /// counts items abandoned, not lost.
+    pub cut: bool,
+}
+
+/// How long past its window a trial may run to finish its items.
+pub fn grace(warmup: Duration, window: Duration) -> Duration {
+    Duration::from_secs(1) + (warmup + window) / 4
 }
 
 /// Runs `base` (its workload, keys, seed) at `rate` for `warmup + window` on `engine`,
@@ -54,9 +65,17 @@ pub fn run(
         ..base.clone()
     };
     let finished = AtomicBool::new(false);
-    let (figures, samples) = std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| sample(live, &finished));
-        let figures = engine.run(&load, live, stop);
+    let trial_stop = Shutdown::new();
+    let watch = Watch {
+        live,
+        finished: &finished,
+        user: stop,
+        trial: &trial_stop,
+        deadline: warmup + window + grace(warmup, window),
+    };
+    let (figures, (samples, cut)) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| watch.sample());
+        let figures = engine.run(&load, live, &trial_stop);
         finished.store(true, Ordering::Release);
         (figures, sampler.join().unwrap_or_default())
     });
@@ -66,27 +85,49 @@ pub fn run(
         window,
         samples,
         figures: figures?,
+        cut,
     })
 }
 
-fn sample(live: &Live, finished: &AtomicBool) -> Vec<Sample> {
-    let mut samples = Vec::new();
-    let mut first: Option<Instant> = None;
-    while !finished.load(Ordering::Acquire) {
-        let sent = live.items_in.load(Ordering::Relaxed);
-        let done = live.items_out.load(Ordering::Relaxed);
-        let now = Instant::now();
-        if sent > 0 {
-            let t0 = *first.get_or_insert(now);
-            samples.push(Sample {
-                t: now.duration_since(t0).as_secs_f64(),
-                sent,
-                done,
-            });
+/// The sampler, which also stops the run at the user's word or the trial's deadline.
+struct Watch<'a> {
+    live: &'a Live,
+    finished: &'a AtomicBool,
+    user: &'a Shutdown,
+    trial: &'a Shutdown,
+    /// After the first item.
+    deadline: Duration,
+}
+
+impl Watch<'_> {
+    /// The samples, and whether the deadline cut the run.
+    fn sample(&self) -> (Vec<Sample>, bool) {
+        let mut samples = Vec::new();
+        let mut first: Option<Instant> = None;
+        let mut cut = false;
+        while !self.finished.load(Ordering::Acquire) {
+            let sent = self.live.items_in.load(Ordering::Relaxed);
+            let done = self.live.items_out.load(Ordering::Relaxed);
+            let now = Instant::now();
+            if sent > 0 {
+                let t0 = *first.get_or_insert(now);
+                samples.push(Sample {
+                    t: now.duration_since(t0).as_secs_f64(),
+                    sent,
+                    done,
+                });
+                if !cut && now.duration_since(t0) > self.deadline {
+                    cut = true;
+                    self.trial.request();
+                }
+            }
+            if self.user.requested() {
+                self.trial.request();
+            }
+            std::thread::sleep(SAMPLE_EVERY);
         }
-        std::thread::sleep(SAMPLE_EVERY);
+        (samples, cut)
     }
-    samples
 }
 
 impl TrialRun {
@@ -160,6 +201,7 @@ mod tests {
                 first_rejection: None,
                 interrupted: false,
             },
+            cut: false,
         }
     }
 
