@@ -2,23 +2,19 @@
 //! and the report that shows them.
 //!
 //! [`trend`] fits the lag trend, [`trial`] judges one trial against its SLO, [`search`] finds one
-//! worker count's capacity over a trial oracle, [`demand`] the fewest workers for a load, and
-//! [`ideal`] the capacity a zero-overhead system would reach; [`step`] is the shape both searches
-//! share ([`TrialSearch`]: next trial, record its verdict). No I/O, clocks or threads: running
-//! a trial is the engines' work.
+//! worker count's capacity over a trial oracle, and [`demand`] reads the fewest workers for a
+//! load off the capacities; [`step`] is the shape of a search ([`TrialSearch`]: next trial,
+//! record its verdict). The ideal a search starts from is measure's (`plumbline_measure::ideal`,
+//! the one ideal computation). No I/O, clocks or threads: running a trial is the engines' work.
 
 pub mod demand;
-pub mod ideal;
 pub mod search;
 mod show;
 pub mod step;
 pub mod trend;
 pub mod trial;
 
-pub use demand::{
-    fewest_workers, find_demand, DemandError, DemandOutcome, DemandSearch, DemandStep,
-};
-pub use ideal::{IdealCapacity, IdealError, ItemCost, Limit};
+pub use demand::fewest_workers;
 pub use search::{
     find_capacity, CapacitySearch, SearchConfig, SearchConfigError, SearchOutcome, Step,
 };

@@ -36,18 +36,6 @@ impl fmt::Display for Secs {
     }
 }
 
-/// A worker count with its noun: "1 worker", "4 workers".
-pub(crate) struct Workers(pub usize);
-
-impl fmt::Display for Workers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            1 => f.write_str("1 worker"),
-            n => write!(f, "{n} workers"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,11 +64,5 @@ mod tests {
         assert_eq!(Secs(0.25).to_string(), "250 ms");
         assert_eq!(Secs(0.0123).to_string(), "12.3 ms");
         assert_eq!(Secs(1.5).to_string(), "1.5 s");
-    }
-
-    #[test]
-    fn one_worker_is_singular() {
-        assert_eq!(Workers(1).to_string(), "1 worker");
-        assert_eq!(Workers(4).to_string(), "4 workers");
     }
 }

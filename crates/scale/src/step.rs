@@ -1,6 +1,6 @@
-//! What both searches share: a search names its next trial or its outcome, and takes each
-//! trial's verdict; [`run`] drives one over an oracle. Which trial comes next is each search's
-//! own logic ([`crate::search`], [`crate::demand`]); running trials is the engines'.
+//! The shape of a search: it names its next trial or its outcome, and takes each trial's
+//! verdict; [`run`] drives one over an oracle. Which trial comes next is the search's own
+//! logic ([`crate::search`]); running trials is the engines'.
 
 use crate::trial::{Verdict, Why};
 
