@@ -247,7 +247,13 @@ pub fn fill_ratios(runs: &mut [RunRecord]) {
 /// Overhead over the ideal in percent, `(wall / ideal − 1) × 100`; `None` when the ideal is
 /// zero (or not a number), where no overhead can be told. The one overhead formula.
 pub fn overhead_pct(wall_s: f64, ideal_s: f64) -> Option<f64> {
-    (ideal_s > 0.0).then(|| (wall_s / ideal_s - 1.0) * 100.0)
+    pct_above(wall_s, ideal_s)
+}
+
+/// How far `value` lies above `reference`, in percent: `(value / reference − 1) × 100`; `None`
+/// when the reference is not positive.
+pub fn pct_above(value: f64, reference: f64) -> Option<f64> {
+    (reference > 0.0).then(|| (value / reference - 1.0) * 100.0)
 }
 
 /// `count` over `wall_s` seconds, per second; 0 for a run that took no time.
