@@ -1,6 +1,7 @@
 //! Issue 14 §2 end to end: one run record. `bench --json` on threads and on the task pipeline
 //! write the same schema, read back here as the one Rust type, and `report` and `compare` read
-//! those files too, refusing an older or unknown schema by its version.
+//! those files too, refusing an older or unknown schema by its version (tests/fixtures holds
+//! documents the last version wrote).
 
 mod common;
 
@@ -155,4 +156,30 @@ fn report_and_compare_read_run_records_and_refuse_other_schemas_by_version() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn documents_written_before_plumbline_run_2_are_read_or_refused_by_their_version() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let at = |name: &str| fixtures.join(name).to_str().unwrap().to_string();
+    // A report folder of the last version: its run.json rows did not change, so it is read.
+    let folder = at("report-v1");
+    let out = plumbline(&["compare", &folder, &folder]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(" on 2 "), "{}", stdout(&out));
+    let rendered = scratch("record-v1").join("rendered");
+    let out = plumbline(&["report", &folder, "--out", rendered.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(rendered.join("index.html").exists());
+    // The last version's `bench --json`, of the thread presets and of the pipeline table.
+    for name in ["record-v1-bench.json", "record-v1-pipeline.json"] {
+        let out = plumbline(&["compare", &folder, &at(name)]);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{name} is not a run record this plumbline reads"))
+                && err.contains("plumbline.run/1"),
+            "{err}"
+        );
+    }
 }
