@@ -174,8 +174,11 @@ impl BenchReport {
     /// Reads a run record, checking its schema before its fields, so an older or newer document
     /// is refused by its version rather than by whichever field changed.
     pub fn parse(bytes: &[u8]) -> Result<Self, RecordError> {
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(RecordError::NotJson)?;
+        Self::from_value(serde_json::from_slice(bytes).map_err(RecordError::NotJson)?)
+    }
+
+    /// [`BenchReport::parse`] of a document already read as JSON.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, RecordError> {
         match value.get("schema") {
             None => Err(RecordError::Unversioned),
             Some(serde_json::Value::String(s)) if s == SCHEMA => {

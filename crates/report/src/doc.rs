@@ -227,7 +227,7 @@ impl RunDoc {
         let doc: RunDoc = if value.get("format").is_some() || !value.is_object() {
             serde_json::from_value(value).map_err(corrupt)?
         } else {
-            let record = BenchReport::parse(bytes).map_err(|source| ReportError::Record {
+            let record = BenchReport::from_value(value).map_err(|source| ReportError::Record {
                 path: path.clone(),
                 source,
             })?;
