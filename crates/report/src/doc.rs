@@ -183,7 +183,7 @@ impl RunDoc {
             });
         }
         if !at.is_dir() {
-            return Err(ReportError::NoFolder(at.to_path_buf()));
+            return Err(ReportError::NotFileOrFolder(at.to_path_buf()));
         }
         Self::load_file(&at.join("run.json"), |source| {
             if source.kind() == std::io::ErrorKind::NotFound {

@@ -21,7 +21,7 @@ pub enum ReportError {
     #[error("{} does not exist", .0.display())]
     Missing(PathBuf),
     #[error("{} is neither a report folder nor a file", .0.display())]
-    NoFolder(PathBuf),
+    NotFileOrFolder(PathBuf),
     #[error("{} has no run.json: is it a plumbline report folder?", .0.display())]
     NoRunJson(PathBuf),
     #[error("{}: {source}", path.display())]
