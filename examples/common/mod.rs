@@ -58,14 +58,14 @@ pub fn run_collector(bound: BoundCollector, shutdown: &Shutdown) -> Result<()> {
 pub fn run_distributor(bound: Bound, shutdown: &Shutdown) -> Result<()> {
     let report = bound.run(shutdown)?;
     let secs = |s: Option<f64>| s.map_or("?".into(), |s| format!("{s:.3} s"));
-    let percent = |o: Option<f64>| o.map_or("?".into(), |o| format!("{:+.1} %", o * 100.0));
+    let percent = |o: Option<f64>| o.map_or("?".into(), |o| format!("{o:+.1} %"));
     println!(
         "finished - acked {} of {} tasks: wall {:.3} s, ideal {}, overhead {}",
         report.acked,
         report.issued,
-        report.wall_secs,
-        secs(report.ideal_secs),
-        percent(report.overhead)
+        report.wall_s,
+        secs(report.ideal_s),
+        percent(report.overhead_pct)
     );
     Ok(())
 }
@@ -79,8 +79,11 @@ pub fn workload(data: &Value) -> Duration {
 /// `tasks` workloads spread evenly over `threads`: the ideal a `Task` reports to the
 /// distributor, which divides the run's wall time by it for the overhead.
 pub fn ideal(tasks: u64, threads: u32) -> Duration {
-    let rounds = tasks.div_ceil(u64::from(threads.max(1)));
-    Duration::from_secs_f64(WORKLOAD_SECS * rounds as f64)
+    plumbline_measure::ideal::batch_ideal(
+        tasks,
+        u64::from(threads),
+        Duration::from_secs_f64(WORKLOAD_SECS),
+    )
 }
 
 pub fn endpoint(text: &str) -> Result<Endpoint> {

@@ -1,6 +1,7 @@
-//! Fuzz target for the report decoder: `run.json` comes from files a user passes to
-//! `plumbline report` and `compare`, so any bytes must give a document or an error, never a
-//! panic; a document that decodes must survive a re-encode (what `report` writes back).
+//! Fuzz target for the report decoder: `run.json` and run records (`bench --json`, schema
+//! `plumbline.run/2`) come from files a user passes to `plumbline report` and `compare`, so any
+//! bytes must give a document or an error, never a panic; a document that decodes must survive
+//! a re-encode (what `report` writes back).
 //!
 //! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run run_json` in this folder (see frames.rs).
 

@@ -86,8 +86,10 @@ Examples:
   plumbline bench --report base                     # a report folder named base
   plumbline report base                             # re-render base/ from base/run.json
   plumbline report base --out /tmp/copy             # render it somewhere else
+  plumbline report runs.json --out runs-report      # render a bench --json run record
   plumbline compare base new                        # gate: overhead +0.5 pp, p99 +10 % allowed
-  plumbline compare base new --max-overhead-increase 1pp --max-p99-increase 25%";
+  plumbline compare base new --max-overhead-increase 1pp --max-p99-increase 25%
+  plumbline compare base.json new.json              # two bench --json run records";
 
 /// Where a run's figures go besides the terminal: a report folder, a live page.
 #[derive(Debug, Clone, Args)]
@@ -104,7 +106,7 @@ pub struct ReportArgs {
 /// Flags of `report`.
 #[derive(Debug, Args)]
 pub struct ReportCmdArgs {
-    /// A report folder (holding run.json)
+    /// A report folder (holding run.json), or a run record file (`bench --json`) with --out
     pub dir: PathBuf,
     /// Render into this folder instead of DIR (run.json is copied along)
     #[arg(long, value_name = "DIR")]
@@ -114,9 +116,9 @@ pub struct ReportCmdArgs {
 /// Flags of `compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// The baseline report folder
+    /// The baseline: a report folder, or a run record file (`bench --json`)
     pub base: PathBuf,
-    /// The report folder to judge against it
+    /// The report folder or run record file to judge against it
     pub new: PathBuf,
     /// Fail when a run's overhead grew by more than this many percentage points
     #[arg(long, default_value = "0.5pp", value_parser = plumbline_report::compare::parse_pp)]

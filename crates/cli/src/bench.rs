@@ -8,9 +8,10 @@
 
 use anyhow::{bail, Context, Result};
 use plumbline_engine::{EngineKind, RunFigures};
-use plumbline_measure::report::{fill_ratios, overhead_pct, table, BenchReport, Host, RunRecord};
+use plumbline_measure::report::{
+    fill_ratios, overhead_pct, per_s, table, BenchReport, Host, RunRecord,
+};
 use plumbline_measure::RunInfo;
-use plumbline_report::Run;
 use plumbline_worker::Shutdown;
 
 use crate::args::BenchArgs;
@@ -62,14 +63,12 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let default_report = (!args.no_report).then(|| crate::session::timestamped("bench"));
     let session = Session::start("bench", &args.out, default_report)?;
     let live = session.live();
-    let mut report = BenchReport {
-        plumbline_version: env!("CARGO_PKG_VERSION").to_string(),
-        command: crate::session::command_line(),
-        preset: plan.preset.clone(),
-        seed: plan.seed,
+    let mut report = BenchReport::new(
+        crate::session::command_line(),
+        &plan.preset,
+        Some(plan.seed),
         host,
-        runs: Vec::new(),
-    };
+    );
     let total = plan.runs.len();
     for (index, run) in plan.runs.iter().enumerate() {
         let label = format!(
@@ -116,12 +115,11 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     fill_ratios(&mut report.runs);
     print!("{}", table(&report));
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        write_json(path, &report)?;
         eprintln!("wrote {}", path.display());
     }
     session.finish(Outcome {
-        runs: report_runs(&report.runs),
+        runs: plumbline_report::rows(&report.runs),
         resolved: plan.resolved.clone(),
         seeds: vec![plan.seed],
         detail: serde_json::to_value(&report)?,
@@ -147,56 +145,16 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     Ok(Verdict::of(false, failures))
 }
 
-/// The bench's runs as report rows: one scaling-curve group per load (everything but the
-/// worker count), and the speedup the keys allow from the group's 1-worker ideal.
-pub fn report_runs(records: &[RunRecord]) -> Vec<Run> {
-    let group = |r: &RunRecord| {
-        format!(
-            "{} {} x {}s {} {} {} ({})",
-            r.items, r.workload, r.delay_s, r.work, r.step, r.cluster, r.keys
-        )
-    };
-    let mut labels = std::collections::HashSet::new();
-    records
-        .iter()
-        .map(|r| {
-            let one_worker_ideal = records
-                .iter()
-                .find(|b| b.workers == 1 && group(b) == group(r))
-                .map(|b| b.ideal_s);
-            let mut label = format!("{} on {}", group(r), r.workers);
-            let mut n = 2;
-            while !labels.insert(label.clone()) {
-                label = format!("{} on {} #{n}", group(r), r.workers);
-                n += 1;
-            }
-            Run {
-                label,
-                group: group(r),
-                workers: r.workers,
-                items: r.items,
-                wall_s: r.wall_s,
-                ideal_s: Some(r.ideal_s),
-                overhead_pct: r.overhead_pct,
-                speedup: r.speedup,
-                ideal_speedup: one_worker_ideal
-                    .filter(|_| r.ideal_s > 0.0)
-                    .map(|one| one / r.ideal_s),
-                items_per_s: r.items_per_s,
-                lost: r.lost,
-                duplicates: r.duplicates,
-                latency_s: Some(r.latency_s.clone()),
-                per_worker: r.per_worker.clone(),
-            }
-        })
-        .collect()
+/// `--json PATH`: the run record document, whichever preset made it.
+pub fn write_json(path: &std::path::Path, report: &BenchReport) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)? + "\n";
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 fn record(plan: &BenchPlan, run: &RunPlan, outcome: &RunFigures) -> RunRecord {
     let wall_s = outcome.wall.as_secs_f64();
     let ideal_s = run.ideal.time.as_secs_f64();
     let delivered = outcome.delivered;
-    let per_s = |n: f64| if wall_s > 0.0 { n / wall_s } else { 0.0 };
     let (state_ok, state) = check_state(run, outcome);
     RunRecord {
         workers: run.cluster.workers,
@@ -216,8 +174,11 @@ fn record(plan: &BenchPlan, run: &RunPlan, outcome: &RunFigures) -> RunRecord {
         speedup: None,
         efficiency: None,
         vs_sequential: None,
-        items_per_s: per_s(delivered as f64),
-        mb_per_s: per_s((delivered * plan.workload.payload_size() as u64) as f64) / 1e6,
+        items_per_s: per_s(delivered as f64, wall_s),
+        mb_per_s: per_s(
+            (delivered * plan.workload.payload_size() as u64) as f64,
+            wall_s,
+        ) / 1e6,
         latency_s: outcome.latency.clone(),
         work_s: outcome.work.clone(),
         per_worker: outcome.per_worker.clone(),
@@ -228,6 +189,7 @@ fn record(plan: &BenchPlan, run: &RunPlan, outcome: &RunFigures) -> RunRecord {
         state_ok,
         state,
         interrupted: outcome.interrupted,
+        pipeline: None,
     }
 }
 

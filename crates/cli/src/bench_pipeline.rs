@@ -3,8 +3,10 @@
 //! For each tasks × workers × threads it starts `plumbline pipeline collector`, `distributor`
 //! and the workers on free loopback ports, lets the distributor run until the collector has ACKed
 //! every task, and reads the distributor's JSON report: wall time from the first dispatch to the
-//! last ACK, against the ideal ⌈tasks / threads⌉ × delay. The seed's published figures are
-//! printed beside ours. The pipeline itself is plumbline-pipeline; this only orchestrates.
+//! last ACK, against the ideal ⌈tasks / threads⌉ × delay. Each run becomes a run record, the
+//! same type the other presets write, with the pipeline's own figures and the seed's published
+//! ones in its `pipeline` part; the seed's are printed beside ours. The pipeline itself is
+//! plumbline-pipeline; this only orchestrates.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,10 +14,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use plumbline_core::duration::Human;
 use plumbline_core::Shutdown;
-use plumbline_measure::RunInfo;
+use plumbline_measure::ideal::batch_ideal;
+use plumbline_measure::report::{
+    fill_ratios, per_s, BenchReport, Host, PipelineFigures, RunRecord,
+};
+use plumbline_measure::{Limit, Recorder, RunInfo};
 use plumbline_pipeline::PipelineReport;
-use plumbline_report::Run;
-use serde::Serialize;
 
 use crate::args::BenchArgs;
 use crate::bench::Verdict;
@@ -38,30 +42,6 @@ const SEED: [(u64, usize, u32, f64, f64); 12] = [
     (1000, 2, 10, 560.0, 12.0),
     (5000, 2, 10, 2818.0, 12.7),
 ];
-
-/// One row of the table.
-#[derive(Debug, Serialize)]
-struct Row {
-    tasks: u64,
-    workers: usize,
-    threads: u32,
-    delay_secs: f64,
-    work: String,
-    ideal_secs: Option<f64>,
-    wall_secs: f64,
-    overhead: Option<f64>,
-    seed_ms: Option<f64>,
-    seed_overhead_pct: Option<f64>,
-    report: PipelineReport,
-}
-
-#[derive(Debug, Serialize)]
-struct PipelineBench {
-    plumbline_version: String,
-    command: Vec<String>,
-    preset: String,
-    runs: Vec<Row>,
-}
 
 pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     reject_other_flags(args)?;
@@ -89,7 +69,12 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let exe = std::env::current_exe().context("finding the plumbline binary")?;
     let default_report = (!args.no_report).then(|| crate::session::timestamped("bench"));
     let session = Session::start("bench", &args.out, default_report)?;
-    let mut runs = Vec::new();
+    let mut bench = BenchReport::new(
+        crate::session::command_line(),
+        "pipeline",
+        None,
+        Host::current(),
+    );
     let total = threads.len() * workers.len() * tasks.len();
     println!(
         "seed 001 pipeline: collector, distributor and workers as processes on loopback, {} {work} tasks",
@@ -110,13 +95,13 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 if !args.quiet {
                     eprintln!(
                         "run {}/{total}: {n} tasks on {w} worker(s) x {t} thread(s)…",
-                        runs.len() + 1
+                        bench.runs.len() + 1
                     );
                 }
                 session.live().begin_run(RunInfo {
                     label: format!(
                         "run {}/{total}: {n} tasks on {w} worker(s) x {t} thread(s)",
-                        runs.len() + 1
+                        bench.runs.len() + 1
                     ),
                     workers: w,
                     total: Some(n),
@@ -124,47 +109,25 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 });
                 let report = one_run(&exe, n, w, t, delay, &work)
                     .with_context(|| format!("{n} tasks on {w} x {t}"))?;
-                let seed = SEED
-                    .iter()
-                    .find(|s| (s.0, s.1, s.2) == (n, w, t) && delay == Duration::from_millis(10));
-                let row = Row {
-                    tasks: n,
-                    workers: w,
-                    threads: t,
-                    delay_secs: delay.as_secs_f64(),
-                    work: work.clone(),
-                    ideal_secs: report.ideal_secs,
-                    wall_secs: report.wall_secs,
-                    overhead: report.overhead,
-                    seed_ms: seed.map(|s| s.3),
-                    seed_overhead_pct: seed.map(|s| s.4),
-                    report,
-                };
-                print_row(&row);
-                if row.report.lost > 0 || !row.report.failed.is_empty() {
+                let run = record(report, n, w, t, delay, &work)?;
+                print_row(&run);
+                let failed = run.pipeline.as_ref().map_or(0, |p| p.failed);
+                if run.lost > 0 || failed > 0 {
                     failures.push(format!(
-                        "{n} tasks on {w} x {t}: {} lost, {} failed",
-                        row.report.lost,
-                        row.report.failed.len()
+                        "{n} tasks on {w} x {t}: {} lost, {failed} failed",
+                        run.lost
                     ));
                 }
-                runs.push(row);
+                bench.runs.push(run);
             }
         }
     }
-    let report_runs = report_runs(&runs);
-    let bench = PipelineBench {
-        plumbline_version: env!("CARGO_PKG_VERSION").to_string(),
-        command: crate::session::command_line(),
-        preset: "pipeline".into(),
-        runs,
-    };
+    fill_ratios(&mut bench.runs);
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&bench)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        crate::bench::write_json(path, &bench)?;
     }
     session.finish(Outcome {
-        runs: report_runs,
+        runs: plumbline_report::rows(&bench.runs),
         resolved: serde_json::json!({
             "preset": "pipeline",
             "items": tasks,
@@ -179,48 +142,81 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     Ok(Verdict::of(shutdown.requested(), failures))
 }
 
-/// The table as report rows: one scaling-curve group per tasks x threads, speedups against the
-/// group's 1-worker run.
-fn report_runs(rows: &[Row]) -> Vec<Run> {
-    let one_worker = |row: &Row| {
-        rows.iter()
-            .find(|o| o.workers == 1 && (o.tasks, o.threads) == (row.tasks, row.threads))
-    };
-    rows.iter()
-        .map(|row| {
-            let label = format!(
-                "{} tasks on {} x {} thread(s)",
-                row.tasks, row.workers, row.threads
-            );
-            let mut run = crate::pipeline::report_run(&row.report, label);
-            run.group = format!("{} tasks x {} thread(s)", row.tasks, row.threads);
-            run.workers = row.workers;
-            if let Some(one) = one_worker(row).filter(|_| row.wall_secs > 0.0) {
-                run.speedup = Some(one.wall_secs / row.wall_secs);
-                run.ideal_speedup = one
-                    .ideal_secs
-                    .zip(row.ideal_secs)
-                    .filter(|(_, ideal)| *ideal > 0.0)
-                    .map(|(one, ideal)| one / ideal);
-            }
-            run
-        })
-        .collect()
+/// One pipeline run as a run record: its slots are workers × threads, its ideal and overhead
+/// the distributor's, and it measures no per-task latency (an empty histogram says so).
+fn record(
+    report: PipelineReport,
+    tasks: u64,
+    workers: usize,
+    threads: u32,
+    delay: Duration,
+    work: &str,
+) -> Result<RunRecord> {
+    let seed = SEED.iter().find(|s| {
+        (s.0, s.1, s.2) == (tasks, workers, threads) && delay == Duration::from_millis(10)
+    });
+    let ideal_s = report.ideal_s.unwrap_or(0.0);
+    let nothing = Recorder::new().summary();
+    Ok(RunRecord {
+        workers,
+        items: tasks,
+        delay_s: delay.as_secs_f64(),
+        work: work.to_string(),
+        // Credits hand the next task to whichever thread is free.
+        step: "balanced".into(),
+        cluster: "pipeline".into(),
+        workload: "tasks".into(),
+        keys: "none".into(),
+        wall_s: report.wall_s,
+        ideal_s,
+        limit: Limit::Workers,
+        even_spread_ideal_s: ideal_s,
+        busiest_worker_s: ideal_s,
+        overhead_pct: report.overhead_pct,
+        speedup: None,
+        efficiency: None,
+        vs_sequential: None,
+        items_per_s: per_s(report.acked as f64, report.wall_s),
+        mb_per_s: 0.0,
+        latency_s: nothing.clone(),
+        work_s: nothing,
+        per_worker: report.workers.iter().map(|w| w.acked).collect(),
+        delivered: report.acked,
+        lost: report.lost,
+        duplicates: report.duplicates,
+        rejected: 0,
+        state_ok: None,
+        state: String::new(),
+        interrupted: report.interrupted,
+        pipeline: Some(PipelineFigures {
+            threads_per_worker: threads,
+            dispatches: report.dispatches,
+            redelivered: report.redeliveries,
+            failed: report.failed.len() as u64,
+            seed_wall_s: seed.map(|s| s.3 / 1e3),
+            seed_overhead_pct: seed.map(|s| s.4),
+            distributor: serde_json::to_value(&report)?,
+        }),
+    })
 }
 
-fn print_row(row: &Row) {
+fn print_row(run: &RunRecord) {
     let ms = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{:.1}", s * 1e3));
-    let pct = |o: Option<f64>| o.map_or("-".to_string(), |o| format!("{:+.2} %", o * 100.0));
+    let pipeline = run.pipeline.as_ref();
     println!(
         "{:>6} {:>7} {:>7} {:>10} {:>11} {:>9} | {:>8} {:>9}",
-        row.tasks,
-        row.workers,
-        row.threads,
-        ms(row.ideal_secs),
-        format!("{:.1}", row.wall_secs * 1e3),
-        pct(row.overhead),
-        row.seed_ms.map_or("-".into(), |m| format!("{m:.0}")),
-        row.seed_overhead_pct
+        run.items,
+        run.workers,
+        run.threads_per_worker().unwrap_or(1),
+        ms(Some(run.ideal_s).filter(|&i| i > 0.0)),
+        ms(Some(run.wall_s)),
+        run.overhead_pct
+            .map_or("-".into(), |o| format!("{o:+.2} %")),
+        pipeline
+            .and_then(|p| p.seed_wall_s)
+            .map_or("-".into(), |s| format!("{:.0}", s * 1e3)),
+        pipeline
+            .and_then(|p| p.seed_overhead_pct)
             .map_or("-".into(), |p| format!("{p:+.1} %")),
     );
 }
@@ -325,7 +321,7 @@ fn one_run(
             )
         })
         .collect::<Result<_>>()?;
-    let ideal = delay * u32::try_from(tasks.div_ceil(u64::from(threads) * workers as u64))?;
+    let ideal = batch_ideal(tasks, u64::from(threads) * workers as u64, delay);
     // A distributor that exits 1 over failed tasks still wrote its report: the table shows them.
     let exited = distributor.wait_exit(ideal * 3 + Duration::from_secs(60));
     let text = std::fs::read_to_string(&report_at);

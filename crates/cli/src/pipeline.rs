@@ -194,16 +194,12 @@ pub fn report_run(r: &PipelineReport, label: String) -> Run {
         label,
         workers: r.workers.len(),
         items: r.acked,
-        wall_s: r.wall_secs,
-        ideal_s: r.ideal_secs,
-        overhead_pct: r.overhead.map(|o| o * 100.0),
+        wall_s: r.wall_s,
+        ideal_s: r.ideal_s,
+        overhead_pct: r.overhead_pct,
         speedup: None,
         ideal_speedup: None,
-        items_per_s: if r.wall_secs > 0.0 {
-            r.acked as f64 / r.wall_secs
-        } else {
-            0.0
-        },
+        items_per_s: plumbline_measure::report::per_s(r.acked as f64, r.wall_s),
         lost: r.lost,
         duplicates: r.duplicates,
         latency_s: None,
@@ -253,12 +249,12 @@ fn print_report(r: &PipelineReport) {
         r.workers.len(),
         if r.interrupted { " (interrupted)" } else { "" }
     );
-    if let Some(ideal) = r.ideal_secs {
+    if let Some(ideal) = r.ideal_s {
         println!("  ideal      {ideal:>10.3} s");
     }
-    print!("  measured   {:>10.3} s", r.wall_secs);
-    match r.overhead {
-        Some(o) => println!("   overhead {:+.2} %", o * 100.0),
+    print!("  measured   {:>10.3} s", r.wall_s);
+    match r.overhead_pct {
+        Some(o) => println!("   overhead {o:+.2} %"),
         None => println!(),
     }
     if r.resumed > 0 {

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use plumbline_core::secret::redact_url;
 use plumbline_measure::report::Host;
 use plumbline_measure::{Live, Ticker};
@@ -180,10 +180,18 @@ pub fn timestamped(kind: &str) -> PathBuf {
     dir
 }
 
-/// `plumbline report DIR`: re-renders a folder (or a copy of it) from its run.json.
+/// `plumbline report DIR`: re-renders a folder (or a copy of it) from its run.json, or renders
+/// a run record file (`bench --json`) into `--out`.
 pub fn rerender(dir: &Path, out: Option<&Path>) -> Result<()> {
     let doc = RunDoc::load(dir)?;
-    let target = out.unwrap_or(dir);
+    let target = match out {
+        Some(out) => out,
+        None if dir.is_file() => bail!(
+            "{} is a file: name the folder to render it into with --out DIR",
+            dir.display()
+        ),
+        None => dir,
+    };
     let written = plumbline_report::write(target, &doc)
         .with_context(|| format!("rendering into {}", target.display()))?;
     println!(

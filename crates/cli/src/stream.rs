@@ -24,7 +24,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use plumbline_core::clock::Sleeper;
 use plumbline_core::Shutdown;
-use plumbline_measure::report::secs;
+use plumbline_measure::report::{overhead_pct, secs};
 use plumbline_measure::{LatencyFeed, LatencySummary, Live, RunInfo};
 use plumbline_report::Run;
 use plumbline_transport::broker::{
@@ -58,7 +58,8 @@ pub struct StreamRun {
     pub repeat: u64,
     pub makespan_s: f64,
     pub ideal_s: f64,
-    pub overhead_pct: f64,
+    /// Null when the ideal is zero (no sleep, one task).
+    pub overhead_pct: Option<f64>,
     pub completed: u64,
     pub lost: u64,
     /// Items the stream delivered again after they had arrived (at-least-once backends).
@@ -96,7 +97,7 @@ impl StreamRun {
             items: self.completed,
             wall_s: self.makespan_s,
             ideal_s: Some(self.ideal_s),
-            overhead_pct: Some(self.overhead_pct),
+            overhead_pct: self.overhead_pct,
             speedup: None,
             ideal_speedup: None,
             items_per_s: if self.makespan_s > 0.0 {
@@ -117,7 +118,7 @@ const CSV_HEADER: &str = "stream,stream_method,data_size_bytes,task_count,task_s
 impl StreamRun {
     fn csv(&self) -> String {
         format!(
-            "{},{},{},{},{},{},{},{:.6},{:.6},{:.3},{},{},{},{:.6},{:.6},{:.6},{},{:.1},{},{},{}",
+            "{},{},{},{},{},{},{},{:.6},{:.6},{},{},{},{},{:.6},{:.6},{:.6},{},{:.1},{},{},{}",
             self.stream,
             self.stream_method,
             self.data_size_bytes,
@@ -127,7 +128,8 @@ impl StreamRun {
             self.repeat,
             self.makespan_s,
             self.ideal_s,
-            self.overhead_pct,
+            self.overhead_pct
+                .map_or(String::new(), |o| format!("{o:.3}")),
             self.completed,
             self.lost,
             self.duplicates,
@@ -212,13 +214,13 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 });
                 let run = experiment.run(shutdown)?;
                 println!(
-                    "{:>8} {:>9} {:>6} {:>10} {:>10} {:>8.2}% {:>9} {:>10.0}B {:>12.1} {:>12}{}",
+                    "{:>8} {:>9} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10.0}B {:>12.1} {:>12}{}",
                     run.stream_method,
                     size,
                     format!("{}/{}", run.completed, run.task_count),
                     secs(run.makespan_s),
                     secs(run.ideal_s),
-                    run.overhead_pct,
+                    run.overhead_pct.map_or("-".into(), |o| format!("{o:.2}%")),
                     secs(run.latency_p99_s),
                     run.broker_bytes_per_item,
                     run.store_bytes as f64 / 1e6,
@@ -462,7 +464,7 @@ impl Experiment<'_> {
             repeat: self.repeat,
             makespan_s: makespan.as_secs_f64(),
             ideal_s: ideal.as_secs_f64(),
-            overhead_pct: (makespan.as_secs_f64() / ideal.as_secs_f64() - 1.0) * 100.0,
+            overhead_pct: overhead_pct(makespan.as_secs_f64(), ideal.as_secs_f64()),
             completed,
             lost: args.task_count - completed,
             duplicates: d.duplicates,

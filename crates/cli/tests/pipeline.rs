@@ -102,11 +102,8 @@ fn two_workers_share_the_tasks_and_every_one_is_acked() {
     assert_eq!(r["duplicates"], 0);
     assert_eq!(r["collector"]["results"], 200);
     // 4 threads: ideal 0.5 s. Generous: this test is about behaviour, the bench about speed.
-    assert!(
-        (r["ideal_secs"].as_f64().unwrap() - 0.5).abs() < 1e-9,
-        "{r}"
-    );
-    assert!(r["overhead"].as_f64().unwrap() < 0.5, "{r}");
+    assert!((r["ideal_s"].as_f64().unwrap() - 0.5).abs() < 1e-9, "{r}");
+    assert!(r["overhead_pct"].as_f64().unwrap() < 50.0, "{r}");
     // Workers leave when told `end`: that is not leaving early.
     for w in r["workers"].as_array().unwrap() {
         assert_eq!(w["lost_connection"], false, "{w}");
@@ -384,23 +381,40 @@ fn the_pipeline_bench_prints_the_seeds_table_beside_ours() {
     // The seed's 2 workers x 10 threads, 100 tasks: 51 ms, +2.0 %.
     assert!(table.contains("51") && table.contains("+2.0 %"), "{table}");
     let bench = read_json(&json);
+    assert_eq!(bench["schema"], "plumbline.run/2");
     let runs = bench["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4);
     for run in runs {
-        assert_eq!(run["report"]["acked"], run["tasks"], "{run}");
-        assert_eq!(run["report"]["lost"], 0);
-        let ideal = run["ideal_secs"].as_f64().unwrap();
+        assert_eq!(run["cluster"], "pipeline");
+        assert_eq!(run["delivered"], run["items"], "{run}");
+        assert_eq!(
+            run["pipeline"]["distributor"]["acked"], run["items"],
+            "{run}"
+        );
+        assert_eq!(run["lost"], 0);
+        assert_eq!(run["pipeline"]["threads_per_worker"], 10);
+        let ideal = run["ideal_s"].as_f64().unwrap();
         let expected = 0.01
-            * (run["tasks"].as_f64().unwrap() / (10.0 * run["workers"].as_f64().unwrap())).ceil();
+            * (run["items"].as_f64().unwrap() / (10.0 * run["workers"].as_f64().unwrap())).ceil();
         assert!((ideal - expected).abs() < 1e-9, "{run}");
-        assert!(run["wall_secs"].as_f64().unwrap() >= ideal);
+        let wall = run["wall_s"].as_f64().unwrap();
+        assert!(wall >= ideal);
+        // The one overhead formula, in percent.
+        let overhead = run["overhead_pct"].as_f64().unwrap();
+        assert!(
+            (overhead - (wall / ideal - 1.0) * 100.0).abs() < 1e-6,
+            "{run}"
+        );
     }
     assert_eq!(
-        runs[0]["seed_ms"],
+        runs[0]["pipeline"]["seed_wall_s"],
         Value::Null,
         "20 tasks: not in the seed's table"
     );
-    assert_eq!(runs[1]["seed_ms"], 93.0);
+    assert_eq!(runs[1]["pipeline"]["seed_wall_s"], 0.093);
+    assert_eq!(runs[1]["pipeline"]["seed_overhead_pct"], -7.0);
+    // 20 tasks on 2 x 10 threads against 1 x 10: the speedup is filled as on the other presets.
+    assert!(runs[2]["speedup"].as_f64().unwrap() > 0.0, "{}", runs[2]);
     let out = plumbline(&["bench", "--preset", "pipeline", "--keys", "uniform"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -86,7 +86,7 @@ pub fn ideal(input: &IdealInput) -> Ideal {
     let even_items = total.div_ceil(workers);
     let slot_items = total.div_ceil(slots);
     let busiest = mul(input.delay, busiest_items);
-    let even = mul(input.delay, even_items);
+    let even = batch_ideal(total, workers, input.delay);
     let cpu = mul(input.cpu_per_item, total) / input.cores.max(1) as u32;
     let arrivals = input
         .last_due
@@ -108,6 +108,13 @@ pub fn ideal(input: &IdealInput) -> Ideal {
         busiest,
         even_spread: even.max(cpu),
     }
+}
+
+/// The ideal of a load-balanced batch: `items` of `delay` each over `slots` that take one at a
+/// time, every slot busy from the first item to the last: ⌈items ÷ slots⌉ × delay. The one
+/// place this is reckoned (the even split here, a pipeline's tasks over its worker threads).
+pub fn batch_ideal(items: u64, slots: u64, delay: Duration) -> Duration {
+    mul(delay, items.div_ceil(slots.max(1)))
 }
 
 fn mul(d: Duration, n: u64) -> Duration {
@@ -249,6 +256,15 @@ mod tests {
             (i.time, i.limit),
             (Duration::from_millis(1990), Limit::Arrivals)
         );
+    }
+
+    #[test]
+    fn a_balanced_batch_takes_whole_rounds_of_its_slots() {
+        assert_eq!(batch_ideal(100, 20, MS10), Duration::from_millis(50));
+        assert_eq!(batch_ideal(101, 20, MS10), Duration::from_millis(60));
+        assert_eq!(batch_ideal(0, 4, MS10), Duration::ZERO);
+        // No slots is one slot, not a division by zero.
+        assert_eq!(batch_ideal(3, 0, MS10), Duration::from_millis(30));
     }
 
     #[test]

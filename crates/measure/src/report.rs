@@ -1,15 +1,20 @@
-//! Report writers: a bench's runs as a JSON document and as a terminal table.
+//! The run record: one document type ([`BenchReport`], schema [`SCHEMA`]) for every bench run,
+//! on threads, processes or the task pipeline, and its terminal table.
 //!
-//! The JSON fields `workers, items, delay_s, work, step, wall_s, ideal_s, overhead_pct, speedup,
-//! efficiency, items_per_s, latency_s{p50,p99,max}, per_worker` and `host.cores` are read by
-//! other tools: add fields freely, never rename these. Producing the figures is the caller's job;
-//! this module only derives speedups across runs and lays figures out.
+//! `bench --json` and `bench --preset pipeline --json` write it, and `report` and `compare` read
+//! it; every field, its unit and the versioning rules are in docs/run-record.md. Renaming or
+//! retyping a field is a new schema version; a reader refuses any other version by name
+//! ([`BenchReport::parse`]). Producing the figures is the caller's job; this module only derives
+//! overhead and speedups and lays figures out.
 
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{LatencySummary, Limit};
+
+/// What `schema` says in every run record document this version writes.
+pub const SCHEMA: &str = "plumbline.run/2";
 
 /// One run of a bench matrix, as measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -19,7 +24,8 @@ pub struct RunRecord {
     pub delay_s: f64,
     pub work: String,
     pub step: String,
-    /// Where the workers ran: `threads` (one process) or `processes` (over loopback TCP).
+    /// Where the workers ran: `threads` (one process), `processes` (over loopback TCP) or
+    /// `pipeline` (distributor, worker and collector processes).
     pub cluster: String,
     pub workload: String,
     pub keys: String,
@@ -63,6 +69,27 @@ pub struct RunRecord {
     pub state: String,
     /// Cut short by Ctrl-C.
     pub interrupted: bool,
+    /// What only a task pipeline run has; null for the other clusters.
+    pub pipeline: Option<PipelineFigures>,
+}
+
+/// The figures of a task pipeline run (`cluster: pipeline`) beyond those every run has.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PipelineFigures {
+    /// Threads each worker process runs: the run has `workers × threads_per_worker` slots.
+    pub threads_per_worker: u32,
+    /// Tasks sent to a worker, redeliveries included.
+    pub dispatches: u64,
+    /// Tasks sent again after a lease expired or a worker left.
+    pub redelivered: u64,
+    /// Tasks given up after their last delivery.
+    pub failed: u64,
+    /// Seed 001's published wall time for this tasks × workers × threads (10 ms tasks only).
+    pub seed_wall_s: Option<f64>,
+    /// Seed 001's published overhead, in percent.
+    pub seed_overhead_pct: Option<f64>,
+    /// The distributor's own report (`pipeline distributor --json`), unabridged.
+    pub distributor: serde_json::Value,
 }
 
 /// The machine a report was measured on.
@@ -100,33 +127,92 @@ impl Host {
     }
 }
 
-/// Everything `bench --json` writes.
+/// The run record document: everything `bench --json` writes, for every preset.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BenchReport {
+    /// [`SCHEMA`].
+    pub schema: String,
     pub plumbline_version: String,
     pub command: Vec<String>,
     pub preset: String,
-    pub seed: u64,
+    /// The seed of the generated load; null when the load is not random (the pipeline's tasks).
+    pub seed: Option<u64>,
     pub host: Host,
     pub runs: Vec<RunRecord>,
 }
 
+/// Why a document is not a run record this version reads.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error(
+        "no \"schema\" field: a run record of plumbline.run/1 (before versioned schemas); \
+         this plumbline reads {SCHEMA}: run the bench again"
+    )]
+    Unversioned,
+    #[error("schema {found}; this plumbline reads {SCHEMA}")]
+    Schema { found: String },
+    #[error("not a valid {SCHEMA} document: {0}")]
+    Invalid(serde_json::Error),
+}
+
+impl BenchReport {
+    /// An empty document of this schema.
+    pub fn new(command: Vec<String>, preset: &str, seed: Option<u64>, host: Host) -> Self {
+        Self {
+            schema: SCHEMA.to_string(),
+            plumbline_version: env!("CARGO_PKG_VERSION").to_string(),
+            command,
+            preset: preset.to_string(),
+            seed,
+            host,
+            runs: Vec::new(),
+        }
+    }
+
+    /// Reads a run record, checking its schema before its fields, so an older or newer document
+    /// is refused by its version rather than by whichever field changed.
+    pub fn parse(bytes: &[u8]) -> Result<Self, RecordError> {
+        Self::from_value(serde_json::from_slice(bytes).map_err(RecordError::NotJson)?)
+    }
+
+    /// [`BenchReport::parse`] of a document already read as JSON.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, RecordError> {
+        match value.get("schema") {
+            None => Err(RecordError::Unversioned),
+            Some(serde_json::Value::String(s)) if s == SCHEMA => {
+                serde_json::from_value(value).map_err(RecordError::Invalid)
+            }
+            Some(other) => Err(RecordError::Schema {
+                found: other
+                    .as_str()
+                    .map_or_else(|| other.to_string(), str::to_string),
+            }),
+        }
+    }
+}
+
 impl RunRecord {
-    /// Runs with the same load and work, whatever their step and worker count.
+    /// Runs with the same load and work (and, on a pipeline, threads per worker), whatever
+    /// their step and worker count.
     fn same_load(&self, other: &RunRecord) -> bool {
-        (
-            self.items,
-            self.delay_s,
-            &self.work,
-            &self.workload,
-            &self.keys,
-        ) == (
-            other.items,
-            other.delay_s,
-            &other.work,
-            &other.workload,
-            &other.keys,
-        )
+        let key = |r: &RunRecord| {
+            (
+                r.items,
+                r.delay_s,
+                r.work.clone(),
+                r.workload.clone(),
+                r.keys.clone(),
+                r.threads_per_worker(),
+            )
+        };
+        key(self) == key(other)
+    }
+
+    /// A pipeline worker's threads; `None` for the other clusters (a thread or process each).
+    pub fn threads_per_worker(&self) -> Option<u32> {
+        self.pipeline.as_ref().map(|p| p.threads_per_worker)
     }
 }
 
@@ -161,9 +247,25 @@ pub fn fill_ratios(runs: &mut [RunRecord]) {
     }
 }
 
-/// Overhead over the ideal in percent; `None` when the ideal is zero.
+/// Overhead over the ideal in percent, `(wall / ideal − 1) × 100`; `None` when the ideal is
+/// zero (or not a number), where no overhead can be told. The one overhead formula.
 pub fn overhead_pct(wall_s: f64, ideal_s: f64) -> Option<f64> {
-    (ideal_s > 0.0).then(|| (wall_s / ideal_s - 1.0) * 100.0)
+    pct_above(wall_s, ideal_s)
+}
+
+/// How far `value` lies above `reference`, in percent: `(value / reference − 1) × 100`; `None`
+/// when the reference is not positive.
+pub fn pct_above(value: f64, reference: f64) -> Option<f64> {
+    (reference > 0.0).then(|| (value / reference - 1.0) * 100.0)
+}
+
+/// `count` over `wall_s` seconds, per second; 0 for a run that took no time.
+pub fn per_s(count: f64, wall_s: f64) -> f64 {
+    if wall_s > 0.0 {
+        count / wall_s
+    } else {
+        0.0
+    }
 }
 
 /// The runs as an aligned text table, followed by notes on what limits each run.
@@ -374,15 +476,17 @@ mod tests {
             state_ok: None,
             state: String::new(),
             interrupted: false,
+            pipeline: None,
         }
     }
 
     fn report(runs: Vec<RunRecord>) -> BenchReport {
         BenchReport {
+            schema: SCHEMA.into(),
             plumbline_version: "test".into(),
             command: vec![],
             preset: "alphabet".into(),
-            seed: 0,
+            seed: Some(0),
             host: Host {
                 cores: 2,
                 os: "linux".into(),
@@ -416,6 +520,7 @@ mod tests {
     fn overhead_is_relative_to_the_ideal() {
         assert!((overhead_pct(13.013, 13.0).unwrap() - 0.1).abs() < 1e-9);
         assert_eq!(overhead_pct(1.0, 0.0), None);
+        assert_eq!(overhead_pct(1.0, f64::NAN), None);
     }
 
     #[test]
@@ -423,7 +528,51 @@ mod tests {
         // The documented field names are pinned end to end in crates/cli/tests/bench.rs.
         let report = report(vec![run(2, 13.01)]);
         let json = serde_json::to_string(&report).unwrap();
-        assert_eq!(serde_json::from_str::<BenchReport>(&json).unwrap(), report);
+        assert_eq!(BenchReport::parse(json.as_bytes()).unwrap(), report);
+    }
+
+    #[test]
+    fn another_schema_is_refused_by_its_version() {
+        let mut doc = serde_json::to_value(report(vec![run(1, 26.0)])).unwrap();
+        doc["schema"] = "plumbline.run/9".into();
+        let e = BenchReport::parse(doc.to_string().as_bytes()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "schema plumbline.run/9; this plumbline reads plumbline.run/2"
+        );
+        doc.as_object_mut().unwrap().remove("schema");
+        let e = BenchReport::parse(doc.to_string().as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("plumbline.run/1"), "{e}");
+        // A document of this schema missing a field is named as invalid, not as another version.
+        let mut doc = serde_json::to_value(report(vec![run(1, 26.0)])).unwrap();
+        doc["runs"][0].as_object_mut().unwrap().remove("wall_s");
+        let e = BenchReport::parse(doc.to_string().as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("missing field `wall_s`"), "{e}");
+    }
+
+    #[test]
+    fn pipeline_runs_compare_only_with_runs_of_as_many_threads_per_worker() {
+        let piped = |workers: usize, threads: u32, wall_s: f64| {
+            let mut r = run(workers, wall_s);
+            r.cluster = "pipeline".into();
+            r.pipeline = Some(PipelineFigures {
+                threads_per_worker: threads,
+                dispatches: 52,
+                redelivered: 0,
+                failed: 0,
+                seed_wall_s: None,
+                seed_overhead_pct: None,
+                distributor: serde_json::Value::Null,
+            });
+            r
+        };
+        let mut runs = vec![piped(1, 10, 4.0), piped(1, 1, 26.0), piped(2, 1, 13.0)];
+        fill_ratios(&mut runs);
+        assert_eq!(
+            runs[2].speedup,
+            Some(2.0),
+            "against 1 x 1 thread, not 1 x 10"
+        );
     }
 
     #[test]

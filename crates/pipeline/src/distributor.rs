@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use plumbline_core::header::unix_now_ns;
 use plumbline_core::Shutdown;
+use plumbline_measure::report::overhead_pct;
 use plumbline_measure::Live;
 use plumbline_transport::endpoint::{Conn, Endpoint, EndpointError, Listener};
 use serde::{Deserialize, Serialize};
@@ -353,8 +354,8 @@ pub struct TypeReport {
     pub failed: u64,
     pub first_dispatch_unix_ns: Option<u64>,
     pub last_ack_unix_ns: Option<u64>,
-    /// What this type ideally costs on the threads serving it when it started.
-    pub ideal_secs: Option<f64>,
+    /// What this type ideally costs on the threads serving it when it started, in seconds.
+    pub ideal_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -378,12 +379,12 @@ pub struct CollectorCounts {
 /// The run, as the distributor saw it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineReport {
-    /// From the first dispatch to the last ACK.
-    pub wall_secs: f64,
-    /// The critical path of the types' ideals through the dependency graph.
-    pub ideal_secs: Option<f64>,
-    /// `wall / ideal − 1`.
-    pub overhead: Option<f64>,
+    /// From the first dispatch to the last ACK, in seconds.
+    pub wall_s: f64,
+    /// The critical path of the types' ideals through the dependency graph, in seconds.
+    pub ideal_s: Option<f64>,
+    /// Over the ideal, in percent ([`overhead_pct`]); null without a (non-zero) ideal.
+    pub overhead_pct: Option<f64>,
     pub issued: u64,
     pub acked: u64,
     pub dispatches: u64,
@@ -1251,7 +1252,7 @@ impl Run {
                     failed: s.failed,
                     first_dispatch_unix_ns: s.first_dispatch_ns,
                     last_ack_unix_ns: s.last_ack_ns,
-                    ideal_secs: s.task.ideal(s.threads).map(|d| d.as_secs_f64()),
+                    ideal_s: s.task.ideal(s.threads).map(|d| d.as_secs_f64()),
                 }
             })
             .collect();
@@ -1265,18 +1266,18 @@ impl Run {
                 .iter()
                 .map(|&d| ends[d])
                 .try_fold(0.0f64, |latest, end| end.map(|e| latest.max(e)));
-            ends[t] = after.zip(types[t].ideal_secs).map(|(a, own)| a + own);
+            ends[t] = after.zip(types[t].ideal_s).map(|(a, own)| a + own);
         }
-        let ideal_secs = ends
+        let ideal_s = ends
             .iter()
             .try_fold(0.0f64, |latest, end| end.map(|e| latest.max(e)));
-        let wall_secs = wall.as_secs_f64();
+        let wall_s = wall.as_secs_f64();
         let issued: u64 = self.states.iter().map(|s| s.issued).sum();
         let acked = self.acked();
         PipelineReport {
-            wall_secs,
-            ideal_secs,
-            overhead: ideal_secs.filter(|&i| i > 0.0).map(|i| wall_secs / i - 1.0),
+            wall_s,
+            ideal_s,
+            overhead_pct: ideal_s.and_then(|ideal| overhead_pct(wall_s, ideal)),
             issued,
             acked,
             dispatches: self.dispatches,

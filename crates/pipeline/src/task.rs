@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
+use plumbline_measure::ideal::batch_ideal;
 use plumbline_worker::Work;
 use serde_json::{json, Value};
 
@@ -142,8 +143,7 @@ impl Task for SleepTask {
 
     /// Every thread busy from the first task to the last: ⌈count / threads⌉ delays.
     fn ideal(&self, threads: u32) -> Option<Duration> {
-        let rounds = self.count.div_ceil(u64::from(threads.max(1)));
-        Some(self.delay * u32::try_from(rounds).unwrap_or(u32::MAX))
+        Some(batch_ideal(self.count, u64::from(threads), self.delay))
     }
 }
 

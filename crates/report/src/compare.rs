@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use crate::doc::{Run, RunDoc};
-use plumbline_measure::report::secs;
+use plumbline_measure::report::{pct_above, secs};
 
 /// What may get worse before `compare` fails.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -86,17 +86,15 @@ pub fn compare(base: &RunDoc, new: &RunDoc, limits: Thresholds) -> Comparison {
             _ => {}
         }
         match (p99(b), p99(n)) {
-            (Some(bp), Some(np))
-                if bp > 0.0 && (np / bp - 1.0) * 100.0 > limits.max_p99_increase_pct =>
-            {
-                breaches.push(format!(
-                    "p99 {} → {} (+{:.1} %, limit {} %)",
+            (Some(bp), Some(np)) => match pct_above(np, bp) {
+                Some(up) if up > limits.max_p99_increase_pct => breaches.push(format!(
+                    "p99 {} → {} (+{up:.1} %, limit {} %)",
                     secs(bp),
                     secs(np),
-                    (np / bp - 1.0) * 100.0,
                     limits.max_p99_increase_pct
-                ))
-            }
+                )),
+                _ => {}
+            },
             (Some(_), None) => breaches.push("latency measured in the base, not in the new".into()),
             _ => {}
         }
@@ -161,18 +159,13 @@ impl Comparison {
                 (Some(b), Some(n)) => format!("{:+.2}", n - b),
                 _ => "–".into(),
             };
-            let dp99 = match (d.base_p99_s, d.new_p99_s) {
-                (Some(b), Some(n)) if b > 0.0 => format!("{:+.1}%", (n / b - 1.0) * 100.0),
-                _ => "–".into(),
-            };
-            let drate = if d.base_items_per_s > 0.0 {
-                format!(
-                    "{:+.1}%",
-                    (d.new_items_per_s / d.base_items_per_s - 1.0) * 100.0
-                )
-            } else {
-                "–".into()
-            };
+            let change = |up: Option<f64>| up.map_or("–".into(), |up| format!("{up:+.1}%"));
+            let dp99 = change(
+                d.base_p99_s
+                    .zip(d.new_p99_s)
+                    .and_then(|(b, n)| pct_above(n, b)),
+            );
+            let drate = change(pct_above(d.new_items_per_s, d.base_items_per_s));
             let _ = writeln!(
                 out,
                 "{:<44} {:>9} {:>9} {:>8} | {:>10} {:>10} {:>7} | {:>10.1} {:>7}  {}",

@@ -2,12 +2,15 @@
 //!
 //! Every command maps its own figures onto [`Run`] rows (what the plots, `runs.csv` and
 //! `compare` read) and keeps its full report under `detail`, so nothing it measured is lost.
-//! Latency histograms travel in HdrHistogram's serialized form ([`LatencySummary::hdr`]), so runs
-//! from separate reports can be merged exactly. This module does not measure or draw.
+//! A bench's run record (`bench --json`, [`BenchReport`]) maps onto rows here, in [`rows`], so a
+//! report folder and a `--json` file read alike. Latency histograms travel in HdrHistogram's
+//! serialized form ([`LatencySummary::hdr`]), so runs from separate reports can be merged
+//! exactly. This module does not measure or draw.
 
+use std::collections::HashSet;
 use std::path::Path;
 
-use plumbline_measure::report::Host;
+use plumbline_measure::report::{BenchReport, Host, RunRecord};
 use plumbline_measure::{LatencySummary, Tick};
 use serde::{Deserialize, Serialize};
 
@@ -92,43 +95,144 @@ pub struct Run {
     pub per_worker: Vec<u64>,
 }
 
+/// A bench's runs as report rows: one scaling-curve group per load (everything but the worker
+/// count), and the speedup the keys allow from the group's 1-worker ideal.
+pub fn rows(records: &[RunRecord]) -> Vec<Run> {
+    let group = |r: &RunRecord| {
+        let mut group = format!(
+            "{} {} x {}s {} {} {} ({})",
+            r.items, r.workload, r.delay_s, r.work, r.step, r.cluster, r.keys
+        );
+        if let Some(threads) = r.threads_per_worker() {
+            group.push_str(&format!(" x {threads} thread(s)"));
+        }
+        group
+    };
+    let mut labels = HashSet::new();
+    records
+        .iter()
+        .map(|r| {
+            let one_worker_ideal = records
+                .iter()
+                .find(|b| b.workers == 1 && group(b) == group(r))
+                .map(|b| b.ideal_s);
+            let mut label = format!("{} on {}", group(r), r.workers);
+            let mut n = 2;
+            while !labels.insert(label.clone()) {
+                label = format!("{} on {} #{n}", group(r), r.workers);
+                n += 1;
+            }
+            Run {
+                label,
+                group: group(r),
+                workers: r.workers,
+                items: r.items,
+                wall_s: r.wall_s,
+                ideal_s: Some(r.ideal_s),
+                overhead_pct: r.overhead_pct,
+                speedup: r.speedup,
+                ideal_speedup: one_worker_ideal
+                    .filter(|_| r.ideal_s > 0.0)
+                    .map(|one| one / r.ideal_s),
+                items_per_s: r.items_per_s,
+                lost: r.lost,
+                duplicates: r.duplicates,
+                // A run that measured no latency (the pipeline's) shows none, not zeros.
+                latency_s: Some(r.latency_s.clone()).filter(|l| l.count > 0),
+                per_worker: r.per_worker.clone(),
+            }
+        })
+        .collect()
+}
+
 impl RunDoc {
-    /// Reads `dir/run.json`, naming the file and what is wrong with it.
-    pub fn load(dir: &Path) -> Result<RunDoc, ReportError> {
-        let path = dir.join("run.json");
-        if !dir.exists() {
-            return Err(ReportError::Missing(dir.to_path_buf()));
+    /// A `bench --json` run record as a report document. The record does not hold the build's
+    /// commit or the run's times: they read `unknown`.
+    pub fn from_record(record: &BenchReport) -> RunDoc {
+        let unknown = || "unknown".to_string();
+        RunDoc {
+            format: FORMAT.into(),
+            meta: Meta {
+                kind: "bench".into(),
+                command: record.command.clone(),
+                resolved: serde_json::json!({ "preset": record.preset }),
+                seeds: record.seed.into_iter().collect(),
+                version: record.plumbline_version.clone(),
+                git_commit: unknown(),
+                host: record.host.clone(),
+                started_at: unknown(),
+                ended_at: unknown(),
+            },
+            runs: rows(&record.runs),
+            timeline: Vec::new(),
+            timeline_dropped: 0,
+            detail: serde_json::to_value(record).unwrap_or_default(),
         }
-        if !dir.is_dir() {
-            return Err(ReportError::NoFolder(dir.to_path_buf()));
+    }
+
+    /// Reads a report folder's `run.json`, or a file: a `run.json` itself or a run record
+    /// (`bench --json`), naming the file and what is wrong with it.
+    pub fn load(at: &Path) -> Result<RunDoc, ReportError> {
+        if !at.exists() {
+            return Err(ReportError::Missing(at.to_path_buf()));
         }
-        let io = |source: std::io::Error| {
+        if at.is_file() {
+            return Self::load_file(at, |source| ReportError::Io {
+                path: at.to_path_buf(),
+                source,
+            });
+        }
+        if !at.is_dir() {
+            return Err(ReportError::NotFileOrFolder(at.to_path_buf()));
+        }
+        Self::load_file(&at.join("run.json"), |source| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                ReportError::NoRunJson(dir.to_path_buf())
+                ReportError::NoRunJson(at.to_path_buf())
             } else {
                 ReportError::Io {
-                    path: path.clone(),
+                    path: at.join("run.json"),
                     source,
                 }
             }
-        };
-        // Checked before reading, so a huge file is refused rather than loaded.
-        let size = std::fs::metadata(&path).map_err(io)?.len();
-        if size > MAX_RUN_JSON {
-            return Err(ReportError::TooLarge { path, size });
-        }
-        let text = std::fs::read(&path).map_err(io)?;
-        Self::parse(&text).map_err(|e| e.at(&path))
+        })
     }
 
-    /// Decodes a `run.json`'s bytes and checks what serde cannot: the format and that every
-    /// latency histogram decodes. Errors carry an empty path; [`RunDoc::load`] fills it in.
+    fn load_file(
+        path: &Path,
+        io: impl Fn(std::io::Error) -> ReportError,
+    ) -> Result<RunDoc, ReportError> {
+        // Checked before reading, so a huge file is refused rather than loaded.
+        let size = std::fs::metadata(path).map_err(&io)?.len();
+        if size > MAX_RUN_JSON {
+            return Err(ReportError::TooLarge {
+                path: path.to_path_buf(),
+                size,
+            });
+        }
+        let text = std::fs::read(path).map_err(&io)?;
+        Self::parse(&text).map_err(|e| e.at(path))
+    }
+
+    /// Decodes a `run.json`'s or a run record's bytes and checks what serde cannot: the format
+    /// (or schema) and that every latency histogram decodes. Errors carry an empty path;
+    /// [`RunDoc::load`] fills it in.
     pub fn parse(bytes: &[u8]) -> Result<RunDoc, ReportError> {
         let path = std::path::PathBuf::new();
-        let doc: RunDoc = serde_json::from_slice(bytes).map_err(|source| ReportError::Corrupt {
+        let corrupt = |source| ReportError::Corrupt {
             path: path.clone(),
             source,
-        })?;
+        };
+        // A report folder's document says its `format`; another object is taken for a run record.
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(corrupt)?;
+        let doc: RunDoc = if value.get("format").is_some() || !value.is_object() {
+            serde_json::from_value(value).map_err(corrupt)?
+        } else {
+            let record = BenchReport::from_value(value).map_err(|source| ReportError::Record {
+                path: path.clone(),
+                source,
+            })?;
+            Self::from_record(&record)
+        };
         if doc.format != FORMAT {
             return Err(ReportError::Format {
                 path,

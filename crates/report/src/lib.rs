@@ -14,14 +14,14 @@ mod table;
 use std::path::{Path, PathBuf};
 
 pub use compare::{compare, Comparison, Thresholds};
-pub use doc::{now_rfc3339, Meta, Run, RunDoc, FORMAT, MAX_RUN_JSON};
+pub use doc::{now_rfc3339, rows, Meta, Run, RunDoc, FORMAT, MAX_RUN_JSON};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("{} does not exist", .0.display())]
     Missing(PathBuf),
-    #[error("{} is not a folder", .0.display())]
-    NoFolder(PathBuf),
+    #[error("{} is neither a report folder nor a file", .0.display())]
+    NotFileOrFolder(PathBuf),
     #[error("{} has no run.json: is it a plumbline report folder?", .0.display())]
     NoRunJson(PathBuf),
     #[error("{}: {source}", path.display())]
@@ -36,6 +36,11 @@ pub enum ReportError {
     },
     #[error("{} is format {found:?}; this plumbline reads {FORMAT:?}", path.display())]
     Format { path: PathBuf, found: String },
+    #[error("{} is not a run record this plumbline reads: {source}", path.display())]
+    Record {
+        path: PathBuf,
+        source: plumbline_measure::report::RecordError,
+    },
     #[error("{}: run {run:?}: {source}", path.display())]
     Histogram {
         path: PathBuf,
@@ -61,6 +66,7 @@ impl ReportError {
         match self {
             ReportError::Corrupt { source, .. } => ReportError::Corrupt { path, source },
             ReportError::Format { found, .. } => ReportError::Format { path, found },
+            ReportError::Record { source, .. } => ReportError::Record { path, source },
             ReportError::Implausible { what, value, .. } => {
                 ReportError::Implausible { path, what, value }
             }
@@ -238,7 +244,10 @@ mod tests {
         let e = RunDoc::load(Path::new("Cargo.toml"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("Cargo.toml is not a folder"), "{e}");
+        assert!(
+            e.contains("Cargo.toml is not a valid plumbline report"),
+            "{e}"
+        );
         std::fs::create_dir_all(&dir).unwrap();
         let e = RunDoc::load(&dir).unwrap_err().to_string();
         assert!(e.contains("has no run.json"), "{e}");
@@ -275,5 +284,39 @@ mod tests {
             .unwrap();
         let e = RunDoc::load(&dir).unwrap_err().to_string();
         assert!(e.contains("more than the 268435456-byte limit"), "{e}");
+    }
+
+    #[test]
+    fn a_run_record_file_reads_as_a_report_and_another_schema_is_refused_by_version() {
+        let dir = scratch("record");
+        std::fs::create_dir_all(&dir).unwrap();
+        let record = plumbline_measure::report::BenchReport::new(
+            vec!["plumbline".into(), "bench".into()],
+            "scaling",
+            Some(7),
+            plumbline_measure::report::Host::current(),
+        );
+        let mut json = serde_json::to_value(&record).unwrap();
+        let file = dir.join("bench.json");
+        std::fs::write(&file, json.to_string()).unwrap();
+        let doc = RunDoc::load(&file).unwrap();
+        assert_eq!(
+            (doc.meta.kind.as_str(), doc.meta.seeds.as_slice()),
+            ("bench", &[7][..])
+        );
+        assert_eq!(doc.detail, json, "the record is kept whole");
+        json["schema"] = "plumbline.run/3".into();
+        std::fs::write(&file, json.to_string()).unwrap();
+        let e = RunDoc::load(&file).unwrap_err().to_string();
+        assert!(
+            e.ends_with("bench.json is not a run record this plumbline reads: schema plumbline.run/3; this plumbline reads plumbline.run/2"),
+            "{e}"
+        );
+        // The pipeline table's old `--json` (wall_secs, ideal_secs) had no schema: version 1.
+        let old =
+            r#"{"plumbline_version": "0.1.0", "preset": "pipeline", "runs": [{"wall_secs": 1.0}]}"#;
+        std::fs::write(&file, old).unwrap();
+        let e = RunDoc::load(&file).unwrap_err().to_string();
+        assert!(e.contains("plumbline.run/1"), "{e}");
     }
 }
