@@ -1,5 +1,5 @@
-//! `plumbline bench`: executes a [`BenchPlan`] on the embedded local cluster (threads) or on
-//! worker processes (`bench_processes.rs`) and reports both alike.
+//! `plumbline bench`: executes a [`BenchPlan`], each run on the engine its `--cluster` names
+//! (`plumbline-engine`: threads, worker processes), and reports them alike.
 //!
 //! Each run gets fresh generated load (all items due at the run start: a bench is a batch), a
 //! progress bar, and a record built from the cluster's outcome and the plan's derived ideal. The
