@@ -89,7 +89,8 @@ Examples:
   plumbline report runs.json --out runs-report      # render a bench --json run record
   plumbline compare base new                        # gate: overhead +0.5 pp, p99 +10 % allowed
   plumbline compare base new --max-overhead-increase 1pp --max-p99-increase 25%
-  plumbline compare base.json new.json              # two bench --json run records";
+  plumbline compare base.json new.json              # two bench --json run records
+  plumbline compare cap-base cap-new --max-capacity-drop 3%   # two capacity report folders";
 
 /// Where a run's figures go besides the terminal: a report folder, a live page.
 #[derive(Debug, Clone, Args)]
@@ -126,6 +127,9 @@ pub struct CompareArgs {
     /// Fail when a run's p99 latency grew by more than this percentage
     #[arg(long, default_value = "10%", value_parser = plumbline_report::compare::parse_pct)]
     pub max_p99_increase: f64,
+    /// Fail when a worker count's capacity (`capacity` reports) fell by more than this
+    #[arg(long, default_value = "5%", value_parser = plumbline_report::compare::parse_pct)]
+    pub max_capacity_drop: f64,
 }
 
 const STREAM_EXAMPLES: &str = "\

@@ -559,6 +559,7 @@ fn report_runs(report: &CapacityReport) -> Vec<plumbline_report::Run> {
                 duplicates: p.trials.iter().map(|t| t.duplicated).sum(),
                 latency_s: None,
                 per_worker: Vec::new(),
+                capacity_per_s: p.capacity,
             })
         })
         .collect()

@@ -92,13 +92,14 @@ fn compare(args: &args::CompareArgs) -> anyhow::Result<Verdict> {
         plumbline_report::Thresholds {
             max_overhead_increase_pp: args.max_overhead_increase,
             max_p99_increase_pct: args.max_p99_increase,
+            max_capacity_drop_pct: args.max_capacity_drop,
         },
     );
     print!("{}", comparison.table());
     if comparison.passed() {
         println!(
-            "no run got worse than allowed (overhead +{} pp, p99 +{} %)",
-            args.max_overhead_increase, args.max_p99_increase
+            "no run got worse than allowed (overhead +{} pp, p99 +{} %, capacity −{} %)",
+            args.max_overhead_increase, args.max_p99_increase, args.max_capacity_drop
         );
     }
     Ok(Verdict::of(false, comparison.failures()))

@@ -204,6 +204,7 @@ pub fn report_run(r: &PipelineReport, label: String) -> Run {
         duplicates: r.duplicates,
         latency_s: None,
         per_worker: r.workers.iter().map(|w| w.acked).collect(),
+        capacity_per_s: None,
     }
 }
 

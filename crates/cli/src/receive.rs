@@ -231,6 +231,7 @@ fn report_run(args: &ReceiveArgs, s: &ReceiveSummary) -> Run {
         duplicates: s.sequence.duplicates,
         latency_s: (s.latency_s.count > 0).then(|| s.latency_s.clone()),
         per_worker: Vec::new(),
+        capacity_per_s: None,
     }
 }
 

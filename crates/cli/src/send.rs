@@ -610,6 +610,7 @@ impl SendReport {
             duplicates: 0,
             latency_s: Some(self.lateness_s.clone()),
             per_worker: Vec::new(),
+            capacity_per_s: None,
         }
     }
 

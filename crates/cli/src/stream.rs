@@ -109,6 +109,7 @@ impl StreamRun {
             duplicates: self.duplicates,
             latency_s: Some(self.latency_s.clone()),
             per_worker: Vec::new(),
+            capacity_per_s: None,
         }
     }
 }

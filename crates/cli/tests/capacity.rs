@@ -188,3 +188,42 @@ fn malformed_slos_and_loads_are_refused_by_name() {
         "--min-achieved",
     );
 }
+
+#[test]
+fn compare_fails_a_capacity_drop_beyond_its_limit() {
+    let _cpu = exclusive();
+    let dir = scratch("cap-compare");
+    let (base, new) = (dir.join("base"), dir.join("new"));
+    let out = plumbline(&[
+        "capacity",
+        "--quiet",
+        "--warmup",
+        "300ms",
+        "--window",
+        "1s",
+        "--workers",
+        "1",
+        "--report",
+        base.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let same = plumbline(&["compare", base.to_str().unwrap(), base.to_str().unwrap()]);
+    assert_eq!(same.status.code(), Some(0), "{}", stderr(&same));
+    // The same report with its capacity 10 % lower.
+    std::fs::create_dir_all(&new).unwrap();
+    let mut doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("run.json")).unwrap()).unwrap();
+    let capacity = f(&doc["runs"][0]["capacity_per_s"]);
+    doc["runs"][0]["capacity_per_s"] = (capacity * 0.9).into();
+    std::fs::write(new.join("run.json"), doc.to_string()).unwrap();
+    let worse = plumbline(&["compare", base.to_str().unwrap(), new.to_str().unwrap()]);
+    assert_fails(&worse, 1, "capacity");
+    let allowed = plumbline(&[
+        "compare",
+        base.to_str().unwrap(),
+        new.to_str().unwrap(),
+        "--max-capacity-drop",
+        "15%",
+    ]);
+    assert_eq!(allowed.status.code(), Some(0), "{}", stderr(&allowed));
+}

@@ -1,5 +1,6 @@
 //! `plumbline compare BASE NEW`: the two reports' runs side by side, matched by label, and the
-//! verdict a CI gate needs (did overhead or p99 latency get worse than allowed?).
+//! verdict a CI gate needs (did overhead or p99 latency get worse, or a capacity drop, more
+//! than allowed?).
 //!
 //! A run in BASE missing from NEW is a regression too: a gate cannot pass on what it did not
 //! measure. Runs only in NEW are listed and do not fail. This module does not read files.
@@ -16,6 +17,8 @@ pub struct Thresholds {
     pub max_overhead_increase_pp: f64,
     /// Percent of the base p99 latency.
     pub max_p99_increase_pct: f64,
+    /// Percent of the base capacity (`capacity` rows).
+    pub max_capacity_drop_pct: f64,
 }
 
 /// One run of BASE against its namesake in NEW.
@@ -96,6 +99,22 @@ pub fn compare(base: &RunDoc, new: &RunDoc, limits: Thresholds) -> Comparison {
                 _ => {}
             },
             (Some(_), None) => breaches.push("latency measured in the base, not in the new".into()),
+            _ => {}
+        }
+        match (b.capacity_per_s, n.capacity_per_s) {
+            (Some(bc), Some(nc)) => {
+                // How far the new capacity is below the base, as a share of the base.
+                let drop = (bc - nc) / bc * 100.0;
+                if drop > limits.max_capacity_drop_pct {
+                    breaches.push(format!(
+                        "capacity {bc:.1}/s → {nc:.1}/s (−{drop:.1} %, limit {} %)",
+                        limits.max_capacity_drop_pct
+                    ))
+                }
+            }
+            (Some(_), None) => {
+                breaches.push("a capacity found in the base, none in the new".into())
+            }
             _ => {}
         }
         diffs.push(RunDiff {
@@ -230,7 +249,26 @@ mod tests {
     const LIMITS: Thresholds = Thresholds {
         max_overhead_increase_pp: 0.5,
         max_p99_increase_pct: 10.0,
+        max_capacity_drop_pct: 5.0,
     };
+
+    #[test]
+    fn a_capacity_drop_beyond_the_limit_fails_and_losing_the_capacity_too() {
+        let with = |capacity: Option<f64>| {
+            let mut doc = doc_with(&[("a", 1.0, 0.010)]);
+            doc.runs[0].capacity_per_s = capacity;
+            doc
+        };
+        let base = with(Some(400.0));
+        assert!(compare(&base, &with(Some(381.0)), LIMITS).passed());
+        assert!(compare(&base, &with(Some(450.0)), LIMITS).passed());
+        let c = compare(&base, &with(Some(379.0)), LIMITS);
+        assert_eq!(
+            c.failures(),
+            ["a: capacity 400.0/s → 379.0/s (−5.2 %, limit 5 %)"]
+        );
+        assert!(!compare(&base, &with(None), LIMITS).passed());
+    }
 
     #[test]
     fn identical_reports_pass() {

@@ -93,6 +93,10 @@ pub struct Run {
     /// Items each worker handled; empty when not known.
     #[serde(default)]
     pub per_worker: Vec<u64>,
+    /// The highest rate the run's worker count sustained, items/s (`capacity` rows only):
+    /// `compare` fails a drop beyond its limit.
+    #[serde(default)]
+    pub capacity_per_s: Option<f64>,
 }
 
 /// A bench's runs as report rows: one scaling-curve group per load (everything but the worker
@@ -140,6 +144,7 @@ pub fn rows(records: &[RunRecord]) -> Vec<Run> {
                 // A run that measured no latency (the pipeline's) shows none, not zeros.
                 latency_s: Some(r.latency_s.clone()).filter(|l| l.count > 0),
                 per_worker: r.per_worker.clone(),
+                capacity_per_s: None,
             }
         })
         .collect()
@@ -353,6 +358,7 @@ pub(crate) mod tests {
                         duplicates: 0,
                         latency_s: Some(rec.summary()),
                         per_worker: vec![100 / (i as u64 + 1); i + 1],
+                        capacity_per_s: None,
                     }
                 })
                 .collect(),
