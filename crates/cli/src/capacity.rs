@@ -538,13 +538,20 @@ fn table(report: &CapacityReport) -> String {
     out
 }
 
-/// The curve's points as report rows: one scaling group per curve, throughput = capacity.
+/// The curve's points as report rows: one scaling group per curve, throughput = capacity, and
+/// speedup = capacity ÷ the 1-worker capacity against the ideal's, so the report's scaling
+/// chart is the scalability plot (with the key-distribution limit where the keys bound it).
 fn report_runs(report: &CapacityReport) -> Vec<plumbline_report::Run> {
     report
         .curves
         .iter()
         .flat_map(|curve| {
-            curve.points.iter().map(|p| plumbline_report::Run {
+            let one = curve.points.iter().find(|p| p.workers == 1);
+            let (one_capacity, one_ideal) = (
+                one.and_then(|p| p.capacity),
+                one.map(|p| p.ideal_rate).filter(|r| r.is_finite()),
+            );
+            curve.points.iter().map(move |p| plumbline_report::Run {
                 label: format!("{} on {}", curve.label, p.workers),
                 group: curve.label.clone(),
                 workers: p.workers,
@@ -552,8 +559,10 @@ fn report_runs(report: &CapacityReport) -> Vec<plumbline_report::Run> {
                 wall_s: p.trials.iter().map(|t| t.wall_s).sum(),
                 ideal_s: None,
                 overhead_pct: None,
-                speedup: None,
-                ideal_speedup: None,
+                speedup: p.capacity.zip(one_capacity).map(|(c, one)| c / one),
+                ideal_speedup: one_ideal
+                    .filter(|_| p.ideal_rate.is_finite())
+                    .map(|one| p.ideal_rate / one),
                 items_per_s: p.capacity.unwrap_or(0.0),
                 lost: p.trials.iter().map(|t| t.lost).sum(),
                 duplicates: p.trials.iter().map(|t| t.duplicated).sum(),
