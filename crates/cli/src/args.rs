@@ -611,15 +611,22 @@ pub struct BenchArgs {
     /// Threads per pipeline worker, comma-separated (the pipeline preset; default 1,10)
     #[arg(long, value_delimiter = ',')]
     pub threads: Option<Vec<u32>>,
-    /// Write every run as JSON to this file
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Where a matrix command's figures go: `bench` and `capacity` alike.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Write the whole result as JSON to this file
     #[arg(long)]
     pub json: Option<PathBuf>,
     #[command(flatten)]
     pub out: ReportArgs,
-    /// Write no report folder (by default bench writes plumbline-reports/bench-<time>/)
+    /// Write no report folder (by default: plumbline-reports/<command>-<time>/)
     #[arg(long, conflicts_with = "report")]
     pub no_report: bool,
-    /// No progress bar
+    /// No progress bar or progress lines
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -673,17 +680,8 @@ pub struct CapacityArgs {
     /// Loads to find the fewest workers for (the demand metric), e.g. 200/s,400/s
     #[arg(long, value_delimiter = ',')]
     pub loads: Option<Vec<String>>,
-    /// Write the curves and every trial as JSON to this file
-    #[arg(long)]
-    pub json: Option<PathBuf>,
     #[command(flatten)]
-    pub out: ReportArgs,
-    /// Write no report folder (by default capacity writes plumbline-reports/capacity-<time>/)
-    #[arg(long, conflicts_with = "report")]
-    pub no_report: bool,
-    /// No progress lines
-    #[arg(long, short)]
-    pub quiet: bool,
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -60,8 +60,8 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let host = Host::current();
     let plan = BenchPlan::build(&args.matrix, &RunShape::of(args), host.cores)?;
     let exe = std::env::current_exe().context("finding the plumbline binary")?;
-    let default_report = (!args.no_report).then(|| crate::session::timestamped("bench"));
-    let session = Session::start("bench", &args.out, default_report)?;
+    let default_report = (!args.output.no_report).then(|| crate::session::timestamped("bench"));
+    let session = Session::start("bench", &args.output.out, default_report)?;
     let live = session.live();
     let mut report = BenchReport::new(
         crate::session::command_line(),
@@ -92,7 +92,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
             target_per_s: plan.rate,
         });
         let progress = RunProgress::new(
-            args.quiet,
+            args.output.quiet,
             Some(run.items),
             label.clone(),
             live,
@@ -114,7 +114,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     }
     fill_ratios(&mut report.runs);
     print!("{}", table(&report));
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.output.json {
         write_json(path, &report)?;
         eprintln!("wrote {}", path.display());
     }

@@ -67,8 +67,8 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         bail!("{flag} must be at least 1 (got 0)");
     }
     let exe = std::env::current_exe().context("finding the plumbline binary")?;
-    let default_report = (!args.no_report).then(|| crate::session::timestamped("bench"));
-    let session = Session::start("bench", &args.out, default_report)?;
+    let default_report = (!args.output.no_report).then(|| crate::session::timestamped("bench"));
+    let session = Session::start("bench", &args.output.out, default_report)?;
     let mut bench = BenchReport::new(
         crate::session::command_line(),
         "pipeline",
@@ -92,7 +92,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 if shutdown.requested() {
                     break 'all;
                 }
-                if !args.quiet {
+                if !args.output.quiet {
                     eprintln!(
                         "run {}/{total}: {n} tasks on {w} worker(s) x {t} thread(s)…",
                         bench.runs.len() + 1
@@ -123,7 +123,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         }
     }
     fill_ratios(&mut bench.runs);
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.output.json {
         crate::bench::write_json(path, &bench)?;
     }
     session.finish(Outcome {

@@ -260,8 +260,8 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
     let host = Host::current();
     let plan = CapacityPlan::build(args, host.cores)?;
     let exe = std::env::current_exe().context("finding the plumbline binary")?;
-    let default_report = (!args.no_report).then(|| crate::session::timestamped("capacity"));
-    let session = Session::start("capacity", &args.out, default_report)?;
+    let default_report = (!args.output.no_report).then(|| crate::session::timestamped("capacity"));
+    let session = Session::start("capacity", &args.output.out, default_report)?;
     let began = Instant::now();
     let mut error = None;
     let mut curves = Vec::new();
@@ -308,7 +308,7 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
                         break search.stop("interrupted");
                     }
                     Ok((trial, verdict)) => {
-                        if !args.quiet {
+                        if !args.output.quiet {
                             eprintln!("{label}, {}: {:.1}/s {verdict}", engine.describe(), rate);
                         }
                         search.record(rate, &verdict);
@@ -365,7 +365,7 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
         error: error.clone(),
     };
     print!("{}", table(&report));
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.output.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
