@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{assert_fails, exclusive, plumbline, scratch, stderr, stdout};
+use std::time::{Duration, Instant};
+
+use common::{assert_fails, exclusive, plumbline, scratch, stderr, stdout, Node};
 
 #[test]
 fn the_pipelines_capacity_grows_with_its_workers_near_the_ideal_and_loses_nothing() {
@@ -116,4 +118,74 @@ fn the_pipeline_refuses_a_partitioned_step_before_it_starts() {
         "--no-report",
     ]);
     assert_fails(&out, 1, "--cluster pipeline runs --step balanced only");
+}
+
+/// The pid of `parent`'s child whose command line holds every one of `words`, if it runs.
+fn child_with(parent: u32, words: &[&str]) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // The parent pid is the second field after the parenthesised command name.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&str> = cmdline.split('\0').collect();
+            (ppid == parent && words.iter().all(|w| args.contains(w))).then_some(pid)
+        })
+}
+
+#[test]
+fn a_pipeline_worker_killed_mid_run_fails_the_run_naming_it() {
+    let _cpu = exclusive();
+    // 600 tasks of 10 ms on 2 workers: 3 s, time enough to kill one.
+    let mut bench = Node::spawn(&[
+        "bench",
+        "--quiet",
+        "--no-report",
+        "--cluster",
+        "pipeline",
+        "--items",
+        "600",
+        "--delay",
+        "10ms",
+        "--workers",
+        "2",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let bench_pid = bench.child.id();
+    let (w1, w2) = loop {
+        let found = (
+            child_with(bench_pid, &["worker", "w1"]),
+            child_with(bench_pid, &["worker", "w2"]),
+        );
+        if let (Some(w1), Some(w2)) = found {
+            break (w1, w2);
+        }
+        assert!(Instant::now() < deadline, "the workers did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &w2.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(bench.exit_code(30), Some(1), "{}", bench.log());
+    let log = bench.log();
+    assert!(
+        log.contains("pipeline worker w2 died mid-run"),
+        "the error names the worker: {log}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{w1}")).exists(),
+        "worker w1 outlived the run"
+    );
 }
