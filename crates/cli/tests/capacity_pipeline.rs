@@ -54,29 +54,37 @@ fn the_pipelines_capacity_grows_with_its_workers_near_the_ideal_and_loses_nothin
     );
 }
 
+/// `bench` of 10 ms tasks on 2 pipeline workers, plus `extra`.
+fn bench_on_2_workers<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "bench",
+        "--quiet",
+        "--no-report",
+        "--cluster",
+        "pipeline",
+        "--delay",
+        "10ms",
+        "--workers",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn a_paced_bench_on_the_pipeline_delivers_every_task_with_latency_from_its_release() {
     let _cpu = exclusive();
     let json = scratch("bench-pipeline-engine").join("bench.json");
     // 100 tasks at 50/s on 2 workers: about 2 s, the workers idle half the time, so a task's
     // latency is its 10 ms plus the plumbing, not a queue.
-    let out = plumbline(&[
-        "bench",
-        "--quiet",
-        "--no-report",
-        "--cluster",
-        "pipeline",
+    let out = plumbline(&bench_on_2_workers(&[
         "--items",
         "100",
         "--rate",
         "50/s",
-        "--delay",
-        "10ms",
-        "--workers",
-        "2",
         "--json",
         json.to_str().unwrap(),
-    ]);
+    ]));
     assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -146,19 +154,7 @@ fn child_with(parent: u32, words: &[&str]) -> Option<u32> {
 fn a_pipeline_worker_killed_mid_run_fails_the_run_naming_it() {
     let _cpu = exclusive();
     // 600 tasks of 10 ms on 2 workers: 3 s, time enough to kill one.
-    let mut bench = Node::spawn(&[
-        "bench",
-        "--quiet",
-        "--no-report",
-        "--cluster",
-        "pipeline",
-        "--items",
-        "600",
-        "--delay",
-        "10ms",
-        "--workers",
-        "2",
-    ]);
+    let mut bench = Node::spawn(&bench_on_2_workers(&["--items", "600"]));
     let deadline = Instant::now() + Duration::from_secs(20);
     let bench_pid = bench.child.id();
     let (w1, w2) = loop {
