@@ -308,6 +308,11 @@ pub struct DistributorArgs {
     /// has had no worker this long
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub rejoin_timeout: Duration,
+    /// Release tasks open-loop at this rate (e.g. 200/s; all types together, in id order):
+    /// task k goes out no earlier than k / rate after the start, and its latency counts from
+    /// then. max: every task at the start, as fast as the workers' credits allow
+    #[arg(long, default_value = "max")]
+    pub rate: String,
     /// Mark the N-th task of every type as poison: plumbline's worker crashes on it (testing)
     #[arg(long)]
     pub poison: Vec<u64>,
@@ -586,7 +591,8 @@ pub struct MatrixArgs {
     /// Seed of the generated load
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Where workers run: threads, processes (worker processes over loopback), or both
+    /// Where workers run: threads, processes (worker processes over loopback), pipeline
+    /// (seed 001's task pipeline: pipeline worker processes, balanced only), or several
     #[arg(long, value_delimiter = ',')]
     pub cluster: Option<Vec<String>>,
 }

@@ -142,8 +142,8 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     Ok(Verdict::of(shutdown.requested(), failures))
 }
 
-/// One pipeline run as a run record: its slots are workers × threads, its ideal and overhead
-/// the distributor's, and it measures no per-task latency (an empty histogram says so).
+/// One pipeline run as a run record: its slots are workers × threads, its ideal, overhead and
+/// latency (the start of the batch → each task's first ACK) the distributor's.
 fn record(
     report: PipelineReport,
     tasks: u64,
@@ -178,7 +178,7 @@ fn record(
         vs_sequential: None,
         items_per_s: per_s(report.acked as f64, report.wall_s),
         mb_per_s: 0.0,
-        latency_s: nothing.clone(),
+        latency_s: report.latency.clone().unwrap_or_else(|| nothing.clone()),
         work_s: nothing,
         per_worker: report.workers.iter().map(|w| w.acked).collect(),
         delivered: report.acked,

@@ -87,6 +87,9 @@ fn distributor(args: &DistributorArgs, shutdown: &Shutdown) -> Result<Verdict> {
     config.join_timeout = args.join_timeout;
     config.rejoin_timeout = args.rejoin_timeout;
     config.token = args.token.as_ref().map(|t| t.expose().to_string());
+    config.release = plumbline_load::schedule::parse_rate(&args.rate)
+        .context("--rate")?
+        .map(|rate| plumbline_load::Shape::Constant { rate });
     if let Some(path) = &args.resume {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -257,6 +260,14 @@ fn print_report(r: &PipelineReport) {
     match r.overhead_pct {
         Some(o) => println!("   overhead {o:+.2} %"),
         None => println!(),
+    }
+    if let Some(l) = &r.latency {
+        println!(
+            "  latency    p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms (intended time to ACK)",
+            l.p50 * 1e3,
+            l.p99 * 1e3,
+            l.max * 1e3
+        );
     }
     if r.resumed > 0 {
         println!(

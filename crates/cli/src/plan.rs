@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::duration::parse_duration;
+use plumbline_engine::pipeline::{self, Pipeline};
 use plumbline_engine::processes::Processes;
 use plumbline_engine::threads::Threads;
 use plumbline_engine::{Engine, EngineKind, Load};
@@ -268,6 +269,11 @@ impl BenchPlan {
                  inside its payload"
             );
         }
+        if kinds.contains(&EngineKind::Pipeline) {
+            steps
+                .iter()
+                .try_for_each(|&step| pipeline::check_step(step))?;
+        }
         let most_workers = p.workers.iter().copied().max().unwrap_or(1);
         let queued = queued_bytes(p.capacity, most_workers, workload.payload_size());
         ensure!(
@@ -373,6 +379,11 @@ impl BenchPlan {
             EngineKind::Processes => Box::new(Processes {
                 cluster: run.cluster.clone(),
                 exe: exe.to_path_buf(),
+            }),
+            EngineKind::Pipeline => Box::new(Pipeline {
+                cluster: run.cluster.clone(),
+                exe: exe.to_path_buf(),
+                threads: 1,
             }),
         }
     }

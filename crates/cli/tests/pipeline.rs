@@ -114,6 +114,50 @@ fn two_workers_share_the_tasks_and_every_one_is_acked() {
 }
 
 #[test]
+fn with_a_rate_tasks_go_out_on_schedule_and_latency_counts_from_each_release() {
+    let _cpu = exclusive();
+    let dir = scratch("pipeline-rate");
+    // 40 tasks at 40/s on 4 threads: the last is due at 0.975 s, where a batch takes 0.1 s,
+    // and no task waits for a thread, so each latency is its 10 ms plus the plumbing.
+    let mut run = Run::start(
+        &dir,
+        &[],
+        &["--task", "C:40", "--delay", "10ms", "--rate", "40/s"],
+    );
+    let _w1 = run.worker("w1", &["--threads", "4"]);
+    let r = run.report(0);
+    assert_eq!(r["acked"], 40, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    let wall = r["wall_s"].as_f64().unwrap();
+    assert!(
+        (0.95..3.0).contains(&wall),
+        "released over 0.975 s, took {wall} s: {r}"
+    );
+    let latency = &r["latency"];
+    assert_eq!(latency["count"], 40, "{r}");
+    let p50 = latency["p50"].as_f64().unwrap();
+    assert!((0.009..0.1).contains(&p50), "p50 {p50} s: {r}");
+}
+
+#[test]
+fn a_rate_that_is_not_one_is_refused() {
+    let out = plumbline(&[
+        "pipeline",
+        "distributor",
+        "--endpoint",
+        "tcp://127.0.0.1:0",
+        "--rate",
+        "fast",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--rate") && err.contains("'fast' is not a rate"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_worker_five_times_slower_receives_about_a_sixth_of_the_tasks() {
     let _cpu = exclusive();
     let dir = scratch("pipeline-slow");

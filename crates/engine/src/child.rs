@@ -66,6 +66,20 @@ impl Proc {
         }
     }
 
+    /// Its last `n` stderr lines, joined: what it said before it died.
+    pub fn last_lines(&self, n: usize) -> String {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        lines[lines.len().saturating_sub(n)..].join(" | ")
+    }
+
+    /// How it exited, or `None` while it runs: for watching children during a run.
+    pub fn exited(&self) -> Result<Option<std::process::ExitStatus>> {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        child
+            .try_wait()
+            .with_context(|| format!("watching {}", self.what))
+    }
+
     pub fn wait_exit(&self, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
         let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());

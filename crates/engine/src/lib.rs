@@ -8,11 +8,14 @@
 //! [`RunFigures`]. It does not judge the figures (loss, state, SLOs are the caller's), print,
 //! or write reports.
 //!
-//! Engines: [`threads::Threads`] (the embedded cluster, one process) and
+//! Engines: [`threads::Threads`] (the embedded cluster, one process),
 //! [`processes::Processes`] (an initializer and joiners as `plumbline worker` processes over
-//! loopback TCP). [`child`] starts and watches such processes.
+//! loopback TCP) and [`pipeline::Pipeline`] (seed 001's task pipeline: distributor and
+//! collector in-process, `plumbline pipeline worker` processes). [`child`] starts and watches
+//! such processes.
 
 pub mod child;
+pub mod pipeline;
 pub mod processes;
 pub mod threads;
 pub mod trial;
@@ -48,6 +51,7 @@ pub trait Engine {
 pub enum EngineKind {
     Threads,
     Processes,
+    Pipeline,
 }
 
 impl FromStr for EngineKind {
@@ -57,8 +61,9 @@ impl FromStr for EngineKind {
         match s {
             "threads" => Ok(Self::Threads),
             "processes" => Ok(Self::Processes),
+            "pipeline" => Ok(Self::Pipeline),
             other => Err(format!(
-                "'{other}' is not a cluster: use threads or processes"
+                "'{other}' is not a cluster: use threads, processes or pipeline"
             )),
         }
     }
@@ -69,6 +74,7 @@ impl fmt::Display for EngineKind {
         f.write_str(match self {
             Self::Threads => "threads",
             Self::Processes => "processes",
+            Self::Pipeline => "pipeline",
         })
     }
 }

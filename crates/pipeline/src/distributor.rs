@@ -13,7 +13,9 @@
 //! collector is unreachable nothing is dispatched; the run resumes when it is back, or fails
 //! after `collector_timeout`. At-least-once
 //! delivery and the failed list are [`Leases`]; dependencies gate a task type until every type
-//! it depends on is complete: issued, and every task ACKed or failed.
+//! it depends on is complete: issued, and every task ACKed or failed. With a release schedule
+//! (`release`) a new task goes out no earlier than its intended time ([`Release`]); latency
+//! counts from that time (the start, for a batch) to its first ACK.
 //!
 //! Executing tasks is `worker.rs`; collecting results and ACKing them is `collector.rs`.
 
@@ -26,14 +28,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use plumbline_core::header::unix_now_ns;
 use plumbline_core::Shutdown;
+use plumbline_load::Shape;
 use plumbline_measure::report::overhead_pct;
-use plumbline_measure::Live;
+use plumbline_measure::{LatencyFeed, LatencySummary, Live};
 use plumbline_transport::endpoint::{Conn, Endpoint, EndpointError, Listener};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::lease::{Leases, Reclaimed, WorkerId};
 use crate::peers::{self, Greeting, EVENT_QUEUE};
+use crate::release::Release;
 use crate::task::{Task, TaskType};
 use crate::wire::{self, Message, MessageReader, Role, WireError, PROTOCOL};
 
@@ -62,6 +66,9 @@ pub struct DistributorConfig {
     /// The run's shared secret: workers must say it in their hello, and the distributor says
     /// it to the collector.
     pub token: Option<String>,
+    /// When each task becomes available (open loop, see [`Release`]); `None` (or
+    /// `Shape::Max`): every task at the start, a batch as fast as credits allow.
+    pub release: Option<Shape>,
 }
 
 impl DistributorConfig {
@@ -76,6 +83,7 @@ impl DistributorConfig {
             rejoin_timeout: Duration::from_secs(10),
             resume: BTreeMap::new(),
             token: None,
+            release: None,
         }
     }
 }
@@ -99,6 +107,15 @@ pub enum DistributorError {
     Cycle(TaskType),
     #[error("no task registered")]
     NoTasks,
+    #[error(
+        "a release schedule needs to know how many tasks there are, and task type {0} does not \
+         say (Task::total)"
+    )]
+    ReleaseUncounted(TaskType),
+    #[error(
+        "a release schedule must not end before the tasks do: give a rate (it ends after {0:?})"
+    )]
+    ReleaseEnds(Duration),
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
     #[error("cannot start a thread: {0}")]
@@ -292,6 +309,22 @@ impl Distributor {
                 }
             }
         }
+        let release = match self.config.release.as_ref().filter(|s| **s != Shape::Max) {
+            None => None,
+            Some(shape) => {
+                if let Some(ends) = shape.duration() {
+                    return Err(DistributorError::ReleaseEnds(ends));
+                }
+                let mut total = 0u64;
+                for (state, task_type) in states.iter().zip(&types) {
+                    let count = state.task.total();
+                    let count = count
+                        .ok_or_else(|| DistributorError::ReleaseUncounted(task_type.clone()))?;
+                    total = total.saturating_add(count);
+                }
+                Some(Release::new(shape, total))
+            }
+        };
         let mut listeners = Vec::new();
         for (endpoint, served) in endpoints {
             listeners.push((endpoint.bind()?, served));
@@ -303,6 +336,7 @@ impl Distributor {
             levels,
             listeners,
             live: Arc::new(Live::new()),
+            release,
         })
     }
 }
@@ -335,6 +369,7 @@ pub struct Bound {
     levels: Vec<usize>,
     listeners: Vec<(Listener, Vec<usize>)>,
     live: Arc<Live>,
+    release: Option<Release>,
 }
 
 /// One task given up on.
@@ -404,6 +439,10 @@ pub struct PipelineReport {
     /// Why the run ended before every task settled (no worker left, the collector gone);
     /// the figures are what it reached.
     pub error: Option<String>,
+    /// Intended time (its release, or the start for a batch) → the distributor's receipt of
+    /// its first ACK, every task ACKed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencySummary>,
     pub types: Vec<TypeReport>,
     pub workers: Vec<WorkerReport>,
 }
@@ -421,9 +460,16 @@ impl Bound {
             .collect()
     }
 
-    /// The run as watchers see it: tasks issued (`items_in`) and ACKed (`items_out`).
+    /// The run as watchers see it: tasks issued (`items_in`; released, with a release
+    /// schedule), ACKed (`items_out`), and their latencies.
     pub fn live(&self) -> Arc<Live> {
         Arc::clone(&self.live)
+    }
+
+    /// Reports to `live` instead of a `Live` of its own (an engine's run, counted by its caller).
+    pub fn with_live(mut self, live: Arc<Live>) -> Self {
+        self.live = live;
+        self
     }
 
     /// Runs until every task is ACKed or failed, the collector has answered `end`, and every
@@ -483,6 +529,8 @@ impl Bound {
             failed: Vec::new(),
             bad_peers: 0,
             live: self.live,
+            latency: LatencyFeed::default(),
+            release: self.release,
             ended: false,
         };
         let result = run.main_loop(&inbox, shutdown);
@@ -709,6 +757,9 @@ struct Run {
     failed: Vec<FailedTask>,
     bad_peers: u64,
     live: Arc<Live>,
+    /// Intended time → first ACK of every task, for `live` and the report.
+    latency: LatencyFeed,
+    release: Option<Release>,
     /// `end` has gone out to the workers.
     ended: bool,
 }
@@ -726,7 +777,8 @@ impl Run {
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()))
                 .unwrap_or(TICK)
-                .min(TICK);
+                .min(TICK)
+                .min(self.next_release().unwrap_or(TICK));
             match inbox.recv_timeout(wait) {
                 Ok(event) => {
                     self.handle(event);
@@ -782,14 +834,33 @@ impl Run {
             if self.started.is_none() && self.ready_to_start() {
                 self.started = Some((now, unix_now_ns()));
             }
-            if self.started.is_some() {
+            if let Some((at, _)) = self.started {
                 if (0..self.states.len()).all(|t| self.complete(t)) {
                     return Ok(self.finish(inbox, Ending::Complete));
                 }
+                if let Some(release) = &mut self.release {
+                    // A released task is in the run (items in) even while no worker has credit.
+                    let released = release.advance(now.duration_since(at));
+                    self.live.items_in.fetch_add(released, Ordering::Relaxed);
+                }
                 self.dispatch(now);
             }
+            self.latency.publish_if_due(&self.live);
             self.flush();
         }
+    }
+
+    /// How long until the next task is released, once the run has started.
+    fn next_release(&self) -> Option<Duration> {
+        let (at, _) = self.started?;
+        self.release.as_ref()?.next_in(at.elapsed())
+    }
+
+    /// A new task may be issued: released, or no release schedule.
+    fn may_issue(&self) -> bool {
+        self.release
+            .as_ref()
+            .map_or(true, |r| (self.fates.len() as u64) < r.released())
     }
 
     fn ready_to_start(&self) -> bool {
@@ -980,6 +1051,16 @@ impl Run {
         state.acked += 1;
         state.last_ack_ns = Some(unix_now_ns());
         self.live.items_out.fetch_add(1, Ordering::Relaxed);
+        // From the task's intended time: its release, or the start for a batch.
+        let due = match &self.release {
+            Some(release) => release.due(id - 1),
+            None => Some(Duration::ZERO),
+        };
+        if let (Some((at, _)), Some(due)) = (self.started, due) {
+            let latency = at.elapsed().saturating_sub(due);
+            self.latency
+                .record_ns(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+        }
     }
 
     /// Issued everything, and every task ACKed or failed.
@@ -1011,6 +1092,9 @@ impl Run {
                 continue;
             }
             while self.has_more(t) {
+                if self.states[t].retry.is_empty() && !self.may_issue() {
+                    break;
+                }
                 // The worker of this type with the most credit; ties to the one given least.
                 let Some((&id, _)) = self
                     .workers
@@ -1030,7 +1114,9 @@ impl Run {
                         let worker_name = &self.workers[&id].name;
                         let data = state.task.handle(worker_name);
                         state.issued += 1;
-                        self.live.items_in.fetch_add(1, Ordering::Relaxed);
+                        if self.release.is_none() {
+                            self.live.items_in.fetch_add(1, Ordering::Relaxed);
+                        }
                         let task_id = self.fates.len() as u64 + 1;
                         let collected = self.config.resume.get(&task_id);
                         if collected.is_some_and(|ty| ty.as_str() == self.types[t].as_str()) {
@@ -1228,7 +1314,9 @@ impl Run {
                 self.config.collector, self.config.collector_timeout
             );
         }
+        let latency = std::mem::take(&mut self.latency).finish(&self.live);
         let mut report = self.report(wall, counts, interrupted);
+        report.latency = (latency.count() > 0).then(|| latency.summary());
         if let Ending::Failed(why) = ending {
             report.error = Some(why);
         }
@@ -1290,6 +1378,7 @@ impl Run {
             collector,
             interrupted,
             error: None,
+            latency: None,
             types,
             workers: self
                 .workers

@@ -9,7 +9,8 @@
 //!
 //! [`task`] says what a task type is and produces descriptors; [`distributor`] hands tasks to
 //! workers with credit and keeps [`lease`]s until the collector ACKs them; [`worker`] executes
-//! them; [`collector`] receives results and ACKs them. [`wire`] is the protocol they share (JSON
+//! them; [`collector`] receives results and ACKs them. [`release`] is the distributor's optional
+//! open-loop schedule (task k available at its intended time). [`wire`] is the protocol they share (JSON
 //! in length-prefixed frames, documented for workers in other languages). Endpoints are
 //! `tcp://` or `ipc://` (plumbline-transport). The work a task costs (sleep, spin) is
 //! plumbline-worker's `Work`; the CLI roles and the benchmark live in the binary.
@@ -18,6 +19,7 @@ pub mod collector;
 pub mod distributor;
 pub mod lease;
 mod peers;
+pub mod release;
 pub mod task;
 pub mod wire;
 pub mod worker;

@@ -66,6 +66,12 @@ pub trait Task: Send {
     /// True once the task has issued everything it will.
     fn is_complete(&self) -> bool;
 
+    /// How many tasks it issues in all, if known: a release schedule needs it, to release
+    /// no more tasks than there are.
+    fn total(&self) -> Option<u64> {
+        None
+    }
+
     /// What the whole task type should ideally cost on `threads` parallel threads, if known:
     /// the denominator of the run's overhead.
     fn ideal(&self, _threads: u32) -> Option<Duration> {
@@ -139,6 +145,10 @@ impl Task for SleepTask {
 
     fn is_complete(&self) -> bool {
         self.issued >= self.count
+    }
+
+    fn total(&self) -> Option<u64> {
+        Some(self.count)
     }
 
     /// Every thread busy from the first task to the last: ⌈count / threads⌉ delays.
