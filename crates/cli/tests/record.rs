@@ -99,7 +99,8 @@ fn bench_and_the_pipeline_table_write_one_schema_read_as_one_type() {
         .lines()
         .find(|l| l.contains("pipeline (none) x 1 thread(s) on 1"))
         .unwrap_or_else(|| panic!("{table}"));
-    assert!(row.contains("–          –"), "no p99 measured: {row}");
+    // The distributor times each task to its first ACK: the pipeline's p99 is compared too.
+    assert!(row.contains("ms "), "a p99 in the compare row: {row}");
 }
 
 #[test]
