@@ -7,7 +7,7 @@
 //! duplicates or ends in the wrong state makes the command fail after reporting.
 
 use anyhow::{bail, Context, Result};
-use plumbline_engine::{EngineKind, RunFigures};
+use plumbline_engine::RunFigures;
 use plumbline_measure::report::{
     fill_ratios, overhead_pct, per_s, table, BenchReport, Host, RunRecord,
 };
@@ -71,19 +71,15 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     );
     let total = plan.runs.len();
     for (index, run) in plan.runs.iter().enumerate() {
+        let engine = BenchPlan::engine(run, &exe);
         let label = format!(
-            "run {}/{total}: {} x {} {} {} on {} worker {}",
+            "run {}/{total}: {} x {} {} {} on {}",
             index + 1,
             run.items,
             plumbline_core::duration::Human(run.cluster.delay),
             run.cluster.work,
             run.cluster.step,
-            run.cluster.workers,
-            if run.engine == EngineKind::Processes {
-                "process(es)"
-            } else {
-                "thread(s)"
-            }
+            engine.describe()
         );
         live.begin_run(RunInfo {
             label: label.clone(),
@@ -98,7 +94,6 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
             live,
             Follow::Out,
         );
-        let engine = BenchPlan::engine(run, &exe);
         let measured = progress
             .track(|| engine.run(&plan.load(run.items), live, shutdown))
             .with_context(|| format!("run {} of {total}", index + 1))?;
