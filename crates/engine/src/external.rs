@@ -9,7 +9,8 @@
 //!
 //! The worker count is applied by starting N copies of a spawn command before the run (each
 //! told its index and the count in [`WORKER_INDEX`] and [`WORKERS`], and the run's URLs in
-//! [`INPUT`] and [`OUTPUT`] and the `{in}`/`{out}` placeholders) and stopping them after it
+//! [`INPUT`] and [`OUTPUT`] and the `{in}`/`{out}` placeholders, and a known per-item cost in
+//! [`PER_ITEM`]) and stopping them after it
 //! (SIGTERM, then a kill after [`GRACE`]); a copy that exits mid-run ends the run with an error
 //! naming it and its exit status. `--cluster URL` is this engine with plumbline's own
 //! consumer-group members (`plumbline worker --in URL`) as the command ([`External::group`]).
@@ -48,6 +49,8 @@ pub const WORKER_INDEX: &str = "PLUMBLINE_WORKER_INDEX";
 pub const WORKERS: &str = "PLUMBLINE_WORKERS";
 pub const INPUT: &str = "PLUMBLINE_IN";
 pub const OUTPUT: &str = "PLUMBLINE_OUT";
+/// What an item should cost a copy, in seconds (`--per-item`), when the user said.
+pub const PER_ITEM: &str = "PLUMBLINE_PER_ITEM";
 
 /// How long a copy has to exit after SIGTERM before it is killed.
 pub const GRACE: Duration = Duration::from_secs(2);
@@ -65,6 +68,8 @@ pub struct Spawn {
     words: Vec<String>,
     /// How labels and errors name it: the command as given, or "plumbline worker".
     name: String,
+    /// More environment variables for every copy (`PLUMBLINE_PER_ITEM`).
+    env: Vec<(String, String)>,
     /// A stderr line each copy prints once it consumes (plumbline's members say so); the run
     /// waits for it before sending. `None`: the broker holds what is sent before it consumes.
     pub ready: Option<String>,
@@ -88,8 +93,15 @@ impl Spawn {
         Ok(Self {
             words,
             name: command.trim().to_string(),
+            env: Vec::new(),
             ready: None,
         })
+    }
+
+    /// Every copy also gets `name=value` in its environment.
+    pub fn with_env(mut self, name: &str, value: String) -> Self {
+        self.env.push((name.into(), value));
+        self
     }
 
     /// The command as labels and errors show it: placeholders unfilled (no URL, so no
@@ -206,6 +218,7 @@ impl External {
         let spawn = Spawn {
             words,
             name: "plumbline worker".into(),
+            env: Vec::new(),
             ready: Some("] consuming ".into()),
         };
         Self::checked(url, "tcp://127.0.0.1:0", spawn, cluster.workers)
@@ -295,7 +308,8 @@ impl External {
                     .env(WORKER_INDEX, index.to_string())
                     .env(WORKERS, self.workers.to_string())
                     .env(INPUT, to_url)
-                    .env(OUTPUT, out_url);
+                    .env(OUTPUT, out_url)
+                    .envs(self.spawn.env.iter().map(|(k, v)| (k, v)));
                 Proc::spawn(command, format!("copy {index} of `{}`", self.spawn.shown()))
             })
             .collect::<Result<Vec<_>>>()?;
