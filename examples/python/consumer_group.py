@@ -26,5 +26,5 @@ while True:
     for _, entries in r.xreadgroup("plumbline", me, {source: ">"}, count=10, block=100) or []:
         for entry, fields in entries:
             time.sleep(per_item)
-            out.xadd(sink, {b"d": fields[b"d"]})
+            out.xadd(sink, {b"d": fields[b"d"]})  # the result first: acked only once written
             r.xack(source, "plumbline", entry)

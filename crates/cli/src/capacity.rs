@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::duration::Human;
-use plumbline_engine::external::{External, Spawn};
+use plumbline_engine::external::{External, Spawn, PER_ITEM};
 use plumbline_engine::trial::{self, TrialRun};
 use plumbline_engine::Engine;
 use plumbline_load::schedule::parse_rate;
@@ -81,7 +81,12 @@ impl CapacityPlan {
                 Some(System {
                     to: to.clone(),
                     from: from.clone(),
-                    spawn: Spawn::parse(spawn)?,
+                    spawn: match args.per_item {
+                        Some(cost) => {
+                            Spawn::parse(spawn)?.with_env(PER_ITEM, cost.as_secs_f64().to_string())
+                        }
+                        None => Spawn::parse(spawn)?,
+                    },
                     per_item: args.per_item,
                 })
             }
