@@ -109,20 +109,26 @@ fn redis_py(test: &str) -> bool {
     ok
 }
 
-#[test]
-fn a_python_consumer_group_app_scales_with_its_copies_against_its_known_cost() {
-    let test = "python_group";
+/// A Redis server, the app's in and out streams on it, and the command starting one copy;
+/// `None` (said) without redis-py or redis-server.
+fn python_app(test: &str) -> Option<(Server, String, String, String)> {
     if !redis_py(test) {
-        return;
+        return None;
     }
-    let Some(server) = Server::for_test(Kind::Redis, test) else {
-        return;
-    };
+    let server = Server::for_test(Kind::Redis, test)?;
     let (to, from) = (
         format!("redis://{}/in", server.addr),
         format!("redis://{}/out", server.addr),
     );
-    let spawn = format!("python3 {PYTHON_APP}");
+    Some((server, to, from, format!("python3 {PYTHON_APP}")))
+}
+
+#[test]
+fn a_python_consumer_group_app_scales_with_its_copies_against_its_known_cost() {
+    let test = "python_group";
+    let Some((_server, to, from, spawn)) = python_app(test) else {
+        return;
+    };
     let report = capacity(
         test,
         &[
@@ -145,17 +151,9 @@ fn a_python_consumer_group_app_scales_with_its_copies_against_its_known_cost() {
 #[test]
 fn without_a_known_cost_a_probe_picks_the_start_and_there_is_no_ideal() {
     let test = "python_probe";
-    if !redis_py(test) {
-        return;
-    }
-    let Some(server) = Server::for_test(Kind::Redis, test) else {
+    let Some((_server, to, from, spawn)) = python_app(test) else {
         return;
     };
-    let (to, from) = (
-        format!("redis://{}/in", server.addr),
-        format!("redis://{}/out", server.addr),
-    );
-    let spawn = format!("python3 {PYTHON_APP}");
     // The app sleeps 10 ms per message by default: at most 100/s on one copy.
     let report = capacity(
         test,
