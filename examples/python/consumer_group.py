@@ -4,7 +4,8 @@
 # PLUMBLINE_IN, sleeps PLUMBLINE_PER_ITEM seconds per message (default 0.01), writes the
 # message's bytes unchanged to the stream named by PLUMBLINE_OUT (so plumbline's frame header,
 # its sequence number and intended send time, comes back for the latency and loss checks),
-# and acks only then. plumbline starts one copy per worker and stops it with SIGTERM.
+# and acks a batch (up to 10) only once its results are written. plumbline starts one copy per
+# worker and stops it with SIGTERM.
 import os, time, urllib.parse
 import redis
 
@@ -24,7 +25,9 @@ except redis.ResponseError as e:  # BUSYGROUP: another copy created it first
         raise
 while True:
     for _, entries in r.xreadgroup("plumbline", me, {source: ">"}, count=10, block=100) or []:
-        for entry, fields in entries:
+        results = out.pipeline(transaction=False)
+        for _, fields in entries:
             time.sleep(per_item)
-            out.xadd(sink, {b"d": fields[b"d"]})  # the result first: acked only once written
-            r.xack(source, "plumbline", entry)
+            results.xadd(sink, {b"d": fields[b"d"]})
+        results.execute()  # the batch's results first: acked only once written
+        r.xack(source, "plumbline", *[entry for entry, _ in entries])
