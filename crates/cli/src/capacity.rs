@@ -14,7 +14,7 @@ use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::duration::Human;
 use plumbline_engine::external::{External, Spawn, PER_ITEM};
 use plumbline_engine::trial::{self, TrialRun};
-use plumbline_engine::Engine;
+use plumbline_engine::{Engine, EngineKind};
 use plumbline_load::schedule::parse_rate;
 use plumbline_measure::report::Host;
 use plumbline_measure::{Limit, RunInfo};
@@ -145,6 +145,17 @@ impl CapacityPlan {
                 Some((_, runs)) => runs.push(index),
                 None => curves.push((label, vec![index])),
             }
+        }
+        // Only Kafka keeps a key with one member; elsewhere a group shares items in any order.
+        if let Some(run) = bench.runs.iter().find(|r| {
+            matches!(&r.engine, EngineKind::Group(url) if !url.starts_with("kafka://"))
+                && r.cluster.step == plumbline_worker::Step::Partitioned
+        }) {
+            bail!(
+                "--step partitioned on {}: its consumer group shares items in any order, not by \
+                 key; use --step balanced, or a kafka:// group",
+                run.engine
+            );
         }
         for (_, runs) in &mut curves {
             runs.sort_by_key(|&i| bench.runs[i].cluster.workers);
@@ -738,6 +749,23 @@ mod tests {
         assert!(err(&["--window", "50ms"]).contains("--window 50ms"));
         assert!(err(&["--delay", "0"]).contains("give --start"));
         assert!(err(&["--preset", "pipeline"]).contains("pipeline"));
+        let group = [
+            "--cluster",
+            "redis://127.0.0.1:6379/jobs",
+            "--step",
+            "partitioned",
+        ];
+        assert!(err(&group).contains("not by key"));
+        assert!(err(&["--to", "redis://127.0.0.1:6379/in"]).contains("--from"));
+        let system = [
+            "--to",
+            "redis://h:1/in",
+            "--from",
+            "redis://h:1/out",
+            "--spawn",
+            "a 'b",
+        ];
+        assert!(err(&system).contains("unbalanced quotes"));
     }
 
     #[test]
