@@ -24,6 +24,9 @@ fn capacity(name: &str, extra: &[&str]) -> serde_json::Value {
         "500ms",
         "--window",
         "1500ms",
+        // Coarser than the default 2 %: fewer trials, and the bounds are far wider anyway.
+        "--resolution",
+        "5%",
         "--no-report",
         "-q",
         "--json",
