@@ -219,7 +219,13 @@ impl External {
             words,
             name: "plumbline worker".into(),
             env: Vec::new(),
-            ready: Some("] consuming ".into()),
+            // A Kafka member consumes only once the group has assigned it partitions, which
+            // takes a rebalance: sending before it would charge the rebalance as lag.
+            ready: Some(if url.starts_with("kafka://") {
+                "] assigned partitions [".into()
+            } else {
+                "] consuming ".into()
+            }),
         };
         Self::checked(url, "tcp://127.0.0.1:0", spawn, cluster.workers)
     }
