@@ -592,7 +592,9 @@ pub struct MatrixArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Where workers run: threads, processes (worker processes over loopback), pipeline
-    /// (seed 001's task pipeline: pipeline worker processes, balanced only), or several
+    /// (seed 001's task pipeline: pipeline worker processes, balanced only), several of those
+    /// to compare; or a broker URL (redis://HOST:PORT/STREAM, nats://…?jetstream=1,
+    /// kafka://…): a consumer group of `plumbline worker --in URL` members
     #[arg(long, value_delimiter = ',')]
     pub cluster: Option<Vec<String>>,
 }
@@ -644,6 +646,9 @@ Examples:
   plumbline capacity --preset alphabet-hot --step partitioned   # flat: limited by one key
   plumbline capacity --work spin --workers 1,2,4      # stops at the cores
   plumbline capacity --cluster processes --slo-p99 50ms
+  plumbline capacity --cluster redis://127.0.0.1:6379/jobs   # a Redis consumer group
+  plumbline capacity --to redis://127.0.0.1:6379/in --from redis://127.0.0.1:6379/out \\
+      --spawn 'python3 examples/python/consumer_group.py' --per-item 10ms --workers 1,2,4
   plumbline capacity --loads 150/s,300/s,600/s        # and the fewest workers for each load";
 
 /// Flags of `capacity`: for each worker count, the highest open-loop rate sustained.
@@ -688,6 +693,21 @@ pub struct CapacityArgs {
     pub loads: Option<Vec<String>>,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Your own system: send the load here (any URL send --to takes), with --from and --spawn
+    #[arg(long, requires_all = ["from", "spawn"], conflicts_with = "cluster")]
+    pub to: Option<String>,
+    /// Your own system: read its results here (a broker URL, or tcp://HOST:PORT to listen on)
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// Your own system: the command starting one worker, run once per worker (each copy gets
+    /// PLUMBLINE_WORKER_INDEX, PLUMBLINE_WORKERS, PLUMBLINE_IN and PLUMBLINE_OUT, and {index},
+    /// {workers}, {in}, {out} filled in)
+    #[arg(long, requires = "to")]
+    pub spawn: Option<String>,
+    /// Your own system: what one item costs a worker, for the ideal (without it, a short probe
+    /// picks the first rate and capacity is judged against the 1-worker capacity)
+    #[arg(long, requires = "to", value_parser = parse_duration)]
+    pub per_item: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

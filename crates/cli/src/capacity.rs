@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::duration::Human;
+use plumbline_engine::external::{External, Spawn, PER_ITEM};
 use plumbline_engine::trial::{self, TrialRun};
-use plumbline_engine::Engine;
+use plumbline_engine::{Engine, EngineKind};
 use plumbline_load::schedule::parse_rate;
 use plumbline_measure::report::Host;
 use plumbline_measure::{Limit, RunInfo};
@@ -21,6 +22,7 @@ use plumbline_scale::{
     fewest_workers, judge, CapacitySearch, LagSlope, SearchConfig, SearchOutcome, Slo, Step,
     TrialFigures, TrialSearch, Verdict,
 };
+use plumbline_transport::config::TransportConfig;
 use plumbline_worker::Shutdown;
 use serde::Serialize;
 
@@ -34,6 +36,18 @@ use crate::session::{Outcome, Session};
 const ESTIMATE_ITEMS: u64 = 20_000;
 /// The JSON document's schema.
 pub const SCHEMA: &str = "plumbline.capacity/1";
+/// Items per worker of the batch that finds where to start on a system of unknown cost.
+const PROBE_ITEMS: u64 = 50;
+
+/// The user's own system (`--to`, `--from`, `--spawn`), run in place of the matrix's engine.
+#[derive(Debug)]
+pub struct System {
+    pub to: String,
+    pub from: String,
+    pub spawn: Spawn,
+    /// `--per-item`: what an item costs a worker; `None`: unknown.
+    pub per_item: Option<Duration>,
+}
 
 /// A validated capacity experiment.
 #[derive(Debug)]
@@ -50,20 +64,45 @@ pub struct CapacityPlan {
     pub max_trials: u32,
     pub max_duration: Duration,
     pub loads: Vec<f64>,
+    pub system: Option<System>,
 }
 
 impl CapacityPlan {
     pub fn build(args: &CapacityArgs, cores: usize) -> Result<Self> {
         ensure!(
             args.matrix.preset != "pipeline",
-            "capacity runs on threads or processes for now; the pipeline preset is bench's"
+            "capacity runs on threads, processes, a broker group or your system; the pipeline \
+             preset is bench's"
         );
+        let system = match (&args.to, &args.from, &args.spawn) {
+            (Some(to), Some(from), Some(spawn)) => {
+                to.parse::<TransportConfig>().context("--to")?;
+                from.parse::<TransportConfig>().context("--from")?;
+                Some(System {
+                    to: to.clone(),
+                    from: from.clone(),
+                    spawn: match args.per_item {
+                        Some(cost) => {
+                            Spawn::parse(spawn)?.with_env(PER_ITEM, cost.as_secs_f64().to_string())
+                        }
+                        None => Spawn::parse(spawn)?,
+                    },
+                    per_item: args.per_item,
+                })
+            }
+            _ => None,
+        };
+        let mut matrix = args.matrix.clone();
+        if let Some(system) = &system {
+            // The known cost gives the ideal as a delay would; an unknown one has none.
+            matrix.delay = Some(vec![system.per_item.unwrap_or_default()]);
+        }
         let shape = RunShape {
             items: Some(vec![ESTIMATE_ITEMS]),
             workers: Some(args.workers.clone().unwrap_or_else(|| vec![1, 2, 4])),
             rate: None,
         };
-        let bench = BenchPlan::build(&args.matrix, &shape, cores)?;
+        let bench = BenchPlan::build(&matrix, &shape, cores)?;
         let resolution = percent(&args.resolution).context("--resolution")?;
         ensure!(
             resolution > 0.0 && resolution < 1.0,
@@ -97,17 +136,26 @@ impl CapacityPlan {
             .collect::<Result<Vec<f64>>>()?;
         let mut curves: Vec<(String, Vec<usize>)> = Vec::new();
         for (index, run) in bench.runs.iter().enumerate() {
-            let label = curve_label(run);
+            let label = curve_label(run, system.as_ref());
+            // A system of unknown cost is probed for a start instead.
+            if start.is_none() && run.ideal.time.is_zero() && system.is_none() {
+                bail!("{label}: zero work per item has no ideal rate to start from; give --start");
+            }
             match curves.iter_mut().find(|(l, _)| *l == label) {
                 Some((_, runs)) => runs.push(index),
                 None => curves.push((label, vec![index])),
             }
-            if start.is_none() && run.ideal.time.is_zero() {
-                bail!(
-                    "{}: zero work per item has no ideal rate to start from; give --start",
-                    curve_label(run)
-                );
-            }
+        }
+        // Only Kafka keeps a key with one member; elsewhere a group shares items in any order.
+        if let Some(run) = bench.runs.iter().find(|r| {
+            matches!(&r.engine, EngineKind::Group(url) if !url.starts_with("kafka://"))
+                && r.cluster.step == plumbline_worker::Step::Partitioned
+        }) {
+            bail!(
+                "--step partitioned on {}: its consumer group shares items in any order, not by \
+                 key; use --step balanced, or a kafka:// group",
+                run.engine
+            );
         }
         for (_, runs) in &mut curves {
             runs.sort_by_key(|&i| bench.runs[i].cluster.workers);
@@ -127,6 +175,20 @@ impl CapacityPlan {
             max_trials: args.max_trials,
             max_duration: args.max_duration,
             loads,
+            system,
+        })
+    }
+
+    /// The engine that runs `run`: the user's system with its worker count, or the matrix's.
+    pub fn engine(&self, run: &RunPlan, exe: &std::path::Path) -> Result<Box<dyn Engine>> {
+        Ok(match &self.system {
+            Some(s) => Box::new(External::new(
+                &s.to,
+                &s.from,
+                s.spawn.clone(),
+                run.cluster.workers,
+            )?),
+            None => BenchPlan::engine(run, exe),
         })
     }
 
@@ -141,14 +203,25 @@ impl CapacityPlan {
     }
 }
 
-fn curve_label(run: &RunPlan) -> String {
-    format!(
-        "{} {} {} on {}",
-        Human(run.cluster.delay),
-        run.cluster.work,
-        run.cluster.step,
-        run.engine
-    )
+fn curve_label(run: &RunPlan, system: Option<&System>) -> String {
+    match system {
+        // URLs as shown: without a password.
+        Some(s) => format!(
+            "{} per item, `{}` from {} to {}",
+            s.per_item
+                .map_or("unknown".into(), |d| Human(d).to_string()),
+            s.spawn.shown(),
+            plumbline_core::secret::redact_url(&s.to),
+            plumbline_core::secret::redact_url(&s.from)
+        ),
+        None => format!(
+            "{} {} {} on {}",
+            Human(run.cluster.delay),
+            run.cluster.work,
+            run.cluster.step,
+            run.engine
+        ),
+    }
 }
 
 /// `2%` or `0.02` as a fraction.
@@ -270,17 +343,31 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
         let mut below: Option<f64> = None;
         for &index in runs {
             let run = &plan.bench.runs[index];
-            let engine = BenchPlan::engine(run, &exe);
             let ideal_rate = CapacityPlan::ideal_rate(run);
-            let start = plan.start.unwrap_or(ideal_rate);
+            let started = plan.engine(run, &exe).and_then(|engine| {
+                let start = start_rate(&plan, ideal_rate, engine.as_ref(), &session, shutdown)?;
+                Ok((engine, start))
+            });
+            let (engine, start) = match started {
+                Ok(started) => started,
+                Err(e) => {
+                    error = Some(format!(
+                        "{label} on {} worker(s): {e:#}",
+                        run.cluster.workers
+                    ));
+                    curves.push(Curve {
+                        label: label.clone(),
+                        points,
+                    });
+                    break 'curves;
+                }
+            };
             let config = SearchConfig {
                 resolution: plan.resolution,
                 lower_bound: below.filter(|&b| b <= start),
                 // No engine beats its ideal by more than the lag tolerance: try just above it
                 // before growing (a hair inside the resolution, so one failure brackets it).
-                ceiling: plan
-                    .start
-                    .is_none()
+                ceiling: (plan.start.is_none() && ideal_rate.is_finite())
                     .then_some(start * (1.0 + plan.resolution * 0.99)),
                 max_trials: plan.max_trials,
                 ..SearchConfig::starting_at(start)
@@ -389,6 +476,42 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
         }
     }
     Ok(CommandVerdict::of(false, failures))
+}
+
+/// Where a search starts: `--start`, else the ideal, else (a system of unknown cost) the
+/// rate a batch of [`PROBE_ITEMS`] per worker came back at, said on stderr.
+fn start_rate(
+    plan: &CapacityPlan,
+    ideal_rate: f64,
+    engine: &dyn Engine,
+    session: &Session,
+    stop: &Shutdown,
+) -> Result<f64> {
+    if let Some(start) = plan.start.or(ideal_rate.is_finite().then_some(ideal_rate)) {
+        return Ok(start);
+    }
+    let items = PROBE_ITEMS * engine.workers() as u64;
+    let live = session.live();
+    live.begin_run(RunInfo {
+        label: format!("probe of {}", engine.describe()),
+        workers: engine.workers(),
+        total: Some(items),
+        target_per_s: None,
+    });
+    let figures = engine.run(&plan.bench.load(items), live, stop)?;
+    let secs = figures.wall.as_secs_f64();
+    ensure!(
+        figures.delivered > 0 && secs > 0.0,
+        "the probe's {items} items brought no result back from {}",
+        engine.describe()
+    );
+    let rate = figures.delivered as f64 / secs;
+    eprintln!(
+        "no --per-item: a batch of {items} items came back from {} at {rate:.1}/s; the search \
+         starts there, and capacity is judged against the 1-worker capacity",
+        engine.describe()
+    );
+    Ok(rate)
 }
 
 /// Runs and judges one trial.
@@ -511,6 +634,7 @@ fn table(report: &CapacityReport) -> String {
                 "{:>7} {:>12} {:>12} {:>9} {:>10} {:>7}  {}",
                 p.workers,
                 or_dash(p.capacity, &|c| format!("{c:.1}")),
+                // A system of unknown cost has no ideal.
                 or_dash(Some(p.ideal_rate).filter(|r| r.is_finite()), &|r| format!(
                     "{r:.1}"
                 )),
@@ -639,6 +763,23 @@ mod tests {
         assert!(err(&["--window", "50ms"]).contains("--window 50ms"));
         assert!(err(&["--delay", "0"]).contains("give --start"));
         assert!(err(&["--preset", "pipeline"]).contains("pipeline"));
+        let group = [
+            "--cluster",
+            "redis://127.0.0.1:6379/jobs",
+            "--step",
+            "partitioned",
+        ];
+        assert!(err(&group).contains("not by key"));
+        assert!(err(&["--to", "redis://127.0.0.1:6379/in"]).contains("--from"));
+        let system = [
+            "--to",
+            "redis://h:1/in",
+            "--from",
+            "redis://h:1/out",
+            "--spawn",
+            "a 'b",
+        ];
+        assert!(err(&system).contains("unbalanced quotes"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::duration::parse_duration;
+use plumbline_engine::external::External;
 use plumbline_engine::pipeline::{self, Pipeline};
 use plumbline_engine::processes::Processes;
 use plumbline_engine::threads::Threads;
@@ -291,11 +292,11 @@ impl BenchPlan {
                 Reference::compute(&workload, keys, p.seed, items, app, &worker_counts)?;
             for &delay in &delays {
                 for &work in &works {
-                    for (&step, &engine) in
+                    for (&step, engine) in
                         steps.iter().flat_map(|s| kinds.iter().map(move |k| (s, k)))
                     {
                         // A plain loop has no cluster: it runs once, whatever --cluster says.
-                        if step == Step::Sequential && engine != kinds[0] {
+                        if step == Step::Sequential && *engine != kinds[0] {
                             continue;
                         }
                         let counts: Vec<usize> = if step == Step::Sequential {
@@ -338,7 +339,7 @@ impl BenchPlan {
                                 engine: if step == Step::Sequential {
                                     EngineKind::Threads
                                 } else {
-                                    engine
+                                    engine.clone()
                                 },
                             });
                         }
@@ -374,7 +375,7 @@ impl BenchPlan {
 
     /// The engine that runs `run`: `exe` is the plumbline binary, for worker processes.
     pub fn engine(run: &RunPlan, exe: &Path) -> Box<dyn Engine> {
-        match run.engine {
+        match &run.engine {
             EngineKind::Threads => Box::new(Threads(run.cluster.clone())),
             EngineKind::Processes => Box::new(Processes {
                 cluster: run.cluster.clone(),
@@ -385,6 +386,7 @@ impl BenchPlan {
                 exe: exe.to_path_buf(),
                 threads: 1,
             }),
+            EngineKind::Group(url) => Box::new(External::group(url, &run.cluster, exe)),
         }
     }
 

@@ -10,11 +10,14 @@
 //!
 //! Engines: [`threads::Threads`] (the embedded cluster, one process),
 //! [`processes::Processes`] (an initializer and joiners as `plumbline worker` processes over
-//! loopback TCP) and [`pipeline::Pipeline`] (seed 001's task pipeline: distributor and
-//! collector in-process, `plumbline pipeline worker` processes). [`child`] starts and watches
-//! such processes.
+//! loopback TCP), [`pipeline::Pipeline`] (seed 001's task pipeline: distributor and
+//! collector in-process, `plumbline pipeline worker` processes) and [`external::External`]
+//! (a system outside plumbline between two URLs, its workers N copies of a spawn command; with
+//! plumbline's own members, a broker's consumer group). [`child`] starts and watches such
+//! processes.
 
 pub mod child;
+pub mod external;
 pub mod pipeline;
 pub mod processes;
 pub mod threads;
@@ -27,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plumbline_core::{Message, Shutdown};
+use plumbline_load::sender::{Framing, Payloads, SendPlan};
 use plumbline_load::{Generator, KeyDist, Shape, Workload};
 use plumbline_measure::{LatencySummary, Live};
 
@@ -47,11 +51,14 @@ pub trait Engine {
 }
 
 /// The closed set of engines a `--cluster` word names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EngineKind {
     Threads,
     Processes,
     Pipeline,
+    /// A broker's consumer group of `plumbline worker --in URL` members, the load sent to
+    /// the URL (as typed: a login in it is the members' too).
+    Group(String),
 }
 
 impl FromStr for EngineKind {
@@ -62,8 +69,17 @@ impl FromStr for EngineKind {
             "threads" => Ok(Self::Threads),
             "processes" => Ok(Self::Processes),
             "pipeline" => Ok(Self::Pipeline),
+            url if url.contains("://") => match url.parse() {
+                Ok(plumbline_transport::config::TransportConfig::Tcp { .. }) => Err(format!(
+                    "'{url}': a consumer group needs a broker (redis://, nats://, kafka://); \
+                     tcp:// has no group"
+                )),
+                Ok(_) => Ok(Self::Group(url.to_string())),
+                Err(e) => Err(e.to_string()),
+            },
             other => Err(format!(
-                "'{other}' is not a cluster: use threads, processes or pipeline"
+                "'{other}' is not a cluster: use threads, processes, pipeline or a broker URL \
+                 (redis://HOST:PORT/STREAM, nats://…?jetstream=1, kafka://…) for a consumer group"
             )),
         }
     }
@@ -71,11 +87,13 @@ impl FromStr for EngineKind {
 
 impl fmt::Display for EngineKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Threads => "threads",
-            Self::Processes => "processes",
-            Self::Pipeline => "pipeline",
-        })
+        match self {
+            Self::Threads => f.write_str("threads"),
+            Self::Processes => f.write_str("processes"),
+            Self::Pipeline => f.write_str("pipeline"),
+            // Shown without its password (which then does not round-trip).
+            Self::Group(url) => f.write_str(&plumbline_core::secret::redact_url(url)),
+        }
     }
 }
 
@@ -95,6 +113,23 @@ impl Load {
     pub fn shape(&self) -> Shape {
         self.rate
             .map_or(Shape::Max, |rate| Shape::Constant { rate })
+    }
+
+    /// The load as the network sender sends it: plumbline framing (source 1), so a receiver
+    /// measures latency from each item's intended send time and counts losses.
+    pub fn send_plan(&self) -> SendPlan {
+        SendPlan {
+            shape: self.shape(),
+            payloads: Payloads::Generated {
+                workload: self.workload.clone(),
+                keys: self.keys,
+                seed: self.seed,
+            },
+            framing: Framing::Plumbline { source: 1 },
+            messages: Some(self.items),
+            duration: None,
+            late_after: Duration::from_millis(1),
+        }
     }
 
     /// The generated messages, each stamped with its intended send time from the shape's
@@ -136,4 +171,63 @@ pub struct RunFigures {
     pub rejected: u64,
     pub first_rejection: Option<String>,
     pub interrupted: bool,
+}
+
+impl RunFigures {
+    /// A run whose results a network receiver counted: delivered once each, losses and
+    /// duplicates by sequence number; no work timing, per-worker counts or state.
+    pub fn received(
+        wall: Duration,
+        sent: u64,
+        summary: plumbline_worker::receiver::ReceiveSummary,
+        interrupted: bool,
+    ) -> Self {
+        Self {
+            wall,
+            sent,
+            delivered: summary.unique,
+            lost: summary.sequence.lost,
+            duplicates: summary.sequence.duplicates + summary.sequence.too_late,
+            latency: summary.latency_s,
+            work: plumbline_measure::Recorder::new().summary(),
+            per_worker: Vec::new(),
+            final_state: None,
+            rejected: 0,
+            first_rejection: None,
+            interrupted,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EngineKind;
+
+    #[test]
+    fn a_cluster_word_or_broker_url_round_trips_and_tcp_or_nonsense_is_refused() {
+        for word in [
+            "threads",
+            "processes",
+            "redis://127.0.0.1:6379/jobs",
+            "nats://127.0.0.1:4222/jobs?jetstream=1",
+            "kafka://127.0.0.1:9092/jobs",
+        ] {
+            let kind: EngineKind = word.parse().unwrap();
+            assert_eq!(kind.to_string(), word);
+        }
+        assert!("tcp://127.0.0.1:7000"
+            .parse::<EngineKind>()
+            .unwrap_err()
+            .contains("needs a broker"));
+        assert!("redis://127.0.0.1:6379"
+            .parse::<EngineKind>()
+            .unwrap_err()
+            .contains("names no"));
+        assert!("fleet"
+            .parse::<EngineKind>()
+            .unwrap_err()
+            .contains("broker URL"));
+        let shown = EngineKind::Group("redis://:secret@127.0.0.1:6379/jobs".into()).to_string();
+        assert!(!shown.contains("secret"), "{shown}");
+    }
 }

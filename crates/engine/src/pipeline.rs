@@ -214,7 +214,7 @@ fn watch<T>(
                     Some(status) if !status.success() => {
                         died = Some(format!(
                             "pipeline worker {name} died mid-run ({status}): {}",
-                            worker.last_lines(3)
+                            worker.last_lines(3).join(" | ")
                         ));
                         halt.request();
                         break;

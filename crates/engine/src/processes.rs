@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::Shutdown;
-use plumbline_load::sender::{self, Framing, Payloads, SendPlan};
+use plumbline_load::sender;
 use plumbline_load::Workload;
-use plumbline_measure::{Live, Recorder};
+use plumbline_measure::Live;
 use plumbline_worker::receiver::{Framing as ReceiveFraming, Receiver, ReceiverConfig};
 use plumbline_worker::{App, ClusterConfig, Step};
 
@@ -133,18 +133,7 @@ fn run(
     }
     let source = init.wait_for("ready; sources on ")?;
 
-    let send_plan = SendPlan {
-        shape: load.shape(),
-        payloads: Payloads::Generated {
-            workload: load.workload.clone(),
-            keys: load.keys,
-            seed: load.seed,
-        },
-        framing: Framing::Plumbline { source: 1 },
-        messages: Some(load.items),
-        duration: None,
-        late_after: Duration::from_millis(1),
-    };
+    let send_plan = load.send_plan();
     let start = Instant::now();
     let connection = plumbline_transport::tcp::connect(&source, SETTLE)?;
     let (tally, errors) = sender::send(&send_plan, vec![connection], stop, live);
@@ -170,21 +159,11 @@ fn run(
     let names: Vec<String> = std::iter::once("initializer".to_string())
         .chain((1..cluster.workers).map(|w| format!("w{}", w + 1)))
         .collect();
-    let summary = receiver.summary(Some(sent));
     Ok(RunFigures {
-        wall,
-        sent,
-        delivered: summary.frames,
-        lost: summary.sequence.lost,
-        duplicates: summary.sequence.duplicates + summary.sequence.too_late,
-        latency: summary.latency_s,
-        work: Recorder::new().summary(),
         per_worker: names.iter().map(|n| items_of(&closing, n)).collect(),
         final_state: (cluster.step == Step::Partitioned)
             .then(|| state_of(cluster.app, &receiver.results())),
-        rejected: 0,
-        first_rejection: None,
-        interrupted: stop.requested(),
+        ..RunFigures::received(wall, sent, receiver.summary(Some(sent)), stop.requested())
     })
 }
 

@@ -336,6 +336,8 @@ impl Receiver {
         }
         if new > 0 {
             self.messages.fetch_add(new, Ordering::Relaxed);
+            // Items done, for watchers and a capacity trial's lag: a duplicate is no more done.
+            self.live.items_out.fetch_add(new, Ordering::Relaxed);
         }
         if !busy {
             latencies.shrink_to(KEEP);
@@ -353,7 +355,6 @@ impl Receiver {
             .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         self.last_ns.fetch_max(now, Ordering::Relaxed);
         self.frames.fetch_add(frames, Ordering::Relaxed);
-        self.live.items_out.fetch_add(frames, Ordering::Relaxed);
         self.bytes.fetch_add(payload_bytes, Ordering::Relaxed);
     }
 
@@ -473,8 +474,9 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_are_counted_but_not_towards_the_messages() {
-        let receiver = Receiver::new(config(Framing::Auto));
+    fn duplicates_are_counted_but_not_towards_the_messages_nor_the_items_done() {
+        let live = Arc::new(Live::new());
+        let receiver = Receiver::with_live(config(Framing::Auto), live.clone());
         receiver.serve(&plumbline_frames(&[0, 1, 2])[..], "a");
         receiver.serve(&plumbline_frames(&[1, 2, 3, 3])[..], "redelivered");
         let mut raw = Vec::new();
@@ -484,6 +486,11 @@ mod tests {
         receiver.serve(&raw[..], "raw");
         let s = receiver.summary(Some(4));
         assert_eq!((s.frames, s.unique, receiver.messages()), (8, 5, 5));
+        assert_eq!(
+            live.items_out.load(Ordering::Relaxed),
+            5,
+            "a capacity trial's done count"
+        );
         assert_eq!((s.sequence.lost, s.sequence.duplicates), (0, 3));
     }
 
