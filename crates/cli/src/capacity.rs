@@ -338,7 +338,7 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
     let began = Instant::now();
     let mut error = None;
     let mut curves = Vec::new();
-    'curves: for (label, runs) in &plan.curves {
+    for (label, runs) in &plan.curves {
         let mut points: Vec<Point> = Vec::new();
         let mut below: Option<f64> = None;
         for &index in runs {
@@ -355,11 +355,7 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
                         "{label} on {} worker(s): {e:#}",
                         run.cluster.workers
                     ));
-                    curves.push(Curve {
-                        label: label.clone(),
-                        points,
-                    });
-                    break 'curves;
+                    break;
                 }
             };
             let config = SearchConfig {
@@ -425,17 +421,16 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
                 one_worker,
             ));
             if error.is_some() || shutdown.requested() {
-                curves.push(Curve {
-                    label: label.clone(),
-                    points,
-                });
-                break 'curves;
+                break;
             }
         }
         curves.push(Curve {
             label: label.clone(),
             points,
         });
+        if error.is_some() || shutdown.requested() {
+            break;
+        }
     }
     let demand = demand(&plan.loads, &curves);
     let report = CapacityReport {

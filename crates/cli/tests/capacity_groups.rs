@@ -114,41 +114,44 @@ fn redis_py(test: &str) -> bool {
     ok
 }
 
-/// A Redis server, the app's in and out streams on it, and the command starting one copy;
-/// `None` (said) without redis-py or redis-server.
-fn python_app(test: &str) -> Option<(Server, String, String, String)> {
+/// A Redis server, and the flags that point `capacity` at the app on it (`--to` its in
+/// stream, `--from` its out stream, `--spawn` the command starting one copy); `None` (said)
+/// without redis-py or redis-server.
+fn python_app(test: &str) -> Option<(Server, Vec<String>)> {
     if !redis_py(test) {
         return None;
     }
     let server = Server::for_test(Kind::Redis, test)?;
-    let (to, from) = (
+    let flags = vec![
+        "--to".into(),
         format!("redis://{}/in", server.addr),
+        "--from".into(),
         format!("redis://{}/out", server.addr),
-    );
-    Some((server, to, from, format!("python3 {PYTHON_APP}")))
+        "--spawn".into(),
+        format!("python3 {PYTHON_APP}"),
+    ];
+    Some((server, flags))
+}
+
+/// `flags` then `extra`, as `capacity` takes them.
+fn with<'a>(flags: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
+    flags
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+        .collect()
 }
 
 #[test]
 fn a_python_consumer_group_app_scales_with_its_copies_against_its_known_cost() {
     let test = "python_group";
-    let Some((_server, to, from, spawn)) = python_app(test) else {
+    let Some((_server, flags)) = python_app(test) else {
         return;
     };
     let report = capacity(
         test,
-        &[
-            "--to",
-            &to,
-            "--from",
-            &from,
-            "--spawn",
-            &spawn,
-            // 20 ms: Python's own cost per message (two Redis calls) stays a small share.
-            "--per-item",
-            "20ms",
-            "--workers",
-            "1,2",
-        ],
+        // 20 ms: Python's own cost per message (two Redis calls) stays a small share.
+        &with(&flags, &["--per-item", "20ms", "--workers", "1,2"]),
     );
     assert_scales(&report);
 }
@@ -156,23 +159,11 @@ fn a_python_consumer_group_app_scales_with_its_copies_against_its_known_cost() {
 #[test]
 fn without_a_known_cost_a_probe_picks_the_start_and_there_is_no_ideal() {
     let test = "python_probe";
-    let Some((_server, to, from, spawn)) = python_app(test) else {
+    let Some((_server, flags)) = python_app(test) else {
         return;
     };
     // The app sleeps 10 ms per message by default: at most 100/s on one copy.
-    let report = capacity(
-        test,
-        &[
-            "--to",
-            &to,
-            "--from",
-            &from,
-            "--spawn",
-            &spawn,
-            "--workers",
-            "1",
-        ],
-    );
+    let report = capacity(test, &with(&flags, &["--workers", "1"]));
     let point = &report["curves"][0]["points"][0];
     let capacity = point["capacity"].as_f64().unwrap();
     assert!((50.0..=110.0).contains(&capacity), "{point:#}");
