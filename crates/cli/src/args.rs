@@ -295,7 +295,8 @@ pub struct DistributorArgs {
     /// Time from dispatch to ACK before a task goes out again
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub lease: Duration,
-    /// Deliveries of a task before it goes to the failed list
+    /// Deliveries of a task before it goes to the failed list (counted when it ends a worker
+    /// while running alone: tasks a dead worker held go out again one at a time)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_deliver: u32,
     /// End the run with an error when the collector is unreachable this long

@@ -298,6 +298,7 @@ mod tests {
             acked: 8,
             dispatches: 12,
             redeliveries: 2,
+            isolated: 0,
             duplicates: 1,
             resumed: 0,
             failed: vec![FailedTask {

@@ -37,6 +37,7 @@ use serde_json::Value;
 
 use crate::lease::{Leases, Reclaimed, WorkerId};
 use crate::peers::{self, Greeting, EVENT_QUEUE};
+use crate::quarantine::{Candidate, Quarantine, Suspect};
 use crate::release::Release;
 use crate::task::{Task, TaskType};
 use crate::wire::{self, Message, MessageReader, Role, WireError, PROTOCOL};
@@ -142,6 +143,8 @@ struct TypeState {
     deps: Vec<usize>,
     /// Tasks taken back from a worker, to go out again before new ones.
     retry: VecDeque<(u64, u32, Value)>,
+    /// Tasks a crash left under suspicion, to run alone.
+    quarantine: Quarantine,
     issued: u64,
     acked: u64,
     failed: u64,
@@ -289,6 +292,7 @@ impl Distributor {
                 task,
                 deps,
                 retry: VecDeque::new(),
+                quarantine: Quarantine::default(),
                 issued: 0,
                 acked: 0,
                 failed: 0,
@@ -424,6 +428,10 @@ pub struct PipelineReport {
     pub acked: u64,
     pub dispatches: u64,
     pub redeliveries: u64,
+    /// Redeliveries run alone on a worker holding nothing else: tasks a worker's crash left
+    /// under suspicion (it held several unfinished, any of which may have ended it).
+    #[serde(default)]
+    pub isolated: u64,
     /// ACKs of tasks already ACKed: a task that ran more than once.
     pub duplicates: u64,
     /// Counted as ACKed because the `--resume` ledger had their results: not issued again.
@@ -945,6 +953,8 @@ impl Run {
         };
         conn.close();
         w.credits = 0;
+        let task_type = w.task_type;
+        self.states[task_type].quarantine.gone(worker);
         if self.ended {
             // Told `end`: leaving is what it should do.
             return;
@@ -953,11 +963,19 @@ impl Run {
         // Credits come back once a result is out: those not yet ACKed are finished tasks.
         let done = w.finished.saturating_sub(w.acked);
         let held = self.leases.reclaim_worker(worker, done);
+        let suspects = held
+            .iter()
+            .filter(|b| matches!(b, Reclaimed::Redeliver { alone: true, .. }))
+            .count();
         eprintln!(
-            "distributor: worker {} left ({}); {} of its tasks go out again",
+            "distributor: worker {} left ({}); {} of its tasks go out again{}",
             w.name,
             reason.as_deref().unwrap_or("closed the connection"),
-            held.len()
+            held.len(),
+            match suspects {
+                0 => String::new(),
+                n => format!(", {n} of them alone (any one may have ended it)"),
+            }
         );
         for back in held {
             self.take_back(back);
@@ -965,15 +983,24 @@ impl Run {
     }
 
     fn take_back(&mut self, back: Reclaimed) {
+        for state in &mut self.states {
+            state.quarantine.settled(back.id());
+        }
         match back {
             Reclaimed::Redeliver {
                 id,
                 task_type,
                 attempt,
                 data,
+                alone,
             } => {
                 self.fates[(id - 1) as usize] = Fate::Queued;
-                self.states[task_type].retry.push_back((id, attempt, data));
+                let state = &mut self.states[task_type];
+                if alone {
+                    state.quarantine.admit(Suspect { id, attempt, data });
+                } else {
+                    state.retry.push_back((id, attempt, data));
+                }
             }
             Reclaimed::Failed {
                 id,
@@ -1015,6 +1042,7 @@ impl Run {
                     if let Some(w) = self.workers.get_mut(&lease.worker) {
                         w.acked += 1;
                     }
+                    self.states[lease.task_type].quarantine.settled(id);
                     lease.task_type
                 }
                 None => return,
@@ -1022,14 +1050,13 @@ impl Run {
             // Its worker left (or its lease ran out) after the result reached the collector.
             Fate::Queued => {
                 let Some(t) = (0..self.states.len()).find(|&t| {
-                    self.states[t]
-                        .retry
-                        .iter()
-                        .any(|(queued, ..)| *queued == id)
+                    let state = &mut self.states[t];
+                    let queued = state.retry.iter().any(|(queued, ..)| *queued == id);
+                    state.retry.retain(|(queued, ..)| *queued != id);
+                    queued || state.quarantine.remove(id)
                 }) else {
                     return;
                 };
-                self.states[t].retry.retain(|(queued, ..)| *queued != id);
                 t
             }
             Fate::Failed => {
@@ -1068,6 +1095,7 @@ impl Run {
         let state = &self.states[t];
         state.task.is_complete()
             && state.retry.is_empty()
+            && state.quarantine.is_empty()
             && state.acked + state.failed == state.issued
     }
 
@@ -1076,7 +1104,7 @@ impl Run {
         self.states[t].deps.iter().all(|&d| self.complete(d))
     }
 
-    /// Tasks left to send: taken back, or not yet issued.
+    /// Tasks the normal path may send: taken back, or not yet issued (suspects go alone).
     fn has_more(&self, t: usize) -> bool {
         !self.states[t].retry.is_empty() || !self.states[t].task.is_complete()
     }
@@ -1091,15 +1119,22 @@ impl Run {
             if !self.unblocked(t) {
                 continue;
             }
+            self.dispatch_suspects(t, now);
             while self.has_more(t) {
                 if self.states[t].retry.is_empty() && !self.may_issue() {
                     break;
                 }
                 // The worker of this type with the most credit; ties to the one given least.
+                let quarantine = &self.states[t].quarantine;
                 let Some((&id, _)) = self
                     .workers
                     .iter()
-                    .filter(|(_, w)| w.task_type == t && w.conn.is_some() && w.credits > 0)
+                    .filter(|(id, w)| {
+                        w.task_type == t
+                            && w.conn.is_some()
+                            && w.credits > 0
+                            && !quarantine.is_ward(**id)
+                    })
                     .max_by_key(|(_, w)| (w.credits, std::cmp::Reverse(w.dispatched)))
                 else {
                     break;
@@ -1131,45 +1166,80 @@ impl Run {
                         (task_id, 1, data)
                     }
                 };
-                if state.first_dispatch_ns.is_none() {
-                    state.first_dispatch_ns = Some(unix_now_ns());
-                    // The ideal counts the threads serving this type when it starts.
-                    state.threads = self
-                        .workers
-                        .values()
-                        .filter(|w| w.conn.is_some() && w.task_type == t)
-                        .map(|w| w.threads)
-                        .fold(0u32, u32::saturating_add);
-                }
-                let message = Message::Task {
-                    id: task_id,
-                    task_type: self.types[t].to_string(),
-                    attempt,
-                    data: data.clone(),
-                };
-                let Some(worker) = self.workers.get_mut(&id) else {
-                    break;
-                };
-                if let Err(e) = message.encode_into(&mut worker.out) {
-                    // A descriptor too big for a frame can never be delivered.
-                    eprintln!(
-                        "distributor: task {task_id} ({}) cannot be sent: {e}",
-                        self.types[t]
-                    );
-                    self.take_back(Reclaimed::Failed {
-                        id: task_id,
-                        task_type: t,
-                        attempts: attempt - 1,
-                    });
-                    continue;
-                }
-                worker.credits -= 1;
-                worker.dispatched += 1;
-                self.dispatches += 1;
-                self.fates[(task_id - 1) as usize] = Fate::Leased;
-                self.leases.grant(task_id, t, attempt, id, data, now);
+                self.send(id, t, task_id, attempt, data, now);
             }
         }
+    }
+
+    /// Suspects of type `t` to the wards the quarantine has emptied for them.
+    fn dispatch_suspects(&mut self, t: usize, now: Instant) {
+        if self.states[t].quarantine.is_empty() {
+            return;
+        }
+        let candidates: Vec<Candidate> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.task_type == t && w.conn.is_some())
+            .map(|(&worker, w)| Candidate {
+                worker,
+                held: self.leases.held_by(worker),
+                can_take: w.credits > 0,
+            })
+            .collect();
+        for (worker, suspect) in self.states[t].quarantine.plan(&candidates) {
+            self.redeliveries += 1;
+            self.send(worker, t, suspect.id, suspect.attempt, suspect.data, now);
+        }
+    }
+
+    /// Encodes task `task_id` of type `t` into `id`'s frames of this round and leases it.
+    fn send(
+        &mut self,
+        id: WorkerId,
+        t: usize,
+        task_id: u64,
+        attempt: u32,
+        data: Value,
+        now: Instant,
+    ) {
+        let state = &mut self.states[t];
+        if state.first_dispatch_ns.is_none() {
+            state.first_dispatch_ns = Some(unix_now_ns());
+            // The ideal counts the threads serving this type when it starts.
+            state.threads = self
+                .workers
+                .values()
+                .filter(|w| w.conn.is_some() && w.task_type == t)
+                .map(|w| w.threads)
+                .fold(0u32, u32::saturating_add);
+        }
+        let message = Message::Task {
+            id: task_id,
+            task_type: self.types[t].to_string(),
+            attempt,
+            data: data.clone(),
+        };
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if let Err(e) = message.encode_into(&mut worker.out) {
+            // A descriptor too big for a frame can never be delivered.
+            eprintln!(
+                "distributor: task {task_id} ({}) cannot be sent: {e}",
+                self.types[t]
+            );
+            self.take_back(Reclaimed::Failed {
+                id: task_id,
+                task_type: t,
+                attempts: attempt - 1,
+            });
+            return;
+        }
+        worker.credits -= 1;
+        worker.dispatched += 1;
+        self.dispatches += 1;
+        self.fates[(task_id - 1) as usize] = Fate::Leased;
+        self.leases.grant(task_id, t, attempt, id, data, now);
     }
 
     /// Writes each worker's frames of this round in one go; a failed write means the worker left.
@@ -1370,6 +1440,7 @@ impl Run {
             acked,
             dispatches: self.dispatches,
             redeliveries: self.redeliveries,
+            isolated: self.states.iter().map(|s| s.quarantine.isolated()).sum(),
             duplicates: self.duplicates,
             resumed: self.resumed,
             failed: self.failed.clone(),

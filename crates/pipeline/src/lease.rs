@@ -2,11 +2,13 @@
 //!
 //! A task sent to a worker is leased to it until the collector's ACK retires it. A lease whose
 //! worker disconnects, or whose deadline passes, is taken back (the distributor also drops a
-//! worker that has not been heard from since such a lease was granted: wedged). A task taken back
-//! goes out again unless it has already been delivered `max_deliver` times, in which case it is
-//! failed. An ACK for a task no longer leased (retired earlier, its first delivery finishing
-//! late) is a duplicate: counted by the caller, never hidden. Memory is one entry per task in flight, which the workers'
-//! credits bound. This type decides nothing about where tasks go: that is the distributor's loop.
+//! worker that has not been heard from since such a lease was granted: wedged). A task taken
+//! back goes out again unless it has already been delivered `max_deliver` times, in which case
+//! it is failed; a dead worker's unfinished tasks go out again alone ([`crate::quarantine`]),
+//! and only one that ended a worker while alone is failed. An ACK for a task no longer leased
+//! (retired earlier, its first delivery finishing late) is a duplicate: counted by the caller,
+//! never hidden. Memory is one entry per task in flight, which the workers' credits bound. This
+//! type decides nothing about where tasks go: that is the distributor's loop.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -34,12 +36,15 @@ pub struct Lease {
 /// What becomes of a lease taken back from a worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reclaimed {
-    /// Send it again; `attempt` is the delivery number it will have.
+    /// Send it again; `attempt` is the delivery number it will have. `alone`: an unfinished
+    /// task of a worker that died, which may have ended it, to go out to a worker holding
+    /// nothing else ([`crate::quarantine`]).
     Redeliver {
         id: u64,
         task_type: usize,
         attempt: u32,
         data: Value,
+        alone: bool,
     },
     /// Delivered `attempts` times without an ACK: give up on it.
     Failed {
@@ -107,9 +112,10 @@ impl Leases {
     /// Takes back every lease `worker` holds (it disconnected). A worker takes its tasks in
     /// the order they came, so of its leases, oldest first, `done` are finished (their
     /// results are out, the ACKs not yet in): they are innocent of whatever ended it and go
-    /// out again uncharged. The rest are charged a delivery: one of them was running, and
-    /// which one cannot be told (a result may still sit in the worker's outbox), so a task
-    /// that kills every worker it reaches still ends on the failed list.
+    /// out again as they were. One of the rest was running, and each goes out again alone, so that a worker it ends next time held nothing else. Only a
+    /// task that was alone is failed after `max_deliver` deliveries: beside others, which one
+    /// ended the worker cannot be told (a result may still sit in its outbox), and charging
+    /// them all would fail innocent tasks prefetched beside a poison one.
     pub fn reclaim_worker(&mut self, worker: WorkerId, done: u64) -> Vec<Reclaimed> {
         let mut held: Vec<(Instant, u64)> = self
             .live
@@ -119,20 +125,38 @@ impl Leases {
             .collect();
         held.sort_unstable();
         let done = usize::try_from(done).unwrap_or(usize::MAX).min(held.len());
-        let charged: Vec<u64> = held[done..].iter().map(|&(_, id)| id).collect();
-        let mut back = self.reclaim(|id, _| charged.contains(&id));
-        for (_, id) in held.into_iter().filter(|(_, id)| !charged.contains(id)) {
-            if let Some(lease) = self.live.remove(&id) {
-                back.push(Reclaimed::Redeliver {
-                    id,
-                    task_type: lease.task_type,
-                    attempt: lease.attempt,
-                    data: lease.data,
-                });
-            }
-        }
+        let alone = held.len() - done == 1;
+        let mut back: Vec<Reclaimed> = held
+            .iter()
+            .enumerate()
+            .filter_map(|(at, &(_, id))| {
+                let lease = self.live.remove(&id)?;
+                let (task_type, attempt, data) = (lease.task_type, lease.attempt, lease.data);
+                let finished = at < done;
+                Some(if !finished && alone && attempt >= self.max_deliver {
+                    Reclaimed::Failed {
+                        id,
+                        task_type,
+                        attempts: attempt,
+                    }
+                } else {
+                    Reclaimed::Redeliver {
+                        id,
+                        task_type,
+                        attempt: attempt + u32::from(!finished),
+                        data,
+                        alone: !finished,
+                    }
+                })
+            })
+            .collect();
         back.sort_by_key(Reclaimed::id);
         back
+    }
+
+    /// Leases `worker` holds.
+    pub fn held_by(&self, worker: WorkerId) -> usize {
+        self.live.values().filter(|l| l.worker == worker).count()
     }
 
     /// The workers holding a lease whose deadline has passed, each with its oldest such task
@@ -179,6 +203,7 @@ impl Leases {
                         task_type: lease.task_type,
                         attempt: lease.attempt + 1,
                         data: lease.data,
+                        alone: false,
                     }
                 }
             })
@@ -226,11 +251,12 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_workers_leases_go_out_again_in_task_order() {
+    fn a_dead_workers_unfinished_leases_go_out_again_alone_in_task_order() {
         let (mut l, now) = leases();
         l.grant(2, 0, 1, 9, json!(2), now);
         l.grant(1, 0, 1, 9, json!(1), now);
         l.grant(3, 0, 1, 8, json!(3), now);
+        assert_eq!(l.held_by(9), 2);
         let back = l.reclaim_worker(9, 0);
         assert_eq!(
             back,
@@ -239,16 +265,19 @@ mod tests {
                     id: 1,
                     task_type: 0,
                     attempt: 2,
-                    data: json!(1)
+                    data: json!(1),
+                    alone: true,
                 },
                 Reclaimed::Redeliver {
                     id: 2,
                     task_type: 0,
                     attempt: 2,
-                    data: json!(2)
+                    data: json!(2),
+                    alone: true,
                 },
             ]
         );
+        assert_eq!(l.held_by(9), 0);
         assert!(!l.is_empty());
         assert!(l.reclaim_worker(9, 0).is_empty());
     }
@@ -267,16 +296,47 @@ mod tests {
             task_type: 0,
             attempt: 3,
             data: json!(id),
+            alone: false,
         };
-        let failed = |id| Reclaimed::Failed {
+        let suspect = |id: u64| Reclaimed::Redeliver {
             id,
             task_type: 0,
-            attempts: 3,
+            attempt: 4,
+            data: json!(id),
+            alone: true,
         };
         assert_eq!(
             l.reclaim_worker(9, 2),
-            [again(4), again(5), failed(6), failed(7)],
-            "4 and 5 were done (their ACKs on the way); 6 or 7 was running"
+            [again(4), again(5), suspect(6), suspect(7)],
+            "4 and 5 were done (their ACKs on the way); 6 or 7 was running: neither fails \
+             at its third delivery, each runs alone"
+        );
+    }
+
+    #[test]
+    fn the_one_unfinished_lease_of_a_dead_worker_runs_alone_again() {
+        let (mut l, now) = leases();
+        l.grant(4, 0, 1, 9, json!(4), now);
+        l.grant(5, 0, 1, 9, json!(5), now + Duration::from_millis(1));
+        assert_eq!(
+            l.reclaim_worker(9, 1),
+            [
+                Reclaimed::Redeliver {
+                    id: 4,
+                    task_type: 0,
+                    attempt: 1,
+                    data: json!(4),
+                    alone: false,
+                },
+                Reclaimed::Redeliver {
+                    id: 5,
+                    task_type: 0,
+                    attempt: 2,
+                    data: json!(5),
+                    alone: true,
+                },
+            ],
+            "4 was done; 5 was running"
         );
     }
 

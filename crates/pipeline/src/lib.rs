@@ -19,6 +19,7 @@ pub mod collector;
 pub mod distributor;
 pub mod lease;
 mod peers;
+pub mod quarantine;
 pub mod release;
 pub mod task;
 pub mod wire;
