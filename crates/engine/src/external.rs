@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use plumbline_core::secret::redact_url;
 use plumbline_core::Shutdown;
 use plumbline_load::sender::{self, SendPlan};
 use plumbline_measure::Live;
@@ -48,6 +49,8 @@ use crate::{Engine, Load, RunFigures};
 pub const WORKER_INDEX: &str = "PLUMBLINE_WORKER_INDEX";
 pub const WORKERS: &str = "PLUMBLINE_WORKERS";
 pub const INPUT: &str = "PLUMBLINE_IN";
+/// The broker password of plumbline's own group members (`--cluster URL` with a login).
+const MEMBER_PASSWORD: &str = "PLUMBLINE_MEMBER_PASSWORD";
 pub const OUTPUT: &str = "PLUMBLINE_OUT";
 /// What an item should cost a copy, in seconds (`--per-item`), when the user said.
 pub const PER_ITEM: &str = "PLUMBLINE_PER_ITEM";
@@ -73,6 +76,9 @@ pub struct Spawn {
     /// A stderr line each copy prints once it consumes (plumbline's members say so); the run
     /// waits for it before sending. `None`: the broker holds what is sent before it consumes.
     pub ready: Option<String>,
+    /// `{in}` and `{out}` are filled in without their passwords, which the copies get from
+    /// their environment instead, so none shows in a process list (plumbline's members).
+    hide_login: bool,
 }
 
 /// Which copy a command line is for, and the run's URLs.
@@ -95,6 +101,7 @@ impl Spawn {
             name: command.trim().to_string(),
             env: Vec::new(),
             ready: None,
+            hide_login: false,
         })
     }
 
@@ -112,13 +119,18 @@ impl Spawn {
 
     /// The argv of one copy: `{index}`, `{workers}`, `{in}` and `{out}` filled in.
     pub fn argv(&self, copy: &Copy) -> Vec<String> {
+        let url = |url: &str| match self.hide_login {
+            true => redact_url(url),
+            false => url.to_string(),
+        };
+        let (input, output) = (url(copy.input), url(copy.output));
         self.words
             .iter()
             .map(|word| {
                 word.replace("{index}", &copy.index.to_string())
                     .replace("{workers}", &copy.workers.to_string())
-                    .replace("{in}", copy.input)
-                    .replace("{out}", copy.output)
+                    .replace("{in}", &input)
+                    .replace("{out}", &output)
             })
             .collect()
     }
@@ -215,10 +227,21 @@ impl External {
         if cluster.step == Step::Balanced {
             words.push("--balanced".into());
         }
+        // `--password` takes the place of the redacted one in `--in`.
+        let password = url
+            .parse::<TransportConfig>()
+            .ok()
+            .and_then(|config| config.access()?.password.clone());
+        let mut env = Vec::new();
+        if let Some(password) = password {
+            words.extend(["--password".into(), format!("env:{MEMBER_PASSWORD}")]);
+            env.push((MEMBER_PASSWORD.to_string(), password.expose().to_string()));
+        }
         let spawn = Spawn {
             words,
             name: "plumbline worker".into(),
-            env: Vec::new(),
+            env,
+            hide_login: true,
             // A Kafka member consumes only once the group has assigned it partitions, which
             // takes a rebalance: sending before it would charge the rebalance as lag.
             ready: Some(if url.starts_with("kafka://") {
@@ -479,6 +502,40 @@ mod tests {
             "a listener has no backlog to leave behind"
         );
         assert!(renamed("redis://127.0.0.1:6379", "x").is_err());
+    }
+
+    #[test]
+    fn a_members_password_is_in_its_environment_not_its_argv() {
+        let url = "redis://:s3cret@127.0.0.1:6379/jobs";
+        let cluster = ClusterConfig {
+            workers: 1,
+            step: Step::Balanced,
+            app: plumbline_worker::App::Count,
+            partitions: 1,
+            work: plumbline_worker::Work::Sleep,
+            delay: Duration::from_millis(1),
+            capacity: 4,
+        };
+        let group = External::group(url, &cluster, Path::new("plumbline"));
+        let input = renamed(url, "a-0").unwrap();
+        let argv = group.spawn.argv(&Copy {
+            index: 0,
+            workers: 1,
+            input: &input,
+            output: "tcp://127.0.0.1:9",
+        });
+        assert!(argv.iter().all(|w| !w.contains("s3cret")), "{argv:?}");
+        assert!(argv
+            .iter()
+            .any(|w| w == "redis://:***@127.0.0.1:6379/jobs-a-0"));
+        let at = argv.iter().position(|w| w == "--password").unwrap();
+        assert_eq!(argv[at + 1], format!("env:{MEMBER_PASSWORD}"));
+        assert_eq!(
+            group.spawn.env,
+            [(MEMBER_PASSWORD.to_string(), "s3cret".to_string())]
+        );
+        let open = External::group("redis://127.0.0.1:6379/jobs", &cluster, Path::new("p"));
+        assert!(open.spawn.env.is_empty() && !open.spawn.words.contains(&"--password".into()));
     }
 
     #[test]
