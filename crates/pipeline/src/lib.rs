@@ -13,7 +13,7 @@
 //! open-loop schedule (task k available at its intended time). [`wire`] is the protocol they share (JSON
 //! in length-prefixed frames, documented for workers in other languages). Endpoints are
 //! `tcp://` or `ipc://` (plumbline-transport). The work a task costs (sleep, spin) is
-//! plumbline-worker's `Work`; the CLI roles and the benchmark live in the binary.
+//! plumbline-core's `Work`; the CLI roles and the benchmark live in the binary.
 
 pub mod collector;
 pub mod distributor;

@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
+use plumbline_core::work::Work;
 use plumbline_measure::ideal::batch_ideal;
-use plumbline_worker::Work;
 use serde_json::{json, Value};
 
 /// The name of a kind of task: 1–64 characters of `A-Z a-z 0-9 _ - .`.
@@ -172,7 +172,7 @@ pub enum BadWorkload {
     #[error("task workload of {0} s is not a delay between 0 and 3600 s")]
     Range(f64),
     #[error("task data: {0}")]
-    Work(#[from] plumbline_worker::work::WorkError),
+    Work(#[from] plumbline_core::work::WorkError),
 }
 
 impl Workload {

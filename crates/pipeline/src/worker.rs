@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use plumbline_core::backoff::Backoff;
 use plumbline_core::header::unix_now_ns;
 use plumbline_core::Shutdown;
 use plumbline_transport::endpoint::{Conn, Endpoint, EndpointError};
-use plumbline_worker::backoff::Backoff;
 use serde_json::Value;
 
 use crate::task::TaskType;

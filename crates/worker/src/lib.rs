@@ -1,23 +1,23 @@
 //! plumbline-worker: the work stage of the flow.
 //!
 //! Messages arrive from a source, are routed to workers ([`partition`] for keyed state, one shared
-//! queue for balanced tasks), cost a controlled [`work`] delay, update per-partition state
+//! queue for balanced tasks), cost a controlled [`work`] delay (core's work model), update per-partition state
 //! ([`app`]) and emit results to a [`sink`] that measures them. [`cluster`] wires N workers as
 //! threads of one process with bounded channels. Generating load and writing reports are not
 //! here; transports between processes come later and reuse these parts.
 
 pub mod app;
-pub mod backoff;
 pub mod cluster;
 pub mod item;
 pub mod node;
 pub mod partition;
 pub mod receiver;
 pub mod sink;
-pub mod work;
 
 pub use app::{App, Output};
 pub use cluster::{ClusterConfig, ClusterError, RunOutcome, Step};
 pub use partition::PartitionMap;
 pub use plumbline_core::Shutdown;
-pub use work::Work;
+// The work model and poll backoff are core's (the pipeline uses them too); they are part of
+// a worker's vocabulary, so they are reachable from here as well.
+pub use plumbline_core::{backoff, work, work::Work};

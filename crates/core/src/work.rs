@@ -15,7 +15,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use plumbline_core::clock::Sleeper;
+use crate::clock::Sleeper;
 
 /// How an item's delay is spent.
 #[derive(Clone, Copy, Debug, PartialEq)]
