@@ -212,7 +212,8 @@ mod tests {
         }
         let total = start.elapsed();
         assert!(total >= delay * 30, "{total:?}");
-        assert!(total < delay * 30 + Duration::from_millis(20), "{total:?}");
+        // Generous: a loaded 2-core machine can oversleep one item by tens of ms.
+        assert!(total < delay * 30 + Duration::from_millis(60), "{total:?}");
     }
 
     #[test]
