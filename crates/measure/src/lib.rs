@@ -2,8 +2,10 @@
 //!
 //! One measurement path: a per-thread [`Recorder`] (an HDR histogram) → a serializable
 //! [`LatencySummary`] → report writers ([`report`]); [`live`] holds the figures watchers read while a run goes on. [`ideal`] holds the math of what a run
-//! would take with zero overhead. Nothing here runs load or workers.
+//! would take with zero overhead; [`continuity`] checks that every key's state advanced one
+//! step per item. Nothing here runs load or workers.
 
+pub mod continuity;
 pub mod ideal;
 pub mod live;
 pub mod recorder;
