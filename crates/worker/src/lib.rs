@@ -4,13 +4,15 @@
 //! queue for balanced tasks), cost a controlled [`work`] delay (core's work model), update per-partition state
 //! ([`app`]) and emit results to a [`sink`] that measures them. [`cluster`] wires N workers as
 //! threads of one process with bounded channels; [`membership`] is the
-//! balanced, least-moving assignment of partitions for workers that join and leave. Generating load and writing reports are not
+//! balanced, least-moving assignment of partitions for workers that join and leave, and
+//! [`migration`] moves a partition's state to its new owner without losing or doubling an item. Generating load and writing reports are not
 //! here; transports between processes come later and reuse these parts.
 
 pub mod app;
 pub mod cluster;
 pub mod item;
 pub mod membership;
+pub mod migration;
 pub mod node;
 pub mod partition;
 pub mod receiver;
