@@ -5,10 +5,11 @@
 //! worker count's capacity over a trial oracle, and [`demand`] reads the fewest workers for a
 //! load off the capacities; [`step`] is the shape of a search ([`TrialSearch`]: next trial,
 //! record its verdict). [`autoscale`] is Kubernetes' HPA rule for experiments where workers
-//! come and go. The ideal a search starts from is measure's (`plumbline_measure::ideal`,
+//! come and go, and [`change`] their schedule and what each membership change cost. The ideal a search starts from is measure's (`plumbline_measure::ideal`,
 //! the one ideal computation). No I/O, clocks or threads: running a trial is the engines' work.
 
 pub mod autoscale;
+pub mod change;
 pub mod demand;
 pub mod search;
 mod show;
