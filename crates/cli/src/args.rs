@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use plumbline_core::duration::parse_duration;
 use plumbline_core::secret::Secret;
+use plumbline_engine::members::Leave;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -51,6 +52,9 @@ pub enum Command {
     /// Find the highest rate each worker count sustains (capacity) and the fewest workers for a
     /// load (demand)
     Capacity(CapacityArgs),
+    /// Grow and shrink a broker consumer group mid-run on a schedule, under a steady rate: the
+    /// pause, lag peak and recovery of each change, and what was lost or duplicated
+    Elastic(ElasticArgs),
     /// Write a framed workload file in the seeds' formats (4-byte big-endian length + payload)
     Gen(GenArgs),
     /// Decode a framed file and summarize (or print) its messages
@@ -709,6 +713,41 @@ pub struct CapacityArgs {
     /// picks the first rate and capacity is judged against the 1-worker capacity)
     #[arg(long, requires = "to", value_parser = parse_duration)]
     pub per_item: Option<Duration>,
+}
+
+const ELASTIC_EXAMPLES: &str = "\
+Examples:
+  plumbline elastic --cluster redis://127.0.0.1:6379/jobs --workers 2@0s,4@5s,1@10s --rate 300/s
+  plumbline elastic --cluster 'nats://127.0.0.1:4222/jobs?jetstream=1' --workers 4@0s,3@5s \\
+      --leave kill --duration 12s --json kill.json     # kill -9 one of 4 members at 5 s
+  plumbline elastic --cluster kafka://127.0.0.1:9092/jobs --workers 4@0s,2@6s --delay 20ms";
+
+/// Flags of `elastic`: a consumer group resized mid-run.
+#[derive(Debug, Args)]
+#[command(after_help = ELASTIC_EXAMPLES)]
+pub struct ElasticArgs {
+    #[command(flatten)]
+    pub matrix: MatrixArgs,
+    /// Worker counts over the run: COUNT@TIME, comma-separated, the first at 0s
+    /// (e.g. 2@0s,4@20s,1@40s)
+    #[arg(long)]
+    pub workers: String,
+    /// Items per second, steady for the whole run
+    #[arg(long, default_value = "200/s")]
+    pub rate: String,
+    /// How long the load runs (every change must come before it ends)
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// How members leave when the group shrinks: graceful (SIGTERM: finish, ack, leave the
+    /// group) or kill (SIGKILL, as a crash)
+    #[arg(long, default_value = "graceful", value_parser = clap::value_parser!(Leave))]
+    pub leave: Leave,
+    /// Lag (items) at or under which a change has recovered [default: twice the lag before
+    /// it, and at least 50 ms of the rate]
+    #[arg(long)]
+    pub recover_lag: Option<f64>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -8,6 +8,7 @@ mod bench;
 mod bench_pipeline;
 mod brokers;
 mod capacity;
+mod elastic;
 mod gen;
 mod inspect;
 mod pipeline;
@@ -24,6 +25,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use plumbline_core::secret::redact_url;
+use plumbline_core::shutdown::SignalThread;
 use plumbline_worker::Shutdown;
 
 use crate::args::{Cli, Command};
@@ -39,9 +41,10 @@ fn main() -> ExitCode {
     }
     let shutdown = Shutdown::new();
     let on_signal = shutdown.clone();
-    // First Ctrl-C: stop producing, drain, report what ran. Second: leave at once.
-    let installed = ctrlc::set_handler(move || {
-        if on_signal.requested() {
+    // First Ctrl-C (or SIGTERM, as `kill` and Kubernetes stop a process): stop producing,
+    // drain, report what ran. Second: leave at once.
+    let installed = SignalThread::start(move |n, _signal| {
+        if n > 1 {
             std::process::exit(130);
         }
         eprintln!("\ninterrupted: finishing in-flight items (Ctrl-C again to quit now)");
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Bench(args) => bench::run(args, &shutdown),
         Command::Capacity(args) => capacity::run(args, &shutdown),
+        Command::Elastic(args) => elastic::run(args, &shutdown),
         Command::Gen(args) => gen::run(args, &shutdown),
         Command::Inspect(args) => inspect::run(args).map(|()| Verdict::Passed),
         Command::Send(args) => send::run(args, &shutdown),

@@ -111,6 +111,15 @@ impl Proc {
             .with_context(|| format!("reaping {}", self.what))
     }
 
+    /// Kills it at once (SIGKILL, as a crash would end it) and reaps it.
+    pub fn kill(&self) {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(None) = child.try_wait() {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+
     /// The rest of the first stderr line containing `marker`.
     pub fn wait_for(&self, marker: &str) -> Result<String> {
         let deadline = Instant::now() + SETTLE;
@@ -153,10 +162,6 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
-        if let Ok(None) = child.try_wait() {
-            let _ = child.kill();
-        }
-        let _ = child.wait();
+        self.kill();
     }
 }

@@ -14,6 +14,8 @@
 //! (SIGTERM, then a kill after [`GRACE`]); a copy that exits mid-run ends the run with an error
 //! naming it and its exit status. `--cluster URL` is this engine with plumbline's own
 //! consumer-group members (`plumbline worker --in URL`) as the command ([`External::group`]).
+//! With a worker schedule ([`External::elastic`]) the group grows and shrinks mid-run
+//! ([`crate::members`]), and [`External::changes`] says when each change was applied.
 //!
 //! Each run (a capacity trial) gets fresh stream / subject / topic names ([`renamed`]), so no
 //! run inherits the previous one's backlog or late results: a fresh consumer group on the old
@@ -23,7 +25,7 @@
 //! (keyed state is not checked) and does not delete the old streams.
 
 use std::path::Path;
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +35,7 @@ use plumbline_core::secret::redact_url;
 use plumbline_core::Shutdown;
 use plumbline_load::sender::{self, SendPlan};
 use plumbline_measure::Live;
+use plumbline_scale::change::WorkerSchedule;
 use plumbline_transport::broker::{
     connect_consumer, connect_producer, ClientOptions, FramePublisher, FrameSource,
 };
@@ -41,6 +44,7 @@ use plumbline_worker::receiver::{Framing as ReceiveFraming, Receiver, ReceiverCo
 use plumbline_worker::{ClusterConfig, Step};
 
 use crate::child::Proc;
+use crate::members::{Change, Leave, Members};
 use crate::{Engine, Load, RunFigures};
 
 /// Environment variables every copy of the spawn command gets: its index (0-based), the
@@ -136,6 +140,22 @@ impl Spawn {
     }
 }
 
+impl Spawn {
+    /// The command that starts `copy`, its environment set.
+    fn command(&self, copy: &Copy) -> Command {
+        let argv = self.argv(copy);
+        let mut command = Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .env(WORKER_INDEX, copy.index.to_string())
+            .env(WORKERS, copy.workers.to_string())
+            .env(INPUT, copy.input)
+            .env(OUTPUT, copy.output)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+}
+
 /// `url` with its stream, subject or topic renamed `<name>-<suffix>` (query and login kept);
 /// a `tcp://` URL is unchanged: a listener carries nothing from one run to the next.
 pub fn renamed(url: &str, suffix: &str) -> Result<String> {
@@ -176,6 +196,10 @@ pub struct External {
     /// Names this engine's runs apart from any other's: `<tag>-<run>`.
     tag: String,
     runs: AtomicU64,
+    /// Worker counts over the run, and how members leave, when they change mid-run.
+    schedule: Option<(WorkerSchedule, Leave)>,
+    /// The membership changes of the last run.
+    changes: Mutex<Vec<Change>>,
 }
 
 impl External {
@@ -195,7 +219,25 @@ impl External {
             workers,
             tag: fresh_tag(),
             runs: AtomicU64::new(0),
+            schedule: None,
+            changes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Runs start with the schedule's first count and resize at each later step (members
+    /// leaving as `leave` says).
+    pub fn elastic(mut self, schedule: WorkerSchedule, leave: Leave) -> Self {
+        self.workers = schedule.steps()[0].workers;
+        self.schedule = Some((schedule, leave));
+        self
+    }
+
+    /// The membership changes the last run applied.
+    pub fn changes(&self) -> Vec<Change> {
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A broker's consumer group of plumbline's own members (`--cluster URL`): `cluster.workers`
@@ -313,7 +355,8 @@ impl Engine for External {
 }
 
 impl External {
-    /// Starts the copies, sends the load, waits for the results, stops the copies.
+    /// Starts the copies, sends the load (resizing the group on the schedule, if any), waits
+    /// for the results, stops the copies.
     fn drive(
         &self,
         load: &Load,
@@ -322,30 +365,18 @@ impl External {
         live: &Live,
         stop: &Shutdown,
     ) -> Result<RunFigures> {
-        let copies = (0..self.workers)
-            .map(|index| {
-                let copy = Copy {
-                    index,
-                    workers: self.workers,
-                    input: to_url,
-                    output: out_url,
-                };
-                let argv = self.spawn.argv(&copy);
-                let mut command = Command::new(&argv[0]);
-                command
-                    .args(&argv[1..])
-                    .env(WORKER_INDEX, index.to_string())
-                    .env(WORKERS, self.workers.to_string())
-                    .env(INPUT, to_url)
-                    .env(OUTPUT, out_url)
-                    .envs(self.spawn.env.iter().map(|(k, v)| (k, v)));
-                Proc::spawn(command, format!("copy {index} of `{}`", self.spawn.shown()))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let members = Members::start(self.workers, GRACE, |index, workers| {
+            let copy = Copy {
+                index,
+                workers,
+                input: to_url,
+                output: out_url,
+            };
+            let what = format!("copy {index} of `{}`", self.spawn.shown());
+            Proc::spawn(self.spawn.command(&copy), what)
+        })?;
         if let Some(marker) = &self.spawn.ready {
-            for copy in &copies {
-                copy.wait_for(marker)?;
-            }
+            members.each(|copy| copy.wait_for(marker).map(drop))?;
         }
         let to: TransportConfig = to_url.parse()?;
         let options = self.client();
@@ -358,13 +389,27 @@ impl External {
         let death: Mutex<Option<String>> = Mutex::new(None);
         let watching = AtomicBool::new(true);
         let start = Instant::now();
+        let steps = self
+            .schedule
+            .as_ref()
+            .map_or(&[][..], |(s, _)| &s.steps()[1..]);
+        let leave = self.schedule.as_ref().map_or(Leave::Graceful, |(_, l)| *l);
         let sent = std::thread::scope(|scope| -> Result<u64> {
             scope.spawn(|| {
+                let mut next = steps.iter().peekable();
                 while watching.load(Ordering::Relaxed) {
                     if stop.requested() {
                         halt.request();
                     }
-                    if let Some(dead) = first_dead(&copies) {
+                    if let Some(step) = next.next_if(|step| start.elapsed() >= step.at) {
+                        if let Err(e) = members.resize(step.workers, leave, start.elapsed()) {
+                            *death.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(format!("growing the group to {}: {e:#}", step.workers));
+                            halt.request();
+                            return;
+                        }
+                    }
+                    if let Some(dead) = members.first_dead(LAST_WORDS) {
                         *death.lock().unwrap_or_else(|p| p.into_inner()) = Some(dead);
                         halt.request();
                         return;
@@ -376,17 +421,16 @@ impl External {
             watching.store(false, Ordering::Relaxed);
             sent
         });
+        *self.changes.lock().unwrap_or_else(|p| p.into_inner()) = members.changes();
         if let Some(dead) = death.into_inner().unwrap_or_else(|p| p.into_inner()) {
             bail!("{dead}");
         }
         let sent = sent?;
         // One that died after the watcher stopped looking still died mid-run.
-        if let Some(dead) = first_dead(&copies) {
+        if let Some(dead) = members.first_dead(LAST_WORDS) {
             bail!("{dead}");
         }
-        for copy in &copies {
-            copy.stop(GRACE)?;
-        }
+        members.stop_all()?;
         let wall = receiver
             .last_arrival()
             .map_or(Duration::ZERO, |last| last.saturating_duration_since(start));
@@ -422,23 +466,6 @@ fn send_and_wait(
         std::thread::sleep(Duration::from_millis(5));
     }
     Ok(tally.sent)
-}
-
-/// The first copy that has exited, named with its status and last stderr lines.
-fn first_dead(copies: &[Proc]) -> Option<String> {
-    copies.iter().find_map(|copy| {
-        let status: ExitStatus = copy.exited().ok().flatten()?;
-        let words = copy.last_lines(LAST_WORDS);
-        let said = if words.is_empty() {
-            String::new()
-        } else {
-            format!("; its last words: {}", words.join(" | "))
-        };
-        Some(format!(
-            "{} exited mid-run with {status}{said}",
-            copy.what()
-        ))
-    })
 }
 
 #[cfg(test)]

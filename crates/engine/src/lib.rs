@@ -18,6 +18,7 @@
 
 pub mod child;
 pub mod external;
+pub mod members;
 pub mod pipeline;
 pub mod processes;
 pub mod threads;

@@ -108,13 +108,19 @@ pub fn scratch(name: &str) -> PathBuf {
 /// Runs `bench` with `args` plus `--json` and returns the parsed report.
 pub fn bench_json(name: &str, args: &[&str]) -> serde_json::Value {
     let _cpu = exclusive();
-    let path = scratch(name).join("bench.json");
-    let mut all = vec!["bench", "--quiet", "--json", path.to_str().unwrap()];
+    command_json(name, "bench", args)
+}
+
+/// Runs `plumbline COMMAND --quiet --json FILE ARGS…`, which must succeed, and returns the
+/// parsed JSON.
+pub fn command_json(name: &str, command: &str, args: &[&str]) -> serde_json::Value {
+    let path = scratch(name).join(format!("{command}.json"));
+    let mut all = vec![command, "--quiet", "--json", path.to_str().unwrap()];
     all.extend_from_slice(args);
     let out = plumbline(&all);
     assert!(
         out.status.success(),
-        "bench failed: {}\n{}",
+        "{command} failed: {}\n{}",
         stderr(&out),
         stdout(&out)
     );

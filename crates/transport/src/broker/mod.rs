@@ -325,6 +325,14 @@ pub trait Consumer: Send {
     /// Counts so far.
     fn stats(&self) -> ConsumerStats;
 
+    /// Hands back what this member took from the broker but will not process (it is leaving
+    /// the group), so another member gets it at once instead of after the redelivery time;
+    /// returns how many. Backends that hold nothing for a member beyond `poll`'s batch (Redis
+    /// streams; Kafka, whose uncommitted offsets go to the next owner) have nothing to do.
+    fn release(&mut self) -> Result<u64, BrokerError> {
+        Ok(0)
+    }
+
     /// The address a listening consumer (`tcp://`) bound, its port picked if it asked for 0;
     /// `None` for consumers that connect out.
     fn bound(&self) -> Option<String> {

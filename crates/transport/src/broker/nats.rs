@@ -428,17 +428,26 @@ impl JetStreamConsumer {
         &self,
         subjects: impl Iterator<Item = &'a str>,
     ) -> Result<u64, BrokerError> {
+        self.reply(subjects, b"+ACK")
+    }
+
+    /// Sends `body` (`+ACK`, `-NAK`) to each reply subject and flushes: the replies leave
+    /// before the caller moves on, so a crash right after loses none.
+    fn reply<'a>(
+        &self,
+        subjects: impl Iterator<Item = &'a str>,
+        body: &'static [u8],
+    ) -> Result<u64, BrokerError> {
         let nats = &self.nats;
         nats.rt.block_on(async {
             let mut n = 0;
             for reply in subjects {
                 nats.client
-                    .publish(reply.to_string(), Bytes::from_static(b"+ACK"))
+                    .publish(reply.to_string(), Bytes::from_static(body))
                     .await
                     .map_err(|e| nats.failed(e))?;
                 n += 1;
             }
-            // Acks leave before the caller moves on: a crash right after loses none.
             nats.client.flush().await.map_err(|e| nats.failed(e))?;
             Ok(n)
         })
@@ -499,6 +508,22 @@ impl Consumer for JetStreamConsumer {
 
     fn stats(&self) -> ConsumerStats {
         self.stats.clone()
+    }
+
+    /// The pull stream fetches ahead: what it buffered is NAKed, which JetStream redelivers
+    /// at once (to another member), instead of after AckWait.
+    fn release(&mut self) -> Result<u64, BrokerError> {
+        let _runtime = self.nats.rt.enter();
+        let mut replies = Vec::new();
+        while let Some(Some(next)) = self.messages.next().now_or_never() {
+            if let Some(reply) = next
+                .ok()
+                .and_then(|m| m.reply.as_ref().map(|r| r.to_string()))
+            {
+                replies.push(reply);
+            }
+        }
+        self.reply(replies.iter().map(String::as_str), b"-NAK")
     }
 }
 

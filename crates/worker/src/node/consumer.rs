@@ -131,6 +131,21 @@ pub(super) fn run(
         consumer.ack(&batch).map_err(broker)?;
         watch.done(batch.len());
     }
+    // Leaving the group: what the broker gave this member beyond its last batch goes back.
+    if stop.requested() {
+        match consumer.release() {
+            Ok(0) => {}
+            Ok(n) => eprintln!(
+                "[{}] handed {n} unstarted message(s) back to the group",
+                config.name
+            ),
+            Err(e) => eprintln!(
+                "[{}] could not hand unstarted messages back ({e}); the broker redelivers them \
+                 after its redelivery time",
+                config.name
+            ),
+        }
+    }
     processor.finish();
     watch.finish();
     let stats = processor.stats();
