@@ -706,7 +706,7 @@ pub struct CapacityArgs {
     pub from: Option<String>,
     /// Your own system: the command starting one worker, run once per worker (each copy gets
     /// PLUMBLINE_WORKER_INDEX, PLUMBLINE_WORKERS, PLUMBLINE_IN and PLUMBLINE_OUT, and {index},
-    /// {workers}, {in}, {out} filled in)
+    /// {workers}, {in}, {out}, {run} (the trial's name, e.g. for a fresh group) filled in)
     #[arg(long, requires = "to")]
     pub spawn: Option<String>,
     /// Your own system: what one item costs a worker, for the ideal (without it, a short probe

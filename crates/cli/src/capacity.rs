@@ -17,7 +17,8 @@ use plumbline_engine::trial::{self, TrialRun};
 use plumbline_engine::{Engine, EngineKind};
 use plumbline_load::schedule::parse_rate;
 use plumbline_measure::report::Host;
-use plumbline_measure::{Limit, RunInfo};
+use plumbline_measure::{Ideal, Limit, RunInfo};
+use plumbline_report::{CapacityCharts, DemandPoint, TrialLag};
 use plumbline_scale::{
     fewest_workers, judge, CapacitySearch, LagSlope, SearchConfig, SearchOutcome, Slo, Step,
     TrialFigures, TrialSearch, Verdict,
@@ -31,9 +32,11 @@ use crate::bench::Verdict as CommandVerdict;
 use crate::plan::{BenchPlan, RunPlan, RunShape};
 use crate::session::{Outcome, Session};
 
-/// Items of the batch each worker count's ideal rate is derived from: enough for the key
-/// distribution's busiest owner to show.
+/// Items of the batch each worker count's first ideal estimate is derived from (the ideal a
+/// search is judged against is that of the items its trials send: [`CapacityPlan::trial_ideal`]).
 const ESTIMATE_ITEMS: u64 = 20_000;
+/// Rounds of [`settle`] at most: the ideal of a trial's items moves little with the rate.
+const SETTLE_ROUNDS: usize = 8;
 /// The JSON document's schema.
 pub const SCHEMA: &str = "plumbline.capacity/1";
 /// Items per worker of the batch that finds where to start on a system of unknown cost.
@@ -65,6 +68,8 @@ pub struct CapacityPlan {
     pub max_duration: Duration,
     pub loads: Vec<f64>,
     pub system: Option<System>,
+    /// The machine's cores, which bound a CPU-bound ideal.
+    pub cores: usize,
 }
 
 impl CapacityPlan {
@@ -176,6 +181,7 @@ impl CapacityPlan {
             max_duration: args.max_duration,
             loads,
             system,
+            cores,
         })
     }
 
@@ -192,15 +198,59 @@ impl CapacityPlan {
         })
     }
 
-    /// The rate a zero-overhead engine would sustain on `run`: its batch over its ideal time.
+    /// The rate a zero-overhead engine would sustain on `run`'s batch: its first estimate.
     pub fn ideal_rate(run: &RunPlan) -> f64 {
-        let secs = run.ideal.time.as_secs_f64();
-        if secs > 0.0 {
-            run.items as f64 / secs
-        } else {
-            f64::INFINITY
-        }
+        rate_of(run.items, run.ideal.time)
     }
+
+    /// The ideal of the items a trial at `rate` on `run` sends, and the rate that ideal
+    /// allows: the items over the time their busiest owner needs.
+    pub fn trial_ideal(&self, run: &RunPlan, rate: f64) -> Result<(f64, Ideal)> {
+        let items = trial::items(rate, (self.warmup, self.window));
+        let ideal = self.bench.batch_ideal_of(run, items, self.cores)?;
+        Ok((rate_of(items, ideal.time), ideal))
+    }
+
+    /// The highest rate a zero-overhead engine sustains on `run` when each trial sends its own
+    /// items: where the ideal of a trial's items meets the trial's rate.
+    pub fn settled_ideal(&self, run: &RunPlan) -> Result<f64> {
+        settle(Self::ideal_rate(run), |rate| {
+            Ok(self.trial_ideal(run, rate)?.0)
+        })
+    }
+}
+
+/// `items` over `time` per second; infinite when the time is zero (no work, no ideal).
+fn rate_of(items: u64, time: Duration) -> f64 {
+    let secs = time.as_secs_f64();
+    if secs > 0.0 {
+        items as f64 / secs
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// The fixed point of `ideal_at` (the ideal rate of the items a trial at a rate sends) from
+/// `estimate`: a trial sends rate × its length items, whose busiest owner's share moves with
+/// their number, so the ideal of a trial at the ideal is found by iterating. Within 0.1 %, or
+/// after [`SETTLE_ROUNDS`] the lower of the last two (a step of the share can make it swing).
+fn settle(estimate: f64, mut ideal_at: impl FnMut(f64) -> Result<f64>) -> Result<f64> {
+    let near = |a: f64, b: f64| (a - b).abs() <= b * 1e-3;
+    let (mut before, mut rate) = (f64::NAN, estimate);
+    for _ in 0..SETTLE_ROUNDS {
+        if !rate.is_finite() {
+            return Ok(rate);
+        }
+        let next = ideal_at(rate)?;
+        if near(next, rate) {
+            return Ok(next);
+        }
+        if near(next, before) {
+            return Ok(rate.min(next));
+        }
+        (before, rate) = (rate, next);
+    }
+    Ok(rate)
 }
 
 fn curve_label(run: &RunPlan, system: Option<&System>) -> String {
@@ -255,7 +305,8 @@ pub struct CapacityReport {
     pub warmup_s: f64,
     pub window_s: f64,
     pub curves: Vec<Curve>,
-    pub demand: Vec<Demand>,
+    /// For each `--loads` load, the fewest workers whose capacity reached it.
+    pub demand: Vec<DemandPoint>,
     /// What ended the experiment early, if anything did.
     pub error: Option<String>,
 }
@@ -271,7 +322,8 @@ pub struct Curve {
 pub struct Point {
     pub workers: usize,
     pub engine: String,
-    /// What a zero-overhead engine sustains, items/s, and what bounds it.
+    /// What a zero-overhead engine sustains, items/s, and what bounds it: the ideal of the
+    /// items the capacity trial sent (with no capacity, where a trial's ideal meets its rate).
     pub ideal_rate: f64,
     pub ideal_limit: Limit,
     /// The highest rate that passed, items/s.
@@ -294,7 +346,7 @@ pub struct Trial {
     pub lag_slope: Option<f64>,
     pub lag_limit: f64,
     pub mean_in_flight: f64,
-    /// Over the whole trial, warm-up included.
+    /// Of the results after the warm-up (0 when none came).
     pub p99_s: f64,
     pub lost: u64,
     pub duplicated: u64,
@@ -302,14 +354,6 @@ pub struct Trial {
     pub cut: bool,
     pub verdict: Verdict,
     pub wall_s: f64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Demand {
-    pub curve: String,
-    pub load: f64,
-    /// The fewest workers whose capacity is at least the load; `None`: none measured did.
-    pub workers: Option<usize>,
 }
 
 /// A trial's figures for the judge: the engine held the source back when it fell short with
@@ -321,7 +365,7 @@ fn figures(run: &TrialRun, workers: usize) -> TrialFigures {
         rate: run.rate,
         achieved: run.achieved(),
         lag: run.lag(),
-        p99_s: Some(run.figures.latency.p99),
+        p99_s: (run.window_latency.count > 0).then_some(run.window_latency.p99),
         // Cut past its window, the run abandoned items the engine never lost.
         lost: if run.cut { 0 } else { run.figures.lost },
         duplicated: run.figures.duplicates,
@@ -338,17 +382,18 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
     let began = Instant::now();
     let mut error = None;
     let mut curves = Vec::new();
+    let mut charts = CapacityCharts::default();
     for (label, runs) in &plan.curves {
         let mut points: Vec<Point> = Vec::new();
         let mut below: Option<f64> = None;
         for &index in runs {
             let run = &plan.bench.runs[index];
-            let ideal_rate = CapacityPlan::ideal_rate(run);
-            let started = plan.engine(run, &exe).and_then(|engine| {
+            let started = plan.settled_ideal(run).and_then(|ideal_rate| {
+                let engine = plan.engine(run, &exe)?;
                 let start = start_rate(&plan, ideal_rate, engine.as_ref(), &session, shutdown)?;
-                Ok((engine, start))
+                Ok((engine, start, ideal_rate))
             });
-            let (engine, start) = match started {
+            let (engine, start, ideal_rate) = match started {
                 Ok(started) => started,
                 Err(e) => {
                     error = Some(format!(
@@ -385,7 +430,12 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
                     ));
                     break search.stop("--max-duration reached");
                 }
-                match one_trial(&plan, &session, engine.as_ref(), label, rate, shutdown) {
+                let ran = one_trial(&plan, &session, engine.as_ref(), label, rate, shutdown);
+                let ran = ran.map(|(trial, verdict, lag)| {
+                    charts.trials.push(lag);
+                    (trial, verdict)
+                });
+                match ran {
                     Ok((trial, _)) if shutdown.requested() => {
                         trials.push(trial);
                         break search.stop("interrupted");
@@ -412,10 +462,19 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
                 .first()
                 .filter(|p| p.workers == 1)
                 .and_then(|p| p.capacity);
+            // Judged against the ideal of the items its capacity trial sent.
+            let ideal = match outcome.capacity {
+                Some(capacity) => plan.trial_ideal(run, capacity).map(|(r, i)| (r, i.limit)),
+                None => Ok((ideal_rate, run.ideal.limit)),
+            };
+            let ideal = ideal.unwrap_or_else(|e| {
+                error = Some(format!("{label}: the ideal of the capacity trial: {e:#}"));
+                (ideal_rate, run.ideal.limit)
+            });
             points.push(point(
                 run,
                 engine.as_ref(),
-                ideal_rate,
+                ideal,
                 outcome,
                 trials,
                 one_worker,
@@ -452,12 +511,16 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
-    session.finish(Outcome {
-        runs: report_runs(&report),
-        resolved: plan.bench.resolved.clone(),
-        seeds: vec![plan.bench.seed],
-        detail: serde_json::to_value(&report)?,
-    })?;
+    charts.demand = report.demand.clone();
+    session.finish_capacity(
+        Outcome {
+            runs: report_runs(&report),
+            resolved: plan.bench.resolved.clone(),
+            seeds: vec![plan.bench.seed],
+            detail: serde_json::to_value(&report)?,
+        },
+        charts,
+    )?;
     if shutdown.requested() {
         return Ok(CommandVerdict::Interrupted);
     }
@@ -509,7 +572,7 @@ fn start_rate(
     Ok(rate)
 }
 
-/// Runs and judges one trial.
+/// Runs and judges one trial; also its lag over time, for the report's chart.
 fn one_trial(
     plan: &CapacityPlan,
     session: &Session,
@@ -517,7 +580,7 @@ fn one_trial(
     label: &str,
     rate: f64,
     stop: &Shutdown,
-) -> Result<(Trial, Verdict)> {
+) -> Result<(Trial, Verdict, TrialLag)> {
     let live = session.live();
     live.begin_run(RunInfo {
         label: format!("{label}, {}: trial at {rate:.1}/s", engine.describe()),
@@ -535,20 +598,43 @@ fn one_trial(
         lag_slope: judged.lag_slope,
         lag_limit: plan.slo.max_lag_slope.limit(rate),
         mean_in_flight: run.mean_in_flight(),
-        p99_s: run.figures.latency.p99,
+        p99_s: run.window_latency.p99,
         lost: run.figures.lost,
         duplicated: run.figures.duplicates,
         cut: run.cut,
         verdict: judged.verdict.clone(),
         wall_s: run.figures.wall.as_secs_f64(),
     };
-    Ok((trial, judged.verdict))
+    let lag = trial_lag(label, &run, &judged.verdict, engine.workers());
+    Ok((trial, judged.verdict, lag))
+}
+
+/// Lag samples a trial's chart line keeps at most (a 4 s trial has 200).
+const CHART_SAMPLES: usize = 400;
+
+/// A trial's line on the report's lag chart: its samples thinned to [`CHART_SAMPLES`].
+fn trial_lag(curve: &str, run: &TrialRun, verdict: &Verdict, workers: usize) -> TrialLag {
+    let lag = run.lag_over_time();
+    let every = lag.len().div_ceil(CHART_SAMPLES).max(1);
+    TrialLag {
+        curve: curve.to_string(),
+        workers,
+        rate: run.rate,
+        verdict: match verdict {
+            Verdict::Pass => "pass",
+            Verdict::Fail(_) => "fail",
+            Verdict::SenderBound { .. } => "sender-bound",
+        }
+        .into(),
+        warmup_s: run.warmup.as_secs_f64(),
+        lag: lag.into_iter().step_by(every).collect(),
+    }
 }
 
 fn point(
     run: &RunPlan,
     engine: &dyn Engine,
-    ideal_rate: f64,
+    (ideal_rate, ideal_limit): (f64, Limit),
     search: SearchOutcome,
     trials: Vec<Trial>,
     one_worker: Option<f64>,
@@ -566,7 +652,7 @@ fn point(
     let limited_by = if search.sender_bound_at.is_some() {
         "sender".to_string()
     } else if vs_ideal.is_some_and(|r| r >= 0.9) {
-        match run.ideal.limit {
+        match ideal_limit {
             Limit::Workers => "workers",
             Limit::KeyDistribution => "keys",
             Limit::Partitions => "partitions",
@@ -583,7 +669,7 @@ fn point(
         workers,
         engine: engine.describe(),
         ideal_rate,
-        ideal_limit: run.ideal.limit,
+        ideal_limit,
         capacity,
         capacity_vs_ideal: vs_ideal,
         efficiency,
@@ -593,7 +679,7 @@ fn point(
     }
 }
 
-fn demand(loads: &[f64], curves: &[Curve]) -> Vec<Demand> {
+fn demand(loads: &[f64], curves: &[Curve]) -> Vec<DemandPoint> {
     curves
         .iter()
         .flat_map(|curve| {
@@ -602,7 +688,7 @@ fn demand(loads: &[f64], curves: &[Curve]) -> Vec<Demand> {
                 .iter()
                 .map(|p| (p.workers, p.capacity))
                 .collect();
-            loads.iter().map(move |&load| Demand {
+            loads.iter().map(move |&load| DemandPoint {
                 curve: curve.label.clone(),
                 load,
                 workers: fewest_workers(load, &capacities),
@@ -777,45 +863,55 @@ mod tests {
         assert!(err(&system).contains("unbalanced quotes"));
     }
 
+    /// A trial at 1000/s of 4 s (1 s warm-up) where `sent` items/s were sent, the engine
+    /// holding `held` all along; its whole run's latencies `run_ms`, those after the warm-up
+    /// `window_ms`.
+    fn trial_run(sent: f64, held: u64, run_ms: u64, window_ms: u64) -> TrialRun {
+        use plumbline_engine::trial::Sample;
+        let latency = |ms: u64| {
+            let mut r = plumbline_measure::Recorder::new();
+            (0..100).for_each(|_| r.record_ns(ms * 1_000_000));
+            r.summary()
+        };
+        let samples = (0..=8)
+            .map(|i| {
+                let t = f64::from(i) * 0.5;
+                let sent = (sent * t) as u64 + held;
+                Sample {
+                    t,
+                    sent,
+                    done: sent - held,
+                }
+            })
+            .collect();
+        TrialRun {
+            rate: 1000.0,
+            warmup: Duration::from_secs(1),
+            window: Duration::from_secs(3),
+            samples,
+            figures: plumbline_engine::RunFigures {
+                wall: Duration::from_secs(4),
+                sent: 4000,
+                delivered: 4000,
+                lost: 0,
+                duplicates: 0,
+                latency: latency(run_ms),
+                work: plumbline_measure::Recorder::new().summary(),
+                per_worker: vec![],
+                final_state: None,
+                rejected: 0,
+                first_rejection: None,
+                interrupted: false,
+            },
+            window_latency: latency(window_ms),
+            cut: false,
+        }
+    }
+
     #[test]
     fn a_source_short_against_an_idle_engine_is_sender_bound_but_against_full_queues_it_is_not() {
-        use plumbline_engine::trial::Sample;
-        let make = |held: u64| {
-            // 1000/s asked, 500/s sent, the engine holding `held` all along.
-            let samples = (0..=8)
-                .map(|i| {
-                    let t = f64::from(i) * 0.5;
-                    let sent = (500.0 * t) as u64 + held;
-                    Sample {
-                        t,
-                        sent,
-                        done: sent - held,
-                    }
-                })
-                .collect();
-            TrialRun {
-                rate: 1000.0,
-                warmup: Duration::from_secs(1),
-                window: Duration::from_secs(3),
-                samples,
-                figures: plumbline_engine::RunFigures {
-                    wall: Duration::from_secs(4),
-                    sent: 4000,
-                    delivered: 4000,
-                    lost: 0,
-                    duplicates: 0,
-                    latency: plumbline_measure::Recorder::new().summary(),
-                    work: plumbline_measure::Recorder::new().summary(),
-                    per_worker: vec![],
-                    final_state: None,
-                    rejected: 0,
-                    first_rejection: None,
-                    interrupted: false,
-                },
-                cut: false,
-            }
-        };
-        let verdict = |held| judge(&figures(&make(held), 2), &Slo::default()).verdict;
+        let verdict =
+            |held| judge(&figures(&trial_run(500.0, held, 5, 5), 2), &Slo::default()).verdict;
         assert!(
             matches!(verdict(2), Verdict::SenderBound { .. }),
             "{:?}",
@@ -826,5 +922,77 @@ mod tests {
             "{:?}",
             verdict(2000)
         );
+    }
+
+    #[test]
+    fn the_p99_judged_is_the_one_after_the_warm_up() {
+        let slo = Slo {
+            p99: Some(0.1),
+            ..Slo::default()
+        };
+        // 2 s latencies while warming up, 5 ms after: within a 100 ms p99.
+        let judged = figures(&trial_run(1000.0, 0, 2000, 5), 2);
+        assert!(
+            judged.p99_s.is_some_and(|p| p < 0.006),
+            "{:?}",
+            judged.p99_s
+        );
+        assert_eq!(judge(&judged, &slo).verdict, Verdict::Pass);
+        // 300 ms after the warm-up is over the limit, whatever the warm-up had.
+        let slow = judge(&figures(&trial_run(1000.0, 0, 5, 300), 2), &slo).verdict;
+        assert!(
+            matches!(slow, Verdict::Fail(plumbline_scale::Why::P99 { .. })),
+            "{slow:?}"
+        );
+    }
+
+    #[test]
+    fn the_ideal_settles_where_a_trials_own_items_allow_its_rate() {
+        // The ideal of a trial's items falls as the rate rises (a hot key's share grows).
+        let ideal_at = |rate: f64| Ok(1000.0 - rate / 4.0);
+        let settled = settle(1000.0, ideal_at).unwrap();
+        assert!((settled - 800.0).abs() < 1.0, "{settled}");
+        // A share that swings between two steps settles on the lower one.
+        let swing = |rate: f64| Ok(if rate > 450.0 { 400.0 } else { 500.0 });
+        assert_eq!(settle(500.0, swing).unwrap(), 400.0);
+        // No work: no ideal to settle.
+        assert!(settle(f64::INFINITY, |_| unreachable!())
+            .unwrap()
+            .is_infinite());
+    }
+
+    #[test]
+    fn a_zipf_trials_ideal_is_the_busiest_owner_of_its_own_items() {
+        let p = plan(&[
+            "--keys",
+            "zipf:1.1",
+            "--step",
+            "partitioned",
+            "--workers",
+            "2",
+        ])
+        .unwrap();
+        let run = &p.bench.runs[p.curves[0].1[0]];
+        // Default timing: 4 s per trial, so 700 items at 175/s.
+        let (rate, ideal) = p.trial_ideal(run, 175.0).unwrap();
+        let map = plumbline_worker::PartitionMap::round_robin(run.cluster.partitions, 2);
+        let mut owned = [0u64; 2];
+        for m in plumbline_load::Generator::new(
+            p.bench.workload.clone(),
+            p.bench.keys,
+            p.bench.seed,
+            700,
+        )
+        .unwrap()
+        {
+            owned[map.owner_of_key(m.key)] += 1;
+        }
+        let busiest = owned.iter().max().copied().unwrap();
+        assert_eq!(ideal.busiest, Duration::from_millis(10 * busiest));
+        assert!((rate - 700.0 / (busiest as f64 * 0.01)).abs() < 1e-6);
+        // Settled, the trial at the ideal rate fits its own items' ideal.
+        let settled = p.settled_ideal(run).unwrap();
+        let (own, _) = p.trial_ideal(run, settled).unwrap();
+        assert!(settled <= own * 1.001, "{settled} > {own}");
     }
 }

@@ -305,33 +305,25 @@ impl BenchPlan {
                             p.workers.clone()
                         };
                         for workers in counts {
-                            // Items per worker: partitioned from the actual keys, balanced the
-                            // even split a perfect balancer would reach.
-                            let planned = match step {
-                                Step::Partitioned => reference.load[&workers].clone(),
-                                Step::Balanced => even_split(items, workers),
-                                Step::Sequential => vec![items],
-                            };
-                            let ideal = ideal(&IdealInput {
-                                per_worker: &planned,
+                            let cluster = ClusterConfig {
+                                workers,
+                                step,
+                                app,
+                                partitions: workload.partitions(),
+                                work,
                                 delay,
-                                cpu_per_item: work.cpu_time(delay),
+                                capacity: p.capacity,
+                            };
+                            let last_due =
+                                rate.map(|r| Duration::from_secs_f64((items - 1) as f64 / r));
+                            let ideal = run_ideal(
+                                &cluster,
+                                &planned(&cluster, items, &reference.load),
                                 cores,
-                                partitions: (step == Step::Partitioned)
-                                    .then(|| workload.partitions()),
-                                last_due: rate
-                                    .map(|r| Duration::from_secs_f64((items - 1) as f64 / r)),
-                            });
+                                last_due,
+                            );
                             runs.push(RunPlan {
-                                cluster: ClusterConfig {
-                                    workers,
-                                    step,
-                                    app,
-                                    partitions: workload.partitions(),
-                                    work,
-                                    delay,
-                                    capacity: p.capacity,
-                                },
+                                cluster,
                                 items,
                                 ideal,
                                 expected_state: (step != Step::Balanced)
@@ -360,6 +352,26 @@ impl BenchPlan {
             runs,
             resolved: serde_json::to_value(&p).context("recording the resolved preset")?,
         })
+    }
+
+    /// The ideal of `run` had it sent the first `items` messages of the load as a batch: at
+    /// best, a capacity trial of that many items is done as fast as its own items' busiest
+    /// owner (same seed, so the same keys as the trial sends).
+    pub fn batch_ideal_of(&self, run: &RunPlan, items: u64, cores: usize) -> Result<Ideal> {
+        let workers = run.cluster.workers;
+        let mut owners = OwnerLoad::new(self.workload.partitions(), [workers]);
+        if run.cluster.step == Step::Partitioned {
+            let mut generator = Generator::new(self.workload.clone(), self.keys, self.seed, items)?;
+            for seq in 0..items {
+                owners.add(generator.parts(seq).0);
+            }
+        }
+        Ok(run_ideal(
+            &run.cluster,
+            &planned(&run.cluster, items, &owners.load),
+            cores,
+            None,
+        ))
     }
 
     /// What a run of `items` sends (the same messages for every run with that item count).
@@ -419,6 +431,56 @@ where
         .collect()
 }
 
+/// Items per worker: partitioned from the actual keys (`owned`, by worker count), balanced the
+/// even split a perfect balancer would reach.
+fn planned(cluster: &ClusterConfig, items: u64, owned: &BTreeMap<usize, Vec<u64>>) -> Vec<u64> {
+    match cluster.step {
+        Step::Partitioned => owned[&cluster.workers].clone(),
+        Step::Balanced => even_split(items, cluster.workers),
+        Step::Sequential => vec![items],
+    }
+}
+
+/// The ideal of a run of `cluster` whose workers get `planned` items each.
+fn run_ideal(
+    cluster: &ClusterConfig,
+    planned: &[u64],
+    cores: usize,
+    last_due: Option<Duration>,
+) -> Ideal {
+    ideal(&IdealInput {
+        per_worker: planned,
+        delay: cluster.delay,
+        cpu_per_item: cluster.work.cpu_time(cluster.delay),
+        cores,
+        partitions: (cluster.step == Step::Partitioned).then_some(cluster.partitions),
+        last_due,
+    })
+}
+
+/// Items per worker under the partition map, for each worker count, as keys are added.
+struct OwnerLoad {
+    maps: Vec<(usize, PartitionMap)>,
+    load: BTreeMap<usize, Vec<u64>>,
+}
+
+impl OwnerLoad {
+    fn new(partitions: u32, worker_counts: impl IntoIterator<Item = usize>) -> Self {
+        let maps: Vec<(usize, PartitionMap)> = worker_counts
+            .into_iter()
+            .map(|w| (w, PartitionMap::round_robin(partitions, w)))
+            .collect();
+        let load = maps.iter().map(|&(w, _)| (w, vec![0; w])).collect();
+        Self { maps, load }
+    }
+
+    fn add(&mut self, key: u32) {
+        for (w, map) in &self.maps {
+            self.load.get_mut(w).expect("one entry per count")[map.owner_of_key(key)] += 1;
+        }
+    }
+}
+
 /// What replaying a run's load tells us before running it.
 struct Reference {
     /// Items per worker under the partition map, for every worker count of the matrix.
@@ -436,19 +498,12 @@ impl Reference {
         app: App,
         worker_counts: &BTreeSet<usize>,
     ) -> Result<Self> {
-        let maps: Vec<(usize, PartitionMap)> = worker_counts
-            .iter()
-            .map(|&w| (w, PartitionMap::round_robin(workload.partitions(), w)))
-            .collect();
-        let mut load: BTreeMap<usize, Vec<u64>> =
-            worker_counts.iter().map(|&w| (w, vec![0; w])).collect();
+        let mut owners = OwnerLoad::new(workload.partitions(), worker_counts.iter().copied());
         let mut state = PartitionState::default();
         let mut last = BTreeMap::new();
         let single = PartitionMap::round_robin(workload.partitions(), 1);
         for message in Generator::new(workload.clone(), keys, seed, items)? {
-            for (w, map) in &maps {
-                load.get_mut(w).expect("one entry per count")[map.owner_of_key(message.key)] += 1;
-            }
+            owners.add(message.key);
             let output = app
                 .apply(&mut state, single.partition_of(message.key), &message)
                 .context("the generated load does not fit its application")?;
@@ -456,6 +511,9 @@ impl Reference {
                 last.insert(key, value);
             }
         }
-        Ok(Self { load, state: last })
+        Ok(Self {
+            load: owners.load,
+            state: last,
+        })
     }
 }

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use plumbline_core::secret::redact_url;
 use plumbline_measure::report::Host;
 use plumbline_measure::{Live, Ticker};
-use plumbline_report::{Meta, Run, RunDoc};
+use plumbline_report::{CapacityCharts, Meta, Run, RunDoc};
 use plumbline_ui::UiServer;
 
 use crate::args::ReportArgs;
@@ -88,7 +88,24 @@ impl Session {
 
     /// Stops the ticker and the page, and writes the report folder if one was asked for.
     /// Returns the folder written.
-    pub fn finish(mut self, outcome: Outcome) -> Result<Option<PathBuf>> {
+    pub fn finish(self, outcome: Outcome) -> Result<Option<PathBuf>> {
+        self.finish_with(outcome, None)
+    }
+
+    /// As [`Session::finish`], with a capacity search's own charts.
+    pub fn finish_capacity(
+        self,
+        outcome: Outcome,
+        charts: CapacityCharts,
+    ) -> Result<Option<PathBuf>> {
+        self.finish_with(outcome, Some(charts))
+    }
+
+    fn finish_with(
+        mut self,
+        outcome: Outcome,
+        capacity: Option<CapacityCharts>,
+    ) -> Result<Option<PathBuf>> {
         // The last (partial) second is ticked as the ticker stops, so the timeline is complete.
         drop(self.ticker.take());
         drop(self.ui.take());
@@ -122,6 +139,7 @@ impl Session {
             timeline,
             timeline_dropped,
             detail: redacted(outcome.detail),
+            capacity,
         };
         plumbline_report::write(&dir, &doc)
             .with_context(|| format!("writing the report folder {}", dir.display()))?;

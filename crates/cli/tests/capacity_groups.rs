@@ -91,8 +91,6 @@ fn a_jetstream_consumer_group_of_plumbline_members_scales_with_its_members() {
 
 #[cfg(feature = "kafka")]
 #[test]
-#[ignore = "on tansu 0.6 every trial after the first gets its results ~6 s late (all arrive, none \
-            lost), so each fails on lag; not yet understood (run with --ignored)"]
 fn a_kafka_consumer_group_of_plumbline_members_scales_with_its_members() {
     group(Kind::Kafka, "kafka_group", |a| format!("kafka://{a}/jobs"));
 }

@@ -85,13 +85,15 @@ pub struct Spawn {
     hide_login: bool,
 }
 
-/// Which copy a command line is for, and the run's URLs.
+/// Which copy a command line is for, and the run's URLs and name (the suffix its streams
+/// are renamed with).
 #[derive(Clone, Copy, Debug)]
 pub struct Copy<'a> {
     pub index: usize,
     pub workers: usize,
     pub input: &'a str,
     pub output: &'a str,
+    pub run: &'a str,
 }
 
 impl Spawn {
@@ -121,7 +123,7 @@ impl Spawn {
         &self.name
     }
 
-    /// The argv of one copy: `{index}`, `{workers}`, `{in}` and `{out}` filled in.
+    /// The argv of one copy: `{index}`, `{workers}`, `{in}`, `{out}` and `{run}` filled in.
     pub fn argv(&self, copy: &Copy) -> Vec<String> {
         let url = |url: &str| match self.hide_login {
             true => redact_url(url),
@@ -135,6 +137,7 @@ impl Spawn {
                     .replace("{workers}", &copy.workers.to_string())
                     .replace("{in}", &input)
                     .replace("{out}", &output)
+                    .replace("{run}", copy.run)
             })
             .collect()
     }
@@ -263,6 +266,10 @@ impl External {
             ),
             ("--work", cluster.work.to_string()),
             ("--partitions", cluster.partitions.to_string()),
+            // A group of the run's own: members of an earlier run that never left (a Kafka
+            // member is not closed, see the transport) would hold a shared group's rebalance
+            // until their session timeout, mid-trial.
+            ("--group", "plumbline-{run}".to_string()),
         ] {
             words.extend([flag.to_string(), value]);
         }
@@ -279,6 +286,13 @@ impl External {
             words.extend(["--password".into(), format!("env:{MEMBER_PASSWORD}")]);
             env.push((MEMBER_PASSWORD.to_string(), password.expose().to_string()));
         }
+        let kafka = url.starts_with("kafka://");
+        if kafka {
+            // A partition per member (the first member creates the run's topic): with the
+            // default 3, two members split them 2 + 1 and the busier caps the group at 3/4 of
+            // its ideal, and a fourth member owns none.
+            words.extend(["--topic-partitions".into(), cluster.workers.to_string()]);
+        }
         let spawn = Spawn {
             words,
             name: "plumbline worker".into(),
@@ -286,7 +300,7 @@ impl External {
             hide_login: true,
             // A Kafka member consumes only once the group has assigned it partitions, which
             // takes a rebalance: sending before it would charge the rebalance as lag.
-            ready: Some(if url.starts_with("kafka://") {
+            ready: Some(if kafka {
                 "] assigned partitions [".into()
             } else {
                 "] consuming ".into()
@@ -344,7 +358,7 @@ impl Engine for External {
                     FrameSource::new(consumer, || reading_done.load(Ordering::Relaxed));
                 receiver.serve(&mut source, &from.to_string());
             });
-            let urls = (to_url.as_str(), out_url.as_str());
+            let urls = (to_url.as_str(), out_url.as_str(), suffix.as_str());
             let figures = self.drive(load, urls, &receiver, live, stop);
             receiver.stop();
             reading_done.store(true, Ordering::Relaxed);
@@ -360,7 +374,7 @@ impl External {
     fn drive(
         &self,
         load: &Load,
-        (to_url, out_url): (&str, &str),
+        (to_url, out_url, run): (&str, &str, &str),
         receiver: &Receiver,
         live: &Live,
         stop: &Shutdown,
@@ -371,6 +385,7 @@ impl External {
                 workers,
                 input: to_url,
                 output: out_url,
+                run,
             };
             let what = format!("copy {index} of `{}`", self.spawn.shown());
             Proc::spawn(self.spawn.command(&copy), what)
@@ -475,12 +490,14 @@ mod tests {
     #[test]
     fn a_spawn_command_is_split_like_a_shell_and_each_copy_gets_its_index_and_urls() {
         let spawn =
-            Spawn::parse("python3 'my app.py' --id w{index}/{workers} --in {in} {out}").unwrap();
+            Spawn::parse("python3 'my app.py' --id w{index}/{workers}-{run} --in {in} {out}")
+                .unwrap();
         let argv = spawn.argv(&Copy {
             index: 2,
             workers: 4,
             input: "redis://h:1/in-x",
             output: "tcp://127.0.0.1:9",
+            run: "x",
         });
         assert_eq!(
             argv,
@@ -488,7 +505,7 @@ mod tests {
                 "python3",
                 "my app.py",
                 "--id",
-                "w2/4",
+                "w2/4-x",
                 "--in",
                 "redis://h:1/in-x",
                 "tcp://127.0.0.1:9"
@@ -496,7 +513,39 @@ mod tests {
         );
         assert_eq!(
             spawn.shown(),
-            "python3 'my app.py' --id w{index}/{workers} --in {in} {out}"
+            "python3 'my app.py' --id w{index}/{workers}-{run} --in {in} {out}"
+        );
+    }
+
+    #[test]
+    fn a_kafka_group_has_a_partition_per_member_and_a_group_of_each_runs_own() {
+        let cluster = ClusterConfig {
+            workers: 4,
+            step: Step::Balanced,
+            app: plumbline_worker::App::Count,
+            partitions: 60,
+            work: plumbline_worker::Work::Sleep,
+            delay: Duration::from_millis(10),
+            capacity: 64,
+        };
+        let group = External::group("kafka://h:9/jobs", &cluster, Path::new("plumbline"));
+        let argv = group.spawn.argv(&Copy {
+            index: 0,
+            workers: 4,
+            input: "kafka://h:9/jobs-t-3",
+            output: "tcp://127.0.0.1:9",
+            run: "t-3",
+        });
+        let after = |flag: &str| {
+            let at = argv.iter().position(|w| w == flag).expect(flag);
+            argv[at + 1].clone()
+        };
+        assert_eq!(after("--topic-partitions"), "4");
+        assert_eq!(after("--group"), "plumbline-t-3");
+        // The first member's line once the group assigned it, not a member still joining.
+        assert_eq!(
+            group.spawn.ready.as_deref(),
+            Some("] assigned partitions [")
         );
     }
 

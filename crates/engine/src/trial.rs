@@ -7,15 +7,17 @@
 //! processes, say) is not charged as lag. A trial whose run goes on [`grace`] past its window
 //! (an overloaded engine draining its backlog, a sender far short of the rate) is stopped
 //! then: the window is all the verdict needs, and the items abandoned are not the engine's
-//! losses ([`TrialRun::cut`]). Judging a trial and searching for the capacity are
-//! `plumbline-scale`'s; this only runs and measures.
+//! losses ([`TrialRun::cut`]). The latency a trial is judged on is what came in after its
+//! warm-up ([`TrialRun::window_latency`]: the run's latencies less a copy taken as the warm-up
+//! ends). Judging a trial and searching for the capacity are `plumbline-scale`'s; this only
+//! runs and measures.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plumbline_core::Shutdown;
-use plumbline_measure::Live;
+use plumbline_measure::{LatencySummary, Live, Recorder};
 
 use crate::{Engine, Load, RunFigures};
 
@@ -38,6 +40,10 @@ pub struct TrialRun {
     pub window: Duration,
     pub samples: Vec<Sample>,
     pub figures: RunFigures,
+    /// Latency (intended send time → result) of the results that came in after the warm-up,
+    /// to within the [`plumbline_measure::FEED_EVERY`] writers hand latencies over at;
+    /// `figures.latency` is the whole run's.
+    pub window_latency: LatencySummary,
     /// Stopped [`grace`] after its window, before every item was done: `figures.lost` then
     /// counts items abandoned, not lost.
     pub cut: bool,
@@ -46,6 +52,12 @@ pub struct TrialRun {
 /// How long past its window a trial may run to finish its items.
 pub fn grace(warmup: Duration, window: Duration) -> Duration {
     Duration::from_secs(1) + (warmup + window) / 4
+}
+
+/// Items a trial at `rate` sends: the first ones of its load, as many as the schedule has due
+/// over the warm-up and window.
+pub fn items(rate: f64, (warmup, window): (Duration, Duration)) -> u64 {
+    (rate * (warmup + window).as_secs_f64()).ceil().max(1.0) as u64
 }
 
 /// Runs `base` (its workload, keys, seed) at `rate` for `warmup + window` on `engine`,
@@ -58,9 +70,8 @@ pub fn run(
     live: &Arc<Live>,
     stop: &Shutdown,
 ) -> anyhow::Result<TrialRun> {
-    let items = (rate * (warmup + window).as_secs_f64()).ceil().max(1.0) as u64;
     let load = Load {
-        items,
+        items: items(rate, (warmup, window)),
         rate: Some(rate),
         ..base.clone()
     };
@@ -71,22 +82,43 @@ pub fn run(
         finished: &finished,
         user: stop,
         trial: &trial_stop,
+        warmup,
         deadline: warmup + window + grace(warmup, window),
     };
-    let (figures, (samples, cut)) = std::thread::scope(|scope| {
+    let (figures, watched) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| watch.sample());
         let figures = engine.run(&load, live, &trial_stop);
         finished.store(true, Ordering::Release);
         (figures, sampler.join().unwrap_or_default())
     });
+    let figures = figures?;
+    // A run over before its warm-up was has no window, nor latency in it.
+    let window_latency = match &watched.at_warmup {
+        Some(earlier) => live
+            .run_latency()
+            .since(earlier)
+            .ok_or_else(|| anyhow::anyhow!("the trial's latencies were reset while it ran"))?,
+        None => Recorder::new(),
+    };
     Ok(TrialRun {
         rate,
         warmup,
         window,
-        samples,
-        figures: figures?,
-        cut,
+        samples: watched.samples,
+        figures,
+        window_latency: window_latency.summary(),
+        cut: watched.cut,
     })
+}
+
+/// What the sampler saw.
+#[derive(Default)]
+struct Watched {
+    samples: Vec<Sample>,
+    /// The deadline cut the run.
+    cut: bool,
+    /// The run's latencies as the warm-up ended.
+    at_warmup: Option<Recorder>,
 }
 
 /// The sampler, which also stops the run at the user's word or the trial's deadline.
@@ -96,28 +128,31 @@ struct Watch<'a> {
     user: &'a Shutdown,
     trial: &'a Shutdown,
     /// After the first item.
+    warmup: Duration,
     deadline: Duration,
 }
 
 impl Watch<'_> {
-    /// The samples, and whether the deadline cut the run.
-    fn sample(&self) -> (Vec<Sample>, bool) {
-        let mut samples = Vec::new();
+    fn sample(&self) -> Watched {
+        let mut seen = Watched::default();
         let mut first: Option<Instant> = None;
-        let mut cut = false;
         while !self.finished.load(Ordering::Acquire) {
             let sent = self.live.items_in.load(Ordering::Relaxed);
             let done = self.live.items_out.load(Ordering::Relaxed);
             let now = Instant::now();
             if sent > 0 {
                 let t0 = *first.get_or_insert(now);
-                samples.push(Sample {
-                    t: now.duration_since(t0).as_secs_f64(),
+                let since = now.duration_since(t0);
+                seen.samples.push(Sample {
+                    t: since.as_secs_f64(),
                     sent,
                     done,
                 });
-                if !cut && now.duration_since(t0) > self.deadline {
-                    cut = true;
+                if seen.at_warmup.is_none() && since >= self.warmup {
+                    seen.at_warmup = Some(self.live.run_latency());
+                }
+                if !seen.cut && since > self.deadline {
+                    seen.cut = true;
                     self.trial.request();
                 }
             }
@@ -126,7 +161,7 @@ impl Watch<'_> {
             }
             std::thread::sleep(SAMPLE_EVERY);
         }
-        (samples, cut)
+        seen
     }
 }
 
@@ -141,15 +176,21 @@ impl TrialRun {
             .filter(move |s| s.t >= from && s.t <= to)
     }
 
-    /// Items due by the schedule at `t` but not done: open-loop lag, which grows when the
-    /// engine falls behind whether or not it holds the source back.
+    /// Items due by the schedule at `t` but not done over the window: open-loop lag, which
+    /// grows when the engine falls behind whether or not it holds the source back.
     pub fn lag(&self) -> Vec<(f64, f64)> {
-        self.in_window()
-            .map(|s| {
-                let due = ((self.rate * s.t).floor() + 1.0).min(self.figures.sent.max(1) as f64);
-                (s.t, due - s.done as f64)
-            })
-            .collect()
+        self.in_window().map(|s| self.lag_at(s)).collect()
+    }
+
+    /// The lag over the whole trial, warm-up and any drain past the window included, for
+    /// charts.
+    pub fn lag_over_time(&self) -> Vec<(f64, f64)> {
+        self.samples.iter().map(|s| self.lag_at(s)).collect()
+    }
+
+    fn lag_at(&self, s: &Sample) -> (f64, f64) {
+        let due = ((self.rate * s.t).floor() + 1.0).min(self.figures.sent.max(1) as f64);
+        (s.t, due - s.done as f64)
     }
 
     /// Items the source sent per second over the window: the trend of the sent count, so
@@ -201,8 +242,71 @@ mod tests {
                 first_rejection: None,
                 interrupted: false,
             },
+            window_latency: Recorder::new().summary(),
             cut: false,
         }
+    }
+
+    /// An engine whose results take 1 s for its first 300 ms, then 1 ms, for 600 ms in all.
+    struct SlowStart;
+
+    impl Engine for SlowStart {
+        fn workers(&self) -> usize {
+            1
+        }
+
+        fn describe(&self) -> String {
+            "a slow starter".into()
+        }
+
+        fn run(&self, _: &Load, live: &Arc<Live>, _: &Shutdown) -> anyhow::Result<RunFigures> {
+            let start = Instant::now();
+            let (mut all, mut batch) = (Recorder::new(), Recorder::new());
+            let mut items = 0;
+            while start.elapsed() < Duration::from_millis(600) {
+                live.items_in.fetch_add(1, Ordering::Relaxed);
+                live.items_out.fetch_add(1, Ordering::Relaxed);
+                items += 1;
+                let ns = if start.elapsed() < Duration::from_millis(300) {
+                    1_000_000_000
+                } else {
+                    1_000_000
+                };
+                all.record_ns(ns);
+                batch.record_ns(ns);
+                live.add_latencies(&mut batch);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(RunFigures {
+                latency: all.summary(),
+                sent: items,
+                delivered: items,
+                per_worker: vec![items],
+                ..trial(100.0, vec![]).figures
+            })
+        }
+    }
+
+    #[test]
+    fn latency_from_the_warm_up_is_left_out_of_the_window() {
+        let live = Arc::new(Live::new());
+        live.begin_run(plumbline_measure::RunInfo::default());
+        let load = Load {
+            workload: plumbline_load::Workload::votes("a").unwrap(),
+            keys: plumbline_load::KeyDist::Uniform,
+            seed: 7,
+            items: 0,
+            rate: None,
+        };
+        let timing = (Duration::from_millis(300), Duration::from_millis(300));
+        let run = super::run(&SlowStart, &load, 100.0, timing, &live, &Shutdown::new()).unwrap();
+        assert!(
+            run.figures.latency.p99 > 0.5,
+            "the whole run holds the slow start"
+        );
+        let window = &run.window_latency;
+        assert!(window.count > 10, "{window:?}");
+        assert!(window.p99 < 0.1, "window p99 {} s", window.p99);
     }
 
     #[test]

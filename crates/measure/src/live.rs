@@ -189,6 +189,13 @@ impl Live {
         batch.clear();
     }
 
+    /// A copy of the run's latencies so far (since [`Live::begin_run`]): a caller keeps it to
+    /// tell later values from these ([`Recorder::since`]), as a capacity trial leaves its
+    /// warm-up out. Writers hand latencies over every [`FEED_EVERY`], so a copy lags by that.
+    pub fn run_latency(&self) -> Recorder {
+        lock(&self.latency).run.clone()
+    }
+
     pub fn set_per_worker(&self, counts: &[u64]) {
         let mut per_worker = lock(&self.per_worker);
         per_worker.clear();

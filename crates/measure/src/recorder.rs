@@ -41,6 +41,14 @@ impl Recorder {
         self.hist.add(&other.hist).expect("same bounds");
     }
 
+    /// The values recorded since `earlier`, a copy of this recorder taken before; `None` if
+    /// `earlier` holds values this does not (it was not an earlier copy).
+    pub fn since(&self, earlier: &Recorder) -> Option<Recorder> {
+        let mut later = self.clone();
+        later.hist.subtract(&earlier.hist).ok()?;
+        Some(later)
+    }
+
     pub fn count(&self) -> u64 {
         self.hist.len()
     }
@@ -174,6 +182,19 @@ mod tests {
         a.merge(&b);
         assert_eq!(merged.summary(), a.summary());
         assert_eq!(merged.count(), 1008);
+    }
+
+    #[test]
+    fn the_values_since_an_earlier_copy_are_the_later_ones_only() {
+        let mut r = Recorder::new();
+        (1..=100u64).for_each(|_| r.record_ns(1_000_000_000));
+        let earlier = r.clone();
+        (1..=100u64).for_each(|_| r.record_ns(1_000_000));
+        let later = r.since(&earlier).unwrap();
+        assert_eq!(later.count(), 100);
+        assert!((later.summary().max - 0.001).abs() < 1e-5);
+        // A recorder that is no earlier copy has nothing to take away.
+        assert!(earlier.since(&r).is_none());
     }
 
     #[test]

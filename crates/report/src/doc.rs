@@ -14,6 +14,7 @@ use plumbline_measure::report::{BenchReport, Host, RunRecord};
 use plumbline_measure::{LatencySummary, Tick};
 use serde::{Deserialize, Serialize};
 
+use crate::capacity::CapacityCharts;
 use crate::ReportError;
 
 /// The largest `run.json` read (a day's timeline and thousands of runs fit in a few MB).
@@ -38,6 +39,9 @@ pub struct RunDoc {
     /// The command's own report (`bench --json`, `send --json`, …), unabridged.
     #[serde(default)]
     pub detail: serde_json::Value,
+    /// `capacity` only: what its demand and per-trial lag charts draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityCharts>,
 }
 
 /// How to reproduce the run, and where and when it ran.
@@ -172,6 +176,7 @@ impl RunDoc {
             timeline: Vec::new(),
             timeline_dropped: 0,
             detail: serde_json::to_value(record).unwrap_or_default(),
+            capacity: None,
         }
     }
 
@@ -365,6 +370,7 @@ pub(crate) mod tests {
             timeline: Vec::new(),
             timeline_dropped: 0,
             detail: serde_json::Value::Null,
+            capacity: None,
         }
     }
 

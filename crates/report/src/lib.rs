@@ -6,6 +6,7 @@
 //! Because everything is rendered from `run.json`, `plumbline report DIR` re-renders a folder
 //! exactly. [`compare`] diffs two documents. Nothing here runs or measures anything.
 
+pub mod capacity;
 pub mod compare;
 pub mod doc;
 pub mod plots;
@@ -13,6 +14,7 @@ mod table;
 
 use std::path::{Path, PathBuf};
 
+pub use capacity::{CapacityCharts, DemandPoint, TrialLag};
 pub use compare::{compare, Comparison, Thresholds};
 pub use doc::{now_rfc3339, rows, Meta, Run, RunDoc, FORMAT, MAX_RUN_JSON};
 
@@ -234,6 +236,55 @@ mod tests {
         let mut doc = doc_with(&[("only", 1.0, 0.01)]);
         doc.runs[0].speedup = None;
         assert_eq!(write(&dir, &doc).unwrap().plots, ["overhead", "latency"]);
+    }
+
+    #[test]
+    fn a_capacity_search_adds_its_demand_and_per_trial_lag_charts_and_keeps_them() {
+        let dir = scratch("capacity");
+        let mut doc = doc_with(&[("one", 0.5, 0.01), ("two", 1.5, 0.02)]);
+        doc.meta.kind = "capacity".into();
+        let point = |load, workers| DemandPoint {
+            curve: "g".into(),
+            load,
+            workers,
+        };
+        let trial = |workers, rate: f64, verdict: &str| TrialLag {
+            curve: "g".into(),
+            workers,
+            rate,
+            verdict: verdict.into(),
+            warmup_s: 1.0,
+            lag: (0..40)
+                .map(|i| (i as f64 * 0.1, i as f64 * rate / 100.0))
+                .collect(),
+        };
+        doc.capacity = Some(CapacityCharts {
+            demand: vec![
+                point(50.0, Some(1)),
+                point(150.0, Some(2)),
+                point(900.0, None),
+            ],
+            trials: vec![
+                trial(1, 100.0, "pass"),
+                trial(1, 150.0, "fail"),
+                trial(2, 200.0, "pass"),
+            ],
+        });
+        let written = write(&dir, &doc).unwrap();
+        assert_eq!(
+            &written.plots[written.plots.len() - 2..],
+            ["demand", "trials"]
+        );
+        for plot in ["demand", "trials"] {
+            assert_eq!(png_size(&dir.join(format!("{plot}.png"))), plots::SIZE);
+        }
+        let trials = std::fs::read_to_string(dir.join("trials.svg")).unwrap();
+        assert!(trials.contains("150.0/s fail") && trials.contains("2 worker(s)"));
+        assert_eq!(RunDoc::load(&dir).unwrap(), doc);
+        // A bench's document has neither, and its run.json says nothing of them.
+        doc.capacity = None;
+        assert!(!write(&dir, &doc).unwrap().plots.contains(&"demand"));
+        assert!(!doc.to_json().contains("\"capacity\": "));
     }
 
     #[test]

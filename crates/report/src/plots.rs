@@ -3,7 +3,8 @@
 //!
 //! Charts: the scaling curve (speedup vs workers, with the ideal line and the key-distribution
 //! ideal), overhead per run, latency percentiles (HDR plot), items per worker, and for runs with a
-//! timeline the rate (target vs in vs out) and lag (in-flight, late sends) per second. A chart
+//! timeline the rate (target vs in vs out) and lag (in-flight, late sends) per second; for a
+//! capacity search also the demand plot and each trial's lag ([`crate::capacity`]). A chart
 //! with nothing to show is skipped, not drawn empty. Text uses an embedded DejaVu Sans, so no
 //! system font is needed.
 
@@ -16,6 +17,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 
+use crate::capacity;
 use crate::doc::RunDoc;
 
 /// Every PNG is this many pixels; the SVGs have the same user-space size.
@@ -24,7 +26,7 @@ pub const SIZE: (u32, u32) = (960, 540);
 /// At most this many runs get a latency curve, so the HDR plot stays readable.
 const MAX_CURVES: usize = 12;
 
-const TITLE: (&str, u32) = ("sans-serif", 22);
+pub(crate) const TITLE: (&str, u32) = ("sans-serif", 22);
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
@@ -39,7 +41,7 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(23, 190, 207),
 ];
 
-fn color(i: usize) -> RGBColor {
+pub(crate) fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
@@ -51,7 +53,7 @@ pub struct Plot {
     pub svg: String,
 }
 
-type Drawn = Result<(), String>;
+pub(crate) type Drawn = Result<(), String>;
 
 fn register_font() {
     static ONCE: Once = Once::new();
@@ -68,13 +70,19 @@ pub fn draw_all(doc: &RunDoc, dir: &Path) -> Result<Vec<Plot>, String> {
     register_font();
     type Draw<DB> = fn(&RunDoc, &DrawingArea<DB, Shift>) -> Drawn;
     type Chart = (&'static str, &'static str, fn(&RunDoc) -> bool);
-    let charts: [Chart; 6] = [
+    let charts: [Chart; 8] = [
         ("scaling", "Scaling: speedup vs workers", has_scaling),
         ("overhead", "Overhead over the ideal, per run", has_overhead),
         ("latency", "Latency by percentile (HDR)", has_latency),
         ("balance", "Items per worker, per run", has_balance),
         ("rate", "Rate per second: target, in, out", has_timeline),
         ("lag", "In flight and late sends per second", has_timeline),
+        (
+            "demand",
+            "Demand: the fewest workers per load",
+            capacity::has_demand,
+        ),
+        ("trials", "Lag over time, per trial", capacity::has_trials),
     ];
     fn pick<DB: DrawingBackend>(name: &str) -> Draw<DB> {
         match name {
@@ -83,6 +91,8 @@ pub fn draw_all(doc: &RunDoc, dir: &Path) -> Result<Vec<Plot>, String> {
             "latency" => latency,
             "balance" => balance,
             "rate" => rate,
+            "demand" => capacity::demand,
+            "trials" => capacity::trials,
             _ => lag,
         }
     }
@@ -153,7 +163,7 @@ fn groups(doc: &RunDoc) -> Vec<(&str, Vec<&crate::Run>)> {
     out
 }
 
-fn err<E: std::fmt::Display>(e: E) -> String {
+pub(crate) fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 
@@ -172,10 +182,16 @@ fn scaling<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, Shift>) -> D
         .y_label_area_size(56)
         .build_cartesian_2d(0.8f64..max_workers + 0.2, 0f64..max_speedup * 1.1)
         .map_err(err)?;
+    // A capacity curve's speedup is of capacities, a bench's of wall times.
+    let speedup = if doc.runs.iter().any(|r| r.capacity_per_s.is_some()) {
+        "speedup (capacity ÷ 1-worker capacity)"
+    } else {
+        "speedup (1-worker wall ÷ wall)"
+    };
     chart
         .configure_mesh()
         .x_desc("workers")
-        .y_desc("speedup (1-worker wall ÷ wall)")
+        .y_desc(speedup)
         .draw()
         .map_err(err)?;
     let grey = RGBColor(120, 120, 120);
@@ -231,7 +247,7 @@ fn scaling<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, Shift>) -> D
     legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
-fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+pub(crate) fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
     at: SeriesLabelPosition,
 ) -> Drawn {

@@ -333,6 +333,9 @@ struct Shared {
 struct Owned {
     partitions: Vec<i32>,
     revoked: Vec<i32>,
+    /// The group has assigned this member its partitions (none, maybe) at least once: until
+    /// then an empty `partitions` is a member still joining, not one with nothing to do.
+    assigned: bool,
 }
 
 impl Assignment {
@@ -360,6 +363,7 @@ impl ConsumerContext for Assignment {
             Rebalance::Assign(list) => {
                 owned.partitions = list.elements().iter().map(|e| e.partition()).collect();
                 owned.partitions.sort_unstable();
+                owned.assigned = true;
             }
             Rebalance::Revoke(list) => {
                 owned.partitions.clear();
@@ -571,8 +575,9 @@ impl Consumer for KafkaConsumer {
     }
 
     fn stats(&self) -> ConsumerStats {
+        let owned = self.assignment.lock();
         ConsumerStats {
-            assigned: Some(self.assignment.lock().partitions.clone()),
+            assigned: owned.assigned.then(|| owned.partitions.clone()),
             ..self.stats.clone()
         }
     }

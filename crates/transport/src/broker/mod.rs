@@ -282,7 +282,7 @@ pub struct ConsumerStats {
     /// The first [`MAX_REASONS`] of those connections, each named with what it did.
     pub bad_reasons: Vec<String>,
     /// Kafka: the partitions the group assigns to this member now (`None`: the backend does
-    /// not assign partitions).
+    /// not assign partitions, or the group has not assigned this member yet).
     pub assigned: Option<Vec<i32>>,
 }
 
