@@ -149,8 +149,13 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plan = ElasticPlan::build(args, cores)?;
     let exe = std::env::current_exe()?;
-    let engine = External::group(&plan.url, &plan.run_plan().cluster, &exe)
-        .elastic(plan.schedule.clone(), plan.leave);
+    // Built for the most members it will have (a Kafka topic gets a partition for each).
+    let cluster = plumbline_worker::ClusterConfig {
+        workers: plan.schedule.peak(),
+        ..plan.run_plan().cluster.clone()
+    };
+    let engine =
+        External::group(&plan.url, &cluster, &exe).elastic(plan.schedule.clone(), plan.leave);
     let session = Session::start(
         "elastic",
         &args.output.out,

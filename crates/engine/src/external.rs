@@ -599,6 +599,7 @@ mod tests {
             workers: 1,
             input: &input,
             output: "tcp://127.0.0.1:9",
+            run: "a-0",
         });
         assert!(argv.iter().all(|w| !w.contains("s3cret")), "{argv:?}");
         assert!(argv
