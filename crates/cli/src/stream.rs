@@ -24,9 +24,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use plumbline_core::clock::Sleeper;
 use plumbline_core::Shutdown;
-use plumbline_measure::report::{overhead_pct, secs};
-use plumbline_measure::{LatencyFeed, LatencySummary, Live, RunInfo};
-use plumbline_report::Run;
+use plumbline_measure::record::{Command, Record, RunRecord, StreamSection};
+use plumbline_measure::report::{per_s, secs};
+use plumbline_measure::{LatencyFeed, Live, RunInfo};
 use plumbline_transport::broker::{
     connect_consumer, connect_producer, BrokerError, ClientOptions, Consumer, Delivery,
 };
@@ -34,7 +34,6 @@ use plumbline_transport::config::TransportConfig;
 use plumbline_transport::store::{open_store, Store};
 use plumbline_worker::work::{Work, WorkTimer};
 use rand::{RngCore, SeedableRng};
-use serde::Serialize;
 
 use crate::args::{PsConnector, StreamArgs, StreamKind, StreamMethod};
 use crate::bench::Verdict;
@@ -46,107 +45,36 @@ const HEAD: usize = 24;
 /// The longest the generator waits without looking at the stop flags.
 const STOP_CHECK: Duration = Duration::from_millis(100);
 
-/// One experiment's figures: psbench's CSV columns, then what psbench lacks.
-#[derive(Clone, Debug, Serialize)]
-pub struct StreamRun {
-    pub stream: String,
-    pub stream_method: String,
-    pub data_size_bytes: usize,
-    pub task_count: u64,
-    pub task_sleep: f64,
-    pub max_workers: u64,
-    pub repeat: u64,
-    pub makespan_s: f64,
-    pub ideal_s: f64,
-    /// Null when the ideal is zero (no sleep, one task).
-    pub overhead_pct: Option<f64>,
-    pub completed: u64,
-    pub lost: u64,
-    /// Items the stream delivered again after they had arrived (at-least-once backends).
-    pub duplicates: u64,
-    pub latency_p50_s: f64,
-    pub latency_p99_s: f64,
-    pub latency_max_s: f64,
-    /// The whole latency histogram (HdrHistogram V2, base64), for reports.
-    pub latency_s: LatencySummary,
-    /// Bytes of stream messages (data or key), and their mean per item.
-    pub broker_bytes: u64,
-    pub broker_bytes_per_item: f64,
-    /// Bytes put into the store (proxy).
-    pub store_bytes: u64,
-    /// Store keys of this run left after it (must be 0).
-    pub leaked_keys: u64,
-    /// Why the run ended early, if it did.
-    pub error: Option<String>,
-}
-
-impl StreamRun {
-    /// One experiment as a report row; its workers are the compute workers (max-workers − 1,
-    /// the dispatcher being the other).
-    fn report_run(&self) -> Run {
-        Run {
-            label: format!(
-                "{} {} {} B #{}",
-                self.stream,
-                self.stream_method,
-                self.data_size_bytes,
-                self.repeat + 1
-            ),
-            group: format!("{} {}", self.stream, self.stream_method),
-            workers: self.max_workers.saturating_sub(1) as usize,
-            items: self.completed,
-            wall_s: self.makespan_s,
-            ideal_s: Some(self.ideal_s),
-            overhead_pct: self.overhead_pct,
-            speedup: None,
-            ideal_speedup: None,
-            items_per_s: if self.makespan_s > 0.0 {
-                self.completed as f64 / self.makespan_s
-            } else {
-                0.0
-            },
-            lost: self.lost,
-            duplicates: self.duplicates,
-            latency_s: Some(self.latency_s.clone()),
-            per_worker: Vec::new(),
-            capacity_per_s: None,
-        }
-    }
-}
-
 const CSV_HEADER: &str = "stream,stream_method,data_size_bytes,task_count,task_sleep,max_workers,repeat,makespan_s,ideal_s,overhead_pct,completed,lost,duplicates,latency_p50_s,latency_p99_s,latency_max_s,broker_bytes,broker_bytes_per_item,store_bytes,leaked_keys,error";
 
-impl StreamRun {
-    fn csv(&self) -> String {
-        format!(
-            "{},{},{},{},{},{},{},{:.6},{:.6},{},{},{},{},{:.6},{:.6},{:.6},{},{:.1},{},{},{}",
-            self.stream,
-            self.stream_method,
-            self.data_size_bytes,
-            self.task_count,
-            self.task_sleep,
-            self.max_workers,
-            self.repeat,
-            self.makespan_s,
-            self.ideal_s,
-            self.overhead_pct
-                .map_or(String::new(), |o| format!("{o:.3}")),
-            self.completed,
-            self.lost,
-            self.duplicates,
-            self.latency_p50_s,
-            self.latency_p99_s,
-            self.latency_max_s,
-            self.broker_bytes,
-            self.broker_bytes_per_item,
-            self.store_bytes,
-            self.leaked_keys,
-            self.error
-                .as_deref()
-                .unwrap_or("")
-                .replace([',', '\n'], ";")
-        )
-    }
+/// One experiment as psbench's CSV row (its columns first, then what psbench lacks); its
+/// workers are the compute workers, `max_workers` one more (the dispatcher).
+fn csv(run: &RunRecord, s: &StreamSection) -> String {
+    format!(
+        "{},{},{},{},{},{},{},{:.6},{:.6},{},{},{},{},{:.6},{:.6},{:.6},{},{:.1},{},{},{}",
+        s.stream,
+        s.stream_method,
+        s.data_size_bytes,
+        run.items.unwrap_or(0),
+        s.task_sleep_s,
+        run.workers + 1,
+        s.repeat,
+        run.wall_s,
+        run.ideal_s.unwrap_or(0.0),
+        run.overhead_pct
+            .map_or(String::new(), |o| format!("{o:.3}")),
+        run.delivered.unwrap_or(0),
+        run.lost,
+        run.duplicates,
+        run.latency_s.p50,
+        run.latency_s.p99,
+        run.latency_s.max,
+        s.broker_bytes,
+        s.broker_bytes_per_item,
+        s.store_bytes,
+        s.leaked_keys,
+        s.error.as_deref().unwrap_or("").replace([',', '\n'], ";")
+    )
 }
 
 /// What the parts of one experiment need.
@@ -170,7 +98,11 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
     );
     let store_url = store_url(args)?;
     let session = Session::start("stream", &args.out, None)?;
-    let mut runs = Vec::new();
+    let mut record = Record::new(
+        Command::Stream,
+        crate::session::command_line(),
+        plumbline_measure::report::Host::current(),
+    );
     let mut n = 0;
     println!(
         "{:>8} {:>9} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10} {:>12} {:>12}",
@@ -214,36 +146,37 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
                     }),
                 });
                 let run = experiment.run(shutdown)?;
+                let s = run.stream.as_ref().expect("a stream run has its section");
                 println!(
                     "{:>8} {:>9} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10.0}B {:>12.1} {:>12}{}",
-                    run.stream_method,
+                    s.stream_method,
                     size,
-                    format!("{}/{}", run.completed, run.task_count),
-                    secs(run.makespan_s),
-                    secs(run.ideal_s),
+                    format!("{}/{}", run.delivered.unwrap_or(0), args.task_count),
+                    secs(run.wall_s),
+                    secs(run.ideal_s.unwrap_or(0.0)),
                     run.overhead_pct.map_or("-".into(), |o| format!("{o:.2}%")),
-                    secs(run.latency_p99_s),
-                    run.broker_bytes_per_item,
-                    run.store_bytes as f64 / 1e6,
-                    run.leaked_keys,
-                    run.error
+                    secs(run.latency_s.p99),
+                    s.broker_bytes_per_item,
+                    s.store_bytes as f64 / 1e6,
+                    s.leaked_keys,
+                    s.error
                         .as_deref()
                         .map(|e| format!("  ({e})"))
                         .unwrap_or_default()
                 );
                 if let Some(path) = &args.csv_file {
-                    append_csv(path, &run)?;
+                    append_csv(path, &csv(&run, s))?;
                 }
-                runs.push(run);
+                record.runs.push(run);
             }
         }
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&runs)?)
+        std::fs::write(path, record.to_json())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     session.finish(Outcome {
-        runs: runs.iter().map(StreamRun::report_run).collect(),
+        runs: plumbline_report::rows(&record),
         resolved: serde_json::json!({
             "stream": format!("{:?}", args.stream).to_lowercase(),
             "stream_servers": args.stream_servers,
@@ -256,20 +189,22 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
             "ps_connector": format!("{:?}", args.ps_connector).to_lowercase(),
         }),
         seeds: (0..args.repeat).collect(),
-        detail: serde_json::to_value(&runs)?,
+        detail: serde_json::to_value(&record)?,
     })?;
-    let failures: Vec<String> = runs
+    let failures: Vec<String> = record
+        .runs
         .iter()
-        .filter(|r| r.lost > 0 || r.leaked_keys > 0 || r.error.is_some())
-        .map(|r| {
+        .filter_map(|r| Some((r, r.stream.as_ref()?)))
+        .filter(|(r, s)| r.lost > 0 || s.leaked_keys > 0 || s.error.is_some())
+        .map(|(r, s)| {
             format!(
                 "{} {} B: {} of {} lost, {} keys leaked{}",
-                r.stream_method,
-                r.data_size_bytes,
+                s.stream_method,
+                s.data_size_bytes,
                 r.lost,
-                r.task_count,
-                r.leaked_keys,
-                r.error
+                args.task_count,
+                s.leaked_keys,
+                s.error
                     .as_deref()
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
@@ -279,7 +214,7 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
     Ok(Verdict::of(shutdown.requested(), failures))
 }
 
-fn append_csv(path: &Path, run: &StreamRun) -> Result<()> {
+fn append_csv(path: &Path, row: &str) -> Result<()> {
     let new = !path.exists();
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -289,7 +224,7 @@ fn append_csv(path: &Path, run: &StreamRun) -> Result<()> {
     if new {
         writeln!(file, "{CSV_HEADER}")?;
     }
-    writeln!(file, "{}", run.csv()).with_context(|| format!("writing {}", path.display()))
+    writeln!(file, "{row}").with_context(|| format!("writing {}", path.display()))
 }
 
 /// The broker URL of experiment `n`: a fresh stream, topic or subject each time.
@@ -398,7 +333,7 @@ impl Experiment<'_> {
         }
     }
 
-    fn run(&self, shutdown: &Shutdown) -> Result<StreamRun> {
+    fn run(&self, shutdown: &Shutdown) -> Result<RunRecord> {
         let args = self.args;
         let workers = (args.max_workers - 1) as usize;
         let interval = args.task_sleep / workers as u32;
@@ -455,30 +390,31 @@ impl Experiment<'_> {
                 args.task_count - completed
             ));
         }
-        Ok(StreamRun {
-            stream: self.config.kind().to_string(),
-            stream_method: format!("{:?}", self.method).to_lowercase(),
-            data_size_bytes: self.size,
-            task_count: args.task_count,
-            task_sleep: args.task_sleep.as_secs_f64(),
-            max_workers: args.max_workers,
-            repeat: self.repeat,
-            makespan_s: makespan.as_secs_f64(),
-            ideal_s: ideal.as_secs_f64(),
-            overhead_pct: overhead_pct(makespan.as_secs_f64(), ideal.as_secs_f64()),
-            completed,
+        Ok(RunRecord {
+            items: Some(args.task_count),
+            sent: Some(generated.sent),
+            delivered: Some(completed),
             lost: args.task_count - completed,
             duplicates: d.duplicates,
-            latency_p50_s: latency.p50,
-            latency_p99_s: latency.p99,
-            latency_max_s: latency.max,
-            latency_s: latency.clone(),
-            broker_bytes: generated.broker_bytes,
-            broker_bytes_per_item: generated.broker_bytes as f64 / args.task_count.max(1) as f64,
-            store_bytes: generated.store_bytes,
-            leaked_keys: leaked,
-            error,
-        })
+            target_per_s: Some(per_s(1.0, interval.as_secs_f64())).filter(|&r| r > 0.0),
+            achieved_per_s: per_s(completed as f64, makespan.as_secs_f64()),
+            latency_s: latency,
+            stream: Some(StreamSection {
+                stream: self.config.kind().to_string(),
+                stream_method: format!("{:?}", self.method).to_lowercase(),
+                data_size_bytes: self.size,
+                task_sleep_s: args.task_sleep.as_secs_f64(),
+                repeat: self.repeat,
+                broker_bytes: generated.broker_bytes,
+                broker_bytes_per_item: generated.broker_bytes as f64
+                    / args.task_count.max(1) as f64,
+                store_bytes: generated.store_bytes,
+                leaked_keys: leaked,
+                error,
+            }),
+            ..RunRecord::new(workers, makespan.as_secs_f64())
+        }
+        .with_ideal(Some(ideal.as_secs_f64())))
     }
 
     fn open_store(&self) -> Result<Option<Box<dyn Store>>> {
@@ -540,6 +476,7 @@ impl Experiment<'_> {
                 break;
             }
             out.broker_bytes += message.len() as u64;
+            out.sent += 1;
             self.live.items_in.fetch_add(1, Ordering::Relaxed);
         }
         if let Err(e) = producer.finish(Duration::from_secs(60)) {
@@ -681,6 +618,7 @@ fn parse(message: &[u8]) -> Option<(u64, u64, usize)> {
 /// What the generator sent.
 #[derive(Default)]
 struct Generated {
+    sent: u64,
     broker_bytes: u64,
     store_bytes: u64,
     error: Option<String>,
