@@ -8,8 +8,9 @@
 //! ```
 //!
 //! One process, one thread per part, each with its own broker or store connection. The
-//! generator emits item `i` at `start + i × task_sleep / compute workers` (offered load equal to
-//! capacity); a compute task resolves its data (checking its size) and sleeps `task_sleep`.
+//! generator emits item `i` when load's one open-loop `Schedule` says, at compute workers ÷
+//! task_sleep per second (offered load equal to capacity); a compute task resolves its data
+//! (checking its size) and sleeps `task_sleep`.
 //! Ideal makespan: the last item's emission plus one task. Latency runs from an item's
 //! intended emission to its task's end. The broker and store themselves are the user's (or the
 //! test's) servers.
@@ -24,6 +25,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use plumbline_core::clock::Sleeper;
 use plumbline_core::Shutdown;
+use plumbline_load::Shape;
 use plumbline_measure::record::{Command, Record, RunRecord, StreamSection};
 use plumbline_measure::report::{per_s, secs};
 use plumbline_measure::{LatencyFeed, Live, RunInfo};
@@ -265,6 +267,18 @@ fn loopback(args: &StreamArgs, host: &str) -> String {
     }
 }
 
+/// The load psbench offers: one item per compute worker per task sleep (offered load equal to
+/// capacity), paced by the one open-loop schedule; with no sleep, every item due at once.
+fn offered(workers: usize, task_sleep: Duration) -> Shape {
+    if task_sleep > Duration::ZERO {
+        Shape::Constant {
+            rate: workers as f64 / task_sleep.as_secs_f64(),
+        }
+    } else {
+        Shape::Max
+    }
+}
+
 /// The store URL proxy mode uses.
 fn store_url(args: &StreamArgs) -> Result<String> {
     let redis_stream = matches!(args.stream, StreamKind::Redis | StreamKind::RedisStreams);
@@ -336,8 +350,14 @@ impl Experiment<'_> {
     fn run(&self, shutdown: &Shutdown) -> Result<RunRecord> {
         let args = self.args;
         let workers = (args.max_workers - 1) as usize;
-        let interval = args.task_sleep / workers as u32;
-        let ideal = interval * (args.task_count as u32).saturating_sub(1) + args.task_sleep;
+        let shape = offered(workers, args.task_sleep);
+        // The last item's due time plus one task.
+        let last_due = shape
+            .schedule(0, 1)
+            .offset(args.task_count.saturating_sub(1))
+            .unwrap_or_default();
+        let ideal = last_due + args.task_sleep;
+        let shape = &shape;
         // The dispatcher subscribes before anything is sent (pub/sub keeps nothing).
         let mut consumer = connect_consumer(&self.config, &self.options("dispatcher"))
             .with_context(|| format!("the stream {}", self.config))?;
@@ -363,7 +383,7 @@ impl Experiment<'_> {
             drop(done_tx);
             let dead = &dead;
             let generator = scope.spawn(move || {
-                self.generate(producer, generator_store, interval, start, shutdown, dead)
+                self.generate(producer, generator_store, shape, start, shutdown, dead)
             });
             let dispatched =
                 self.dispatch(consumer.as_mut(), task_tx, &done_rx, ideal, start, shutdown);
@@ -396,7 +416,7 @@ impl Experiment<'_> {
             delivered: Some(completed),
             lost: args.task_count - completed,
             duplicates: d.duplicates,
-            target_per_s: Some(per_s(1.0, interval.as_secs_f64())).filter(|&r| r > 0.0),
+            target_per_s: shape.mean_rate(),
             achieved_per_s: per_s(completed as f64, makespan.as_secs_f64()),
             latency_s: latency,
             stream: Some(StreamSection {
@@ -431,7 +451,7 @@ impl Experiment<'_> {
         &self,
         mut producer: Box<dyn plumbline_transport::broker::Producer>,
         mut store: Option<Box<dyn Store>>,
-        interval: Duration,
+        shape: &Shape,
         start: Instant,
         shutdown: &Shutdown,
         dead: &Shutdown,
@@ -441,8 +461,9 @@ impl Experiment<'_> {
         let mut sleeper = Sleeper::new();
         let mut out = Generated::default();
         let mut message = BytesMut::with_capacity(HEAD + self.size);
+        let mut schedule = shape.schedule(0, 1);
         for seq in 0..self.args.task_count {
-            let offset = interval * seq as u32;
+            let offset = schedule.offset(seq).unwrap_or_default();
             // Long waits in slices, so a Ctrl-C or a dead stream is seen within one.
             while !shutdown.requested() && !dead.requested() {
                 let left = (start + offset).saturating_duration_since(Instant::now());
@@ -694,6 +715,25 @@ mod tests {
         m.extend_from_slice(b"hello");
         assert_eq!(parse(&m), Some((7, 1_000, 5)));
         assert_eq!(parse(&m[..10]), None);
+    }
+
+    #[test]
+    fn the_offered_load_is_one_item_per_worker_per_task_sleep_on_the_one_schedule() {
+        let shape = offered(2, Duration::from_millis(10));
+        assert_eq!(shape.mean_rate(), Some(200.0));
+        let mut schedule = shape.schedule(0, 1);
+        let due: Vec<Duration> = (0..3).map(|k| schedule.offset(k).unwrap()).collect();
+        assert_eq!(
+            due,
+            [0, 5, 10].map(Duration::from_millis),
+            "psbench's start + i × task_sleep ÷ workers"
+        );
+        let mut batch = offered(2, Duration::ZERO).schedule(0, 1);
+        assert_eq!(
+            batch.offset(99),
+            Some(Duration::ZERO),
+            "no sleep: all due at once"
+        );
     }
 
     #[test]
