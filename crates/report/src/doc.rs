@@ -398,6 +398,7 @@ impl RunDoc {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use plumbline_measure::record::{CapacityPoint, Command, SendSection};
     use plumbline_measure::Recorder;
 
     /// A document with one run per `(label, overhead %, p99 seconds)`.
@@ -446,6 +447,102 @@ pub(crate) mod tests {
             timeline_dropped: 0,
             detail: serde_json::Value::Null,
         }
+    }
+
+    fn record(command: Command, runs: Vec<RunRecord>) -> Record {
+        Record {
+            runs,
+            ..Record::new(command, vec![], Host::current())
+        }
+    }
+
+    #[test]
+    fn a_send_row_shows_its_lateness_as_latency_and_a_receive_row_none_it_lacks() {
+        let mut late = Recorder::new();
+        late.record_ns(2_000_000);
+        let send = RunRecord {
+            send: Some(SendSection {
+                to: "tcp".into(),
+                bytes: 0,
+                rate_error_pct: None,
+                per_second: None,
+                late_after_s: 0.001,
+                late: 1,
+                lateness_s: late.summary(),
+                write_s: 0.0,
+                stalls: 0,
+                stall_s: 0.0,
+                segments: vec![],
+                peak_rss_mb: None,
+                reconnects: 0,
+                at_risk: 0,
+                broker: None,
+            }),
+            ..RunRecord::new(2, 1.0)
+        }
+        .with_ideal(Some(0.5));
+        let rows = rows(&record(Command::Send, vec![send]));
+        assert_eq!(
+            (rows[0].label.as_str(), rows[0].group.as_str()),
+            ("send", "send to tcp")
+        );
+        assert_eq!(rows[0].latency_s.as_ref().map(|l| l.count), Some(1));
+        assert_eq!(rows[0].overhead_pct, Some(100.0));
+        let bare = rows_of_one(RunRecord::new(1, 1.0));
+        assert_eq!(bare.latency_s, None, "no latency measured, none shown");
+    }
+
+    fn rows_of_one(run: RunRecord) -> Run {
+        rows(&record(Command::Receive, vec![run])).remove(0)
+    }
+
+    #[test]
+    fn capacity_rows_are_its_points_with_their_trials_summed() {
+        let trial = |lost| RunRecord {
+            lost,
+            ..RunRecord::new(1, 2.0)
+        };
+        let point = |workers, capacity, trials| CapacityPoint {
+            workers,
+            engine: "threads".into(),
+            ideal_rate: Some(100.0 * workers as f64),
+            ideal_limit: plumbline_measure::Limit::Workers,
+            capacity,
+            capacity_vs_ideal: None,
+            efficiency: None,
+            limited_by: "workers".into(),
+            search: serde_json::Value::Null,
+            trials,
+        };
+        let doc = Record {
+            capacity: Some(CapacitySection {
+                slo: serde_json::Value::Null,
+                resolution: 0.02,
+                warmup_s: 1.0,
+                window_s: 3.0,
+                curves: vec![plumbline_measure::record::CapacityCurve {
+                    label: "c".into(),
+                    points: vec![
+                        point(1, Some(98.0), vec![0, 1]),
+                        point(2, Some(196.0), vec![2]),
+                    ],
+                }],
+                demand: vec![],
+                error: None,
+            }),
+            ..record(Command::Capacity, vec![trial(0), trial(3), trial(1)])
+        };
+        let rows = rows(&doc);
+        assert_eq!(rows.len(), 2, "one row per point, not per trial");
+        assert_eq!(
+            (rows[0].label.as_str(), rows[0].wall_s, rows[0].lost),
+            ("c on 1", 4.0, 3)
+        );
+        assert_eq!(
+            (rows[1].capacity_per_s, rows[1].speedup),
+            (Some(196.0), Some(2.0))
+        );
+        assert_eq!(rows[1].ideal_speedup, Some(2.0));
     }
 
     #[test]
