@@ -154,7 +154,6 @@ fn run(dir: &std::path::Path, items: u64, cluster: bool) -> f64 {
         let _ = w.kill();
         let _ = w.wait();
     }
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
-    summary["frames_per_s"].as_f64().unwrap()
+    let record = plumbline_measure::record::Record::parse(&std::fs::read(json).unwrap()).unwrap();
+    record.runs[0].achieved_per_s
 }

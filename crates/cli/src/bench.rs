@@ -8,9 +8,8 @@
 
 use anyhow::{bail, Context, Result};
 use plumbline_engine::RunFigures;
-use plumbline_measure::report::{
-    fill_ratios, overhead_pct, per_s, table, BenchReport, Host, RunRecord,
-};
+use plumbline_measure::record::{BenchSection, Command, Record, RunRecord};
+use plumbline_measure::report::{fill_ratios, per_s, table, Host};
 use plumbline_measure::RunInfo;
 use plumbline_worker::Shutdown;
 
@@ -63,12 +62,11 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let default_report = (!args.output.no_report).then(|| crate::session::timestamped("bench"));
     let session = Session::start("bench", &args.output.out, default_report)?;
     let live = session.live();
-    let mut report = BenchReport::new(
-        crate::session::command_line(),
-        &plan.preset,
-        Some(plan.seed),
-        host,
-    );
+    let mut report = Record {
+        preset: Some(plan.preset.clone()),
+        seed: Some(plan.seed),
+        ..Record::new(Command::Bench, crate::session::command_line(), host)
+    };
     let total = plan.runs.len();
     for (index, run) in plan.runs.iter().enumerate() {
         let engine = BenchPlan::engine(run, &exe);
@@ -100,7 +98,8 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         let record = record(&plan, run, &measured);
         progress.finish(&format!(
             "{label}: {:.3}s (ideal {:.3}s)",
-            record.wall_s, record.ideal_s
+            record.wall_s,
+            record.ideal_s.unwrap_or(0.0)
         ));
         report.runs.push(record);
         if shutdown.requested() {
@@ -114,7 +113,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         eprintln!("wrote {}", path.display());
     }
     session.finish(Outcome {
-        runs: plumbline_report::rows(&report.runs),
+        runs: plumbline_report::rows(&report),
         resolved: plan.resolved.clone(),
         seeds: vec![plan.seed],
         detail: serde_json::to_value(&report)?,
@@ -126,14 +125,15 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         .runs
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.lost > 0 || r.duplicates > 0 || r.state_ok == Some(false))
-        .map(|(i, r)| {
+        .filter_map(|(i, r)| Some((i, r, r.bench.as_ref()?)))
+        .filter(|(_, r, b)| r.lost > 0 || r.duplicates > 0 || b.state_ok == Some(false))
+        .map(|(i, r, b)| {
             format!(
                 "run {}: {} lost, {} duplicates, state {}",
                 i + 1,
                 r.lost,
                 r.duplicates,
-                r.state
+                b.state
             )
         })
         .collect();
@@ -141,51 +141,50 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
 }
 
 /// `--json PATH`: the run record document, whichever preset made it.
-pub fn write_json(path: &std::path::Path, report: &BenchReport) -> Result<()> {
-    let text = serde_json::to_string_pretty(report)? + "\n";
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+pub fn write_json(path: &std::path::Path, report: &Record) -> Result<()> {
+    std::fs::write(path, report.to_json()).with_context(|| format!("writing {}", path.display()))
 }
 
 fn record(plan: &BenchPlan, run: &RunPlan, outcome: &RunFigures) -> RunRecord {
     let wall_s = outcome.wall.as_secs_f64();
-    let ideal_s = run.ideal.time.as_secs_f64();
     let delivered = outcome.delivered;
     let (state_ok, state) = check_state(run, outcome);
     RunRecord {
-        workers: run.cluster.workers,
-        items: run.items,
-        delay_s: run.cluster.delay.as_secs_f64(),
-        work: run.cluster.work.to_string(),
-        step: run.cluster.step.to_string(),
-        cluster: run.engine.to_string(),
-        workload: plan.workload.name().to_string(),
-        keys: plan.keys_label(),
-        wall_s,
-        ideal_s,
-        limit: run.ideal.limit,
-        even_spread_ideal_s: run.ideal.even_spread.as_secs_f64(),
-        busiest_worker_s: run.ideal.busiest.as_secs_f64(),
-        overhead_pct: overhead_pct(wall_s, ideal_s),
-        speedup: None,
-        efficiency: None,
-        vs_sequential: None,
-        items_per_s: per_s(delivered as f64, wall_s),
-        mb_per_s: per_s(
-            (delivered * plan.workload.payload_size() as u64) as f64,
-            wall_s,
-        ) / 1e6,
-        latency_s: outcome.latency.clone(),
-        work_s: outcome.work.clone(),
-        per_worker: outcome.per_worker.clone(),
-        delivered,
+        items: Some(run.items),
+        sent: Some(outcome.sent),
+        delivered: Some(delivered),
         lost: outcome.lost,
         duplicates: outcome.duplicates,
-        rejected: outcome.rejected,
-        state_ok,
-        state,
+        target_per_s: plan.rate,
+        achieved_per_s: per_s(delivered as f64, wall_s),
+        latency_s: outcome.latency.clone(),
+        per_worker: outcome.per_worker.clone(),
         interrupted: outcome.interrupted,
-        pipeline: None,
+        bench: Some(BenchSection {
+            delay_s: run.cluster.delay.as_secs_f64(),
+            work: run.cluster.work.to_string(),
+            step: run.cluster.step.to_string(),
+            cluster: run.engine.to_string(),
+            workload: plan.workload.name().to_string(),
+            keys: plan.keys_label(),
+            limit: run.ideal.limit,
+            even_spread_ideal_s: run.ideal.even_spread.as_secs_f64(),
+            busiest_worker_s: run.ideal.busiest.as_secs_f64(),
+            speedup: None,
+            efficiency: None,
+            vs_sequential: None,
+            mb_per_s: per_s(
+                (delivered * plan.workload.payload_size() as u64) as f64,
+                wall_s,
+            ) / 1e6,
+            work_s: outcome.work.clone(),
+            rejected: outcome.rejected,
+            state_ok,
+            state,
+        }),
+        ..RunRecord::new(run.cluster.workers, wall_s)
     }
+    .with_ideal(Some(run.ideal.time.as_secs_f64()))
 }
 
 /// Compares the final state at the sink with the plan's reference.

@@ -15,9 +15,8 @@ use anyhow::{bail, Context, Result};
 use plumbline_core::duration::Human;
 use plumbline_core::Shutdown;
 use plumbline_measure::ideal::batch_ideal;
-use plumbline_measure::report::{
-    fill_ratios, per_s, BenchReport, Host, PipelineFigures, RunRecord,
-};
+use plumbline_measure::record::{BenchSection, Command, PipelineFigures, Record, RunRecord};
+use plumbline_measure::report::{fill_ratios, per_s, Host};
 use plumbline_measure::{Limit, Recorder, RunInfo};
 use plumbline_pipeline::PipelineReport;
 
@@ -69,12 +68,14 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let exe = std::env::current_exe().context("finding the plumbline binary")?;
     let default_report = (!args.output.no_report).then(|| crate::session::timestamped("bench"));
     let session = Session::start("bench", &args.output.out, default_report)?;
-    let mut bench = BenchReport::new(
-        crate::session::command_line(),
-        "pipeline",
-        None,
-        Host::current(),
-    );
+    let mut bench = Record {
+        preset: Some("pipeline".into()),
+        ..Record::new(
+            Command::Bench,
+            crate::session::command_line(),
+            Host::current(),
+        )
+    };
     let total = threads.len() * workers.len() * tasks.len();
     println!(
         "seed 001 pipeline: collector, distributor and workers as processes on loopback, {} {work} tasks",
@@ -127,7 +128,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         crate::bench::write_json(path, &bench)?;
     }
     session.finish(Outcome {
-        runs: plumbline_report::rows(&bench.runs),
+        runs: plumbline_report::rows(&bench),
         resolved: serde_json::json!({
             "preset": "pipeline",
             "items": tasks,
@@ -158,36 +159,35 @@ fn record(
     let ideal_s = report.ideal_s.unwrap_or(0.0);
     let nothing = Recorder::new().summary();
     Ok(RunRecord {
-        workers,
-        items: tasks,
-        delay_s: delay.as_secs_f64(),
-        work: work.to_string(),
-        // Credits hand the next task to whichever thread is free.
-        step: "balanced".into(),
-        cluster: "pipeline".into(),
-        workload: "tasks".into(),
-        keys: "none".into(),
-        wall_s: report.wall_s,
-        ideal_s,
-        limit: Limit::Workers,
-        even_spread_ideal_s: ideal_s,
-        busiest_worker_s: ideal_s,
-        overhead_pct: report.overhead_pct,
-        speedup: None,
-        efficiency: None,
-        vs_sequential: None,
-        items_per_s: per_s(report.acked as f64, report.wall_s),
-        mb_per_s: 0.0,
-        latency_s: report.latency.clone().unwrap_or_else(|| nothing.clone()),
-        work_s: nothing,
-        per_worker: report.workers.iter().map(|w| w.acked).collect(),
-        delivered: report.acked,
+        items: Some(tasks),
+        sent: Some(report.issued),
+        delivered: Some(report.acked),
         lost: report.lost,
         duplicates: report.duplicates,
-        rejected: 0,
-        state_ok: None,
-        state: String::new(),
+        achieved_per_s: per_s(report.acked as f64, report.wall_s),
+        latency_s: report.latency.clone().unwrap_or_else(|| nothing.clone()),
+        per_worker: report.workers.iter().map(|w| w.acked).collect(),
         interrupted: report.interrupted,
+        bench: Some(BenchSection {
+            delay_s: delay.as_secs_f64(),
+            work: work.to_string(),
+            // Credits hand the next task to whichever thread is free.
+            step: "balanced".into(),
+            cluster: "pipeline".into(),
+            workload: "tasks".into(),
+            keys: "none".into(),
+            limit: Limit::Workers,
+            even_spread_ideal_s: ideal_s,
+            busiest_worker_s: ideal_s,
+            speedup: None,
+            efficiency: None,
+            vs_sequential: None,
+            mb_per_s: 0.0,
+            work_s: nothing,
+            rejected: 0,
+            state_ok: None,
+            state: String::new(),
+        }),
         pipeline: Some(PipelineFigures {
             threads_per_worker: threads,
             dispatches: report.dispatches,
@@ -197,7 +197,9 @@ fn record(
             seed_overhead_pct: seed.map(|s| s.4),
             distributor: serde_json::to_value(&report)?,
         }),
-    })
+        ..RunRecord::new(workers, report.wall_s)
+    }
+    .with_ideal(Some(ideal_s)))
 }
 
 fn print_row(run: &RunRecord) {
@@ -205,10 +207,10 @@ fn print_row(run: &RunRecord) {
     let pipeline = run.pipeline.as_ref();
     println!(
         "{:>6} {:>7} {:>7} {:>10} {:>11} {:>9} | {:>8} {:>9}",
-        run.items,
+        run.items.unwrap_or(0),
         run.workers,
         run.threads_per_worker().unwrap_or(1),
-        ms(Some(run.ideal_s).filter(|&i| i > 0.0)),
+        ms(run.ideal_s.filter(|&i| i > 0.0)),
         ms(Some(run.wall_s)),
         run.overhead_pct
             .map_or("-".into(), |o| format!("{o:+.2} %")),

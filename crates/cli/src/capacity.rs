@@ -16,16 +16,18 @@ use plumbline_engine::external::{External, Spawn, PER_ITEM};
 use plumbline_engine::trial::{self, TrialRun};
 use plumbline_engine::{Engine, EngineKind};
 use plumbline_load::schedule::parse_rate;
+use plumbline_measure::record::{
+    CapacityCurve, CapacityPoint, CapacitySection, Command, Demand, Record, RunRecord, TrialSection,
+};
 use plumbline_measure::report::Host;
 use plumbline_measure::{Ideal, Limit, RunInfo};
-use plumbline_report::{CapacityCharts, DemandPoint, TrialLag};
+use plumbline_report::{CapacityCharts, TrialLag};
 use plumbline_scale::{
     fewest_workers, judge, CapacitySearch, LagSlope, SearchConfig, SearchOutcome, Slo, Step,
     TrialFigures, TrialSearch, Verdict,
 };
 use plumbline_transport::config::TransportConfig;
 use plumbline_worker::Shutdown;
-use serde::Serialize;
 
 use crate::args::CapacityArgs;
 use crate::bench::Verdict as CommandVerdict;
@@ -38,7 +40,6 @@ const ESTIMATE_ITEMS: u64 = 20_000;
 /// Rounds of [`settle`] at most: the ideal of a trial's items moves little with the rate.
 const SETTLE_ROUNDS: usize = 8;
 /// The JSON document's schema.
-pub const SCHEMA: &str = "plumbline.capacity/1";
 /// Items per worker of the batch that finds where to start on a system of unknown cost.
 const PROBE_ITEMS: u64 = 50;
 
@@ -293,67 +294,35 @@ fn rate(text: &str) -> Result<f64> {
     }
 }
 
-/// Everything `capacity` found: the document `--json` writes and the report folder keeps.
-#[derive(Debug, Serialize)]
+/// Everything `capacity` found; `--json` and the report folder hold it as a run record
+/// ([`record`]).
+#[derive(Debug)]
 pub struct CapacityReport {
-    pub schema: String,
-    pub plumbline_version: String,
-    pub command: Vec<String>,
-    pub host: Host,
     pub slo: Slo,
     pub resolution: f64,
     pub warmup_s: f64,
     pub window_s: f64,
     pub curves: Vec<Curve>,
     /// For each `--loads` load, the fewest workers whose capacity reached it.
-    pub demand: Vec<DemandPoint>,
+    pub demand: Vec<Demand>,
     /// What ended the experiment early, if anything did.
     pub error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Curve {
     pub label: String,
     pub points: Vec<Point>,
 }
 
-/// One worker count's search.
-#[derive(Debug, Serialize)]
+/// One worker count's search: its figures as the run record holds them (their `search` and
+/// `trials` are filled in by [`record`], from the two beside them), how the search ended,
+/// and its trials as run, each a run record with its trial section.
+#[derive(Debug)]
 pub struct Point {
-    pub workers: usize,
-    pub engine: String,
-    /// What a zero-overhead engine sustains, items/s, and what bounds it: the ideal of the
-    /// items the capacity trial sent (with no capacity, where a trial's ideal meets its rate).
-    pub ideal_rate: f64,
-    pub ideal_limit: Limit,
-    /// The highest rate that passed, items/s.
-    pub capacity: Option<f64>,
-    pub capacity_vs_ideal: Option<f64>,
-    /// capacity ÷ (workers × the curve's 1-worker capacity).
-    pub efficiency: Option<f64>,
-    /// What limited it: workers, keys, cores (within 10 % of the ideal), sender, or overhead.
-    pub limited_by: String,
+    pub figures: CapacityPoint,
     pub search: SearchOutcome,
-    pub trials: Vec<Trial>,
-}
-
-/// One trial, as run.
-#[derive(Debug, Serialize)]
-pub struct Trial {
-    pub rate: f64,
-    pub achieved: f64,
-    /// Items/s per second over the window.
-    pub lag_slope: Option<f64>,
-    pub lag_limit: f64,
-    pub mean_in_flight: f64,
-    /// Of the results after the warm-up (0 when none came).
-    pub p99_s: f64,
-    pub lost: u64,
-    pub duplicated: u64,
-    /// Stopped past its window before every item was done (so `lost` is not judged).
-    pub cut: bool,
-    pub verdict: Verdict,
-    pub wall_s: f64,
+    pub trials: Vec<RunRecord>,
 }
 
 /// A trial's figures for the judge: the engine held the source back when it fell short with
@@ -460,8 +429,8 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
             below = outcome.capacity;
             let one_worker = points
                 .first()
-                .filter(|p| p.workers == 1)
-                .and_then(|p| p.capacity);
+                .filter(|p| p.figures.workers == 1)
+                .and_then(|p| p.figures.capacity);
             // Judged against the ideal of the items its capacity trial sent.
             let ideal = match outcome.capacity {
                 Some(capacity) => plan.trial_ideal(run, capacity).map(|(r, i)| (r, i.limit)),
@@ -493,10 +462,6 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
     }
     let demand = demand(&plan.loads, &curves);
     let report = CapacityReport {
-        schema: SCHEMA.into(),
-        plumbline_version: env!("CARGO_PKG_VERSION").into(),
-        command: crate::session::command_line(),
-        host,
         slo: plan.slo.clone(),
         resolution: plan.resolution,
         warmup_s: plan.warmup.as_secs_f64(),
@@ -506,18 +471,23 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
         error: error.clone(),
     };
     print!("{}", table(&report));
+    let record = Record {
+        preset: Some(plan.bench.preset.clone()),
+        seed: Some(plan.bench.seed),
+        ..record(&report, host)?
+    };
     if let Some(path) = &args.output.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+        std::fs::write(path, record.to_json())
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     charts.demand = report.demand.clone();
     session.finish_capacity(
         Outcome {
-            runs: report_runs(&report),
+            runs: plumbline_report::rows(&record),
             resolved: plan.bench.resolved.clone(),
             seeds: vec![plan.bench.seed],
-            detail: serde_json::to_value(&report)?,
+            detail: serde_json::to_value(&record)?,
         },
         charts,
     )?;
@@ -526,10 +496,10 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
     }
     let mut failures: Vec<String> = error.into_iter().collect();
     for curve in &report.curves {
-        for p in curve.points.iter().filter(|p| p.capacity.is_none()) {
+        for p in curve.points.iter().filter(|p| p.figures.capacity.is_none()) {
             failures.push(format!(
                 "{} on {} worker(s): {}",
-                curve.label, p.workers, p.search.why_stopped
+                curve.label, p.figures.workers, p.search.why_stopped
             ));
         }
     }
@@ -580,7 +550,7 @@ fn one_trial(
     label: &str,
     rate: f64,
     stop: &Shutdown,
-) -> Result<(Trial, Verdict, TrialLag)> {
+) -> Result<(RunRecord, Verdict, TrialLag)> {
     let live = session.live();
     live.begin_run(RunInfo {
         label: format!("{label}, {}: trial at {rate:.1}/s", engine.describe()),
@@ -592,18 +562,34 @@ fn one_trial(
     let run = trial::run(engine, &load, rate, (plan.warmup, plan.window), live, stop)?;
     let figures = figures(&run, engine.workers());
     let judged = judge(&figures, &plan.slo);
-    let trial = Trial {
-        rate,
-        achieved: figures.achieved,
-        lag_slope: judged.lag_slope,
-        lag_limit: plan.slo.max_lag_slope.limit(rate),
-        mean_in_flight: run.mean_in_flight(),
-        p99_s: run.window_latency.p99,
+    let (verdict, why) = match &judged.verdict {
+        Verdict::Pass => ("pass", None),
+        Verdict::Fail(why) => ("fail", Some(why.to_string())),
+        sender_bound @ Verdict::SenderBound { .. } => {
+            ("sender-bound", Some(sender_bound.to_string()))
+        }
+    };
+    let trial = RunRecord {
+        sent: Some(run.figures.sent),
+        delivered: Some(run.figures.delivered),
         lost: run.figures.lost,
-        duplicated: run.figures.duplicates,
-        cut: run.cut,
-        verdict: judged.verdict.clone(),
-        wall_s: run.figures.wall.as_secs_f64(),
+        duplicates: run.figures.duplicates,
+        target_per_s: Some(rate),
+        achieved_per_s: figures.achieved,
+        latency_s: run.window_latency.clone(),
+        per_worker: run.figures.per_worker.clone(),
+        interrupted: run.figures.interrupted,
+        trial: Some(TrialSection {
+            curve: label.to_string(),
+            engine: engine.describe(),
+            lag_slope: judged.lag_slope,
+            lag_limit: plan.slo.max_lag_slope.limit(rate),
+            mean_in_flight: run.mean_in_flight(),
+            cut: run.cut,
+            verdict: verdict.into(),
+            why,
+        }),
+        ..RunRecord::new(engine.workers(), run.figures.wall.as_secs_f64())
     };
     let lag = trial_lag(label, &run, &judged.verdict, engine.workers());
     Ok((trial, judged.verdict, lag))
@@ -636,7 +622,7 @@ fn point(
     engine: &dyn Engine,
     (ideal_rate, ideal_limit): (f64, Limit),
     search: SearchOutcome,
-    trials: Vec<Trial>,
+    trials: Vec<RunRecord>,
     one_worker: Option<f64>,
 ) -> Point {
     let workers = run.cluster.workers;
@@ -666,29 +652,33 @@ fn point(
         "nothing passed".to_string()
     };
     Point {
-        workers,
-        engine: engine.describe(),
-        ideal_rate,
-        ideal_limit,
-        capacity,
-        capacity_vs_ideal: vs_ideal,
-        efficiency,
-        limited_by,
+        figures: CapacityPoint {
+            workers,
+            engine: engine.describe(),
+            ideal_rate: Some(ideal_rate).filter(|r| r.is_finite()),
+            ideal_limit,
+            capacity,
+            capacity_vs_ideal: vs_ideal,
+            efficiency,
+            limited_by,
+            search: serde_json::Value::Null,
+            trials: Vec::new(),
+        },
         search,
         trials,
     }
 }
 
-fn demand(loads: &[f64], curves: &[Curve]) -> Vec<DemandPoint> {
+fn demand(loads: &[f64], curves: &[Curve]) -> Vec<Demand> {
     curves
         .iter()
         .flat_map(|curve| {
             let capacities: Vec<(usize, Option<f64>)> = curve
                 .points
                 .iter()
-                .map(|p| (p.workers, p.capacity))
+                .map(|p| (p.figures.workers, p.figures.capacity))
                 .collect();
-            loads.iter().map(move |&load| DemandPoint {
+            loads.iter().map(move |&load| Demand {
                 curve: curve.label.clone(),
                 load,
                 workers: fewest_workers(load, &capacities),
@@ -708,7 +698,10 @@ fn table(report: &CapacityReport) -> String {
             "workers", "capacity/s", "ideal/s", "÷ ideal", "efficiency", "trials"
         )
         .ok();
-        for p in &curve.points {
+        for Point {
+            figures: p, trials, ..
+        } in &curve.points
+        {
             let or_dash = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".into(), f);
             writeln!(
                 out,
@@ -716,12 +709,10 @@ fn table(report: &CapacityReport) -> String {
                 p.workers,
                 or_dash(p.capacity, &|c| format!("{c:.1}")),
                 // A system of unknown cost has no ideal.
-                or_dash(Some(p.ideal_rate).filter(|r| r.is_finite()), &|r| format!(
-                    "{r:.1}"
-                )),
+                or_dash(p.ideal_rate, &|r| format!("{r:.1}")),
                 or_dash(p.capacity_vs_ideal, &|r| format!("{r:.3}")),
                 or_dash(p.efficiency, &|e| format!("{:.0} %", e * 100.0)),
-                p.trials.len(),
+                trials.len(),
                 p.limited_by
             )
             .ok();
@@ -743,40 +734,40 @@ fn table(report: &CapacityReport) -> String {
     out
 }
 
-/// The curve's points as report rows: one scaling group per curve, throughput = capacity, and
-/// speedup = capacity ÷ the 1-worker capacity against the ideal's, so the report's scaling
-/// chart is the scalability plot (with the key-distribution limit where the keys bound it).
-fn report_runs(report: &CapacityReport) -> Vec<plumbline_report::Run> {
-    report
-        .curves
-        .iter()
-        .flat_map(|curve| {
-            let one = curve.points.iter().find(|p| p.workers == 1);
-            let (one_capacity, one_ideal) = (
-                one.and_then(|p| p.capacity),
-                one.map(|p| p.ideal_rate).filter(|r| r.is_finite()),
-            );
-            curve.points.iter().map(move |p| plumbline_report::Run {
-                label: format!("{} on {}", curve.label, p.workers),
-                group: curve.label.clone(),
-                workers: p.workers,
-                items: p.trials.len() as u64,
-                wall_s: p.trials.iter().map(|t| t.wall_s).sum(),
-                ideal_s: None,
-                overhead_pct: None,
-                speedup: p.capacity.zip(one_capacity).map(|(c, one)| c / one),
-                ideal_speedup: one_ideal
-                    .filter(|_| p.ideal_rate.is_finite())
-                    .map(|one| p.ideal_rate / one),
-                items_per_s: p.capacity.unwrap_or(0.0),
-                lost: p.trials.iter().map(|t| t.lost).sum(),
-                duplicates: p.trials.iter().map(|t| t.duplicated).sum(),
-                latency_s: None,
-                per_worker: Vec::new(),
-                capacity_per_s: p.capacity,
-            })
-        })
-        .collect()
+/// What `capacity` found as its run record: the runs are the trials, in the order run, and
+/// the capacity section holds the curves (each point naming its trials by index) and demand.
+fn record(report: &CapacityReport, host: Host) -> Result<Record> {
+    let mut runs = Vec::new();
+    let mut curves = Vec::new();
+    for curve in &report.curves {
+        let mut points = Vec::new();
+        for p in &curve.points {
+            let first = runs.len();
+            runs.extend(p.trials.iter().cloned());
+            points.push(CapacityPoint {
+                search: serde_json::to_value(&p.search)?,
+                trials: (first..runs.len()).collect(),
+                ..p.figures.clone()
+            });
+        }
+        curves.push(CapacityCurve {
+            label: curve.label.clone(),
+            points,
+        });
+    }
+    Ok(Record {
+        runs,
+        capacity: Some(CapacitySection {
+            slo: serde_json::to_value(&report.slo)?,
+            resolution: report.resolution,
+            warmup_s: report.warmup_s,
+            window_s: report.window_s,
+            curves,
+            demand: report.demand.clone(),
+            error: report.error.clone(),
+        }),
+        ..Record::new(Command::Capacity, crate::session::command_line(), host)
+    })
 }
 
 #[cfg(test)]

@@ -90,6 +90,13 @@ fn main() -> ExitCode {
 fn compare(args: &args::CompareArgs) -> anyhow::Result<Verdict> {
     let base = plumbline_report::RunDoc::load(&args.base)?;
     let new = plumbline_report::RunDoc::load(&args.new)?;
+    plumbline_report::compare::comparable(&base, &new).map_err(|why| {
+        anyhow::anyhow!(
+            "{} and {} do not compare: {why}",
+            args.base.display(),
+            args.new.display()
+        )
+    })?;
     let comparison = plumbline_report::compare(
         &base,
         &new,

@@ -16,9 +16,9 @@ use anyhow::{Context, Result};
 use plumbline_core::intake::{ByteBudget, IntakeLimits};
 use plumbline_core::Shutdown;
 use plumbline_load::schedule::parse_rate;
-use plumbline_measure::report::secs;
+use plumbline_measure::record::{Command, ReceiveSection, Record, RunRecord, Sequence};
+use plumbline_measure::report::{per_s, secs};
 use plumbline_measure::RunInfo;
-use plumbline_report::Run;
 use plumbline_transport::broker::{connect_consumer, BrokerIdentity, ConsumerStats, FrameSource};
 use plumbline_transport::config::{Guarantee, TransportConfig};
 use plumbline_transport::tcp;
@@ -128,19 +128,20 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
             print!("{}", broker.text());
         }
     }
-    let mut json = serde_json::to_value(&summary)?;
-    if let Some((stats, kafka_broker)) = &consumed {
-        json["broker"] = serde_json::to_value(stats)?;
-        if let Some(broker) = kafka_broker {
-            json["kafka_broker"] = serde_json::to_value(broker)?;
-        }
-    }
+    let record = Record {
+        runs: vec![record(args, &summary, consumed.as_ref())?],
+        ..Record::new(
+            Command::Receive,
+            crate::session::command_line(),
+            plumbline_measure::report::Host::current(),
+        )
+    };
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+        std::fs::write(path, record.to_json())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     session.finish(Outcome {
-        runs: vec![report_run(args, &summary)],
+        runs: plumbline_report::rows(&record),
         resolved: serde_json::json!({
             "listen": args.listen,
             "from": args.from,
@@ -153,7 +154,7 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
             "buffer_budget": args.intake.buffer_budget,
         }),
         seeds: Vec::new(),
-        detail: json,
+        detail: serde_json::to_value(&record)?,
     })?;
     let mut failures = Vec::new();
     if consumed.is_some() && summary.bad_connections > 0 {
@@ -213,26 +214,47 @@ fn over(args: &ReceiveArgs, receiver: &Receiver, shutdown: &Shutdown) -> bool {
         || args.idle_timeout.is_some_and(|t| receiver.idle() >= t)
 }
 
-/// The receive as one report row: no ideal (the sender set the pace), latency from each
-/// message's intended send time.
-fn report_run(args: &ReceiveArgs, s: &ReceiveSummary) -> Run {
-    Run {
-        label: "receive".into(),
-        group: format!("receive from {}", args.from.as_deref().unwrap_or("tcp")),
-        workers: 1,
-        items: s.frames,
-        wall_s: s.duration_s,
-        ideal_s: None,
-        overhead_pct: None,
-        speedup: None,
-        ideal_speedup: None,
-        items_per_s: s.frames_per_s,
+/// The receive as its run record: no ideal (the sender set the pace), `delivered` its unique
+/// messages, latency from each message's intended send time.
+fn record(
+    args: &ReceiveArgs,
+    s: &ReceiveSummary,
+    consumed: Option<&(ConsumerStats, Option<BrokerIdentity>)>,
+) -> Result<RunRecord> {
+    // As shown everywhere: without a URL's password.
+    let from = match (&args.from, &args.listen) {
+        (Some(url), _) => plumbline_core::secret::redact_url(url),
+        (None, listen) => listen.clone().unwrap_or_default(),
+    };
+    Ok(RunRecord {
+        items: args.expect,
+        delivered: Some(s.unique),
         lost: s.sequence.lost,
         duplicates: s.sequence.duplicates,
-        latency_s: (s.latency_s.count > 0).then(|| s.latency_s.clone()),
-        per_worker: Vec::new(),
-        capacity_per_s: None,
-    }
+        achieved_per_s: per_s(s.unique as f64, s.duration_s),
+        latency_s: s.latency_s.clone(),
+        receive: Some(ReceiveSection {
+            from,
+            frames: s.frames,
+            bytes: s.bytes,
+            mb_per_s: s.mb_per_s,
+            connections: s.connections,
+            refused_connections: s.refused_connections,
+            bad_connections: s.bad_connections,
+            slow_connections: s.slow_connections,
+            budget_waits: s.budget_waits,
+            bad_reasons: s.bad_reasons.clone(),
+            sequence: Sequence::from(&s.sequence),
+            broker: consumed
+                .map(|(stats, _)| serde_json::to_value(stats))
+                .transpose()?,
+            kafka_broker: consumed
+                .and_then(|(_, broker)| broker.as_ref())
+                .map(serde_json::to_value)
+                .transpose()?,
+        }),
+        ..RunRecord::new(1, s.duration_s)
+    })
 }
 
 /// Listens on `listen` and serves every connection until the run is over.

@@ -10,17 +10,19 @@ use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use plumbline_core::frame::{FrameCodec, FrameReader, DEFAULT_MAX_FRAME, HEADER_LEN};
 use plumbline_core::header;
+use plumbline_core::secret::redact_url;
 use plumbline_core::Shutdown;
 use plumbline_load::schedule::parse_rate;
 use plumbline_load::sender::{self, Framing, Payloads, SendPlan, SendTally};
 use plumbline_load::{KeyDist, Shape, Workload};
-use plumbline_measure::report::{overhead_pct, secs};
-use plumbline_measure::{LatencySummary, Live, RunInfo};
-use plumbline_report::Run;
+use plumbline_measure::record::{
+    Command, PerSecond, Record, RunRecord, SegmentFigures, SendSection,
+};
+use plumbline_measure::report::{pct_above, per_s, secs};
+use plumbline_measure::{Live, RunInfo};
 use plumbline_transport::broker::{connect_producer, FramePublisher};
 use plumbline_transport::config::TransportConfig;
 use plumbline_transport::tcp;
-use serde::Serialize;
 
 use crate::args::{Format, SendArgs, SendFraming};
 use crate::bench::Verdict;
@@ -168,17 +170,24 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
             )
         }
     };
-    let report = SendReport::new(
-        &tally,
-        &shape,
-        duration,
-        args.late_after,
-        connections,
-        shutdown.requested(),
-    );
-    let report = SendReport { broker, ..report };
-    print!("{}", report.text());
-    if let Some(broker) = &report.broker {
+    // As shown everywhere: without a URL's password.
+    let to = redact_url(&args.to.clone().unwrap_or_else(|| args.host.join(",")));
+    let run = RunRecord {
+        items: expected,
+        lost: broker.as_ref().map_or(0, |b| b.failed),
+        ..record(
+            &tally,
+            &shape,
+            duration,
+            args.late_after,
+            connections,
+            shutdown.requested(),
+            to,
+        )
+    };
+    let send = run.send.as_ref().expect("a send's record has its section");
+    print!("{}", text(&run, send));
+    if let Some(broker) = &broker {
         print!("{}", broker.text());
         if broker.failed > 0 {
             errors.push(format!(
@@ -187,12 +196,30 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
             ));
         }
     }
+    let broker = broker.map(|b| serde_json::to_value(&b)).transpose()?;
+    let run = RunRecord {
+        send: Some(SendSection {
+            broker,
+            ..send.clone()
+        }),
+        ..run
+    };
+    let interrupted = run.interrupted;
+    let record = Record {
+        seed: args.gen.is_some().then_some(args.seed),
+        runs: vec![run],
+        ..Record::new(
+            Command::Send,
+            crate::session::command_line(),
+            plumbline_measure::report::Host::current(),
+        )
+    };
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+        std::fs::write(path, record.to_json())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     session.finish(Outcome {
-        runs: vec![report.run(args)],
+        runs: plumbline_report::rows(&record),
         resolved: serde_json::json!({
             "shape": shape.describe(wire_bytes),
             "messages": args.messages,
@@ -201,17 +228,13 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
             "wire_bytes": wire_bytes,
             "late_after_s": args.late_after.as_secs_f64(),
         }),
-        seeds: if args.gen.is_some() {
-            vec![args.seed]
-        } else {
-            Vec::new()
-        },
-        detail: serde_json::to_value(&report)?,
+        seeds: record.seed.into_iter().collect(),
+        detail: serde_json::to_value(&record)?,
     })?;
     // A failed connection ends the run badly, but only after what was sent is reported.
     Ok(if !errors.is_empty() {
         Verdict::Failed(errors)
-    } else if report.interrupted {
+    } else if interrupted {
         Verdict::Interrupted
     } else {
         Verdict::Passed
@@ -453,122 +476,75 @@ fn ramp_end(text: &str) -> Result<f64> {
     }
 }
 
-/// One stretch of a piecewise shape: what was asked, what was sent.
-#[derive(Debug, Serialize)]
-pub struct SegmentReport {
-    pub start_s: f64,
-    pub end_s: f64,
-    pub target_per_s: f64,
-    pub achieved_per_s: f64,
-    pub error_pct: Option<f64>,
-}
-
-/// Per-second achieved rate over the run's full seconds.
-#[derive(Debug, Serialize)]
-pub struct PerSecond {
-    pub seconds: usize,
-    pub p1: u64,
-    pub p50: u64,
-    pub p99: u64,
-}
-
-/// What `send` prints and writes with `--json`.
-#[derive(Debug, Serialize)]
-pub struct SendReport {
-    pub messages: u64,
-    pub bytes: u64,
-    pub connections: usize,
-    pub elapsed_s: f64,
-    pub target_per_s: Option<f64>,
-    pub achieved_per_s: f64,
-    pub rate_error_pct: Option<f64>,
-    pub per_second: Option<PerSecond>,
-    pub late_after_s: f64,
-    pub late: u64,
-    /// Write start − deadline of every message.
-    pub lateness_s: LatencySummary,
-    /// Time inside socket writes, and writes slower than 1 ms (the peer pushed back).
-    pub write_s: f64,
-    pub stalls: u64,
-    pub stall_s: f64,
-    pub segments: Vec<SegmentReport>,
-    /// The sender process's peak resident memory (Linux), to show it stays bounded.
-    pub peak_rss_mb: Option<f64>,
-    /// Connections that broke and were opened again (`--reconnect`), and the messages written
-    /// to them since their last flush: at most that many were lost in the breaks.
-    pub reconnects: u64,
-    pub at_risk: u64,
-    pub interrupted: bool,
-    /// With `--to`: what the broker acknowledged, and how fast.
-    pub broker: Option<ProducerReport>,
-}
-
-impl SendReport {
-    fn new(
-        tally: &SendTally,
-        shape: &Shape,
-        duration: Option<Duration>,
-        late_after: Duration,
-        connections: usize,
-        interrupted: bool,
-    ) -> Self {
-        let elapsed_s = tally.elapsed.as_secs_f64();
-        // Achieved is measured over the window the target implies: until the first message not
-        // sent would have been due (for Giles' batches, the end of the last interval), or the
-        // time actually taken if that was longer.
-        let planned = shape
-            .schedule(0, 1)
-            .offset(tally.sent)
-            .or(duration)
-            .map_or(elapsed_s, |d| d.as_secs_f64());
-        let window = if interrupted {
-            elapsed_s
-        } else {
-            planned.max(elapsed_s)
-        };
-        let achieved_per_s = if window > 0.0 {
-            tally.sent as f64 / window
-        } else {
-            0.0
-        };
-        let target_per_s = shape.mean_rate();
-        // Seconds the run covered completely (a last, partial second would look slow).
-        let full_seconds = tally.per_second.len().min(tally.elapsed.as_secs() as usize);
-        let per_second = (full_seconds > 0).then(|| {
-            let mut counts = tally.per_second[..full_seconds].to_vec();
-            counts.sort_unstable();
-            let at = |q: f64| counts[((counts.len() - 1) as f64 * q).round() as usize];
-            PerSecond {
-                seconds: full_seconds,
-                p1: at(0.01),
-                p50: at(0.5),
-                p99: at(0.99),
+/// What a send measured, as its run record: its ideal is the time the schedule planned, so
+/// overhead is how far the sender fell behind it; it sees no results (`delivered` is null, its
+/// latency unmeasured), its section holds the lateness (write start − deadline).
+fn record(
+    tally: &SendTally,
+    shape: &Shape,
+    duration: Option<Duration>,
+    late_after: Duration,
+    connections: usize,
+    interrupted: bool,
+    to: String,
+) -> RunRecord {
+    let elapsed_s = tally.elapsed.as_secs_f64();
+    // Achieved is measured over the window the target implies: until the first message not
+    // sent would have been due (for Giles' batches, the end of the last interval), or the
+    // time actually taken if that was longer.
+    let planned = shape
+        .schedule(0, 1)
+        .offset(tally.sent)
+        .or(duration)
+        .map_or(elapsed_s, |d| d.as_secs_f64());
+    let window = if interrupted {
+        elapsed_s
+    } else {
+        planned.max(elapsed_s)
+    };
+    let achieved_per_s = per_s(tally.sent as f64, window);
+    let target_per_s = shape.mean_rate();
+    // Seconds the run covered completely (a last, partial second would look slow).
+    let full_seconds = tally.per_second.len().min(tally.elapsed.as_secs() as usize);
+    let per_second = (full_seconds > 0).then(|| {
+        let mut counts = tally.per_second[..full_seconds].to_vec();
+        counts.sort_unstable();
+        let at = |q: f64| counts[((counts.len() - 1) as f64 * q).round() as usize];
+        PerSecond {
+            seconds: full_seconds,
+            p1: at(0.01),
+            p50: at(0.5),
+            p99: at(0.99),
+        }
+    });
+    let segments = shape
+        .segments()
+        .iter()
+        .zip(&tally.per_segment)
+        .map(|(s, &count)| {
+            let len = (s.end - s.start).as_secs_f64();
+            let achieved = count as f64 / len;
+            SegmentFigures {
+                start_s: s.start.as_secs_f64(),
+                end_s: s.end.as_secs_f64(),
+                target_per_s: s.rate,
+                achieved_per_s: achieved,
+                error_pct: pct_above(achieved, s.rate),
             }
-        });
-        let segments = shape
-            .segments()
-            .iter()
-            .zip(&tally.per_segment)
-            .map(|(s, &count)| {
-                let len = (s.end - s.start).as_secs_f64();
-                let achieved = count as f64 / len;
-                SegmentReport {
-                    start_s: s.start.as_secs_f64(),
-                    end_s: s.end.as_secs_f64(),
-                    target_per_s: s.rate,
-                    achieved_per_s: achieved,
-                    error_pct: (s.rate > 0.0).then(|| (achieved / s.rate - 1.0) * 100.0),
-                }
-            })
-            .collect();
-        Self {
-            messages: tally.sent,
+        })
+        .collect();
+    let planned_s = target_per_s
+        .filter(|&rate| rate > 0.0)
+        .map(|rate| tally.sent as f64 / rate);
+    RunRecord {
+        sent: Some(tally.sent),
+        target_per_s,
+        achieved_per_s,
+        interrupted,
+        send: Some(SendSection {
+            to,
             bytes: tally.bytes,
-            connections,
-            elapsed_s,
-            target_per_s,
-            achieved_per_s,
-            rate_error_pct: target_per_s.map(|t| (achieved_per_s / t - 1.0) * 100.0),
+            rate_error_pct: target_per_s.and_then(|t| pct_above(achieved_per_s, t)),
             per_second,
             late_after_s: late_after.as_secs_f64(),
             late: tally.late,
@@ -580,118 +556,92 @@ impl SendReport {
             peak_rss_mb: peak_rss_bytes().map(|b| b as f64 / 1e6),
             reconnects: tally.reconnects,
             at_risk: tally.at_risk,
-            interrupted,
             broker: None,
-        }
+        }),
+        ..RunRecord::new(connections, elapsed_s)
     }
+    .with_ideal(planned_s)
+}
 
-    /// The send as one report row: its ideal is the time the schedule planned, so overhead
-    /// is how far the sender fell behind it; latency is lateness (send start − deadline).
-    fn run(&self, args: &SendArgs) -> Run {
-        let planned = self
-            .target_per_s
-            .filter(|&rate| rate > 0.0)
-            .map(|rate| self.messages as f64 / rate);
-        Run {
-            label: "send".into(),
-            group: format!(
-                "send to {}",
-                args.to.clone().unwrap_or_else(|| "tcp".into())
-            ),
-            workers: self.connections,
-            items: self.messages,
-            wall_s: self.elapsed_s,
-            ideal_s: planned,
-            overhead_pct: planned.and_then(|p| overhead_pct(self.elapsed_s, p)),
-            speedup: None,
-            ideal_speedup: None,
-            items_per_s: self.achieved_per_s,
-            lost: self.broker.as_ref().map_or(0, |b| b.failed),
-            duplicates: 0,
-            latency_s: Some(self.lateness_s.clone()),
-            per_worker: Vec::new(),
-            capacity_per_s: None,
+/// What `send` prints.
+fn text(run: &RunRecord, send: &SendSection) -> String {
+    let messages = run.sent.unwrap_or(0);
+    let mut out = format!(
+        "sent {} messages ({:.1} MB) over {} connection(s) in {:.3}s{}\n",
+        messages,
+        send.bytes as f64 / 1e6,
+        run.workers,
+        run.wall_s,
+        if run.interrupted {
+            " (interrupted)"
+        } else {
+            ""
         }
-    }
-
-    fn text(&self) -> String {
-        let mut out = format!(
-            "sent {} messages ({:.1} MB) over {} connection(s) in {:.3}s{}\n",
-            self.messages,
-            self.bytes as f64 / 1e6,
-            self.connections,
-            self.elapsed_s,
-            if self.interrupted {
-                " (interrupted)"
-            } else {
-                ""
-            }
-        );
-        if self.reconnects > 0 {
-            out += &format!(
-                "reconnected {} time(s); at most {} message(s) were lost in the breaks (the \
-                 receiver's sequence numbers count them)\n",
-                self.reconnects, self.at_risk
-            );
-        }
-        match (self.target_per_s, self.rate_error_pct) {
-            (Some(t), Some(e)) => {
-                out += &format!(
-                    "rate: target {t:.1} msg/s, achieved {:.1} msg/s ({e:+.2}%)\n",
-                    self.achieved_per_s
-                )
-            }
-            _ => {
-                out += &format!(
-                    "rate: as fast as possible, achieved {:.1} msg/s\n",
-                    self.achieved_per_s
-                )
-            }
-        }
-        if let Some(p) = &self.per_second {
-            out += &format!(
-                "per second ({} full seconds): p1 {} p50 {} p99 {}\n",
-                p.seconds, p.p1, p.p50, p.p99
-            );
-        }
-        if self.target_per_s.is_some() {
-            out += &format!(
-                "late (> {}): {} of {}; lateness p50 {} p99 {} max {}\n",
-                secs(self.late_after_s),
-                self.late,
-                self.messages,
-                secs(self.lateness_s.p50),
-                secs(self.lateness_s.p99),
-                secs(self.lateness_s.max)
-            );
-        }
+    );
+    if send.reconnects > 0 {
         out += &format!(
-            "socket writes: {} in all; {} stalls (> 1ms) took {} (time blocked by the receiver or broker)\n",
-            secs(self.write_s),
-            self.stalls,
-            secs(self.stall_s)
+            "reconnected {} time(s); at most {} message(s) were lost in the breaks (the \
+             receiver's sequence numbers count them)\n",
+            send.reconnects, send.at_risk
         );
-        if let Some(mb) = self.peak_rss_mb {
-            out += &format!("peak memory: {mb:.1} MB resident\n");
-        }
-        if !self.segments.is_empty() {
-            out += &format!(
-                "{:>9} {:>9} {:>12} {:>12} {:>8}\n",
-                "start_s", "end_s", "target/s", "achieved/s", "error"
-            );
-            for s in &self.segments {
-                out += &format!(
-                    "{:>9.3} {:>9.3} {:>12.1} {:>12.1} {:>8}\n",
-                    s.start_s,
-                    s.end_s,
-                    s.target_per_s,
-                    s.achieved_per_s,
-                    s.error_pct.map_or("-".into(), |e| format!("{e:+.2}%"))
-                );
-            }
-        }
-        out
     }
+    match (run.target_per_s, send.rate_error_pct) {
+        (Some(t), Some(e)) => {
+            out += &format!(
+                "rate: target {t:.1} msg/s, achieved {:.1} msg/s ({e:+.2}%)\n",
+                run.achieved_per_s
+            )
+        }
+        _ => {
+            out += &format!(
+                "rate: as fast as possible, achieved {:.1} msg/s\n",
+                run.achieved_per_s
+            )
+        }
+    }
+    if let Some(p) = &send.per_second {
+        out += &format!(
+            "per second ({} full seconds): p1 {} p50 {} p99 {}\n",
+            p.seconds, p.p1, p.p50, p.p99
+        );
+    }
+    if run.target_per_s.is_some() {
+        out += &format!(
+            "late (> {}): {} of {}; lateness p50 {} p99 {} max {}\n",
+            secs(send.late_after_s),
+            send.late,
+            messages,
+            secs(send.lateness_s.p50),
+            secs(send.lateness_s.p99),
+            secs(send.lateness_s.max)
+        );
+    }
+    out += &format!(
+        "socket writes: {} in all; {} stalls (> 1ms) took {} (time blocked by the receiver or broker)\n",
+        secs(send.write_s),
+        send.stalls,
+        secs(send.stall_s)
+    );
+    if let Some(mb) = send.peak_rss_mb {
+        out += &format!("peak memory: {mb:.1} MB resident\n");
+    }
+    if !send.segments.is_empty() {
+        out += &format!(
+            "{:>9} {:>9} {:>12} {:>12} {:>8}\n",
+            "start_s", "end_s", "target/s", "achieved/s", "error"
+        );
+        for s in &send.segments {
+            out += &format!(
+                "{:>9.3} {:>9.3} {:>12.1} {:>12.1} {:>8}\n",
+                s.start_s,
+                s.end_s,
+                s.target_per_s,
+                s.achieved_per_s,
+                s.error_pct.map_or("-".into(), |e| format!("{e:+.2}%"))
+            );
+        }
+    }
+    out
 }
 
 /// Peak resident set size of this process, from `/proc/self/status` (`VmHWM`).

@@ -7,160 +7,58 @@
 //!      └──────────────────────────────▶ store ◀──────────────────────────────────────┘
 //! ```
 //!
-//! One process, one thread per part, each with its own broker or store connection. The
-//! generator emits item `i` at `start + i × task_sleep / compute workers` (offered load equal to
-//! capacity); a compute task resolves its data (checking its size) and sleeps `task_sleep`.
-//! Ideal makespan: the last item's emission plus one task. Latency runs from an item's
-//! intended emission to its task's end. The broker and store themselves are the user's (or the
-//! test's) servers.
+//! This file only wires args → a plan per experiment (a fresh stream and prefix, the store for
+//! proxy mode, psbench's load: `--task-count` items of `--data-size-bytes` offered at compute
+//! workers ÷ `--task-sleep` per second) → the stream engine (`plumbline_engine::stream`, which
+//! runs generator, dispatcher and compute workers) → the run record, psbench's CSV and table.
 
 use std::io::Write as _;
 use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use bytes::{BufMut, Bytes, BytesMut};
-use crossbeam_channel::{bounded, Receiver, Sender};
-use plumbline_core::clock::Sleeper;
 use plumbline_core::Shutdown;
-use plumbline_measure::report::{overhead_pct, secs};
-use plumbline_measure::{LatencyFeed, LatencySummary, Live, RunInfo};
-use plumbline_report::Run;
-use plumbline_transport::broker::{
-    connect_consumer, connect_producer, BrokerError, ClientOptions, Consumer, Delivery,
-};
+use plumbline_engine::stream::{Method, Stream, StreamFigures};
+use plumbline_engine::{Load, RunFigures};
+use plumbline_load::{KeyDist, Workload};
+use plumbline_measure::record::{Command, Record, RunRecord, StreamSection};
+use plumbline_measure::report::{per_s, secs};
+use plumbline_measure::RunInfo;
 use plumbline_transport::config::TransportConfig;
-use plumbline_transport::store::{open_store, Store};
-use plumbline_worker::work::{Work, WorkTimer};
-use rand::{RngCore, SeedableRng};
-use serde::Serialize;
 
 use crate::args::{PsConnector, StreamArgs, StreamKind, StreamMethod};
 use crate::bench::Verdict;
 use crate::session::{Outcome, Session};
 
-/// Bytes before the data in every stream message: seq (8), intended emission in ns since
-/// the run's start (8), data size (8).
-const HEAD: usize = 24;
-/// The longest the generator waits without looking at the stop flags.
-const STOP_CHECK: Duration = Duration::from_millis(100);
-
-/// One experiment's figures: psbench's CSV columns, then what psbench lacks.
-#[derive(Clone, Debug, Serialize)]
-pub struct StreamRun {
-    pub stream: String,
-    pub stream_method: String,
-    pub data_size_bytes: usize,
-    pub task_count: u64,
-    pub task_sleep: f64,
-    pub max_workers: u64,
-    pub repeat: u64,
-    pub makespan_s: f64,
-    pub ideal_s: f64,
-    /// Null when the ideal is zero (no sleep, one task).
-    pub overhead_pct: Option<f64>,
-    pub completed: u64,
-    pub lost: u64,
-    /// Items the stream delivered again after they had arrived (at-least-once backends).
-    pub duplicates: u64,
-    pub latency_p50_s: f64,
-    pub latency_p99_s: f64,
-    pub latency_max_s: f64,
-    /// The whole latency histogram (HdrHistogram V2, base64), for reports.
-    pub latency_s: LatencySummary,
-    /// Bytes of stream messages (data or key), and their mean per item.
-    pub broker_bytes: u64,
-    pub broker_bytes_per_item: f64,
-    /// Bytes put into the store (proxy).
-    pub store_bytes: u64,
-    /// Store keys of this run left after it (must be 0).
-    pub leaked_keys: u64,
-    /// Why the run ended early, if it did.
-    pub error: Option<String>,
-}
-
-impl StreamRun {
-    /// One experiment as a report row; its workers are the compute workers (max-workers − 1,
-    /// the dispatcher being the other).
-    fn report_run(&self) -> Run {
-        Run {
-            label: format!(
-                "{} {} {} B #{}",
-                self.stream,
-                self.stream_method,
-                self.data_size_bytes,
-                self.repeat + 1
-            ),
-            group: format!("{} {}", self.stream, self.stream_method),
-            workers: self.max_workers.saturating_sub(1) as usize,
-            items: self.completed,
-            wall_s: self.makespan_s,
-            ideal_s: Some(self.ideal_s),
-            overhead_pct: self.overhead_pct,
-            speedup: None,
-            ideal_speedup: None,
-            items_per_s: if self.makespan_s > 0.0 {
-                self.completed as f64 / self.makespan_s
-            } else {
-                0.0
-            },
-            lost: self.lost,
-            duplicates: self.duplicates,
-            latency_s: Some(self.latency_s.clone()),
-            per_worker: Vec::new(),
-            capacity_per_s: None,
-        }
-    }
-}
-
 const CSV_HEADER: &str = "stream,stream_method,data_size_bytes,task_count,task_sleep,max_workers,repeat,makespan_s,ideal_s,overhead_pct,completed,lost,duplicates,latency_p50_s,latency_p99_s,latency_max_s,broker_bytes,broker_bytes_per_item,store_bytes,leaked_keys,error";
 
-impl StreamRun {
-    fn csv(&self) -> String {
-        format!(
-            "{},{},{},{},{},{},{},{:.6},{:.6},{},{},{},{},{:.6},{:.6},{:.6},{},{:.1},{},{},{}",
-            self.stream,
-            self.stream_method,
-            self.data_size_bytes,
-            self.task_count,
-            self.task_sleep,
-            self.max_workers,
-            self.repeat,
-            self.makespan_s,
-            self.ideal_s,
-            self.overhead_pct
-                .map_or(String::new(), |o| format!("{o:.3}")),
-            self.completed,
-            self.lost,
-            self.duplicates,
-            self.latency_p50_s,
-            self.latency_p99_s,
-            self.latency_max_s,
-            self.broker_bytes,
-            self.broker_bytes_per_item,
-            self.store_bytes,
-            self.leaked_keys,
-            self.error
-                .as_deref()
-                .unwrap_or("")
-                .replace([',', '\n'], ";")
-        )
-    }
-}
-
-/// What the parts of one experiment need.
-struct Experiment<'a> {
-    args: &'a StreamArgs,
-    config: TransportConfig,
-    store: Option<String>,
-    method: StreamMethod,
-    size: usize,
-    repeat: u64,
-    /// Store keys and stream names of this experiment start with it.
-    prefix: String,
-    /// Watchers' view: items generated in, items done out, their latencies.
-    live: &'a Live,
+/// One experiment as psbench's CSV row (its columns first, then what psbench lacks); its
+/// workers are the compute workers, `max_workers` one more (the dispatcher).
+fn csv(run: &RunRecord, s: &StreamSection) -> String {
+    format!(
+        "{},{},{},{},{},{},{},{:.6},{:.6},{},{},{},{},{:.6},{:.6},{:.6},{},{:.1},{},{},{}",
+        s.stream,
+        s.stream_method,
+        s.data_size_bytes,
+        run.items.unwrap_or(0),
+        s.task_sleep_s,
+        run.workers + 1,
+        s.repeat,
+        run.wall_s,
+        run.ideal_s.unwrap_or(0.0),
+        run.overhead_pct
+            .map_or(String::new(), |o| format!("{o:.3}")),
+        run.delivered.unwrap_or(0),
+        run.lost,
+        run.duplicates,
+        run.latency_s.p50,
+        run.latency_s.p99,
+        run.latency_s.max,
+        s.broker_bytes,
+        s.broker_bytes_per_item,
+        s.store_bytes,
+        s.leaked_keys,
+        s.error.as_deref().unwrap_or("").replace([',', '\n'], ";")
+    )
 }
 
 pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
@@ -170,7 +68,11 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
     );
     let store_url = store_url(args)?;
     let session = Session::start("stream", &args.out, None)?;
-    let mut runs = Vec::new();
+    let mut record = Record::new(
+        Command::Stream,
+        crate::session::command_line(),
+        plumbline_measure::report::Host::current(),
+    );
     let mut n = 0;
     println!(
         "{:>8} {:>9} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10} {:>12} {:>12}",
@@ -192,58 +94,70 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
                     break;
                 }
                 n += 1;
-                let experiment = Experiment {
-                    args,
+                let stream = Stream {
                     config: stream_config(args, n)?,
                     store: (method == StreamMethod::Proxy).then(|| store_url.clone()),
-                    method,
-                    size,
-                    repeat,
+                    method: match method {
+                        StreamMethod::Default => Method::Default,
+                        StreamMethod::Proxy => Method::Proxy,
+                    },
                     prefix: format!("plumbline-{}-{n}-", std::process::id()),
-                    live: session.live(),
+                    workers: (args.max_workers - 1) as usize,
+                    task_sleep: args.task_sleep,
+                    connect_timeout: args.connect_timeout,
+                    password: args.login.password.clone(),
+                    tls_ca: args.login.tls_ca.clone(),
+                };
+                // psbench's items: `size` bytes of data, seeded by the repetition.
+                let load = Load {
+                    workload: Workload::Random { size, keys: 1 },
+                    keys: KeyDist::Uniform,
+                    seed: repeat,
+                    items: args.task_count,
+                    rate: stream.offered_rate(),
                 };
                 session.live().begin_run(RunInfo {
                     label: format!(
                         "experiment {n}: {} x {} B by {method:?} over {:?}",
                         args.task_count, size, args.stream
                     ),
-                    workers: args.max_workers.saturating_sub(1) as usize,
+                    workers: stream.workers,
                     total: Some(args.task_count),
-                    target_per_s: (args.task_sleep > Duration::ZERO).then(|| {
-                        (args.max_workers.saturating_sub(1)) as f64 / args.task_sleep.as_secs_f64()
-                    }),
+                    target_per_s: load.rate,
                 });
-                let run = experiment.run(shutdown)?;
+                let (figures, extra) = stream.experiment(&load, session.live(), shutdown)?;
+                let run = run_record(&stream, &load, &figures, extra);
+                let s = run.stream.as_ref().expect("a stream run has its section");
                 println!(
                     "{:>8} {:>9} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10.0}B {:>12.1} {:>12}{}",
-                    run.stream_method,
+                    s.stream_method,
                     size,
-                    format!("{}/{}", run.completed, run.task_count),
-                    secs(run.makespan_s),
-                    secs(run.ideal_s),
+                    format!("{}/{}", run.delivered.unwrap_or(0), args.task_count),
+                    secs(run.wall_s),
+                    secs(run.ideal_s.unwrap_or(0.0)),
                     run.overhead_pct.map_or("-".into(), |o| format!("{o:.2}%")),
-                    secs(run.latency_p99_s),
-                    run.broker_bytes_per_item,
-                    run.store_bytes as f64 / 1e6,
-                    run.leaked_keys,
-                    run.error
+                    secs(run.latency_s.p99),
+                    s.broker_bytes_per_item,
+                    s.store_bytes as f64 / 1e6,
+                    s.leaked_keys,
+                    s.error
                         .as_deref()
                         .map(|e| format!("  ({e})"))
                         .unwrap_or_default()
                 );
                 if let Some(path) = &args.csv_file {
-                    append_csv(path, &run)?;
+                    append_csv(path, &csv(&run, s))?;
                 }
-                runs.push(run);
+                record.runs.push(run);
             }
         }
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&runs)?)
+        std::fs::write(path, record.to_json())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     session.finish(Outcome {
-        runs: runs.iter().map(StreamRun::report_run).collect(),
+        runs: plumbline_report::rows(&record),
         resolved: serde_json::json!({
             "stream": format!("{:?}", args.stream).to_lowercase(),
             "stream_servers": args.stream_servers,
@@ -256,20 +170,22 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
             "ps_connector": format!("{:?}", args.ps_connector).to_lowercase(),
         }),
         seeds: (0..args.repeat).collect(),
-        detail: serde_json::to_value(&runs)?,
+        detail: serde_json::to_value(&record)?,
     })?;
-    let failures: Vec<String> = runs
+    let failures: Vec<String> = record
+        .runs
         .iter()
-        .filter(|r| r.lost > 0 || r.leaked_keys > 0 || r.error.is_some())
-        .map(|r| {
+        .filter_map(|r| Some((r, r.stream.as_ref()?)))
+        .filter(|(r, s)| r.lost > 0 || s.leaked_keys > 0 || s.error.is_some())
+        .map(|(r, s)| {
             format!(
                 "{} {} B: {} of {} lost, {} keys leaked{}",
-                r.stream_method,
-                r.data_size_bytes,
+                s.stream_method,
+                s.data_size_bytes,
                 r.lost,
-                r.task_count,
-                r.leaked_keys,
-                r.error
+                args.task_count,
+                s.leaked_keys,
+                s.error
                     .as_deref()
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
@@ -279,7 +195,38 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
     Ok(Verdict::of(shutdown.requested(), failures))
 }
 
-fn append_csv(path: &Path, run: &StreamRun) -> Result<()> {
+/// One experiment as its run record: its ideal the stream engine's, latency from each item's
+/// intended emission to its task's end.
+fn run_record(stream: &Stream, load: &Load, f: &RunFigures, extra: StreamFigures) -> RunRecord {
+    let wall_s = f.wall.as_secs_f64();
+    RunRecord {
+        items: Some(load.items),
+        sent: Some(f.sent),
+        delivered: Some(f.delivered),
+        lost: f.lost,
+        duplicates: f.duplicates,
+        target_per_s: load.rate,
+        achieved_per_s: per_s(f.delivered as f64, wall_s),
+        latency_s: f.latency.clone(),
+        interrupted: f.interrupted,
+        stream: Some(StreamSection {
+            stream: stream.config.kind().to_string(),
+            stream_method: format!("{:?}", stream.method).to_lowercase(),
+            data_size_bytes: load.workload.payload_size(),
+            task_sleep_s: stream.task_sleep.as_secs_f64(),
+            repeat: load.seed,
+            broker_bytes: extra.broker_bytes,
+            broker_bytes_per_item: extra.broker_bytes as f64 / load.items.max(1) as f64,
+            store_bytes: extra.store_bytes,
+            leaked_keys: extra.leaked_keys,
+            error: extra.error,
+        }),
+        ..RunRecord::new(stream.workers, wall_s)
+    }
+    .with_ideal(Some(stream.ideal(load).as_secs_f64()))
+}
+
+fn append_csv(path: &Path, row: &str) -> Result<()> {
     let new = !path.exists();
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -289,7 +236,7 @@ fn append_csv(path: &Path, run: &StreamRun) -> Result<()> {
     if new {
         writeln!(file, "{CSV_HEADER}")?;
     }
-    writeln!(file, "{}", run.csv()).with_context(|| format!("writing {}", path.display()))
+    writeln!(file, "{row}").with_context(|| format!("writing {}", path.display()))
 }
 
 /// The broker URL of experiment `n`: a fresh stream, topic or subject each time.
@@ -361,407 +308,4 @@ fn store_url(args: &StreamArgs) -> Result<String> {
             format!("{scheme}://{}:{port}", loopback(args, &host))
         }
     })
-}
-
-/// A task handed to a compute worker: the delivery (acked when done) and its header.
-struct Task {
-    delivery: Delivery,
-    seq: u64,
-    intended_ns: u64,
-    size: usize,
-}
-
-/// What a compute worker reports per task.
-struct Done {
-    delivery: Delivery,
-    seq: u64,
-    /// Task end − intended emission.
-    latency_ns: u64,
-    error: Option<String>,
-}
-
-impl Experiment<'_> {
-    fn options(&self, role: &str) -> ClientOptions {
-        ClientOptions {
-            connect_timeout: self.args.connect_timeout,
-            max_payload: self.size + HEAD + 64,
-            group: format!("{}dispatch", self.prefix),
-            consumer: role.to_string(),
-            // Generous: a stalled dispatcher is reported by the makespan, not by redelivery.
-            redeliver_after: self.args.task_sleep * 4 + Duration::from_secs(30),
-            prefetch: 64,
-            create: true,
-            partitions: 1,
-            password: self.args.login.password.clone(),
-            tls_ca: self.args.login.tls_ca.clone(),
-            ..ClientOptions::default()
-        }
-    }
-
-    fn run(&self, shutdown: &Shutdown) -> Result<StreamRun> {
-        let args = self.args;
-        let workers = (args.max_workers - 1) as usize;
-        let interval = args.task_sleep / workers as u32;
-        let ideal = interval * (args.task_count as u32).saturating_sub(1) + args.task_sleep;
-        // The dispatcher subscribes before anything is sent (pub/sub keeps nothing).
-        let mut consumer = connect_consumer(&self.config, &self.options("dispatcher"))
-            .with_context(|| format!("the stream {}", self.config))?;
-        let producer = connect_producer(&self.config, &self.options("generator"))
-            .with_context(|| format!("the stream {}", self.config))?;
-        // Every connection is made before the clock starts, so none counts as plumbing and a
-        // failed one ends the run before any thread waits for work.
-        let stores = (0..workers)
-            .map(|_| self.open_store())
-            .collect::<Result<Vec<_>>>()?;
-        let generator_store = self.open_store()?;
-        let (task_tx, task_rx) = bounded::<Task>(0);
-        let (done_tx, done_rx) = bounded::<Done>(workers);
-        let start = Instant::now();
-        // Requested when the stream dies: the generator stops emitting into it.
-        let dead = Shutdown::new();
-        let (generated, d) = std::thread::scope(|scope| {
-            for store in stores {
-                let (rx, tx) = (task_rx.clone(), done_tx.clone());
-                let sleep = args.task_sleep;
-                scope.spawn(move || compute(store, rx, tx, sleep, start));
-            }
-            drop(done_tx);
-            let dead = &dead;
-            let generator = scope.spawn(move || {
-                self.generate(producer, generator_store, interval, start, shutdown, dead)
-            });
-            let dispatched =
-                self.dispatch(consumer.as_mut(), task_tx, &done_rx, ideal, start, shutdown);
-            if dispatched.stream_failed {
-                dead.request();
-            }
-            let generated = generator.join().expect("the generator does not panic");
-            (generated, dispatched)
-        });
-        let generated = generated?;
-        let makespan = d.last_done.unwrap_or(start.elapsed());
-        let leaked = match self.open_store()? {
-            Some(mut store) => store
-                .count(&self.prefix)
-                .context("counting the store's keys after the run")?,
-            None => 0,
-        };
-        let latency = d.latency.finish(self.live).summary();
-        let completed = d.completed;
-        let mut error = generated.error.or(d.error);
-        if error.is_none() && completed < args.task_count {
-            error = Some(format!(
-                "{} items never arrived",
-                args.task_count - completed
-            ));
-        }
-        Ok(StreamRun {
-            stream: self.config.kind().to_string(),
-            stream_method: format!("{:?}", self.method).to_lowercase(),
-            data_size_bytes: self.size,
-            task_count: args.task_count,
-            task_sleep: args.task_sleep.as_secs_f64(),
-            max_workers: args.max_workers,
-            repeat: self.repeat,
-            makespan_s: makespan.as_secs_f64(),
-            ideal_s: ideal.as_secs_f64(),
-            overhead_pct: overhead_pct(makespan.as_secs_f64(), ideal.as_secs_f64()),
-            completed,
-            lost: args.task_count - completed,
-            duplicates: d.duplicates,
-            latency_p50_s: latency.p50,
-            latency_p99_s: latency.p99,
-            latency_max_s: latency.max,
-            latency_s: latency.clone(),
-            broker_bytes: generated.broker_bytes,
-            broker_bytes_per_item: generated.broker_bytes as f64 / args.task_count.max(1) as f64,
-            store_bytes: generated.store_bytes,
-            leaked_keys: leaked,
-            error,
-        })
-    }
-
-    fn open_store(&self) -> Result<Option<Box<dyn Store>>> {
-        self.store
-            .as_deref()
-            .map(|url| {
-                open_store(url, &self.options("store")).with_context(|| format!("the store {url}"))
-            })
-            .transpose()
-    }
-
-    /// Emits every item at its deadline; in proxy mode the data goes to the store first.
-    fn generate(
-        &self,
-        mut producer: Box<dyn plumbline_transport::broker::Producer>,
-        mut store: Option<Box<dyn Store>>,
-        interval: Duration,
-        start: Instant,
-        shutdown: &Shutdown,
-        dead: &Shutdown,
-    ) -> Result<Generated> {
-        let mut data = vec![0u8; self.size];
-        rand::rngs::StdRng::seed_from_u64(self.repeat).fill_bytes(&mut data);
-        let mut sleeper = Sleeper::new();
-        let mut out = Generated::default();
-        let mut message = BytesMut::with_capacity(HEAD + self.size);
-        for seq in 0..self.args.task_count {
-            let offset = interval * seq as u32;
-            // Long waits in slices, so a Ctrl-C or a dead stream is seen within one.
-            while !shutdown.requested() && !dead.requested() {
-                let left = (start + offset).saturating_duration_since(Instant::now());
-                if left <= STOP_CHECK {
-                    break;
-                }
-                std::thread::sleep(STOP_CHECK);
-            }
-            if shutdown.requested() || dead.requested() {
-                break;
-            }
-            sleeper.sleep_until(start + offset);
-            message.clear();
-            message.put_u64(seq);
-            message.put_u64(offset.as_nanos() as u64);
-            message.put_u64(self.size as u64);
-            // Each item's data differs in its first bytes, as independent items would.
-            data[..8.min(self.size)].copy_from_slice(&seq.to_be_bytes()[..8.min(self.size)]);
-            match store.as_mut() {
-                Some(store) => {
-                    let key = format!("{}{seq}", self.prefix);
-                    store.put(&key, &data)?;
-                    out.store_bytes += data.len() as u64;
-                    message.put_slice(key.as_bytes());
-                }
-                None => message.put_slice(&data),
-            }
-            let sent = producer.send(0, &message).and_then(|()| producer.flush());
-            if let Err(e) = sent {
-                out.error = Some(e.to_string());
-                break;
-            }
-            out.broker_bytes += message.len() as u64;
-            self.live.items_in.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Err(e) = producer.finish(Duration::from_secs(60)) {
-            out.error.get_or_insert(e.to_string());
-        }
-        Ok(out)
-    }
-
-    /// Counts one finished item and queues its delivery for acknowledgement.
-    fn complete(&self, out: &mut Dispatched, d: Done, start: Instant, acks: &mut Vec<Delivery>) {
-        out.completed += 1;
-        out.latency.record_ns(d.latency_ns);
-        self.live.items_out.fetch_add(1, Ordering::Relaxed);
-        out.last_done = Some(start.elapsed());
-        if let Some(e) = d.error {
-            out.error.get_or_insert(format!("item {}: {e}", d.seq));
-        }
-        acks.push(d.delivery);
-    }
-
-    /// Hands each arriving item to a free compute worker (one in flight each) and collects
-    /// completions until every item is done, the stream fails, or the run times out.
-    fn dispatch(
-        &self,
-        consumer: &mut dyn Consumer,
-        tasks: Sender<Task>,
-        done: &Receiver<Done>,
-        ideal: Duration,
-        start: Instant,
-        shutdown: &Shutdown,
-    ) -> Dispatched {
-        let mut out = Dispatched::default();
-        let n = self.args.task_count;
-        let deadline = start + ideal * 3 + Duration::from_secs(30);
-        let mut waiting: std::collections::VecDeque<Task> = Default::default();
-        let mut seen = std::collections::HashSet::new();
-        let mut acks = Vec::new();
-        let mut stream_ok = true;
-        while out.completed < n && Instant::now() < deadline && !shutdown.requested() {
-            while let Ok(d) = done.try_recv() {
-                self.complete(&mut out, d, start, &mut acks);
-            }
-            out.latency.publish_if_due(self.live);
-            if !acks.is_empty() {
-                if let Err(e) = consumer.ack(&acks) {
-                    out.error.get_or_insert(e.to_string());
-                }
-                acks.clear();
-            }
-            while let Some(task) = waiting.pop_front() {
-                match tasks.try_send(task) {
-                    Ok(()) => {}
-                    Err(back) => {
-                        waiting.push_front(back.into_inner());
-                        break;
-                    }
-                }
-            }
-            // The stream died: nothing more will come, so the run ends once what it did
-            // deliver is done, not at the timeout (the error names the loss).
-            if !stream_ok && waiting.is_empty() && out.completed >= out.received {
-                break;
-            }
-            if !stream_ok || out.received == n {
-                std::thread::sleep(Duration::from_micros(200));
-                continue;
-            }
-            match consumer.poll(16, Duration::from_millis(1)) {
-                Ok(batch) => {
-                    for delivery in batch {
-                        match parse(&delivery.payload) {
-                            Some((seq, intended_ns, size)) if seen.insert(seq) => {
-                                out.received += 1;
-                                waiting.push_back(Task {
-                                    delivery,
-                                    seq,
-                                    intended_ns,
-                                    size,
-                                });
-                            }
-                            // Acknowledged at once, so an at-least-once stream does not
-                            // hand them out again.
-                            Some(_) => {
-                                out.duplicates += 1;
-                                acks.push(delivery);
-                            }
-                            None => {
-                                out.error.get_or_insert(
-                                    "a stream message without the plumbline stream header".into(),
-                                );
-                                acks.push(delivery);
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    stream_ok = false;
-                    out.stream_failed = true;
-                    out.error.get_or_insert(stream_failure(&e, self.method));
-                }
-            }
-        }
-        drop(tasks);
-        // Workers still busy finish; their completions count.
-        for d in done.iter() {
-            self.complete(&mut out, d, start, &mut acks);
-        }
-        let _ = consumer.ack(&acks);
-        if out.completed < n && Instant::now() >= deadline {
-            out.error.get_or_insert(format!(
-                "timed out after {} with {} of {n} items done",
-                secs((deadline - start).as_secs_f64()),
-                out.completed
-            ));
-        }
-        out
-    }
-}
-
-/// A stream failure, with the way out when it is Redis pub/sub's output-buffer limit.
-fn stream_failure(e: &BrokerError, method: StreamMethod) -> String {
-    match e {
-        BrokerError::Dropped(why) if method == StreamMethod::Default => {
-            format!("{why}; proxy mode sends only keys")
-        }
-        other => other.to_string(),
-    }
-}
-
-/// (seq, intended ns, size) of a stream message.
-fn parse(message: &[u8]) -> Option<(u64, u64, usize)> {
-    if message.len() < HEAD {
-        return None;
-    }
-    let at = |i: usize| u64::from_be_bytes(message[i..i + 8].try_into().expect("8 bytes"));
-    Some((at(0), at(8), usize::try_from(at(16)).ok()?))
-}
-
-/// What the generator sent.
-#[derive(Default)]
-struct Generated {
-    broker_bytes: u64,
-    store_bytes: u64,
-    error: Option<String>,
-}
-
-#[derive(Default)]
-struct Dispatched {
-    received: u64,
-    completed: u64,
-    duplicates: u64,
-    latency: LatencyFeed,
-    last_done: Option<Duration>,
-    error: Option<String>,
-    /// The stream itself failed (a subscriber cut off): nothing more will arrive.
-    stream_failed: bool,
-}
-
-/// A compute worker: resolve the data (proxy: get it from the store, then delete it), check
-/// its size, sleep the task's time.
-fn compute(
-    mut store: Option<Box<dyn Store>>,
-    tasks: Receiver<Task>,
-    done: Sender<Done>,
-    sleep: Duration,
-    start: Instant,
-) {
-    let mut timer = WorkTimer::new(Work::Sleep);
-    for task in tasks.iter() {
-        let body = task.delivery.payload.slice(HEAD..);
-        let resolved: Result<Bytes, String> = match store.as_mut() {
-            Some(store) => std::str::from_utf8(&body)
-                .map_err(|_| "a proxy key that is not text".to_string())
-                .and_then(|key| {
-                    let data = store.get(key).map_err(|e| e.to_string())?;
-                    store.delete(key).map_err(|e| e.to_string())?;
-                    Ok(data)
-                }),
-            None => Ok(body),
-        };
-        let error = match &resolved {
-            Ok(data) if data.len() == task.size => None,
-            Ok(data) => Some(format!(
-                "{} bytes where {} were sent",
-                data.len(),
-                task.size
-            )),
-            Err(e) => Some(e.clone()),
-        };
-        timer.run(sleep);
-        let end_ns = start.elapsed().as_nanos() as u64;
-        let report = Done {
-            delivery: task.delivery,
-            seq: task.seq,
-            latency_ns: end_ns.saturating_sub(task.intended_ns),
-            error,
-        };
-        if done.send(report).is_err() {
-            return;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stream_messages_carry_seq_time_and_size_before_the_data() {
-        let mut m = Vec::new();
-        m.extend_from_slice(&7u64.to_be_bytes());
-        m.extend_from_slice(&1_000u64.to_be_bytes());
-        m.extend_from_slice(&5u64.to_be_bytes());
-        m.extend_from_slice(b"hello");
-        assert_eq!(parse(&m), Some((7, 1_000, 5)));
-        assert_eq!(parse(&m[..10]), None);
-    }
-
-    #[test]
-    fn a_pubsub_overflow_points_to_proxy_mode() {
-        let e = BrokerError::Dropped("client-output-buffer-limit".into());
-        assert!(stream_failure(&e, StreamMethod::Default).contains("proxy mode"));
-        assert!(!stream_failure(&e, StreamMethod::Proxy).contains("proxy mode"));
-    }
 }

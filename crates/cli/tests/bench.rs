@@ -16,13 +16,13 @@ fn alphabet_halves_on_two_workers_and_every_letter_ends_at_three() {
     let runs = runs(&report);
     assert_eq!(runs.len(), 2);
     for run in runs {
-        assert_eq!(run["state_ok"], true, "{}", run["state"]);
-        assert!(run["state"].as_str().unwrap().contains("z=>3"));
+        assert_eq!(run["bench"]["state_ok"], true, "{}", run["bench"]["state"]);
+        assert!(run["bench"]["state"].as_str().unwrap().contains("z=>3"));
         assert_eq!(run["lost"], 0);
         assert_eq!(run["duplicates"], 0);
     }
     assert_eq!(runs[1]["per_worker"], serde_json::json!([26, 26]));
-    let speedup = runs[1]["speedup"].as_f64().unwrap();
+    let speedup = runs[1]["bench"]["speedup"].as_f64().unwrap();
     assert!(speedup > 1.6, "2 workers gave only {speedup:.2}x");
     assert_eq!(runs[1]["ideal_s"].as_f64().unwrap(), 0.52);
 }
@@ -50,14 +50,14 @@ fn alphabet_hot_cannot_scale_and_says_the_keys_are_why() {
     );
     let report: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     let two = &runs(&report)[1];
-    assert_eq!(two["limit"], "key-distribution");
+    assert_eq!(two["bench"]["limit"], "key-distribution");
     assert_eq!(two["per_worker"], serde_json::json!([52, 0]));
     assert_eq!(
         two["ideal_s"].as_f64().unwrap(),
         0.52,
         "the ideal is the sequential time"
     );
-    let speedup = two["speedup"].as_f64().unwrap();
+    let speedup = two["bench"]["speedup"].as_f64().unwrap();
     assert!((0.8..1.25).contains(&speedup), "speedup {speedup:.2}");
 }
 
@@ -91,7 +91,7 @@ fn balanced_sleep_tasks_scale_with_workers() {
             400
         );
     }
-    assert!(runs[2]["speedup"].as_f64().unwrap() > 5.0);
+    assert!(runs[2]["bench"]["speedup"].as_f64().unwrap() > 5.0);
 }
 
 #[test]
@@ -112,7 +112,7 @@ fn spin_on_more_workers_than_cores_is_judged_against_the_cores() {
     let cores = report["host"]["cores"].as_f64().unwrap();
     let run = &runs(&report)[0];
     if cores < 16.0 {
-        assert_eq!(run["limit"], "cores");
+        assert_eq!(run["bench"]["limit"], "cores");
         let expected = 48.0 * 0.005 / cores;
         assert!((run["ideal_s"].as_f64().unwrap() - expected).abs() < 1e-9);
         // Spin burns CPU time, so the run cannot beat the cores' ideal by much.
@@ -128,10 +128,10 @@ fn zero_delay_throughput_is_measured_against_the_plain_loop() {
     );
     let runs = runs(&report);
     assert_eq!(runs.len(), 5);
-    assert_eq!(runs[0]["step"], "sequential");
+    assert_eq!(runs[0]["bench"]["step"], "sequential");
     for run in runs {
-        assert!(run["items_per_s"].as_f64().unwrap() > 1000.0);
-        assert!(run["vs_sequential"].as_f64().is_some());
+        assert!(run["achieved_per_s"].as_f64().unwrap() > 1000.0);
+        assert!(run["bench"]["vs_sequential"].as_f64().is_some());
         assert_eq!(run["overhead_pct"], Value::Null, "no ideal with zero delay");
         assert_eq!(run["lost"], 0);
     }
@@ -144,22 +144,31 @@ fn json_has_the_documented_shape() {
         &["--preset", "sequential", "--items", "5", "--delay", "1ms"],
     );
     assert!(report["host"]["cores"].as_u64().unwrap() >= 1);
+    assert_eq!(report["command"], "bench");
     let run = &runs(&report)[0];
     for key in [
         "workers",
         "items",
-        "delay_s",
-        "work",
-        "step",
+        "sent",
+        "delivered",
         "wall_s",
         "ideal_s",
         "overhead_pct",
-        "speedup",
-        "efficiency",
-        "items_per_s",
+        "target_per_s",
+        "achieved_per_s",
         "per_worker",
     ] {
         assert!(run.get(key).is_some(), "missing {key}");
+    }
+    for key in [
+        "delay_s",
+        "work",
+        "step",
+        "speedup",
+        "efficiency",
+        "mb_per_s",
+    ] {
+        assert!(run["bench"].get(key).is_some(), "missing bench.{key}");
     }
     for key in ["p50", "p99", "max"] {
         assert!(
@@ -167,7 +176,7 @@ fn json_has_the_documented_shape() {
             "missing latency_s.{key}"
         );
     }
-    assert_eq!(run["delay_s"].as_f64(), Some(0.001));
+    assert_eq!(run["bench"]["delay_s"].as_f64(), Some(0.001));
 }
 
 #[test]
@@ -279,11 +288,11 @@ fn bench_on_worker_processes_matches_threads() {
     let runs = runs(&report);
     assert_eq!(runs.len(), 4);
     for run in &runs[2..] {
-        assert_eq!(run["cluster"], "processes");
-        assert_eq!(run["state_ok"], true, "{}", run["state"]);
+        assert_eq!(run["bench"]["cluster"], "processes");
+        assert_eq!(run["bench"]["state_ok"], true, "{}", run["bench"]["state"]);
         assert_eq!(run["lost"], 0);
     }
     assert_eq!(runs[3]["per_worker"], serde_json::json!([26, 26]));
-    let speedup = runs[3]["speedup"].as_f64().unwrap();
+    let speedup = runs[3]["bench"]["speedup"].as_f64().unwrap();
     assert!(speedup > 1.6, "2 worker processes gave only {speedup:.2}x");
 }

@@ -12,7 +12,7 @@ use plumbline_servers::{Kind, Server};
 
 /// `receive --json` of a finished receiver.
 fn summary(path: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("receive wrote its JSON")).unwrap()
+    common::record_run(path)
 }
 
 /// Sends `n` generated 1 KiB nonces as fast as possible to `url`; asserts every one is acked
@@ -133,9 +133,9 @@ fn sleepy_over_kafka(
     let (code, printed, err) = receiver.finish();
     assert_eq!(code, Some(0), "{err}\n{printed}");
     let s = summary(&json);
-    assert_eq!(s["sequence"]["lost"], 0);
-    assert_eq!(s["sequence"]["duplicates"], 0);
-    (s["duration_s"].as_f64().unwrap(), counts(&printed))
+    assert_eq!(s["lost"], 0);
+    assert_eq!(s["duplicates"], 0);
+    (s["wall_s"].as_f64().unwrap(), counts(&printed))
 }
 
 #[cfg(feature = "kafka")]
@@ -208,8 +208,8 @@ fn a_killed_worker_loses_nothing(kind: Kind, url: impl Fn(&str) -> String) {
     let _ = victim.child.wait();
     let (_, out, err) = receiver.finish();
     let s = summary(&json);
-    let unique = s["frames"].as_u64().unwrap() - s["sequence"]["duplicates"].as_u64().unwrap();
-    assert_eq!(s["sequence"]["lost"], 0, "{out}\n{err}");
+    let unique = s["receive"]["frames"].as_u64().unwrap() - s["duplicates"].as_u64().unwrap();
+    assert_eq!(s["lost"], 0, "{out}\n{err}");
     assert_eq!(unique, ITEMS, "{out}");
     let done: u64 = workers
         .iter()
@@ -320,7 +320,7 @@ fn issue13_a_worker_whose_sink_dies_leaves_the_rest_to_the_group_and_fails() {
     other.wait_for("done:");
     let (_, out, err) = second.finish();
     let s = summary(&json);
-    let unique = s["frames"].as_u64().unwrap() - s["sequence"]["duplicates"].as_u64().unwrap();
+    let unique = s["receive"]["frames"].as_u64().unwrap() - s["duplicates"].as_u64().unwrap();
     assert_eq!(unique, left, "{out}\n{err}");
     assert_eq!(redis_xlen(&server.addr, "sinkdies"), 0);
 }
@@ -366,23 +366,22 @@ fn issue6_stream_proxy_sends_only_keys_and_leaves_no_keys_behind() {
         stderr(&out),
         common::stdout(&out)
     );
-    let runs: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = common::record_runs(&json);
     assert_eq!(runs.len(), 4, "2 methods x 2 sizes");
     for run in &runs {
-        assert_eq!(run["completed"], 12, "{run}");
+        assert_eq!(run["delivered"], 12, "{run}");
         assert_eq!(run["lost"], 0);
-        assert_eq!(run["leaked_keys"], 0);
-        let per_item = run["broker_bytes_per_item"].as_f64().unwrap();
-        let size = run["data_size_bytes"].as_f64().unwrap();
-        if run["stream_method"] == "proxy" {
+        assert_eq!(run["stream"]["leaked_keys"], 0);
+        let per_item = run["stream"]["broker_bytes_per_item"].as_f64().unwrap();
+        let size = run["stream"]["data_size_bytes"].as_f64().unwrap();
+        if run["stream"]["stream_method"] == "proxy" {
             assert!(per_item < 1024.0, "{run}");
-            assert_eq!(run["store_bytes"].as_f64().unwrap(), size * 12.0);
+            assert_eq!(run["stream"]["store_bytes"].as_f64().unwrap(), size * 12.0);
         } else {
             assert!(per_item >= size, "{run}");
         }
         // 12 items of 50 ms on 3 workers, emitted 16.7 ms apart: ideal 0.233 s.
-        let makespan = run["makespan_s"].as_f64().unwrap();
+        let makespan = run["wall_s"].as_f64().unwrap();
         assert!((0.23..2.0).contains(&makespan), "{run}");
     }
     let text = std::fs::read_to_string(&csv).unwrap();
@@ -443,8 +442,8 @@ fn issue6_a_pubsub_subscriber_redis_disconnects_is_reported_with_its_losses() {
     let s = summary(&json);
     // Every message the subscriber did not get is counted as lost, none silently.
     let (lost, got) = (
-        s["sequence"]["lost"].as_u64().unwrap(),
-        s["frames"].as_u64().unwrap(),
+        s["lost"].as_u64().unwrap(),
+        s["receive"]["frames"].as_u64().unwrap(),
     );
     assert!(lost > 0 && lost + got == 3000, "{s}");
     assert!(
@@ -495,11 +494,10 @@ fn issue13_a_stream_whose_subscriber_redis_cut_fails_at_once_with_its_counts() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     let err = stderr(&out);
     assert!(err.contains("proxy mode sends only keys"), "{err}");
-    let runs: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = common::record_runs(&json);
     let run = &runs[0];
     let (completed, lost) = (
-        run["completed"].as_u64().unwrap(),
+        run["delivered"].as_u64().unwrap(),
         run["lost"].as_u64().unwrap(),
     );
     assert!(lost > 0 && completed + lost == 16, "{run}");
@@ -617,8 +615,10 @@ fn issue13_every_kafka_report_names_the_broker_and_warns_of_tansus_lossy_resume(
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(text.contains(named) && text.contains(warned), "{text}");
     let s = summary(&json);
-    assert_eq!(s["kafka_broker"]["product"], "tansu", "{s}");
-    let limitation = s["kafka_broker"]["known_limitation"].as_str().unwrap_or("");
+    assert_eq!(s["receive"]["kafka_broker"]["product"], "tansu", "{s}");
+    let limitation = s["receive"]["kafka_broker"]["known_limitation"]
+        .as_str()
+        .unwrap_or("");
     assert!(format!("warning: {limitation}").starts_with(warned), "{s}");
 
     let worker = Node::start(&["--in", &url, "--name", "w", "--idle-timeout", "1s"]);

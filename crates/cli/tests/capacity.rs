@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_fails, exclusive, plumbline, scratch, stderr};
+use common::{assert_fails, exclusive, plumbline, scratch, stderr, trials};
 use serde_json::Value;
 
 /// Runs `capacity` with short trials and returns its JSON document and exit code.
@@ -29,7 +29,9 @@ fn capacity(name: &str, extra: &[&str]) -> (Option<i32>, Value) {
 }
 
 fn points(report: &Value) -> &Vec<Value> {
-    report["curves"][0]["points"].as_array().unwrap()
+    report["capacity"]["curves"][0]["points"]
+        .as_array()
+        .unwrap()
 }
 
 fn f(v: &Value) -> f64 {
@@ -41,7 +43,8 @@ fn balanced_sleeps_sustain_about_their_ideal_rate_at_each_worker_count() {
     let _cpu = exclusive();
     let (code, report) = capacity("cap-threads", &["--workers", "1,2", "--delay", "10ms"]);
     assert_eq!(code, Some(0), "{report}");
-    assert_eq!(report["schema"], "plumbline.capacity/1");
+    assert_eq!(report["schema"], "plumbline.run/3");
+    assert_eq!(report["command"], "capacity");
     let points = points(&report);
     assert_eq!(points.len(), 2);
     for p in points {
@@ -51,15 +54,15 @@ fn balanced_sleeps_sustain_about_their_ideal_rate_at_each_worker_count() {
             "capacity ÷ ideal {ratio}: {p}"
         );
         assert_eq!(p["limited_by"], "workers", "{p}");
-        for t in p["trials"].as_array().unwrap() {
+        for t in trials(&report, p) {
             assert_eq!(t["lost"], 0, "{t}");
-            assert!(f(&t["achieved"]) > 0.9 * f(&t["rate"]), "{t}");
+            assert!(f(&t["achieved_per_s"]) > 0.9 * f(&t["target_per_s"]), "{t}");
         }
         // Every trial above the capacity failed, and the capacity itself passed.
         let capacity = f(&p["capacity"]);
-        for t in p["trials"].as_array().unwrap() {
-            let passed = t["verdict"]["verdict"] == "pass";
-            assert_eq!(passed, f(&t["rate"]) <= capacity, "{t}");
+        for t in trials(&report, p) {
+            let passed = t["trial"]["verdict"] == "pass";
+            assert_eq!(passed, f(&t["target_per_s"]) <= capacity, "{t}");
         }
     }
     assert!(f(&points[1]["capacity"]) > 1.6 * f(&points[0]["capacity"]));
@@ -110,11 +113,11 @@ fn a_sender_bound_trial_is_never_reported_as_capacity() {
     let p = &points(&report)[0];
     assert_eq!(p["capacity"], Value::Null, "{p}");
     assert_eq!(p["limited_by"], "sender");
-    let trial = &p["trials"][0];
-    assert_eq!(trial["verdict"]["verdict"], "sender-bound", "{trial}");
-    assert!(f(&trial["achieved"]) < 0.99 * 50e6);
+    let trial = trials(&report, p)[0];
+    assert_eq!(trial["trial"]["verdict"], "sender-bound", "{trial}");
+    assert!(f(&trial["achieved_per_s"]) < 0.99 * 50e6);
     // Cut after its window: the trial did not wait for 100 M items.
-    assert_eq!(trial["cut"], true);
+    assert_eq!(trial["trial"]["cut"], true);
     assert!(f(&trial["wall_s"]) < 10.0, "{trial}");
 }
 
@@ -157,7 +160,7 @@ fn loads_become_the_fewest_workers_that_sustain_them() {
             "50/s,150/s,1000/s",
         ],
     );
-    let demand: Vec<Value> = report["demand"]
+    let demand: Vec<Value> = report["capacity"]["demand"]
         .as_array()
         .unwrap()
         .iter()

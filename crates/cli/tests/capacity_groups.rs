@@ -40,7 +40,9 @@ fn capacity(name: &str, extra: &[&str]) -> serde_json::Value {
 
 /// Each count's capacity within 0.5–1.1 of its ideal, 2 workers above 1, no trial lost items.
 fn assert_scales(report: &serde_json::Value) {
-    let points = report["curves"][0]["points"].as_array().unwrap();
+    let points = report["capacity"]["curves"][0]["points"]
+        .as_array()
+        .unwrap();
     assert_eq!(points.len(), 2, "{report:#}");
     let mut capacities = Vec::new();
     for p in points {
@@ -50,7 +52,7 @@ fn assert_scales(report: &serde_json::Value) {
             "{} worker(s): capacity ÷ ideal {ratio}: {p:#}",
             p["workers"]
         );
-        for t in p["trials"].as_array().unwrap() {
+        for t in common::trials(report, p) {
             assert_eq!(t["lost"], 0, "a trial lost items: {t:#}");
         }
         capacities.push(p["capacity"].as_f64().unwrap());
@@ -69,7 +71,7 @@ fn group(kind: Kind, test: &str, url: impl Fn(&str) -> String) {
     );
     assert_scales(&report);
     assert!(
-        report["curves"][0]["label"]
+        report["capacity"]["curves"][0]["label"]
             .as_str()
             .unwrap()
             .ends_with(&format!("on {cluster}")),
@@ -162,7 +164,7 @@ fn without_a_known_cost_a_probe_picks_the_start_and_there_is_no_ideal() {
     };
     // The app sleeps 10 ms per message by default: at most 100/s on one copy.
     let report = capacity(test, &with(&flags, &["--workers", "1"]));
-    let point = &report["curves"][0]["points"][0];
+    let point = &report["capacity"]["curves"][0]["points"][0];
     let capacity = point["capacity"].as_f64().unwrap();
     assert!((50.0..=110.0).contains(&capacity), "{point:#}");
     assert!(point["capacity_vs_ideal"].is_null(), "{point:#}");

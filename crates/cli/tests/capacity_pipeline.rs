@@ -31,7 +31,9 @@ fn the_pipelines_capacity_grows_with_its_workers_near_the_ideal_and_loses_nothin
     assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let points = report["curves"][0]["points"].as_array().unwrap();
+    let points = report["capacity"]["curves"][0]["points"]
+        .as_array()
+        .unwrap();
     assert_eq!(points.len(), 2, "{report:#}");
     let mut capacities = Vec::new();
     for point in points {
@@ -41,7 +43,7 @@ fn the_pipelines_capacity_grows_with_its_workers_near_the_ideal_and_loses_nothin
             (0.5..=1.1).contains(&vs_ideal),
             "{workers} worker(s): capacity ÷ ideal {vs_ideal}: {point:#}"
         );
-        for trial in point["trials"].as_array().unwrap() {
+        for trial in common::trials(&report, point) {
             assert_eq!(trial["lost"], 0, "{workers} worker(s): {trial:#}");
         }
         capacities.push(point["capacity"].as_f64().unwrap());

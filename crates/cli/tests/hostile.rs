@@ -144,8 +144,9 @@ fn all_closed_by(closed: &[Option<Duration>]) -> Option<Duration> {
         .max()
 }
 
+/// The one run of a send's or receive's run record.
 fn json(path: &std::path::Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    common::record_run(path)
 }
 
 /// `send` of `messages` plumbline-framed nonces at `rate`/s to `host`; returns its report.
@@ -335,10 +336,10 @@ fn slowloris_peers_are_closed_within_the_read_timeout_and_cost_little() {
         "{sent}"
     );
     let received = finished(receiving, &report);
-    assert_eq!(received["unique"], 20_000, "{received}");
-    assert_eq!(received["sequence"]["lost"], 0);
-    assert_eq!(received["slow_connections"], 200, "{received}");
-    let reason = received["bad_reasons"][0].as_str().unwrap();
+    assert_eq!(received["delivered"], 20_000, "{received}");
+    assert_eq!(received["lost"], 0);
+    assert_eq!(received["receive"]["slow_connections"], 200, "{received}");
+    let reason = received["receive"]["bad_reasons"][0].as_str().unwrap();
     assert!(
         reason.starts_with("127.0.0.1:")
             && reason.contains("bytes of a 1024-byte frame")
@@ -384,14 +385,14 @@ fn partial_8_mib_frames_cannot_exhaust_memory() {
         "{sent}"
     );
     let received = finished(receiving, &report);
-    assert_eq!(received["unique"], 10_000, "{received}");
-    assert_eq!(received["slow_connections"], 12, "{received}");
+    assert_eq!(received["delivered"], 10_000, "{received}");
+    assert_eq!(received["receive"]["slow_connections"], 12, "{received}");
     assert!(
-        received["budget_waits"].as_u64() > Some(0),
+        received["receive"]["budget_waits"].as_u64() > Some(0),
         "16 MiB for 96: {received}"
     );
     assert!(
-        received["bad_reasons"][0]
+        received["receive"]["bad_reasons"][0]
             .as_str()
             .unwrap()
             .contains("of a 8388608-byte frame and not the rest within the 2s read timeout"),
@@ -437,8 +438,8 @@ fn a_connection_flood_past_the_cap_is_refused_and_counted() {
     drop(quiet);
     assert!(fds_settle(receiving.pid(), base_fds) <= base_fds);
     let received = finished(receiving, &report);
-    assert_eq!(received["refused_connections"], 30, "{received}");
-    assert_eq!(received["unique"], 1_000);
+    assert_eq!(received["receive"]["refused_connections"], 30, "{received}");
+    assert_eq!(received["delivered"], 1_000);
 }
 
 #[test]
@@ -507,8 +508,8 @@ fn a_tcp_group_member_closes_stalled_producers_refuses_past_its_cap_and_keeps_wo
     );
     assert!(log.contains("(--max-connections)"), "{log}");
     let received = finished(receiving, &report);
-    assert_eq!(received["unique"], 10_000, "{received}");
-    assert_eq!(received["sequence"]["lost"], 0, "{received}");
+    assert_eq!(received["delivered"], 10_000, "{received}");
+    assert_eq!(received["lost"], 0, "{received}");
 }
 
 #[test]

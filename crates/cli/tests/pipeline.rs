@@ -425,11 +425,11 @@ fn the_pipeline_bench_prints_the_seeds_table_beside_ours() {
     // The seed's 2 workers x 10 threads, 100 tasks: 51 ms, +2.0 %.
     assert!(table.contains("51") && table.contains("+2.0 %"), "{table}");
     let bench = read_json(&json);
-    assert_eq!(bench["schema"], "plumbline.run/2");
+    assert_eq!(bench["schema"], "plumbline.run/3");
     let runs = bench["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4);
     for run in runs {
-        assert_eq!(run["cluster"], "pipeline");
+        assert_eq!(run["bench"]["cluster"], "pipeline");
         assert_eq!(run["delivered"], run["items"], "{run}");
         assert_eq!(
             run["pipeline"]["distributor"]["acked"], run["items"],
@@ -458,7 +458,11 @@ fn the_pipeline_bench_prints_the_seeds_table_beside_ours() {
     assert_eq!(runs[1]["pipeline"]["seed_wall_s"], 0.093);
     assert_eq!(runs[1]["pipeline"]["seed_overhead_pct"], -7.0);
     // 20 tasks on 2 x 10 threads against 1 x 10: the speedup is filled as on the other presets.
-    assert!(runs[2]["speedup"].as_f64().unwrap() > 0.0, "{}", runs[2]);
+    assert!(
+        runs[2]["bench"]["speedup"].as_f64().unwrap() > 0.0,
+        "{}",
+        runs[2]
+    );
     let out = plumbline(&["bench", "--preset", "pipeline", "--keys", "uniform"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -256,10 +256,9 @@ fn issue13_a_worker_sends_its_results_to_a_tls_redis_with_the_worker_s_login() {
     args.extend_from_slice(&["--json", &json, "--report", &report]);
     let received = run(&args);
     assert!(received.status.success(), "{}", stderr(&received));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(summary["unique"], 200, "{summary}");
-    assert_eq!(summary["sequence"]["lost"], 0, "{summary}");
+    let summary = common::record_run(std::path::Path::new(&json));
+    assert_eq!(summary["delivered"], 200, "{summary}");
+    assert_eq!(summary["lost"], 0, "{summary}");
     let read = assert_no_secret(
         &[
             ("send's output", stdout(&sent) + &stderr(&sent)),
@@ -310,16 +309,21 @@ fn issue13_stream_runs_over_a_tls_redis_with_a_password_for_stream_and_store() {
     };
     let ran = stream(&["--password", "env:PLUMBLINE_TEST_PW", "--json", &json]);
     assert!(ran.status.success(), "{}\n{}", stderr(&ran), stdout(&ran));
-    let runs: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = common::record_runs(std::path::Path::new(&json));
     assert_eq!(runs.len(), 2, "default and proxy: {runs:?}");
     for run in &runs {
-        assert_eq!(run["completed"], 6, "{run}");
+        assert_eq!(run["delivered"], 6, "{run}");
         assert_eq!(run["lost"], 0, "{run}");
-        assert_eq!(run["leaked_keys"], 0, "{run}");
+        assert_eq!(run["stream"]["leaked_keys"], 0, "{run}");
     }
-    let proxy = runs.iter().find(|r| r["stream_method"] == "proxy").unwrap();
-    assert_eq!(proxy["store_bytes"], 60_000, "the store was used: {proxy}");
+    let proxy = runs
+        .iter()
+        .find(|r| r["stream"]["stream_method"] == "proxy")
+        .unwrap();
+    assert_eq!(
+        proxy["stream"]["store_bytes"], 60_000,
+        "the store was used: {proxy}"
+    );
     // Without the password: refused at once, named.
     let refused = stream(&["--stream-method", "default"]);
     common::assert_fails(&refused, 1, "NOAUTH");

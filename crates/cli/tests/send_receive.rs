@@ -11,8 +11,9 @@ use common::{
 };
 use serde_json::Value;
 
+/// The one run of a send's or receive's run record.
 fn json(path: &std::path::Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    common::record_run(path)
 }
 
 /// The seed's README table of the 24-hour cycle stretched to 48 breakpoints (0.7853 is its
@@ -115,12 +116,12 @@ fn seed_000_sender_command_reaches_the_receiver() {
     let (code, _, err) = receiving.finish();
     assert_eq!(code, Some(0), "{err}");
     let sent = json(&send_json);
-    assert_eq!(sent["messages"], 40000);
-    assert_eq!(sent["bytes"], 40000 * 1028);
+    assert_eq!(sent["sent"], 40000);
+    assert_eq!(sent["send"]["bytes"], 40000 * 1028);
     assert_eq!(sent["target_per_s"], 200000.0);
     let received = json(&recv_json);
-    assert_eq!(received["frames"], 40000);
-    assert_eq!(received["bytes"], 40000 * 1024);
+    assert_eq!(received["receive"]["frames"], 40000);
+    assert_eq!(received["receive"]["bytes"], 40000 * 1024);
 }
 
 #[test]
@@ -160,9 +161,9 @@ fn plumbline_framing_measures_latency_and_counts_every_message() {
     assert_eq!(code, Some(0), "{err}");
     assert!(text.contains("0 lost, 0 duplicated"), "{text}");
     let received = json(&recv_json);
-    assert_eq!(received["connections"], 3);
+    assert_eq!(received["receive"]["connections"], 3);
     assert_eq!(
-        received["sequence"]["sources"], 3,
+        received["receive"]["sequence"]["sources"], 3,
         "each connection is its own source"
     );
     let p50 = received["latency_s"]["p50"].as_f64().unwrap();
@@ -207,16 +208,16 @@ fn a_slow_receiver_makes_sends_late_and_latency_grow_but_loses_nothing() {
     let (code, _, err) = receiving.finish();
     assert_eq!(code, Some(0), "{err}");
     let sent = json(&send_json);
-    assert_eq!(sent["messages"], 400);
-    assert!(sent["late"].as_u64().unwrap() > 0, "{sent}");
-    assert!(sent["stall_s"].as_f64().unwrap() > 0.1, "{sent}");
+    assert_eq!(sent["sent"], 400);
+    assert!(sent["send"]["late"].as_u64().unwrap() > 0, "{sent}");
+    assert!(sent["send"]["stall_s"].as_f64().unwrap() > 0.1, "{sent}");
     assert!(sent["achieved_per_s"].as_f64().unwrap() < 600.0, "{sent}");
-    if let Some(mb) = sent["peak_rss_mb"].as_f64() {
+    if let Some(mb) = sent["send"]["peak_rss_mb"].as_f64() {
         assert!(mb < 100.0, "sender memory grew to {mb} MB");
     }
     let received = json(&recv_json);
-    assert_eq!(received["frames"], 400);
-    assert_eq!(received["sequence"]["lost"], 0);
+    assert_eq!(received["receive"]["frames"], 400);
+    assert_eq!(received["lost"], 0);
     assert!(
         received["latency_s"]["max"].as_f64().unwrap() > 0.5,
         "{received}"
@@ -384,9 +385,9 @@ fn send_reconnect_survives_a_receiver_restart_and_says_what_the_break_may_have_c
     let out = sender.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let r = json(&report);
-    assert_eq!(r["messages"], 4000, "the schedule went on to the end: {r}");
-    assert_eq!(r["reconnects"], 1, "{r}");
-    assert!(r["at_risk"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["sent"], 4000, "the schedule went on to the end: {r}");
+    assert_eq!(r["send"]["reconnects"], 1, "{r}");
+    assert!(r["send"]["at_risk"].as_u64().unwrap() >= 1, "{r}");
     assert!(
         stdout(&out).contains("reconnected 1 time(s)"),
         "{}",
@@ -463,12 +464,15 @@ fn expect_counts_unique_messages_and_duplicates_are_no_loss() {
     drop(again);
     let received = json(&report);
     assert_eq!(
-        (received["frames"].as_u64(), received["unique"].as_u64()),
+        (
+            received["receive"]["frames"].as_u64(),
+            received["delivered"].as_u64()
+        ),
         (Some(160), Some(100)),
         "the run went on to 100 unique messages: {out}"
     );
-    assert_eq!(received["sequence"]["lost"], 0, "no false loss: {out}");
-    assert_eq!(received["sequence"]["duplicates"], 60);
+    assert_eq!(received["lost"], 0, "no false loss: {out}");
+    assert_eq!(received["duplicates"], 60);
     assert!(out.contains("100 unique, 60 duplicates"), "{out}");
     // Plain TCP promises at-most-once: its duplicates fail the run, and say so.
     assert_eq!(code, Some(1), "{err}");

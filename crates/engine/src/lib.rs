@@ -13,14 +13,16 @@
 //! loopback TCP), [`pipeline::Pipeline`] (seed 001's task pipeline: distributor and
 //! collector in-process, `plumbline pipeline worker` processes) and [`external::External`]
 //! (a system outside plumbline between two URLs, its workers N copies of a spawn command; with
-//! plumbline's own members, a broker's consumer group). [`child`] starts and watches such
-//! processes.
+//! plumbline's own members, a broker's consumer group) and [`stream::Stream`] (seed 004's
+//! stream scaling: a dispatcher and compute workers behind a broker stream). [`child`] starts
+//! and watches such processes.
 
 pub mod child;
 pub mod external;
 pub mod members;
 pub mod pipeline;
 pub mod processes;
+pub mod stream;
 pub mod threads;
 pub mod trial;
 

@@ -1,13 +1,15 @@
 //! plumbline-measure: the last stage of the flow, turning what happened into figures.
 //!
 //! One measurement path: a per-thread [`Recorder`] (an HDR histogram) → a serializable
-//! [`LatencySummary`] → report writers ([`report`]); [`live`] holds the figures watchers read while a run goes on. [`ideal`] holds the math of what a run
-//! would take with zero overhead; [`continuity`] checks that every key's state advanced one
-//! step per item. Nothing here runs load or workers.
+//! [`LatencySummary`] → the run record ([`record`], one schema for every command) and its table
+//! ([`report`]); [`live`] holds the figures watchers read while a run goes on. [`ideal`] holds
+//! the math of what a run would take with zero overhead; [`continuity`] checks that every key's
+//! state advanced one step per item. Nothing here runs load or workers.
 
 pub mod continuity;
 pub mod ideal;
 pub mod live;
+pub mod record;
 pub mod recorder;
 pub mod report;
 pub mod seq;

@@ -5,6 +5,7 @@
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plumbline_measure::record::Demand;
 use serde::{Deserialize, Serialize};
 
 use crate::doc::RunDoc;
@@ -19,18 +20,8 @@ const MAX_PANELS: usize = 6;
 /// What a capacity search leaves for its charts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CapacityCharts {
-    pub demand: Vec<DemandPoint>,
+    pub demand: Vec<Demand>,
     pub trials: Vec<TrialLag>,
-}
-
-/// One load of the demand metric.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DemandPoint {
-    pub curve: String,
-    /// Items/s.
-    pub load: f64,
-    /// The fewest workers whose capacity reached the load; `None`: none measured did.
-    pub workers: Option<usize>,
 }
 
 /// One trial's lag (items due by the schedule but not done) over its run.

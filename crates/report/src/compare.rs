@@ -53,6 +53,20 @@ fn p99(run: &Run) -> Option<f64> {
         .map(|l| l.p99)
 }
 
+/// Whether two reports can be compared at all: runs of one command only (a bench's runs are
+/// not a send's, nor a capacity point a bench run). `Err` says what each report holds.
+pub fn comparable(base: &RunDoc, new: &RunDoc) -> Result<(), String> {
+    let (b, n) = (&base.meta.kind, &new.meta.kind);
+    if b == n {
+        Ok(())
+    } else {
+        Err(format!(
+            "the base holds a `{b}` report and the new a `{n}` report: compare two runs of \
+             the same command"
+        ))
+    }
+}
+
 pub fn compare(base: &RunDoc, new: &RunDoc, limits: Thresholds) -> Comparison {
     let mut diffs = Vec::new();
     let mut missing = Vec::new();
@@ -268,6 +282,19 @@ mod tests {
             ["a: capacity 400.0/s → 379.0/s (−5.2 %, limit 5 %)"]
         );
         assert!(!compare(&base, &with(None), LIMITS).passed());
+    }
+
+    #[test]
+    fn reports_of_two_commands_are_not_compared() {
+        let base = doc_with(&[("a", 1.0, 0.010)]);
+        let mut new = base.clone();
+        assert_eq!(comparable(&base, &new), Ok(()));
+        new.meta.kind = "send".into();
+        assert_eq!(
+            comparable(&base, &new).unwrap_err(),
+            "the base holds a `bench` report and the new a `send` report: compare two runs of \
+             the same command"
+        );
     }
 
     #[test]

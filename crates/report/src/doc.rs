@@ -1,16 +1,17 @@
 //! `run.json`: the one document a report folder is rendered from, whatever kind of run made it.
 //!
-//! Every command maps its own figures onto [`Run`] rows (what the plots, `runs.csv` and
-//! `compare` read) and keeps its full report under `detail`, so nothing it measured is lost.
-//! A bench's run record (`bench --json`, [`BenchReport`]) maps onto rows here, in [`rows`], so a
-//! report folder and a `--json` file read alike. Latency histograms travel in HdrHistogram's
+//! Every command's run record ([`Record`], what `--json` writes) maps onto [`Run`] rows here, in
+//! [`rows`] (what the plots, `runs.csv` and `compare` read), and the folder keeps the record
+//! whole under `detail`, so nothing it measured is lost and a report folder and a `--json` file
+//! read alike. Latency histograms travel in HdrHistogram's
 //! serialized form ([`LatencySummary::hdr`]), so runs from separate reports can be merged
 //! exactly. This module does not measure or draw.
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use plumbline_measure::report::{BenchReport, Host, RunRecord};
+use plumbline_measure::record::{CapacitySection, Record, RunRecord};
+use plumbline_measure::report::Host;
 use plumbline_measure::{LatencySummary, Tick};
 use serde::{Deserialize, Serialize};
 
@@ -103,50 +104,94 @@ pub struct Run {
     pub capacity_per_s: Option<f64>,
 }
 
-/// A bench's runs as report rows: one scaling-curve group per load (everything but the worker
-/// count), and the speedup the keys allow from the group's 1-worker ideal.
-pub fn rows(records: &[RunRecord]) -> Vec<Run> {
-    let group = |r: &RunRecord| {
+/// A record's runs as report rows. Capacity's rows are its curves' points (throughput =
+/// capacity); every other command's are its runs, grouped by everything but the worker count.
+pub fn rows(record: &Record) -> Vec<Run> {
+    match &record.capacity {
+        Some(capacity) => capacity_rows(capacity, &record.runs),
+        None => run_rows(&record.runs),
+    }
+}
+
+/// The group of a run (one line of a scaling curve) and, for runs that are not a bench's, its
+/// label: `None` labels it "{group} on {workers}".
+fn group(r: &RunRecord) -> (String, Option<String>) {
+    if let Some(b) = &r.bench {
         let mut group = format!(
             "{} {} x {}s {} {} {} ({})",
-            r.items, r.workload, r.delay_s, r.work, r.step, r.cluster, r.keys
+            r.items.unwrap_or(0),
+            b.workload,
+            b.delay_s,
+            b.work,
+            b.step,
+            b.cluster,
+            b.keys
         );
         if let Some(threads) = r.threads_per_worker() {
             group.push_str(&format!(" x {threads} thread(s)"));
         }
-        group
-    };
+        (group, None)
+    } else if let Some(s) = &r.stream {
+        let label = format!(
+            "{} {} {} B #{}",
+            s.stream,
+            s.stream_method,
+            s.data_size_bytes,
+            s.repeat + 1
+        );
+        (format!("{} {}", s.stream, s.stream_method), Some(label))
+    } else if let Some(s) = &r.send {
+        (format!("send to {}", s.to), Some("send".into()))
+    } else if let Some(s) = &r.receive {
+        (format!("receive from {}", s.from), Some("receive".into()))
+    } else if let Some(t) = &r.trial {
+        let rate = r.target_per_s.unwrap_or(0.0);
+        let label = format!("{} on {} at {rate:.1}/s", t.curve, r.workers);
+        (t.curve.clone(), Some(label))
+    } else {
+        ("run".into(), None)
+    }
+}
+
+/// Runs as rows: the speedup the keys allow from the group's 1-worker ideal; a send's latency
+/// is its lateness (send start − deadline), as it sees no results.
+fn run_rows(records: &[RunRecord]) -> Vec<Run> {
     let mut labels = HashSet::new();
     records
         .iter()
         .map(|r| {
+            let (group, label) = group(r);
             let one_worker_ideal = records
                 .iter()
-                .find(|b| b.workers == 1 && group(b) == group(r))
-                .map(|b| b.ideal_s);
-            let mut label = format!("{} on {}", group(r), r.workers);
+                .find(|b| b.workers == 1 && self::group(b).0 == group)
+                .and_then(|b| b.ideal_s);
+            let base = label.unwrap_or_else(|| format!("{group} on {}", r.workers));
+            let mut label = base.clone();
             let mut n = 2;
             while !labels.insert(label.clone()) {
-                label = format!("{} on {} #{n}", group(r), r.workers);
+                label = format!("{base} #{n}");
                 n += 1;
             }
+            let latency = match &r.send {
+                Some(send) => send.lateness_s.clone(),
+                None => r.latency_s.clone(),
+            };
+            let ideal = r.ideal_s.filter(|&i| i > 0.0);
             Run {
                 label,
-                group: group(r),
+                group,
                 workers: r.workers,
-                items: r.items,
+                items: r.items.or(r.delivered).or(r.sent).unwrap_or(0),
                 wall_s: r.wall_s,
-                ideal_s: Some(r.ideal_s),
+                ideal_s: r.ideal_s,
                 overhead_pct: r.overhead_pct,
-                speedup: r.speedup,
-                ideal_speedup: one_worker_ideal
-                    .filter(|_| r.ideal_s > 0.0)
-                    .map(|one| one / r.ideal_s),
-                items_per_s: r.items_per_s,
+                speedup: r.bench.as_ref().and_then(|b| b.speedup),
+                ideal_speedup: one_worker_ideal.zip(ideal).map(|(one, i)| one / i),
+                items_per_s: r.achieved_per_s,
                 lost: r.lost,
                 duplicates: r.duplicates,
                 // A run that measured no latency (the pipeline's) shows none, not zeros.
-                latency_s: Some(r.latency_s.clone()).filter(|l| l.count > 0),
+                latency_s: Some(latency).filter(|l| l.count > 0),
                 per_worker: r.per_worker.clone(),
                 capacity_per_s: None,
             }
@@ -154,16 +199,51 @@ pub fn rows(records: &[RunRecord]) -> Vec<Run> {
         .collect()
 }
 
+/// Capacity's points as rows: one scaling group per curve, throughput = capacity, and speedup
+/// = capacity ÷ the 1-worker capacity against the ideal's, so the report's scaling chart is
+/// the scalability plot (with the key-distribution limit where the keys bound it).
+fn capacity_rows(capacity: &CapacitySection, trials: &[RunRecord]) -> Vec<Run> {
+    capacity
+        .curves
+        .iter()
+        .flat_map(|curve| {
+            let one = curve.points.iter().find(|p| p.workers == 1);
+            let (one_capacity, one_ideal) =
+                (one.and_then(|p| p.capacity), one.and_then(|p| p.ideal_rate));
+            curve.points.iter().map(move |p| {
+                let runs = || p.trials.iter().filter_map(|&i| trials.get(i));
+                Run {
+                    label: format!("{} on {}", curve.label, p.workers),
+                    group: curve.label.clone(),
+                    workers: p.workers,
+                    items: p.trials.len() as u64,
+                    wall_s: runs().map(|t| t.wall_s).sum(),
+                    ideal_s: None,
+                    overhead_pct: None,
+                    speedup: p.capacity.zip(one_capacity).map(|(c, one)| c / one),
+                    ideal_speedup: one_ideal.zip(p.ideal_rate).map(|(one, i)| i / one),
+                    items_per_s: p.capacity.unwrap_or(0.0),
+                    lost: runs().map(|t| t.lost).sum(),
+                    duplicates: runs().map(|t| t.duplicates).sum(),
+                    latency_s: None,
+                    per_worker: Vec::new(),
+                    capacity_per_s: p.capacity,
+                }
+            })
+        })
+        .collect()
+}
+
 impl RunDoc {
-    /// A `bench --json` run record as a report document. The record does not hold the build's
-    /// commit or the run's times: they read `unknown`.
-    pub fn from_record(record: &BenchReport) -> RunDoc {
+    /// Any command's run record (`--json`) as a report document. The record does not hold the
+    /// build's commit or the run's times: they read `unknown`.
+    pub fn from_record(record: &Record) -> RunDoc {
         let unknown = || "unknown".to_string();
         RunDoc {
             format: FORMAT.into(),
             meta: Meta {
-                kind: "bench".into(),
-                command: record.command.clone(),
+                kind: record.command.to_string(),
+                command: record.command_line.clone(),
                 resolved: serde_json::json!({ "preset": record.preset }),
                 seeds: record.seed.into_iter().collect(),
                 version: record.plumbline_version.clone(),
@@ -172,7 +252,7 @@ impl RunDoc {
                 started_at: unknown(),
                 ended_at: unknown(),
             },
-            runs: rows(&record.runs),
+            runs: rows(record),
             timeline: Vec::new(),
             timeline_dropped: 0,
             detail: serde_json::to_value(record).unwrap_or_default(),
@@ -181,7 +261,7 @@ impl RunDoc {
     }
 
     /// Reads a report folder's `run.json`, or a file: a `run.json` itself or a run record
-    /// (`bench --json`), naming the file and what is wrong with it.
+    /// (any command's `--json`), naming the file and what is wrong with it.
     pub fn load(at: &Path) -> Result<RunDoc, ReportError> {
         if !at.exists() {
             return Err(ReportError::Missing(at.to_path_buf()));
@@ -237,7 +317,7 @@ impl RunDoc {
         let doc: RunDoc = if value.get("format").is_some() || !value.is_object() {
             serde_json::from_value(value).map_err(corrupt)?
         } else {
-            let record = BenchReport::from_value(value).map_err(|source| ReportError::Record {
+            let record = Record::from_value(value).map_err(|source| ReportError::Record {
                 path: path.clone(),
                 source,
             })?;
@@ -323,6 +403,7 @@ impl RunDoc {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use plumbline_measure::record::{CapacityPoint, Command, SendSection};
     use plumbline_measure::Recorder;
 
     /// A document with one run per `(label, overhead %, p99 seconds)`.
@@ -372,6 +453,102 @@ pub(crate) mod tests {
             detail: serde_json::Value::Null,
             capacity: None,
         }
+    }
+
+    fn record(command: Command, runs: Vec<RunRecord>) -> Record {
+        Record {
+            runs,
+            ..Record::new(command, vec![], Host::current())
+        }
+    }
+
+    #[test]
+    fn a_send_row_shows_its_lateness_as_latency_and_a_receive_row_none_it_lacks() {
+        let mut late = Recorder::new();
+        late.record_ns(2_000_000);
+        let send = RunRecord {
+            send: Some(SendSection {
+                to: "tcp".into(),
+                bytes: 0,
+                rate_error_pct: None,
+                per_second: None,
+                late_after_s: 0.001,
+                late: 1,
+                lateness_s: late.summary(),
+                write_s: 0.0,
+                stalls: 0,
+                stall_s: 0.0,
+                segments: vec![],
+                peak_rss_mb: None,
+                reconnects: 0,
+                at_risk: 0,
+                broker: None,
+            }),
+            ..RunRecord::new(2, 1.0)
+        }
+        .with_ideal(Some(0.5));
+        let rows = rows(&record(Command::Send, vec![send]));
+        assert_eq!(
+            (rows[0].label.as_str(), rows[0].group.as_str()),
+            ("send", "send to tcp")
+        );
+        assert_eq!(rows[0].latency_s.as_ref().map(|l| l.count), Some(1));
+        assert_eq!(rows[0].overhead_pct, Some(100.0));
+        let bare = rows_of_one(RunRecord::new(1, 1.0));
+        assert_eq!(bare.latency_s, None, "no latency measured, none shown");
+    }
+
+    fn rows_of_one(run: RunRecord) -> Run {
+        rows(&record(Command::Receive, vec![run])).remove(0)
+    }
+
+    #[test]
+    fn capacity_rows_are_its_points_with_their_trials_summed() {
+        let trial = |lost| RunRecord {
+            lost,
+            ..RunRecord::new(1, 2.0)
+        };
+        let point = |workers, capacity, trials| CapacityPoint {
+            workers,
+            engine: "threads".into(),
+            ideal_rate: Some(100.0 * workers as f64),
+            ideal_limit: plumbline_measure::Limit::Workers,
+            capacity,
+            capacity_vs_ideal: None,
+            efficiency: None,
+            limited_by: "workers".into(),
+            search: serde_json::Value::Null,
+            trials,
+        };
+        let doc = Record {
+            capacity: Some(CapacitySection {
+                slo: serde_json::Value::Null,
+                resolution: 0.02,
+                warmup_s: 1.0,
+                window_s: 3.0,
+                curves: vec![plumbline_measure::record::CapacityCurve {
+                    label: "c".into(),
+                    points: vec![
+                        point(1, Some(98.0), vec![0, 1]),
+                        point(2, Some(196.0), vec![2]),
+                    ],
+                }],
+                demand: vec![],
+                error: None,
+            }),
+            ..record(Command::Capacity, vec![trial(0), trial(3), trial(1)])
+        };
+        let rows = rows(&doc);
+        assert_eq!(rows.len(), 2, "one row per point, not per trial");
+        assert_eq!(
+            (rows[0].label.as_str(), rows[0].wall_s, rows[0].lost),
+            ("c on 1", 4.0, 3)
+        );
+        assert_eq!(
+            (rows[1].capacity_per_s, rows[1].speedup),
+            (Some(196.0), Some(2.0))
+        );
+        assert_eq!(rows[1].ideal_speedup, Some(2.0));
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod table;
 
 use std::path::{Path, PathBuf};
 
-pub use capacity::{CapacityCharts, DemandPoint, TrialLag};
+pub use capacity::{CapacityCharts, TrialLag};
 pub use compare::{compare, Comparison, Thresholds};
 pub use doc::{now_rfc3339, rows, Meta, Run, RunDoc, FORMAT, MAX_RUN_JSON};
 
@@ -41,7 +41,7 @@ pub enum ReportError {
     #[error("{} is not a run record this plumbline reads: {source}", path.display())]
     Record {
         path: PathBuf,
-        source: plumbline_measure::report::RecordError,
+        source: plumbline_measure::record::RecordError,
     },
     #[error("{}: run {run:?}: {source}", path.display())]
     Histogram {
@@ -243,7 +243,7 @@ mod tests {
         let dir = scratch("capacity");
         let mut doc = doc_with(&[("one", 0.5, 0.01), ("two", 1.5, 0.02)]);
         doc.meta.kind = "capacity".into();
-        let point = |load, workers| DemandPoint {
+        let point = |load, workers| plumbline_measure::record::Demand {
             curve: "g".into(),
             load,
             workers,
@@ -341,12 +341,14 @@ mod tests {
     fn a_run_record_file_reads_as_a_report_and_another_schema_is_refused_by_version() {
         let dir = scratch("record");
         std::fs::create_dir_all(&dir).unwrap();
-        let record = plumbline_measure::report::BenchReport::new(
-            vec!["plumbline".into(), "bench".into()],
-            "scaling",
-            Some(7),
-            plumbline_measure::report::Host::current(),
-        );
+        let record = plumbline_measure::record::Record {
+            seed: Some(7),
+            ..plumbline_measure::record::Record::new(
+                plumbline_measure::record::Command::Bench,
+                vec!["plumbline".into(), "bench".into()],
+                plumbline_measure::report::Host::current(),
+            )
+        };
         let mut json = serde_json::to_value(&record).unwrap();
         let file = dir.join("bench.json");
         std::fs::write(&file, json.to_string()).unwrap();
@@ -356,11 +358,11 @@ mod tests {
             ("bench", &[7][..])
         );
         assert_eq!(doc.detail, json, "the record is kept whole");
-        json["schema"] = "plumbline.run/3".into();
+        json["schema"] = "plumbline.run/2".into();
         std::fs::write(&file, json.to_string()).unwrap();
         let e = RunDoc::load(&file).unwrap_err().to_string();
         assert!(
-            e.ends_with("bench.json is not a run record this plumbline reads: schema plumbline.run/3; this plumbline reads plumbline.run/2"),
+            e.ends_with("bench.json is not a run record this plumbline reads: schema plumbline.run/2; this plumbline reads plumbline.run/3: run the command again"),
             "{e}"
         );
         // The pipeline table's old `--json` (wall_secs, ideal_secs) had no schema: version 1.

@@ -127,6 +127,38 @@ pub fn command_json(name: &str, command: &str, args: &[&str]) -> serde_json::Val
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
+/// The runs of the run record (`--json`) at `path`, checked to be of the one schema.
+pub fn record_runs(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{} was not written: {e}", path.display()));
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["schema"], "plumbline.run/3", "{}", path.display());
+    doc["runs"]
+        .as_array()
+        .expect("a run record has runs")
+        .clone()
+}
+
+/// The one run of a `send` or `receive` run record.
+pub fn record_run(path: &std::path::Path) -> serde_json::Value {
+    let mut runs = record_runs(path);
+    assert_eq!(runs.len(), 1, "{}: one run", path.display());
+    runs.remove(0)
+}
+
+/// The trials of a capacity record's `point`: the runs it names by index.
+pub fn trials<'a>(
+    record: &'a serde_json::Value,
+    point: &serde_json::Value,
+) -> Vec<&'a serde_json::Value> {
+    point["trials"]
+        .as_array()
+        .expect("a point names its trials")
+        .iter()
+        .map(|i| &record["runs"][i.as_u64().expect("a run index") as usize])
+        .collect()
+}
+
 /// A `plumbline receive` running in the background on a free loopback port.
 pub struct Receiving {
     child: Option<std::process::Child>,

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use plumbline_faults::sampler::{sample, Sampler, Usage};
 
-use crate::common::{exclusive, plumbline, scratch, stderr, stdout, Receiving};
-use crate::kit::{json, scenario, u};
+use crate::common::{exclusive, plumbline, record_run, scratch, stderr, stdout, Receiving};
+use crate::kit::{scenario, u};
 
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut f = (payload.len() as u32).to_be_bytes().to_vec();
@@ -65,19 +65,19 @@ fn s17_a_giant_declared_length_is_refused_before_allocating_and_the_exact_max_is
     peer(&receiver.addr, &frame(&vec![b'x'; MAX as usize]));
     peer(&receiver.addr, &frame(b"ok-after"));
     let (_, _, err) = receiver.finish();
-    let r = json(&at);
-    assert_eq!(u(&r["bad_connections"]), 2, "{r}\n{err}");
-    let reasons = r["bad_reasons"].to_string();
+    let r = record_run(&at);
+    assert_eq!(u(&r["receive"]["bad_connections"]), 2, "{r}\n{err}");
+    let reasons = r["receive"]["bad_reasons"].to_string();
     assert!(
         reasons.contains("4294967295") && reasons.contains("8388609"),
         "{reasons}"
     );
     assert_eq!(
-        u(&r["frames"]),
+        u(&r["receive"]["frames"]),
         3,
         "ok-before, the max-size frame, ok-after: {r}"
     );
-    assert_eq!(u(&r["bytes"]), 9 + MAX as u64 + 8);
+    assert_eq!(u(&r["receive"]["bytes"]), 9 + MAX as u64 + 8);
     assert!(!err.contains("panicked"), "{err}");
     // The default limit is finite and shown.
     let help = stdout(&plumbline(&["receive", "--help"]));
@@ -114,8 +114,8 @@ fn s18_truncated_split_and_empty_frames_are_defined_and_counted() {
     peer(&receiver.addr, &empty);
     peer(&receiver.addr, &frame(b"after-empty"));
     let (_, printed, err) = receiver.finish();
-    let r = json(&at);
-    let reasons = r["bad_reasons"].to_string();
+    let r = record_run(&at);
+    let reasons = r["receive"]["bad_reasons"].to_string();
     assert!(reasons.contains("truncated"), "(a) named: {reasons}\n{err}");
     assert!(!printed.contains("ttt"), "(a) nothing partial delivered");
     let split: Vec<&str> = printed
@@ -126,7 +126,7 @@ fn s18_truncated_split_and_empty_frames_are_defined_and_counted() {
     assert_eq!(split, expected, "(b) the same frames as one write");
     assert!(reasons.contains("zero-length frame"), "(c) {reasons}");
     assert!(printed.contains("after-empty") && !printed.contains("never-read"));
-    assert_eq!(u(&r["bad_connections"]), 2, "{r}");
+    assert_eq!(u(&r["receive"]["bad_connections"]), 2, "{r}");
     row.note("(c) a zero-length frame closes its connection, counted (now in README); (d) short app payloads left to the cluster tests")
         .pass();
 }
@@ -152,9 +152,9 @@ fn s19_garbage_and_little_endian_streams_are_refused_quickly_and_stay_bounded() 
     peer(&receiver.addr, &noise);
     let (_, _, err) = receiver.finish();
     let usage = Usage::of(&sampler.stop());
-    let r = json(&at);
-    assert_eq!(u(&r["bad_connections"]), 1, "{r}");
-    let reasons = r["bad_reasons"].to_string();
+    let r = record_run(&at);
+    assert_eq!(u(&r["receive"]["bad_connections"]), 1, "{r}");
+    let reasons = r["receive"]["bad_reasons"].to_string();
     assert!(
         reasons.contains("offset"),
         "the byte offset is named: {reasons}"
@@ -230,7 +230,7 @@ fn s20_slowloris_peers_are_capped_and_timed_out_while_a_real_sender_keeps_its_ra
         .collect();
     let out = sender.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let sent = json(&sent_at);
+    let sent = record_run(&sent_at);
     let achieved = crate::kit::f(&sent["achieved_per_s"]);
     assert!(
         achieved >= 0.95 * 5000.0,
@@ -241,11 +241,14 @@ fn s20_slowloris_peers_are_capped_and_timed_out_while_a_real_sender_keeps_its_ra
     drop(slow);
     let (_, out, err) = receiver.finish();
     let usage = Usage::of(&sampler.stop());
-    let r = json(&at);
-    assert_eq!(u(&r["sequence"]["lost"]), 0, "{err}");
+    let r = record_run(&at);
+    assert_eq!(u(&r["lost"]), 0, "{err}");
     // Every slow peer was either refused over the cap (counted) or, holding a slot, closed at
     // the read timeout (which freed the slot for the next).
-    let (refused, slow) = (u(&r["refused_connections"]), u(&r["slow_connections"]));
+    let (refused, slow) = (
+        u(&r["receive"]["refused_connections"]),
+        u(&r["receive"]["slow_connections"]),
+    );
     assert!(refused > 0 && slow >= 99, "refused {refused}, slow {slow}");
     assert!(
         refused + slow >= 290,
@@ -406,7 +409,7 @@ fn s22_bad_sender_files_are_named_and_nothing_partial_is_sent() {
     let out = send_nonces(&dir, 4, &receiver.addr, "0");
     let _ = receiver.finish();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(u(&json(&at)["frames"]), 0);
+    assert_eq!(u(&record_run(&at)["receive"]["frames"]), 0);
     row.note("each case on a 1028-byte record file or a hand-built variable-size file")
         .pass();
 }
@@ -419,7 +422,7 @@ fn s22b_more_messages_than_the_file_holds_is_an_error_not_a_silent_short_send() 
     let receiver = raw_receiver(&at, &[]);
     let out = send_nonces(&dir, 8, &receiver.addr, "20");
     let _ = receiver.finish();
-    let frames = u(&json(&at)["frames"]);
+    let frames = u(&record_run(&at)["receive"]["frames"]);
     // Either all 20 go out (the file read again), or the run fails naming what it held.
     let said = stderr(&out);
     if out.status.success() {

@@ -7,8 +7,10 @@ use std::time::Duration;
 use plumbline_faults::sampler::{Sampler, Usage};
 use plumbline_servers::{Kind, Server};
 
-use crate::common::{bench_json, exclusive, plumbline, scratch, stderr, Receiving};
-use crate::kit::{f, json, scenario, u};
+use crate::common::{
+    bench_json, exclusive, plumbline, record_run, record_runs, scratch, stderr, Receiving,
+};
+use crate::kit::{f, scenario, u};
 
 /// `plumbline send ARGS --json` to `addr`; returns the report, after asserting it exited 0.
 fn send(addr: &str, json_at: &std::path::Path, args: &[&str]) -> serde_json::Value {
@@ -17,7 +19,7 @@ fn send(addr: &str, json_at: &std::path::Path, args: &[&str]) -> serde_json::Val
     all.extend_from_slice(args);
     let out = plumbline(&all);
     assert!(out.status.success(), "{}", stderr(&out));
-    json(json_at)
+    record_run(json_at)
 }
 
 #[test]
@@ -53,13 +55,13 @@ fn s01_the_sender_holds_its_rate_and_sends_exactly_what_it_is_told() {
     );
     let (code, _, err) = receiver.finish();
     assert_eq!(code, Some(0), "{err}");
-    let error = f(&s["rate_error_pct"]);
+    let error = f(&s["send"]["rate_error_pct"]);
     assert!(
         error.abs() <= 5.0,
         "achieved {} against 20 000/s",
         s["achieved_per_s"]
     );
-    let per_second = &s["per_second"];
+    let per_second = &s["send"]["per_second"];
     assert!(u(&per_second["seconds"]) >= 2, "per-second rates: {s}");
     assert!(u(&per_second["p1"]) <= u(&per_second["p50"]));
     // Without --repeat, exactly N frames and N × 1028 bytes.
@@ -79,7 +81,7 @@ fn s01_the_sender_holds_its_rate_and_sends_exactly_what_it_is_told() {
     );
     let (code, _, err) = receiver.finish();
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!((u(&s["messages"]), u(&s["bytes"])), (1000, 1000 * 1028));
+    assert_eq!((u(&s["sent"]), u(&s["send"]["bytes"])), (1000, 1000 * 1028));
     row.note(&format!(
         "20 000/s for 3 s, not 200 000/s for 60 s; error {error:+.2} %, bound ±5 %"
     ))
@@ -119,21 +121,27 @@ fn s02_a_sender_faster_than_its_consumer_is_pushed_back_with_memory_bounded() {
     let samples = sampler.stop();
     let (code, _, err) = receiver.finish();
     assert_eq!(code, Some(0), "{err}");
-    let r = json(&dir.join("recv.json"));
-    assert_eq!(u(&r["sequence"]["lost"]), 0);
-    assert_eq!(u(&r["frames"]), 1600);
-    assert!(f(&s["stall_s"]) > 0.5, "the sender was blocked: {s}");
+    let r = record_run(&dir.join("recv.json"));
+    assert_eq!(u(&r["lost"]), 0);
+    assert_eq!(u(&r["receive"]["frames"]), 1600);
+    assert!(
+        f(&s["send"]["stall_s"]) > 0.5,
+        "the sender was blocked: {s}"
+    );
     let achieved = f(&s["achieved_per_s"]);
     assert!(
         achieved < 1500.0,
         "achieved {achieved}/s: close to the consumer's 400/s"
     );
-    assert!(u(&s["late"]) > 0, "the shortfall is reported as late sends");
+    assert!(
+        u(&s["send"]["late"]) > 0,
+        "the shortfall is reported as late sends"
+    );
     let usage = Usage::of(&samples);
     let growth = Usage::growth_after(&samples, 1.0);
     assert!(usage.peak_rss_mb() < 100.0, "{usage:?}");
     assert!(growth < 0.25, "receiver RSS grew {growth} after warm-up");
-    let sender_mb = f(&s["peak_rss_mb"]);
+    let sender_mb = f(&s["send"]["peak_rss_mb"]);
     assert!(sender_mb < 100.0, "sender {sender_mb} MB");
     row.lost(0)
         .peak_rss_mb(usage.peak_rss_mb().max(sender_mb))
@@ -150,8 +158,8 @@ fn s03_partitioned_scaling_is_correct_and_the_hot_key_shows_its_skew() {
     let report = bench_json("f03", &["--preset", "alphabet", "--delay", "20ms"]);
     let runs = report["runs"].as_array().unwrap();
     for run in runs {
-        assert_eq!(run["state_ok"], true, "{}", run["state"]);
-        assert!(run["state"].as_str().unwrap().contains("z=>3"));
+        assert_eq!(run["bench"]["state_ok"], true, "{}", run["bench"]["state"]);
+        assert!(run["bench"]["state"].as_str().unwrap().contains("z=>3"));
     }
     // 52 × 20 ms: 1.04 s on one worker, 0.52 s on two, ±15 %.
     let (one, two) = (f(&runs[0]["wall_s"]), f(&runs[1]["wall_s"]));
@@ -163,7 +171,7 @@ fn s03_partitioned_scaling_is_correct_and_the_hot_key_shows_its_skew() {
     assert!(one / two >= 1.4, "speedup {}", one / two);
     let hot = bench_json("f03-hot", &["--preset", "alphabet-hot", "--delay", "20ms"]);
     let hot_two = &hot["runs"][1];
-    assert_eq!(hot_two["limit"], "key-distribution");
+    assert_eq!(hot_two["bench"]["limit"], "key-distribution");
     assert_eq!(hot_two["per_worker"], serde_json::json!([52, 0]));
     row.lost(0)
         .duplicated(0)
@@ -198,11 +206,11 @@ fn s06_the_day_night_shape_is_sent_as_scheduled_segment_by_segment() {
         ],
     );
     let _ = receiver.finish();
-    let segments = s["segments"].as_array().unwrap();
+    let segments = s["send"]["segments"].as_array().unwrap();
     assert_eq!(segments.len(), 6, "{s}");
     // A send late past a segment's end counts in the next one: each segment's count may be
     // off by ±5 % plus the sends that were late (and a few just under the 1 ms threshold).
-    let late = u(&s["late"]) as f64;
+    let late = u(&s["send"]["late"]) as f64;
     let mut worst: f64 = 0.0;
     for seg in segments {
         let len = f(&seg["end_s"]) - f(&seg["start_s"]);
@@ -214,7 +222,7 @@ fn s06_the_day_night_shape_is_sent_as_scheduled_segment_by_segment() {
             "segment {seg}, {late} late"
         );
     }
-    let total = f(&s["rate_error_pct"]);
+    let total = f(&s["send"]["rate_error_pct"]);
     assert!(total.abs() <= 2.0, "overall {total} %");
     row.note(&format!(
         "6 breakpoints x 0.5 s over TCP, not 200 over Kafka for 600 s; worst segment {worst:.1} % (bound 5 % + late sends), overall {total:+.2} %; acks=all and the overload run left to the broker tests"
@@ -254,14 +262,14 @@ fn s07_stream_scaling_finishes_every_task_and_proxy_mode_leaves_no_keys() {
         json_at.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let runs = json(&json_at);
+    let runs = record_runs(&json_at);
     let mut lost = 0;
-    for run in runs.as_array().unwrap() {
-        assert_eq!(u(&run["completed"]), 8, "{run}");
+    for run in &runs {
+        assert_eq!(u(&run["delivered"]), 8, "{run}");
         lost += u(&run["lost"]);
-        assert_eq!(u(&run["leaked_keys"]), 0, "{run}");
-        if run["stream_method"] == "proxy" {
-            assert!(f(&run["broker_bytes_per_item"]) < 1024.0, "{run}");
+        assert_eq!(u(&run["stream"]["leaked_keys"]), 0, "{run}");
+        if run["stream"]["stream_method"] == "proxy" {
+            assert!(f(&run["stream"]["broker_bytes_per_item"]) < 1024.0, "{run}");
         }
     }
     assert_eq!(lost, 0);

@@ -9,8 +9,8 @@ use plumbline_faults::proxy::{schedule, FaultPlan, Proxy};
 use plumbline_servers::{Kind, Server};
 
 use crate::common::{
-    assert_fails, cluster, exclusive, pipeline_distributor, pipeline_worker, plumbline, redis_cli,
-    scratch, stderr, Node, PipelineCollector, Receiving,
+    assert_fails, cluster, exclusive, pipeline_distributor, pipeline_worker, plumbline, record_run,
+    redis_cli, scratch, stderr, Node, PipelineCollector, Receiving,
 };
 use crate::kit::{check_dwc, json, scenario, u};
 
@@ -120,16 +120,21 @@ fn sender_cut_is_counted(dir: &std::path::Path) -> u64 {
     assert_ne!(out.status.code(), Some(0), "the sender saw its peer go");
     assert!(stderr(&out).contains("failed after "), "{}", stderr(&out));
     assert_eq!(code, Some(1), "fewer than expected: {err}");
-    let r = json(&recv_json);
-    let (frames, lost) = (u(&r["frames"]), u(&r["sequence"]["lost"]));
+    let r = record_run(&recv_json);
+    let (frames, lost) = (u(&r["receive"]["frames"]), u(&r["lost"]));
     assert_eq!(
         frames + lost,
         3000,
         "every message is received or counted lost: {r}"
     );
-    assert_eq!(u(&r["sequence"]["duplicates"]), 0);
+    assert_eq!(u(&r["duplicates"]), 0);
     // The cut lands inside a frame (1 056 bytes each): that frame is refused, not delivered.
-    assert!(r["bad_reasons"].to_string().contains("truncated"), "{r}");
+    assert!(
+        r["receive"]["bad_reasons"]
+            .to_string()
+            .contains("truncated"),
+        "{r}"
+    );
     lost
 }
 
@@ -177,8 +182,8 @@ fn s14_a_killed_cluster_worker_stops_the_run_with_its_losses_counted_not_a_wrong
     // No exactly-once claim: the receiver reports what never arrived and fails.
     let (code, text, _) = receiving.finish();
     assert_eq!(code, Some(1), "{text}");
-    let r = json(&recv_json);
-    let lost = 52 - u(&r["frames"]);
+    let r = record_run(&recv_json);
+    let lost = 52 - u(&r["receive"]["frames"]);
     assert!(lost > 0, "{text}");
     let _ = sender.exit_code(10);
     // The same argv again finds no cluster to join: refused with a named error, not a hang.
@@ -258,10 +263,10 @@ fn s15_a_redis_streams_consumer_killed_with_entries_pending_loses_nothing() {
     let _ = victim.child.wait();
     let first = redis_first(&server.addr, &["XPENDING", "f15", "plumbline"]);
     let (_, out, err) = receiver.finish();
-    let r = json(&recv_json);
-    let duplicates = u(&r["sequence"]["duplicates"]);
-    assert_eq!(u(&r["sequence"]["lost"]), 0, "{out}\n{err}");
-    assert_eq!(u(&r["frames"]) - duplicates, ITEMS, "{out}");
+    let r = record_run(&recv_json);
+    let duplicates = u(&r["duplicates"]);
+    assert_eq!(u(&r["lost"]), 0, "{out}\n{err}");
+    assert_eq!(u(&r["receive"]["frames"]) - duplicates, ITEMS, "{out}");
     let done = survivor.wait_for("done:");
     let redelivered: u64 = done
         .split("items (")
