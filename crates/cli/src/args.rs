@@ -499,6 +499,11 @@ pub struct WorkerArgs {
     /// Initializer: where `plumbline shutdown` connects
     #[arg(long)]
     pub external: Option<String>,
+    /// Initializer: write its events as JSON lines to FILE (- for stdout) for the program that
+    /// started it: the bound addresses once listening and once ready, every worker's figures
+    /// once shut down
+    #[arg(long, value_name = "FILE|-")]
+    pub announce: Option<String>,
     /// This worker's name
     #[arg(long, visible_alias = "worker-name")]
     pub name: Option<String>,

@@ -4,8 +4,10 @@
 //! queue for balanced tasks), cost a controlled [`work`] delay, update per-partition state
 //! ([`app`]) and emit results to a [`sink`] that measures them. [`cluster`] wires N workers as
 //! threads of one process with bounded channels. Generating load and writing reports are not
-//! here; transports between processes come later and reuse these parts.
+//! here; transports between processes come later and reuse these parts. A role process tells
+//! whoever started it what it bound and did through [`announce`], in types.
 
+pub mod announce;
 pub mod app;
 pub mod backoff;
 pub mod cluster;
