@@ -327,6 +327,10 @@ pub struct DistributorArgs {
     /// Write the report as JSON to this file
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write where it listens as a JSON line to FILE (- for stdout, and then its report goes
+    /// to stderr) for the program that started it
+    #[arg(long, value_name = "FILE|-")]
+    pub announce: Option<String>,
     #[command(flatten)]
     pub out: ReportArgs,
     /// No progress bar
@@ -396,6 +400,10 @@ pub struct CollectorArgs {
     /// Write the summary as JSON to this file
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write where it listens as a JSON line to FILE (- for stdout, and then its report goes
+    /// to stderr) for the program that started it
+    #[arg(long, value_name = "FILE|-")]
+    pub announce: Option<String>,
 }
 
 const WORKER_EXAMPLES: &str = "\

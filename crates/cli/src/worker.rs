@@ -247,12 +247,7 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
         max_frame: args.max_frame as usize,
         connect_timeout: args.connect_timeout,
         live: Arc::new(Live::new()),
-        announce: match &args.announce {
-            Some(target) => {
-                Announcer::open(target).with_context(|| format!("--announce {target}"))?
-            }
-            None => Announcer::default(),
-        },
+        announce: Announcer::open(args.announce.as_deref()).context("--announce")?,
     })
 }
 

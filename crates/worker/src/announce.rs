@@ -1,6 +1,7 @@
 //! Announcements: a role process's machine-readable channel to whatever started it.
 //!
-//! `--announce FILE|-` on the cluster's initializer writes one JSON object per line per event: where it listens once bound, that it
+//! `--announce FILE|-` on the cluster's initializer (and the pipeline's collector and
+//! distributor) writes one JSON object per line per event: where it listens once bound, that it
 //! takes load, and per-worker figures when it is done. The engines read the same type back
 //! ([`Announcement::parse`]), so nothing parses the human log lines on stderr, which stay for
 //! people. What an event means to a run is the reader's business, not this module's.
@@ -34,6 +35,19 @@ pub enum Announcement {
     /// The cluster shut down with every accepted item accounted for: what each worker did, in
     /// the order of [`Announcement::ClusterReady`]'s `workers`.
     ClusterDone { workers: Vec<WorkerStats> },
+    /// The pipeline's collector is bound: workers send results to `results`, the distributor
+    /// connects for ACKs to `acks`.
+    CollectorListening { results: String, acks: String },
+    /// The pipeline's distributor is bound: the workers of each task type connect to its
+    /// endpoint.
+    DistributorListening { tasks: Vec<TaskEndpoint> },
+}
+
+/// Where the workers of one task type connect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEndpoint {
+    pub task_type: String,
+    pub endpoint: String,
 }
 
 impl Announcement {
@@ -59,12 +73,13 @@ impl fmt::Debug for Announcer {
 }
 
 impl Announcer {
-    /// Announces to `target`: `-` for stdout, else a file created (or emptied) now.
-    pub fn open(target: &str) -> std::io::Result<Self> {
-        let out: Box<dyn Write + Send> = if target == "-" {
-            Box::new(std::io::stdout())
-        } else {
-            Box::new(std::fs::File::create(target)?)
+    /// Announces to what `--announce` names: `-` for stdout, else a file created (or emptied)
+    /// now; without the flag, nowhere.
+    pub fn open(target: Option<&str>) -> std::io::Result<Self> {
+        let out: Box<dyn Write + Send> = match target {
+            None => return Ok(Self::default()),
+            Some("-") => Box::new(std::io::stdout()),
+            Some(path) => Box::new(std::fs::File::create(path)?),
         };
         Ok(Self::to(out))
     }
@@ -123,6 +138,16 @@ mod tests {
                     items: 26,
                     results: 26,
                     ..WorkerStats::default()
+                }],
+            },
+            Announcement::CollectorListening {
+                results: "tcp://127.0.0.1:5558".into(),
+                acks: "tcp://127.0.0.1:5559".into(),
+            },
+            Announcement::DistributorListening {
+                tasks: vec![TaskEndpoint {
+                    task_type: "C".into(),
+                    endpoint: "tcp://127.0.0.1:5557".into(),
                 }],
             },
         ]
