@@ -115,8 +115,7 @@ fn accept_now(listener: &TcpListener) -> io::Result<Option<(TcpStream, SocketAdd
 /// Returns once a connection waits on `listener` (or it has an error to report), or after
 /// `timeout`.
 #[cfg(unix)]
-fn wait_for_knock(listener: &TcpListener, timeout: Duration) {
-    use std::os::fd::AsRawFd;
+pub(crate) fn wait_for_knock(listener: &impl std::os::fd::AsRawFd, timeout: Duration) {
     let mut knock = libc::pollfd {
         fd: listener.as_raw_fd(),
         events: libc::POLLIN,
@@ -129,7 +128,7 @@ fn wait_for_knock(listener: &TcpListener, timeout: Duration) {
 }
 
 #[cfg(not(unix))]
-fn wait_for_knock(_: &TcpListener, timeout: Duration) {
+pub(crate) fn wait_for_knock<T>(_: &T, timeout: Duration) {
     std::thread::sleep(timeout);
 }
 
