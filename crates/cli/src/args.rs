@@ -332,6 +332,10 @@ pub struct DistributorArgs {
     /// Write the report as JSON to this file
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write where it listens as a JSON line to FILE (- for stdout, and then its report goes
+    /// to stderr) for the program that started it
+    #[arg(long, value_name = "FILE|-")]
+    pub announce: Option<String>,
     #[command(flatten)]
     pub out: ReportArgs,
     /// No progress bar
@@ -401,6 +405,10 @@ pub struct CollectorArgs {
     /// Write the summary as JSON to this file
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write where it listens as a JSON line to FILE (- for stdout, and then its report goes
+    /// to stderr) for the program that started it
+    #[arg(long, value_name = "FILE|-")]
+    pub announce: Option<String>,
 }
 
 const WORKER_EXAMPLES: &str = "\
@@ -504,6 +512,11 @@ pub struct WorkerArgs {
     /// Initializer: where `plumbline shutdown` connects
     #[arg(long)]
     pub external: Option<String>,
+    /// Initializer: write its events as JSON lines to FILE (- for stdout) for the program that
+    /// started it: the bound addresses once listening and once ready, every worker's figures
+    /// once shut down
+    #[arg(long, value_name = "FILE|-")]
+    pub announce: Option<String>,
     /// This worker's name
     #[arg(long, visible_alias = "worker-name")]
     pub name: Option<String>,

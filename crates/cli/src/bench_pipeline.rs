@@ -1,7 +1,8 @@
 //! `bench --preset pipeline`: seed 001's benchmark table, every role a process on loopback.
 //!
 //! For each tasks × workers × threads it starts `plumbline pipeline collector`, `distributor`
-//! and the workers on free loopback ports, lets the distributor run until the collector has ACKed
+//! and the workers on free loopback ports (the collector's and distributor's endpoints come as
+//! typed `--announce` events on their stdout), lets the distributor run until the collector has ACKed
 //! every task, and reads the distributor's JSON report: wall time from the first dispatch to the
 //! last ACK, against the ideal ⌈tasks / threads⌉ × delay. Each run becomes a run record, the
 //! same type the other presets write, with the pipeline's own figures and the seed's published
@@ -24,6 +25,7 @@ use crate::args::BenchArgs;
 use crate::bench::Verdict;
 use crate::session::{Outcome, Session};
 use plumbline_engine::child::Proc;
+use plumbline_worker::announce::Announcement;
 
 /// Seed 001's tables: (tasks, workers, threads per worker, milliseconds, overhead %), 10 ms tasks.
 const SEED: [(u64, usize, u32, f64, f64); 12] = [
@@ -256,7 +258,7 @@ fn one_run(
     work: &str,
 ) -> Result<PipelineReport> {
     let any = "tcp://127.0.0.1:0";
-    let collector = Proc::start(
+    let collector = Proc::start_announcing(
         exe,
         &[
             "pipeline",
@@ -267,17 +269,17 @@ fn one_run(
             any,
         ],
     )?;
-    let line = collector.wait_for("collector: results on ")?;
-    let Some((results, acks)) = line.split_once(", ACKs to the distributor on ") else {
-        bail!("the collector did not name its endpoints: {line}");
-    };
+    let (results, acks) = collector.wait_announced("its endpoints", |event| match event {
+        Announcement::CollectorListening { results, acks } => Some((results.clone(), acks.clone())),
+        _ => None,
+    })?;
     let report_at = report_path();
     let (task, delay_text, workers_text) = (
         format!("C:{tasks}"),
         format!("{}ns", delay.as_nanos()),
         workers.to_string(),
     );
-    let distributor = Proc::start(
+    let distributor = Proc::start_announcing(
         exe,
         &[
             "pipeline",
@@ -285,7 +287,7 @@ fn one_run(
             "--endpoint",
             any,
             "--collector-ack",
-            acks,
+            &acks,
             "--task",
             &task,
             "--delay",
@@ -301,7 +303,13 @@ fn one_run(
             "-q",
         ],
     )?;
-    let endpoint = distributor.wait_for("C workers connect to ")?;
+    let endpoint = distributor.wait_announced("where C workers connect", |event| match event {
+        Announcement::DistributorListening { tasks } => tasks
+            .iter()
+            .find(|t| t.task_type == "C")
+            .map(|t| t.endpoint.clone()),
+        _ => None,
+    })?;
     let threads_text = threads.to_string();
     let running: Vec<Proc> = (0..workers)
         .map(|i| {
@@ -314,7 +322,7 @@ fn one_run(
                     "--endpoint",
                     &endpoint,
                     "--collector",
-                    results,
+                    &results,
                     "--threads",
                     &threads_text,
                     "--name",

@@ -23,6 +23,7 @@ use plumbline_pipeline::{
 };
 use plumbline_report::Run;
 use plumbline_transport::endpoint::Endpoint;
+use plumbline_worker::announce::{Announcement, Announcer, TaskEndpoint};
 use plumbline_worker::work::WorkTimer;
 use plumbline_worker::Work;
 use serde_json::{json, Value};
@@ -122,6 +123,18 @@ fn distributor(args: &DistributorArgs, shutdown: &Shutdown) -> Result<Verdict> {
     for (task_type, at) in bound.endpoints() {
         eprintln!("distributor: {task_type} workers connect to {at}");
     }
+    Announcer::open(args.announce.as_deref())
+        .context("--announce")?
+        .announce(&Announcement::DistributorListening {
+            tasks: bound
+                .endpoints()
+                .iter()
+                .map(|(task_type, at)| TaskEndpoint {
+                    task_type: task_type.to_string(),
+                    endpoint: at.to_string(),
+                })
+                .collect(),
+        });
     eprintln!(
         "distributor: waiting for {} worker(s) and the collector at {}",
         args.workers.max(1),
@@ -139,7 +152,12 @@ fn distributor(args: &DistributorArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let progress = RunProgress::new(args.quiet, Some(total), label.clone(), &live, Follow::Out);
     let report = progress.track(|| bound.run(shutdown))?;
     progress.finish("");
-    print_report(&report);
+    // Stdout carries the announcements when they go there.
+    if args.announce.as_deref() == Some("-") {
+        print_report(&mut std::io::stderr().lock(), &report)?;
+    } else {
+        print_report(&mut std::io::stdout().lock(), &report)?;
+    }
     if let Some(path) = &args.json {
         write_json(path, &report)?;
     }
@@ -245,37 +263,41 @@ pub fn verdict(report: &PipelineReport) -> Verdict {
     }
 }
 
-fn print_report(r: &PipelineReport) {
+fn print_report(out: &mut impl Write, r: &PipelineReport) -> std::io::Result<()> {
     let threads: u32 = r.workers.iter().map(|w| w.threads).sum();
-    println!(
+    writeln!(
+        out,
         "pipeline: {} tasks on {} worker(s), {threads} thread(s){}",
         r.issued,
         r.workers.len(),
         if r.interrupted { " (interrupted)" } else { "" }
-    );
+    )?;
     if let Some(ideal) = r.ideal_s {
-        println!("  ideal      {ideal:>10.3} s");
+        writeln!(out, "  ideal      {ideal:>10.3} s")?;
     }
-    print!("  measured   {:>10.3} s", r.wall_s);
+    write!(out, "  measured   {:>10.3} s", r.wall_s)?;
     match r.overhead_pct {
-        Some(o) => println!("   overhead {o:+.2} %"),
-        None => println!(),
+        Some(o) => writeln!(out, "   overhead {o:+.2} %")?,
+        None => writeln!(out)?,
     }
     if let Some(l) = &r.latency {
-        println!(
+        writeln!(
+            out,
             "  latency    p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms (intended time to ACK)",
             l.p50 * 1e3,
             l.p99 * 1e3,
             l.max * 1e3
-        );
+        )?;
     }
     if r.resumed > 0 {
-        println!(
+        writeln!(
+            out,
             "  resumed {} (their results were in the --resume ledger)",
             r.resumed
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "  acked {}  duplicates {}  redeliveries {}  failed {}  lost {}  bad peers {}",
         r.acked,
         r.duplicates,
@@ -283,12 +305,13 @@ fn print_report(r: &PipelineReport) {
         r.failed.len(),
         r.lost,
         r.bad_peers
-    );
+    )?;
     if let Some(c) = &r.collector {
-        println!(
+        writeln!(
+            out,
             "  collector: {} results, {} duplicates",
             c.results, c.duplicates
-        );
+        )?;
     }
     for w in &r.workers {
         let share = if r.dispatches > 0 {
@@ -296,7 +319,8 @@ fn print_report(r: &PipelineReport) {
         } else {
             0.0
         };
-        println!(
+        writeln!(
+            out,
             "  worker {:<16} {:<8} {:>3} thread(s) {:>7} tasks ({share:>5.1} %){}",
             w.name,
             w.task_type,
@@ -307,14 +331,16 @@ fn print_report(r: &PipelineReport) {
             } else {
                 ""
             }
-        );
+        )?;
     }
     for f in &r.failed {
-        println!(
+        writeln!(
+            out,
             "  failed: task {} ({}) after {} deliveries",
             f.id, f.task_type, f.attempts
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// How plumbline's worker spends a task: the descriptor's workload, or the flags' overrides.
@@ -487,6 +513,12 @@ fn collector(args: &CollectorArgs, shutdown: &Shutdown) -> Result<Verdict> {
         .token(args.token.as_ref().map(|t| t.expose().to_string()));
     let (at, acks_at) = bound.endpoints();
     eprintln!("collector: results on {at}, ACKs to the distributor on {acks_at}");
+    Announcer::open(args.announce.as_deref())
+        .context("--announce")?
+        .announce(&Announcement::CollectorListening {
+            results: at.to_string(),
+            acks: acks_at.to_string(),
+        });
     let mut recorder = Recorder {
         lines,
         first: None,

@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use plumbline_core::Shutdown;
 use plumbline_measure::{Live, RunInfo};
 use plumbline_transport::tcp::is_loopback;
+use plumbline_worker::announce::Announcer;
 use plumbline_worker::node::wire::{recv_hello, Control};
 use plumbline_worker::node::{self, protect, NodeConfig, Role};
 use plumbline_worker::{App, Work};
@@ -198,8 +199,12 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
             intake: crate::receive::intake_limits(&args.intake, args.max_frame)?,
         }
     } else {
-        if args.input.is_some() || args.metrics.is_some() || args.external.is_some() {
-            eprintln!("note: --in, --metrics and --external are the initializer's; this worker ignores them");
+        if args.input.is_some()
+            || args.metrics.is_some()
+            || args.external.is_some()
+            || args.announce.is_some()
+        {
+            eprintln!("note: --in, --metrics, --external and --announce are the initializer's; this worker ignores them");
         }
         Role::Joiner {
             control: args
@@ -242,6 +247,7 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
         max_frame: args.max_frame as usize,
         connect_timeout: args.connect_timeout,
         live: Arc::new(Live::new()),
+        announce: Announcer::open(args.announce.as_deref()).context("--announce")?,
     })
 }
 

@@ -1,7 +1,9 @@
-//! Child processes for the benches that run every part as a process: start one (`plumbline`
-//! or, for an external system, any command), wait for a line on its stderr (where it says
-//! which port it bound), notice it exiting, wait for its exit or stop it (SIGTERM, then a kill
-//! after a grace period). It does not decide what a child's exit means to a run.
+//! Child processes for the engines that run parts as processes: start one (`plumbline` or,
+//! for an external system, any command), wait for what it says (a typed [`Announcement`] on
+//! its stdout for plumbline's roles started with `--announce -`, or a line on its stderr for
+//! a command that has no such channel), notice it exiting, wait for its exit or stop it
+//! (SIGTERM, then a kill after a grace period). It does not decide what a child's exit means
+//! to a run.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use plumbline_worker::announce::Announcement;
 
 /// How long a child may take to say what is waited for.
 pub const SETTLE: Duration = Duration::from_secs(30);
@@ -18,10 +21,18 @@ pub const SETTLE: Duration = Duration::from_secs(30);
 /// last words are there for the error that names it.
 const KEEP_LINES: usize = 1024;
 
-/// A child process whose latest stderr lines are kept; killed when dropped.
+/// Announcements kept per child: a role makes a handful, so more is a child gone wrong.
+const KEEP_ANNOUNCEMENTS: usize = 64;
+
+/// What a child announced, in order, or the first line of its stdout that was no announcement.
+type Announced = Arc<Mutex<VecDeque<Result<Announcement, String>>>>;
+
+/// A child process whose latest stderr lines (and, if it announces, its announcements) are
+/// kept; killed when dropped.
 pub struct Proc {
     child: Mutex<Child>,
     lines: Arc<Mutex<VecDeque<String>>>,
+    announced: Announced,
     /// What it is, for errors: "`plumbline worker --in …`", "copy 2 of `python3 app.py`".
     what: String,
 }
@@ -35,11 +46,51 @@ impl Proc {
             .with_context(|| format!("starting {}", exe.display()))
     }
 
+    /// Starts a plumbline role with `--announce -` added, its stdout read as announcements
+    /// (see [`Proc::wait_announced`]).
+    pub fn start_announcing(exe: &std::path::Path, args: &[&str]) -> Result<Self> {
+        let mut command = Command::new(exe);
+        command.args(args).args(["--announce", "-"]);
+        let what = args.iter().take(2).copied().collect::<Vec<_>>().join(" ");
+        let what = format!("`plumbline {what}`");
+        let mut child = Self::spawn_with(command, what.clone(), Stdio::piped())
+            .with_context(|| format!("starting {}", exe.display()))?;
+        let stdout = child
+            .child
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .stdout
+            .take()
+            .context("the child's stdout")?;
+        let keep = child.announced.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut announced = keep.lock().unwrap_or_else(|p| p.into_inner());
+                if announced.len() == KEEP_ANNOUNCEMENTS {
+                    announced
+                        .push_back(Err(format!("more than {KEEP_ANNOUNCEMENTS} announcements")));
+                    return;
+                }
+                let event = Announcement::parse(&line).map_err(|e| format!("{line:?} ({e})"));
+                let bad = event.is_err();
+                announced.push_back(event);
+                if bad {
+                    return;
+                }
+            }
+        });
+        Ok(child)
+    }
+
     /// Starts `command` (its stdin and stdout closed, stderr kept), named `what` in errors.
-    pub fn spawn(mut command: Command, what: String) -> Result<Self> {
+    pub fn spawn(command: Command, what: String) -> Result<Self> {
+        Self::spawn_with(command, what, Stdio::null())
+    }
+
+    fn spawn_with(mut command: Command, what: String, stdout: Stdio) -> Result<Self> {
         let mut child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {what}"))?;
@@ -58,6 +109,7 @@ impl Proc {
         Ok(Self {
             child: Mutex::new(child),
             lines,
+            announced: Arc::default(),
             what,
         })
     }
@@ -122,20 +174,68 @@ impl Proc {
 
     /// The rest of the first stderr line containing `marker`.
     pub fn wait_for(&self, marker: &str) -> Result<String> {
+        self.wait(&format!("{marker:?}"), || {
+            let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+            Ok(lines
+                .iter()
+                .find(|l| l.contains(marker))
+                .map(|line| line.split(marker).nth(1).unwrap_or("").trim().to_string()))
+        })
+    }
+
+    /// The first announcement `pick` takes (of a child started with
+    /// [`Proc::start_announcing`]); `what` names the event in the error when none comes.
+    pub fn wait_announced<T>(
+        &self,
+        what: &str,
+        mut pick: impl FnMut(&Announcement) -> Option<T>,
+    ) -> Result<T> {
+        self.wait(what, || {
+            let announced = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+            for event in announced.iter() {
+                match event {
+                    Ok(event) => {
+                        if let Some(found) = pick(event) {
+                            return Ok(Some(found));
+                        }
+                    }
+                    Err(line) => bail!("{} announced something unreadable: {line}", self.what),
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    /// Polls `found` until it finds something, the child reports an error or exits, or
+    /// [`SETTLE`] passes.
+    fn wait<T>(&self, what: &str, mut found: impl FnMut() -> Result<Option<T>>) -> Result<T> {
         let deadline = Instant::now() + SETTLE;
         loop {
-            {
+            if let Some(found) = found()? {
+                return Ok(found);
+            }
+            let error = {
                 let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(line) = lines.iter().find(|l| l.contains(marker)) {
-                    return Ok(line.split(marker).nth(1).unwrap_or("").trim().to_string());
+                lines.iter().find(|l| l.starts_with("error:")).cloned()
+            };
+            if let Some(error) = error {
+                bail!("{} failed: {error}", self.what);
+            }
+            if let Some(status) = self.exited()? {
+                // What it said before it went, then a last look at what it announced.
+                std::thread::sleep(Duration::from_millis(50));
+                if let Some(found) = found()? {
+                    return Ok(found);
                 }
-                if let Some(error) = lines.iter().find(|l| l.starts_with("error:")) {
-                    bail!("{} failed: {error}", self.what);
-                }
+                bail!(
+                    "{} exited ({status}) before {what}: {}",
+                    self.what,
+                    self.last_lines(3).join(" | ")
+                );
             }
             ensure!(
                 Instant::now() < deadline,
-                "no {marker:?} from {} within {SETTLE:?}",
+                "no {what} from {} within {SETTLE:?}",
                 self.what
             );
             std::thread::sleep(Duration::from_millis(10));

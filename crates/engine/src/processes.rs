@@ -4,8 +4,9 @@
 //! It starts `plumbline worker` processes (an initializer and `workers - 1` joiners) on free
 //! loopback ports, receives their results in-process with the network receiver, sends the
 //! run's generated load with the open-loop sender (plumbline framing, so latency counts from
-//! each item's intended send time), shuts the cluster down, and reads per-worker counts from the
-//! initializer's closing line. The per-item work timing stays inside the workers, so `work_s`
+//! each item's intended send time), shuts the cluster down, and takes per-worker counts from
+//! the initializer's closing announcement (`--announce`: its bound addresses and figures as
+//! typed events, never its log lines). The per-item work timing stays inside the workers, so `work_s`
 //! is empty for process runs.
 
 use std::collections::BTreeMap;
@@ -19,6 +20,8 @@ use plumbline_core::Shutdown;
 use plumbline_load::sender;
 use plumbline_load::Workload;
 use plumbline_measure::Live;
+use plumbline_worker::announce::Announcement;
+use plumbline_worker::node::wire::WorkerStats;
 use plumbline_worker::receiver::{Framing as ReceiveFraming, Receiver, ReceiverConfig};
 use plumbline_worker::{App, ClusterConfig, Step};
 
@@ -120,10 +123,14 @@ fn run(
         "--worker-count",
         &count,
     ]);
-    let init = Proc::start(exe, &init_args)?;
-    let control = init.wait_for("control on ")?;
-    let control = control.split(',').next().unwrap_or_default().to_string();
-    let external = init.wait_for("external (shutdown) on ")?;
+    let init = Proc::start_announcing(exe, &init_args)?;
+    let (control, external) = init.wait_announced("its control address", |event| match event {
+        Announcement::ClusterListening {
+            control,
+            external: Some(external),
+        } => Some((control.clone(), external.clone())),
+        _ => None,
+    })?;
     let mut joiners = Vec::new();
     for w in 1..cluster.workers {
         let name = format!("w{}", w + 1);
@@ -131,7 +138,13 @@ fn run(
         args.extend(["--control", &control, "--name", &name]);
         joiners.push(Proc::start(exe, &args)?);
     }
-    let source = init.wait_for("ready; sources on ")?;
+    let (source, names) =
+        init.wait_announced("the cluster's source address", |event| match event {
+            Announcement::ClusterReady {
+                sources, workers, ..
+            } => Some((sources.clone(), workers.clone())),
+            _ => None,
+        })?;
 
     let send_plan = load.send_plan();
     let start = Instant::now();
@@ -151,16 +164,16 @@ fn run(
         .last_arrival()
         .map_or(Duration::ZERO, |last| last.saturating_duration_since(start));
     shutdown_cluster(&external)?;
-    let closing = init.wait_for("shut down: ")?;
+    let done = init.wait_announced("its per-worker figures", |event| match event {
+        Announcement::ClusterDone { workers } => Some(workers.clone()),
+        _ => None,
+    })?;
     init.wait_exit(SETTLE)?;
     for joiner in &joiners {
         joiner.wait_exit(SETTLE)?;
     }
-    let names: Vec<String> = std::iter::once("initializer".to_string())
-        .chain((1..cluster.workers).map(|w| format!("w{}", w + 1)))
-        .collect();
     Ok(RunFigures {
-        per_worker: names.iter().map(|n| items_of(&closing, n)).collect(),
+        per_worker: per_worker(&names, &done),
         final_state: (cluster.step == Step::Partitioned)
             .then(|| state_of(cluster.app, &receiver.results())),
         ..RunFigures::received(wall, sent, receiver.summary(Some(sent)), stop.requested())
@@ -188,14 +201,13 @@ fn shutdown_cluster(external: &str) -> Result<()> {
     }
 }
 
-/// A worker's item count from the initializer's closing line (`…; initializer 26 items, w2 26
-/// items; …`).
-fn items_of(closing: &str, name: &str) -> u64 {
-    closing
-        .split([';', ','])
-        .filter_map(|part| part.trim().strip_prefix(&format!("{name} ")))
-        .find_map(|rest| rest.strip_suffix(" items")?.parse().ok())
-        .unwrap_or(0)
+/// Items per worker in the cluster's order (the initializer first); a worker missing from the
+/// closing figures did none.
+fn per_worker(names: &[String], done: &[WorkerStats]) -> Vec<u64> {
+    names
+        .iter()
+        .map(|name| done.iter().find(|w| w.name == *name).map_or(0, |w| w.items))
+        .collect()
 }
 
 /// Results' labels back to the plan's state keys: letters for votes, partitions for counts.
@@ -210,4 +222,20 @@ fn state_of(app: App, results: &BTreeMap<String, u64>) -> BTreeMap<u32, u64> {
             Some((key, value))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_worker_counts_follow_the_cluster_order_by_name_and_a_silent_worker_did_none() {
+        let names = ["initializer", "w2", "w3"].map(String::from);
+        let done = [("w2", 26), ("initializer", 27)].map(|(name, items)| WorkerStats {
+            name: name.into(),
+            items,
+            ..WorkerStats::default()
+        });
+        assert_eq!(per_worker(&names, &done), [27, 26, 0]);
+    }
 }

@@ -170,8 +170,8 @@ impl Listener {
     }
 
     /// One accept for loops that also watch a stop flag: `Ok(Some(..))` a connection (in
-    /// blocking mode), `Ok(None)` after a short nap when nobody knocked, `Err` after a longer
-    /// one (see [`tcp::accept_or_nap`]).
+    /// blocking mode) as soon as one knocks within a short wait, `Ok(None)` when nobody
+    /// knocked, `Err` after a longer nap (see [`tcp::accept_or_nap`]).
     pub fn accept_or_nap(&self) -> io::Result<Option<Conn>> {
         match self {
             Listener::Tcp(l) => {
@@ -183,15 +183,17 @@ impl Listener {
             }
             Listener::Ipc(l, _) => {
                 l.set_nonblocking(true)?;
-                match l.accept() {
+                let mut accepted = l.accept();
+                if matches!(&accepted, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                    tcp::wait_for_knock(l, tcp::ACCEPT_NAP);
+                    accepted = l.accept();
+                }
+                match accepted {
                     Ok((stream, _)) => {
                         stream.set_nonblocking(false)?;
                         Ok(Some(Conn::Ipc(stream)))
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(tcp::ACCEPT_NAP);
-                        Ok(None)
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
                     Err(e) => {
                         std::thread::sleep(tcp::ACCEPT_NAP * 10);
                         Err(e)

@@ -79,28 +79,57 @@ pub fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, TcpError> {
     }
 }
 
-/// The nap of a polling accept loop while nobody knocks; after an error it naps ten times as
-/// long, so a caller that logs and retries does not spin.
+/// How long a polling accept loop waits for a knock before it looks at its stop flag or clock
+/// again; after an error it naps ten times as long, so a caller that logs and retries does not
+/// spin.
 pub const ACCEPT_NAP: Duration = Duration::from_millis(10);
 
 /// One accept on a non-blocking listener, for loops that also watch a stop flag or a clock:
-/// `Ok(Some(..))` a connection, already back in blocking mode; `Ok(None)` after a short nap when
-/// nobody is waiting; `Err` (out of descriptors, say) after a longer nap.
+/// `Ok(Some(..))` a connection, already back in blocking mode, as soon as one knocks within
+/// [`ACCEPT_NAP`] (a nap that slept through a knock would add up to its length to the first
+/// item's latency of every run: 0.5 % of a 1 s run on average); `Ok(None)` when nobody knocked;
+/// `Err` (out of descriptors, say) after a longer nap.
 pub fn accept_or_nap(listener: &TcpListener) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+    if let Some(conn) = accept_now(listener)? {
+        return Ok(Some(conn));
+    }
+    wait_for_knock(listener, ACCEPT_NAP);
+    accept_now(listener)
+}
+
+/// An accept that does not wait: `Ok(None)` when nobody is waiting.
+fn accept_now(listener: &TcpListener) -> io::Result<Option<(TcpStream, SocketAddr)>> {
     match listener.accept() {
         Ok((stream, peer)) => {
             stream.set_nonblocking(false)?;
             Ok(Some((stream, peer)))
         }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            std::thread::sleep(ACCEPT_NAP);
-            Ok(None)
-        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
         Err(e) => {
             std::thread::sleep(ACCEPT_NAP * 10);
             Err(e)
         }
     }
+}
+
+/// Returns once a connection waits on `listener` (or it has an error to report), or after
+/// `timeout`.
+#[cfg(unix)]
+pub(crate) fn wait_for_knock(listener: &impl std::os::fd::AsRawFd, timeout: Duration) {
+    let mut knock = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd, alive for the call; the descriptor is borrowed from `listener`,
+    // which outlives it. An interrupted poll just returns early, which callers allow.
+    unsafe { libc::poll(&mut knock, 1, ms) };
+}
+
+#[cfg(not(unix))]
+pub(crate) fn wait_for_knock<T>(_: &T, timeout: Duration) {
+    std::thread::sleep(timeout);
 }
 
 /// Binds a listener on `addr` (`host:port`; port 0 picks a free one).
@@ -159,6 +188,39 @@ mod tests {
         });
         connect(&addr, Duration::from_secs(5)).unwrap();
         late.join().unwrap();
+    }
+
+    #[test]
+    fn a_knock_during_the_wait_is_answered_by_the_same_call() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // A knock 2 ms into the call's wait: a call that naps through it returns nothing. A
+        // knocker that a busy machine delays past the wait shows nothing either way: try again.
+        for _ in 0..5 {
+            let (go, wait) = std::sync::mpsc::channel();
+            let knocker = std::thread::spawn(move || {
+                wait.recv().unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+                let client = TcpStream::connect(addr).unwrap();
+                (Instant::now(), client)
+            });
+            go.send(()).unwrap();
+            let accepted = accept_or_nap(&listener).unwrap();
+            let returned = Instant::now();
+            let (knocked, _client) = knocker.join().unwrap();
+            if accepted.is_some() {
+                return;
+            }
+            assert!(
+                knocked + Duration::from_millis(1) > returned,
+                "the call returned nothing {:?} after a knock during its wait",
+                returned - knocked
+            );
+            // Accept the late knock so the next round starts with nobody waiting.
+            while accept_or_nap(&listener).unwrap().is_none() {}
+        }
+        panic!("the knocker never knocked within the wait: the machine is too busy to tell");
     }
 
     #[test]

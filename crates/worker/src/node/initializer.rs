@@ -28,6 +28,7 @@ use super::wire::{recv_hello, Control, ControlReader, WireError, WorkerStats, PR
 use super::{
     app_name, frame_key, io, partition_label, valid_name, NodeConfig, NodeError, Processor, Role,
 };
+use crate::announce::Announcement;
 use crate::partition::PartitionMap;
 
 /// Batches queued per worker before the router (and so the source) waits. Frames travel in
@@ -82,12 +83,12 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
     let data_listener = tcp::listen(data)?;
     let data_addr = local(&data_listener);
     let (events_tx, events) = bounded::<Event>(1024);
+    let mut external_addr = None;
     if let Some(addr) = external {
         let listener = tcp::listen(addr)?;
-        log(
-            config,
-            &format!("external (shutdown) on {}", local(&listener)),
-        );
+        let bound = local(&listener);
+        log(config, &format!("external (shutdown) on {bound}"));
+        external_addr = Some(bound);
         spawn_external(listener, token.clone(), events_tx.clone());
     }
     log(
@@ -98,6 +99,10 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
             worker_count - 1
         ),
     );
+    config.announce.announce(&Announcement::ClusterListening {
+        control: local(&control_listener),
+        external: external_addr,
+    });
 
     // 1. Cluster formation: every joiner is validated before anything flows.
     let Some(joiners) = form(
@@ -158,12 +163,12 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
         spawn_watcher(name.clone(), stream, events_tx.clone());
     }
     let own = spawn_local(config, local_rx, shared.clone())?;
+    let mut metrics_at = None;
     if let Some(addr) = metrics_addr {
         let listener = tcp::listen(addr)?;
-        log(
-            config,
-            &format!("metrics on http://{}/metrics", local(&listener)),
-        );
+        let bound = local(&listener);
+        log(config, &format!("metrics on http://{bound}/metrics"));
+        metrics_at = Some(bound);
         metrics::serve(listener, shared.clone(), token.clone());
     }
     let sources = Arc::new(Sources::start(
@@ -182,6 +187,11 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
             sources.addr
         ),
     );
+    config.announce.announce(&Announcement::ClusterReady {
+        sources: sources.addr.clone(),
+        metrics: metrics_at,
+        workers: names.clone(),
+    });
 
     // 3. Wait for a shutdown or a fault. Draining runs on its own thread so that a worker
     // dying meanwhile is still noticed.
@@ -246,6 +256,9 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
             missing: accepted.saturating_sub(accounted),
         });
     }
+    config.announce.announce(&Announcement::ClusterDone {
+        workers: shared.workers(),
+    });
     Ok(mine)
 }
 

@@ -107,6 +107,15 @@ impl Metrics {
         );
     }
 
+    /// Every worker's latest stats, in cluster order.
+    pub fn workers(&self) -> Vec<WorkerStats> {
+        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        self.order
+            .iter()
+            .filter_map(|name| workers.get(name).cloned())
+            .collect()
+    }
+
     /// Items every worker reports processed (applied or rejected).
     pub fn items_processed(&self) -> u64 {
         self.workers

@@ -66,6 +66,8 @@ pub struct NodeConfig {
     /// The initializer's view for watchers (`--ui`): items routed in, items each worker
     /// processed, items per partition.
     pub live: Arc<Live>,
+    /// Where the initializer announces its bound addresses and closing figures (`--announce`).
+    pub announce: crate::announce::Announcer,
 }
 
 #[derive(Clone, Debug)]

@@ -21,7 +21,7 @@ pub const PROTOCOL: u32 = 1;
 pub const MAX_CONTROL: usize = 1 << 20;
 
 /// What a worker reports about itself.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStats {
     pub name: String,
     /// Items this worker processed.
