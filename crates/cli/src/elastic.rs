@@ -6,8 +6,9 @@
 //!
 //! args → [`ElasticPlan`] (pure) → the group engine with the schedule
 //! (`plumbline_engine::external::External::elastic`) → one sampled run
-//! (`plumbline_engine::trial`) → per-change figures (`plumbline_scale::change`) → table, JSON,
-//! report folder. Starting and stopping members is the engine's; the arithmetic is scale's.
+//! (`plumbline_engine::trial`) → per-change figures (`plumbline_scale::change`) → one run
+//! record (`plumbline.run/3`, its `elastic` section) → table, JSON, report folder.
+//! Starting and stopping members is the engine's; the arithmetic is scale's.
 
 use std::time::Duration;
 
@@ -18,18 +19,16 @@ use plumbline_engine::members::Leave;
 use plumbline_engine::trial;
 use plumbline_engine::{Engine, EngineKind};
 use plumbline_load::schedule::parse_rate;
+use plumbline_measure::record::{Command, ElasticChange, ElasticSection, Record, RunRecord};
+use plumbline_measure::report::Host;
 use plumbline_measure::RunInfo;
 use plumbline_scale::change::{change_figures, ChangeFigures, Reading, WorkerSchedule};
 use plumbline_worker::Shutdown;
-use serde::Serialize;
 
 use crate::args::ElasticArgs;
 use crate::bench::Verdict;
 use crate::plan::{BenchPlan, RunPlan, RunShape};
 use crate::session::{Outcome, Session};
-
-/// The JSON document's schema.
-pub const SCHEMA: &str = "plumbline.elastic/1";
 
 /// A validated elastic run.
 #[derive(Debug)]
@@ -107,44 +106,6 @@ impl ElasticPlan {
     }
 }
 
-/// One change as measured.
-#[derive(Debug, Serialize)]
-pub struct ChangeRow {
-    pub from: usize,
-    pub to: usize,
-    pub leave: String,
-    /// Since the load started, as applied.
-    pub at_s: f64,
-    pub pause_s: f64,
-    pub lag_before: f64,
-    pub lag_peak: f64,
-    pub recover_lag: f64,
-    /// From the change until lag was back under `recover_lag`; null when it never was
-    /// before the next change or the end.
-    pub recovered_s: Option<f64>,
-}
-
-/// Everything `elastic --json` writes.
-#[derive(Debug, Serialize)]
-pub struct ElasticReport {
-    pub schema: &'static str,
-    pub cluster: String,
-    pub schedule: String,
-    pub rate_per_s: f64,
-    pub achieved_per_s: f64,
-    pub duration_s: f64,
-    pub sent: u64,
-    pub delivered: u64,
-    pub lost: u64,
-    pub duplicates: u64,
-    /// Stopped 1 s plus a quarter of the duration after the load ended with items not done:
-    /// `lost` then counts those too (abandoned, perhaps still on their way).
-    pub cut: bool,
-    pub changes: Vec<ChangeRow>,
-    /// Seconds since the first item → items due and not done, every sample.
-    pub lag: Vec<(f64, f64)>,
-}
-
 pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plan = ElasticPlan::build(args, cores)?;
@@ -198,7 +159,7 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
         .collect();
     let end = readings.last().map_or(0.0, |r| r.t);
     let applied = engine.changes();
-    let changes: Vec<ChangeRow> = applied
+    let changes: Vec<ElasticChange> = applied
         .iter()
         .enumerate()
         .map(|(i, change)| {
@@ -209,10 +170,10 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 .recover_lag
                 .unwrap_or_else(|| (2.0 * before).max(plan.rate * 0.05));
             let figures: ChangeFigures = change_figures(&readings, at, until, threshold);
-            ChangeRow {
+            ElasticChange {
                 from: change.from,
                 to: change.to,
-                leave: match change.to < change.from {
+                how: match change.to < change.from {
                     true => plan.leave.to_string(),
                     false => "join".into(),
                 },
@@ -225,69 +186,88 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
             }
         })
         .collect();
-    let report = ElasticReport {
-        schema: SCHEMA,
-        cluster: plumbline_core::secret::redact_url(&plan.url),
-        schedule: plan.schedule.to_string(),
-        rate_per_s: plan.rate,
-        achieved_per_s: run.achieved(),
-        duration_s: plan.duration.as_secs_f64(),
-        sent: run.figures.sent,
-        delivered: run.figures.delivered,
-        lost: run.figures.lost,
-        duplicates: run.figures.duplicates,
-        cut: run.cut,
-        changes,
-        lag,
+    let figures = &run.figures;
+    let record = Record {
+        seed: Some(plan.bench.seed),
+        preset: Some(plan.bench.preset.clone()),
+        runs: vec![RunRecord {
+            items: Some(figures.sent),
+            sent: Some(figures.sent),
+            delivered: Some(figures.delivered),
+            lost: figures.lost,
+            duplicates: figures.duplicates,
+            target_per_s: Some(plan.rate),
+            achieved_per_s: run.achieved(),
+            latency_s: figures.latency.clone(),
+            interrupted: figures.interrupted,
+            elastic: Some(ElasticSection {
+                cluster: plumbline_core::secret::redact_url(&plan.url),
+                schedule: plan.schedule.to_string(),
+                leave: plan.leave.to_string(),
+                cut: run.cut,
+                changes,
+                lag,
+            }),
+            ..RunRecord::new(plan.schedule.peak(), figures.wall.as_secs_f64())
+        }],
+        ..Record::new(
+            Command::Elastic,
+            crate::session::command_line(),
+            Host::current(),
+        )
     };
-    print!("{}", table(&report));
+    print!("{}", table(&record.runs[0], plan.duration));
     if let Some(path) = &args.output.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+        std::fs::write(path, record.to_json())?;
     }
     session.finish(Outcome {
-        runs: Vec::new(),
+        runs: plumbline_report::rows(&record),
         resolved: plan.bench.resolved.clone(),
         seeds: vec![plan.bench.seed],
-        detail: serde_json::to_value(&report)?,
+        detail: serde_json::to_value(&record)?,
     })?;
-    let failures = match report.lost {
+    let run = &record.runs[0];
+    let cut = run.elastic.as_ref().is_some_and(|e| e.cut);
+    let sent = run.sent.unwrap_or(0);
+    let failures = match run.lost {
         0 => Vec::new(),
-        lost if report.cut => vec![format!(
-            "{lost} of {} items were not done when the run was cut, {} after the load \
+        lost if cut => vec![format!(
+            "{lost} of {sent} items were not done when the run was cut, {} after the load \
              ended (the group fell behind, or they wait for a redelivery)",
-            report.sent,
             Human(trial::grace(Duration::ZERO, plan.duration))
         )],
         lost => vec![format!(
-            "{lost} of {} items were lost across the membership changes",
-            report.sent
+            "{lost} of {sent} items were lost across the membership changes"
         )],
     };
     Ok(Verdict::of(shutdown.requested(), failures))
 }
 
-fn table(report: &ElasticReport) -> String {
+fn table(run: &RunRecord, duration: Duration) -> String {
+    let Some(e) = &run.elastic else {
+        return String::new();
+    };
     let mut out = format!(
-        "{} · {} at {:.0}/s (achieved {:.1}/s) for {:.0}s: sent {}, delivered {}, lost {}, \
+        "{} · {} at {:.0}/s (achieved {:.1}/s) for {}: sent {}, delivered {}, lost {}, \
          duplicates {}\n",
-        report.cluster,
-        report.schedule,
-        report.rate_per_s,
-        report.achieved_per_s,
-        report.duration_s,
-        report.sent,
-        report.delivered,
-        report.lost,
-        report.duplicates
+        e.cluster,
+        e.schedule,
+        run.target_per_s.unwrap_or(0.0),
+        run.achieved_per_s,
+        Human(duration),
+        run.sent.unwrap_or(0),
+        run.delivered.unwrap_or(0),
+        run.lost,
+        run.duplicates
     );
     out.push_str("change      how       at      pause    lag before  lag peak  recovered\n");
-    for c in &report.changes {
+    for c in &e.changes {
         let recovered = c
             .recovered_s
             .map_or("never".into(), |s| format!("after {s:.2}s"));
         out.push_str(&format!(
             "{:>2} → {:<5} {:<9} {:>6.2}s {:>7.3}s {:>10.0} {:>9.0}  {recovered} (≤ {:.0})\n",
-            c.from, c.to, c.leave, c.at_s, c.pause_s, c.lag_before, c.lag_peak, c.recover_lag
+            c.from, c.to, c.how, c.at_s, c.pause_s, c.lag_before, c.lag_peak, c.recover_lag
         ));
     }
     out

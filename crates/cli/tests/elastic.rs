@@ -9,7 +9,8 @@ mod common;
 use common::{exclusive, plumbline, stderr, Node};
 use plumbline_servers::{Kind, Server};
 
-/// Runs `elastic` at 200/s of 10 ms items on `cluster` with `extra`; its JSON report.
+/// Runs `elastic` at 200/s of 10 ms items on `cluster` with `extra`; the one run of its run
+/// record.
 fn elastic(name: &str, cluster: &str, extra: &[&str]) -> serde_json::Value {
     let _cpu = exclusive();
     let mut args = vec![
@@ -22,12 +23,16 @@ fn elastic(name: &str, cluster: &str, extra: &[&str]) -> serde_json::Value {
         "--no-report",
     ];
     args.extend_from_slice(extra);
-    common::command_json(name, "elastic", &args)
+    let record = common::command_json(name, "elastic", &args);
+    assert_eq!(record["schema"], "plumbline.run/3");
+    assert_eq!(record["command"], "elastic");
+    assert_eq!(record["runs"].as_array().map(Vec::len), Some(1), "{record:#}");
+    record["runs"][0].clone()
 }
 
 /// The changes as (from, to, how), each applied within a second of its time in the schedule.
 fn changes(report: &serde_json::Value, times: &[f64]) -> Vec<(u64, u64, String)> {
-    let changes = report["changes"].as_array().unwrap();
+    let changes = report["elastic"]["changes"].as_array().unwrap();
     assert_eq!(changes.len(), times.len(), "{report:#}");
     changes
         .iter()
@@ -46,7 +51,7 @@ fn changes(report: &serde_json::Value, times: &[f64]) -> Vec<(u64, u64, String)>
             (
                 c["from"].as_u64().unwrap(),
                 c["to"].as_u64().unwrap(),
-                c["leave"].as_str().unwrap().to_string(),
+                c["how"].as_str().unwrap().to_string(),
             )
         })
         .collect()
@@ -70,7 +75,7 @@ fn a_redis_group_grown_and_shrunk_gracefully_loses_nothing_and_recovers() {
     assert_eq!(report["sent"], 1200, "{report:#}");
     assert_eq!(report["lost"], 0, "a graceful leave lost items: {report:#}");
     assert_eq!(report["delivered"], 1200);
-    for c in report["changes"].as_array().unwrap() {
+    for c in report["elastic"]["changes"].as_array().unwrap() {
         assert!(
             c["recovered_s"].is_number(),
             "4 or 3 members keep up with 200/s: {c:#}"

@@ -60,6 +60,7 @@ fn assert_one_schema(record: &Record, command: Command) {
             run.send.is_some(),
             run.receive.is_some(),
             run.trial.is_some(),
+            run.elastic.is_some(),
         ];
         assert_eq!(
             sections.iter().filter(|&&s| s).count(),

@@ -26,6 +26,7 @@ pub enum Command {
     Receive,
     Stream,
     Capacity,
+    Elastic,
 }
 
 impl std::fmt::Display for Command {
@@ -36,6 +37,7 @@ impl std::fmt::Display for Command {
             Command::Receive => "receive",
             Command::Stream => "stream",
             Command::Capacity => "capacity",
+            Command::Elastic => "elastic",
         })
     }
 }
@@ -96,6 +98,7 @@ pub struct RunRecord {
     pub send: Option<SendSection>,
     pub receive: Option<ReceiveSection>,
     pub trial: Option<TrialSection>,
+    pub elastic: Option<ElasticSection>,
 }
 
 impl RunRecord {
@@ -123,6 +126,7 @@ impl RunRecord {
             send: None,
             receive: None,
             trial: None,
+            elastic: None,
         }
     }
 
@@ -336,6 +340,43 @@ pub struct TrialSection {
     /// `pass`, `fail` or `sender-bound`, and why (null on a pass).
     pub verdict: String,
     pub why: Option<String>,
+}
+
+/// What only an `elastic` run has: the group's schedule and what each change cost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ElasticSection {
+    /// The consumer group's URL, its password shown as `***`.
+    pub cluster: String,
+    /// `COUNT@TIME,…` as given.
+    pub schedule: String,
+    /// How members left when the group shrank: `graceful` or `kill`.
+    pub leave: String,
+    /// Stopped 1 s plus a quarter of the load's length after the load ended with items not
+    /// done: `lost` then counts those too.
+    pub cut: bool,
+    pub changes: Vec<ElasticChange>,
+    /// (seconds since the first item, items due and not done), every sample.
+    pub lag: Vec<(f64, f64)>,
+}
+
+/// One membership change, as applied and measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ElasticChange {
+    pub from: usize,
+    pub to: usize,
+    /// `join`, or how members left.
+    pub how: String,
+    /// Since the load started.
+    pub at_s: f64,
+    /// The longest time, until the next change, that nothing finished while items waited.
+    pub pause_s: f64,
+    pub lag_before: f64,
+    pub lag_peak: f64,
+    /// Lag (items) at or under which the change counts as recovered.
+    pub recover_lag: f64,
+    /// From the change until lag was back under `recover_lag`; null when it never was before
+    /// the next change or the end.
+    pub recovered_s: Option<f64>,
 }
 
 /// What `capacity` found beyond its trials.

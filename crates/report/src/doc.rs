@@ -144,6 +144,11 @@ fn group(r: &RunRecord) -> (String, Option<String>) {
         (format!("send to {}", s.to), Some("send".into()))
     } else if let Some(s) = &r.receive {
         (format!("receive from {}", s.from), Some("receive".into()))
+    } else if let Some(e) = &r.elastic {
+        (
+            format!("elastic on {}", e.cluster),
+            Some(format!("{} ({})", e.schedule, e.leave)),
+        )
     } else if let Some(t) = &r.trial {
         let rate = r.target_per_s.unwrap_or(0.0);
         let label = format!("{} on {} at {rate:.1}/s", t.curve, r.workers);
