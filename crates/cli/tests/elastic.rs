@@ -26,7 +26,11 @@ fn elastic(name: &str, cluster: &str, extra: &[&str]) -> serde_json::Value {
     let record = common::command_json(name, "elastic", &args);
     assert_eq!(record["schema"], "plumbline.run/3");
     assert_eq!(record["command"], "elastic");
-    assert_eq!(record["runs"].as_array().map(Vec::len), Some(1), "{record:#}");
+    assert_eq!(
+        record["runs"].as_array().map(Vec::len),
+        Some(1),
+        "{record:#}"
+    );
     record["runs"][0].clone()
 }
 
