@@ -1,7 +1,6 @@
 //! `nats://host:port/subject`: NATS core (consumers share the subject in a queue group,
 //! at-most-once) or, with `?jetstream=1`, a JetStream work-queue stream (explicit acks,
-//! AckWait redelivery, each member's pull request as its credit: at-least-once; a member that
-//! leaves NAKs what its open pull still brings, for the others to take at once).
+//! AckWait redelivery, each member's pull batch as its credit: at-least-once).
 //!
 //! The client is `async-nats`; each producer or consumer owns a tokio runtime with one worker
 //! thread, so the connection keeps reading and answering pings between the blocking calls
@@ -344,8 +343,8 @@ pub fn consumer(
         }));
     }
     let stream = nats.stream(subject, options.create)?;
-    let consumer = nats.rt.block_on(async {
-        stream
+    let messages = nats.rt.block_on(async {
+        let consumer: jetstream::consumer::PullConsumer = stream
             .get_or_create_consumer(
                 &options.group,
                 pull::Config {
@@ -360,13 +359,17 @@ pub fn consumer(
                 },
             )
             .await
+            .map_err(|e| nats.failed(e))?;
+        consumer
+            .stream()
+            .max_messages_per_batch(options.prefetch)
+            .messages()
+            .await
             .map_err(|e| nats.failed(e))
     })?;
     Ok(Box::new(JetStreamConsumer {
         nats,
-        consumer,
-        pull: None,
-        prefetch: options.prefetch.max(1),
+        messages,
         max_payload: options.max_payload,
         stats: ConsumerStats::default(),
     }))
@@ -413,43 +416,14 @@ impl Consumer for CoreConsumer {
     }
 }
 
-/// How long one pull request waits at the server for messages before it ends (and the next
-/// is made): a member that leaves waits at most this for its open pull to end.
-const PULL_EXPIRES: Duration = Duration::from_millis(500);
-
-/// A durable pull consumer fed by one pull request at a time for up to `prefetch` messages:
-/// what the server may still deliver to this member is always known, so a member that leaves
-/// can take it all in and hand it back (an ever-refilling pull stream would keep delivering
-/// to it after it left, and those messages would wait out AckWait).
 struct JetStreamConsumer {
     nats: Nats,
-    consumer: jetstream::consumer::PullConsumer,
-    /// The open pull request, if any.
-    pull: Option<pull::Batch>,
-    prefetch: usize,
+    messages: pull::Stream,
     max_payload: usize,
     stats: ConsumerStats,
 }
 
 impl JetStreamConsumer {
-    /// The open pull request, made if there is none.
-    fn pull(&mut self) -> Result<&mut pull::Batch, BrokerError> {
-        if self.pull.is_none() {
-            let request = self
-                .consumer
-                .batch()
-                .max_messages(self.prefetch)
-                .expires(PULL_EXPIRES);
-            let batch = self
-                .nats
-                .rt
-                .block_on(request.messages())
-                .map_err(|e| self.nats.failed(e))?;
-            self.pull = Some(batch);
-        }
-        Ok(self.pull.as_mut().expect("made above"))
-    }
-
     fn ack_subjects<'a>(
         &self,
         subjects: impl Iterator<Item = &'a str>,
@@ -483,25 +457,16 @@ impl JetStreamConsumer {
 impl Consumer for JetStreamConsumer {
     fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Delivery>, BrokerError> {
         let _runtime = self.nats.rt.enter();
-        let deadline = Instant::now() + timeout;
-        // The first message, from this pull or the next ones until the deadline.
-        let first = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let rt = self.nats.rt.handle().clone();
-            let pull = self.pull()?;
-            match rt.block_on(async { tokio::time::timeout(left, pull.next()).await }) {
-                Err(_) => return Ok(Vec::new()),
-                Ok(Some(m)) => break m,
-                // This pull ended (its messages all came, or it expired): the next one.
-                Ok(None) => {
-                    self.pull = None;
-                    if Instant::now() >= deadline {
-                        return Ok(Vec::new());
-                    }
-                }
-            }
+        let messages = &mut self.messages;
+        let first = self
+            .nats
+            .rt
+            .block_on(async { tokio::time::timeout(timeout, messages.next()).await });
+        let mut next = match first {
+            Err(_) => return Ok(Vec::new()),
+            Ok(None) => return Err(self.nats.failed("the JetStream consumer ended")),
+            Ok(Some(m)) => Some(m),
         };
-        let mut next = Some(first);
         let mut out = Vec::new();
         let mut oversized = Vec::new();
         while let Some(m) = next.take() {
@@ -521,14 +486,7 @@ impl Consumer for JetStreamConsumer {
                 });
             }
             if out.len() < max {
-                next = match self.pull.as_mut().map(|p| p.next().now_or_never()) {
-                    Some(Some(Some(m))) => Some(m),
-                    Some(Some(None)) => {
-                        self.pull = None;
-                        None
-                    }
-                    _ => None,
-                };
+                next = messages.next().now_or_never().flatten();
             }
         }
         if !oversized.is_empty() {
@@ -552,27 +510,18 @@ impl Consumer for JetStreamConsumer {
         self.stats.clone()
     }
 
-    /// Takes in what the open pull request still delivers until it ends (at most
-    /// [`PULL_EXPIRES`]) and NAKs it all, which JetStream redelivers at once, to the others.
+    /// The pull stream fetches ahead: what it buffered is NAKed, which JetStream redelivers
+    /// at once (to another member), instead of after AckWait.
     fn release(&mut self) -> Result<u64, BrokerError> {
         let _runtime = self.nats.rt.enter();
         let mut replies = Vec::new();
-        if let Some(mut pull) = self.pull.take() {
-            let wait = PULL_EXPIRES + Duration::from_millis(500);
-            let rt = self.nats.rt.handle().clone();
-            rt.block_on(async {
-                let _ = tokio::time::timeout(wait, async {
-                    while let Some(next) = pull.next().await {
-                        if let Some(reply) = next
-                            .ok()
-                            .and_then(|m| m.reply.as_ref().map(|r| r.to_string()))
-                        {
-                            replies.push(reply);
-                        }
-                    }
-                })
-                .await;
-            });
+        while let Some(Some(next)) = self.messages.next().now_or_never() {
+            if let Some(reply) = next
+                .ok()
+                .and_then(|m| m.reply.as_ref().map(|r| r.to_string()))
+            {
+                replies.push(reply);
+            }
         }
         self.reply(replies.iter().map(String::as_str), b"-NAK")
     }
