@@ -113,7 +113,9 @@ fn a_redis_member_killed_mid_run_loses_nothing() {
 
 #[test]
 #[ignore = "a JetStream member's pull stream keeps a pull request open at the server: what it \
-            delivers after the member leaves waits out AckWait (5 s), past the run's end"]
+            delivers after the member leaves waits out AckWait (5 s), past the run's end (1-2 of \
+            1200 here). Pulling one request at a time fixed it but cut a 1-worker group's \
+            capacity from 0.98 to 0.69 of its ideal, so it was reverted"]
 fn a_jetstream_group_grown_and_shrunk_loses_nothing() {
     let Some(server) = Server::for_test(Kind::NatsJetStream, "elastic_jetstream") else {
         return;
