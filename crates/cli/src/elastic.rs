@@ -143,18 +143,18 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
         live,
         shutdown,
     )?;
-    // `lag()` covers the samples of the load's window: the same ones, in order.
     let lag = run.lag();
-    let window = plan.duration.as_secs_f64();
     let readings: Vec<Reading> = run
         .samples
         .iter()
-        .filter(|s| s.t <= window)
-        .zip(&lag)
-        .map(|(s, &(t, lag))| Reading {
-            t,
-            lag,
-            done: s.done,
+        .filter(|s| s.t <= plan.duration.as_secs_f64())
+        .map(|s| {
+            let (t, lag) = run.lag_at(s);
+            Reading {
+                t,
+                lag,
+                done: s.done,
+            }
         })
         .collect();
     let end = readings.last().map_or(0.0, |r| r.t);

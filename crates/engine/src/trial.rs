@@ -188,7 +188,8 @@ impl TrialRun {
         self.samples.iter().map(|s| self.lag_at(s)).collect()
     }
 
-    fn lag_at(&self, s: &Sample) -> (f64, f64) {
+    /// One sample's (t, items due by the schedule and not done).
+    pub fn lag_at(&self, s: &Sample) -> (f64, f64) {
         let due = ((self.rate * s.t).floor() + 1.0).min(self.figures.sent.max(1) as f64);
         (s.t, due - s.done as f64)
     }
