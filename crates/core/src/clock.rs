@@ -54,6 +54,9 @@ pub fn duration_ns(d: Duration) -> u64 {
 pub struct Sleeper {
     late_ns: f64,
     dev_ns: f64,
+    /// Timer slack is per thread: it is set by the first sleep, on the thread that sleeps
+    /// (a worker's timer is often built on another thread than the one it runs on).
+    slack_set: bool,
 }
 
 const MIN_MARGIN_NS: f64 = 20_000.0;
@@ -66,17 +69,21 @@ impl Default for Sleeper {
 }
 
 impl Sleeper {
-    /// A sleeper for the calling thread (it also asks Linux for the finest timer slack).
+    /// A sleeper (its first sleep asks Linux for the finest timer slack for its thread).
     pub fn new() -> Self {
-        reduce_timer_slack();
         Self {
             late_ns: 150_000.0,
             dev_ns: 50_000.0,
+            slack_set: false,
         }
     }
 
     /// Returns at `deadline` or, if it has passed, at once.
     pub fn sleep_until(&mut self, deadline: Instant) {
+        if !self.slack_set {
+            reduce_timer_slack();
+            self.slack_set = true;
+        }
         let now = Instant::now();
         let left = deadline.saturating_duration_since(now);
         let margin = Duration::from_nanos(

@@ -428,6 +428,11 @@ impl<W: Write> ThreadSender<'_, W> {
                 Ok(()) => self.unflushed += 1,
                 Err(e) => self.mend(&mut out, e, shutdown)?,
             }
+            // The first message leaves at once: a batch's would otherwise wait for 64 KiB of
+            // the rest, and the peer's first item with it.
+            if k == 0 {
+                self.flush(&mut out, shutdown)?;
+            }
             self.count(now - self.start, &mut segment);
             live.items_in.fetch_add(1, Ordering::Relaxed);
         }

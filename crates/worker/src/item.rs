@@ -42,9 +42,23 @@ impl ItemWorker {
 
     /// Works on one item; `None` if it was rejected (counted, with the first reason kept).
     pub fn handle(&mut self, message: &Message) -> Option<Output> {
-        if !self.delay.is_zero() {
+        self.handle_while(message, |_| {})
+    }
+
+    /// Works on one item, running `meanwhile` (the worker's pending output and bookkeeping,
+    /// given the work times so far) once, inside the item's wait where it has one
+    /// ([`WorkTimer::run_as_while`]).
+    pub fn handle_while(
+        &mut self,
+        message: &Message,
+        meanwhile: impl FnOnce(&Recorder),
+    ) -> Option<Output> {
+        if self.delay.is_zero() {
+            meanwhile(&self.work);
+        } else {
             let start = Instant::now();
-            self.timer.run(self.delay);
+            let work = &self.work;
+            self.timer.run_while(self.delay, || meanwhile(work));
             self.work.record_ns(start.elapsed().as_nanos() as u64);
         }
         let Some(app) = self.app else {

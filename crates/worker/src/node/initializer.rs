@@ -717,8 +717,8 @@ fn route(
     }
 }
 
-/// Writes routed frames to a joiner's data connection; flushes whenever its queue is empty, and
-/// at least every [`super::FLUSH_EVERY`].
+/// Writes routed frames to a joiner's data connection; flushes whenever its queue is empty,
+/// after the first batch that ends an idle spell, and at least every [`super::FLUSH_EVERY`].
 fn spawn_data_writer(
     name: String,
     stream: TcpStream,
@@ -737,15 +737,15 @@ fn spawn_data_writer(
                     break;
                 }
             }
-            let batch = match batches.try_recv() {
-                Ok(batch) => batch,
+            let (batch, after_idle) = match batches.try_recv() {
+                Ok(batch) => (batch, false),
                 Err(_) => {
                     if let Err(e) = out.flush() {
                         failed = Some(e);
                         break;
                     }
                     match batches.recv() {
-                        Ok(batch) => batch,
+                        Ok(batch) => (batch, true),
                         Err(_) => break,
                     }
                 }
@@ -754,6 +754,10 @@ fn spawn_data_writer(
                 out.write_all(&(frame.len() as u32).to_be_bytes())?;
                 out.write_all(frame)
             });
+            // The first batch after an idle spell leaves at once: its worker has likely run
+            // dry and waits for it (a burst's first frames otherwise waited up to a flush
+            // period for the rest of the burst).
+            let written = written.and_then(|()| if after_idle { out.flush() } else { Ok(()) });
             if let Err(e) = written {
                 failed = Some(e);
                 break;
@@ -814,9 +818,10 @@ fn spawn_local(
     batches: Receiver<Batch>,
     shared: Arc<Metrics>,
 ) -> Result<JoinHandle<Result<WorkerStats, NodeError>>, NodeError> {
-    let mut processor = Processor::new(config)?;
+    let published = shared.clone();
+    let mut processor = Processor::new(config)?
+        .publishing(Duration::from_secs(1), move |stats| published.update(stats));
     Ok(std::thread::spawn(move || {
-        let mut reported = Instant::now();
         loop {
             let batch = match batches.try_recv() {
                 Ok(batch) => batch,
@@ -825,7 +830,7 @@ fn spawn_local(
                     match batches.recv_timeout(Duration::from_millis(500)) {
                         Ok(batch) => batch,
                         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                            shared.update(processor.stats());
+                            processor.publish();
                             continue;
                         }
                         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -834,11 +839,6 @@ fn spawn_local(
             };
             for frame in &batch {
                 processor.process(frame);
-                // Inside the loop: a batch of slow items can take far longer than a second.
-                if reported.elapsed() >= Duration::from_secs(1) {
-                    shared.update(processor.stats());
-                    reported = Instant::now();
-                }
             }
         }
         processor.finish();

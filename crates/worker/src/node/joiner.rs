@@ -5,7 +5,7 @@
 use std::net::TcpStream;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plumbline_core::frame::{FrameCodec, FrameReader};
 use plumbline_core::Shutdown;
@@ -66,8 +66,6 @@ pub(super) fn run(
         ticket,
     }
     .send(&mut &data)?;
-    let mut processor = Processor::new(config)?;
-
     // Control from the initializer arrives on its own thread: Finish, or the connection's end.
     let (finish_tx, finish) = mpsc::channel::<Result<(), String>>();
     std::thread::spawn(move || {
@@ -85,7 +83,15 @@ pub(super) fn run(
     // Frames on the data connection are ones the initializer accepted: take its limit.
     let mut reader = FrameReader::new(&data, FrameCodec::new(max_frame));
     let mut batch = Vec::new();
-    let mut published = Instant::now();
+    // Figures at most every 500 ms, so the reporter's once-a-second send is never stale by
+    // more than that while items flow; once input stops, the last ones it got stand until
+    // the Done that ends the run.
+    let mut processor =
+        Processor::new(config)?.publishing(Duration::from_millis(500), move |stats| {
+            if let Ok(mut latest) = reporter.lock() {
+                *latest = Some(stats);
+            }
+        });
     let ended = loop {
         if stop.requested() {
             break Err("interrupted before the cluster shut down".to_string());
@@ -94,17 +100,8 @@ pub(super) fn run(
         let read = reader.read_batch(&mut batch);
         for frame in &batch {
             processor.process(frame);
-            if published.elapsed() >= Duration::from_millis(500) {
-                if let Ok(mut latest) = reporter.lock() {
-                    *latest = Some(processor.stats());
-                }
-                published = Instant::now();
-            }
         }
         processor.flush();
-        if let Ok(mut latest) = reporter.lock() {
-            *latest = Some(processor.stats());
-        }
         match read {
             Ok(true) => {}
             Ok(false) => break Ok(()),
