@@ -351,10 +351,13 @@ struct Spend {
 }
 
 impl Spend {
-    fn execute(&self, timer: &mut WorkTimer, data: &Value) -> Value {
+    /// Spends the task's workload; `meanwhile` (the previous result on its way out) runs once,
+    /// inside the wait where the work has one.
+    fn execute(&self, timer: &mut WorkTimer, data: &Value, meanwhile: &mut dyn FnMut()) -> Value {
         let workload = match Workload::from_data(data) {
             Ok(w) => w,
             Err(e) => {
+                meanwhile();
                 eprintln!("worker: cannot execute a task: {e}");
                 return json!({ "error": e.to_string() });
             }
@@ -364,7 +367,7 @@ impl Spend {
             std::process::abort();
         }
         let (work, delay) = self.choose(&workload);
-        timer.run_as(work, delay);
+        timer.run_as_while(work, delay, meanwhile);
         Value::Null
     }
 
@@ -384,7 +387,11 @@ struct SleepWorker {
 
 impl SingleThreadedWorker for SleepWorker {
     fn handle_execution(&mut self, task: &Assignment) -> Value {
-        self.spend.execute(&mut self.timer, &task.data)
+        self.handle_execution_while(task, &mut || {})
+    }
+
+    fn handle_execution_while(&mut self, task: &Assignment, meanwhile: &mut dyn FnMut()) -> Value {
+        self.spend.execute(&mut self.timer, &task.data, meanwhile)
     }
 }
 
@@ -400,9 +407,21 @@ impl MultiThreadedWorker for SleepThreads {
     }
 
     fn handle_thread_execution(&self, data: Value, index: usize) -> Value {
+        self.handle_thread_execution_while(data, index, &mut || {})
+    }
+
+    fn handle_thread_execution_while(
+        &self,
+        data: Value,
+        index: usize,
+        meanwhile: &mut dyn FnMut(),
+    ) -> Value {
         match self.timers[index].lock() {
-            Ok(mut timer) => self.spend.execute(&mut timer, &data),
-            Err(_) => json!({ "error": "timer poisoned" }),
+            Ok(mut timer) => self.spend.execute(&mut timer, &data, meanwhile),
+            Err(_) => {
+                meanwhile();
+                json!({ "error": "timer poisoned" })
+            }
         }
     }
 }
