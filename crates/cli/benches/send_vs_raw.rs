@@ -92,6 +92,7 @@ fn plumbline(frames: u64) -> f64 {
         print: false,
         throttle: None,
         track_results: false,
+        continuity: false,
         max_connections: 1,
         intake: None,
     });

@@ -1054,6 +1054,13 @@ pub struct ReceiveArgs {
     /// brokers); over plain TCP and other at-most-once transports they always fail it
     #[arg(long)]
     pub fail_on_duplicates: bool,
+    /// Check state continuity: every key's `label=>count` results (a partition's item count,
+    /// as the sleepy app writes them; vote totals where every vote counts one) must advance by
+    /// exactly one per item, with no reset, gap or repeat, even while partitions move between
+    /// workers. Plumbline-framed results only; any violation fails the run, naming the key
+    /// and the two results around it
+    #[arg(long)]
+    pub continuity: bool,
     /// Stop when nothing arrived for this long
     #[arg(long, value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,

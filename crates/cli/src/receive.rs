@@ -87,6 +87,7 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
             print: args.print,
             throttle,
             track_results: false,
+            continuity: args.continuity,
             max_connections: args.intake.max_connections,
             // A broker's frames arrive whole: only a listener's peers are timed.
             intake: args.from.is_none().then_some(intake),
@@ -146,6 +147,7 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
             "listen": args.listen,
             "from": args.from,
             "expect": args.expect,
+            "continuity": args.continuity,
             "max_frame": args.max_frame,
             "throttle": args.throttle,
             "max_connections": args.intake.max_connections,
@@ -194,6 +196,13 @@ fn judge(
     }
     if s.sequence.lost > 0 {
         failures.push(format!("{} messages lost", s.sequence.lost));
+    }
+    if let Some(c) = s.continuity.as_ref().filter(|c| c.violations > 0) {
+        failures.push(format!(
+            "state continuity broken {} time(s): {}",
+            c.violations,
+            c.examples.first().map_or("", String::as_str)
+        ));
     }
     let dups = s.sequence.duplicates;
     if dups > 0 && guarantee == Guarantee::AtMostOnce {
@@ -245,6 +254,7 @@ fn record(
             budget_waits: s.budget_waits,
             bad_reasons: s.bad_reasons.clone(),
             sequence: Sequence::from(&s.sequence),
+            continuity: s.continuity.clone(),
             broker: consumed
                 .map(|(stats, _)| serde_json::to_value(stats))
                 .transpose()?,
@@ -403,6 +413,18 @@ fn text(s: &ReceiveSummary) -> String {
         );
         if !q.missing.is_empty() {
             out += &format!("never arrived (first runs): {}\n", q.missing.join(", "));
+        }
+    }
+    if let Some(c) = &s.continuity {
+        out += &format!(
+            "state continuity: {} results on {} keys, {} violation(s), {} redelivered\n",
+            c.checked, c.keys, c.violations, c.redelivered
+        );
+        for example in &c.examples {
+            out += &format!("  {example}\n");
+        }
+        if c.violations > c.examples.len() as u64 {
+            out += &format!("  … and {} more\n", c.violations - c.examples.len() as u64);
         }
     }
     if s.budget_waits > 0 {

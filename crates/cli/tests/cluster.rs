@@ -196,6 +196,23 @@ fn a_killed_worker_stops_the_cluster_with_its_name_and_partitions() {
 }
 
 #[test]
+fn every_partitions_count_advances_by_one_per_item_across_two_workers() {
+    let _cpu = exclusive();
+    let receiving = Receiving::start(&["--continuity", "--expect", "600", "--idle-timeout", "20s"]);
+    let (init, _workers, source, external) = cluster("sleepy", "0", 1, Some(&receiving.addr), &[]);
+    let out = common::send_nonces(&source, "3000/s", 600);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (code, text, err) = receiving.finish();
+    assert_eq!(code, Some(0), "{text}\n{err}\n{}", init.log());
+    assert!(
+        text.contains("state continuity: 600 results on") && text.contains("0 violation(s)"),
+        "{text}"
+    );
+    let out = plumbline(&["shutdown", &external]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
 fn a_worker_arriving_after_the_cluster_formed_is_refused() {
     let (init, _workers, _source, _external) = cluster("sleepy", "0", 0, None, &[]);
     let control = init.control_addr();

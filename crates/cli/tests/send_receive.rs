@@ -482,3 +482,55 @@ fn expect_counts_unique_messages_and_duplicates_are_no_loss() {
         "{err}"
     );
 }
+
+#[test]
+fn receive_continuity_names_the_key_whose_state_was_applied_twice_or_skipped() {
+    // Results as a partition's owner writes them, replayed with plumbline headers: key 7
+    // gets v1, v2, v2 again (another item: applied twice), then v4 (v3 never came).
+    let dir = scratch("continuity");
+    let file = dir.join("results.bin");
+    let mut bytes = Vec::new();
+    for text in ["7=>1", "9=>1", "7=>2", "7=>2", "9=>2", "7=>4"] {
+        bytes.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(text.as_bytes());
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let json_path = dir.join("receive.json");
+    let receiving = Receiving::start(&[
+        "--continuity",
+        "--expect",
+        "6",
+        "--idle-timeout",
+        "10s",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    let out = plumbline(&[
+        "send",
+        "--host",
+        &receiving.addr,
+        "--file",
+        file.to_str().unwrap(),
+        "--binary",
+        "--variable-size",
+        "--framing",
+        "plumbline",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (code, text, err) = receiving.finish();
+    assert_eq!(code, Some(1), "a broken state fails the run: {text}\n{err}");
+    assert!(
+        text.contains("state continuity: 6 results on 2 keys, 2 violation(s)"),
+        "{text}"
+    );
+    assert!(text.contains("key 7: version 2 seen twice"), "{text}");
+    assert!(
+        text.contains("key 7: 1 version(s) never seen, from v3"),
+        "{text}"
+    );
+    assert!(err.contains("state continuity broken 2 time(s)"), "{err}");
+    let run = json(&json_path);
+    assert_eq!(run["receive"]["continuity"]["violations"], 2, "{run}");
+    assert_eq!(run["receive"]["continuity"]["keys"], 2, "{run}");
+}

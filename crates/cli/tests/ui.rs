@@ -210,17 +210,7 @@ fn issue7_the_initializers_live_page_shows_every_worker_and_partition() {
             .next()
             .unwrap()
     );
-    let out = plumbline(&[
-        "send",
-        "--host",
-        &source,
-        "--gen",
-        "nonces",
-        "--rate",
-        "2000/s",
-        "--messages",
-        "600",
-    ]);
+    let out = common::send_nonces(&source, "2000/s", 600);
     assert!(out.status.success(), "{}", stderr(&out));
     // Joiners report once a second: wait until both workers' counts add up to what was sent.
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -346,6 +346,7 @@ impl Engine for External {
                 print: false,
                 throttle: None,
                 track_results: false,
+                continuity: false,
                 max_connections: usize::MAX,
                 intake: None,
             },

@@ -75,6 +75,7 @@ fn run(
             print: false,
             throttle: None,
             track_results: true,
+            continuity: false,
             // Its own workers, on loopback: no cap, no deadline.
             max_connections: usize::MAX,
             intake: None,

@@ -16,6 +16,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// One stateful result as the checker sees it: key, version, sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Versioned {
@@ -48,35 +50,53 @@ pub struct Violation {
     pub at: Versioned,
 }
 
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Violation {
+    /// The violation in words, the key called `name` (a receiver knows keys by their labels).
+    pub fn describe(&self, name: &str) -> String {
         let show = |r: &Versioned| format!("v{} (seq {})", r.version, r.seq);
         let before = self.before.as_ref().map_or("nothing".into(), show);
         match self.kind {
-            ViolationKind::Repeat => write!(
-                f,
-                "key {}: version {} seen twice, from two items: {} after {before}",
-                self.key,
+            ViolationKind::Repeat => format!(
+                "key {name}: version {} seen twice, from two items: {} after {before}",
                 self.at.version,
                 show(&self.at)
             ),
-            ViolationKind::Reset => write!(
-                f,
-                "key {}: state reset: {} after {before}",
-                self.key,
-                show(&self.at)
-            ),
-            ViolationKind::Gap { missing } => write!(
-                f,
-                "key {}: {missing} version(s) never seen, from v{} (the highest seen: {before})",
-                self.key, self.at.version
+            ViolationKind::Reset => {
+                format!("key {name}: state reset: {} after {before}", show(&self.at))
+            }
+            ViolationKind::Gap { missing } => format!(
+                "key {name}: {missing} version(s) never seen, from v{} (the highest seen: {before})",
+                self.at.version
             ),
         }
     }
 }
 
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe(&self.key.to_string()))
+    }
+}
+
+/// What a continuity check found, for reports: counts, and the first violations in words.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContinuityReport {
+    /// Stateful results checked.
+    pub checked: u64,
+    pub keys: u64,
+    /// The same item's result again (a redelivery, counted as a duplicate elsewhere).
+    pub redelivered: u64,
+    /// Repeats, resets and gaps, all of them.
+    pub violations: u64,
+    /// The first [`EXAMPLES`] of them, each naming its key and the two results around it.
+    pub examples: Vec<String>,
+}
+
+/// Violations a report spells out; the rest are counted.
+pub const EXAMPLES: usize = 20;
+
 /// One key's progress.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Key {
     /// Every version below this has been seen.
     next: u64,
@@ -88,7 +108,7 @@ struct Key {
 }
 
 /// Checks every key's results as they arrive; [`Continuity::finish`] adds the gaps.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Continuity {
     keys: HashMap<u32, Key>,
     violations: Vec<Violation>,
@@ -159,6 +179,28 @@ impl Continuity {
     /// Results that were the same item delivered again.
     pub fn redelivered(&self) -> u64 {
         self.redelivered
+    }
+
+    /// Keys seen so far.
+    pub fn keys(&self) -> u64 {
+        self.keys.len() as u64
+    }
+
+    /// [`Continuity::finish`] as a report, each key named by `name`.
+    pub fn report(self, name: impl Fn(u32) -> String) -> ContinuityReport {
+        let (checked, keys, redelivered) = (self.checked, self.keys(), self.redelivered);
+        let violations = self.finish(&HashMap::new());
+        ContinuityReport {
+            checked,
+            keys,
+            redelivered,
+            violations: violations.len() as u64,
+            examples: violations
+                .iter()
+                .take(EXAMPLES)
+                .map(|v| v.describe(&name(v.key)))
+                .collect(),
+        }
     }
 
     /// The violations so far, and those only the end shows: for each key, the versions below

@@ -293,6 +293,9 @@ pub struct ReceiveSection {
     /// Loss and order accounting of plumbline-framed frames, its loss and duplicates being
     /// the run's `lost` and `duplicates`.
     pub sequence: Sequence,
+    /// With `--continuity`: what the state check found.
+    #[serde(default)]
+    pub continuity: Option<crate::continuity::ContinuityReport>,
     /// With `--from`: what the consumer saw of the broker.
     pub broker: Option<serde_json::Value>,
     pub kafka_broker: Option<serde_json::Value>,

@@ -11,7 +11,7 @@
 //! `max_connections` are refused ([`Receiver::admit`]) and counted. Accepting connections and
 //! deciding when to stop are the caller's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,7 @@ use plumbline_core::clock::Sleeper;
 use plumbline_core::frame::{FrameCodec, FrameError, FrameReader};
 use plumbline_core::header::{self, Header};
 use plumbline_core::intake::{IntakeLimits, Slot, Slots};
+use plumbline_measure::continuity::{Continuity, ContinuityReport, Versioned};
 use plumbline_measure::{LatencyFeed, LatencySummary, Live, Recorder, SeqSummary, SeqTracker};
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,10 @@ pub struct ReceiverConfig {
     /// Keep the latest value of every `label=>value` result (a worker's state updates), so a
     /// run's final state can be checked.
     pub track_results: bool,
+    /// Check that every key's `label=>count` results advance by exactly one per item
+    /// ([`plumbline_measure::continuity`]); plumbline-framed results only (their sequence
+    /// numbers tell a redelivery from an item applied twice).
+    pub continuity: bool,
     /// Connections served at once; more are refused and counted.
     pub max_connections: usize,
     /// Deadlines and the shared buffer budget for peers on sockets (`None`: a broker's frames,
@@ -83,6 +88,7 @@ pub struct Receiver {
     seqs: Mutex<SeqTracker>,
     print: Mutex<()>,
     results: Mutex<BTreeMap<String, u64>>,
+    state: Mutex<StateCheck>,
     stopped: std::sync::atomic::AtomicBool,
     /// Watchers' view: frames as they arrive, latencies every [`plumbline_measure::FEED_EVERY`].
     live: Arc<Live>,
@@ -116,6 +122,38 @@ pub struct ReceiveSummary {
     pub latency_s: LatencySummary,
     /// Loss and order accounting, plumbline-framed frames only.
     pub sequence: SeqSummary,
+    /// With `continuity`: what the state check found.
+    pub continuity: Option<ContinuityReport>,
+}
+
+/// The continuity checker, with its keys' labels: results name keys by label (`z`, `17`).
+#[derive(Debug, Default)]
+struct StateCheck {
+    ids: HashMap<String, u32>,
+    labels: Vec<String>,
+    check: Continuity,
+}
+
+impl StateCheck {
+    fn observe(&mut self, label: String, version: u64, source: u32, seq: u64) {
+        let next = self.labels.len() as u32;
+        let key = *self.ids.entry(label).or_insert_with_key(|label| {
+            self.labels.push(label.clone());
+            next
+        });
+        self.check.observe(Versioned {
+            key,
+            version,
+            // Sequence numbers count per source: two sources' items must not look alike.
+            seq: (u64::from(source) << 40) ^ seq,
+        });
+    }
+
+    fn report(&self) -> ContinuityReport {
+        self.check
+            .clone()
+            .report(|key| self.labels.get(key as usize).cloned().unwrap_or_default())
+    }
 }
 
 impl Receiver {
@@ -144,6 +182,7 @@ impl Receiver {
             seqs: Mutex::new(SeqTracker::new()),
             print: Mutex::new(()),
             results: Mutex::new(BTreeMap::new()),
+            state: Mutex::new(StateCheck::default()),
             stopped: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -227,6 +266,7 @@ impl Receiver {
         let mut count = 0u64;
         let mut batch = Vec::new();
         let mut latest = BTreeMap::new();
+        let mut versions = Vec::new();
         let failure = loop {
             batch.clear();
             // Frames decoded before a bad one are in the batch either way, and count.
@@ -264,6 +304,11 @@ impl Receiver {
                         Ok((head, payload)) => {
                             latencies.push(now.saturating_sub(head.intended_unix_ns));
                             seqs.push((head.source, head.seq));
+                            if self.config.continuity {
+                                if let Some((label, version)) = parse_result(&payload) {
+                                    versions.push((label, version, head.source, head.seq));
+                                }
+                            }
                             payload
                         }
                         Err(e) => {
@@ -289,6 +334,12 @@ impl Receiver {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .append(&mut latest);
+            }
+            if !versions.is_empty() {
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                for (label, version, source, seq) in versions.drain(..) {
+                    state.observe(label, version, source, seq);
+                }
             }
             self.arrived(accepted, bytes);
             self.counted(&mut latencies, &mut seqs, raw);
@@ -408,6 +459,12 @@ impl Receiver {
             latency_s: latency.summary(),
             // `expected` counts one stream: with several sources only gaps can be told.
             sequence: seqs.summary(expected.filter(|_| seqs.summary(None).sources == 1)),
+            continuity: self.config.continuity.then(|| {
+                self.state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .report()
+            }),
         }
     }
 }
@@ -432,15 +489,22 @@ mod tests {
             print: false,
             throttle: None,
             track_results: true,
+            continuity: false,
             max_connections: 2,
             intake: None,
         }
     }
 
     fn plumbline_frames(seqs: &[u64]) -> Vec<u8> {
+        let of: Vec<(u64, &str)> = seqs.iter().map(|&seq| (seq, "z=>3")).collect();
+        results(&of)
+    }
+
+    /// Plumbline frames of `(seq, result)`, from source 1.
+    fn results(of: &[(u64, &str)]) -> Vec<u8> {
         let codec = FrameCodec::default();
         let mut out = Vec::new();
-        for &seq in seqs {
+        for &(seq, text) in of {
             let mut payload = Vec::new();
             Header {
                 source: 1,
@@ -449,10 +513,44 @@ mod tests {
                 key: 0,
             }
             .write(&mut payload);
-            payload.extend_from_slice(b"z=>3");
+            payload.extend_from_slice(text.as_bytes());
             codec.encode_into(&payload, &mut out).unwrap();
         }
         out
+    }
+
+    #[test]
+    fn state_continuity_names_the_key_a_double_apply_and_a_gap_broke() {
+        let receiver = Receiver::new(ReceiverConfig {
+            continuity: true,
+            ..config(Framing::Auto)
+        });
+        // Key 7: v1, v2, v2 again from another item, then v4 (v3 never came). Key z: in
+        // order across two connections, one result redelivered (same item, same seq).
+        receiver.serve(
+            &results(&[(0, "7=>1"), (1, "z=>1"), (2, "7=>2")])[..],
+            "old owner",
+        );
+        receiver.serve(
+            &results(&[(3, "7=>2"), (4, "z=>2"), (4, "z=>2"), (5, "7=>4")])[..],
+            "new owner",
+        );
+        let c = receiver.summary(None).continuity.expect("asked for");
+        assert_eq!((c.checked, c.keys, c.redelivered), (7, 2, 1));
+        assert_eq!(c.violations, 2, "{:?}", c.examples);
+        assert!(
+            c.examples[0].contains("key 7: version 2 seen twice"),
+            "{:?}",
+            c.examples
+        );
+        assert!(
+            c.examples[1].contains("key 7: 1 version(s) never seen, from v3"),
+            "{:?}",
+            c.examples
+        );
+        let unchecked = Receiver::new(config(Framing::Auto));
+        unchecked.serve(&results(&[(0, "7=>1"), (1, "7=>1")])[..], "a");
+        assert_eq!(unchecked.summary(None).continuity, None);
     }
 
     #[test]

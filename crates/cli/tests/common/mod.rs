@@ -82,6 +82,23 @@ pub fn plumbline(args: &[&str]) -> Output {
         .expect("the plumbline binary runs")
 }
 
+/// `plumbline send` of `messages` generated nonces to `host` at `rate` (`2000/s`), quietly.
+pub fn send_nonces(host: &str, rate: &str, messages: u64) -> Output {
+    let messages = messages.to_string();
+    plumbline(&[
+        "send",
+        "--host",
+        host,
+        "--gen",
+        "nonces",
+        "--rate",
+        rate,
+        "--messages",
+        &messages,
+        "--quiet",
+    ])
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
