@@ -733,7 +733,9 @@ Examples:
   plumbline elastic --cluster redis://127.0.0.1:6379/jobs --workers 2@0s,4@5s,1@10s --rate 300/s
   plumbline elastic --cluster 'nats://127.0.0.1:4222/jobs?jetstream=1' --workers 4@0s,3@5s \\
       --leave kill --duration 12s --json kill.json     # kill -9 one of 4 members at 5 s
-  plumbline elastic --cluster kafka://127.0.0.1:9092/jobs --workers 4@0s,2@6s --delay 20ms";
+  plumbline elastic --cluster kafka://127.0.0.1:9092/jobs --workers 4@0s,2@6s --delay 20ms
+  plumbline elastic --cluster redis://127.0.0.1:6379/jobs --workers 1@0s --autoscale 1..6 \
+      --lag-target 20 --rate 300/s --duration 30s   # HPA on lag, 10x faster than Kubernetes";
 
 /// Flags of `elastic`: a consumer group resized mid-run.
 #[derive(Debug, Args)]
@@ -742,9 +744,23 @@ pub struct ElasticArgs {
     #[command(flatten)]
     pub matrix: MatrixArgs,
     /// Worker counts over the run: COUNT@TIME, comma-separated, the first at 0s
-    /// (e.g. 2@0s,4@20s,1@40s)
+    /// (e.g. 2@0s,4@20s,1@40s); with --autoscale, the count it starts from (e.g. 1@0s)
     #[arg(long)]
     pub workers: String,
+    /// Let Kubernetes' HPA rule choose the count between MIN..MAX replicas, every sync period,
+    /// on the group's total lag (KEDA's Kafka scaler: desired = ceil(lag ÷ --lag-target)),
+    /// with HPA's tolerance, stabilization windows and rate policies. An emulation on one
+    /// machine, to see what a scaling policy would do before running it on a cluster
+    #[arg(long, value_name = "MIN..MAX")]
+    pub autoscale: Option<String>,
+    /// Items of lag per replica the autoscaler aims for (KEDA's lagThreshold)
+    #[arg(long, default_value_t = 50.0, requires = "autoscale")]
+    pub lag_target: f64,
+    /// Kubernetes' periods and windows divided by this (10: sync 1.5 s, scale-down window
+    /// 30 s), so an experiment takes seconds, not hours
+    #[arg(long, default_value_t = 10, requires = "autoscale",
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub autoscale_speed: u32,
     /// Items per second, steady for the whole run
     #[arg(long, default_value = "200/s")]
     pub rate: String,
@@ -756,7 +772,7 @@ pub struct ElasticArgs {
     #[arg(long, default_value = "graceful", value_parser = clap::value_parser!(Leave))]
     pub leave: Leave,
     /// Lag (items) at or under which a change has recovered [default: twice the lag before
-    /// it, and at least 50 ms of the rate]
+    /// it, and at least 50 ms of the rate; with --autoscale, --lag-target × the new count]
     #[arg(long)]
     pub recover_lag: Option<f64>,
     #[command(flatten)]

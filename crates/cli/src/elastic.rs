@@ -1,6 +1,6 @@
 //! `plumbline elastic`: a broker consumer group that grows and shrinks mid-run on a worker
-//! schedule (`--workers 2@0s,4@5s,1@10s`) under a steady open-loop rate, and what each change
-//! cost: the pause (the longest time the group finished nothing while items waited), the lag
+//! schedule (`--workers 2@0s,4@5s,1@10s`), or as an emulated HPA decides on its lag
+//! (`--autoscale 1..6`), under a steady open-loop rate, and what each change cost: the pause (the longest time the group finished nothing while items waited), the lag
 //! peak, the time until lag was back under its threshold; over the run, items lost (0 on the
 //! at-least-once brokers) and duplicated.
 //!
@@ -12,16 +12,20 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::duration::Human;
 use plumbline_engine::external::External;
-use plumbline_engine::members::Leave;
+use plumbline_engine::members::{Change, Leave};
+use plumbline_engine::scaling::{Decided, Scaling};
 use plumbline_engine::trial;
 use plumbline_engine::{Engine, EngineKind};
 use plumbline_load::schedule::parse_rate;
-use plumbline_measure::record::{Command, ElasticChange, ElasticSection, Record, RunRecord};
+use plumbline_measure::record::{
+    AutoscaleDecision, AutoscaleSection, Command, ElasticChange, ElasticSection, Record, RunRecord,
+};
 use plumbline_measure::report::Host;
 use plumbline_measure::RunInfo;
+use plumbline_scale::autoscale::{AutoscaleConfig, Reason, ReplicaRange, Target};
 use plumbline_scale::change::{change_figures, ChangeFigures, Reading, WorkerSchedule};
 use plumbline_worker::Shutdown;
 
@@ -35,7 +39,8 @@ use crate::session::{Outcome, Session};
 pub struct ElasticPlan {
     pub bench: BenchPlan,
     pub url: String,
-    pub schedule: WorkerSchedule,
+    /// `--workers`'s schedule, or (from its one count) the autoscaler.
+    pub scaling: Scaling,
     pub leave: Leave,
     pub rate: f64,
     pub duration: Duration,
@@ -47,6 +52,25 @@ pub struct ElasticPlan {
 impl ElasticPlan {
     pub fn build(args: &ElasticArgs, cores: usize) -> Result<Self> {
         let schedule: WorkerSchedule = args.workers.parse()?;
+        let scaling = match &args.autoscale {
+            None => Scaling::Schedule(schedule.clone()),
+            Some(range) => {
+                ensure!(
+                    schedule.steps().len() == 1,
+                    "--workers {schedule} with --autoscale: give the one count it starts from \
+                     (e.g. 1@0s); the autoscaler makes every later change"
+                );
+                let range: ReplicaRange = range.parse().context("--autoscale")?;
+                let config =
+                    AutoscaleConfig::kubernetes(range, Target::LagPerReplica(args.lag_target))
+                        .scaled(args.autoscale_speed);
+                config.validate().context("--lag-target")?;
+                Scaling::Autoscale {
+                    config,
+                    start: schedule.steps()[0].workers,
+                }
+            }
+        };
         let rate = parse_rate(&args.rate).map_err(|e| anyhow::anyhow!("--rate: {e}"))?;
         let Some(rate) = rate else {
             bail!(
@@ -66,7 +90,7 @@ impl ElasticPlan {
         let items = (rate * args.duration.as_secs_f64()).ceil().max(1.0) as u64;
         let shape = RunShape {
             items: Some(vec![items]),
-            workers: Some(vec![schedule.steps()[0].workers]),
+            workers: Some(vec![scaling.start()]),
             rate: Some(args.rate.clone()),
         };
         let bench = BenchPlan::build(&args.matrix, &shape, cores)?;
@@ -93,7 +117,7 @@ impl ElasticPlan {
         Ok(Self {
             url: url.clone(),
             bench,
-            schedule,
+            scaling,
             leave: args.leave,
             rate,
             duration: args.duration,
@@ -104,6 +128,27 @@ impl ElasticPlan {
     fn run_plan(&self) -> &RunPlan {
         &self.bench.runs[0]
     }
+
+    /// The membership's driver in words: the schedule, or the autoscaler's bounds.
+    fn driver(&self) -> String {
+        match &self.scaling {
+            Scaling::Schedule(schedule) => schedule.to_string(),
+            Scaling::Autoscale { config, start } => format!(
+                "autoscale {} from {start} ({:.0} items of lag per replica)",
+                config.range,
+                self.lag_target()
+            ),
+        }
+    }
+
+    fn lag_target(&self) -> f64 {
+        match &self.scaling {
+            Scaling::Autoscale { config, .. } => match config.target {
+                Target::LagPerReplica(t) | Target::Busy(t) => t,
+            },
+            Scaling::Schedule(_) => 0.0,
+        }
+    }
 }
 
 pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
@@ -112,11 +157,11 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let exe = std::env::current_exe()?;
     // Built for the most members it will have (a Kafka topic gets a partition for each).
     let cluster = plumbline_worker::ClusterConfig {
-        workers: plan.schedule.peak(),
+        workers: plan.scaling.peak(),
         ..plan.run_plan().cluster.clone()
     };
     let engine =
-        External::group(&plan.url, &cluster, &exe).elastic(plan.schedule.clone(), plan.leave);
+        External::group(&plan.url, &cluster, &exe).elastic(plan.scaling.clone(), plan.leave);
     let session = Session::start(
         "elastic",
         &args.output.out,
@@ -127,10 +172,10 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
         label: format!(
             "{}: {} at {:.0}/s",
             engine.describe(),
-            plan.schedule,
+            plan.driver(),
             plan.rate
         ),
-        workers: plan.schedule.peak(),
+        workers: plan.scaling.peak(),
         total: None,
         target_per_s: Some(plan.rate),
     });
@@ -166,9 +211,11 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
             let at = change.at.as_secs_f64();
             let until = applied.get(i + 1).map_or(end, |next| next.at.as_secs_f64());
             let before = change_figures(&readings, at, until, f64::INFINITY).lag_before;
-            let threshold = plan
-                .recover_lag
-                .unwrap_or_else(|| (2.0 * before).max(plan.rate * 0.05));
+            // Under the autoscaler, recovered means back at what it aims for.
+            let threshold = plan.recover_lag.unwrap_or_else(|| match &plan.scaling {
+                Scaling::Autoscale { .. } => plan.lag_target() * change.to as f64,
+                Scaling::Schedule(_) => (2.0 * before).max(plan.rate * 0.05),
+            });
             let figures: ChangeFigures = change_figures(&readings, at, until, threshold);
             ElasticChange {
                 from: change.from,
@@ -202,13 +249,14 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
             interrupted: figures.interrupted,
             elastic: Some(ElasticSection {
                 cluster: plumbline_core::secret::redact_url(&plan.url),
-                schedule: plan.schedule.to_string(),
+                schedule: plan.driver(),
                 leave: plan.leave.to_string(),
                 cut: run.cut,
+                autoscale: autoscale_section(&plan, &applied, &engine.decided()),
                 changes,
                 lag,
             }),
-            ..RunRecord::new(plan.schedule.peak(), figures.wall.as_secs_f64())
+            ..RunRecord::new(plan.scaling.peak(), figures.wall.as_secs_f64())
         }],
         ..Record::new(
             Command::Elastic,
@@ -243,6 +291,62 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
     Ok(Verdict::of(shutdown.requested(), failures))
 }
 
+/// The autoscaler's part of the record: its setup, its decisions, and the replica-seconds it
+/// used against a perfect scaler's (the rate times one item's cost, all along).
+fn autoscale_section(
+    plan: &ElasticPlan,
+    applied: &[Change],
+    decided: &[Decided],
+) -> Option<AutoscaleSection> {
+    let Scaling::Autoscale { config, start } = &plan.scaling else {
+        return None;
+    };
+    let duration = plan.duration.as_secs_f64();
+    Some(AutoscaleSection {
+        range: config.range.to_string(),
+        lag_per_replica: plan.lag_target(),
+        sync_s: config.sync.as_secs_f64(),
+        scale_up_window_s: config.up.window.as_secs_f64(),
+        scale_down_window_s: config.down.window.as_secs_f64(),
+        decisions: decided
+            .iter()
+            .map(|d| AutoscaleDecision {
+                at_s: d.at.as_secs_f64(),
+                lag: d.lag,
+                from: d.from,
+                to: d.decision.replicas as usize,
+                recommended: d.decision.recommended as usize,
+                reason: reason(d.decision.reason).into(),
+            })
+            .collect(),
+        replica_seconds: replica_seconds(*start, applied, duration),
+        ideal_replica_seconds: plan.rate * plan.run_plan().cluster.delay.as_secs_f64() * duration,
+    })
+}
+
+fn reason(reason: Reason) -> &'static str {
+    match reason {
+        Reason::WithinTolerance => "within tolerance",
+        Reason::Metric => "metric",
+        Reason::Stabilized => "stabilized",
+        Reason::RateLimited => "rate limited",
+        Reason::Bounded => "bounded",
+    }
+}
+
+/// Workers integrated over `[0, end]` seconds: `start` until the first change, then each
+/// change's count until the next.
+fn replica_seconds(start: usize, changes: &[Change], end: f64) -> f64 {
+    let mut total = 0.0;
+    let (mut count, mut since) = (start as f64, 0.0);
+    for change in changes {
+        let at = change.at.as_secs_f64().min(end);
+        total += count * (at - since).max(0.0);
+        (count, since) = (change.to as f64, at);
+    }
+    total + count * (end - since).max(0.0)
+}
+
 fn table(run: &RunRecord, duration: Duration) -> String {
     let Some(e) = &run.elastic else {
         return String::new();
@@ -260,6 +364,24 @@ fn table(run: &RunRecord, duration: Duration) -> String {
         run.lost,
         run.duplicates
     );
+    if let Some(a) = &e.autoscale {
+        out.push_str(&format!(
+            "autoscaler {} on {:.0} items of lag per replica, sync {:.2}s, scale-down window {:.1}s: {} decisions, {:.1} replica-seconds (ideal {:.1})\n",
+            a.range,
+            a.lag_per_replica,
+            a.sync_s,
+            a.scale_down_window_s,
+            a.decisions.len(),
+            a.replica_seconds,
+            a.ideal_replica_seconds
+        ));
+        for d in a.decisions.iter().filter(|d| d.to != d.from) {
+            out.push_str(&format!(
+                "  at {:>6.2}s lag {:>6.0}: {} → {} (asked {}, {})\n",
+                d.at_s, d.lag, d.from, d.to, d.recommended, d.reason
+            ));
+        }
+    }
     out.push_str("change      how       at      pause    lag before  lag peak  recovered\n");
     for c in &e.changes {
         let recovered = c
@@ -288,6 +410,15 @@ mod tests {
     }
 
     const GROUP: &str = "redis://127.0.0.1:6379/jobs";
+    /// A group autoscaled between 1 and 4 members, from 1.
+    const AUTOSCALED: [&str; 6] = [
+        "--cluster",
+        GROUP,
+        "--workers",
+        "1@0s",
+        "--autoscale",
+        "1..4",
+    ];
 
     #[test]
     fn a_schedule_on_a_broker_group_makes_one_run_at_the_rate() {
@@ -302,8 +433,47 @@ mod tests {
         .unwrap();
         assert_eq!(p.rate, 300.0);
         assert_eq!(p.run_plan().cluster.workers, 2);
-        assert_eq!(p.schedule.steps().len(), 2);
+        let Scaling::Schedule(schedule) = &p.scaling else {
+            panic!("{:?}", p.scaling);
+        };
+        assert_eq!(schedule.steps().len(), 2);
         assert_eq!(p.leave, Leave::Graceful);
+    }
+
+    #[test]
+    fn autoscale_starts_from_its_one_count_and_runs_up_to_its_max() {
+        let p = plan(
+            &[
+                &AUTOSCALED[..],
+                &["--lag-target", "20", "--autoscale-speed", "15"],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let Scaling::Autoscale { config, start } = &p.scaling else {
+            panic!("{:?}", p.scaling);
+        };
+        assert_eq!((*start, p.scaling.peak()), (1, 4));
+        assert_eq!(config.sync, Duration::from_secs(1), "Kubernetes' 15 s ÷ 15");
+        assert_eq!(config.down.window, Duration::from_secs(20));
+        assert_eq!(p.run_plan().cluster.workers, 1);
+        assert_eq!(
+            p.driver(),
+            "autoscale 1..4 from 1 (20 items of lag per replica)"
+        );
+    }
+
+    #[test]
+    fn replica_seconds_integrate_each_count_until_the_next_change() {
+        let change = |at_ms, from, to| Change {
+            at: Duration::from_millis(at_ms),
+            from,
+            to,
+        };
+        // 1 for 2 s, 3 for 4 s, 2 for the last 4 s.
+        let changes = [change(2000, 1, 3), change(6000, 3, 2)];
+        assert!((replica_seconds(1, &changes, 10.0) - 22.0).abs() < 1e-9);
+        assert!((replica_seconds(2, &[], 5.0) - 10.0).abs() < 1e-9);
     }
 
     #[test]
@@ -332,6 +502,32 @@ mod tests {
                     "1ms,2ms",
                 ],
                 "one configuration",
+            ),
+            (
+                vec![
+                    "--cluster",
+                    GROUP,
+                    "--workers",
+                    "1@0s,2@5s",
+                    "--autoscale",
+                    "1..4",
+                ],
+                "the one count it starts from",
+            ),
+            (
+                vec![
+                    "--cluster",
+                    GROUP,
+                    "--autoscale",
+                    "4..2",
+                    "--workers",
+                    "1@0s",
+                ],
+                "--autoscale",
+            ),
+            (
+                [&AUTOSCALED[..], &["--lag-target", "0"]].concat(),
+                "--lag-target",
             ),
         ] {
             let error = format!("{:#}", plan(&args).unwrap_err());

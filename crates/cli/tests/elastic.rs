@@ -172,3 +172,50 @@ fn a_schedule_that_cannot_be_run_is_refused_before_anything_starts() {
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn an_autoscaled_redis_group_grows_on_its_lag_and_loses_nothing() {
+    let Some(server) = Server::for_test(Kind::Redis, "elastic_autoscale") else {
+        return;
+    };
+    let cluster = format!("redis://{}/jobs", server.addr);
+    // One member does ~100 items/s of 10 ms; 200/s needs two or more. Sync every second.
+    let report = elastic(
+        "elastic-autoscale",
+        &cluster,
+        &[
+            "--workers",
+            "1@0s",
+            "--duration",
+            "6s",
+            "--autoscale",
+            "1..4",
+            "--lag-target",
+            "20",
+            "--autoscale-speed",
+            "15",
+        ],
+    );
+    let autoscale = &report["elastic"]["autoscale"];
+    let decisions = autoscale["decisions"].as_array().expect("decisions");
+    assert!(decisions.len() >= 3, "one a second: {autoscale:#}");
+    let first = &report["elastic"]["changes"][0];
+    assert_eq!(first["from"], 1, "{report:#}");
+    assert!(first["to"].as_u64().unwrap() >= 2, "{report:#}");
+    assert!(
+        first["at_s"].as_f64().unwrap() < 3.0,
+        "it reacts within a few sync periods: {report:#}"
+    );
+    assert!(
+        decisions.iter().all(|d| d["to"].as_u64().unwrap() <= 4),
+        "never above MAX: {autoscale:#}"
+    );
+    let used = autoscale["replica_seconds"].as_f64().unwrap();
+    let ideal = autoscale["ideal_replica_seconds"].as_f64().unwrap();
+    assert!(
+        (ideal - 12.0).abs() < 1e-6,
+        "200/s × 10 ms × 6 s: {autoscale:#}"
+    );
+    assert!(used > 6.0 && used <= 24.0, "{autoscale:#}");
+    assert_eq!(report["lost"], 0, "{report:#}");
+}

@@ -14,8 +14,9 @@
 //! (SIGTERM, then a kill after [`GRACE`]); a copy that exits mid-run ends the run with an error
 //! naming it and its exit status. `--cluster URL` is this engine with plumbline's own
 //! consumer-group members (`plumbline worker --in URL`) as the command ([`External::group`]).
-//! With a worker schedule ([`External::elastic`]) the group grows and shrinks mid-run
-//! ([`crate::members`]), and [`External::changes`] says when each change was applied.
+//! With a worker schedule or an autoscaler ([`External::elastic`], [`crate::scaling`]) the
+//! group grows and shrinks mid-run ([`crate::members`]), and [`External::changes`] says when
+//! each change was applied ([`External::decided`]: what the autoscaler saw and decided).
 //!
 //! Each run (a capacity trial) gets fresh stream / subject / topic names ([`renamed`]), so no
 //! run inherits the previous one's backlog or late results: a fresh consumer group on the old
@@ -35,7 +36,6 @@ use plumbline_core::secret::redact_url;
 use plumbline_core::Shutdown;
 use plumbline_load::sender::{self, SendPlan};
 use plumbline_measure::Live;
-use plumbline_scale::change::WorkerSchedule;
 use plumbline_transport::broker::{
     connect_consumer, connect_producer, ClientOptions, FramePublisher, FrameSource,
 };
@@ -45,6 +45,7 @@ use plumbline_worker::{ClusterConfig, Step};
 
 use crate::child::Proc;
 use crate::members::{Change, Leave, Members};
+use crate::scaling::{Decided, Scaler, Scaling};
 use crate::{Engine, Load, RunFigures};
 
 /// Environment variables every copy of the spawn command gets: its index (0-based), the
@@ -199,10 +200,11 @@ pub struct External {
     /// Names this engine's runs apart from any other's: `<tag>-<run>`.
     tag: String,
     runs: AtomicU64,
-    /// Worker counts over the run, and how members leave, when they change mid-run.
-    schedule: Option<(WorkerSchedule, Leave)>,
-    /// The membership changes of the last run.
+    /// What changes the worker count mid-run, and how members leave.
+    scaling: Option<(Scaling, Leave)>,
+    /// The membership changes of the last run, and its autoscaler's decisions.
     changes: Mutex<Vec<Change>>,
+    decided: Mutex<Vec<Decided>>,
 }
 
 impl External {
@@ -222,17 +224,26 @@ impl External {
             workers,
             tag: fresh_tag(),
             runs: AtomicU64::new(0),
-            schedule: None,
+            scaling: None,
             changes: Mutex::new(Vec::new()),
+            decided: Mutex::new(Vec::new()),
         }
     }
 
-    /// Runs start with the schedule's first count and resize at each later step (members
-    /// leaving as `leave` says).
-    pub fn elastic(mut self, schedule: WorkerSchedule, leave: Leave) -> Self {
-        self.workers = schedule.steps()[0].workers;
-        self.schedule = Some((schedule, leave));
+    /// Runs start with the scaling's first count and resize as it says (members leaving as
+    /// `leave` says).
+    pub fn elastic(mut self, scaling: Scaling, leave: Leave) -> Self {
+        self.workers = scaling.start();
+        self.scaling = Some((scaling, leave));
         self
+    }
+
+    /// The autoscaler's decisions in the last run, one per sync period (none on a schedule).
+    pub fn decided(&self) -> Vec<Decided> {
+        self.decided
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The membership changes the last run applied.
@@ -405,22 +416,26 @@ impl External {
         let death: Mutex<Option<String>> = Mutex::new(None);
         let watching = AtomicBool::new(true);
         let start = Instant::now();
-        let steps = self
-            .schedule
-            .as_ref()
-            .map_or(&[][..], |(s, _)| &s.steps()[1..]);
-        let leave = self.schedule.as_ref().map_or(Leave::Graceful, |(_, l)| *l);
+        let mut scaler = self.scaling.as_ref().map(|(s, _)| Scaler::new(s));
+        let leave = self.scaling.as_ref().map_or(Leave::Graceful, |(_, l)| *l);
         let sent = std::thread::scope(|scope| -> Result<u64> {
             scope.spawn(|| {
-                let mut next = steps.iter().peekable();
                 while watching.load(Ordering::Relaxed) {
                     if stop.requested() {
                         halt.request();
                     }
-                    if let Some(step) = next.next_if(|step| start.elapsed() >= step.at) {
-                        if let Err(e) = members.resize(step.workers, leave, start.elapsed()) {
+                    let now = start.elapsed();
+                    let lag = live
+                        .items_in
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(live.items_out.load(Ordering::Relaxed));
+                    let resize = scaler
+                        .as_mut()
+                        .and_then(|s| s.tick(now, members.count(), lag as f64));
+                    if let Some(workers) = resize {
+                        if let Err(e) = members.resize(workers, leave, now) {
                             *death.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some(format!("growing the group to {}: {e:#}", step.workers));
+                                Some(format!("resizing the group to {workers}: {e:#}"));
                             halt.request();
                             return;
                         }
@@ -438,6 +453,9 @@ impl External {
             sent
         });
         *self.changes.lock().unwrap_or_else(|p| p.into_inner()) = members.changes();
+        *self.decided.lock().unwrap_or_else(|p| p.into_inner()) = scaler
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.decided().to_vec());
         if let Some(dead) = death.into_inner().unwrap_or_else(|p| p.into_inner()) {
             bail!("{dead}");
         }

@@ -22,6 +22,7 @@ pub mod external;
 pub mod members;
 pub mod pipeline;
 pub mod processes;
+pub mod scaling;
 pub mod stream;
 pub mod threads;
 pub mod trial;

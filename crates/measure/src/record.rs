@@ -360,6 +360,41 @@ pub struct ElasticSection {
     pub changes: Vec<ElasticChange>,
     /// (seconds since the first item, items due and not done), every sample.
     pub lag: Vec<(f64, f64)>,
+    /// With `--autoscale`: the autoscaler's setup and every decision it took.
+    #[serde(default)]
+    pub autoscale: Option<AutoscaleSection>,
+}
+
+/// The HPA emulation of one elastic run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AutoscaleSection {
+    /// `MIN..MAX` replicas.
+    pub range: String,
+    /// Items of lag per replica it aims for (KEDA's `lagThreshold`).
+    pub lag_per_replica: f64,
+    pub sync_s: f64,
+    pub scale_up_window_s: f64,
+    pub scale_down_window_s: f64,
+    /// One per sync period, in order.
+    pub decisions: Vec<AutoscaleDecision>,
+    /// Replicas integrated over the load's duration, and the ideal: the offered rate times
+    /// one item's cost (the replicas a perfect scaler would run), over the same time.
+    pub replica_seconds: f64,
+    pub ideal_replica_seconds: f64,
+}
+
+/// One sync period: what the autoscaler saw and decided.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AutoscaleDecision {
+    /// Since the load started.
+    pub at_s: f64,
+    pub lag: f64,
+    pub from: usize,
+    pub to: usize,
+    /// What the metric alone asked for.
+    pub recommended: usize,
+    /// `metric`, `within tolerance`, `stabilized`, `rate limited` or `bounded`.
+    pub reason: String,
 }
 
 /// One membership change, as applied and measured.
