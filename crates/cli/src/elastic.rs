@@ -26,7 +26,9 @@ use plumbline_measure::record::{
 use plumbline_measure::report::Host;
 use plumbline_measure::RunInfo;
 use plumbline_scale::autoscale::{AutoscaleConfig, Reason, ReplicaRange, Target};
-use plumbline_scale::change::{change_figures, ChangeFigures, Reading, WorkerSchedule};
+use plumbline_scale::change::{
+    change_figures, over_limit, reaction, ChangeFigures, Reading, WorkerSchedule,
+};
 use plumbline_worker::Shutdown;
 
 use crate::args::ElasticArgs;
@@ -217,6 +219,12 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 Scaling::Schedule(_) => (2.0 * before).max(plan.rate * 0.05),
             });
             let figures: ChangeFigures = change_figures(&readings, at, until, threshold);
+            let since = i
+                .checked_sub(1)
+                .map_or(0.0, |p| applied[p].at.as_secs_f64());
+            let reaction_s = matches!(plan.scaling, Scaling::Autoscale { .. })
+                .then(|| reaction(&readings, since, at, plan.lag_target() * change.from as f64))
+                .flatten();
             ElasticChange {
                 from: change.from,
                 to: change.to,
@@ -230,6 +238,7 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 lag_peak: figures.lag_peak,
                 recover_lag: threshold,
                 recovered_s: figures.recovered_s,
+                reaction_s,
             }
         })
         .collect();
@@ -252,7 +261,7 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 schedule: plan.driver(),
                 leave: plan.leave.to_string(),
                 cut: run.cut,
-                autoscale: autoscale_section(&plan, &applied, &engine.decided()),
+                autoscale: autoscale_section(&plan, &applied, &engine.decided(), &readings),
                 changes,
                 lag,
             }),
@@ -297,11 +306,19 @@ fn autoscale_section(
     plan: &ElasticPlan,
     applied: &[Change],
     decided: &[Decided],
+    readings: &[Reading],
 ) -> Option<AutoscaleSection> {
     let Scaling::Autoscale { config, start } = &plan.scaling else {
         return None;
     };
     let duration = plan.duration.as_secs_f64();
+    let running = |t: f64| {
+        applied
+            .iter()
+            .take_while(|c| c.at.as_secs_f64() <= t)
+            .last()
+            .map_or(*start, |c| c.to)
+    };
     Some(AutoscaleSection {
         range: config.range.to_string(),
         lag_per_replica: plan.lag_target(),
@@ -321,6 +338,7 @@ fn autoscale_section(
             .collect(),
         replica_seconds: replica_seconds(*start, applied, duration),
         ideal_replica_seconds: plan.rate * plan.run_plan().cluster.delay.as_secs_f64() * duration,
+        over_target_s: over_limit(readings, |t| plan.lag_target() * running(t) as f64),
     })
 }
 
@@ -366,20 +384,29 @@ fn table(run: &RunRecord, duration: Duration) -> String {
     );
     if let Some(a) = &e.autoscale {
         out.push_str(&format!(
-            "autoscaler {} on {:.0} items of lag per replica, sync {:.2}s, scale-down window {:.1}s: {} decisions, {:.1} replica-seconds (ideal {:.1})\n",
+            "autoscaler {} on {:.0} items of lag per replica, sync {:.2}s, scale-down window {:.1}s: {} decisions, {:.1} replica-seconds (ideal {:.1}), lag over target for {:.2}s\n",
             a.range,
             a.lag_per_replica,
             a.sync_s,
             a.scale_down_window_s,
             a.decisions.len(),
             a.replica_seconds,
-            a.ideal_replica_seconds
+            a.ideal_replica_seconds,
+            a.over_target_s
         ));
         for d in a.decisions.iter().filter(|d| d.to != d.from) {
             out.push_str(&format!(
                 "  at {:>6.2}s lag {:>6.0}: {} → {} (asked {}, {})\n",
                 d.at_s, d.lag, d.from, d.to, d.recommended, d.reason
             ));
+        }
+        for c in e.changes.iter() {
+            if let Some(r) = c.reaction_s {
+                out.push_str(&format!(
+                    "  {} → {} came {r:.2}s after lag went over the target\n",
+                    c.from, c.to
+                ));
+            }
         }
     }
     out.push_str("change      how       at      pause    lag before  lag peak  recovered\n");

@@ -217,5 +217,11 @@ fn an_autoscaled_redis_group_grows_on_its_lag_and_loses_nothing() {
         "200/s × 10 ms × 6 s: {autoscale:#}"
     );
     assert!(used > 6.0 && used <= 24.0, "{autoscale:#}");
+    // Lag passes 20 items within ~0.2 s of one member falling behind; the first change
+    // answers it within a few sync periods, and lag stays over target only around it.
+    let reacted = first["reaction_s"].as_f64().expect("it answered a backlog");
+    assert!(reacted > 0.0 && reacted < 3.0, "{report:#}");
+    let over = autoscale["over_target_s"].as_f64().unwrap();
+    assert!(over > 0.0 && over < 6.0, "{autoscale:#}");
     assert_eq!(report["lost"], 0, "{report:#}");
 }

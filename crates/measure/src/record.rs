@@ -381,6 +381,10 @@ pub struct AutoscaleSection {
     /// one item's cost (the replicas a perfect scaler would run), over the same time.
     pub replica_seconds: f64,
     pub ideal_replica_seconds: f64,
+    /// Seconds during which lag was above the target times the members running: the SLO
+    /// the autoscaler was set to keep, broken.
+    #[serde(default)]
+    pub over_target_s: f64,
 }
 
 /// One sync period: what the autoscaler saw and decided.
@@ -415,6 +419,10 @@ pub struct ElasticChange {
     /// From the change until lag was back under `recover_lag`; null when it never was before
     /// the next change or the end.
     pub recovered_s: Option<f64>,
+    /// With `--autoscale`: how long lag had been above the target (per member before the
+    /// change) when the change came; null when it answered no backlog.
+    #[serde(default)]
+    pub reaction_s: Option<f64>,
 }
 
 /// What `capacity` found beyond its trials.

@@ -187,6 +187,31 @@ pub fn change_figures(
     }
 }
 
+/// Seconds during which lag was above `limit(t)` (an SLO over time: the autoscaler's target
+/// times the workers running at `t`), each reading standing for the time until the next.
+pub fn over_limit(readings: &[Reading], limit: impl Fn(f64) -> f64) -> f64 {
+    readings
+        .windows(2)
+        .filter(|w| w[0].lag > limit(w[0].t))
+        .map(|w| w[1].t - w[0].t)
+        .sum()
+}
+
+/// How long before `at` lag had been above `limit` without a break, counting no further back
+/// than `since`: the time a change took to answer the load it answered. `None` if lag was not
+/// above `limit` just before `at` (the change answered no backlog).
+pub fn reaction(readings: &[Reading], since: f64, at: f64, limit: f64) -> Option<f64> {
+    let mut first_over = None;
+    for r in readings.iter().filter(|r| r.t >= since && r.t <= at) {
+        if r.lag > limit {
+            first_over.get_or_insert(r.t);
+        } else {
+            first_over = None;
+        }
+    }
+    first_over.map(|t| at - t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +277,37 @@ mod tests {
         let f = change_figures(&growing, 0.0, 2.0, 5.0);
         assert_eq!(f.recovered_s, None);
         assert_eq!(f.lag_peak, 90.0);
+    }
+
+    fn steady(lags: &[f64]) -> Vec<Reading> {
+        lags.iter()
+            .enumerate()
+            .map(|(i, &lag)| Reading {
+                t: i as f64 * 0.5,
+                lag,
+                done: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn time_over_the_limit_counts_each_reading_until_the_next() {
+        // Readings every 0.5 s; over 20 at 1.0 and 1.5 s with one worker, and at 2.0 s the
+        // limit doubles with a second worker.
+        let readings = steady(&[0.0, 10.0, 30.0, 50.0, 30.0, 0.0]);
+        let workers = |t: f64| if t < 2.0 { 1.0 } else { 2.0 };
+        assert_eq!(over_limit(&readings, |t| 20.0 * workers(t)), 1.0);
+        assert_eq!(over_limit(&readings, |_| 1000.0), 0.0);
+    }
+
+    #[test]
+    fn a_reaction_counts_from_when_lag_last_went_over_the_limit() {
+        let readings = steady(&[30.0, 0.0, 30.0, 40.0, 50.0, 10.0]);
+        // Over since 1.0 s (the dip at 0.5 s broke the first stretch); changed at 2.0 s.
+        assert_eq!(reaction(&readings, 0.0, 2.0, 20.0), Some(1.0));
+        // Counted no further back than `since`.
+        assert_eq!(reaction(&readings, 1.5, 2.0, 20.0), Some(0.5));
+        // Lag under the limit just before the change: it answered no backlog.
+        assert_eq!(reaction(&readings, 0.0, 2.5, 20.0), None);
     }
 }
