@@ -138,17 +138,19 @@ impl ElasticPlan {
             Scaling::Autoscale { config, start } => format!(
                 "autoscale {} from {start} ({:.0} items of lag per replica)",
                 config.range,
-                self.lag_target()
+                self.lag_target().unwrap_or(0.0)
             ),
         }
     }
 
-    fn lag_target(&self) -> f64 {
+    /// Items of lag per member the autoscaler aims for; `None` on a schedule.
+    fn lag_target(&self) -> Option<f64> {
         match &self.scaling {
             Scaling::Autoscale { config, .. } => match config.target {
-                Target::LagPerReplica(t) | Target::Busy(t) => t,
+                Target::LagPerReplica(t) => Some(t),
+                Target::Busy(_) => None,
             },
-            Scaling::Schedule(_) => 0.0,
+            Scaling::Schedule(_) => None,
         }
     }
 }
@@ -214,17 +216,17 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
             let until = applied.get(i + 1).map_or(end, |next| next.at.as_secs_f64());
             let before = change_figures(&readings, at, until, f64::INFINITY).lag_before;
             // Under the autoscaler, recovered means back at what it aims for.
-            let threshold = plan.recover_lag.unwrap_or_else(|| match &plan.scaling {
-                Scaling::Autoscale { .. } => plan.lag_target() * change.to as f64,
-                Scaling::Schedule(_) => (2.0 * before).max(plan.rate * 0.05),
+            let threshold = plan.recover_lag.unwrap_or_else(|| match plan.lag_target() {
+                Some(target) => target * change.to as f64,
+                None => (2.0 * before).max(plan.rate * 0.05),
             });
             let figures: ChangeFigures = change_figures(&readings, at, until, threshold);
             let since = i
                 .checked_sub(1)
                 .map_or(0.0, |p| applied[p].at.as_secs_f64());
-            let reaction_s = matches!(plan.scaling, Scaling::Autoscale { .. })
-                .then(|| reaction(&readings, since, at, plan.lag_target() * change.from as f64))
-                .flatten();
+            let reaction_s = plan
+                .lag_target()
+                .and_then(|target| reaction(&readings, since, at, target * change.from as f64));
             ElasticChange {
                 from: change.from,
                 to: change.to,
@@ -308,7 +310,8 @@ fn autoscale_section(
     decided: &[Decided],
     readings: &[Reading],
 ) -> Option<AutoscaleSection> {
-    let Scaling::Autoscale { config, start } = &plan.scaling else {
+    let (Scaling::Autoscale { config, start }, Some(target)) = (&plan.scaling, plan.lag_target())
+    else {
         return None;
     };
     let duration = plan.duration.as_secs_f64();
@@ -321,7 +324,7 @@ fn autoscale_section(
     };
     Some(AutoscaleSection {
         range: config.range.to_string(),
-        lag_per_replica: plan.lag_target(),
+        lag_per_replica: target,
         sync_s: config.sync.as_secs_f64(),
         scale_up_window_s: config.up.window.as_secs_f64(),
         scale_down_window_s: config.down.window.as_secs_f64(),
@@ -338,7 +341,7 @@ fn autoscale_section(
             .collect(),
         replica_seconds: replica_seconds(*start, applied, duration),
         ideal_replica_seconds: plan.rate * plan.run_plan().cluster.delay.as_secs_f64() * duration,
-        over_target_s: over_limit(readings, |t| plan.lag_target() * running(t) as f64),
+        over_target_s: over_limit(readings, |t| target * running(t) as f64),
     })
 }
 

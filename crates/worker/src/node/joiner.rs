@@ -83,9 +83,8 @@ pub(super) fn run(
     // Frames on the data connection are ones the initializer accepted: take its limit.
     let mut reader = FrameReader::new(&data, FrameCodec::new(max_frame));
     let mut batch = Vec::new();
-    // Figures at most every 500 ms, so the reporter's once-a-second send is never stale by
-    // more than that while items flow; once input stops, the last ones it got stand until
-    // the Done that ends the run.
+    // Whole figures at most every 500 ms while items flow, so the reporter's once-a-second
+    // send is never staler than that; fresh counts whenever input pauses.
     let mut processor =
         Processor::new(config)?.publishing(Duration::from_millis(500), move |stats| {
             if let Ok(mut latest) = reporter.lock() {
