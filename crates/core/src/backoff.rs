@@ -32,14 +32,23 @@ impl Backoff {
 
     /// Waits a little longer than last time.
     pub fn wait(&mut self) {
+        self.wait_with(std::thread::sleep);
+    }
+
+    /// [`Backoff::wait`], napping with `park_timeout`, so a producer with something that must
+    /// not wait out a nap (a run's last result) can `unpark` this thread; the producers'
+    /// everyday hand-offs still wake nobody.
+    pub fn wait_unparkable(&mut self) {
+        self.wait_with(std::thread::park_timeout);
+    }
+
+    fn wait_with(&mut self, nap: impl FnOnce(Duration)) {
         match self.step {
             0..=6 => (0..1 << self.step).for_each(|_| std::hint::spin_loop()),
             7..=10 => std::thread::yield_now(),
-            naps => std::thread::sleep(
-                FIRST_NAP
-                    .saturating_mul(1 << (naps - 11).min(5))
-                    .min(LAST_NAP),
-            ),
+            naps => nap(FIRST_NAP
+                .saturating_mul(1 << (naps - 11).min(5))
+                .min(LAST_NAP)),
         }
         self.step = self.step.saturating_add(1);
     }
@@ -47,5 +56,39 @@ impl Backoff {
     /// Progress was made: start again from a spin.
     pub fn reset(&mut self) {
         self.step = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Steps until [`Backoff`] naps its longest.
+    fn at_longest_nap() -> Backoff {
+        Backoff { step: 16 }
+    }
+
+    #[test]
+    fn an_unparkable_nap_ends_when_the_thread_is_unparked() {
+        // A generous pass and a clear failure: 50 naps of 500 µs take at least 25 ms unwoken.
+        let woken = std::thread::spawn(|| {
+            let mut backoff = at_longest_nap();
+            let started = Instant::now();
+            for _ in 0..50 {
+                std::thread::current().unpark();
+                backoff.wait_unparkable();
+            }
+            started.elapsed()
+        })
+        .join()
+        .unwrap();
+        assert!(woken < Duration::from_millis(20), "{woken:?}");
+        let mut backoff = at_longest_nap();
+        let started = Instant::now();
+        for _ in 0..50 {
+            backoff.wait_unparkable();
+        }
+        assert!(started.elapsed() >= Duration::from_millis(25));
     }
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::Shutdown;
@@ -148,13 +148,14 @@ fn run(
         })?;
 
     let send_plan = load.send_plan();
-    let start = Instant::now();
     let connection = plumbline_transport::tcp::connect(&source, SETTLE)?;
     let (tally, errors) = sender::send(&send_plan, vec![connection], stop, live);
     if let Some(error) = errors.into_iter().next() {
         bail!("sending to the cluster: {error}");
     }
-    let sent = tally.sent;
+    // The wall counts from the schedule's origin, as the threads engine's does from its start
+    // line: connecting and building the generator are set-up, like the cluster's formation.
+    let (sent, start) = (tally.sent, tally.origin);
     while receiver.frames() < sent && !stop.requested() {
         if receiver.idle() > SETTLE {
             break;

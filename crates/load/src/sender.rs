@@ -21,7 +21,7 @@ use plumbline_core::header::{self, Header};
 use plumbline_core::Shutdown;
 use plumbline_measure::{Live, Recorder};
 
-use crate::schedule::{Segment, Shape};
+use crate::schedule::{Schedule, Segment, Shape};
 use crate::workload::Generator;
 use crate::{KeyDist, Workload};
 
@@ -93,7 +93,10 @@ pub struct SendTally {
     pub per_second: Vec<u64>,
     /// Messages whose write started in each stretch of a piecewise shape.
     pub per_segment: Vec<u64>,
-    /// From the start until the last byte was handed to the OS.
+    /// The instant every deadline counts from: taken once each thread's schedule and payload
+    /// generator are built, so set-up is never charged to the first messages.
+    pub origin: Instant,
+    /// From the origin until the last byte was handed to the OS.
     pub elapsed: Duration,
     /// Connections broken and opened again (`--reconnect`).
     pub reconnects: u64,
@@ -103,8 +106,9 @@ pub struct SendTally {
 }
 
 impl SendTally {
-    fn new(segments: usize) -> Self {
+    fn new(segments: usize, origin: Instant) -> Self {
         Self {
+            origin,
             sent: 0,
             bytes: 0,
             lateness: Recorder::new(),
@@ -218,13 +222,19 @@ pub fn send_reconnecting<W: Write + Send>(
 ) -> (SendTally, Vec<SendError>) {
     let threads = connections.len() as u64;
     let segments = plan.shape.segments();
+    // Built before the clock starts (a Zipf table takes a while): the threads' schedules and
+    // payload generators.
+    let prepared: Vec<Payload> = (0..threads)
+        .map(|t| Payload::new(plan, t, threads))
+        .collect();
     let start = Instant::now();
     let start_unix_ns = header::unix_now_ns();
     let results: Vec<(SendTally, Option<SendError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = connections
             .into_iter()
+            .zip(prepared)
             .enumerate()
-            .map(|(t, conn)| {
+            .map(|(t, (conn, payload))| {
                 let segments = &segments;
                 scope.spawn(move || {
                     let mut sender = ThreadSender {
@@ -234,11 +244,11 @@ pub fn send_reconnecting<W: Write + Send>(
                         start,
                         start_unix_ns,
                         segments,
-                        tally: SendTally::new(segments.len()),
+                        tally: SendTally::new(segments.len(), start),
                         reconnect,
                         unflushed: 0,
                     };
-                    match sender.run(conn, shutdown, live) {
+                    match sender.run(conn, payload, shutdown, live) {
                         Ok(tally) => (tally, None),
                         Err((sent, source)) => {
                             sender.tally.elapsed = start.elapsed();
@@ -258,13 +268,39 @@ pub fn send_reconnecting<W: Write + Send>(
             .map(|h| h.join().expect("sender threads do not panic"))
             .collect()
     });
-    let mut total = SendTally::new(segments.len());
+    let mut total = SendTally::new(segments.len(), start);
     let mut errors = Vec::new();
     for (tally, error) in results {
         total.merge(&tally);
         errors.extend(error);
     }
     (total, errors)
+}
+
+/// One sending thread's schedule and payload generator.
+struct Payload {
+    schedule: Box<dyn Schedule>,
+    generator: Option<Generator>,
+}
+
+impl Payload {
+    fn new(plan: &SendPlan, thread: u64, threads: u64) -> Self {
+        let generator = match &plan.payloads {
+            Payloads::Generated {
+                workload,
+                keys,
+                seed,
+            } => Some(
+                Generator::new(workload.clone(), *keys, seed ^ thread, u64::MAX)
+                    .expect("validated by the plan"),
+            ),
+            Payloads::Records { .. } => None,
+        };
+        Self {
+            schedule: plan.shape.schedule(thread, threads),
+            generator,
+        }
+    }
 }
 
 struct ThreadSender<'a, W> {
@@ -345,22 +381,15 @@ impl<W: Write> ThreadSender<'_, W> {
     fn run(
         &mut self,
         conn: W,
+        payload: Payload,
         shutdown: &Shutdown,
         live: &Live,
     ) -> Result<SendTally, (u64, io::Error)> {
         let mut out = buffered(conn);
-        let mut schedule = self.plan.shape.schedule(self.thread, self.threads);
-        let mut generator = match &self.plan.payloads {
-            Payloads::Generated {
-                workload,
-                keys,
-                seed,
-            } => Some(
-                Generator::new(workload.clone(), *keys, seed ^ self.thread, u64::MAX)
-                    .expect("validated by the plan"),
-            ),
-            Payloads::Records { .. } => None,
-        };
+        let Payload {
+            mut schedule,
+            mut generator,
+        } = payload;
         let mut sleeper = Sleeper::new();
         let mut segment = 0;
         let unpaced = matches!(self.plan.shape, Shape::Max);

@@ -268,9 +268,14 @@ fn execute_queue<T>(
     executions: &AtomicU64,
     mut execute: impl FnMut(&Assignment, T, &mut dyn FnMut()) -> Value,
 ) {
-    let post = |held: &mut Option<Finished>| {
+    // `urgent`: no task waits, so nothing would post this result inside a wait; the outbox is
+    // woken from its nap rather than let it leave up to a nap late.
+    let post = |held: &mut Option<Finished>, urgent: bool| {
         if let Some(f) = held.take() {
             outbox.post(result(config, f.task, f.data, f.started_ns, f.finished_ns));
+            if urgent {
+                outbox.wake();
+            }
         }
     };
     let mut held = None;
@@ -279,7 +284,7 @@ fn execute_queue<T>(
             Ok(next) => next,
             Err(crossbeam_channel::TryRecvError::Disconnected) => break,
             Err(crossbeam_channel::TryRecvError::Empty) => {
-                post(&mut held);
+                post(&mut held, true);
                 match queue.recv() {
                     Ok(next) => next,
                     Err(_) => break,
@@ -287,11 +292,11 @@ fn execute_queue<T>(
             }
         };
         let started_ns = unix_now_ns();
-        let data = execute(&task, input, &mut || post(&mut held));
+        let data = execute(&task, input, &mut || post(&mut held, false));
         let finished_ns = unix_now_ns();
         executions.fetch_add(1, Ordering::Relaxed);
         // Posted by the closure already, unless `execute` broke its contract.
-        post(&mut held);
+        post(&mut held, false);
         held = Some(Finished {
             task,
             data,
@@ -299,7 +304,7 @@ fn execute_queue<T>(
             finished_ns,
         });
     }
-    post(&mut held);
+    post(&mut held, true);
 }
 
 /// Sends finished tasks' results to the collector, then their credit to the distributor, on
@@ -356,7 +361,7 @@ impl Outbox {
                     } else if closed {
                         return Ok(());
                     } else {
-                        backoff.wait();
+                        backoff.wait_unparkable();
                     }
                 }
             })
@@ -366,6 +371,11 @@ impl Outbox {
 
     fn post(&self, result: Message) {
         self.queue.send(result).ok();
+    }
+
+    /// Cuts the outbox's nap short (a result that must leave now was posted).
+    fn wake(&self) {
+        self.thread.thread().unpark();
     }
 
     /// Sends what is queued, then stops; the first delivery error, if any.
