@@ -69,7 +69,12 @@ pub enum Command {
     #[command(after_help = WORKER_EXAMPLES)]
     Worker(WorkerArgs),
     /// Ask a cluster to finish what it has and exit (the seeds' cluster_shutdown)
+    #[command(after_help = SHUTDOWN_EXAMPLES)]
     Shutdown(ShutdownArgs),
+    /// Shrink a running cluster: a worker hands its partitions (and their state) to the others
+    /// and leaves
+    #[command(after_help = SHRINK_EXAMPLES)]
+    Shrink(ShrinkArgs),
     /// Task pipelines (seed 001): a distributor, workers that ask for tasks, a collector that ACKs
     #[command(subcommand)]
     Pipeline(PipelineCommand),
@@ -493,6 +498,10 @@ pub struct WorkerArgs {
     /// Emit `ok` per item instead of the application's result
     #[arg(long)]
     pub ok: bool,
+    /// Append each key's item count to vote results (`z=>6@3`: total 6 after 3 votes), so
+    /// `receive --continuity` can check state that moves by more than one per item
+    #[arg(long)]
+    pub result_versions: bool,
     /// Load-balanced tasks: the initializer deals items to the workers in turn, no keyed state
     #[arg(long)]
     pub balanced: bool,
@@ -526,6 +535,15 @@ pub struct WorkerArgs {
     /// Workers in the cluster, the initializer included
     #[arg(long, default_value_t = 1)]
     pub worker_count: usize,
+    /// A joiner: join a cluster that is already running; partitions move to it with their
+    /// state, with no item lost or applied twice (without it, a late worker is refused)
+    #[arg(long)]
+    pub join_running: bool,
+    /// Tests only: plant a fault in every partition state this worker installs (drop: as if
+    /// the last item were lost in the move; double: as if applied twice), for the
+    /// continuity checker to catch
+    #[arg(long, hide = true, value_parser = ["drop", "double"])]
+    pub plant_fault: Option<String>,
     /// Initializer: serve Prometheus metrics of the whole cluster here (others ignore it)
     #[arg(long)]
     pub metrics: Option<String>,
@@ -556,6 +574,35 @@ pub struct WorkerArgs {
         next_help_heading = "Source connections (initializer, --in tcp://)"
     )]
     pub intake: IntakeArgs,
+}
+
+const SHUTDOWN_EXAMPLES: &str = "\
+Examples:
+  plumbline shutdown 127.0.0.1:5050
+  plumbline shutdown 10.0.0.5:5050 --token file:cluster.token";
+
+const SHRINK_EXAMPLES: &str = "\
+Examples (seed 002's cluster grown by a third worker, then shrunk back):
+  plumbline worker --app votes --delay 500ms --out 127.0.0.1:7002 --control 127.0.0.1:6000 \\
+      --name ozzie --join-running
+  plumbline shrink 127.0.0.1:5050 --worker ozzie
+The worker hands over each partition it owns once it applied the items routed before; items
+that arrive meanwhile wait at the initializer. It exits once its partitions have moved.";
+
+/// Flags of `shrink`.
+#[derive(Debug, Args)]
+pub struct ShrinkArgs {
+    /// The initializer's --external address
+    pub addr: String,
+    /// The worker that leaves (its --name); not the initializer, which routes every item
+    #[arg(long)]
+    pub worker: String,
+    /// The cluster's token, as file:PATH or env:VAR
+    #[arg(long, value_name = "SOURCE", value_parser = SecretSource)]
+    pub token: Option<Secret>,
+    /// How long to wait for an answer
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Flags of `shutdown`.

@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         Command::Receive(args) => receive::run(args, &shutdown),
         Command::Worker(args) => worker::run(args, &shutdown),
         Command::Shutdown(args) => worker::shutdown(args),
+        Command::Shrink(args) => worker::shrink(args),
         Command::Pipeline(command) => pipeline::run(command, &shutdown),
         Command::Stream(args) => stream::run(args, &shutdown),
         Command::Report(args) => {

@@ -16,7 +16,7 @@ use plumbline_worker::node::wire::{recv_hello, Control};
 use plumbline_worker::node::{self, protect, NodeConfig, Role};
 use plumbline_worker::{App, Work};
 
-use crate::args::{ReportArgs, ShutdownArgs, WorkerArgs};
+use crate::args::{ReportArgs, ShrinkArgs, ShutdownArgs, WorkerArgs};
 use crate::bench::Verdict;
 use crate::brokers;
 use crate::session::{warn_if_exposed, Session};
@@ -173,6 +173,10 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
         }
     } else if args.cluster_initializer {
         ensure!(
+            !args.join_running,
+            "--join-running is a joiner's: the initializer forms the cluster"
+        );
+        ensure!(
             args.worker_count >= 1,
             "--worker-count 0: a cluster has at least its initializer"
         );
@@ -212,6 +216,7 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
                 .clone()
                 .context("a joining worker needs --control, the initializer's control address")?,
             token: args.token.as_ref().map(|t| t.expose().to_string()),
+            running: args.join_running,
         }
     };
     let default_name = if args.cluster_initializer && broker_in.is_none() {
@@ -242,29 +247,55 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
             args.connect_timeout,
         ),
         ok: args.ok,
+        versions: args.result_versions,
         balanced: args.balanced,
         role,
         max_frame: args.max_frame as usize,
         connect_timeout: args.connect_timeout,
         live: Arc::new(Live::new()),
         announce: Announcer::open(args.announce.as_deref()).context("--announce")?,
+        plant: match args.plant_fault.as_deref() {
+            Some("drop") => Some(node::PlantedFault::Drop),
+            Some("double") => Some(node::PlantedFault::Double),
+            _ => None,
+        },
     })
 }
 
 pub fn shutdown(args: &ShutdownArgs) -> Result<Verdict> {
     let token = args.token.as_ref().map(|t| t.expose().to_string());
-    let addrs = plumbline_transport::tcp::resolve(&args.addr)?;
-    let stream = TcpStream::connect_timeout(&addrs[0], args.timeout)
-        .with_context(|| format!("the cluster at {} does not answer", args.addr))?;
-    Control::Shutdown { token }.send(&mut &stream)?;
+    ask(
+        &args.addr,
+        args.timeout,
+        "shutdown",
+        Control::Shutdown { token },
+    )
+}
+
+/// `plumbline shrink ADDR --worker NAME`.
+pub fn shrink(args: &ShrinkArgs) -> Result<Verdict> {
+    let token = args.token.as_ref().map(|t| t.expose().to_string());
+    let request = Control::Shrink {
+        worker: args.worker.clone(),
+        token,
+    };
+    ask(&args.addr, args.timeout, "shrink", request)
+}
+
+/// Sends one request to the initializer's external port and prints its answer.
+fn ask(addr: &str, timeout: Duration, what: &str, request: Control) -> Result<Verdict> {
+    let addrs = plumbline_transport::tcp::resolve(addr)?;
+    let stream = TcpStream::connect_timeout(&addrs[0], timeout)
+        .with_context(|| format!("the cluster at {addr} does not answer"))?;
+    request.send(&mut &stream)?;
     // One deadline for the whole reply, named when it passes ("no reply within 5s").
-    match recv_hello(&stream, args.timeout, "reply") {
+    match recv_hello(&stream, timeout, "reply") {
         Ok(Control::Reply { ok: true, message }) => {
-            println!("{}: {message}", args.addr);
+            println!("{addr}: {message}");
             Ok(Verdict::Passed)
         }
-        Ok(Control::Reply { ok: false, message }) => bail!("{}: {message}", args.addr),
-        Ok(other) => bail!("{}: unexpected answer: a {}", args.addr, other.kind()),
-        Err(e) => bail!("{} did not answer the shutdown: {e}", args.addr),
+        Ok(Control::Reply { ok: false, message }) => bail!("{addr}: {message}"),
+        Ok(other) => bail!("{addr}: unexpected answer: a {}", other.kind()),
+        Err(e) => bail!("{addr} did not answer the {what}: {e}"),
     }
 }

@@ -32,6 +32,15 @@ pub enum Announcement {
         metrics: Option<String>,
         workers: Vec<String>,
     },
+    /// The running cluster's membership changed (a worker joined or left) and every moving
+    /// partition's state has moved: `workers` own partitions now; `moved` partitions changed
+    /// hands in `took_s`, the longest held for `longest_pause_s`.
+    ClusterChanged {
+        workers: Vec<String>,
+        moved: u32,
+        took_s: f64,
+        longest_pause_s: f64,
+    },
     /// The cluster shut down with every accepted item accounted for: what each worker did, in
     /// the order of [`Announcement::ClusterReady`]'s `workers`.
     ClusterDone { workers: Vec<WorkerStats> },

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use plumbline_core::Message;
 use plumbline_measure::Recorder;
 
-use crate::app::{App, Output, PartitionState};
+use crate::app::{App, Output, PartitionState, StateError};
 use crate::work::{Work, WorkTimer};
 
 /// The state and timer of one worker.
@@ -38,6 +38,17 @@ impl ItemWorker {
             rejected: 0,
             first_rejection: None,
         }
+    }
+
+    /// Takes a partition's state out to move it to its new owner (see [`PartitionState::take`]).
+    pub fn take_state(&mut self, partition: u32) -> Vec<u8> {
+        self.state.take(partition, self.partitions)
+    }
+
+    /// Installs a moved partition's state, `adjust` added to each value (0 but for a planted
+    /// fault).
+    pub fn install_state(&mut self, state: &[u8], adjust: i64) -> Result<usize, StateError> {
+        self.state.install(state, adjust)
     }
 
     /// Works on one item; `None` if it was rejected (counted, with the first reason kept).

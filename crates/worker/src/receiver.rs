@@ -305,7 +305,9 @@ impl Receiver {
                             latencies.push(now.saturating_sub(head.intended_unix_ns));
                             seqs.push((head.source, head.seq));
                             if self.config.continuity {
-                                if let Some((label, version)) = parse_result(&payload) {
+                                // A count is its own version; a vote total carries one.
+                                if let Some((label, value, version)) = parse_result(&payload) {
+                                    let version = version.unwrap_or(value);
                                     versions.push((label, version, head.source, head.seq));
                                 }
                             }
@@ -326,7 +328,7 @@ impl Receiver {
                     self.print(&payload);
                 }
                 if self.config.track_results {
-                    latest.extend(parse_result(&payload));
+                    latest.extend(parse_result(&payload).map(|(label, value, _)| (label, value)));
                 }
             }
             if !latest.is_empty() {
@@ -469,11 +471,16 @@ impl Receiver {
     }
 }
 
-/// `label=>value`, as workers write state updates (`z=>3`, `17=>5`).
-fn parse_result(payload: &[u8]) -> Option<(String, u64)> {
+/// `label=>value`, as workers write state updates (`z=>3`, `17=>5`), or
+/// `label=>value@version` (`worker --result-versions`: `z=>6@3`).
+fn parse_result(payload: &[u8]) -> Option<(String, u64, Option<u64>)> {
     let text = std::str::from_utf8(payload).ok()?;
-    let (label, value) = text.split_once("=>")?;
-    Some((label.to_string(), value.parse().ok()?))
+    let (label, rest) = text.split_once("=>")?;
+    let (value, version) = match rest.split_once('@') {
+        Some((value, version)) => (value, Some(version.parse().ok()?)),
+        None => (rest, None),
+    };
+    Some((label.to_string(), value.parse().ok()?, version))
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
-//! A joining worker: joins through the initializer's control port, opens its data connection,
-//! processes the frames of the partitions it owns, reports stats every second, and finishes
-//! when the initializer says the input has ended. Losing the initializer is an error.
+//! A joining worker: joins through the initializer's control port (at formation, or with
+//! `--join-running` a cluster already running), opens its data connection, processes the
+//! frames of the partitions it owns, hands a partition's state over or installs one when the
+//! data link says so (in-band, so in order with the items), reports stats every second, and
+//! finishes when the initializer says the input has ended, or that it leaves. Losing the
+//! initializer is an error. Which partitions move, and when, is the initializer's decision.
 
 use std::net::TcpStream;
 use std::sync::mpsc;
@@ -11,13 +14,14 @@ use plumbline_core::frame::{FrameCodec, FrameReader};
 use plumbline_core::Shutdown;
 use plumbline_transport::tcp;
 
-use super::wire::{Control, ControlReader, WireError, WorkerStats, PROTOCOL};
+use super::wire::{Control, ControlReader, DataMessage, WireError, WorkerStats, PROTOCOL};
 use super::{app_name, io, NodeConfig, NodeError, Processor};
 
 pub(super) fn run(
     config: &NodeConfig,
     control_addr: &str,
     token: Option<&str>,
+    running: bool,
     stop: &Shutdown,
 ) -> Result<WorkerStats, NodeError> {
     let control = tcp::connect(control_addr, config.connect_timeout)?;
@@ -28,6 +32,7 @@ pub(super) fn run(
         balanced: config.balanced,
         protocol: PROTOCOL,
         token: token.map(str::to_string),
+        running,
     }
     .send(&mut &control)?;
     eprintln!("[{}] joining the cluster at {control_addr}", config.name);
@@ -80,8 +85,8 @@ pub(super) fn run(
     let control = Arc::new(Mutex::new(control));
     let reporter = spawn_reporter(control.clone());
 
-    // Frames on the data connection are ones the initializer accepted: take its limit.
-    let mut reader = FrameReader::new(&data, FrameCodec::new(max_frame));
+    // Frames on the data connection are ones the initializer accepted, a tag byte ahead.
+    let mut reader = FrameReader::new(&data, FrameCodec::new(max_frame.saturating_add(1)));
     let mut batch = Vec::new();
     // Whole figures at most every 500 ms while items flow, so the reporter's once-a-second
     // send is never staler than that; fresh counts whenever input pauses.
@@ -97,8 +102,26 @@ pub(super) fn run(
         }
         batch.clear();
         let read = reader.read_batch(&mut batch);
-        for frame in &batch {
-            processor.process(frame);
+        for frame in batch.drain(..) {
+            let message = DataMessage::decode(frame)
+                .map_err(|e| NodeError::InitializerLost(format!("its data connection sent {e}")))?;
+            match message {
+                DataMessage::Item(frame) => {
+                    processor.process(&frame);
+                }
+                DataMessage::Handover(partition) => {
+                    let state = processor.take_state(partition);
+                    let stream = control.lock().unwrap_or_else(|p| p.into_inner());
+                    Control::StateOut { partition, state }.send(&mut &*stream)?;
+                }
+                DataMessage::Install { partition, state } => {
+                    processor.install_state(&state).map_err(|e| {
+                        NodeError::InitializerLost(format!(
+                            "the state installed for partition {partition}: {e}"
+                        ))
+                    })?;
+                }
+            }
         }
         processor.flush();
         match read {

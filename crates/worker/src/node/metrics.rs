@@ -34,8 +34,9 @@ pub(super) struct Metrics {
     pub source_refused: AtomicU64,
     partitions: Vec<AtomicU64>,
     workers: Mutex<BTreeMap<String, WorkerStats>>,
-    /// Worker names in cluster order, for per-worker counts in [`Live`].
-    order: Vec<String>,
+    /// Worker names in cluster order (joiners of a running cluster at the end), for
+    /// per-worker counts in [`Live`].
+    order: Mutex<Vec<String>>,
     live: Arc<Live>,
 }
 
@@ -43,7 +44,7 @@ impl Metrics {
     pub fn new(app: App, partitions: u32, names: &[String], live: Arc<Live>) -> Self {
         Self {
             app,
-            order: names.to_vec(),
+            order: Mutex::new(names.to_vec()),
             live,
             items_in: AtomicU64::new(0),
             source_errors: AtomicU64::new(0),
@@ -80,11 +81,26 @@ impl Metrics {
         self.live.items_in.fetch_add(total, Ordering::Relaxed);
     }
 
+    /// A worker joined the running cluster: it is counted from now on.
+    pub fn add_worker(&self, name: &str) {
+        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        if !order.iter().any(|n| n == name) {
+            order.push(name.to_string());
+        }
+        drop(order);
+        self.update(WorkerStats {
+            name: name.to_string(),
+            ..WorkerStats::default()
+        });
+    }
+
     pub fn update(&self, stats: WorkerStats) {
         let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         workers.insert(stats.name.clone(), stats);
         let per_worker: Vec<u64> = self
             .order
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|name| workers.get(name).map_or(0, |w| w.items))
             .collect();
@@ -111,6 +127,8 @@ impl Metrics {
     pub fn workers(&self) -> Vec<WorkerStats> {
         let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         self.order
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter_map(|name| workers.get(name).cloned())
             .collect()

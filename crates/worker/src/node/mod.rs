@@ -59,6 +59,9 @@ pub struct NodeConfig {
     pub out_options: ClientOptions,
     /// Emit `ok` per item instead of the application's result (seed 000's optional sink).
     pub ok: bool,
+    /// Append each key's item count to results whose value does not say it (`z=>6@3`), so
+    /// `receive --continuity` can check votes that count more than one.
+    pub versions: bool,
     /// Load-balanced tasks instead of keyed state: the initializer deals frames to the workers
     /// in turn and nobody keeps state (each result is `ok`).
     pub balanced: bool,
@@ -70,6 +73,30 @@ pub struct NodeConfig {
     pub live: Arc<Live>,
     /// Where the initializer announces its bound addresses and closing figures (`--announce`).
     pub announce: crate::announce::Announcer,
+    /// A fault planted in the state a migration installs, so a test can show the continuity
+    /// checker catching it; `None` in every real run.
+    pub plant: Option<PlantedFault>,
+}
+
+/// A fault a test plants in every state a worker installs (`worker --plant-fault`, hidden).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedFault {
+    /// As if the partition's last item were lost in the move: its next result repeats a
+    /// version.
+    Drop,
+    /// As if its last item were applied twice: its next result skips a version.
+    Double,
+}
+
+impl PlantedFault {
+    /// What the fault adds to each installed value.
+    fn adjust(fault: Option<Self>) -> i64 {
+        match fault {
+            None => 0,
+            Some(PlantedFault::Drop) => -1,
+            Some(PlantedFault::Double) => 1,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +122,8 @@ pub enum Role {
         control: String,
         /// Presented in the join.
         token: Option<String>,
+        /// Join a cluster that is already running (it grows by this worker).
+        running: bool,
     },
     /// A member of a broker's consumer group, on its own: the broker shares the messages out
     /// (Kafka: partitions by key, so keyed state stays with one member) and redelivers what a
@@ -127,6 +156,8 @@ pub enum NodeError {
     },
     #[error("lost the initializer: {0}")]
     InitializerLost(String),
+    #[error("cluster protocol: {0}")]
+    Protocol(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -171,7 +202,11 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
 pub fn run(config: &NodeConfig, stop: &plumbline_core::Shutdown) -> Result<WorkerStats, NodeError> {
     match &config.role {
         Role::Initializer { .. } => initializer::run(config, stop),
-        Role::Joiner { control, token } => joiner::run(config, control, token.as_deref(), stop),
+        Role::Joiner {
+            control,
+            token,
+            running,
+        } => joiner::run(config, control, token.as_deref(), *running, stop),
         Role::Consumer {
             source,
             options,
@@ -236,9 +271,17 @@ fn frame_key(app: App, frame: &[u8]) -> Result<u32, plumbline_core::payload::Pay
 
 /// Writes the held result, if any, to the outbox's buffer (`text` is reused for its text).
 fn write_held(out: &mut Outbox, held: &mut Option<Held>, text: &mut String) {
-    if let Some(Held { head, output }) = held.take() {
+    if let Some(Held {
+        head,
+        output,
+        versioned,
+    }) = held.take()
+    {
         text.clear();
         let _ = write!(text, "{output}");
+        if let Some(version) = output.version().filter(|_| versioned) {
+            let _ = write!(text, "@{version}");
+        }
         out.emit(head.as_ref().map_or(&[][..], |h| &h[..]), text.as_bytes());
     }
 }
@@ -264,12 +307,16 @@ struct Processor {
     /// Reused for each result's text, so formatting allocates nothing per item.
     text: String,
     stats: WorkerStats,
+    versions: bool,
+    plant: Option<PlantedFault>,
 }
 
 /// A result not yet written to the outbox: its input's plumbline header, if any, and output.
 struct Held {
     head: Option<[u8; HEADER_LEN]>,
     output: Output,
+    /// Written with its version (`--result-versions`).
+    versioned: bool,
 }
 
 impl Processor {
@@ -291,6 +338,8 @@ impl Processor {
                 name: config.name.clone(),
                 ..WorkerStats::default()
             },
+            versions: config.versions,
+            plant: config.plant,
         })
     }
 
@@ -337,11 +386,23 @@ impl Processor {
                 head
             }),
             output: if self.ok { Output::Done } else { output },
+            versioned: self.versions,
         });
         Some(Processed {
             key,
             intended_unix_ns: header.map(|h| h.intended_unix_ns),
         })
+    }
+
+    /// Hands a partition over: every item before it is applied, so its state is final here.
+    fn take_state(&mut self, partition: u32) -> Vec<u8> {
+        self.item.take_state(partition)
+    }
+
+    /// Starts a partition that moved here from the state its old owner handed over.
+    fn install_state(&mut self, state: &[u8]) -> Result<usize, crate::app::StateError> {
+        self.item
+            .install_state(state, PlantedFault::adjust(self.plant))
     }
 
     /// Sends running figures to `publish` at most every `every`, from inside an item's wait

@@ -16,7 +16,8 @@ use plumbline_measure::LatencySummary;
 use serde::{Deserialize, Serialize};
 
 /// Bumped when the control or data protocol changes; a join with another version is refused.
-pub const PROTOCOL: u32 = 1;
+/// 2: data-link frames are tagged ([`DataMessage`]), so a partition's state can move in-band.
+pub const PROTOCOL: u32 = 2;
 /// Largest control message.
 pub const MAX_CONTROL: usize = 1 << 20;
 
@@ -52,6 +53,10 @@ pub enum Control {
         /// refuses a join without the same one.
         #[serde(default)]
         token: Option<String>,
+        /// Joins a cluster that is already running (`--join-running`): it grows by this
+        /// worker and partitions move to it. A join without it after formation is refused.
+        #[serde(default)]
+        running: bool,
     },
     Refused {
         reason: String,
@@ -72,11 +77,23 @@ pub enum Control {
         ticket: u64,
     },
     Stats(WorkerStats),
+    /// Joiner → initializer: the state of a partition it handed over, after applying every
+    /// item of the partition its data link delivered before the handover.
+    StateOut {
+        partition: u32,
+        state: Vec<u8>,
+    },
     /// Initializer → joiner: input has ended; finish what the data connection delivered.
     Finish,
     Done(WorkerStats),
     /// `plumbline shutdown` → initializer's external port.
     Shutdown {
+        token: Option<String>,
+    },
+    /// `plumbline shrink` → initializer's external port: `worker` hands its partitions over
+    /// and leaves.
+    Shrink {
+        worker: String,
         token: Option<String>,
     },
     Reply {
@@ -112,9 +129,11 @@ impl Control {
             Control::Welcome { .. } => "welcome",
             Control::DataHello { .. } => "data hello",
             Control::Stats(_) => "stats",
+            Control::StateOut { .. } => "state out",
             Control::Finish => "finish",
             Control::Done(_) => "done",
             Control::Shutdown { .. } => "shutdown",
+            Control::Shrink { .. } => "shrink",
             Control::Reply { .. } => "reply",
         }
     }
@@ -129,6 +148,89 @@ impl Control {
         out.write_all(&frame)?;
         out.flush()?;
         Ok(())
+    }
+}
+
+/// What the initializer's data link carries to a joiner, one frame each: a tag byte, then
+/// an input frame as a source sent it, or a partition's migration step. In-band, so a
+/// handover comes after every item routed before it and an install before every item after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataMessage {
+    Item(Bytes),
+    /// Apply what came before, then send the partition's state back ([`Control::StateOut`]).
+    Handover(u32),
+    /// Start the partition from this state (as [`crate::app::PartitionState::take`] encodes it).
+    Install {
+        partition: u32,
+        state: Bytes,
+    },
+}
+
+const ITEM: u8 = 0;
+const HANDOVER: u8 = 1;
+const INSTALL: u8 = 2;
+
+/// A data-link frame that is none of [`DataMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    #[error("an empty data frame")]
+    Empty,
+    #[error("data frame tag {0} is unknown")]
+    Tag(u8),
+    #[error("a {what} frame of {len} bytes is too short")]
+    Short { what: &'static str, len: usize },
+}
+
+impl DataMessage {
+    /// The tag and body bytes this message is framed from (the body borrowed, not copied).
+    pub fn parts(&self) -> ([u8; 5], usize, &[u8]) {
+        let mut head = [0u8; 5];
+        match self {
+            DataMessage::Item(frame) => {
+                head[0] = ITEM;
+                (head, 1, frame)
+            }
+            DataMessage::Handover(p) => {
+                head[0] = HANDOVER;
+                head[1..].copy_from_slice(&p.to_be_bytes());
+                (head, 5, &[])
+            }
+            DataMessage::Install { partition, state } => {
+                head[0] = INSTALL;
+                head[1..].copy_from_slice(&partition.to_be_bytes());
+                (head, 5, state)
+            }
+        }
+    }
+
+    /// Writes this message as one length-prefixed frame.
+    pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let (head, head_len, body) = self.parts();
+        out.write_all(&((head_len + body.len()) as u32).to_be_bytes())?;
+        out.write_all(&head[..head_len])?;
+        out.write_all(body)
+    }
+
+    pub fn decode(frame: Bytes) -> Result<Self, DataError> {
+        let tag = *frame.first().ok_or(DataError::Empty)?;
+        let partition = |what| {
+            frame
+                .get(1..5)
+                .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+                .ok_or(DataError::Short {
+                    what,
+                    len: frame.len(),
+                })
+        };
+        match tag {
+            ITEM => Ok(DataMessage::Item(frame.slice(1..))),
+            HANDOVER => Ok(DataMessage::Handover(partition("handover")?)),
+            INSTALL => Ok(DataMessage::Install {
+                partition: partition("install")?,
+                state: frame.slice(5..),
+            }),
+            other => Err(DataError::Tag(other)),
+        }
     }
 }
 
@@ -201,6 +303,7 @@ mod tests {
             balanced: false,
             protocol: PROTOCOL,
             token: None,
+            running: false,
         }
         .send(&mut buf)
         .unwrap();
@@ -220,6 +323,40 @@ mod tests {
             ControlReader::new(&junk[..]).recv(),
             Err(WireError::Json(_))
         ));
+    }
+
+    #[test]
+    fn data_messages_round_trip_in_frames_and_bad_ones_are_named() {
+        let messages = [
+            DataMessage::Item(Bytes::from_static(b"nonce")),
+            DataMessage::Handover(7),
+            DataMessage::Install {
+                partition: 3,
+                state: Bytes::from_static(&[1; 20]),
+            },
+            DataMessage::Item(Bytes::new()),
+        ];
+        let mut buf = Vec::new();
+        for m in &messages {
+            m.write_to(&mut buf).unwrap();
+        }
+        let frames = FrameReader::new(&buf[..], FrameCodec::default());
+        let back: Vec<DataMessage> = frames
+            .map(|f| DataMessage::decode(f.unwrap()).unwrap())
+            .collect();
+        assert_eq!(back, messages);
+        assert_eq!(DataMessage::decode(Bytes::new()), Err(DataError::Empty));
+        assert_eq!(
+            DataMessage::decode(Bytes::from_static(&[9])),
+            Err(DataError::Tag(9))
+        );
+        assert_eq!(
+            DataMessage::decode(Bytes::from_static(&[1, 0, 0])),
+            Err(DataError::Short {
+                what: "handover",
+                len: 3
+            })
+        );
     }
 
     #[test]
