@@ -75,7 +75,10 @@ fn wait_routed(init: &Node, n: u64) {
         if routed >= n {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "{routed} of {n} routed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{routed} of {n} routed"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

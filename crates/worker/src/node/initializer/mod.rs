@@ -270,6 +270,9 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
                 // Stop taking input and flush what this worker already has, within a bound:
                 // the survivors' results must not be counted lost with the dead worker's.
                 sources.stop_now();
+                let partitions = owned(config, &lock(&router), index);
+                // Ends every queue: the local worker finishes what it holds, then stops.
+                lock(&router).close();
                 let deadline = Instant::now() + FAULT_FLUSH;
                 while !own.is_finished() && Instant::now() < deadline {
                     std::thread::sleep(POLL);
@@ -277,7 +280,7 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
                 return Err(NodeError::WorkerDied {
                     name,
                     why,
-                    partitions: owned(config, &lock(&router), index),
+                    partitions,
                 });
             }
             Ok(Event::Died { .. }) => {}
