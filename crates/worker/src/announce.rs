@@ -32,6 +32,9 @@ pub enum Announcement {
         metrics: Option<String>,
         workers: Vec<String>,
     },
+    /// The running cluster's membership starts to change (a worker joined, or is leaving):
+    /// `moving` partitions are on their way so that `workers` will own them.
+    ClusterChanging { workers: Vec<String>, moving: u32 },
     /// The running cluster's membership changed (a worker joined or left) and every moving
     /// partition's state has moved: `workers` own partitions now; `moved` partitions changed
     /// hands in `took_s`, the longest held for `longest_pause_s`.

@@ -329,6 +329,7 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
                         config,
                         &format!("worker {name} joined: moving {moving} partition(s) to it"),
                     );
+                    announce_changing(config, &members, &routes.members(), moving);
                     let actions =
                         routes.migrate(migration::Event::Rebalance(next), Instant::now())?;
                     drop(routes);
@@ -458,6 +459,17 @@ fn act(
     Ok(())
 }
 
+/// Announces a membership change as it starts: who will own the partitions, how many move.
+fn announce_changing(config: &NodeConfig, members: &[Member], next: &[MemberId], moving: usize) {
+    config.announce.announce(&Announcement::ClusterChanging {
+        workers: next
+            .iter()
+            .map(|&id| members[id as usize].name.clone())
+            .collect(),
+        moving: moving as u32,
+    });
+}
+
 /// Once a leaving member's data link is written out, tells it to finish (it answers Done).
 fn finish_member(member: &mut Member) {
     let (Some(writer), Some(control)) = (member.writer.take(), member.control.as_ref()) else {
@@ -519,6 +531,7 @@ fn shrink(
         .rebalanced(&left)
         .map_err(|e| e.to_string())?;
     let moving = routes.assignment().moves_to(&next).len();
+    announce_changing(config, members, &left, moving);
     let actions = routes
         .migrate(migration::Event::Rebalance(next), Instant::now())
         .map_err(|e| e.to_string())?;
@@ -682,9 +695,9 @@ fn spawn_local(
 /// Serves `plumbline shutdown` and `plumbline shrink` requests.
 fn spawn_external(listener: TcpListener, token: Option<String>, events: Sender<Event>) {
     super::serve_each(listener, 4, move |stream| {
-        let refused = || {
+        let refused = |what: &str| {
             let peer = stream.peer_addr().map_or("?".into(), |a| a.to_string());
-            eprintln!("refused a request from {peer}: wrong or missing token");
+            eprintln!("refused a {what} request from {peer}: wrong or missing token");
             Control::Reply {
                 ok: false,
                 message: "refused: wrong or missing token".into(),
@@ -699,7 +712,7 @@ fn spawn_external(listener: TcpListener, token: Option<String>, events: Sender<E
                         message: "shutting down".into(),
                     }
                 } else {
-                    refused()
+                    refused("shutdown")
                 }
             }
             Ok(Control::Shrink {
@@ -718,7 +731,7 @@ fn spawn_external(listener: TcpListener, token: Option<String>, events: Sender<E
                         },
                     }
                 } else {
-                    refused()
+                    refused("shrink")
                 }
             }
             Ok(other) => Control::Reply {
