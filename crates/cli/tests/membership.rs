@@ -63,15 +63,20 @@ fn shrink(external: &str, worker: &str) -> std::process::Output {
     plumbline(&["shrink", external, "--worker", worker])
 }
 
-/// Waits (up to 20 s) until the initializer has routed `n` items (its Prometheus count).
+/// Items the initializer has routed so far (its Prometheus count).
+fn routed(init: &Node) -> u64 {
+    common::scrape(init)
+        .lines()
+        .find_map(|l| l.strip_prefix("plumbline_items_in_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (up to 20 s) until the initializer has routed `n` items.
 fn wait_routed(init: &Node, n: u64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let routed = common::scrape(init)
-            .lines()
-            .find_map(|l| l.strip_prefix("plumbline_items_in_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        let routed = routed(init);
         if routed >= n {
             return;
         }
@@ -268,4 +273,35 @@ fn shrink_refuses_the_initializer_and_unknown_names_and_a_late_joiner_must_match
         "127.0.0.1:0",
     ]);
     assert_fails(&out, 1, "--join-running is a joiner's");
+}
+
+#[test]
+fn a_balanced_cluster_deals_to_a_worker_that_joins_and_stops_once_it_leaves() {
+    let _cpu = exclusive();
+    let receiving = Receiving::start(&["--expect", "800", "--idle-timeout", "20s"]);
+    let (init, _none, source, external) =
+        cluster("sleepy", "1ms", 0, Some(&receiving.addr), &["--balanced"]);
+    let sending = send_in_background(&source, "nonces", "400/s", 800);
+    let control = init.control_addr();
+    let mut w2 = join_running(
+        "sleepy",
+        "1ms",
+        &control,
+        &receiving.addr,
+        "w2",
+        &["--balanced"],
+    );
+    init.wait_for("worker w2 joined the running cluster from ");
+    // Items dealt while w2 is in: every other one goes to it.
+    wait_routed(&init, routed(&init) + 100);
+    let out = shrink(&external, "w2");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(w2.exit_code(10), Some(0), "{}", w2.log());
+    assert!(items_done(&w2) > 0, "{}", w2.log());
+    assert!(sending.join().unwrap().status.success());
+    let out = plumbline(&["shutdown", &external]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (code, text, err) = receiving.finish();
+    assert_eq!(code, Some(0), "{text}\n{err}\n{}", init.log());
+    assert!(text.contains("0 lost, 0 duplicated"), "{text}");
 }
