@@ -42,6 +42,10 @@ use super::{
 /// Room for Kafka's record overhead above the payload cap.
 const RECORD_OVERHEAD: usize = 1024;
 
+/// How long a leaving member waits for the group to let it go before it exits all the same
+/// (then its partitions wait out the session timeout).
+const LEAVE_WITHIN: Duration = Duration::from_secs(3);
+
 fn failed(bootstrap: &str, e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Backend(format!("kafka {bootstrap}: {e}"))
 }
@@ -380,7 +384,7 @@ impl ConsumerContext for Assignment {
 pub struct KafkaConsumer {
     bootstrap: String,
     topic: String,
-    /// `Option` only so `Drop` can take it; always `Some` before.
+    /// `Some` until it left the group (`release`, or when dropped).
     consumer: Option<BaseConsumer<Assignment>>,
     assignment: Assignment,
     max_payload: usize,
@@ -486,7 +490,9 @@ impl KafkaConsumer {
     }
 
     fn consumer(&self) -> &BaseConsumer<Assignment> {
-        self.consumer.as_ref().expect("present until dropped")
+        self.consumer
+            .as_ref()
+            .expect("not used after it left the group")
     }
 
     /// Commits the positions that moved. Returns false when a rebalance took the partitions
@@ -516,7 +522,10 @@ impl Consumer for KafkaConsumer {
         let mut oversized = 0;
         let mut wait = timeout;
         // The field, not `self.consumer()`: a message borrows the consumer while positions move.
-        let consumer = self.consumer.as_ref().expect("present until dropped");
+        let consumer = self
+            .consumer
+            .as_ref()
+            .expect("not used after it left the group");
         while out.len() < max {
             let polled = consumer.poll(wait);
             // Rebalance callbacks run inside that poll: partitions it took away are forgotten
@@ -574,6 +583,13 @@ impl Consumer for KafkaConsumer {
         Ok(())
     }
 
+    /// Leaves the group now: its uncommitted offsets go to the next owner, and the others
+    /// need not wait out the session timeout for its partitions.
+    fn release(&mut self) -> Result<u64, BrokerError> {
+        self.leave();
+        Ok(0)
+    }
+
     fn stats(&self) -> ConsumerStats {
         let owned = self.assignment.lock();
         ConsumerStats {
@@ -583,15 +599,15 @@ impl Consumer for KafkaConsumer {
     }
 }
 
-impl Drop for KafkaConsumer {
-    fn drop(&mut self) {
+impl KafkaConsumer {
+    /// Makes the last positions durable (an async commit may still be in flight) and leaves
+    /// the group, so its partitions move now rather than after the session timeout. Commits
+    /// only partitions this member still owns: one the group moved away may be far ahead at
+    /// its new owner, and an old position committed now would rewind the group. Idempotent.
+    fn leave(&mut self) {
         let Some(consumer) = self.consumer.take() else {
             return;
         };
-        // Make the last positions durable (an async commit may still be in flight) and leave
-        // the group, so the partitions move now rather than after the session timeout. Only
-        // partitions this member still owns: one the group moved away may be far ahead at its
-        // new owner, and an old position committed now would rewind the group.
         self.assignment.forget_revoked(&mut self.positions);
         let owned = self.assignment.lock().partitions.clone();
         let ready: Vec<_> = self
@@ -607,12 +623,25 @@ impl Drop for KafkaConsumer {
             }
             let _ = consumer.commit(&list, CommitMode::Sync);
         }
-        consumer.unsubscribe();
-        let _ = consumer.poll(Duration::from_millis(100));
+        // Closing runs the revoke and sends LeaveGroup; the queue must be polled until it is
+        // done. (One poll after `unsubscribe` returns at once with a prefetched message, and
+        // the member left the process still in the group.)
+        if consumer.close_queue().is_ok() {
+            let until = Instant::now() + LEAVE_WITHIN;
+            while !consumer.closed() && Instant::now() < until {
+                let _ = consumer.poll(Duration::from_millis(50));
+            }
+        }
         // Against tansu 0.6 librdkafka's destroy waits forever for a broker thread that never
         // leaves its fetch loop (seen in gdb: rd_kafka_destroy_app → rd_kafka_broker_consumer_serve),
         // so the handle is leaked instead: one thread and socket until the process exits.
         std::mem::forget(consumer);
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 

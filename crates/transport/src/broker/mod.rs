@@ -327,8 +327,9 @@ pub trait Consumer: Send {
 
     /// Hands back what this member took from the broker but will not process (it is leaving
     /// the group), so another member gets it at once instead of after the redelivery time;
-    /// returns how many. Backends that hold nothing for a member beyond `poll`'s batch (Redis
-    /// streams; Kafka, whose uncommitted offsets go to the next owner) have nothing to do.
+    /// returns how many. Kafka leaves the group here (its uncommitted offsets go to the next
+    /// owner, at once rather than after the session timeout); backends that hold nothing for a
+    /// member beyond `poll`'s batch (Redis streams) have nothing to do. Nothing is polled after.
     fn release(&mut self) -> Result<u64, BrokerError> {
         Ok(0)
     }
