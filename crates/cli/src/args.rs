@@ -775,6 +775,24 @@ pub struct CapacityArgs {
     pub per_item: Option<Duration>,
 }
 
+/// Seed 003's day/night shape: how finely and how often the day repeats over `--duration`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct DayNightArgs {
+    /// Day/night: breakpoints per cycle (24 = the seed's hours; more = smoother)
+    #[arg(long, default_value_t = 24)]
+    pub breakpoints: usize,
+    /// Day/night: cycles in --duration
+    #[arg(long, default_value_t = 1)]
+    pub cycles: usize,
+}
+
+/// The load shapes `elastic` offers a group: one rate all along, or seed 003's day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ElasticShape {
+    Constant,
+    DayNight,
+}
+
 const ELASTIC_EXAMPLES: &str = "\
 Examples:
   plumbline elastic --cluster redis://127.0.0.1:6379/jobs --workers 2@0s,4@5s,1@10s --rate 300/s
@@ -782,7 +800,9 @@ Examples:
       --leave kill --duration 12s --json kill.json     # kill -9 one of 4 members at 5 s
   plumbline elastic --cluster kafka://127.0.0.1:9092/jobs --workers 4@0s,2@6s --delay 20ms
   plumbline elastic --cluster redis://127.0.0.1:6379/jobs --workers 1@0s --autoscale 1..6 \
-      --lag-target 20 --rate 300/s --duration 30s   # HPA on lag, 10x faster than Kubernetes";
+      --lag-target 20 --rate 300/s --duration 30s   # HPA on lag, 10x faster than Kubernetes
+  plumbline elastic --cluster redis://127.0.0.1:6379/jobs --workers 1@0s --autoscale 1..6 \
+      --shape day-night --cycles 2 --rate 400/s --duration 40s   # seed 003's day, peak 400/s";
 
 /// Flags of `elastic`: a consumer group resized mid-run.
 #[derive(Debug, Args)]
@@ -808,9 +828,15 @@ pub struct ElasticArgs {
     #[arg(long, default_value_t = 10, requires = "autoscale",
           value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub autoscale_speed: u32,
-    /// Items per second, steady for the whole run
+    /// Items per second, steady for the whole run (with --shape day-night: the peak)
     #[arg(long, default_value = "200/s")]
     pub rate: String,
+    /// constant (--rate all along) or day-night (seed 003's 24 hours of traffic, --cycles
+    /// times over --duration, peaking at --rate)
+    #[arg(long, value_enum, default_value = "constant")]
+    pub shape: ElasticShape,
+    #[command(flatten)]
+    pub day_night: DayNightArgs,
     /// How long the load runs (every change must come before it ends)
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -971,12 +997,8 @@ pub struct SendArgs {
     /// Load shape: constant, batch, poisson, ramp:FROM..TO, steps:RATE@DUR,..., csv:FILE, day-night
     #[arg(long)]
     pub shape: Option<String>,
-    /// Day/night: breakpoints per cycle (24 = the seed's hours; more = smoother)
-    #[arg(long, default_value_t = 24)]
-    pub breakpoints: usize,
-    /// Day/night: cycles in --duration
-    #[arg(long, default_value_t = 1)]
-    pub cycles: usize,
+    #[command(flatten)]
+    pub day_night: DayNightArgs,
     /// Day/night: peak megabytes (10^6 bytes) per second, converted by the message size
     #[arg(long)]
     pub max_mbps: Option<f64>,

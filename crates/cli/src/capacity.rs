@@ -329,9 +329,9 @@ pub struct Point {
 /// more items in hand than a starved engine holds (4 per worker, or 5 ms of the rate), so
 /// only a source short of the rate against an idle engine is sender-bound.
 fn figures(run: &TrialRun, workers: usize) -> TrialFigures {
-    let starved_below = (4 * workers).max(16) as f64 + run.rate * 0.005;
+    let starved_below = (4 * workers).max(16) as f64 + run.rate() * 0.005;
     TrialFigures {
-        rate: run.rate,
+        rate: run.rate(),
         achieved: run.achieved(),
         lag: run.lag(),
         p99_s: (run.window_latency.count > 0).then_some(run.window_latency.p99),
@@ -559,7 +559,8 @@ fn one_trial(
         target_per_s: Some(rate),
     });
     let load = plan.bench.load(0);
-    let run = trial::run(engine, &load, rate, (plan.warmup, plan.window), live, stop)?;
+    let at = plumbline_load::Shape::Constant { rate };
+    let run = trial::run(engine, &load, &at, (plan.warmup, plan.window), live, stop)?;
     let figures = figures(&run, engine.workers());
     let judged = judge(&figures, &plan.slo);
     let (verdict, why) = match &judged.verdict {
@@ -605,7 +606,7 @@ fn trial_lag(curve: &str, run: &TrialRun, verdict: &Verdict, workers: usize) -> 
     TrialLag {
         curve: curve.to_string(),
         workers,
-        rate: run.rate,
+        rate: run.rate(),
         verdict: match verdict {
             Verdict::Pass => "pass",
             Verdict::Fail(_) => "fail",
@@ -872,11 +873,13 @@ mod tests {
                     t,
                     sent,
                     done: sent - held,
+                    // Offered at 1000/s: 4000 items over the 4 s.
+                    due: ((1000.0 * t) as u64 + 1).min(4000),
                 }
             })
             .collect();
         TrialRun {
-            rate: 1000.0,
+            shape: plumbline_load::Shape::Constant { rate: 1000.0 },
             warmup: Duration::from_secs(1),
             window: Duration::from_secs(3),
             samples,

@@ -1,6 +1,6 @@
 //! `plumbline elastic`: a broker consumer group that grows and shrinks mid-run on a worker
 //! schedule (`--workers 2@0s,4@5s,1@10s`), or as an emulated HPA decides on its lag
-//! (`--autoscale 1..6`), under a steady open-loop rate, and what each change cost: the pause (the longest time the group finished nothing while items waited), the lag
+//! (`--autoscale 1..6`), under an open-loop rate (steady, or seed 003's day/night), and what each change cost: the pause (the longest time the group finished nothing while items waited), the lag
 //! peak, the time until lag was back under its threshold; over the run, items lost (0 on the
 //! at-least-once brokers) and duplicated.
 //!
@@ -20,6 +20,7 @@ use plumbline_engine::scaling::{Decided, Scaling};
 use plumbline_engine::trial;
 use plumbline_engine::{Engine, EngineKind};
 use plumbline_load::schedule::parse_rate;
+use plumbline_load::Shape;
 use plumbline_measure::record::{
     AutoscaleDecision, AutoscaleSection, Command, ElasticChange, ElasticSection, Record, RunRecord,
 };
@@ -31,7 +32,7 @@ use plumbline_scale::change::{
 };
 use plumbline_worker::Shutdown;
 
-use crate::args::ElasticArgs;
+use crate::args::{ElasticArgs, ElasticShape};
 use crate::bench::Verdict;
 use crate::plan::{BenchPlan, RunPlan, RunShape};
 use crate::session::{Outcome, Session};
@@ -44,7 +45,10 @@ pub struct ElasticPlan {
     /// `--workers`'s schedule, or (from its one count) the autoscaler.
     pub scaling: Scaling,
     pub leave: Leave,
+    /// The rate, or with a day/night shape its peak.
     pub rate: f64,
+    /// When each item is due: `rate` all along, or seed 003's day peaking at it.
+    pub shape: Shape,
     pub duration: Duration,
     /// Lag at or under this many items counts as recovered; `None`: twice the lag before the
     /// change, and at least 50 ms of the rate.
@@ -81,6 +85,18 @@ impl ElasticPlan {
             );
         };
         ensure!(!args.duration.is_zero(), "--duration must be above 0");
+        let shape = match args.shape {
+            ElasticShape::Constant => Shape::Constant { rate },
+            ElasticShape::DayNight => Shape::DayNight {
+                breakpoints: args.day_night.breakpoints,
+                cycles: args.day_night.cycles,
+                duration: args.duration,
+                max_rate: rate,
+            },
+        };
+        shape
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--shape: {e}"))?;
         let last = schedule.steps().last().map_or(Duration::ZERO, |s| s.at);
         ensure!(
             last < args.duration,
@@ -89,13 +105,14 @@ impl ElasticPlan {
             Human(last),
             Human(args.duration)
         );
-        let items = (rate * args.duration.as_secs_f64()).ceil().max(1.0) as u64;
-        let shape = RunShape {
+        let mean = shape.mean_rate().unwrap_or(rate);
+        let items = (mean * args.duration.as_secs_f64()).ceil().max(1.0) as u64;
+        let matrix_shape = RunShape {
             items: Some(vec![items]),
             workers: Some(vec![scaling.start()]),
             rate: Some(args.rate.clone()),
         };
-        let bench = BenchPlan::build(&args.matrix, &shape, cores)?;
+        let bench = BenchPlan::build(&args.matrix, &matrix_shape, cores)?;
         ensure!(
             bench.runs.len() == 1,
             "elastic runs one configuration: give one --delay, --work, --step and --cluster \
@@ -122,9 +139,23 @@ impl ElasticPlan {
             scaling,
             leave: args.leave,
             rate,
+            shape,
             duration: args.duration,
             recover_lag: args.recover_lag,
         })
+    }
+
+    /// The load's shape in the record's word.
+    fn shape_name(&self) -> &'static str {
+        match self.shape {
+            Shape::DayNight { .. } => "day-night",
+            _ => "constant",
+        }
+    }
+
+    /// The rate offered on average: a constant's own, a day's mean.
+    fn mean_rate(&self) -> f64 {
+        self.shape.mean_rate().unwrap_or(self.rate)
     }
 
     fn run_plan(&self) -> &RunPlan {
@@ -174,20 +205,24 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let live = session.live();
     live.begin_run(RunInfo {
         label: format!(
-            "{}: {} at {:.0}/s",
+            "{}: {} at {:.0}/s{}",
             engine.describe(),
             plan.driver(),
-            plan.rate
+            plan.rate,
+            match plan.shape {
+                Shape::DayNight { .. } => " at noon of a day/night load",
+                _ => "",
+            }
         ),
         workers: plan.scaling.peak(),
         total: None,
-        target_per_s: Some(plan.rate),
+        target_per_s: Some(plan.mean_rate()),
     });
     let load = plan.bench.load(0);
     let run = trial::run(
         &engine,
         &load,
-        plan.rate,
+        &plan.shape,
         (Duration::ZERO, plan.duration),
         live,
         shutdown,
@@ -254,7 +289,7 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
             delivered: Some(figures.delivered),
             lost: figures.lost,
             duplicates: figures.duplicates,
-            target_per_s: Some(plan.rate),
+            target_per_s: Some(plan.mean_rate()),
             achieved_per_s: run.achieved(),
             latency_s: figures.latency.clone(),
             interrupted: figures.interrupted,
@@ -262,6 +297,8 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 cluster: plumbline_core::secret::redact_url(&plan.url),
                 schedule: plan.driver(),
                 leave: plan.leave.to_string(),
+                shape: plan.shape_name().into(),
+                peak_per_s: plan.rate,
                 cut: run.cut,
                 autoscale: autoscale_section(&plan, &applied, &engine.decided(), &readings),
                 changes,
@@ -303,7 +340,7 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
 }
 
 /// The autoscaler's part of the record: its setup, its decisions, and the replica-seconds it
-/// used against a perfect scaler's (the rate times one item's cost, all along).
+/// used against a perfect scaler's (each item's cost, the load's shape followed exactly).
 fn autoscale_section(
     plan: &ElasticPlan,
     applied: &[Change],
@@ -340,7 +377,10 @@ fn autoscale_section(
             })
             .collect(),
         replica_seconds: replica_seconds(*start, applied, duration),
-        ideal_replica_seconds: plan.rate * plan.run_plan().cluster.delay.as_secs_f64() * duration,
+        // A perfect scaler follows the load: every item's cost, and nothing idle.
+        ideal_replica_seconds: plan.mean_rate()
+            * plan.run_plan().cluster.delay.as_secs_f64()
+            * duration,
         over_target_s: over_limit(readings, |t| target * running(t) as f64),
     })
 }
@@ -373,11 +413,18 @@ fn table(run: &RunRecord, duration: Duration) -> String {
         return String::new();
     };
     let mut out = format!(
-        "{} · {} at {:.0}/s (achieved {:.1}/s) for {}: sent {}, delivered {}, lost {}, \
+        "{} · {} at {} (achieved {:.1}/s) for {}: sent {}, delivered {}, lost {}, \
          duplicates {}\n",
         e.cluster,
         e.schedule,
-        run.target_per_s.unwrap_or(0.0),
+        match e.shape.as_str() {
+            "day-night" => format!(
+                "a day/night load peaking at {:.0}/s, {:.0}/s on average",
+                e.peak_per_s,
+                run.target_per_s.unwrap_or(0.0)
+            ),
+            _ => format!("{:.0}/s", run.target_per_s.unwrap_or(0.0)),
+        },
         run.achieved_per_s,
         Human(duration),
         run.sent.unwrap_or(0),
@@ -468,6 +515,35 @@ mod tests {
         };
         assert_eq!(schedule.steps().len(), 2);
         assert_eq!(p.leave, Leave::Graceful);
+    }
+
+    #[test]
+    fn a_day_night_load_peaks_at_the_rate_over_the_duration_and_sends_its_mean() {
+        let p = plan(
+            &[
+                &AUTOSCALED[..],
+                &["--shape", "day-night", "--cycles", "2", "--rate", "400/s"],
+                &["--duration", "20s"],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let Shape::DayNight {
+            breakpoints,
+            cycles,
+            duration,
+            max_rate,
+        } = p.shape
+        else {
+            panic!("{:?}", p.shape);
+        };
+        assert_eq!((breakpoints, cycles), (24, 2));
+        assert_eq!((duration, max_rate), (Duration::from_secs(20), 400.0));
+        let mean = p.shape.mean_rate().unwrap();
+        assert!(mean > 100.0 && mean < 400.0, "{mean}");
+        assert_eq!(p.run_plan().items, (mean * 20.0).ceil() as u64);
+        let refused = plan(&[&AUTOSCALED[..], &["--shape", "day-night", "--cycles", "0"]].concat());
+        assert!(refused.unwrap_err().to_string().contains("cycle"));
     }
 
     #[test]

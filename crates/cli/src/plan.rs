@@ -381,7 +381,7 @@ impl BenchPlan {
             keys: self.keys,
             seed: self.seed,
             items,
-            rate: self.rate,
+            shape: plumbline_load::Shape::at(self.rate),
         }
     }
 

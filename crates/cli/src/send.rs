@@ -452,8 +452,8 @@ fn shape(args: &SendArgs, wire_bytes: usize) -> Result<Shape> {
                 _ => bail!("--shape day-night needs --max-mbps MB/s (or --rate for the peak)"),
             };
             Shape::DayNight {
-                breakpoints: args.breakpoints,
-                cycles: args.cycles,
+                breakpoints: args.day_night.breakpoints,
+                cycles: args.day_night.cycles,
                 duration: need_duration(name)?,
                 max_rate,
             }

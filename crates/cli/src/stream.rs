@@ -114,7 +114,7 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
                     keys: KeyDist::Uniform,
                     seed: repeat,
                     items: args.task_count,
-                    rate: stream.offered_rate(),
+                    shape: plumbline_load::Shape::at(stream.offered_rate()),
                 };
                 session.live().begin_run(RunInfo {
                     label: format!(
@@ -123,7 +123,7 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
                     ),
                     workers: stream.workers,
                     total: Some(args.task_count),
-                    target_per_s: load.rate,
+                    target_per_s: load.shape.mean_rate(),
                 });
                 let (figures, extra) = stream.experiment(&load, session.live(), shutdown)?;
                 let run = run_record(&stream, &load, &figures, extra);
@@ -205,7 +205,7 @@ fn run_record(stream: &Stream, load: &Load, f: &RunFigures, extra: StreamFigures
         delivered: Some(f.delivered),
         lost: f.lost,
         duplicates: f.duplicates,
-        target_per_s: load.rate,
+        target_per_s: load.shape.mean_rate(),
         achieved_per_s: per_s(f.delivered as f64, wall_s),
         latency_s: f.latency.clone(),
         interrupted: f.interrupted,

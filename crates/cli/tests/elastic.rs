@@ -256,3 +256,62 @@ fn an_autoscaled_redis_group_grows_on_its_lag_and_loses_nothing() {
     assert!(over > 0.0 && over < 6.0, "{autoscale:#}");
     assert_eq!(report["lost"], 0, "{report:#}");
 }
+
+/// Seed 003's day under the HPA emulation: the group grows through the morning and shrinks
+/// again in the evening, and nothing is lost on the way. One member does ~100 items/s; the
+/// day peaks at 400/s (noon of 12 s at hour 8, again at hour 17) and ends at 3 % of it.
+#[test]
+fn an_autoscaled_group_follows_a_day_night_load_up_and_back_down() {
+    let Some(server) = Server::for_test(Kind::Redis, "elastic_day_night") else {
+        return;
+    };
+    let cluster = format!("redis://{}/jobs", server.addr);
+    let report = elastic_at(
+        "elastic-day-night",
+        &cluster,
+        "400/s",
+        &[
+            "--shape",
+            "day-night",
+            "--workers",
+            "1@0s",
+            "--duration",
+            "12s",
+            "--autoscale",
+            "1..6",
+            "--lag-target",
+            "20",
+            // Sync every 75 ms, scale down after 1.5 s of lower recommendations.
+            "--autoscale-speed",
+            "200",
+        ],
+    );
+    assert_eq!(report["elastic"]["shape"], "day-night", "{report:#}");
+    assert_eq!(report["elastic"]["peak_per_s"], 400.0);
+    let mean = report["target_per_s"].as_f64().unwrap();
+    assert!(mean > 150.0 && mean < 250.0, "the day's mean: {report:#}");
+    let achieved = report["achieved_per_s"].as_f64().unwrap();
+    assert!(
+        (achieved / mean - 1.0).abs() < 0.1,
+        "sent as shaped: {achieved} of {mean}/s"
+    );
+    let changes = report["elastic"]["changes"].as_array().unwrap();
+    let at = |c: &serde_json::Value| c["at_s"].as_f64().unwrap();
+    let first = &changes[0];
+    assert_eq!(first["how"], "join", "{report:#}");
+    assert!(at(first) < 6.0, "the morning grows the group: {report:#}");
+    let peak = changes
+        .iter()
+        .filter_map(|c| c["to"].as_u64())
+        .max()
+        .unwrap();
+    assert!(peak >= 3, "noon needs 3 or more: {report:#}");
+    let evening = changes
+        .iter()
+        .filter(|c| at(c) > 9.0 && c["how"] == "graceful")
+        .count();
+    assert!(evening > 0, "the evening shrinks it: {report:#}");
+    let last = changes.last().unwrap()["to"].as_u64().unwrap();
+    assert!(last < peak, "the night ends below noon's count: {report:#}");
+    assert_eq!(report["lost"], 0, "{report:#}");
+}

@@ -101,7 +101,7 @@ impl fmt::Display for EngineKind {
     }
 }
 
-/// What a run sends: `items` generated messages at `rate` per second (`None`: a batch, every
+/// What a run sends: `items` generated messages, due by `shape` (`Shape::Max`: a batch, every
 /// item due at the start).
 #[derive(Clone, Debug)]
 pub struct Load {
@@ -109,14 +109,13 @@ pub struct Load {
     pub keys: KeyDist,
     pub seed: u64,
     pub items: u64,
-    pub rate: Option<f64>,
+    pub shape: Shape,
 }
 
 impl Load {
     /// The load's shape, as the open-loop sender takes it.
     pub fn shape(&self) -> Shape {
-        self.rate
-            .map_or(Shape::Max, |rate| Shape::Constant { rate })
+        self.shape.clone()
     }
 
     /// The load as the network sender sends it: plumbline framing (source 1), so a receiver
@@ -140,7 +139,7 @@ impl Load {
     /// schedule (the one the network sender paces by), for an in-process source.
     pub fn messages(&self) -> anyhow::Result<impl Iterator<Item = Message> + Send> {
         let mut schedule = self.shape().schedule(0, 1);
-        let paced = self.rate.is_some();
+        let paced = self.shape != Shape::Max;
         Ok(
             Generator::new(self.workload.clone(), self.keys, self.seed, self.items)?.map(
                 move |mut m| {

@@ -565,7 +565,7 @@ mod tests {
             keys: plumbline_load::KeyDist::Uniform,
             seed: 0,
             items: 3,
-            rate,
+            shape: plumbline_load::Shape::at(rate),
         };
         let mut schedule = load(s.offered_rate()).shape().schedule(0, 1);
         let due: Vec<Duration> = (0..3).map(|k| schedule.offset(k).unwrap()).collect();

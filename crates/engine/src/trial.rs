@@ -1,6 +1,7 @@
-//! A capacity trial on any engine: run the load at one rate for a warm-up and a measurement
-//! window while sampling how many items were sent and done, so the caller can judge whether
-//! the engine sustained the rate (the lag trend, the rate the source achieved).
+//! A capacity trial on any engine: run the load at one rate (or in any shape: elastic's
+//! day/night) for a warm-up and a measurement window while sampling how many items were
+//! sent, due and done, so the caller can judge whether the engine sustained the load (the lag
+//! trend, the rate the source achieved).
 //!
 //! The sampler reads the run's [`Live`] counters, which every engine bumps, every
 //! [`SAMPLE_EVERY`]; the clock starts at the first item sent, so an engine's start-up (worker
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plumbline_core::Shutdown;
+use plumbline_load::Shape;
 use plumbline_measure::{LatencySummary, Live, Recorder};
 
 use crate::{Engine, Load, RunFigures};
@@ -30,12 +32,14 @@ pub struct Sample {
     pub t: f64,
     pub sent: u64,
     pub done: u64,
+    /// Items the shape had due by `t` (at most the items the trial sends).
+    pub due: u64,
 }
 
 /// What one trial measured.
 #[derive(Clone, Debug)]
 pub struct TrialRun {
-    pub rate: f64,
+    pub shape: Shape,
     pub warmup: Duration,
     pub window: Duration,
     pub samples: Vec<Sample>,
@@ -60,19 +64,46 @@ pub fn items(rate: f64, (warmup, window): (Duration, Duration)) -> u64 {
     (rate * (warmup + window).as_secs_f64()).ceil().max(1.0) as u64
 }
 
-/// Runs `base` (its workload, keys, seed) at `rate` for `warmup + window` on `engine`,
-/// reading `live`, which the caller has begun the trial on (its counters start at zero).
+/// How many of `shape`'s items are due by each of `times` (seconds, ascending), the first
+/// one at 0; none past `cap`. One walk of the schedule for all of them.
+fn due_by(shape: &Shape, times: impl IntoIterator<Item = f64>, cap: u64) -> Vec<u64> {
+    let mut schedule = shape.schedule(0, 1);
+    let mut next = schedule.offset(0);
+    let mut due = 0;
+    times
+        .into_iter()
+        .map(|t| {
+            while due < cap && next.is_some_and(|at| at.as_secs_f64() <= t) {
+                due += 1;
+                next = schedule.offset(due);
+            }
+            due
+        })
+        .collect()
+}
+
+/// Items of `shape` a run of `length` sends: those due before it ends.
+fn items_in(shape: &Shape, length: Duration) -> u64 {
+    match shape {
+        Shape::Constant { rate } => (rate * length.as_secs_f64()).ceil().max(1.0) as u64,
+        _ => due_by(shape, [length.as_secs_f64() - 1e-9], u64::MAX)[0].max(1),
+    }
+}
+
+/// Runs `base` (its workload, keys, seed) in `shape` (a constant rate, for capacity) for
+/// `warmup + window` on `engine`, reading `live`, which the caller has begun the trial on
+/// (its counters start at zero).
 pub fn run(
     engine: &dyn Engine,
     base: &Load,
-    rate: f64,
+    shape: &Shape,
     (warmup, window): (Duration, Duration),
     live: &Arc<Live>,
     stop: &Shutdown,
 ) -> anyhow::Result<TrialRun> {
     let load = Load {
-        items: items(rate, (warmup, window)),
-        rate: Some(rate),
+        items: items_in(shape, warmup + window),
+        shape: shape.clone(),
         ..base.clone()
     };
     let finished = AtomicBool::new(false);
@@ -92,6 +123,11 @@ pub fn run(
         (figures, sampler.join().unwrap_or_default())
     });
     let figures = figures?;
+    let mut samples = watched.samples;
+    let due = due_by(shape, samples.iter().map(|s| s.t), load.items);
+    for (sample, due) in samples.iter_mut().zip(due) {
+        sample.due = due;
+    }
     // A run over before its warm-up was has no window, nor latency in it.
     let window_latency = match &watched.at_warmup {
         Some(earlier) => live
@@ -101,10 +137,10 @@ pub fn run(
         None => Recorder::new(),
     };
     Ok(TrialRun {
-        rate,
+        shape: shape.clone(),
         warmup,
         window,
-        samples: watched.samples,
+        samples,
         figures,
         window_latency: window_latency.summary(),
         cut: watched.cut,
@@ -147,6 +183,7 @@ impl Watch<'_> {
                     t: since.as_secs_f64(),
                     sent,
                     done,
+                    due: 0,
                 });
                 if seen.at_warmup.is_none() && since >= self.warmup {
                     seen.at_warmup = Some(self.live.run_latency());
@@ -166,6 +203,11 @@ impl Watch<'_> {
 }
 
 impl TrialRun {
+    /// The rate the trial offered (a shaped one's mean).
+    pub fn rate(&self) -> f64 {
+        self.shape.mean_rate().unwrap_or(f64::INFINITY)
+    }
+
     fn in_window(&self) -> impl Iterator<Item = &Sample> {
         let (from, to) = (
             self.warmup.as_secs_f64(),
@@ -190,15 +232,23 @@ impl TrialRun {
 
     /// One sample's (t, items due by the schedule and not done).
     pub fn lag_at(&self, s: &Sample) -> (f64, f64) {
-        let due = ((self.rate * s.t).floor() + 1.0).min(self.figures.sent.max(1) as f64);
-        (s.t, due - s.done as f64)
+        (s.t, s.due as f64 - s.done as f64)
     }
 
     /// Items the source sent per second over the window: the trend of the sent count, so
     /// that where a sample falls between two sends (1.5 % of 125 items at 83/s over 1.5 s)
     /// does not read as a short sender.
+    ///
+    /// A shaped load (a day/night) is sent faster and slower on purpose, so its trend means
+    /// nothing: it gets the mean over the window instead, to set beside the shape's mean.
     pub fn achieved(&self) -> f64 {
         let sent: Vec<(f64, f64)> = self.in_window().map(|s| (s.t, s.sent as f64)).collect();
+        if !matches!(self.shape, Shape::Constant { .. }) {
+            return match (sent.first(), sent.last()) {
+                (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) / (b.0 - a.0),
+                _ => 0.0,
+            };
+        }
         plumbline_scale::trend::slope(&sent).unwrap_or(0.0)
     }
 
@@ -223,9 +273,15 @@ mod tests {
     use super::*;
     use plumbline_measure::Recorder;
 
-    fn trial(rate: f64, samples: Vec<Sample>) -> TrialRun {
+    /// A trial at a constant `rate` of 300 items, its samples' `due` filled in by the shape.
+    fn trial(rate: f64, mut samples: Vec<Sample>) -> TrialRun {
+        let shape = Shape::Constant { rate };
+        let due = due_by(&shape, samples.iter().map(|s| s.t), 300);
+        for (sample, due) in samples.iter_mut().zip(due) {
+            sample.due = due;
+        }
         TrialRun {
-            rate,
+            shape,
             warmup: Duration::from_secs(1),
             window: Duration::from_secs(2),
             samples,
@@ -297,10 +353,11 @@ mod tests {
             keys: plumbline_load::KeyDist::Uniform,
             seed: 7,
             items: 0,
-            rate: None,
+            shape: Shape::Max,
         };
         let timing = (Duration::from_millis(300), Duration::from_millis(300));
-        let run = super::run(&SlowStart, &load, 100.0, timing, &live, &Shutdown::new()).unwrap();
+        let at = Shape::Constant { rate: 100.0 };
+        let run = super::run(&SlowStart, &load, &at, timing, &live, &Shutdown::new()).unwrap();
         assert!(
             run.figures.latency.p99 > 0.5,
             "the whole run holds the slow start"
@@ -321,6 +378,7 @@ mod tests {
                     t,
                     sent: n,
                     done: n,
+                    due: 0,
                 }
             })
             .collect();
@@ -351,6 +409,7 @@ mod tests {
                     t,
                     sent,
                     done: sent - 50,
+                    due: 0,
                 }
             })
             .collect();
@@ -362,5 +421,29 @@ mod tests {
         );
         assert!((run.achieved() - 60.0).abs() < 1e-9);
         assert_eq!(run.mean_in_flight(), 50.0);
+    }
+
+    #[test]
+    fn a_shaped_load_is_due_as_its_schedule_has_it_and_sends_what_falls_in_the_run() {
+        // 1 s at 100/s, then 1 s at 300/s: 400 items in all.
+        let shape = Shape::Steps(vec![
+            (100.0, Duration::from_secs(1)),
+            (300.0, Duration::from_secs(1)),
+        ]);
+        assert_eq!(
+            due_by(&shape, [0.0, 0.505, 1.499, 5.0], u64::MAX),
+            [1, 51, 250, 400]
+        );
+        assert_eq!(
+            due_by(&shape, [5.0], 300),
+            [300],
+            "never past the items sent"
+        );
+        assert_eq!(items_in(&shape, Duration::from_secs(1)), 100);
+        assert_eq!(items_in(&shape, Duration::from_secs(3)), 400);
+        assert_eq!(
+            items_in(&Shape::Constant { rate: 100.0 }, Duration::from_secs(1)),
+            items(100.0, (Duration::ZERO, Duration::from_secs(1)))
+        );
     }
 }

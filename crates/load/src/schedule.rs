@@ -238,6 +238,11 @@ impl Shape {
         }
     }
 
+    /// A constant `rate`, or with none every message at once.
+    pub fn at(rate: Option<f64>) -> Shape {
+        rate.map_or(Shape::Max, |rate| Shape::Constant { rate })
+    }
+
     /// The mean rate the shape asks for, if it has one (`Max` has none).
     pub fn mean_rate(&self) -> Option<f64> {
         match self {

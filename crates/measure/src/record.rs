@@ -354,6 +354,12 @@ pub struct ElasticSection {
     pub schedule: String,
     /// How members left when the group shrank: `graceful` or `kill`.
     pub leave: String,
+    /// The load offered: `constant` or `day-night` (seed 003's day, `target_per_s` its mean).
+    #[serde(default)]
+    pub shape: String,
+    /// The highest rate the shape asks for (a constant's rate; the day's noon).
+    #[serde(default)]
+    pub peak_per_s: f64,
     /// Stopped 1 s plus a quarter of the load's length after the load ended with items not
     /// done: `lost` then counts those too.
     pub cut: bool,
