@@ -9,6 +9,7 @@
 pub mod capacity;
 pub mod compare;
 pub mod doc;
+mod elastic;
 pub mod plots;
 mod table;
 

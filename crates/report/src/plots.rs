@@ -4,7 +4,8 @@
 //! Charts: the scaling curve (speedup vs workers, with the ideal line and the key-distribution
 //! ideal), overhead per run, latency percentiles (HDR plot), items per worker, and for runs with a
 //! timeline the rate (target vs in vs out) and lag (in-flight, late sends) per second; for a
-//! capacity search also the demand plot and each trial's lag ([`crate::capacity`]). A chart
+//! capacity search also the demand plot and each trial's lag ([`crate::capacity`]); for an
+//! elastic run its lag and members with each change marked ([`crate::elastic`]). A chart
 //! with nothing to show is skipped, not drawn empty. Text uses an embedded DejaVu Sans, so no
 //! system font is needed.
 
@@ -19,6 +20,7 @@ use plotters::style::FontStyle;
 
 use crate::capacity;
 use crate::doc::RunDoc;
+use crate::elastic;
 
 /// Every PNG is this many pixels; the SVGs have the same user-space size.
 pub const SIZE: (u32, u32) = (960, 540);
@@ -70,7 +72,7 @@ pub fn draw_all(doc: &RunDoc, dir: &Path) -> Result<Vec<Plot>, String> {
     register_font();
     type Draw<DB> = fn(&RunDoc, &DrawingArea<DB, Shift>) -> Drawn;
     type Chart = (&'static str, &'static str, fn(&RunDoc) -> bool);
-    let charts: [Chart; 8] = [
+    let charts: [Chart; 9] = [
         ("scaling", "Scaling: speedup vs workers", has_scaling),
         ("overhead", "Overhead over the ideal, per run", has_overhead),
         ("latency", "Latency by percentile (HDR)", has_latency),
@@ -83,6 +85,11 @@ pub fn draw_all(doc: &RunDoc, dir: &Path) -> Result<Vec<Plot>, String> {
             capacity::has_demand,
         ),
         ("trials", "Lag over time, per trial", capacity::has_trials),
+        (
+            "elastic",
+            "Lag and members over the run, each change marked",
+            elastic::has_elastic,
+        ),
     ];
     fn pick<DB: DrawingBackend>(name: &str) -> Draw<DB> {
         match name {
@@ -93,6 +100,7 @@ pub fn draw_all(doc: &RunDoc, dir: &Path) -> Result<Vec<Plot>, String> {
             "rate" => rate,
             "demand" => capacity::demand,
             "trials" => capacity::trials,
+            "elastic" => elastic::timeline,
             _ => lag,
         }
     }
