@@ -85,7 +85,7 @@ fn due_by(shape: &Shape, times: impl IntoIterator<Item = f64>, cap: u64) -> Vec<
 /// Items of `shape` a run of `length` sends: those due before it ends.
 fn items_in(shape: &Shape, length: Duration) -> u64 {
     match shape {
-        Shape::Constant { rate } => (rate * length.as_secs_f64()).ceil().max(1.0) as u64,
+        Shape::Constant { rate } => items(*rate, (Duration::ZERO, length)),
         _ => due_by(shape, [length.as_secs_f64() - 1e-9], u64::MAX)[0].max(1),
     }
 }
