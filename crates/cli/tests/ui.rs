@@ -111,15 +111,9 @@ fn issue7_the_live_page_changes_in_a_real_browser_while_a_bench_runs() {
         "{samples:?}"
     );
 
-    let Some(chromium) = chromium() else {
-        assert!(
-            std::env::var("PLUMBLINE_REQUIRE_BROWSER").is_err(),
-            "PLUMBLINE_REQUIRE_BROWSER is set but Chromium is missing: apt-get install chromium"
-        );
-        eprintln!("SKIPPED the browser half: no Chromium (set PLUMBLINE_REQUIRE_BROWSER=1 to fail instead)");
+    let Some(mut browser) = browser_or_skip() else {
         return;
     };
-    let mut browser = Browser::launch(&chromium).unwrap();
     browser.goto(&run.url).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while number(&mut browser, "updates") == 0 {
@@ -357,4 +351,80 @@ fn issue7_a_cluster_joiner_refuses_ui_naming_the_initializer() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Issue 15: `elastic --ui` tells watchers of each membership change as it is applied, and a
+/// browser lists it under "Changes".
+#[test]
+fn issue15_the_elastic_live_page_lists_each_membership_change_as_it_happens() {
+    use plumbline_servers::{Kind, Server};
+    let Some(server) = Server::for_test(Kind::Redis, "the elastic live page") else {
+        return;
+    };
+    let _cpu = exclusive();
+    let cluster = format!("redis://{}/watched", server.addr);
+    let run = Running::start(&[
+        "elastic",
+        "--cluster",
+        &cluster,
+        "--workers",
+        "1@0s,2@1s",
+        "--rate",
+        "50/s",
+        "--delay",
+        "5ms",
+        "--duration",
+        "6s",
+        "--quiet",
+        "--no-report",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let notes = loop {
+        let snapshot: serde_json::Value =
+            serde_json::from_str(&get(&run.url, "/snapshot.json")).unwrap();
+        let notes = snapshot["notes"].as_array().unwrap().clone();
+        if !notes.is_empty() {
+            break notes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no membership change on the page: {snapshot}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0]["text"], "1 → 2 members (join)");
+    let Some(mut browser) = browser_or_skip() else {
+        return;
+    };
+    browser.goto(&run.url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = browser
+            .eval("document.getElementById('notes').textContent")
+            .unwrap();
+        let listed = listed.as_str().unwrap_or_default().to_string();
+        if listed.contains("1 → 2 members (join)") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never listed the change: {listed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A launched headless Chromium, or `None` when none is installed (the browser half of a test
+/// is then skipped, loudly) unless `PLUMBLINE_REQUIRE_BROWSER` says a missing one is a failure.
+fn browser_or_skip() -> Option<Browser> {
+    let Some(chromium) = chromium() else {
+        assert!(
+            std::env::var("PLUMBLINE_REQUIRE_BROWSER").is_err(),
+            "PLUMBLINE_REQUIRE_BROWSER is set but Chromium is missing: apt-get install chromium"
+        );
+        eprintln!("SKIPPED the browser half: no Chromium (set PLUMBLINE_REQUIRE_BROWSER=1 to fail instead)");
+        return None;
+    };
+    Some(Browser::launch(&chromium).unwrap())
 }

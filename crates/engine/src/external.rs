@@ -433,6 +433,13 @@ impl External {
                         .as_mut()
                         .and_then(|s| s.tick(now, members.count(), lag as f64));
                     if let Some(workers) = resize {
+                        let from = members.count();
+                        let how = if workers > from {
+                            "join".to_string()
+                        } else {
+                            leave.to_string()
+                        };
+                        live.note(format!("{from} → {workers} members ({how})"));
                         if let Err(e) = members.resize(workers, leave, now) {
                             *death.lock().unwrap_or_else(|p| p.into_inner()) =
                                 Some(format!("resizing the group to {workers}: {e:#}"));

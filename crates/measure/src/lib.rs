@@ -15,6 +15,6 @@ pub mod report;
 pub mod seq;
 
 pub use ideal::{Ideal, IdealInput, Limit};
-pub use live::{LatencyFeed, Live, LiveSnapshot, RunInfo, Tick, Ticker, FEED_EVERY};
+pub use live::{LatencyFeed, Live, LiveSnapshot, Note, RunInfo, Tick, Ticker, FEED_EVERY};
 pub use recorder::{LatencySummary, Recorder};
 pub use seq::{SeqSummary, SeqTracker};

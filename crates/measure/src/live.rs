@@ -23,6 +23,18 @@ pub const MIN_PARTIAL: Duration = Duration::from_millis(250);
 /// the count of dropped ticks is kept so the timeline says where it starts.
 const MAX_TICKS: usize = 86_400;
 
+/// Notes kept for watchers (the latest ones): a page lists them, it does not archive them.
+pub const MAX_NOTES: usize = 50;
+
+/// Something that happened to the run, as watchers see it as it happens: a membership change
+/// ("4 → 3 members (graceful)"), say.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Note {
+    /// Seconds since the command started (the timeline's clock).
+    pub t_s: f64,
+    pub text: String,
+}
+
 /// What the current run is, as watchers should label it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
@@ -72,6 +84,9 @@ pub struct LiveSnapshot {
     pub per_partition: Vec<(String, u64)>,
     /// The latest ticks, oldest first (at most `recent` of them, as asked).
     pub recent: Vec<Tick>,
+    /// The latest notes, oldest first (at most [`MAX_NOTES`]).
+    #[serde(default)]
+    pub notes: Vec<Note>,
 }
 
 #[derive(Default)]
@@ -108,6 +123,7 @@ pub struct Live {
     per_worker: Mutex<Vec<u64>>,
     per_partition: Mutex<Vec<(String, u64)>>,
     ticks: Mutex<(VecDeque<Tick>, u64)>,
+    notes: Mutex<VecDeque<Note>>,
     last: Mutex<Last>,
 }
 
@@ -145,6 +161,7 @@ impl Live {
             per_worker: Mutex::default(),
             per_partition: Mutex::default(),
             ticks: Mutex::default(),
+            notes: Mutex::default(),
             last: Mutex::new(Last {
                 at: now,
                 items_in: 0,
@@ -284,7 +301,22 @@ impl Live {
                 .skip(ticks.0.len().saturating_sub(recent))
                 .cloned()
                 .collect(),
+            notes: lock(&self.notes).iter().cloned().collect(),
         }
+    }
+
+    /// Tells watchers what just happened (a redacted URL's password stays `***`); only the
+    /// latest [`MAX_NOTES`] are kept.
+    pub fn note(&self, text: impl Into<String>) {
+        let note = Note {
+            t_s: self.start.elapsed().as_secs_f64(),
+            text: plumbline_core::secret::redact_url(&text.into()),
+        };
+        let mut notes = lock(&self.notes);
+        if notes.len() == MAX_NOTES {
+            notes.pop_front();
+        }
+        notes.push_back(note);
     }
 
     /// Time since the last tick (or the start).
@@ -519,6 +551,31 @@ mod tests {
             !feed.publish_if_due(&live),
             "due again only after another interval"
         );
+    }
+
+    #[test]
+    fn notes_reach_the_snapshot_in_order_and_only_the_latest_are_kept() {
+        let live = Live::new();
+        assert!(live.snapshot(1).notes.is_empty());
+        for i in 0..MAX_NOTES + 2 {
+            live.note(format!("change {i}"));
+        }
+        let notes = live.snapshot(1).notes;
+        assert_eq!(notes.len(), MAX_NOTES);
+        assert_eq!(notes[0].text, "change 2", "the oldest went first");
+        assert_eq!(
+            notes.last().unwrap().text,
+            format!("change {}", MAX_NOTES + 1)
+        );
+        assert!(notes.windows(2).all(|w| w[0].t_s <= w[1].t_s));
+        live.note("joined redis://u:secret@h:1/s");
+        assert!(!live
+            .snapshot(1)
+            .notes
+            .last()
+            .unwrap()
+            .text
+            .contains("secret"));
     }
 
     #[test]

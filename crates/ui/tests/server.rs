@@ -181,6 +181,7 @@ fn the_page_has_every_element_the_contract_names_and_no_outside_url() {
         "status",
         "workers",
         "partitions",
+        "notes",
     ] {
         assert!(
             reply.body.contains(&format!("id=\"{id}\"")),
@@ -205,6 +206,7 @@ fn snapshot_json_is_the_live_snapshot() {
     let live = live();
     live.items_out.store(9, Ordering::Relaxed);
     live.tick();
+    live.note("4 → 3 members (graceful)");
     let server = serve("127.0.0.1:0", live.clone()).expect("serve");
     let reply = get(server.addr(), "/snapshot.json");
     assert_eq!(reply.status, 200);
@@ -213,6 +215,8 @@ fn snapshot_json_is_the_live_snapshot() {
     assert_eq!(s.items_out, 9);
     assert_eq!(s.run.workers, 2);
     assert_eq!(s.recent.len(), 1);
+    assert_eq!(s.notes.len(), 1);
+    assert_eq!(s.notes[0].text, "4 → 3 members (graceful)");
 }
 
 #[test]
