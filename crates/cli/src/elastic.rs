@@ -28,7 +28,7 @@ use plumbline_measure::report::Host;
 use plumbline_measure::RunInfo;
 use plumbline_scale::autoscale::{AutoscaleConfig, Reason, ReplicaRange, Target};
 use plumbline_scale::change::{
-    change_figures, over_limit, reaction, ChangeFigures, Reading, WorkerSchedule,
+    change_figures, over_limit, per_second, reaction, ChangeFigures, Reading, WorkerSchedule,
 };
 use plumbline_worker::Shutdown;
 
@@ -303,6 +303,7 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 autoscale: autoscale_section(&plan, &applied, &engine.decided(), &readings),
                 changes,
                 lag,
+                flow: per_second(&readings),
             }),
             ..RunRecord::new(plan.scaling.peak(), figures.wall.as_secs_f64())
         }],

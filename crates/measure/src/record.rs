@@ -366,6 +366,10 @@ pub struct ElasticSection {
     pub changes: Vec<ElasticChange>,
     /// (seconds since the first item, items due and not done), every sample.
     pub lag: Vec<(f64, f64)>,
+    /// (end of each second since the first item, items due in it, items done in it): the
+    /// offered load and the done rate from the same samples as `lag`.
+    #[serde(default)]
+    pub flow: Vec<(f64, f64, f64)>,
     /// With `--autoscale`: the autoscaler's setup and every decision it took.
     #[serde(default)]
     pub autoscale: Option<AutoscaleSection>,

@@ -1,7 +1,7 @@
-//! The chart only `elastic` has: the group's lag over the run against its members, each
-//! membership change marked where it was applied (`4→3 graceful`), so a change's pause, lag
-//! peak and recovery read off one picture; the `rate` chart beside it shows what was offered
-//! and done per second. It draws from the run record in [`RunDoc::detail`]; nothing here
+//! The chart only `elastic` has: on one time axis, the load offered and done per second above,
+//! the group's lag against its members below, each membership change marked where it was
+//! applied (`4→3 graceful`), so a change's pause, lag peak and recovery, and the load that
+//! drove an autoscaler's decision, read off one picture. It draws from the run record in [`RunDoc::detail`]; nothing here
 //! measures or judges.
 
 use plotters::coord::Shift;
@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use plumbline_measure::record::{ElasticSection, Record};
 
 use crate::doc::RunDoc;
-use crate::plots::{color, err, legend, Drawn, TITLE};
+use crate::plots::{color, err, legend, Chart2d, Drawn, TITLE};
 
 /// The elastic section of the document's one run, if it is an elastic run.
 fn section(doc: &RunDoc) -> Option<ElasticSection> {
@@ -35,10 +35,107 @@ fn members(start: usize, changes: &[(f64, usize)], end: f64) -> Vec<(f64, f64)> 
     line
 }
 
-/// Lag (left axis) and members (right axis) over the run, a dashed line at each change.
+/// On one time axis: offered and done per second above (when the record has them), lag (left
+/// axis) and members (right axis) below, a dashed line at each change in both.
 pub(crate) fn timeline<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, Shift>) -> Drawn {
     let e = section(doc).ok_or("not an elastic run")?;
-    let end = e.lag.iter().map(|p| p.0).fold(1.0, f64::max);
+    let end = e
+        .lag
+        .iter()
+        .map(|p| p.0)
+        .chain(e.flow.iter().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let root = root
+        .titled(
+            "Offered, done, lag and members over the run, each change marked",
+            TITLE,
+        )
+        .map_err(err)?;
+    let below = if e.flow.is_empty() {
+        root
+    } else {
+        let (above, below) = root.split_vertically((38).percent());
+        flow(&e, &above, end)?;
+        below
+    };
+    lag_and_members(doc, &e, &below, end)
+}
+
+/// One panel's axes, 0..`end` seconds by 0..`top`, room on the right for a second axis; only
+/// the lowest panel names the time axis.
+fn panel<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    (end, top): (f64, f64),
+    x_desc: Option<&str>,
+    y_desc: &str,
+) -> Result<Chart2d<'a, DB>, String> {
+    let mut chart = ChartBuilder::on(area)
+        .margin(16)
+        .x_label_area_size(if x_desc.is_some() { 44 } else { 28 })
+        .y_label_area_size(72)
+        .right_y_label_area_size(56)
+        .build_cartesian_2d(0f64..end, 0f64..top)
+        .map_err(err)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.y_desc(y_desc);
+    if let Some(x) = x_desc {
+        mesh.x_desc(x);
+    }
+    mesh.draw().map_err(err)?;
+    Ok(chart)
+}
+
+/// The dashed line of each change, from 0 to `top` on the chart's left axis.
+fn mark_changes<DB: DrawingBackend>(
+    chart: &mut Chart2d<'_, DB>,
+    e: &ElasticSection,
+    top: f64,
+) -> Drawn {
+    for c in &e.changes {
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(c.at_s, 0.0), (c.at_s, top)],
+                6,
+                4,
+                GREY.stroke_width(1),
+            ))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+const GREY: RGBColor = RGBColor(110, 110, 110);
+
+/// Items due (offered) and done per second.
+fn flow<DB: DrawingBackend>(e: &ElasticSection, area: &DrawingArea<DB, Shift>, end: f64) -> Drawn {
+    let top = e.flow.iter().flat_map(|p| [p.1, p.2]).fold(1.0, f64::max) * 1.1;
+    let mut chart = panel(area, (end, top), None, "items per second")?;
+    mark_changes(&mut chart, e, top)?;
+    type Series = (&'static str, fn(&(f64, f64, f64)) -> f64, RGBColor);
+    let series: [Series; 2] = [
+        ("offered (due)", |p| p.1, RGBColor(90, 90, 90)),
+        ("done", |p| p.2, color(1)),
+    ];
+    for (label, value, c) in series {
+        chart
+            .draw_series(LineSeries::new(
+                e.flow.iter().map(|p| (p.0, value(p))),
+                c.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+/// Lag (left axis) and members (right axis), each change labelled (`4→3 graceful`).
+fn lag_and_members<DB: DrawingBackend>(
+    doc: &RunDoc,
+    e: &ElasticSection,
+    area: &DrawingArea<DB, Shift>,
+    end: f64,
+) -> Drawn {
     let top = e.lag.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
     let start = e
         .changes
@@ -47,21 +144,13 @@ pub(crate) fn timeline<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, 
     let steps: Vec<(f64, usize)> = e.changes.iter().map(|c| (c.at_s, c.to)).collect();
     let line = members(start, &steps, end);
     let most = line.iter().map(|p| p.1).fold(1.0, f64::max) + 1.0;
-    let mut chart = ChartBuilder::on(root)
-        .caption("Lag and members over the run, each change marked", TITLE)
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(72)
-        .right_y_label_area_size(56)
-        .build_cartesian_2d(0f64..end, 0f64..top)
-        .map_err(err)?
-        .set_secondary_coord(0f64..end, 0f64..most);
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the first item")
-        .y_desc("lag (items due, not done)")
-        .draw()
-        .map_err(err)?;
+    let mut chart = panel(
+        area,
+        (end, top),
+        Some("seconds since the first item"),
+        "lag (items due, not done)",
+    )?
+    .set_secondary_coord(0f64..end, 0f64..most);
     chart
         .configure_secondary_axes()
         .y_desc("members")
@@ -69,22 +158,14 @@ pub(crate) fn timeline<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, 
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(err)?;
-    let grey = RGBColor(110, 110, 110);
+    mark_changes(&mut chart, e, top)?;
     for (i, c) in e.changes.iter().enumerate() {
-        chart
-            .draw_series(DashedLineSeries::new(
-                [(c.at_s, 0.0), (c.at_s, top)],
-                6,
-                4,
-                grey.stroke_width(1),
-            ))
-            .map_err(err)?;
         chart
             .draw_series(std::iter::once(Text::new(
                 format!("{}→{} {}", c.from, c.to, c.how),
                 // Three rows, so the labels of changes close together do not overlap.
                 (c.at_s, top * (0.98 - 0.06 * (i % 3) as f64)),
-                ("sans-serif", 13).into_font().color(&grey),
+                ("sans-serif", 13).into_font().color(&GREY),
             )))
             .map_err(err)?;
     }
@@ -133,6 +214,7 @@ mod tests {
                     cut: false,
                     changes: vec![change],
                     lag,
+                    flow: vec![(1.0, 100.0, 98.0), (2.0, 100.0, 60.0), (3.0, 100.0, 142.0)],
                     autoscale: None,
                 }),
                 ..RunRecord::new(4, 4.0)
@@ -150,6 +232,10 @@ mod tests {
         let plots = crate::plots::draw_all(&doc, &dir).unwrap();
         let plot = plots.iter().find(|p| p.name == "elastic").expect("drawn");
         assert!(plot.svg.contains("4→3 graceful"), "the change is marked");
+        assert!(
+            plot.svg.contains("offered (due)"),
+            "the flow is drawn above"
+        );
         assert!(dir.join("elastic.png").exists());
         assert!(
             !has_elastic(&elastic_doc(vec![(0.0, 1.0)])),

@@ -466,7 +466,7 @@ fn balance<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, Shift>) -> D
     Ok(())
 }
 
-type Chart2d<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+pub(crate) type Chart2d<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// Axes of a timeline chart: seconds since start against `y_desc` from 0 to `max_y`.
 fn timeline_chart<'a, DB: DrawingBackend>(

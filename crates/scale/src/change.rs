@@ -187,6 +187,28 @@ pub fn change_figures(
     }
 }
 
+/// Offered and done per whole second of the run, as `(end of the second, items due in it,
+/// items done in it)`, from `readings` in time order (due = lag + done): each second's counts
+/// are the last reading in it minus the last one before it, so the flow and the lag are
+/// drawn from the same samples on one time axis. A second with no reading gets none.
+pub fn per_second(readings: &[Reading]) -> Vec<(f64, f64, f64)> {
+    let mut out = Vec::new();
+    let (mut due, mut done) = (0.0, 0.0);
+    let mut i = 0;
+    while i < readings.len() {
+        let second = readings[i].t.floor();
+        while i + 1 < readings.len() && readings[i + 1].t.floor() == second {
+            i += 1;
+        }
+        let last = readings[i];
+        let (due_now, done_now) = (last.lag + last.done as f64, last.done as f64);
+        out.push((second + 1.0, due_now - due, done_now - done));
+        (due, done) = (due_now, done_now);
+        i += 1;
+    }
+    out
+}
+
 /// Seconds during which lag was above `limit(t)` (an SLO over time: the autoscaler's target
 /// times the workers running at `t`), each reading standing for the time until the next.
 pub fn over_limit(readings: &[Reading], limit: impl Fn(f64) -> f64) -> f64 {
@@ -309,5 +331,25 @@ mod tests {
         assert_eq!(reaction(&readings, 1.5, 2.0, 20.0), Some(0.5));
         // Lag under the limit just before the change: it answered no backlog.
         assert_eq!(reaction(&readings, 0.0, 2.5, 20.0), None);
+    }
+
+    #[test]
+    fn each_second_counts_what_came_due_and_what_was_done_in_it() {
+        let at = |t: f64, lag: f64, done: u64| Reading { t, lag, done };
+        // Second 0: 10 due, 8 done; second 1: 20 more due (lag 2 → 12), 10 done; second 2
+        // has no reading; second 3: 0 due, 12 done (the backlog drained).
+        let readings = [
+            at(0.0, 0.0, 0),
+            at(0.5, 1.0, 4),
+            at(0.98, 2.0, 8),
+            at(1.5, 7.0, 13),
+            at(1.99, 12.0, 18),
+            at(3.2, 0.0, 30),
+        ];
+        assert_eq!(
+            per_second(&readings),
+            [(1.0, 10.0, 8.0), (2.0, 20.0, 10.0), (4.0, 0.0, 12.0)]
+        );
+        assert!(per_second(&[]).is_empty());
     }
 }
