@@ -802,7 +802,9 @@ Examples:
   plumbline elastic --cluster redis://127.0.0.1:6379/jobs --workers 1@0s --autoscale 1..6 \
       --lag-target 20 --rate 300/s --duration 30s   # HPA on lag, 10x faster than Kubernetes
   plumbline elastic --cluster redis://127.0.0.1:6379/jobs --workers 1@0s --autoscale 1..6 \
-      --shape day-night --cycles 2 --rate 400/s --duration 40s   # seed 003's day, peak 400/s";
+      --shape day-night --cycles 2 --rate 400/s --duration 40s   # seed 003's day, peak 400/s
+  plumbline elastic --cluster redis://127.0.0.1:6379/jobs --workers 1@0s --autoscale 1..6 \
+      --busy-target 0.7 --rate 300/s --duration 30s   # HPA on utilisation: each member 70 % busy";
 
 /// Flags of `elastic`: a consumer group resized mid-run.
 #[derive(Debug, Args)]
@@ -815,14 +817,24 @@ pub struct ElasticArgs {
     #[arg(long)]
     pub workers: String,
     /// Let Kubernetes' HPA rule choose the count between MIN..MAX replicas, every sync period,
-    /// on the group's total lag (KEDA's Kafka scaler: desired = ceil(lag ÷ --lag-target)),
-    /// with HPA's tolerance, stabilization windows and rate policies. An emulation on one
+    /// on the group's total lag (KEDA's Kafka scaler: desired = ceil(lag ÷ --lag-target)) or
+    /// its members' busy fraction (--busy-target), with HPA's tolerance, stabilization windows and rate policies. An emulation on one
     /// machine, to see what a scaling policy would do before running it on a cluster
     #[arg(long, value_name = "MIN..MAX")]
     pub autoscale: Option<String>,
     /// Items of lag per replica the autoscaler aims for (KEDA's lagThreshold)
     #[arg(long, default_value_t = 50.0, requires = "autoscale")]
     pub lag_target: f64,
+    /// Aim for this busy fraction of each replica instead of a lag (HPA's CPU utilisation
+    /// target, e.g. 0.7: desired = ceil(replicas × busy ÷ 0.7)); a member's busy fraction is
+    /// the known cost of the items it finished in the sync period over its time
+    #[arg(
+        long,
+        value_name = "FRACTION",
+        requires = "autoscale",
+        conflicts_with = "lag_target"
+    )]
+    pub busy_target: Option<f64>,
     /// Kubernetes' periods and windows divided by this (10: sync 1.5 s, scale-down window
     /// 30 s), so an experiment takes seconds, not hours
     #[arg(long, default_value_t = 10, requires = "autoscale",

@@ -58,8 +58,8 @@ pub struct ElasticPlan {
 impl ElasticPlan {
     pub fn build(args: &ElasticArgs, cores: usize) -> Result<Self> {
         let schedule: WorkerSchedule = args.workers.parse()?;
-        let scaling = match &args.autoscale {
-            None => Scaling::Schedule(schedule.clone()),
+        let autoscale = match &args.autoscale {
+            None => None,
             Some(range) => {
                 ensure!(
                     schedule.steps().len() == 1,
@@ -67,16 +67,17 @@ impl ElasticPlan {
                      (e.g. 1@0s); the autoscaler makes every later change"
                 );
                 let range: ReplicaRange = range.parse().context("--autoscale")?;
+                let (target, flag) = match args.busy_target {
+                    Some(busy) => (Target::Busy(busy), "--busy-target"),
+                    None => (Target::LagPerReplica(args.lag_target), "--lag-target"),
+                };
                 let config =
-                    AutoscaleConfig::kubernetes(range, Target::LagPerReplica(args.lag_target))
-                        .scaled(args.autoscale_speed);
-                config.validate().context("--lag-target")?;
-                Scaling::Autoscale {
-                    config,
-                    start: schedule.steps()[0].workers,
-                }
+                    AutoscaleConfig::kubernetes(range, target).scaled(args.autoscale_speed);
+                config.validate().context(flag)?;
+                Some(config)
             }
         };
+        let start = schedule.steps()[0].workers;
         let rate = parse_rate(&args.rate).map_err(|e| anyhow::anyhow!("--rate: {e}"))?;
         let Some(rate) = rate else {
             bail!(
@@ -109,7 +110,7 @@ impl ElasticPlan {
         let items = (mean * args.duration.as_secs_f64()).ceil().max(1.0) as u64;
         let matrix_shape = RunShape {
             items: Some(vec![items]),
-            workers: Some(vec![scaling.start()]),
+            workers: Some(vec![start]),
             rate: Some(args.rate.clone()),
         };
         let bench = BenchPlan::build(&args.matrix, &matrix_shape, cores)?;
@@ -126,6 +127,14 @@ impl ElasticPlan {
                  not built yet",
                 bench.runs[0].engine
             );
+        };
+        let scaling = match autoscale {
+            None => Scaling::Schedule(schedule),
+            Some(config) => Scaling::Autoscale {
+                config,
+                start,
+                cost: bench.runs[0].cluster.delay,
+            },
         };
         if let Some(lag) = args.recover_lag {
             ensure!(
@@ -166,10 +175,10 @@ impl ElasticPlan {
     fn driver(&self) -> String {
         match &self.scaling {
             Scaling::Schedule(schedule) => schedule.to_string(),
-            Scaling::Autoscale { config, start } => format!(
-                "autoscale {} from {start} ({:.0} items of lag per replica)",
+            Scaling::Autoscale { config, start, .. } => format!(
+                "autoscale {} from {start} ({})",
                 config.range,
-                self.lag_target().unwrap_or(0.0)
+                aim(config.target)
             ),
         }
     }
@@ -348,8 +357,7 @@ fn autoscale_section(
     decided: &[Decided],
     readings: &[Reading],
 ) -> Option<AutoscaleSection> {
-    let (Scaling::Autoscale { config, start }, Some(target)) = (&plan.scaling, plan.lag_target())
-    else {
+    let Scaling::Autoscale { config, start, .. } = &plan.scaling else {
         return None;
     };
     let duration = plan.duration.as_secs_f64();
@@ -362,7 +370,11 @@ fn autoscale_section(
     };
     Some(AutoscaleSection {
         range: config.range.to_string(),
-        lag_per_replica: target,
+        lag_per_replica: plan.lag_target(),
+        busy_target: match config.target {
+            Target::Busy(busy) => Some(busy),
+            Target::LagPerReplica(_) => None,
+        },
         sync_s: config.sync.as_secs_f64(),
         scale_up_window_s: config.up.window.as_secs_f64(),
         scale_down_window_s: config.down.window.as_secs_f64(),
@@ -371,6 +383,7 @@ fn autoscale_section(
             .map(|d| AutoscaleDecision {
                 at_s: d.at.as_secs_f64(),
                 lag: d.lag,
+                busy: d.busy,
                 from: d.from,
                 to: d.decision.replicas as usize,
                 recommended: d.decision.recommended as usize,
@@ -382,8 +395,18 @@ fn autoscale_section(
         ideal_replica_seconds: plan.mean_rate()
             * plan.run_plan().cluster.delay.as_secs_f64()
             * duration,
-        over_target_s: over_limit(readings, |t| target * running(t) as f64),
+        over_target_s: plan
+            .lag_target()
+            .map(|target| over_limit(readings, |t| target * running(t) as f64)),
     })
+}
+
+/// What an autoscaler aims for, in words.
+fn aim(target: Target) -> String {
+    match target {
+        Target::LagPerReplica(lag) => format!("{lag:.0} items of lag per replica"),
+        Target::Busy(busy) => format!("{:.0} % busy per replica", busy * 100.0),
+    }
 }
 
 fn reason(reason: Reason) -> &'static str {
@@ -434,20 +457,27 @@ fn table(run: &RunRecord, duration: Duration) -> String {
         run.duplicates
     );
     if let Some(a) = &e.autoscale {
+        let target = match (a.busy_target, a.lag_per_replica) {
+            (Some(busy), _) => aim(Target::Busy(busy)),
+            (None, lag) => aim(Target::LagPerReplica(lag.unwrap_or(0.0))),
+        };
         out.push_str(&format!(
-            "autoscaler {} on {:.0} items of lag per replica, sync {:.2}s, scale-down window {:.1}s: {} decisions, {:.1} replica-seconds (ideal {:.1}), lag over target for {:.2}s\n",
+            "autoscaler {} on {target}, sync {:.2}s, scale-down window {:.1}s: {} decisions, {:.1} replica-seconds (ideal {:.1}){}\n",
             a.range,
-            a.lag_per_replica,
             a.sync_s,
             a.scale_down_window_s,
             a.decisions.len(),
             a.replica_seconds,
             a.ideal_replica_seconds,
             a.over_target_s
+                .map_or(String::new(), |s| format!(", lag over target for {s:.2}s"))
         ));
         for d in a.decisions.iter().filter(|d| d.to != d.from) {
+            let busy = d
+                .busy
+                .map_or(String::new(), |b| format!(" busy {:>3.0} %", b * 100.0));
             out.push_str(&format!(
-                "  at {:>6.2}s lag {:>6.0}: {} → {} (asked {}, {})\n",
+                "  at {:>6.2}s lag {:>6.0}{busy}: {} → {} (asked {}, {})\n",
                 d.at_s, d.lag, d.from, d.to, d.recommended, d.reason
             ));
         }
@@ -557,7 +587,7 @@ mod tests {
             .concat(),
         )
         .unwrap();
-        let Scaling::Autoscale { config, start } = &p.scaling else {
+        let Scaling::Autoscale { config, start, .. } = &p.scaling else {
             panic!("{:?}", p.scaling);
         };
         assert_eq!((*start, p.scaling.peak()), (1, 4));

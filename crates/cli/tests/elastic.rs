@@ -195,6 +195,17 @@ fn a_schedule_that_cannot_be_run_is_refused_before_anything_starts() {
             "is not before the load ends",
         ),
         (vec!["--workers", "2@0s", "--leave", "drain"], "graceful"),
+        (
+            vec![
+                "--workers",
+                "1@0s",
+                "--autoscale",
+                "1..4",
+                "--busy-target",
+                "1.5",
+            ],
+            "busy fraction at most 1",
+        ),
     ] {
         let mut all = vec!["elastic", "--cluster", "redis://127.0.0.1:1/jobs"];
         all.extend(args.iter());
@@ -254,6 +265,58 @@ fn an_autoscaled_redis_group_grows_on_its_lag_and_loses_nothing() {
     assert!(reacted > 0.0 && reacted < 3.0, "{report:#}");
     let over = autoscale["over_target_s"].as_f64().unwrap();
     assert!(over > 0.0 && over < 6.0, "{autoscale:#}");
+    assert_eq!(report["lost"], 0, "{report:#}");
+}
+
+/// HPA's utilisation rule: 200/s of 10 ms is two members' work. Aiming at 50 % busy, the
+/// saturated group doubles (1 → 2 → 4; draining the backlog keeps four busy enough to grow
+/// again), and once the backlog is gone the busy fraction it reads is the load's (2 ÷ the
+/// members) and asks for four, which the scale-down window holds off.
+#[test]
+fn an_autoscaler_on_busy_fraction_grows_a_saturated_group_and_reads_the_loads_share() {
+    let Some(server) = Server::for_test(Kind::Redis, "elastic_busy") else {
+        return;
+    };
+    let cluster = format!("redis://{}/jobs", server.addr);
+    let report = elastic(
+        "elastic-busy",
+        &cluster,
+        &[
+            "--workers",
+            "1@0s",
+            "--duration",
+            "8s",
+            "--autoscale",
+            "1..6",
+            "--busy-target",
+            "0.5",
+            "--autoscale-speed",
+            "15",
+        ],
+    );
+    let autoscale = &report["elastic"]["autoscale"];
+    assert_eq!(autoscale["busy_target"], 0.5, "{autoscale:#}");
+    assert!(autoscale["lag_per_replica"].is_null(), "{autoscale:#}");
+    assert!(autoscale["over_target_s"].is_null(), "{autoscale:#}");
+    let decisions = autoscale["decisions"].as_array().expect("decisions");
+    let (first, last) = (&decisions[0], decisions.last().unwrap());
+    assert!(
+        first["busy"].as_f64().unwrap() > 0.6 && first["to"] == 2,
+        "one member at 200/s is saturated: {autoscale:#}"
+    );
+    for d in &decisions[decisions.len() - 2..] {
+        let (busy, members) = (d["busy"].as_f64().unwrap(), d["from"].as_f64().unwrap());
+        assert!(
+            (busy - 2.0 / members).abs() < 0.1,
+            "two members' work over {members}: {autoscale:#}"
+        );
+    }
+    let asked = last["recommended"].as_u64().unwrap();
+    assert!((3..=5).contains(&asked), "asks for about 4: {autoscale:#}");
+    assert!(
+        decisions.iter().all(|d| d["to"].as_u64().unwrap() <= 6),
+        "never above MAX: {autoscale:#}"
+    );
     assert_eq!(report["lost"], 0, "{report:#}");
 }
 

@@ -425,13 +425,11 @@ impl External {
                         halt.request();
                     }
                     let now = start.elapsed();
-                    let lag = live
-                        .items_in
-                        .load(Ordering::Relaxed)
-                        .saturating_sub(live.items_out.load(Ordering::Relaxed));
+                    let done = live.items_out.load(Ordering::Relaxed);
+                    let lag = live.items_in.load(Ordering::Relaxed).saturating_sub(done);
                     let resize = scaler
                         .as_mut()
-                        .and_then(|s| s.tick(now, members.count(), lag as f64));
+                        .and_then(|s| s.tick(now, members.count(), lag as f64, done));
                     if let Some(workers) = resize {
                         let from = members.count();
                         let how = if workers > from {

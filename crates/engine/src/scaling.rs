@@ -1,12 +1,12 @@
 //! How a consumer group's membership changes mid-run: on a fixed worker schedule, or by the
 //! autoscaler reading the run's lag every sync period, as Kubernetes' HPA reads KEDA's Kafka
-//! lag metric. [`Scaler::tick`] is pure (the time and the figures are the caller's), so the
+//! lag metric, or the members' busy fraction, as HPA reads CPU utilisation. [`Scaler::tick`] is pure (the time and the figures are the caller's), so the
 //! watcher in [`crate::external`] asks it every tick and applies what it says; starting and
 //! stopping members is [`crate::members`]'. It measures nothing itself.
 
 use std::time::Duration;
 
-use plumbline_scale::autoscale::{AutoscaleConfig, Autoscaler, Decision, Observation};
+use plumbline_scale::autoscale::{AutoscaleConfig, Autoscaler, Decision, Observation, Target};
 use plumbline_scale::change::WorkerSchedule;
 
 /// What drives the membership.
@@ -14,10 +14,15 @@ use plumbline_scale::change::WorkerSchedule;
 pub enum Scaling {
     /// Counts at fixed times (the first at 0 s: the starting count).
     Schedule(WorkerSchedule),
-    /// The HPA rule on total lag, from `start` workers (a validated configuration).
+    /// The HPA rule on total lag or busy fraction, from `start` workers (a validated
+    /// configuration). `cost` is what one item costs a member (the cluster's work): a busy
+    /// target reads each member's busy fraction as the cost of the items done in the sync
+    /// period over the members' time in it, the work's known cost standing for the CPU
+    /// time HPA would read (the plumbing's own cost is not counted).
     Autoscale {
         config: AutoscaleConfig,
         start: usize,
+        cost: Duration,
     },
 }
 
@@ -34,7 +39,7 @@ impl Scaling {
     pub fn peak(&self) -> usize {
         match self {
             Scaling::Schedule(schedule) => schedule.peak(),
-            Scaling::Autoscale { config, start } => (config.range.max as usize).max(*start),
+            Scaling::Autoscale { config, start, .. } => (config.range.max as usize).max(*start),
         }
     }
 }
@@ -46,6 +51,8 @@ pub struct Decided {
     pub at: Duration,
     /// Items sent and not yet done.
     pub lag: f64,
+    /// With a busy target: the members' mean busy fraction over the sync period.
+    pub busy: Option<f64>,
     /// Workers running when it decided.
     pub from: usize,
     pub decision: Decision,
@@ -62,17 +69,27 @@ pub struct Scaler {
 enum Kind {
     /// The schedule's steps after the first, and the next one's index.
     Schedule(WorkerSchedule, usize),
-    Autoscale(Autoscaler, Duration),
+    Autoscale {
+        autoscaler: Box<Autoscaler>,
+        /// When the next decision is due.
+        due: Duration,
+        cost: Duration,
+        /// The time and the items done at the last decision (the busy fraction's period).
+        last: (Duration, u64),
+    },
 }
 
 impl Scaler {
     pub fn new(scaling: &Scaling) -> Self {
         let kind = match scaling {
             Scaling::Schedule(schedule) => Kind::Schedule(schedule.clone(), 1),
-            Scaling::Autoscale { config, .. } => {
+            Scaling::Autoscale { config, cost, .. } => Kind::Autoscale {
+                autoscaler: Box::new(Autoscaler::new(config.clone())),
                 // The first decision one sync period in, as HPA's first look at a new target.
-                Kind::Autoscale(Autoscaler::new(config.clone()), config.sync)
-            }
+                due: config.sync,
+                cost: *cost,
+                last: (Duration::ZERO, 0),
+            },
         };
         Self {
             kind,
@@ -80,16 +97,21 @@ impl Scaler {
         }
     }
 
-    /// The worker count to run from `now` on, if it changes: `running` workers are up and
-    /// `lag` items wait.
-    pub fn tick(&mut self, now: Duration, running: usize, lag: f64) -> Option<usize> {
+    /// The worker count to run from `now` on, if it changes: `running` workers are up, `lag`
+    /// items wait and `done` were done since the load started.
+    pub fn tick(&mut self, now: Duration, running: usize, lag: f64, done: u64) -> Option<usize> {
         match &mut self.kind {
             Kind::Schedule(schedule, next) => {
                 let step = schedule.steps().get(*next).filter(|s| now >= s.at)?;
                 *next += 1;
                 (step.workers != running).then_some(step.workers)
             }
-            Kind::Autoscale(autoscaler, due) => {
+            Kind::Autoscale {
+                autoscaler,
+                due,
+                cost,
+                last,
+            } => {
                 if now < *due {
                     return None;
                 }
@@ -99,16 +121,27 @@ impl Scaler {
                 while *due <= now {
                     *due += sync;
                 }
+                let busy = matches!(autoscaler.config().target, Target::Busy(_)).then(|| {
+                    let member_time = running as f64 * (now - last.0).as_secs_f64();
+                    let work = done.saturating_sub(last.1) as f64 * cost.as_secs_f64();
+                    if member_time > 0.0 {
+                        work / member_time
+                    } else {
+                        0.0
+                    }
+                });
+                *last = (now, done);
                 let decision = autoscaler.decide(
                     now,
                     Observation {
                         replicas: u32::try_from(running).unwrap_or(u32::MAX),
-                        metric: lag,
+                        metric: busy.unwrap_or(lag),
                     },
                 );
                 self.decided.push(Decided {
                     at: now,
                     lag,
+                    busy,
                     from: running,
                     decision,
                 });
@@ -136,11 +169,11 @@ mod tests {
     #[test]
     fn a_schedule_changes_the_count_once_each_step_is_due() {
         let mut scaler = Scaler::new(&Scaling::Schedule("2@0s,4@1s,1@2s".parse().unwrap()));
-        assert_eq!(scaler.tick(ms(500), 2, 0.0), None);
-        assert_eq!(scaler.tick(ms(1000), 2, 0.0), Some(4));
-        assert_eq!(scaler.tick(ms(1500), 4, 0.0), None);
-        assert_eq!(scaler.tick(ms(2100), 4, 0.0), Some(1));
-        assert_eq!(scaler.tick(ms(9000), 1, 0.0), None);
+        assert_eq!(scaler.tick(ms(500), 2, 0.0, 0), None);
+        assert_eq!(scaler.tick(ms(1000), 2, 0.0, 0), Some(4));
+        assert_eq!(scaler.tick(ms(1500), 4, 0.0, 0), None);
+        assert_eq!(scaler.tick(ms(2100), 4, 0.0, 0), Some(1));
+        assert_eq!(scaler.tick(ms(9000), 1, 0.0, 0), None);
         assert!(scaler.decided().is_empty());
     }
 
@@ -149,6 +182,7 @@ mod tests {
         Scaling::Autoscale {
             config: AutoscaleConfig::kubernetes(range, Target::LagPerReplica(10.0)).scaled(15),
             start: 1,
+            cost: ms(10),
         }
     }
 
@@ -158,12 +192,12 @@ mod tests {
         assert_eq!((scaling.start(), scaling.peak()), (1, 4));
         let mut scaler = Scaler::new(&scaling);
         // Sync 1 s: nothing before it, whatever the lag.
-        assert_eq!(scaler.tick(ms(200), 1, 500.0), None);
+        assert_eq!(scaler.tick(ms(200), 1, 500.0, 0), None);
         assert!(scaler.decided().is_empty());
         // 35 items of lag at 10 per replica: 4, and HPA may double or add 4 in one step.
-        assert_eq!(scaler.tick(ms(1000), 1, 35.0), Some(4));
+        assert_eq!(scaler.tick(ms(1000), 1, 35.0, 0), Some(4));
         // Within the same period: no second decision.
-        assert_eq!(scaler.tick(ms(1500), 4, 0.0), None);
+        assert_eq!(scaler.tick(ms(1500), 4, 0.0, 0), None);
         assert_eq!(scaler.decided().len(), 1);
         let first = scaler.decided()[0];
         assert_eq!(
@@ -171,16 +205,36 @@ mod tests {
             (1, 35.0, 4)
         );
         // Lag gone: the scale-down window (300 s / 15 = 20 s) holds the replicas.
-        assert_eq!(scaler.tick(ms(2000), 4, 0.0), None);
+        assert_eq!(scaler.tick(ms(2000), 4, 0.0, 0), None);
         assert_eq!(scaler.decided().len(), 2);
     }
 
     #[test]
     fn a_late_tick_does_not_delay_the_periods_after_it() {
         let mut scaler = Scaler::new(&autoscale());
-        scaler.tick(ms(2700), 1, 0.0);
+        scaler.tick(ms(2700), 1, 0.0, 0);
         // Due again at 3 s, not at 3.7 s.
-        scaler.tick(ms(3000), 1, 0.0);
+        scaler.tick(ms(3000), 1, 0.0, 0);
         assert_eq!(scaler.decided().len(), 2);
+    }
+
+    #[test]
+    fn a_busy_target_reads_the_work_done_in_the_period_over_the_members_time() {
+        let range: ReplicaRange = "1..8".parse().unwrap();
+        let mut scaler = Scaler::new(&Scaling::Autoscale {
+            config: AutoscaleConfig::kubernetes(range, Target::Busy(0.5)).scaled(15),
+            start: 2,
+            cost: ms(10),
+        });
+        // 1 s on 2 members, 160 items of 10 ms done: 80 % busy, over 50 %: ceil(2 × 1.6) = 4.
+        assert_eq!(scaler.tick(ms(1000), 2, 0.0, 160), Some(4));
+        assert_eq!(scaler.decided()[0].busy, Some(0.8));
+        // The next period counts only what it did: 200 more on 4 members, 50 %: no change.
+        assert_eq!(scaler.tick(ms(2000), 4, 0.0, 360), None);
+        assert_eq!(scaler.decided()[1].busy, Some(0.5));
+        // A lag target has no busy fraction to show.
+        let mut lag = Scaler::new(&autoscale());
+        lag.tick(ms(1000), 1, 5.0, 100);
+        assert_eq!(lag.decided()[0].busy, None);
     }
 }

@@ -380,8 +380,14 @@ pub struct ElasticSection {
 pub struct AutoscaleSection {
     /// `MIN..MAX` replicas.
     pub range: String,
-    /// Items of lag per replica it aims for (KEDA's `lagThreshold`).
-    pub lag_per_replica: f64,
+    /// Items of lag per replica it aims for (KEDA's `lagThreshold`), or (with a busy
+    /// target) `None`.
+    #[serde(default)]
+    pub lag_per_replica: Option<f64>,
+    /// The busy fraction of each replica it aims for (HPA's utilisation target), if that is
+    /// its target.
+    #[serde(default)]
+    pub busy_target: Option<f64>,
     pub sync_s: f64,
     pub scale_up_window_s: f64,
     pub scale_down_window_s: f64,
@@ -392,9 +398,9 @@ pub struct AutoscaleSection {
     pub replica_seconds: f64,
     pub ideal_replica_seconds: f64,
     /// Seconds during which lag was above the target times the members running: the SLO
-    /// the autoscaler was set to keep, broken.
+    /// the autoscaler was set to keep, broken (`None` with a busy target).
     #[serde(default)]
-    pub over_target_s: f64,
+    pub over_target_s: Option<f64>,
 }
 
 /// One sync period: what the autoscaler saw and decided.
@@ -403,6 +409,9 @@ pub struct AutoscaleDecision {
     /// Since the load started.
     pub at_s: f64,
     pub lag: f64,
+    /// With a busy target: the replicas' mean busy fraction over the sync period.
+    #[serde(default)]
+    pub busy: Option<f64>,
     pub from: usize,
     pub to: usize,
     /// What the metric alone asked for.
