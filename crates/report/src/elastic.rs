@@ -61,28 +61,35 @@ pub(crate) fn timeline<DB: DrawingBackend>(doc: &RunDoc, root: &DrawingArea<DB, 
     lag_and_members(doc, &e, &below, end)
 }
 
-/// One panel's axes, 0..`end` seconds by 0..`top`, room on the right for a second axis; only
-/// the lowest panel names the time axis.
-fn panel<'a, DB: DrawingBackend>(
-    area: &'a DrawingArea<DB, Shift>,
+/// One panel's coordinates, 0..`end` seconds by 0..`top`, with room on the right for a
+/// second axis, so stacked panels share their time axis pixel for pixel.
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
     (end, top): (f64, f64),
-    x_desc: Option<&str>,
-    y_desc: &str,
-) -> Result<Chart2d<'a, DB>, String> {
-    let mut chart = ChartBuilder::on(area)
+    x_labels: u32,
+) -> Result<Chart2d<'_, DB>, String> {
+    ChartBuilder::on(area)
         .margin(16)
-        .x_label_area_size(if x_desc.is_some() { 44 } else { 28 })
+        .x_label_area_size(x_labels)
         .y_label_area_size(72)
         .right_y_label_area_size(56)
         .build_cartesian_2d(0f64..end, 0f64..top)
-        .map_err(err)?;
+        .map_err(err)
+}
+
+/// A panel's grid and axis names; only the lowest panel names the time axis. Drawn after a
+/// second axis is set, so the left axis's labels stay on the left.
+fn mesh<DB: DrawingBackend>(
+    chart: &mut Chart2d<'_, DB>,
+    x_desc: Option<&str>,
+    y_desc: &str,
+) -> Drawn {
     let mut mesh = chart.configure_mesh();
     mesh.y_desc(y_desc);
     if let Some(x) = x_desc {
         mesh.x_desc(x);
     }
-    mesh.draw().map_err(err)?;
-    Ok(chart)
+    mesh.draw().map_err(err)
 }
 
 /// The dashed line of each change, from 0 to `top` on the chart's left axis.
@@ -109,7 +116,8 @@ const GREY: RGBColor = RGBColor(110, 110, 110);
 /// Items due (offered) and done per second.
 fn flow<DB: DrawingBackend>(e: &ElasticSection, area: &DrawingArea<DB, Shift>, end: f64) -> Drawn {
     let top = e.flow.iter().flat_map(|p| [p.1, p.2]).fold(1.0, f64::max) * 1.1;
-    let mut chart = panel(area, (end, top), None, "items per second")?;
+    let mut chart = panel(area, (end, top), 28)?;
+    mesh(&mut chart, None, "items per second")?;
     mark_changes(&mut chart, e, top)?;
     type Series = (&'static str, fn(&(f64, f64, f64)) -> f64, RGBColor);
     let series: [Series; 2] = [
@@ -144,13 +152,12 @@ fn lag_and_members<DB: DrawingBackend>(
     let steps: Vec<(f64, usize)> = e.changes.iter().map(|c| (c.at_s, c.to)).collect();
     let line = members(start, &steps, end);
     let most = line.iter().map(|p| p.1).fold(1.0, f64::max) + 1.0;
-    let mut chart = panel(
-        area,
-        (end, top),
+    let mut chart = panel(area, (end, top), 44)?.set_secondary_coord(0f64..end, 0f64..most);
+    mesh(
+        &mut chart,
         Some("seconds since the first item"),
         "lag (items due, not done)",
-    )?
-    .set_secondary_coord(0f64..end, 0f64..most);
+    )?;
     chart
         .configure_secondary_axes()
         .y_desc("members")
