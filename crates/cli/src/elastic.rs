@@ -280,6 +280,7 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 },
                 at_s: at,
                 pause_s: figures.pause_s,
+                slowest_share: figures.slowest_share,
                 lag_before: figures.lag_before,
                 lag_peak: figures.lag_peak,
                 recover_lag: threshold,
@@ -490,13 +491,18 @@ fn table(run: &RunRecord, duration: Duration) -> String {
             }
         }
     }
-    out.push_str("change      how       at      pause    lag before  lag peak  recovered\n");
+    out.push_str(
+        "change      how       at      pause   slowest 1 s  lag before  lag peak  recovered\n",
+    );
     for c in &e.changes {
         let recovered = c
             .recovered_s
             .map_or("never".into(), |s| format!("after {s:.2}s"));
+        let slowest = c
+            .slowest_share
+            .map_or("-".into(), |s| format!("{:.0} %", s * 100.0));
         out.push_str(&format!(
-            "{:>2} → {:<5} {:<9} {:>6.2}s {:>7.3}s {:>10.0} {:>9.0}  {recovered} (≤ {:.0})\n",
+            "{:>2} → {:<5} {:<9} {:>6.2}s {:>7.3}s {slowest:>12} {:>11.0} {:>9.0}  {recovered} (≤ {:.0})\n",
             c.from, c.to, c.how, c.at_s, c.pause_s, c.lag_before, c.lag_peak, c.recover_lag
         ));
     }

@@ -433,6 +433,11 @@ pub struct ElasticChange {
     pub pause_s: f64,
     pub lag_before: f64,
     pub lag_peak: f64,
+    /// The lowest share of the items due in any 1 s after the change (until the next) that
+    /// the group finished in it: below 1, it fell behind even where no pause shows (a
+    /// partial stall); null when no whole second with items due followed.
+    #[serde(default)]
+    pub slowest_share: Option<f64>,
     /// Lag (items) at or under which the change counts as recovered.
     pub recover_lag: f64,
     /// From the change until lag was back under `recover_lag`; null when it never was before

@@ -204,6 +204,7 @@ mod tests {
             how: "graceful".into(),
             at_s: 1.0,
             pause_s: 0.1,
+            slowest_share: Some(0.5),
             lag_before: 2.0,
             lag_peak: 40.0,
             recover_lag: 4.0,

@@ -127,6 +127,11 @@ pub struct ChangeFigures {
     pub pause_s: f64,
     pub lag_before: f64,
     pub lag_peak: f64,
+    /// The lowest share of the items that came due in any 1 s after the change (until the
+    /// next) that the group finished in it: 1 or more kept up, a partial stall (some
+    /// partitions stopped, the rest working, so no pause) shows below 1. `None` when no
+    /// whole second with items due followed.
+    pub slowest_share: Option<f64>,
     /// From the change until lag was back under `threshold` after its peak; `None` when it
     /// never was before the next change (or the end).
     pub recovered_s: Option<f64>,
@@ -178,11 +183,22 @@ pub fn change_figures(
         .iter()
         .find(|r| r.t >= peak_at && r.lag <= threshold)
         .map(|r| r.t - at_s);
+    let due = |r: &Reading| r.lag + r.done as f64;
+    let slowest_share = window
+        .iter()
+        .enumerate()
+        .filter_map(|(i, from)| {
+            let to = window[i..].iter().find(|r| r.t >= from.t + 1.0)?;
+            let came = due(to) - due(from);
+            (came > 0.0).then(|| (to.done - from.done) as f64 / came)
+        })
+        .reduce(f64::min);
     ChangeFigures {
         at_s,
         pause_s: pause,
         lag_before,
         lag_peak,
+        slowest_share,
         recovered_s,
     }
 }
@@ -295,10 +311,28 @@ mod tests {
     fn idle_time_is_no_pause_and_lag_that_never_drains_never_recovers() {
         let idle = readings(&[(0.0, 0.0, 5), (1.0, 0.0, 5), (2.0, 0.0, 5)]);
         assert_eq!(change_figures(&idle, 0.0, 2.0, 1.0).pause_s, 0.0);
+        assert_eq!(change_figures(&idle, 0.0, 2.0, 1.0).slowest_share, None);
         let growing = readings(&[(0.0, 1.0, 0), (1.0, 50.0, 10), (2.0, 90.0, 20)]);
         let f = change_figures(&growing, 0.0, 2.0, 5.0);
         assert_eq!(f.recovered_s, None);
         assert_eq!(f.lag_peak, 90.0);
+    }
+
+    #[test]
+    fn a_partial_stall_is_no_pause_but_a_slow_second() {
+        // 100/s due; some partitions stop and the rest finish 30/s for 2 s, then catch up.
+        let r = readings(&[
+            (0.0, 0.0, 0),
+            (0.5, 35.0, 15),
+            (1.0, 70.0, 30),
+            (1.5, 105.0, 45),
+            (2.0, 140.0, 60),
+            (2.5, 60.0, 190),
+            (3.0, 0.0, 300),
+        ]);
+        let f = change_figures(&r, 0.0, 3.0, 5.0);
+        assert_eq!(f.pause_s, 0.0, "something finished all along");
+        assert!((f.slowest_share.unwrap() - 0.3).abs() < 1e-9, "{f:?}");
     }
 
     fn steady(lags: &[f64]) -> Vec<Reading> {

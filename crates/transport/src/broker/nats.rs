@@ -129,15 +129,24 @@ impl Nats {
                     name: subject.to_string(),
                 });
             }
-            js.get_or_create_stream(stream::Config {
-                name: stream_name(subject),
-                subjects: vec![subject.to_string()],
-                retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::Memory,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| self.failed(e))
+            let created = js
+                .get_or_create_stream(stream::Config {
+                    name: stream_name(subject),
+                    subjects: vec![subject.to_string()],
+                    retention: stream::RetentionPolicy::WorkQueue,
+                    storage: stream::StorageType::Memory,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(stream) => Ok(stream),
+                // Members starting together race to create it: the loser is told the subjects
+                // overlap with an existing stream, the winner's, which is the one to use.
+                Err(e) => match js.stream_by_subject(subject).await {
+                    Ok(name) => js.get_stream(name).await.map_err(|e| self.failed(e)),
+                    Err(_) => Err(self.failed(e)),
+                },
+            }
         })
     }
 }
