@@ -896,6 +896,7 @@ mod tests {
                 rejected: 0,
                 first_rejection: None,
                 interrupted: false,
+                continuity: None,
             },
             window_latency: latency(window_ms),
             cut: false,

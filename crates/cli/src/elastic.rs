@@ -1,11 +1,15 @@
-//! `plumbline elastic`: a broker consumer group that grows and shrinks mid-run on a worker
+//! `plumbline elastic`: a broker consumer group, or the TCP cluster (`--cluster processes`,
+//! its partitions' state moving with them), that grows and shrinks mid-run on a worker
 //! schedule (`--workers 2@0s,4@5s,1@10s`), or as an emulated HPA decides on its lag
-//! (`--autoscale 1..6`), under an open-loop rate (steady, or seed 003's day/night), and what each change cost: the pause (the longest time the group finished nothing while items waited), the lag
-//! peak, the time until lag was back under its threshold; over the run, items lost (0 on the
-//! at-least-once brokers) and duplicated.
+//! (`--autoscale 1..6`), under an open-loop rate (steady, or seed 003's day/night), and what
+//! each change cost: the pause (the longest time the group finished nothing while items
+//! waited), the lag peak, the time until lag was back under its threshold; over the run, items
+//! lost (0 on the at-least-once brokers and the TCP cluster) and duplicated, and on the TCP
+//! cluster every key's state checked for continuity.
 //!
 //! args → [`ElasticPlan`] (pure) → the group engine with the schedule
-//! (`plumbline_engine::external::External::elastic`) → one sampled run
+//! (`plumbline_engine::external::External::elastic`, or
+//! `plumbline_engine::processes::Processes::elastic`) → one sampled run
 //! (`plumbline_engine::trial`) → per-change figures (`plumbline_scale::change`) → one run
 //! record (`plumbline.run/3`, its `elastic` section) → table, JSON, report folder.
 //! Starting and stopping members is the engine's; the arithmetic is scale's.
@@ -16,13 +20,15 @@ use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::duration::Human;
 use plumbline_engine::external::External;
 use plumbline_engine::members::{Change, Leave};
+use plumbline_engine::processes::Processes;
 use plumbline_engine::scaling::{Decided, Scaling};
 use plumbline_engine::trial;
 use plumbline_engine::{Engine, EngineKind};
 use plumbline_load::schedule::parse_rate;
 use plumbline_load::Shape;
 use plumbline_measure::record::{
-    AutoscaleDecision, AutoscaleSection, Command, ElasticChange, ElasticSection, Record, RunRecord,
+    AutoscaleDecision, AutoscaleSection, Command, ElasticChange, ElasticMigration, ElasticSection,
+    Record, RunRecord,
 };
 use plumbline_measure::report::Host;
 use plumbline_measure::RunInfo;
@@ -41,7 +47,8 @@ use crate::session::{Outcome, Session};
 #[derive(Debug)]
 pub struct ElasticPlan {
     pub bench: BenchPlan,
-    pub url: String,
+    /// A broker's consumer group, or the TCP cluster (`processes`).
+    pub engine: EngineKind,
     /// `--workers`'s schedule, or (from its one count) the autoscaler.
     pub scaling: Scaling,
     pub leave: Leave,
@@ -120,14 +127,21 @@ impl ElasticPlan {
              (this matrix has {} runs)",
             bench.runs.len()
         );
-        let EngineKind::Group(url) = &bench.runs[0].engine else {
-            bail!(
-                "--cluster {}: elastic grows and shrinks a broker's consumer group \
-                 (redis://…, nats://…?jetstream=1, kafka://…); the TCP cluster's migration is \
-                 not built yet",
-                bench.runs[0].engine
-            );
-        };
+        let engine = bench.runs[0].engine.clone();
+        match &engine {
+            EngineKind::Group(_) => {}
+            EngineKind::Processes => ensure!(
+                args.leave == Leave::Graceful,
+                "--leave kill with --cluster processes: the TCP cluster's members leave \
+                 gracefully (a shrink hands their partitions' state over); a killed worker's \
+                 state dies with it and the cluster stops. Kill members of a broker group \
+                 (--cluster redis://…, nats://…?jetstream=1, kafka://…)"
+            ),
+            other => bail!(
+                "--cluster {other}: elastic grows and shrinks a broker's consumer group \
+                 (redis://…, nats://…?jetstream=1, kafka://…) or the TCP cluster (processes)"
+            ),
+        }
         let scaling = match autoscale {
             None => Scaling::Schedule(schedule),
             Some(config) => Scaling::Autoscale {
@@ -143,7 +157,7 @@ impl ElasticPlan {
             );
         }
         Ok(Self {
-            url: url.clone(),
+            engine,
             bench,
             scaling,
             leave: args.leave,
@@ -204,8 +218,14 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
         workers: plan.scaling.peak(),
         ..plan.run_plan().cluster.clone()
     };
-    let engine =
-        External::group(&plan.url, &cluster, &exe).elastic(plan.scaling.clone(), plan.leave);
+    let (scaling, leave) = (plan.scaling.clone(), plan.leave);
+    let engine: Box<dyn Engine> = match &plan.engine {
+        EngineKind::Group(url) => {
+            Box::new(External::group(url, &cluster, &exe).elastic(scaling, leave))
+        }
+        _ => Box::new(Processes::new(cluster, exe).elastic(scaling, leave)?),
+    };
+    let elastic = engine.elastic().context("an elastic engine")?;
     let session = Session::start(
         "elastic",
         &args.output.out,
@@ -229,7 +249,7 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
     });
     let load = plan.bench.load(0);
     let run = trial::run(
-        &engine,
+        engine.as_ref(),
         &load,
         &plan.shape,
         (Duration::ZERO, plan.duration),
@@ -251,7 +271,7 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
         })
         .collect();
     let end = readings.last().map_or(0.0, |r| r.t);
-    let applied = engine.changes();
+    let applied = elastic.changes();
     let changes: Vec<ElasticChange> = applied
         .iter()
         .enumerate()
@@ -274,10 +294,7 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
             ElasticChange {
                 from: change.from,
                 to: change.to,
-                how: match change.to < change.from {
-                    true => plan.leave.to_string(),
-                    false => "join".into(),
-                },
+                how: change.how(plan.leave),
                 at_s: at,
                 pause_s: figures.pause_s,
                 slowest_share: figures.slowest_share,
@@ -304,16 +321,28 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
             latency_s: figures.latency.clone(),
             interrupted: figures.interrupted,
             elastic: Some(ElasticSection {
-                cluster: plumbline_core::secret::redact_url(&plan.url),
+                cluster: plan.engine.to_string(),
                 schedule: plan.driver(),
                 leave: plan.leave.to_string(),
                 shape: plan.shape_name().into(),
                 peak_per_s: plan.rate,
                 cut: run.cut,
-                autoscale: autoscale_section(&plan, &applied, &engine.decided(), &readings),
+                autoscale: autoscale_section(&plan, &applied, &elastic.decided(), &readings),
                 changes,
                 lag,
                 flow: per_second(&readings),
+                continuity: figures.continuity.clone(),
+                migrations: elastic
+                    .migrations()
+                    .iter()
+                    .map(|m| ElasticMigration {
+                        at_s: m.at.as_secs_f64(),
+                        workers: m.workers,
+                        moved: m.moved,
+                        took_s: m.took.as_secs_f64(),
+                        longest_hold_s: m.longest_hold.as_secs_f64(),
+                    })
+                    .collect(),
             }),
             ..RunRecord::new(plan.scaling.peak(), figures.wall.as_secs_f64())
         }],
@@ -336,7 +365,7 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let run = &record.runs[0];
     let cut = run.elastic.as_ref().is_some_and(|e| e.cut);
     let sent = run.sent.unwrap_or(0);
-    let failures = match run.lost {
+    let mut failures = match run.lost {
         0 => Vec::new(),
         lost if cut => vec![format!(
             "{lost} of {sent} items were not done when the run was cut, {} after the load \
@@ -347,6 +376,15 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
             "{lost} of {sent} items were lost across the membership changes"
         )],
     };
+    if let Some(c) = run.elastic.as_ref().and_then(|e| e.continuity.as_ref()) {
+        if c.violations > 0 {
+            failures.push(format!(
+                "{} key(s)' state broke continuity across the migrations: {}",
+                c.violations,
+                c.examples.join("; ")
+            ));
+        }
+    }
     Ok(Verdict::of(shutdown.requested(), failures))
 }
 
@@ -491,6 +529,12 @@ fn table(run: &RunRecord, duration: Duration) -> String {
             }
         }
     }
+    if let Some(c) = &e.continuity {
+        out.push_str(&format!(
+            "state continuity: {} results of {} keys checked, {} violation(s), {} redelivered\n",
+            c.checked, c.keys, c.violations, c.redelivered
+        ));
+    }
     out.push_str(
         "change      how       at      pause   slowest 1 s  lag before  lag peak  recovered\n",
     );
@@ -505,6 +549,19 @@ fn table(run: &RunRecord, duration: Duration) -> String {
             "{:>2} → {:<5} {:<9} {:>6.2}s {:>7.3}s {slowest:>12} {:>11.0} {:>9.0}  {recovered} (≤ {:.0})\n",
             c.from, c.to, c.how, c.at_s, c.pause_s, c.lag_before, c.lag_peak, c.recover_lag
         ));
+    }
+    if !e.migrations.is_empty() {
+        out.push_str("migration settled  workers  moved  took      longest hold\n");
+        for m in &e.migrations {
+            out.push_str(&format!(
+                "          {:>6.2}s {:>8} {:>6} {:>7.1}ms {:>9.1}ms\n",
+                m.at_s,
+                m.workers,
+                m.moved,
+                m.took_s * 1e3,
+                m.longest_hold_s * 1e3
+            ));
+        }
     }
     out
 }
@@ -620,6 +677,24 @@ mod tests {
     }
 
     #[test]
+    fn the_tcp_cluster_grows_and_shrinks_as_the_processes_engine() {
+        let p = plan(&[
+            "--cluster",
+            "processes",
+            "--step",
+            "partitioned",
+            "--workers",
+            "2@0s,4@2s,2@4s",
+            "--duration",
+            "6s",
+        ])
+        .unwrap();
+        assert_eq!(p.engine, EngineKind::Processes);
+        assert_eq!((p.scaling.start(), p.scaling.peak()), (2, 4));
+        assert_eq!(p.leave, Leave::Graceful);
+    }
+
+    #[test]
     fn what_cannot_be_measured_is_refused_by_name() {
         for (args, says) in [
             (vec!["--workers", "2@0s,1@5s"], "broker's consumer group"),
@@ -671,6 +746,21 @@ mod tests {
             (
                 [&AUTOSCALED[..], &["--lag-target", "0"]].concat(),
                 "--lag-target",
+            ),
+            (
+                vec![
+                    "--cluster",
+                    "processes",
+                    "--workers",
+                    "4@0s,3@5s",
+                    "--leave",
+                    "kill",
+                ],
+                "leave gracefully",
+            ),
+            (
+                vec!["--cluster", "pipeline", "--workers", "2@0s,1@5s"],
+                "or the TCP cluster",
             ),
         ] {
             let error = format!("{:#}", plan(&args).unwrap_err());

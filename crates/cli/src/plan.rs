@@ -389,10 +389,9 @@ impl BenchPlan {
     pub fn engine(run: &RunPlan, exe: &Path) -> Box<dyn Engine> {
         match &run.engine {
             EngineKind::Threads => Box::new(Threads(run.cluster.clone())),
-            EngineKind::Processes => Box::new(Processes {
-                cluster: run.cluster.clone(),
-                exe: exe.to_path_buf(),
-            }),
+            EngineKind::Processes => {
+                Box::new(Processes::new(run.cluster.clone(), exe.to_path_buf()))
+            }
             EngineKind::Pipeline => Box::new(Pipeline {
                 cluster: run.cluster.clone(),
                 exe: exe.to_path_buf(),

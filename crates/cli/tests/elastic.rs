@@ -1,8 +1,10 @@
 //! `plumbline elastic` end to end: a consumer group of plumbline's own members grown and
-//! shrunk mid-run on real brokers started on free ports. Every change is reported (when, from,
-//! to, how, pause, lag peak, recovery) and nothing is lost on the at-least-once brokers, whether
-//! members leave gracefully (SIGTERM) or are killed. Bounds are generous: the figures come from
-//! a noisy 2-core machine; the behaviour must not.
+//! shrunk mid-run on real brokers started on free ports, and the TCP cluster grown and shrunk
+//! with its partitions' state. Every change is reported (when, from, to, how, pause, lag peak,
+//! recovery) and nothing is lost on the at-least-once brokers, whether members leave
+//! gracefully (SIGTERM) or are killed, nor on the TCP cluster, whose keys' state stays
+//! continuous. Bounds are generous: the figures come from a noisy 2-core machine; the
+//! behaviour must not.
 
 mod common;
 
@@ -215,6 +217,21 @@ fn a_schedule_that_cannot_be_run_is_refused_before_anything_starts() {
     }
 }
 
+/// From one worker, the autoscaler between 1 and 4 aiming at 20 items of lag each, syncing
+/// every second, for 6 s.
+const AUTOSCALED_6S: [&str; 10] = [
+    "--workers",
+    "1@0s",
+    "--duration",
+    "6s",
+    "--autoscale",
+    "1..4",
+    "--lag-target",
+    "20",
+    "--autoscale-speed",
+    "15",
+];
+
 #[test]
 fn an_autoscaled_redis_group_grows_on_its_lag_and_loses_nothing() {
     let Some(server) = Server::for_test(Kind::Redis, "elastic_autoscale") else {
@@ -222,22 +239,7 @@ fn an_autoscaled_redis_group_grows_on_its_lag_and_loses_nothing() {
     };
     let cluster = format!("redis://{}/jobs", server.addr);
     // One member does ~100 items/s of 10 ms; 200/s needs two or more. Sync every second.
-    let report = elastic(
-        "elastic-autoscale",
-        &cluster,
-        &[
-            "--workers",
-            "1@0s",
-            "--duration",
-            "6s",
-            "--autoscale",
-            "1..4",
-            "--lag-target",
-            "20",
-            "--autoscale-speed",
-            "15",
-        ],
-    );
+    let report = elastic("elastic-autoscale", &cluster, &AUTOSCALED_6S);
     let autoscale = &report["elastic"]["autoscale"];
     let decisions = autoscale["decisions"].as_array().expect("decisions");
     assert!(decisions.len() >= 3, "one a second: {autoscale:#}");
@@ -377,4 +379,105 @@ fn an_autoscaled_group_follows_a_day_night_load_up_and_back_down() {
     let last = changes.last().unwrap()["to"].as_u64().unwrap();
     assert!(last < peak, "the night ends below noon's count: {report:#}");
     assert_eq!(report["lost"], 0, "{report:#}");
+}
+
+/// The state continuity and migrations of a TCP-cluster run: every result checked, none out
+/// of step, nothing lost; the migrations, each as (owners after it, partitions moved).
+fn state_moved_intact(report: &serde_json::Value) -> Vec<(u64, u64)> {
+    let e = &report["elastic"];
+    assert_eq!(report["lost"], 0, "{report:#}");
+    assert_eq!(report["duplicates"], 0, "{report:#}");
+    assert_eq!(report["delivered"], report["sent"], "{report:#}");
+    let continuity = &e["continuity"];
+    assert_eq!(continuity["violations"], 0, "{continuity:#}");
+    assert_eq!(
+        continuity["checked"], report["sent"],
+        "every result's state checked: {continuity:#}"
+    );
+    e["migrations"]
+        .as_array()
+        .expect("migrations")
+        .iter()
+        .map(|m| {
+            let hold = m["longest_hold_s"].as_f64().unwrap();
+            assert!(
+                hold >= 0.0 && hold <= m["took_s"].as_f64().unwrap(),
+                "{m:#}"
+            );
+            (m["workers"].as_u64().unwrap(), m["moved"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// Seed 000's sleepy nonces on the TCP cluster, 2 → 4 → 2 under a steady rate: the joiners
+/// start with `--join-running`, the leavers are shrunk through the initializer, and each
+/// moving partition's count moves with it (60 partitions: 20 then 15 move on the way up, 15
+/// then 20 on the way down, one worker at a time).
+#[test]
+fn the_tcp_cluster_grown_and_shrunk_mid_run_moves_each_partitions_state_and_loses_nothing() {
+    let report = elastic_at(
+        "elastic-tcp",
+        "processes",
+        "150/s",
+        &[
+            "--step",
+            "partitioned",
+            "--workers",
+            "2@0s,4@1s,2@2.5s",
+            "--duration",
+            "4s",
+        ],
+    );
+    assert_eq!(
+        changes(&report, &[1.0, 2.5]),
+        [(2, 4, "join".into()), (4, 2, "graceful".into())]
+    );
+    assert_eq!(report["sent"], 600, "{report:#}");
+    assert_eq!(
+        state_moved_intact(&report),
+        [(3, 20), (4, 15), (3, 15), (2, 20)],
+        "{report:#}"
+    );
+    assert_eq!(report["elastic"]["cluster"], "processes");
+}
+
+/// The emulated HPA on the TCP cluster: one worker cannot keep up with 200/s of 10 ms, so
+/// the lag grows and the autoscaler adds workers; the state moves with their partitions.
+#[test]
+fn an_autoscaled_tcp_cluster_grows_on_its_lag_with_every_keys_state_intact() {
+    let report = elastic(
+        "elastic-tcp-autoscale",
+        "processes",
+        &[&["--step", "partitioned"], &AUTOSCALED_6S[..]].concat(),
+    );
+    let first = &report["elastic"]["changes"][0];
+    assert_eq!(first["from"], 1, "{report:#}");
+    assert!(first["to"].as_u64().unwrap() >= 2, "{report:#}");
+    let migrations = state_moved_intact(&report);
+    assert!(
+        migrations
+            .first()
+            .is_some_and(|&(owners, moved)| owners >= 2 && moved > 0),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn the_tcp_cluster_refuses_killed_members_and_other_engines_refuse_to_resize() {
+    for (cluster, leave, says) in [
+        ("processes", "kill", "leave gracefully"),
+        ("threads", "graceful", "or the TCP cluster"),
+    ] {
+        let out = plumbline(&[
+            "elastic",
+            "--cluster",
+            cluster,
+            "--workers",
+            "2@0s,1@2s",
+            "--leave",
+            leave,
+        ]);
+        assert!(!out.status.success(), "{cluster} {leave} was accepted");
+        assert!(stderr(&out).contains(says), "{cluster}: {}", stderr(&out));
+    }
 }

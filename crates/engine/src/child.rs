@@ -21,11 +21,14 @@ pub const SETTLE: Duration = Duration::from_secs(30);
 /// last words are there for the error that names it.
 const KEEP_LINES: usize = 1024;
 
-/// Announcements kept per child: a role makes a handful, so more is a child gone wrong.
-const KEEP_ANNOUNCEMENTS: usize = 64;
+/// Announcements kept per child, the latest: a role makes a handful, and an elastic
+/// cluster's initializer two more per membership change, so a long run drops its oldest
+/// (read long before) to stay bounded.
+const KEEP_ANNOUNCEMENTS: usize = 256;
 
-/// What a child announced, in order, or the first line of its stdout that was no announcement.
-type Announced = Arc<Mutex<VecDeque<Result<Announcement, String>>>>;
+/// What a child announced, in order, each when it was read, or the first line of its stdout
+/// that was no announcement.
+type Announced = Arc<Mutex<VecDeque<(Instant, Result<Announcement, String>)>>>;
 
 /// A child process whose latest stderr lines (and, if it announces, its announcements) are
 /// kept; killed when dropped.
@@ -67,13 +70,11 @@ impl Proc {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let mut announced = keep.lock().unwrap_or_else(|p| p.into_inner());
                 if announced.len() == KEEP_ANNOUNCEMENTS {
-                    announced
-                        .push_back(Err(format!("more than {KEEP_ANNOUNCEMENTS} announcements")));
-                    return;
+                    announced.pop_front();
                 }
                 let event = Announcement::parse(&line).map_err(|e| format!("{line:?} ({e})"));
                 let bad = event.is_err();
-                announced.push_back(event);
+                announced.push_back((Instant::now(), event));
                 if bad {
                     return;
                 }
@@ -192,7 +193,7 @@ impl Proc {
     ) -> Result<T> {
         self.wait(what, || {
             let announced = self.announced.lock().unwrap_or_else(|p| p.into_inner());
-            for event in announced.iter() {
+            for (_, event) in announced.iter() {
                 match event {
                     Ok(event) => {
                         if let Some(found) = pick(event) {
@@ -204,6 +205,16 @@ impl Proc {
             }
             Ok(None)
         })
+    }
+
+    /// Every announcement kept (the latest [`KEEP_ANNOUNCEMENTS`]), each with when it was
+    /// read.
+    pub fn announcements(&self) -> Vec<(Instant, Announcement)> {
+        let announced = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+        announced
+            .iter()
+            .filter_map(|(at, event)| Some((*at, event.as_ref().ok()?.clone())))
+            .collect()
     }
 
     /// Polls `found` until it finds something, the child reports an error or exits, or

@@ -14,9 +14,9 @@
 //! (SIGTERM, then a kill after [`GRACE`]); a copy that exits mid-run ends the run with an error
 //! naming it and its exit status. `--cluster URL` is this engine with plumbline's own
 //! consumer-group members (`plumbline worker --in URL`) as the command ([`External::group`]).
-//! With a worker schedule or an autoscaler ([`External::elastic`], [`crate::scaling`]) the
-//! group grows and shrinks mid-run ([`crate::members`]), and [`External::changes`] says when
-//! each change was applied ([`External::decided`]: what the autoscaler saw and decided).
+//! With a worker schedule or an autoscaler ([`External::elastic`], [`crate::scaling::Elastic`]) the
+//! group grows and shrinks mid-run ([`crate::members`]), and its [`Elastic`] says when each
+//! change was applied and what the autoscaler saw and decided.
 //!
 //! Each run (a capacity trial) gets fresh stream / subject / topic names ([`renamed`]), so no
 //! run inherits the previous one's backlog or late results: a fresh consumer group on the old
@@ -28,7 +28,7 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -44,8 +44,8 @@ use plumbline_worker::receiver::{Framing as ReceiveFraming, Receiver, ReceiverCo
 use plumbline_worker::{ClusterConfig, Step};
 
 use crate::child::Proc;
-use crate::members::{Change, Leave, Members};
-use crate::scaling::{Decided, Scaler, Scaling};
+use crate::members::{Leave, Members};
+use crate::scaling::{Elastic, Scaling};
 use crate::{Engine, Load, RunFigures};
 
 /// Environment variables every copy of the spawn command gets: its index (0-based), the
@@ -67,8 +67,6 @@ pub const GRACE: Duration = Duration::from_secs(2);
 const GIVE_UP: Duration = Duration::from_secs(10);
 /// How long the broker may take to acknowledge the last items sent.
 const FINISH: Duration = Duration::from_secs(30);
-/// Stderr lines of a dead copy quoted in the error.
-const LAST_WORDS: usize = 5;
 
 /// The command that starts one worker of the system under test.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,11 +198,8 @@ pub struct External {
     /// Names this engine's runs apart from any other's: `<tag>-<run>`.
     tag: String,
     runs: AtomicU64,
-    /// What changes the worker count mid-run, and how members leave.
-    scaling: Option<(Scaling, Leave)>,
-    /// The membership changes of the last run, and its autoscaler's decisions.
-    changes: Mutex<Vec<Change>>,
-    decided: Mutex<Vec<Decided>>,
+    /// What changes the worker count mid-run, how members leave, what the last run did.
+    elastic: Option<Elastic>,
 }
 
 impl External {
@@ -224,9 +219,7 @@ impl External {
             workers,
             tag: fresh_tag(),
             runs: AtomicU64::new(0),
-            scaling: None,
-            changes: Mutex::new(Vec::new()),
-            decided: Mutex::new(Vec::new()),
+            elastic: None,
         }
     }
 
@@ -234,24 +227,8 @@ impl External {
     /// `leave` says).
     pub fn elastic(mut self, scaling: Scaling, leave: Leave) -> Self {
         self.workers = scaling.start();
-        self.scaling = Some((scaling, leave));
+        self.elastic = Some(Elastic::new(scaling, leave));
         self
-    }
-
-    /// The autoscaler's decisions in the last run, one per sync period (none on a schedule).
-    pub fn decided(&self) -> Vec<Decided> {
-        self.decided
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The membership changes the last run applied.
-    pub fn changes(&self) -> Vec<Change> {
-        self.changes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 
     /// A broker's consumer group of plumbline's own members (`--cluster URL`): `cluster.workers`
@@ -338,6 +315,10 @@ impl Engine for External {
         format!("{} × `{}`", self.workers, self.spawn.shown())
     }
 
+    fn elastic(&self) -> Option<&Elastic> {
+        self.elastic.as_ref()
+    }
+
     fn run(&self, load: &Load, live: &Arc<Live>, stop: &Shutdown) -> Result<RunFigures> {
         let suffix = format!("{}-{}", self.tag, self.runs.fetch_add(1, Ordering::Relaxed));
         let to_url = renamed(&self.to, &suffix)?;
@@ -413,60 +394,32 @@ impl External {
         let plan = load.send_plan();
         // Stops the sender and the wait when the user does or a copy dies.
         let halt = Shutdown::new();
-        let death: Mutex<Option<String>> = Mutex::new(None);
         let watching = AtomicBool::new(true);
         let start = Instant::now();
-        let mut scaler = self.scaling.as_ref().map(|(s, _)| Scaler::new(s));
-        let leave = self.scaling.as_ref().map_or(Leave::Graceful, |(_, l)| *l);
-        let sent = std::thread::scope(|scope| -> Result<u64> {
-            scope.spawn(|| {
-                while watching.load(Ordering::Relaxed) {
-                    if stop.requested() {
-                        halt.request();
-                    }
-                    let now = start.elapsed();
-                    let done = live.items_out.load(Ordering::Relaxed);
-                    let lag = live.items_in.load(Ordering::Relaxed).saturating_sub(done);
-                    let resize = scaler
-                        .as_mut()
-                        .and_then(|s| s.tick(now, members.count(), lag as f64, done));
-                    if let Some(workers) = resize {
-                        let from = members.count();
-                        let how = if workers > from {
-                            "join".to_string()
-                        } else {
-                            leave.to_string()
-                        };
-                        live.note(format!("{from} → {workers} members ({how})"));
-                        if let Err(e) = members.resize(workers, leave, now) {
-                            *death.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some(format!("resizing the group to {workers}: {e:#}"));
-                            halt.request();
-                            return;
-                        }
-                    }
-                    if let Some(dead) = members.first_dead(LAST_WORDS) {
-                        *death.lock().unwrap_or_else(|p| p.into_inner()) = Some(dead);
-                        halt.request();
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+        let mut scaler = self.elastic.as_ref().map(Elastic::scaler);
+        let leave = self.elastic.as_ref().map_or(Leave::Graceful, |e| e.leave);
+        let (sent, death) = std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                members.watch(
+                    scaler.as_mut(),
+                    leave,
+                    (live, start),
+                    (stop, &halt, &watching),
+                )
             });
             let sent = send_and_wait(&plan, &mut publisher, receiver, &halt, live);
             watching.store(false, Ordering::Relaxed);
-            sent
+            (sent, watcher.join().expect("the watcher does not panic"))
         });
-        *self.changes.lock().unwrap_or_else(|p| p.into_inner()) = members.changes();
-        *self.decided.lock().unwrap_or_else(|p| p.into_inner()) = scaler
-            .as_ref()
-            .map_or_else(Vec::new, |s| s.decided().to_vec());
-        if let Some(dead) = death.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        if let (Some(elastic), Some(scaler)) = (&self.elastic, &scaler) {
+            elastic.ran(members.changes(), scaler);
+        }
+        if let Some(dead) = death {
             bail!("{dead}");
         }
         let sent = sent?;
         // One that died after the watcher stopped looking still died mid-run.
-        if let Some(dead) = members.first_dead(LAST_WORDS) {
+        if let Some(dead) = members.first_dead() {
             bail!("{dead}");
         }
         members.stop_all()?;

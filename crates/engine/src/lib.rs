@@ -52,6 +52,10 @@ pub trait Engine {
     /// What runs, for labels: "4 threads", "2 processes".
     fn describe(&self) -> String;
     fn run(&self, load: &Load, live: &Arc<Live>, stop: &Shutdown) -> anyhow::Result<RunFigures>;
+    /// An engine that grows and shrinks its group mid-run: how, and what its last run did.
+    fn elastic(&self) -> Option<&scaling::Elastic> {
+        None
+    }
 }
 
 /// The closed set of engines a `--cluster` word names.
@@ -174,6 +178,8 @@ pub struct RunFigures {
     pub rejected: u64,
     pub first_rejection: Option<String>,
     pub interrupted: bool,
+    /// Where the receiver checked keyed state (an elastic TCP cluster): what it found.
+    pub continuity: Option<plumbline_measure::continuity::ContinuityReport>,
 }
 
 impl RunFigures {
@@ -198,6 +204,7 @@ impl RunFigures {
             rejected: 0,
             first_rejection: None,
             interrupted,
+            continuity: summary.continuity,
         }
     }
 }

@@ -1,21 +1,34 @@
 //! The running copies of a spawn command that make up the system under test: started, watched
-//! for deaths, and resized mid-run (grown, or shrunk by a graceful stop or by `kill -9`, as a
-//! crash would) when a worker schedule says so, each change logged with its time.
+//! for deaths, and resized mid-run (grown, or shrunk by a graceful leave or by `kill -9`, as a
+//! crash would) when a worker schedule or the autoscaler says so ([`Members::watch`]), each
+//! change noted on the live page and logged with its time.
 //!
-//! A member stopped on purpose leaves the watched set before its signal, so only the others'
-//! exits are deaths. Shrinking stops the newest members first (what Kubernetes' ReplicaSet
-//! prefers). What the load is, and what a change costs, are not here: [`crate::external`]
-//! sends and receives; `plumbline_scale::change` reads the cost off the samples.
+//! A member stopped on purpose leaves the watched set before it is asked to go, so only the
+//! others' exits are deaths. Shrinking stops the newest members first (what Kubernetes'
+//! ReplicaSet prefers; the TCP cluster's initializer, the oldest, is never shrunk). How a
+//! member leaves gracefully is the group's [`Farewell`]: a signal for a broker group's member,
+//! a shrink asked of the TCP cluster's initializer. What the load is, and what a change costs,
+//! are not here: the engines send and receive; `plumbline_scale::change` reads the cost off the
+//! samples.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use plumbline_core::Shutdown;
+use plumbline_measure::Live;
 
-use crate::child::Proc;
+use crate::child::{Proc, SETTLE};
+use crate::scaling::Scaler;
+
+/// Stderr lines of a dead member quoted in the error.
+const LAST_WORDS: usize = 5;
+/// How often the watcher looks at the group (and asks the scaler).
+const TICK: Duration = Duration::from_millis(20);
 
 /// How members leave when the schedule shrinks the group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,16 +71,42 @@ pub struct Change {
     pub to: usize,
 }
 
+impl Change {
+    /// How members came or went, in the record's word: `join`, or how they left.
+    pub fn how(&self, leave: Leave) -> String {
+        match self.to < self.from {
+            true => leave.to_string(),
+            false => "join".into(),
+        }
+    }
+}
+
+/// How a member is asked to leave gracefully.
+#[derive(Clone, Debug)]
+pub(crate) enum Farewell {
+    /// SIGTERM: a broker group's member stops taking work, acks what it holds, leaves.
+    Signal,
+    /// `plumbline shrink`: the TCP cluster's initializer (its external port at `external`)
+    /// moves the member's partitions, state and all, to the others and retires it; the member
+    /// exits once they moved. `name` is the worker name of copy `index`.
+    Shrink {
+        external: String,
+        name: fn(usize) -> String,
+    },
+}
+
 /// The members of one run.
 pub(crate) struct Members<S: Fn(usize, usize) -> Result<Proc>> {
     /// Starts copy `index` of a group of `workers`.
     start: S,
-    running: Mutex<Vec<Proc>>,
+    /// Oldest first, each with its index.
+    running: Mutex<Vec<(usize, Proc)>>,
     started: Mutex<usize>,
     /// Members on their way out (a graceful stop takes up to its grace), reaped at the end.
     leaving: Mutex<Vec<JoinHandle<()>>>,
     changes: Mutex<Vec<Change>>,
     grace: Duration,
+    farewell: Farewell,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -84,9 +123,16 @@ impl<S: Fn(usize, usize) -> Result<Proc>> Members<S> {
             leaving: Mutex::new(Vec::new()),
             changes: Mutex::new(Vec::new()),
             grace,
+            farewell: Farewell::Signal,
         };
         members.grow(workers, workers)?;
         Ok(members)
+    }
+
+    /// Members leave gracefully as `farewell` says (a signal unless told).
+    pub fn with_farewell(mut self, farewell: Farewell) -> Self {
+        self.farewell = farewell;
+        self
     }
 
     fn grow(&self, more: usize, workers: usize) -> Result<()> {
@@ -97,7 +143,7 @@ impl<S: Fn(usize, usize) -> Result<Proc>> Members<S> {
                 *started - 1
             };
             let copy = (self.start)(index, workers)?;
-            lock(&self.running).push(copy);
+            lock(&self.running).push((index, copy));
         }
         Ok(())
     }
@@ -109,7 +155,15 @@ impl<S: Fn(usize, usize) -> Result<Proc>> Members<S> {
 
     /// Runs `f` on every running member (waiting for a readiness line, say).
     pub fn each(&self, f: impl Fn(&Proc) -> Result<()>) -> Result<()> {
-        lock(&self.running).iter().try_for_each(f)
+        lock(&self.running).iter().try_for_each(|(_, p)| f(p))
+    }
+
+    /// `f` of the oldest running member (the TCP cluster's initializer).
+    pub fn oldest<T>(&self, f: impl FnOnce(&Proc) -> Result<T>) -> Result<T> {
+        match lock(&self.running).first() {
+            Some((_, oldest)) => f(oldest),
+            None => bail!("no member is running"),
+        }
     }
 
     /// Grows or shrinks to `workers` at `at` (since the load started); new members wait for
@@ -119,21 +173,15 @@ impl<S: Fn(usize, usize) -> Result<Proc>> Members<S> {
         if workers > from {
             self.grow(workers - from, workers)?;
         } else {
-            let going: Vec<Proc> = {
+            let going: Vec<(usize, Proc)> = {
                 let mut running = lock(&self.running);
                 let keep = workers.min(running.len());
                 running.split_off(keep)
             };
-            let grace = self.grace;
-            for member in going.into_iter().rev() {
+            for (index, member) in going.into_iter().rev() {
                 match leave {
                     Leave::Kill => member.kill(),
-                    Leave::Graceful => {
-                        let handle = std::thread::spawn(move || {
-                            let _ = member.stop(grace);
-                        });
-                        lock(&self.leaving).push(handle);
-                    }
+                    Leave::Graceful => self.see_out(index, member)?,
                 }
             }
         }
@@ -145,11 +193,76 @@ impl<S: Fn(usize, usize) -> Result<Proc>> Members<S> {
         Ok(())
     }
 
+    /// Asks copy `index` to leave as the farewell says and reaps it on a thread of its own
+    /// (a signalled member takes up to the grace, a shrunk one until its partitions moved).
+    fn see_out(&self, index: usize, member: Proc) -> Result<()> {
+        let grace = self.grace;
+        let handle = match &self.farewell {
+            Farewell::Signal => std::thread::spawn(move || {
+                let _ = member.stop(grace);
+            }),
+            Farewell::Shrink { external, name } => {
+                let name = name(index);
+                ask_shrink(external, &name)?;
+                std::thread::spawn(move || {
+                    if member.wait_exit(SETTLE).is_err() {
+                        let _ = member.stop(grace);
+                    }
+                })
+            }
+        };
+        lock(&self.leaving).push(handle);
+        Ok(())
+    }
+
+    /// Until `watching` clears: applies what `scaler` says every tick (noting each change on
+    /// `live`), and passes a stop the user asked for on to `halt`. A member that dies, or a
+    /// resize that fails, halts the run; the reason is returned.
+    pub fn watch(
+        &self,
+        mut scaler: Option<&mut Scaler>,
+        leave: Leave,
+        (live, start): (&Live, Instant),
+        (stop, halt, watching): (&Shutdown, &Shutdown, &AtomicBool),
+    ) -> Option<String> {
+        while watching.load(Ordering::Relaxed) {
+            if stop.requested() {
+                halt.request();
+            }
+            let now = start.elapsed();
+            let done = live.items_out.load(Ordering::Relaxed);
+            let lag = live.items_in.load(Ordering::Relaxed).saturating_sub(done);
+            let resize = scaler
+                .as_mut()
+                .and_then(|s| s.tick(now, self.count(), lag as f64, done));
+            if let Some(workers) = resize {
+                let from = self.count();
+                let how = Change {
+                    at: now,
+                    from,
+                    to: workers,
+                }
+                .how(leave);
+                live.note(format!("{from} → {workers} members ({how})"));
+                if let Err(e) = self.resize(workers, leave, now) {
+                    halt.request();
+                    return Some(format!("resizing the group to {workers}: {e:#}"));
+                }
+            }
+            if let Some(dead) = self.first_dead() {
+                halt.request();
+                return Some(dead);
+            }
+            std::thread::sleep(TICK);
+        }
+        None
+    }
+
     /// The first running member that has exited, named with its status and last words.
-    pub fn first_dead(&self, last_words: usize) -> Option<String> {
-        lock(&self.running).iter().find_map(|copy| {
+    pub fn first_dead(&self) -> Option<String> {
+        lock(&self.running).iter().find_map(|(_, copy)| {
             let status = copy.exited().ok().flatten()?;
-            let words = copy.last_lines(last_words);
+            let words = copy.last_lines(LAST_WORDS);
             let said = if words.is_empty() {
                 String::new()
             } else {
@@ -167,7 +280,7 @@ impl<S: Fn(usize, usize) -> Result<Proc>> Members<S> {
         let running = std::mem::take(&mut *lock(&self.running));
         let stopped = running
             .iter()
-            .try_for_each(|m| m.stop(self.grace).map(drop));
+            .try_for_each(|(_, m)| m.stop(self.grace).map(drop));
         for handle in std::mem::take(&mut *lock(&self.leaving)) {
             let _ = handle.join();
         }
@@ -177,6 +290,24 @@ impl<S: Fn(usize, usize) -> Result<Proc>> Members<S> {
     /// The changes applied, in order.
     pub fn changes(&self) -> Vec<Change> {
         lock(&self.changes).clone()
+    }
+}
+
+/// Asks the TCP cluster's initializer at `external` to shrink worker `name` away.
+fn ask_shrink(external: &str, name: &str) -> Result<()> {
+    use plumbline_worker::node::wire::{Control, ControlReader};
+    let stream = std::net::TcpStream::connect(external)
+        .with_context(|| format!("asking the cluster at {external} to shrink {name}"))?;
+    Control::Shrink {
+        worker: name.into(),
+        token: None,
+    }
+    .send(&mut &stream)?;
+    match ControlReader::new(&stream).recv() {
+        Ok(Control::Reply { ok: true, .. }) => Ok(()),
+        Ok(Control::Reply { ok: false, message }) => bail!("shrinking {name}: {message}"),
+        Ok(other) => bail!("shrinking {name}: the cluster answered a {}", other.kind()),
+        Err(e) => bail!("shrinking {name}: no answer from the cluster ({e})"),
     }
 }
 
@@ -199,6 +330,14 @@ mod tests {
             Ok(Leave::Graceful)
         );
         assert!("drain".parse::<Leave>().unwrap_err().contains("graceful"));
+        let change = |from, to| Change {
+            at: Duration::ZERO,
+            from,
+            to,
+        };
+        assert_eq!(change(2, 4).how(Leave::Kill), "join");
+        assert_eq!(change(4, 2).how(Leave::Kill), "kill");
+        assert_eq!(change(4, 3).how(Leave::Graceful), "graceful");
     }
 
     #[test]
@@ -220,10 +359,10 @@ mod tests {
             .resize(1, Leave::Graceful, Duration::from_secs(4))
             .unwrap();
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(members.first_dead(3), None, "stopped on purpose: no death");
+        assert_eq!(members.first_dead(), None, "stopped on purpose: no death");
         let what: Vec<String> = lock(&members.running)
             .iter()
-            .map(|p| p.what().into())
+            .map(|(_, p)| p.what().into())
             .collect();
         assert_eq!(what, ["sleeper 0"], "the oldest stays");
         assert_eq!(
@@ -234,10 +373,10 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(2, 4), (4, 1), (1, 2), (2, 1)]
         );
-        lock(&members.running)[0].kill();
+        lock(&members.running)[0].1.kill();
         std::thread::sleep(Duration::from_millis(100));
         assert!(members
-            .first_dead(3)
+            .first_dead()
             .is_some_and(|d| d.starts_with("sleeper 0 exited mid-run")));
         members.stop_all().unwrap();
         assert_eq!(members.count(), 0);

@@ -259,6 +259,7 @@ fn figures(report: &PipelineReport, duplicates: u64, workers: usize) -> RunFigur
         rejected: 0,
         first_rejection: None,
         interrupted: report.interrupted,
+        continuity: None,
     }
 }
 

@@ -1,13 +1,18 @@
-//! How a consumer group's membership changes mid-run: on a fixed worker schedule, or by the
+//! How a group's membership changes mid-run: on a fixed worker schedule, or by the
 //! autoscaler reading the run's lag every sync period, as Kubernetes' HPA reads KEDA's Kafka
-//! lag metric, or the members' busy fraction, as HPA reads CPU utilisation. [`Scaler::tick`] is pure (the time and the figures are the caller's), so the
-//! watcher in [`crate::external`] asks it every tick and applies what it says; starting and
-//! stopping members is [`crate::members`]'. It measures nothing itself.
+//! lag metric, or the members' busy fraction, as HPA reads CPU utilisation.
+//! [`Scaler::tick`] is pure (the time and the figures are the caller's), so the watcher
+//! ([`crate::members::Members::watch`]) asks it every tick and applies what it says;
+//! [`Elastic`] is what an engine that resizes holds: the scaling, how members leave, and what
+//! its last run did. It measures nothing itself.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use plumbline_scale::autoscale::{AutoscaleConfig, Autoscaler, Decision, Observation, Target};
 use plumbline_scale::change::WorkerSchedule;
+
+use crate::members::{Change, Leave};
 
 /// What drives the membership.
 #[derive(Clone, Debug)]
@@ -41,6 +46,83 @@ impl Scaling {
             Scaling::Schedule(schedule) => schedule.peak(),
             Scaling::Autoscale { config, start, .. } => (config.range.max as usize).max(*start),
         }
+    }
+}
+
+/// An engine's elastic side: what resizes its group mid-run and how members leave, and the
+/// changes and decisions of its last run.
+#[derive(Debug)]
+pub struct Elastic {
+    pub scaling: Scaling,
+    pub leave: Leave,
+    changes: Mutex<Vec<Change>>,
+    decided: Mutex<Vec<Decided>>,
+    migrations: Mutex<Vec<Migration>>,
+}
+
+/// One migration of the TCP cluster's partitions, as its initializer announced it settled.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Migration {
+    /// When it settled, since the load started.
+    pub at: Duration,
+    /// Workers owning partitions after it.
+    pub workers: usize,
+    pub moved: u32,
+    /// From the membership change to the last state installed.
+    pub took: Duration,
+    /// The longest one partition's items were held while its state moved.
+    pub longest_hold: Duration,
+}
+
+impl Elastic {
+    pub fn new(scaling: Scaling, leave: Leave) -> Self {
+        Self {
+            scaling,
+            leave,
+            changes: Mutex::new(Vec::new()),
+            decided: Mutex::new(Vec::new()),
+            migrations: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A fresh scaler for one run.
+    pub fn scaler(&self) -> Scaler {
+        Scaler::new(&self.scaling)
+    }
+
+    /// Keeps what one run did.
+    pub fn ran(&self, changes: Vec<Change>, scaler: &Scaler) {
+        *self.changes.lock().unwrap_or_else(|p| p.into_inner()) = changes;
+        *self.decided.lock().unwrap_or_else(|p| p.into_inner()) = scaler.decided().to_vec();
+    }
+
+    /// Keeps the migrations of one run (the TCP cluster's; a broker moves its own).
+    pub fn migrated(&self, migrations: Vec<Migration>) {
+        *self.migrations.lock().unwrap_or_else(|p| p.into_inner()) = migrations;
+    }
+
+    /// The partition migrations of the last run, in order (none for a broker group).
+    pub fn migrations(&self) -> Vec<Migration> {
+        self.migrations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The membership changes the last run applied.
+    pub fn changes(&self) -> Vec<Change> {
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The autoscaler's decisions in the last run, one per sync period (none on a schedule).
+    pub fn decided(&self) -> Vec<Decided> {
+        self.decided
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

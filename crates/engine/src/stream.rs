@@ -250,6 +250,7 @@ impl Experiment<'_> {
             rejected: 0,
             first_rejection: None,
             interrupted: shutdown.requested(),
+            continuity: None,
         };
         let stream = StreamFigures {
             broker_bytes: generated.broker_bytes,

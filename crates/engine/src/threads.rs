@@ -45,6 +45,7 @@ impl From<RunOutcome> for RunFigures {
             rejected: o.rejected,
             first_rejection: o.first_rejection,
             interrupted: o.interrupted,
+            continuity: None,
         }
     }
 }

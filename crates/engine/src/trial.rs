@@ -298,6 +298,7 @@ mod tests {
                 rejected: 0,
                 first_rejection: None,
                 interrupted: false,
+                continuity: None,
             },
             window_latency: Recorder::new().summary(),
             cut: false,

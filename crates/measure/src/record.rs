@@ -348,7 +348,8 @@ pub struct TrialSection {
 /// What only an `elastic` run has: the group's schedule and what each change cost.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ElasticSection {
-    /// The consumer group's URL, its password shown as `***`.
+    /// The group: a broker's URL, its password shown as `***`, or `processes` (the TCP
+    /// cluster).
     pub cluster: String,
     /// `COUNT@TIME,…` as given.
     pub schedule: String,
@@ -373,6 +374,30 @@ pub struct ElasticSection {
     /// With `--autoscale`: the autoscaler's setup and every decision it took.
     #[serde(default)]
     pub autoscale: Option<AutoscaleSection>,
+    /// On the TCP cluster's keyed state: whether every key's results advanced one step per
+    /// item across the migrations (no reset, gap or repeat).
+    #[serde(default)]
+    pub continuity: Option<crate::continuity::ContinuityReport>,
+    /// The TCP cluster's partition migrations, each as it settled (empty for a broker group,
+    /// which moves partitions itself).
+    #[serde(default)]
+    pub migrations: Vec<ElasticMigration>,
+}
+
+/// One migration of the TCP cluster's partitions (their state moving with them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ElasticMigration {
+    /// When it settled, seconds since the load started.
+    pub at_s: f64,
+    /// Workers owning partitions after it.
+    pub workers: usize,
+    /// Partitions that changed hands.
+    pub moved: u32,
+    /// From the membership change to the last state installed.
+    pub took_s: f64,
+    /// The longest one partition's items were held while its state moved: the pause its
+    /// keys saw.
+    pub longest_hold_s: f64,
 }
 
 /// The HPA emulation of one elastic run.

@@ -224,6 +224,8 @@ mod tests {
                     lag,
                     flow: vec![(1.0, 100.0, 98.0), (2.0, 100.0, 60.0), (3.0, 100.0, 142.0)],
                     autoscale: None,
+                    continuity: None,
+                    migrations: Vec::new(),
                 }),
                 ..RunRecord::new(4, 4.0)
             }],

@@ -2,7 +2,7 @@
 //! to its new one with no item lost, doubled or applied out of order.
 //!
 //! ```text
-//!  Rebalance ──▶ per moving partition p:  route(p) = Hold ──Handover(p) to old owner──▶
+//!  Resize ──▶ per moving partition p:  route(p) = Hold ──Handover(p) to old owner──▶
 //!      old owner applies every item routed before the marker, sends StateOut(p, state) ──▶
 //!      Install(p, state) to new owner, Release(p): held items follow, route(p) = new owner
 //!  all moved ──▶ Retire(leavers), Settled(moved, longest pause)
@@ -12,12 +12,14 @@
 //! owner's data link after every item already routed there, and an `Install` in-band on the new
 //! owner's before any item of the partition, so the new owner starts from the state the old
 //! one reached. Items that arrive meanwhile are held by the router (a bounded buffer: the source
-//! waits, nothing is dropped). A rebalance asked for during another waits for it to settle. A
+//! waits, nothing is dropped). A resize asked for during a migration waits for it to settle,
+//! the latest one winning, and its assignment is computed when it starts, from the
+//! assignment reached then: a member that left meanwhile is never given partitions back. A
 //! member that dies holding a moving partition's state loses it: reported as lost, never
 //! papered over. This type decides; the initializer's router and links act on its
 //! [`Action`]s. No sockets, no clock (`now` is given).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::membership::{Assignment, MemberId};
@@ -32,8 +34,9 @@ pub enum Route {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// Move to this assignment (the new membership's, from [`Assignment::rebalanced`]).
-    Rebalance(Assignment),
+    /// These members should own the partitions (a worker joined, or one is leaving): the
+    /// assignment moves to [`Assignment::rebalanced`] over them.
+    Resize(Vec<MemberId>),
     /// The old owner applied everything before its handover marker and sent the state.
     StateOut {
         partition: u32,
@@ -70,8 +73,10 @@ pub enum Action {
 }
 
 /// What one membership change cost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settled {
+    /// The members owning partitions once it settled (a resize waiting behind it not yet).
+    pub owners: Vec<MemberId>,
     pub moved: u32,
     /// The longest time one partition was held (handover → state back).
     pub longest_pause: Duration,
@@ -96,7 +101,8 @@ pub struct Migrator {
     started: Option<Instant>,
     longest: Duration,
     moved: u32,
-    waiting: VecDeque<Assignment>,
+    /// The membership asked for while a migration was under way (the latest ask).
+    waiting: Option<Vec<MemberId>>,
     gone: BTreeSet<MemberId>,
 }
 
@@ -109,7 +115,7 @@ impl Migrator {
             started: None,
             longest: Duration::ZERO,
             moved: 0,
-            waiting: VecDeque::new(),
+            waiting: None,
             gone: BTreeSet::new(),
         }
     }
@@ -132,12 +138,12 @@ impl Migrator {
 
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         match event {
-            Event::Rebalance(next) => {
+            Event::Resize(members) => {
                 if self.migrating() {
-                    self.waiting.push_back(next);
+                    self.waiting = Some(members);
                     return Vec::new();
                 }
-                self.start(next, now)
+                self.start(&members, now)
             }
             Event::StateOut {
                 partition,
@@ -174,13 +180,7 @@ impl Migrator {
     fn lose(&mut self, member: MemberId, now: Instant) -> Vec<Action> {
         self.gone.insert(member);
         self.leaving.remove(&member);
-        let alive: Vec<MemberId> = self
-            .current
-            .counts()
-            .into_keys()
-            .filter(|m| !self.gone.contains(m))
-            .collect();
-        let Ok(next) = self.current.rebalanced(&alive) else {
+        let Some(next) = self.over_alive(self.current.counts().into_keys()) else {
             return vec![Action::NoneLeft];
         };
         let mut actions = Vec::new();
@@ -241,7 +241,20 @@ impl Migrator {
         actions
     }
 
-    fn start(&mut self, next: Assignment, now: Instant) -> Vec<Action> {
+    /// The current assignment rebalanced over those of `members` not gone; `None`: no one
+    /// is left.
+    fn over_alive(&self, members: impl IntoIterator<Item = MemberId>) -> Option<Assignment> {
+        let alive: Vec<MemberId> = members
+            .into_iter()
+            .filter(|m| !self.gone.contains(m))
+            .collect();
+        self.current.rebalanced(&alive).ok()
+    }
+
+    fn start(&mut self, members: &[MemberId], now: Instant) -> Vec<Action> {
+        let Some(next) = self.over_alive(members.iter().copied()) else {
+            return vec![Action::NoneLeft];
+        };
         let moves = self.current.moves_to(&next);
         let before: BTreeSet<MemberId> = self.current.counts().into_keys().collect();
         let after: BTreeSet<MemberId> = next.counts().into_keys().collect();
@@ -282,13 +295,14 @@ impl Migrator {
             .map(Action::Retire)
             .collect();
         actions.push(Action::Settled(Settled {
+            owners: self.current.counts().into_keys().collect(),
             moved: self.moved,
             longest_pause: self.longest,
             took: now.saturating_duration_since(started),
         }));
         self.started = None;
-        if let Some(next) = self.waiting.pop_front() {
-            actions.extend(self.start(next, now));
+        if let Some(members) = self.waiting.take() {
+            actions.extend(self.start(&members, now));
         }
         actions
     }
@@ -304,7 +318,7 @@ mod tests {
 
     fn settled(actions: &[Action]) -> Option<Settled> {
         actions.iter().find_map(|a| match a {
-            Action::Settled(s) => Some(*s),
+            Action::Settled(s) => Some(s.clone()),
             _ => None,
         })
     }
@@ -315,7 +329,7 @@ mod tests {
         let one = Assignment::round_robin(4, &[0]).unwrap();
         let two = one.rebalanced(&[0, 1]).unwrap();
         let mut m = Migrator::new(one);
-        let handovers = m.handle(Event::Rebalance(two.clone()), t);
+        let handovers = m.handle(Event::Resize(vec![0, 1]), t);
         let moving: Vec<u32> = handovers
             .iter()
             .map(|a| match a {
@@ -367,6 +381,7 @@ mod tests {
         assert_eq!(
             settled(&last),
             Some(Settled {
+                owners: vec![0, 1],
                 moved: 2,
                 longest_pause: Duration::from_millis(9),
                 took: Duration::from_millis(9)
@@ -380,10 +395,9 @@ mod tests {
     fn a_leaver_hands_over_everything_then_is_retired() {
         let t = Instant::now();
         let two = Assignment::round_robin(2, &[0, 1]).unwrap();
-        let one = two.rebalanced(&[0]).unwrap();
         let mut m = Migrator::new(two);
         assert_eq!(
-            m.handle(Event::Rebalance(one), t),
+            m.handle(Event::Resize(vec![0]), t),
             [Action::Handover {
                 partition: 1,
                 from: 1
@@ -405,9 +419,8 @@ mod tests {
     fn a_member_killed_mid_handover_loses_its_state_and_says_so() {
         let t = Instant::now();
         let two = Assignment::round_robin(4, &[0, 1]).unwrap();
-        let one = two.rebalanced(&[0]).unwrap();
         let mut m = Migrator::new(two);
-        assert_eq!(m.handle(Event::Rebalance(one), t).len(), 2);
+        assert_eq!(m.handle(Event::Resize(vec![0]), t).len(), 2);
         let after = m.handle(Event::Gone(1), ms(t, 5));
         let lost: Vec<u32> = after
             .iter()
@@ -453,9 +466,8 @@ mod tests {
     fn a_move_whose_target_dies_goes_to_another_member_with_its_state() {
         let t = Instant::now();
         let one = Assignment::round_robin(4, &[0, 1]).unwrap();
-        let grown = one.rebalanced(&[0, 1, 2]).unwrap();
         let mut m = Migrator::new(one);
-        let handovers = m.handle(Event::Rebalance(grown), t);
+        let handovers = m.handle(Event::Resize(vec![0, 1, 2]), t);
         let Some(Action::Handover { partition, from }) = handovers.first().cloned() else {
             panic!("{handovers:?}");
         };
@@ -484,11 +496,9 @@ mod tests {
     fn a_rebalance_during_another_waits_for_it() {
         let t = Instant::now();
         let one = Assignment::round_robin(4, &[0]).unwrap();
-        let two = one.rebalanced(&[0, 1]).unwrap();
         let mut m = Migrator::new(one);
-        let first = m.handle(Event::Rebalance(two.clone()), t);
-        let three = two.rebalanced(&[0, 1, 2]).unwrap();
-        assert!(m.handle(Event::Rebalance(three), ms(t, 1)).is_empty());
+        let first = m.handle(Event::Resize(vec![0, 1]), t);
+        assert!(m.handle(Event::Resize(vec![0, 1, 2]), ms(t, 1)).is_empty());
         let mut next = Vec::new();
         for a in first {
             let Action::Handover { partition, from } = a else {
@@ -515,7 +525,6 @@ mod tests {
     fn a_state_nobody_asked_for_or_from_the_wrong_member_is_a_protocol_error() {
         let t = Instant::now();
         let one = Assignment::round_robin(2, &[0]).unwrap();
-        let two = one.rebalanced(&[0, 1]).unwrap();
         let mut m = Migrator::new(one);
         let stray = |partition, from| Event::StateOut {
             partition,
@@ -526,7 +535,7 @@ mod tests {
             m.handle(stray(1, 0), t),
             [Action::Unexpected { partition: 1 }]
         );
-        m.handle(Event::Rebalance(two), t);
+        m.handle(Event::Resize(vec![0, 1]), t);
         assert_eq!(
             m.handle(stray(1, 1), t),
             [Action::Unexpected { partition: 1 }],
@@ -538,9 +547,76 @@ mod tests {
     #[test]
     fn a_rebalance_that_moves_nothing_settles_at_once() {
         let one = Assignment::round_robin(3, &[0]).unwrap();
-        let mut m = Migrator::new(one.clone());
-        let actions = m.handle(Event::Rebalance(one), Instant::now());
+        let mut m = Migrator::new(one);
+        let actions = m.handle(Event::Resize(vec![0]), Instant::now());
         assert_eq!(settled(&actions).unwrap().moved, 0);
         assert!(!m.migrating());
+    }
+
+    /// Hands every moving partition's state over, returning the actions of the last.
+    fn hand_all_over(m: &mut Migrator, handovers: &[Action], at: Instant) -> Vec<Action> {
+        let mut last = Vec::new();
+        for a in handovers {
+            if let Action::Handover { partition, from } = *a {
+                last.extend(m.handle(
+                    Event::StateOut {
+                        partition,
+                        from,
+                        state: Vec::new(),
+                    },
+                    at,
+                ));
+            }
+        }
+        last
+    }
+
+    #[test]
+    fn a_shrink_asked_while_another_leaver_hands_over_never_gives_the_first_partitions_back() {
+        let t = Instant::now();
+        let four = Assignment::round_robin(8, &[0, 1, 2, 3]).unwrap();
+        let mut m = Migrator::new(four);
+        let first = m.handle(Event::Resize(vec![0, 1, 2]), t);
+        assert!(
+            m.handle(Event::Resize(vec![0, 1]), ms(t, 1)).is_empty(),
+            "3 is still handing over: 2's leave waits"
+        );
+        let settled_first = hand_all_over(&mut m, &first, ms(t, 2));
+        assert!(settled_first.contains(&Action::Retire(3)));
+        assert!(
+            !settled_first.iter().any(|a| matches!(
+                a,
+                Action::Install { to: 3, .. } | Action::Release { to: 3, .. }
+            )),
+            "{settled_first:?}"
+        );
+        let second = hand_all_over(&mut m, &settled_first, ms(t, 3));
+        assert!(second.contains(&Action::Retire(2)), "{second:?}");
+        assert_eq!(
+            m.assignment().counts().into_keys().collect::<Vec<_>>(),
+            [0, 1]
+        );
+        assert!(!m.migrating());
+    }
+
+    #[test]
+    fn the_latest_resize_asked_during_a_migration_is_the_one_applied() {
+        let t = Instant::now();
+        let mut m = Migrator::new(Assignment::round_robin(6, &[0]).unwrap());
+        let first = m.handle(Event::Resize(vec![0, 1]), t);
+        m.handle(Event::Resize(vec![0, 1, 2]), t);
+        m.handle(Event::Resize(vec![0, 1, 2, 3]), t);
+        let next = hand_all_over(&mut m, &first, ms(t, 1));
+        assert_eq!(
+            settled(&next).unwrap().owners,
+            [0, 1],
+            "the first settled on two, though the next already started"
+        );
+        hand_all_over(&mut m, &next, ms(t, 2));
+        assert_eq!(
+            m.assignment().counts().len(),
+            4,
+            "one move to four, not two moves"
+        );
     }
 }

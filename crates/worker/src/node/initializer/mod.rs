@@ -82,7 +82,7 @@ struct Member {
     control: Option<TcpStream>,
     /// A joiner's data writer, until it leaves or the cluster drains.
     writer: Option<JoinHandle<()>>,
-    /// Owns partitions, or will once they moved (a retired member is not).
+    /// Owns partitions, or will once they moved (one retired or asked to leave is not).
     active: bool,
 }
 
@@ -320,18 +320,15 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
                 let mut routes = lock(&router);
                 routes.add(id, tx);
                 if !routes.balanced() {
-                    let next = routes
-                        .assignment()
-                        .rebalanced(&routes.members())
-                        .expect("one member at least");
-                    let moving = routes.assignment().moves_to(&next).len();
+                    let wanted = wanted(&members);
+                    let moving = moving_to(&routes, &wanted);
                     log(
                         config,
                         &format!("worker {name} joined: moving {moving} partition(s) to it"),
                     );
-                    announce_changing(config, &members, &routes.members(), moving);
+                    announce_changing(config, &members, &wanted, moving);
                     let actions =
-                        routes.migrate(migration::Event::Rebalance(next), Instant::now())?;
+                        routes.migrate(migration::Event::Resize(wanted), Instant::now())?;
                     drop(routes);
                     act(config, &router, &mut members, actions)?;
                 }
@@ -420,8 +417,8 @@ fn act(
                 finish_member(member);
             }
             Action::Settled(settled) => {
-                let workers: Vec<String> = lock(router)
-                    .members()
+                let workers: Vec<String> = settled
+                    .owners
                     .iter()
                     .map(|&id| members[id as usize].name.clone())
                     .collect();
@@ -460,6 +457,22 @@ fn act(
 }
 
 /// Announces a membership change as it starts: who will own the partitions, how many move.
+/// The members that should own partitions: every one not retired or leaving.
+fn wanted(members: &[Member]) -> Vec<MemberId> {
+    (0..members.len() as MemberId)
+        .filter(|&id| members[id as usize].active)
+        .collect()
+}
+
+/// Partitions a resize to `wanted` moves from where they are now (during a migration, from
+/// where it is taking them: the count is the announcement's, the migrator decides).
+fn moving_to(routes: &Router, wanted: &[MemberId]) -> usize {
+    routes
+        .assignment()
+        .rebalanced(wanted)
+        .map_or(0, |next| routes.assignment().moves_to(&next).len())
+}
+
 fn announce_changing(config: &NodeConfig, members: &[Member], next: &[MemberId], moving: usize) {
     config.announce.announce(&Announcement::ClusterChanging {
         workers: next
@@ -525,15 +538,14 @@ fn shrink(
         log(config, &format!("worker {worker} leaves (shrink)"));
         return Ok(format!("{worker} finishes what it holds and leaves"));
     }
-    let left: Vec<MemberId> = routes.members().into_iter().filter(|&m| m != id).collect();
-    let next = routes
-        .assignment()
-        .rebalanced(&left)
-        .map_err(|e| e.to_string())?;
-    let moving = routes.assignment().moves_to(&next).len();
+    // It stops being wanted now, so a join or shrink asked before its partitions moved
+    // leaves it out too.
+    members[id as usize].active = false;
+    let left = wanted(members);
+    let moving = moving_to(&routes, &left);
     announce_changing(config, members, &left, moving);
     let actions = routes
-        .migrate(migration::Event::Rebalance(next), Instant::now())
+        .migrate(migration::Event::Resize(left), Instant::now())
         .map_err(|e| e.to_string())?;
     drop(routes);
     log(
