@@ -52,8 +52,9 @@ pub enum Command {
     /// Find the highest rate each worker count sustains (capacity) and the fewest workers for a
     /// load (demand)
     Capacity(CapacityArgs),
-    /// Grow and shrink a broker consumer group mid-run on a schedule, under a steady rate: the
-    /// pause, lag peak and recovery of each change, and what was lost or duplicated
+    /// Grow and shrink a broker consumer group, or the TCP cluster with its state, mid-run on a
+    /// schedule or an emulated HPA: the pause, lag peak and recovery of each change, and what
+    /// was lost or duplicated
     Elastic(ElasticArgs),
     /// Write a framed workload file in the seeds' formats (4-byte big-endian length + payload)
     Gen(GenArgs),
@@ -804,7 +805,9 @@ Examples:
   plumbline elastic --cluster redis://127.0.0.1:6379/jobs --workers 1@0s --autoscale 1..6 \
       --shape day-night --cycles 2 --rate 400/s --duration 40s   # seed 003's day, peak 400/s
   plumbline elastic --cluster redis://127.0.0.1:6379/jobs --workers 1@0s --autoscale 1..6 \
-      --busy-target 0.7 --rate 300/s --duration 30s   # HPA on utilisation: each member 70 % busy";
+      --busy-target 0.7 --rate 300/s --duration 30s   # HPA on utilisation: each member 70 % busy
+  plumbline elastic --cluster processes --step partitioned --workers 2@0s,4@5s,2@10s \
+      --delay 5ms --rate 300/s   # the TCP cluster: partitions move with their state, checked";
 
 /// Flags of `elastic`: a consumer group resized mid-run.
 #[derive(Debug, Args)]
@@ -853,7 +856,8 @@ pub struct ElasticArgs {
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub duration: Duration,
     /// How members leave when the group shrinks: graceful (SIGTERM: finish, ack, leave the
-    /// group) or kill (SIGKILL, as a crash)
+    /// group; on the TCP cluster, a shrink that hands the partitions' state over) or kill
+    /// (SIGKILL, as a crash; broker groups only)
     #[arg(long, default_value = "graceful", value_parser = clap::value_parser!(Leave))]
     pub leave: Leave,
     /// Lag (items) at or under which a change has recovered [default: twice the lag before

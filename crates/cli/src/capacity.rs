@@ -560,7 +560,12 @@ fn one_trial(
     });
     let load = plan.bench.load(0);
     let at = plumbline_load::Shape::Constant { rate };
-    let run = trial::run(engine, &load, &at, (plan.warmup, plan.window), live, stop)?;
+    let phases = (
+        plan.warmup,
+        plan.window,
+        trial::grace(plan.warmup, plan.window),
+    );
+    let run = trial::run(engine, &load, &at, phases, live, stop)?;
     let figures = figures(&run, engine.workers());
     let judged = judge(&figures, &plan.slo);
     let (verdict, why) = match &judged.verdict {

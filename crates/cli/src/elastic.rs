@@ -185,6 +185,21 @@ impl ElasticPlan {
         &self.bench.runs[0]
     }
 
+    /// How long after the load the run waits for its last items: long enough for a broker to
+    /// redeliver what a member that left at the last moment held (its members' redelivery
+    /// time, 5 s by default, and 2 s for the claim to come round), so that only a real loss
+    /// counts as lost.
+    fn grace(&self) -> Duration {
+        let default = trial::grace(Duration::ZERO, self.duration);
+        match self.engine {
+            EngineKind::Group(_) => default.max(
+                plumbline_transport::broker::ClientOptions::default().redeliver_after
+                    + Duration::from_secs(2),
+            ),
+            _ => default,
+        }
+    }
+
     /// The membership's driver in words: the schedule, or the autoscaler's bounds.
     fn driver(&self) -> String {
         match &self.scaling {
@@ -252,7 +267,7 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
         engine.as_ref(),
         &load,
         &plan.shape,
-        (Duration::ZERO, plan.duration),
+        (Duration::ZERO, plan.duration, plan.grace()),
         live,
         shutdown,
     )?;
@@ -370,7 +385,7 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
         lost if cut => vec![format!(
             "{lost} of {sent} items were not done when the run was cut, {} after the load \
              ended (the group fell behind, or they wait for a redelivery)",
-            Human(trial::grace(Duration::ZERO, plan.duration))
+            Human(plan.grace())
         )],
         lost => vec![format!(
             "{lost} of {sent} items were lost across the membership changes"

@@ -5,7 +5,8 @@
 //!
 //! The sampler reads the run's [`Live`] counters, which every engine bumps, every
 //! [`SAMPLE_EVERY`]; the clock starts at the first item sent, so an engine's start-up (worker
-//! processes, say) is not charged as lag. A trial whose run goes on [`grace`] past its window
+//! processes, say) is not charged as lag. A trial whose run goes on its grace (by default
+//! [`grace`]) past its window
 //! (an overloaded engine draining its backlog, a sender far short of the rate) is stopped
 //! then: the window is all the verdict needs, and the items abandoned are not the engine's
 //! losses ([`TrialRun::cut`]). The latency a trial is judged on is what came in after its
@@ -53,7 +54,8 @@ pub struct TrialRun {
     pub cut: bool,
 }
 
-/// How long past its window a trial may run to finish its items.
+/// How long past its window a trial may run to finish its items (what [`run`] is given,
+/// unless the caller must wait longer: a broker's redelivery after a member left).
 pub fn grace(warmup: Duration, window: Duration) -> Duration {
     Duration::from_secs(1) + (warmup + window) / 4
 }
@@ -97,7 +99,7 @@ pub fn run(
     engine: &dyn Engine,
     base: &Load,
     shape: &Shape,
-    (warmup, window): (Duration, Duration),
+    (warmup, window, grace): (Duration, Duration, Duration),
     live: &Arc<Live>,
     stop: &Shutdown,
 ) -> anyhow::Result<TrialRun> {
@@ -114,7 +116,7 @@ pub fn run(
         user: stop,
         trial: &trial_stop,
         warmup,
-        deadline: warmup + window + grace(warmup, window),
+        deadline: warmup + window + grace,
     };
     let (figures, watched) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| watch.sample());
@@ -356,7 +358,8 @@ mod tests {
             items: 0,
             shape: Shape::Max,
         };
-        let timing = (Duration::from_millis(300), Duration::from_millis(300));
+        let (warmup, window) = (Duration::from_millis(300), Duration::from_millis(300));
+        let timing = (warmup, window, grace(warmup, window));
         let at = Shape::Constant { rate: 100.0 };
         let run = super::run(&SlowStart, &load, &at, timing, &live, &Shutdown::new()).unwrap();
         assert!(

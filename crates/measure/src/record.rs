@@ -361,8 +361,9 @@ pub struct ElasticSection {
     /// The highest rate the shape asks for (a constant's rate; the day's noon).
     #[serde(default)]
     pub peak_per_s: f64,
-    /// Stopped 1 s plus a quarter of the load's length after the load ended with items not
-    /// done: `lost` then counts those too.
+    /// Stopped 1 s plus a quarter of the load's length (on a broker group, at least its
+    /// redelivery time and 2 s) after the load ended with items not done: `lost` then counts
+    /// those too.
     pub cut: bool,
     pub changes: Vec<ElasticChange>,
     /// (seconds since the first item, items due and not done), every sample.
