@@ -456,7 +456,6 @@ fn act(
     Ok(())
 }
 
-/// Announces a membership change as it starts: who will own the partitions, how many move.
 /// The members that should own partitions: every one not retired or leaving.
 fn wanted(members: &[Member]) -> Vec<MemberId> {
     (0..members.len() as MemberId)
@@ -473,6 +472,7 @@ fn moving_to(routes: &Router, wanted: &[MemberId]) -> usize {
         .map_or(0, |next| routes.assignment().moves_to(&next).len())
 }
 
+/// Announces a membership change as it starts: who will own the partitions, how many move.
 fn announce_changing(config: &NodeConfig, members: &[Member], next: &[MemberId], moving: usize) {
     config.announce.announce(&Announcement::ClusterChanging {
         workers: next
