@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use plumbline_core::duration::parse_duration;
 use plumbline_core::secret::Secret;
 use plumbline_engine::members::Leave;
+use plumbline_measure::record::Command as Recorded;
+use plumbline_measure::threshold::Threshold;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -24,10 +26,18 @@ Examples:
   plumbline capacity --workers 1,2,4,8               # the highest rate each count sustains
   plumbline bench --ui 127.0.0.1:4000               # watch it live in a browser (and /metrics)
   plumbline report plumbline-reports/bench-20261123-104938     # re-render a report folder
-  plumbline compare base-report new-report          # exits 1 when overhead or p99 got worse
+  plumbline compare base-report new-report          # exits 99 when overhead or p99 got worse
+  plumbline bench --threshold 'p99<20ms' --threshold 'overhead<1%'   # exit 99 on a breach
   plumbline gen votes -o fake_votes.msg             # the seed's 468-byte file
   plumbline gen nonces --count 1024 --size 1024 --seed 7 -o nonces.bin
-  plumbline inspect fake_votes.msg --format votes";
+  plumbline inspect fake_votes.msg --format votes
+
+Exit codes:
+  0    success
+  1    an error, or a run failed its own checks (items lost, state wrong, a part died)
+  2    a usage error (a flag or value that cannot be read)
+  99   a --threshold breached, or `compare` found a run worse than allowed
+  130  interrupted (Ctrl-C or SIGTERM)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -86,7 +96,7 @@ pub enum Command {
     /// Re-render a report folder (plots, runs.csv, index.html) from its run.json
     #[command(after_help = REPORT_EXAMPLES)]
     Report(ReportCmdArgs),
-    /// Compare two report folders run by run; exit 1 when NEW is worse than allowed
+    /// Compare two report folders run by run; exit 99 when NEW is worse than allowed
     #[command(after_help = REPORT_EXAMPLES)]
     Compare(CompareArgs),
 }
@@ -240,6 +250,8 @@ pub struct StreamArgs {
     pub tls: bool,
     #[command(flatten, next_help_heading = "Broker and store login")]
     pub login: LoginArgs,
+    #[command(flatten)]
+    pub limits: ThresholdArgs,
 }
 
 /// Seconds as psbench takes them (`1.0`), or a duration (`200ms`).
@@ -689,6 +701,27 @@ pub struct BenchArgs {
     pub output: OutputArgs,
 }
 
+/// `--threshold`: absolute limits the finished run is held to.
+#[derive(Debug, Args, Default)]
+pub struct ThresholdArgs {
+    /// Hold the run to a limit, k6-style, checked once the report is written; a breach exits
+    /// 99 (an error exits 1). METRIC<LIMIT, <=, >, >=: latency min, p50, p90, p95, p99, p999,
+    /// max, mean (20ms), overhead (1%), lost, duplicates (0), achieved (950/s or 0.99target),
+    /// wall (10s), capacity (`capacity` only: 400/s or 0.95ideal). Repeat for more
+    #[arg(long = "threshold", value_name = "LIMIT")]
+    pub thresholds: Vec<Threshold>,
+}
+
+impl ThresholdArgs {
+    /// The limits, once each is known to fit what `command` records.
+    pub fn for_command(&self, command: Recorded) -> anyhow::Result<&[Threshold]> {
+        for threshold in &self.thresholds {
+            threshold.fits(command).map_err(anyhow::Error::msg)?;
+        }
+        Ok(&self.thresholds)
+    }
+}
+
 /// Where a matrix command's figures go: `bench` and `capacity` alike.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
@@ -703,6 +736,8 @@ pub struct OutputArgs {
     /// No progress bar or progress lines
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub limits: ThresholdArgs,
 }
 
 const CAPACITY_EXAMPLES: &str = "\
@@ -1041,6 +1076,8 @@ pub struct SendArgs {
     /// No progress bar
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub limits: ThresholdArgs,
 }
 
 /// How plumbline uses a broker, for every command that takes a broker URL. The URL itself
@@ -1185,6 +1222,8 @@ pub struct ReceiveArgs {
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub limits: ThresholdArgs,
 }
 
 /// Giles' `--interval`: bare nanoseconds (with `_` separators) or a duration with a unit.

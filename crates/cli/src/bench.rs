@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use plumbline_engine::RunFigures;
 use plumbline_measure::record::{BenchSection, Command, Record, RunRecord};
 use plumbline_measure::report::{fill_ratios, per_s, table, Host};
+use plumbline_measure::threshold::Threshold;
 use plumbline_measure::RunInfo;
 use plumbline_worker::Shutdown;
 
@@ -18,10 +19,14 @@ use crate::plan::{BenchPlan, RunPlan, RunShape, PRESETS};
 use crate::progress::{Follow, RunProgress};
 use crate::session::{Outcome, Session};
 
-/// Outcome of the command: did every run check out?
+/// Outcome of the command: did every run check out, and keep its limits?
+#[derive(Debug)]
 pub enum Verdict {
     Passed,
+    /// A run failed its own checks (items lost, state wrong) or a part of it failed: exit 1.
     Failed(Vec<String>),
+    /// Every run checked out but broke a `--threshold` (or `compare` found it worse): exit 99.
+    Breached(Vec<String>),
     Interrupted,
 }
 
@@ -36,9 +41,30 @@ impl Verdict {
             Verdict::Failed(failures)
         }
     }
+
+    /// This verdict, with `record` held to `thresholds`: a run that passed but broke a limit
+    /// is breached; a failure stays one (its breaches said beside it); an interrupted run is
+    /// judged on nothing.
+    pub fn held_to(self, thresholds: &[Threshold], record: &Record) -> Self {
+        let breaches = plumbline_measure::threshold::breaches(thresholds, record);
+        match self {
+            Verdict::Passed if breaches.is_empty() => Verdict::Passed,
+            Verdict::Passed => Verdict::Breached(breaches),
+            Verdict::Failed(mut failures) => {
+                failures.extend(breaches);
+                Verdict::Failed(failures)
+            }
+            Verdict::Breached(mut breached) => {
+                breached.extend(breaches);
+                Verdict::Breached(breached)
+            }
+            Verdict::Interrupted => Verdict::Interrupted,
+        }
+    }
 }
 
 pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
+    let limits = args.output.limits.for_command(Command::Bench)?;
     if args.list_presets {
         for (name, _) in PRESETS {
             let preset = crate::plan::Preset::load(name)?;
@@ -137,7 +163,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
             )
         })
         .collect();
-    Ok(Verdict::of(false, failures))
+    Ok(Verdict::of(false, failures).held_to(limits, &report))
 }
 
 /// `--json PATH`: the run record document, whichever preset made it.

@@ -46,6 +46,7 @@ const SEED: [(u64, usize, u32, f64, f64); 12] = [
 
 pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     reject_other_flags(args)?;
+    let limits = args.output.limits.for_command(Command::Bench)?;
     let tasks = args.items.clone().unwrap_or_else(|| vec![100, 1000, 5000]);
     let workers = args.workers.clone().unwrap_or_else(|| vec![1, 2]);
     let threads = args.threads.clone().unwrap_or_else(|| vec![1, 10]);
@@ -142,7 +143,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         seeds: Vec::new(),
         detail: serde_json::to_value(&bench)?,
     })?;
-    Ok(Verdict::of(shutdown.requested(), failures))
+    Ok(Verdict::of(shutdown.requested(), failures).held_to(limits, &bench))
 }
 
 /// One pipeline run as a run record: its slots are workers × threads, its ideal, overhead and

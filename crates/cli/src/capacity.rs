@@ -345,6 +345,7 @@ fn figures(run: &TrialRun, workers: usize) -> TrialFigures {
 pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
     let host = Host::current();
     let plan = CapacityPlan::build(args, host.cores)?;
+    let limits = args.output.limits.for_command(Command::Capacity)?;
     let exe = std::env::current_exe().context("finding the plumbline binary")?;
     let default_report = (!args.output.no_report).then(|| crate::session::timestamped("capacity"));
     let session = Session::start("capacity", &args.output.out, default_report)?;
@@ -503,7 +504,7 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
             ));
         }
     }
-    Ok(CommandVerdict::of(false, failures))
+    Ok(CommandVerdict::of(false, failures).held_to(limits, &record))
 }
 
 /// Where a search starts: `--start`, else the ideal, else (a system of unknown cost) the

@@ -227,6 +227,7 @@ impl ElasticPlan {
 pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plan = ElasticPlan::build(args, cores)?;
+    let limits = args.output.limits.for_command(Command::Elastic)?;
     let exe = std::env::current_exe()?;
     // Built for the most members it will have (a Kafka topic gets a partition for each).
     let cluster = plumbline_worker::ClusterConfig {
@@ -400,7 +401,7 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
             ));
         }
     }
-    Ok(Verdict::of(shutdown.requested(), failures))
+    Ok(Verdict::of(shutdown.requested(), failures).held_to(limits, &record))
 }
 
 /// The autoscaler's part of the record: its setup, its decisions, and the replica-seconds it

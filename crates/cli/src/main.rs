@@ -1,6 +1,7 @@
 //! The `plumbline` binary: parses the command line (args.rs), builds a validated plan (plan.rs)
-//! and hands it to the subcommand. Exit codes: 0 success, 1 error or failed check, 2 usage error
-//! (clap), 130 interrupted by Ctrl-C. Every error line it prints goes through
+//! and hands it to the subcommand. Exit codes ([`BREACHED`] and the README's table): 0
+//! success, 1 error or failed check, 2 usage error (clap), 99 a `--threshold` breached or
+//! `compare` found a run worse, 130 interrupted by Ctrl-C. Every error line it prints goes through
 //! [`redact_url`], so a password typed in a URL is never echoed back.
 
 mod args;
@@ -30,6 +31,9 @@ use plumbline_worker::Shutdown;
 
 use crate::args::{Cli, Command};
 use crate::bench::Verdict;
+
+/// The exit code of a run that completed and broke a limit it was held to (k6's).
+const BREACHED: u8 = 99;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(without_pony_flags(std::env::args_os()));
@@ -74,6 +78,12 @@ fn main() -> ExitCode {
     match result {
         Ok(Verdict::Passed) => ExitCode::SUCCESS,
         Ok(Verdict::Interrupted) => ExitCode::from(130),
+        Ok(Verdict::Breached(breaches)) => {
+            for breach in breaches {
+                eprintln!("breached: {}", redact_url(&breach));
+            }
+            ExitCode::from(BREACHED)
+        }
         Ok(Verdict::Failed(failures)) => {
             for failure in failures {
                 eprintln!("error: {}", redact_url(&failure));
@@ -114,7 +124,11 @@ fn compare(args: &args::CompareArgs) -> anyhow::Result<Verdict> {
             args.max_overhead_increase, args.max_p99_increase, args.max_capacity_drop
         );
     }
-    Ok(Verdict::of(false, comparison.failures()))
+    let worse = comparison.failures();
+    Ok(match worse.is_empty() {
+        true => Verdict::Passed,
+        false => Verdict::Breached(worse),
+    })
 }
 
 /// Drops the Pony runtime flags the seeds' commands carry (`--ponythreads=1`, `--ponynoblock`,

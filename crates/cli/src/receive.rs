@@ -47,6 +47,7 @@ pub fn intake_limits(args: &IntakeArgs, max_frame: u64) -> Result<IntakeLimits> 
 }
 
 pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
+    let limits = args.limits.for_command(Command::Receive)?;
     let intake = intake_limits(&args.intake, args.max_frame)?;
     // Plain TCP promises at-most-once: a duplicate there is a fault, not a redelivery.
     let guarantee = match &args.from {
@@ -171,11 +172,7 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
         guarantee,
         args.fail_on_duplicates,
     ));
-    Ok(if failures.is_empty() {
-        Verdict::Passed
-    } else {
-        Verdict::Failed(failures)
-    })
+    Ok(Verdict::of(false, failures).held_to(limits, &record))
 }
 
 /// What is wrong with a finished receive: fewer unique messages than expected, any loss, and

@@ -34,6 +34,7 @@ use crate::session::{Outcome, Session};
 const MAX_FILE_BYTES: u64 = 1 << 30;
 
 pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
+    let limits = args.limits.for_command(Command::Send)?;
     let (payloads, payload_bytes) = payloads(args)?;
     let framing = match args.framing.unwrap_or(if args.gen.is_some() {
         SendFraming::Plumbline
@@ -238,7 +239,8 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
         Verdict::Interrupted
     } else {
         Verdict::Passed
-    })
+    }
+    .held_to(limits, &record))
 }
 
 fn progress<'a>(

@@ -67,6 +67,7 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
         "--data-size-bytes: each size must be 1 byte to 1 GiB"
     );
     let store_url = store_url(args)?;
+    let limits = args.limits.for_command(Command::Stream)?;
     let session = Session::start("stream", &args.out, None)?;
     let mut record = Record::new(
         Command::Stream,
@@ -192,7 +193,7 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
             )
         })
         .collect();
-    Ok(Verdict::of(shutdown.requested(), failures))
+    Ok(Verdict::of(shutdown.requested(), failures).held_to(limits, &record))
 }
 
 /// One experiment as its run record: its ideal the stream engine's, latency from each item's

@@ -4,7 +4,8 @@
 //! [`LatencySummary`] → the run record ([`record`], one schema for every command) and its table
 //! ([`report`]); [`live`] holds the figures watchers read while a run goes on. [`ideal`] holds
 //! the math of what a run would take with zero overhead; [`continuity`] checks that every key's
-//! state advanced one step per item. Nothing here runs load or workers.
+//! state advanced one step per item; [`threshold`] holds a finished record to the limits a user
+//! set (`--threshold 'p99<20ms'`). Nothing here runs load or workers.
 
 pub mod continuity;
 pub mod ideal;
@@ -13,6 +14,7 @@ pub mod record;
 pub mod recorder;
 pub mod report;
 pub mod seq;
+pub mod threshold;
 
 pub use ideal::{Ideal, IdealInput, Limit};
 pub use live::{LatencyFeed, Live, LiveSnapshot, Note, RunInfo, Tick, Ticker, FEED_EVERY};

@@ -97,8 +97,14 @@ impl Recorder {
             .expect("serializing to memory cannot fail");
         LatencySummary {
             count: self.hist.len(),
+            min: if self.hist.is_empty() {
+                0.0
+            } else {
+                s(self.hist.min())
+            },
             p50: q(0.5),
             p90: q(0.9),
+            p95: q(0.95),
             p99: q(0.99),
             p999: q(0.999),
             max: if self.hist.is_empty() {
@@ -120,8 +126,14 @@ impl Recorder {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
     pub count: u64,
+    /// The fastest (0 in records written before it).
+    #[serde(default)]
+    pub min: f64,
     pub p50: f64,
     pub p90: f64,
+    /// 0 in records written before it.
+    #[serde(default)]
+    pub p95: f64,
     pub p99: f64,
     pub p999: f64,
     pub max: f64,
