@@ -67,8 +67,10 @@ pub enum Command {
     /// was lost or duplicated
     Elastic(ElasticArgs),
     /// Write a framed workload file in the seeds' formats (4-byte big-endian length + payload)
+    #[command(after_help = GEN_EXAMPLES)]
     Gen(GenArgs),
     /// Decode a framed file and summarize (or print) its messages
+    #[command(after_help = INSPECT_EXAMPLES)]
     Inspect(InspectArgs),
     /// Send messages open-loop on a schedule to TCP receivers (Giles-sender compatible flags)
     #[command(after_help = SEND_EXAMPLES)]
@@ -909,6 +911,20 @@ pub enum Format {
     Votes,
     Random,
 }
+
+const GEN_EXAMPLES: &str = "\
+Examples:
+  plumbline gen votes -o fake_votes.msg          # seed 002's 468-byte file: 26 letters x 2 rounds
+  plumbline gen votes --letters a --rounds 10 -o hot.msg          # one hot key
+  plumbline gen nonces --count 1024 --size 1024 --seed 7 -o nonces.bin   # seed 000's sender file
+  plumbline gen random --count 100000 --size 512 --keys zipf:1.1 -o zipf.bin
+  plumbline gen nonces --count 10 -o - | plumbline inspect /dev/stdin --format nonces";
+
+const INSPECT_EXAMPLES: &str = "\
+Examples:
+  plumbline inspect fake_votes.msg --format votes          # counts, sizes, the letters' totals
+  plumbline inspect nonces.bin --format nonces --print     # every message
+  plumbline inspect capture.bin --max-frame 65536          # refuse a frame over 64 KiB";
 
 /// Flags of `gen`.
 #[derive(Debug, Args)]

@@ -86,7 +86,7 @@ impl<'a> RunProgress<'a> {
                     while !done.load(Ordering::Relaxed) {
                         self.bar
                             .set_position(self.counter().load(Ordering::Relaxed));
-                        if n % 10 == 0 {
+                        if n.is_multiple_of(10) {
                             self.bar.set_prefix(self.status());
                         }
                         self.bar.tick();

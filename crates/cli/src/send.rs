@@ -359,7 +359,7 @@ fn fixed_records(path: &Path, bytes: &Bytes, size: usize, out: &mut Vec<Bytes>) 
         DEFAULT_MAX_FRAME + HEADER_LEN
     );
     ensure!(
-        bytes.len() % size == 0,
+        bytes.len().is_multiple_of(size),
         "--msg-size {size} does not divide {}'s {} bytes (use --variable-size for frames of \
          different sizes)",
         path.display(),

@@ -260,7 +260,7 @@ fn full_scale_figures() {
     // Under 100 MB, and closed within the 30 s deadline plus a 1 s read tick and slack.
     let mut check = |role: &str, what: &str, s: &Siege| {
         println!("{role}, {what}: {s}");
-        if s.peak_mb >= 100.0 || s.closed_by.map_or(true, |d| d > Duration::from_secs(35)) {
+        if s.peak_mb >= 100.0 || s.closed_by.is_none_or(|d| d > Duration::from_secs(35)) {
             failures.push(format!("{role}, {what}: {s}"));
         }
     };

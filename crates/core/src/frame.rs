@@ -520,7 +520,7 @@ mod tests {
             let items: Vec<_> = FrameReader::new(&bytes[..], FrameCodec::new(256)).collect();
             let errors = items.iter().filter(|i| i.is_err()).count();
             prop_assert!(errors <= 1);
-            prop_assert!(items.last().map_or(true, |i| i.is_ok() || errors == 1));
+            prop_assert!(items.last().is_none_or(|i| i.is_ok() || errors == 1));
             for frame in items.iter().flatten() {
                 prop_assert!(!frame.is_empty() && frame.len() <= 256);
             }

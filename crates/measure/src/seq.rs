@@ -93,7 +93,7 @@ impl Window {
             .take(full)
             .map(|w| u64::from(w.count_ones()))
             .sum();
-        if span % WORD != 0 {
+        if !span.is_multiple_of(WORD) {
             let word = self.words.get(full).copied().unwrap_or(0);
             present += u64::from((word & ((1u64 << (span % WORD)) - 1)).count_ones());
         }
@@ -108,7 +108,7 @@ impl Window {
         for seq in self.base..tracked_end {
             let offset = seq - self.base;
             let word = self.words[(offset / WORD) as usize];
-            if word == u64::MAX && offset % WORD == 0 && run.is_none() {
+            if word == u64::MAX && offset.is_multiple_of(WORD) && run.is_none() {
                 continue;
             }
             let present = word & (1 << (offset % WORD)) != 0;

@@ -868,7 +868,7 @@ impl Run {
     fn may_issue(&self) -> bool {
         self.release
             .as_ref()
-            .map_or(true, |r| (self.fates.len() as u64) < r.released())
+            .is_none_or(|r| (self.fates.len() as u64) < r.released())
     }
 
     fn ready_to_start(&self) -> bool {

@@ -167,7 +167,7 @@ impl CapacitySearch {
         let lo = self
             .trials
             .iter()
-            .filter(|(r, v)| *v == Verdict::Pass && hi.map_or(true, |hi| *r < hi))
+            .filter(|(r, v)| *v == Verdict::Pass && hi.is_none_or(|hi| *r < hi))
             .map(|t| t.0)
             .reduce(f64::max);
         (lo, hi)

@@ -112,7 +112,7 @@ impl PartitionState {
     /// Installs a state [`PartitionState::take`] encoded, with `adjust` added to each value
     /// and item count (0, except where a test plants a fault); returns the keys installed.
     pub fn install(&mut self, state: &[u8], adjust: i64) -> Result<usize, StateError> {
-        if state.len() % ENTRY != 0 {
+        if !state.len().is_multiple_of(ENTRY) {
             return Err(StateError { len: state.len() });
         }
         for entry in state.chunks_exact(ENTRY) {

@@ -95,7 +95,7 @@ impl Assignment {
             .collect();
         let mut takers = members
             .iter()
-            .flat_map(|m| std::iter::repeat(*m).take(room[m] as usize));
+            .flat_map(|m| std::iter::repeat_n(*m, room[m] as usize));
         for slot in owners.iter_mut().filter(|o| o.is_none()) {
             *slot = takers.next();
         }

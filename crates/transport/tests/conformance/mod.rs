@@ -154,7 +154,7 @@ fn consume_until_quiet(
     let mut seen = Vec::new();
     while seen.len() < want
         && Instant::now() < deadline
-        && !last.is_some_and(|at| at.elapsed() >= quiet)
+        && last.is_none_or(|at| at.elapsed() < quiet)
     {
         let batch = consumer
             .poll(want - seen.len(), Duration::from_millis(200))
