@@ -72,6 +72,51 @@ impl Recorder {
             .collect()
     }
 
+    /// The percentile distribution in HdrHistogram's `.hgrm` text form (what its Java
+    /// `outputPercentileDistribution` prints and its plotters read), values in milliseconds,
+    /// 5 steps per halving of the distance to 100 %.
+    pub fn hgrm(&self) -> String {
+        let ms = |ns: f64| ns / 1e6;
+        let mut out = format!(
+            "{:>12} {:>14} {:>10} {:>14}\n\n",
+            "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+        );
+        let mut total = 0u64;
+        for v in self.hist.iter_quantiles(5) {
+            total += v.count_since_last_iteration();
+            let (value, q) = (ms(v.value_iterated_to() as f64), v.quantile_iterated_to());
+            if q < 1.0 {
+                out.push_str(&format!(
+                    "{value:12.3} {q:1.12} {total:10} {:14.2}\n",
+                    1.0 / (1.0 - q)
+                ));
+            } else {
+                out.push_str(&format!("{value:12.3} {q:1.12} {total:10}\n"));
+            }
+        }
+        let (mean, stdev, max) = match self.hist.is_empty() {
+            true => (0.0, 0.0, 0.0),
+            false => (self.hist.mean(), self.hist.stdev(), self.hist.max() as f64),
+        };
+        out.push_str(&format!(
+            "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n",
+            ms(mean),
+            ms(stdev)
+        ));
+        out.push_str(&format!(
+            "#[Max     = {:12.3}, Total count    = {:12}]\n",
+            ms(max),
+            self.hist.len()
+        ));
+        out.push_str(&format!(
+            "#[Buckets = {:12}, SubBuckets     = {:12}]\n",
+            self.hist.buckets(),
+            // What 3 significant digits take: 2 × 10³ rounded up to a power of 2.
+            2048
+        ));
+        out
+    }
+
     /// Values recorded at or below `ns` (for cumulative histogram buckets).
     pub fn count_at_or_below_ns(&self, ns: u64) -> u64 {
         self.hist.count_between(0, ns)
@@ -166,6 +211,35 @@ impl LatencySummary {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_hgrm_text_is_hdrhistograms_percentile_distribution_in_milliseconds() {
+        let mut r = Recorder::new();
+        for ms in 1..=1000u64 {
+            r.record_ns(ms * 1_000_000);
+        }
+        let text = r.hgrm();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+            ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]
+        );
+        let rows: Vec<Vec<f64>> = text
+            .lines()
+            .filter(|l| l.starts_with(' ') && !l.trim_start().starts_with('V'))
+            .map(|l| l.split_whitespace().map(|w| w.parse().unwrap()).collect())
+            .collect();
+        let last = rows.last().unwrap();
+        assert_eq!(last.len(), 3, "the 100 % row has no 1/(1-p)");
+        assert!((last[0] - 1000.0).abs() < 1.0 && last[1] == 1.0 && last[2] == 1000.0);
+        let median = rows.iter().find(|r| r[1] >= 0.5).unwrap();
+        assert!((median[0] - 500.0).abs() < 1.0, "{median:?}");
+        assert!(
+            rows.windows(2).all(|w| w[0][2] <= w[1][2]),
+            "counts only grow"
+        );
+        assert!(text.contains("Total count    =         1000]"), "{text}");
+    }
+
     use super::*;
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! It sits after the measurement: a command maps its figures onto a [`RunDoc`] (`run.json`) and
 //! [`write`] renders the rest from that document alone: `runs.csv`, the plots as SVG and PNG
-//! ([`plots`]) and a self-contained `index.html` (styles inline, plots as inline SVG, no network).
+//! ([`plots`]), each run's latency as HdrHistogram's `.hgrm` percentile distribution, and a
+//! self-contained `index.html` (styles inline, plots as inline SVG, no network).
 //! Because everything is rendered from `run.json`, `plumbline report DIR` re-renders a folder
 //! exactly. [`compare`] diffs two documents. Nothing here runs or measures anything.
 
@@ -89,7 +90,8 @@ pub struct Written {
     pub plots: Vec<&'static str>,
 }
 
-/// Writes `run.json`, `runs.csv`, every plot and `index.html` into `dir` (created if missing).
+/// Writes `run.json`, `runs.csv`, the `.hgrm` files, every plot and `index.html` into `dir`
+/// (created if missing).
 pub fn write(dir: &Path, doc: &RunDoc) -> Result<Written, ReportError> {
     let io = |path: PathBuf| move |source| ReportError::Io { path, source };
     std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
@@ -99,6 +101,9 @@ pub fn write(dir: &Path, doc: &RunDoc) -> Result<Written, ReportError> {
     };
     put("run.json", &doc.to_json())?;
     put("runs.csv", &table::csv(&doc.runs))?;
+    for (name, text) in hgrm_files(doc, dir)? {
+        put(&name, &text)?;
+    }
     let plots = plots::draw_all(doc, dir).map_err(|message| ReportError::Plot {
         dir: dir.to_path_buf(),
         message,
@@ -111,6 +116,32 @@ pub fn write(dir: &Path, doc: &RunDoc) -> Result<Written, ReportError> {
         dir: dir.to_path_buf(),
         plots: plots.iter().map(|p| p.name).collect(),
     })
+}
+
+/// Each run's latency as HdrHistogram's percentile distribution (`latency-N.hgrm`, N its
+/// place in `runs.csv`), which HdrHistogram's own plotters read; runs without latency have
+/// none.
+fn hgrm_files(doc: &RunDoc, dir: &Path) -> Result<Vec<(String, String)>, ReportError> {
+    let mut files = Vec::new();
+    for (i, run) in doc.runs.iter().enumerate() {
+        let Some(latency) = run.latency_s.as_ref().filter(|l| l.count > 0) else {
+            continue;
+        };
+        let recorder = latency
+            .recorder()
+            .map_err(|source| ReportError::Histogram {
+                path: dir.join("run.json"),
+                run: run.label.clone(),
+                source,
+            })?;
+        files.push((hgrm_name(i), recorder.hgrm()));
+    }
+    Ok(files)
+}
+
+/// The `.hgrm` file of the run at `index` in `doc.runs`.
+pub fn hgrm_name(index: usize) -> String {
+    format!("latency-{}.hgrm", index + 1)
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;\
@@ -216,6 +247,13 @@ mod tests {
         }
         let csv = std::fs::read_to_string(dir.join("runs.csv")).unwrap();
         assert_eq!(csv.lines().count(), 4);
+        // Every run with latency has its percentile distribution, HdrHistogram's text.
+        for i in 0..3 {
+            let hgrm = std::fs::read_to_string(dir.join(hgrm_name(i))).unwrap();
+            assert!(hgrm.trim_start().starts_with("Value"), "{hgrm}");
+            assert!(hgrm.contains("#[Max     ="), "{hgrm}");
+        }
+        assert!(!dir.join(hgrm_name(3)).exists());
         assert!(csv.lines().nth(2).unwrap().starts_with("two,g,2,100,"));
     }
 
