@@ -703,6 +703,14 @@ pub struct BenchArgs {
     pub output: OutputArgs,
 }
 
+/// A duration with its unit (`90s`, `2h`), or a bare number of seconds (`7200`).
+fn parse_duration_or_seconds(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?} seconds: {e}")),
+        Err(_) => parse_duration(text).map_err(|e| e.to_string()),
+    }
+}
+
 /// `--threshold`: absolute limits the finished run is held to.
 #[derive(Debug, Args, Default)]
 pub struct ThresholdArgs {
@@ -820,7 +828,7 @@ pub struct DayNightArgs {
     #[arg(long, default_value_t = 24)]
     pub breakpoints: usize,
     /// Day/night: cycles in --duration
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, visible_alias = "n_cycles", default_value_t = 1)]
     pub cycles: usize,
 }
 
@@ -1037,8 +1045,8 @@ pub struct SendArgs {
     /// Constant rate, e.g. 2000/s, or max for as fast as possible (replaces batch pacing)
     #[arg(long)]
     pub rate: Option<String>,
-    /// Stop scheduling after this long
-    #[arg(long, value_parser = parse_duration)]
+    /// Stop scheduling after this long (a bare number is seconds, as seed 003's feeder takes it)
+    #[arg(long, value_parser = parse_duration_or_seconds)]
     pub duration: Option<Duration>,
     /// Generate load instead of reading files
     #[arg(long, value_enum)]
@@ -1066,8 +1074,10 @@ pub struct SendArgs {
     pub shape: Option<String>,
     #[command(flatten)]
     pub day_night: DayNightArgs,
-    /// Day/night: peak megabytes (10^6 bytes) per second, converted by the message size
-    #[arg(long)]
+    /// Day/night: peak megabytes (10^6 bytes) per second, converted by the message size;
+    /// without --shape it means day-night (seed 003's feeder: --max_mbps 15 --duration 7200
+    /// --breakpoints 200 --n_cycles 6)
+    #[arg(long, visible_alias = "max_mbps")]
     pub max_mbps: Option<f64>,
     /// raw (payload only) or plumbline (header with seq and intended send time)
     /// [default: plumbline for --gen, raw for files]

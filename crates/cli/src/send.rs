@@ -261,7 +261,11 @@ fn progress<'a>(
 
 /// What to send, and the mean payload size.
 fn payloads(args: &SendArgs) -> Result<(Payloads, usize)> {
-    match (args.gen, args.file.is_empty()) {
+    // Seed 003's feeder (a peak in MB/s, no payload named) pushes opaque dataset rows: random
+    // bytes of --size stand in for them.
+    let feeder = args.max_mbps.is_some() && args.shape.is_none() && args.file.is_empty();
+    let gen = args.gen.or(feeder.then_some(Format::Random));
+    match (gen, args.file.is_empty()) {
         (Some(_), false) => bail!("--gen and --file both say what to send: pick one"),
         (None, true) => bail!("nothing to send: give --gen nonces|votes|random or --file FILE"),
         (Some(format), true) => {
@@ -396,7 +400,9 @@ fn shape(args: &SendArgs, wire_bytes: usize) -> Result<Shape> {
         args.duration
             .with_context(|| format!("--shape {name} needs --duration"))
     };
-    let Some(spec) = args.shape.as_deref() else {
+    // Seed 003's feeder names no shape: a peak in MB/s is its day.
+    let implied = args.max_mbps.is_some().then_some("day-night");
+    let Some(spec) = args.shape.as_deref().or(implied) else {
         return Ok(match rate {
             Some(None) => Shape::Max,
             Some(Some(rate)) => Shape::Constant { rate },

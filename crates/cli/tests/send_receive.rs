@@ -63,6 +63,75 @@ fn day_night_dry_run_reproduces_the_seed_table() {
     assert!(second.contains("0.6702"), "{second}");
 }
 
+/// Seed 003's feeder line as its README writes it (`python3 app/feeder.py --max_mbps 15
+/// --duration 7200 --breakpoints 200 --n_cycles 6`, the duration in seconds): a peak in MB/s
+/// alone means the day/night shape, its rows random bytes.
+#[test]
+fn seed_003_feeder_line_runs_as_written() {
+    let out = plumbline(&[
+        "send",
+        "--max_mbps",
+        "15",
+        "--duration",
+        "7200",
+        "--breakpoints",
+        "200",
+        "--n_cycles",
+        "6",
+        "--dry-run",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().map(|w| w.parse().ok()).collect())
+        .collect();
+    assert_eq!(rows.len(), 1200, "200 breakpoints × 6 cycles: {text}");
+    // Each breakpoint lasts 7200 s ÷ 1200 = 6 s; the day starts at 3 % of 15 MB/s.
+    assert_eq!((rows[1][1], rows[1][2]), (6.0, 12.0));
+    assert!((rows[0][4] - 0.45).abs() < 1e-3, "{:?}", rows[0]);
+    let peak = rows.iter().map(|r| r[4]).fold(0.0, f64::max);
+    assert!(peak <= 15.0 && peak > 14.0, "peak {peak} MB/s");
+}
+
+/// The same flags, scaled to seconds, really send: the feeder's day into a receiver.
+#[test]
+fn seed_003_feeder_flags_send_a_day_to_a_receiver() {
+    let _cpu = exclusive();
+    let dir = scratch("seed003");
+    let (recv_json, send_json) = (dir.join("recv.json"), dir.join("send.json"));
+    let receiving = Receiving::start(&[
+        "--idle-timeout",
+        "3s",
+        "--json",
+        recv_json.to_str().unwrap(),
+    ]);
+    let out = plumbline(&[
+        "send",
+        "--host",
+        &receiving.addr,
+        "--json",
+        send_json.to_str().unwrap(),
+        "--max_mbps",
+        "0.2",
+        "--duration",
+        "2",
+        "--breakpoints",
+        "24",
+        "--n_cycles",
+        "1",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (code, _, err) = receiving.finish();
+    assert_eq!(code, Some(0), "{err}");
+    // 2 s of a day peaking at 0.2 MB/s of 1 KiB rows (~195/s): its mean share, ~0.48, of it.
+    let sent = json(&send_json)["sent"].as_u64().unwrap();
+    assert!((120..=280).contains(&sent), "sent {sent}");
+    assert_eq!(json(&recv_json)["receive"]["frames"], sent);
+}
+
 #[test]
 fn seed_000_sender_command_reaches_the_receiver() {
     let _cpu = exclusive();
