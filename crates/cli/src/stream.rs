@@ -29,36 +29,52 @@ use crate::args::{PsConnector, StreamArgs, StreamKind, StreamMethod};
 use crate::bench::Verdict;
 use crate::session::{Outcome, Session};
 
-const CSV_HEADER: &str = "stream,stream_method,data_size_bytes,task_count,task_sleep,max_workers,repeat,makespan_s,ideal_s,overhead_pct,completed,lost,duplicates,latency_p50_s,latency_p99_s,latency_max_s,broker_bytes,broker_bytes_per_item,store_bytes,leaked_keys,error";
+/// psbench's `RunResult` columns under its names, then what psbench lacks.
+const CSV_HEADER: &str = "executor,connector,stream,data_size_bytes,task_count,task_sleep,method,workers,completed_tasks,start_submit_tasks_timestamp,end_tasks_done_timestamp,repeat,makespan_s,ideal_s,overhead_pct,lost,duplicates,latency_p50_s,latency_p99_s,latency_max_s,broker_bytes,broker_bytes_per_item,store_bytes,leaked_keys,error";
 
-/// One experiment as psbench's CSV row (its columns first, then what psbench lacks); its
-/// workers are the compute workers, `max_workers` one more (the dispatcher).
-fn csv(run: &RunRecord, s: &StreamSection) -> String {
-    format!(
-        "{},{},{},{},{},{},{},{:.6},{:.6},{},{},{},{},{:.6},{:.6},{:.6},{},{:.1},{},{},{}",
-        s.stream,
-        s.stream_method,
-        s.data_size_bytes,
-        run.items.unwrap_or(0),
-        s.task_sleep_s,
-        run.workers + 1,
-        s.repeat,
-        run.wall_s,
-        run.ideal_s.unwrap_or(0.0),
+/// One experiment as psbench's CSV row. Its `workers` are psbench's (`--max-workers`: the
+/// compute workers and the dispatcher's one more); `executor` is how plumbline runs them
+/// (threads); `connector` is the store of proxy mode (empty without one).
+fn csv(args: &StreamArgs, run: &RunRecord, s: &StreamSection) -> String {
+    let connector = args
+        .ps_connector
+        .map_or(String::new(), |c| format!("{c:?}").to_lowercase());
+    // psbench's `--stream` word, as given.
+    let stream = clap::ValueEnum::to_possible_value(&args.stream)
+        .map_or_else(|| s.stream.clone(), |v| v.get_name().to_string());
+    let fields = [
+        "thread".to_string(),
+        connector,
+        stream,
+        s.data_size_bytes.to_string(),
+        run.items.unwrap_or(0).to_string(),
+        s.task_sleep_s.to_string(),
+        s.stream_method.clone(),
+        (run.workers + 1).to_string(),
+        run.delivered.unwrap_or(0).to_string(),
+        format!("{:.6}", s.start_submit_tasks_timestamp),
+        format!("{:.6}", s.end_tasks_done_timestamp),
+        s.repeat.to_string(),
+        format!("{:.6}", run.wall_s),
+        format!("{:.6}", run.ideal_s.unwrap_or(0.0)),
         run.overhead_pct
             .map_or(String::new(), |o| format!("{o:.3}")),
-        run.delivered.unwrap_or(0),
-        run.lost,
-        run.duplicates,
-        run.latency_s.p50,
-        run.latency_s.p99,
-        run.latency_s.max,
-        s.broker_bytes,
-        s.broker_bytes_per_item,
-        s.store_bytes,
-        s.leaked_keys,
-        s.error.as_deref().unwrap_or("").replace([',', '\n'], ";")
-    )
+        run.lost.to_string(),
+        run.duplicates.to_string(),
+        format!("{:.6}", run.latency_s.p50),
+        format!("{:.6}", run.latency_s.p99),
+        format!("{:.6}", run.latency_s.max),
+        s.broker_bytes.to_string(),
+        format!("{:.1}", s.broker_bytes_per_item),
+        s.store_bytes.to_string(),
+        s.leaked_keys.to_string(),
+        s.error.clone().unwrap_or_default(),
+    ];
+    fields
+        .iter()
+        .map(|f| plumbline_report::csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
@@ -147,7 +163,7 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
                         .unwrap_or_default()
                 );
                 if let Some(path) = &args.csv_file {
-                    append_csv(path, &csv(&run, s))?;
+                    append_csv(path, &csv(args, &run, s))?;
                 }
                 record.runs.push(run);
             }
@@ -221,14 +237,30 @@ fn run_record(stream: &Stream, load: &Load, f: &RunFigures, extra: StreamFigures
             store_bytes: extra.store_bytes,
             leaked_keys: extra.leaked_keys,
             error: extra.error,
+            start_submit_tasks_timestamp: extra.started_unix_s,
+            end_tasks_done_timestamp: extra.started_unix_s + wall_s,
         }),
         ..RunRecord::new(stream.workers, wall_s)
     }
     .with_ideal(Some(stream.ideal(load).as_secs_f64()))
 }
 
+/// Appends `row`; a new file gets the header first, and a file whose header is another is
+/// refused (a row under the wrong columns would be read wrong).
 fn append_csv(path: &Path, row: &str) -> Result<()> {
     let new = !path.exists();
+    if !new {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        if let Some(header) = text.lines().next().filter(|h| *h != CSV_HEADER) {
+            bail!(
+                "--csv-file {}: its columns ({}…) are not this plumbline's (psbench's, then \
+                 plumbline's own): give a new file",
+                path.display(),
+                header.chars().take(40).collect::<String>()
+            );
+        }
+    }
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

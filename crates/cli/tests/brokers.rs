@@ -384,11 +384,56 @@ fn issue6_stream_proxy_sends_only_keys_and_leaves_no_keys_behind() {
         let makespan = run["wall_s"].as_f64().unwrap();
         assert!((0.23..2.0).contains(&makespan), "{run}");
     }
+    // psbench's RunResult columns under its names first, so its analysis reads the file.
     let text = std::fs::read_to_string(&csv).unwrap();
-    assert!(
-        text.starts_with("stream,stream_method,data_size_bytes,task_count,task_sleep,max_workers")
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    assert_eq!(
+        header[..11],
+        [
+            "executor",
+            "connector",
+            "stream",
+            "data_size_bytes",
+            "task_count",
+            "task_sleep",
+            "method",
+            "workers",
+            "completed_tasks",
+            "start_submit_tasks_timestamp",
+            "end_tasks_done_timestamp"
+        ]
     );
     assert_eq!(text.lines().count(), 5);
+    for row in text.lines().skip(1) {
+        let row: Vec<&str> = row.split(',').collect();
+        assert_eq!(row.len(), header.len(), "{row:?}");
+        assert_eq!((row[2], row[4], row[7], row[8]), ("redis", "12", "4", "12"));
+        let (start, end): (f64, f64) = (row[9].parse().unwrap(), row[10].parse().unwrap());
+        let makespan: f64 = row[12].parse().unwrap();
+        assert!(
+            start > 1.7e9 && (end - start - makespan).abs() < 1e-3,
+            "{row:?}"
+        );
+    }
+    // Rows under another header would be read wrong: such a file is refused by name.
+    let old = dir.join("old.csv");
+    std::fs::write(&old, "stream,stream_method,max_workers\n").unwrap();
+    let refused = plumbline(&[
+        "stream",
+        "--stream-servers",
+        &server.addr,
+        "--task-count",
+        "1",
+        "--data-size-bytes",
+        "1000",
+        "--stream-method",
+        "default",
+        "--task-sleep",
+        "10ms",
+        "--csv-file",
+        old.to_str().unwrap(),
+    ]);
+    common::assert_fails(&refused, 1, "are not this plumbline's");
     // Nothing of the runs is left in Redis: the proxied data was deleted as it was used.
     let mut redis = std::net::TcpStream::connect(&server.addr).unwrap();
     use std::io::{Read, Write};

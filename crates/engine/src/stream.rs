@@ -79,6 +79,9 @@ pub struct StreamFigures {
     pub leaked_keys: u64,
     /// Why the run ended early, if it did.
     pub error: Option<String>,
+    /// The wall-clock time (UNIX seconds) the clock started: just before the first item was
+    /// due (psbench's `start_submit_tasks_timestamp`).
+    pub started_unix_s: f64,
 }
 
 impl Stream {
@@ -203,6 +206,9 @@ impl Experiment<'_> {
         let (task_tx, task_rx) = bounded::<Task>(0);
         let (done_tx, done_rx) = bounded::<Done>(workers);
         let start = Instant::now();
+        let started_unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         // Requested when the stream dies: the generator stops emitting into it.
         let dead = Shutdown::new();
         let (generated, d) = std::thread::scope(|scope| {
@@ -257,6 +263,7 @@ impl Experiment<'_> {
             store_bytes: generated.store_bytes,
             leaked_keys,
             error,
+            started_unix_s,
         };
         Ok((figures, stream))
     }

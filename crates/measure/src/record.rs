@@ -220,6 +220,12 @@ pub struct StreamSection {
     pub leaked_keys: u64,
     /// Why the run ended early, if it did.
     pub error: Option<String>,
+    /// psbench's timestamps (UNIX seconds): the clock's start, just before the first item was
+    /// due, and the last task's end (start + `wall_s`); 0 in records written before them.
+    #[serde(default)]
+    pub start_submit_tasks_timestamp: f64,
+    #[serde(default)]
+    pub end_tasks_done_timestamp: f64,
 }
 
 /// What `send` measured beyond every run's figures.

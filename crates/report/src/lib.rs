@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub use capacity::{CapacityCharts, TrialLag};
 pub use compare::{compare, Comparison, Thresholds};
 pub use doc::{now_rfc3339, rows, Meta, Run, RunDoc, FORMAT, MAX_RUN_JSON};
+pub use table::field as csv_field;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {

@@ -16,7 +16,7 @@ fn opt(v: Option<f64>) -> String {
 }
 
 /// A CSV field, quoted when it holds a comma, quote or line break (RFC 4180).
-fn field(text: &str) -> String {
+pub fn field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
