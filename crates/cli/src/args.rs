@@ -101,6 +101,12 @@ pub enum Command {
     /// Compare two report folders run by run; exit 99 when NEW is worse than allowed
     #[command(after_help = REPORT_EXAMPLES)]
     Compare(CompareArgs),
+    /// Print a shell's completion script for plumbline
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+    /// Print plumbline's man page, or write one per command into a folder
+    #[command(after_help = MAN_EXAMPLES)]
+    Man(ManArgs),
 }
 
 const REPORT_EXAMPLES: &str = "\
@@ -132,6 +138,34 @@ pub struct ReportCmdArgs {
     /// A report folder (holding run.json), or a run record file (`bench --json`) with --out
     pub dir: PathBuf,
     /// Render into this folder instead of DIR (run.json is copied along)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  plumbline completions bash > /etc/bash_completion.d/plumbline
+  plumbline completions zsh > \"${fpath[1]}/_plumbline\"
+  plumbline completions fish > ~/.config/fish/completions/plumbline.fish";
+
+const MAN_EXAMPLES: &str = "\
+Examples:
+  plumbline man | man -l -                      # read it now
+  plumbline man --out /usr/local/share/man/man1 # plumbline.1, plumbline-bench.1, …";
+
+/// Flags of `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Flags of `man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write plumbline.1 and a page per command (plumbline-bench.1, …) into this folder
+    /// instead of printing plumbline.1
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }

@@ -74,6 +74,17 @@ fn main() -> ExitCode {
             session::rerender(&args.dir, args.out.as_deref()).map(|()| Verdict::Passed)
         }
         Command::Compare(args) => compare(args),
+        Command::Completions(args) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(
+                args.shell,
+                &mut command,
+                "plumbline",
+                &mut std::io::stdout(),
+            );
+            Ok(Verdict::Passed)
+        }
+        Command::Man(args) => man(args),
     };
     match result {
         Ok(Verdict::Passed) => ExitCode::SUCCESS,
@@ -95,6 +106,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `plumbline man [--out DIR]`: the man page from the same clap definitions as `--help`.
+fn man(args: &args::ManArgs) -> anyhow::Result<Verdict> {
+    use anyhow::Context;
+    let command = <Cli as clap::CommandFactory>::command();
+    match &args.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(command, dir)
+                .with_context(|| format!("writing the man pages into {}", dir.display()))?;
+            println!("wrote the man pages into {}", dir.display());
+        }
+        None => clap_mangen::Man::new(command)
+            .render(&mut std::io::stdout())
+            .context("writing the man page")?,
+    }
+    Ok(Verdict::Passed)
 }
 
 /// `plumbline compare BASE NEW`: the table, then a failure per breached threshold.
