@@ -110,6 +110,8 @@ fn plumbline(frames: u64) -> f64 {
         messages: Some(frames),
         duration: None,
         late_after: Duration::from_millis(1),
+        share: plumbline_load::Share::WHOLE,
+        start_at_unix_ns: None,
     };
     let start = Instant::now();
     std::thread::scope(|scope| {

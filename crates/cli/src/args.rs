@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use plumbline_core::duration::parse_duration;
 use plumbline_core::secret::Secret;
 use plumbline_engine::members::Leave;
+use plumbline_load::Share;
 use plumbline_measure::record::Command as Recorded;
 use plumbline_measure::threshold::Threshold;
 
@@ -745,6 +746,39 @@ fn parse_duration_or_seconds(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Furthest ahead and behind a `--start-at` may be: further is a unit mistake, or a
+/// schedule whose whole past would go out at once.
+const START_AT_AHEAD: Duration = Duration::from_secs(24 * 3600);
+const START_AT_BEHIND: Duration = Duration::from_secs(60);
+
+/// `--start-at`: `+DURATION` from now or a UNIX time in seconds, as UNIX nanoseconds.
+fn parse_start_at(text: &str) -> Result<u64, String> {
+    let now = plumbline_core::header::unix_now_ns();
+    let at = match text.trim().strip_prefix('+') {
+        Some(rest) => now + parse_duration(rest).map_err(|e| e.to_string())?.as_nanos() as u64,
+        None => match text.trim().parse::<f64>() {
+            Ok(secs) if secs.is_finite() && secs >= 0.0 => (secs * 1e9) as u64,
+            _ => {
+                return Err(format!(
+                    "'{text}': give a UNIX time in seconds or +DURATION (+5s)"
+                ))
+            }
+        },
+    };
+    if at > now + START_AT_AHEAD.as_nanos() as u64 {
+        return Err(format!(
+            "'{text}' is more than 24 h ahead: a UNIX time in seconds?"
+        ));
+    }
+    if at + (START_AT_BEHIND.as_nanos() as u64) < now {
+        return Err(format!(
+            "'{text}' passed {:.0} s ago",
+            (now - at) as f64 / 1e9
+        ));
+    }
+    Ok(at)
+}
+
 /// `--threshold`: absolute limits the finished run is held to.
 #[derive(Debug, Args, Default)]
 pub struct ThresholdArgs {
@@ -1027,7 +1061,10 @@ Examples:
       --messages 2000000 --msg-size 1028 --binary --repeat --ponythreads=1 --ponynoblock
   plumbline send --host 127.0.0.1:7010 --gen nonces --rate 2000/s --duration 30s
   plumbline send --host 127.0.0.1:7010 --rate max --messages 1000000     # as fast as possible
-  plumbline send --shape day-night --breakpoints 48 --cycles 2 --duration 60s --max-mbps 15 --dry-run";
+  plumbline send --shape day-night --breakpoints 48 --cycles 2 --duration 60s --max-mbps 15 --dry-run
+  # One schedule from two hosts (run the same line on each, with its own --split):
+  plumbline send --host 10.0.0.9:7002 --gen nonces --rate 20000/s --duration 60s \\
+      --split 1/2 --start-at 1764892800";
 
 const RECEIVE_EXAMPLES: &str = "\
 Examples:
@@ -1127,6 +1164,17 @@ pub struct SendArgs {
     /// --connect-timeout per break) and the schedule goes on; without it a break ends the run
     #[arg(long)]
     pub reconnect: bool,
+    /// This sender's share I/N of the schedule N senders (on N hosts) emit together: each
+    /// sends every Nth message of the one schedule, under its own source ids, so a receiver
+    /// counts losses and duplicates across them exactly. Give every sender the same flags
+    /// and --start-at
+    #[arg(long, value_name = "I/N", default_value = "1/1")]
+    pub split: Share,
+    /// Start the schedule at this UNIX time (seconds, e.g. 1764892800.5) or this long from
+    /// now (+5s); a sender set up later starts at once, sends what was due late, and says
+    /// how late it started. Needs the hosts' clocks in step (NTP)
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    pub start_at: Option<u64>,
     /// Print the schedule and exit without sending
     #[arg(long)]
     pub dry_run: bool,

@@ -252,6 +252,7 @@ fn record(
             bad_reasons: s.bad_reasons.clone(),
             sequence: Sequence::from(&s.sequence),
             continuity: s.continuity.clone(),
+            per_second: s.per_second.clone(),
             broker: consumed
                 .map(|(stats, _)| serde_json::to_value(stats))
                 .transpose()?,
@@ -382,6 +383,12 @@ fn text(s: &ReceiveSummary) -> String {
          {:.2} MB/s\n",
         s.frames, s.bytes as f64 / 1e6, s.connections, s.duration_s, s.frames_per_s, s.mb_per_s
     );
+    if let Some(p) = &s.per_second {
+        out += &format!(
+            "per second ({} full seconds): p1 {} p50 {} p99 {}\n",
+            p.seconds, p.p1, p.p50, p.p99
+        );
+    }
     if s.unique != s.frames {
         out += &format!(
             "{} unique, {} duplicates (counted once towards --expect)\n",

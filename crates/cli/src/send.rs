@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
@@ -84,6 +83,7 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
         connections <= 1024,
         "--connections {connections}: at most 1024"
     );
+    let share = args.split;
     let plan = SendPlan {
         shape: shape.clone(),
         payloads,
@@ -91,11 +91,17 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
         messages: args.messages,
         duration,
         late_after: args.late_after,
+        share,
+        start_at_unix_ns: args.start_at,
     };
-    let expected = args.messages.or_else(|| {
-        let rate = shape.mean_rate()?;
-        Some((rate * duration?.as_secs_f64()).round() as u64)
-    });
+    // This sender's part of the whole schedule.
+    let expected = args
+        .messages
+        .or_else(|| {
+            let rate = shape.mean_rate()?;
+            Some((rate * duration?.as_secs_f64()).round() as u64)
+        })
+        .map(|n| share.count(n));
     let session = Session::start("send", &args.out, None)?;
     let live = session.live();
     live.begin_run(RunInfo {
@@ -105,7 +111,7 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
         ),
         workers: connections,
         total: expected,
-        target_per_s: shape.mean_rate(),
+        target_per_s: shape.mean_rate().map(|r| share.rate(r)),
     });
     // Nothing here sees messages come out at the far end.
     live.in_flight_unknown();
@@ -176,15 +182,7 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let run = RunRecord {
         items: expected,
         lost: broker.as_ref().map_or(0, |b| b.failed),
-        ..record(
-            &tally,
-            &shape,
-            duration,
-            args.late_after,
-            connections,
-            shutdown.requested(),
-            to,
-        )
+        ..record(&tally, &shape, &plan, connections, shutdown.requested(), to)
     };
     let send = run.send.as_ref().expect("a send's record has its section");
     print!("{}", text(&run, send));
@@ -490,20 +488,21 @@ fn ramp_end(text: &str) -> Result<f64> {
 fn record(
     tally: &SendTally,
     shape: &Shape,
-    duration: Option<Duration>,
-    late_after: Duration,
+    plan: &SendPlan,
     connections: usize,
     interrupted: bool,
     to: String,
 ) -> RunRecord {
+    let share = plan.share;
     let elapsed_s = tally.elapsed.as_secs_f64();
     // Achieved is measured over the window the target implies: until the first message not
     // sent would have been due (for Giles' batches, the end of the last interval), or the
-    // time actually taken if that was longer.
+    // time actually taken if that was longer. A share is one thread of the whole schedule.
+    let (index, of) = share.thread(0, 1);
     let planned = shape
-        .schedule(0, 1)
+        .schedule(index, of)
         .offset(tally.sent)
-        .or(duration)
+        .or(plan.duration)
         .map_or(elapsed_s, |d| d.as_secs_f64());
     let window = if interrupted {
         elapsed_s
@@ -511,20 +510,9 @@ fn record(
         planned.max(elapsed_s)
     };
     let achieved_per_s = per_s(tally.sent as f64, window);
-    let target_per_s = shape.mean_rate();
+    let target_per_s = shape.mean_rate().map(|r| share.rate(r));
     // Seconds the run covered completely (a last, partial second would look slow).
-    let full_seconds = tally.per_second.len().min(tally.elapsed.as_secs() as usize);
-    let per_second = (full_seconds > 0).then(|| {
-        let mut counts = tally.per_second[..full_seconds].to_vec();
-        counts.sort_unstable();
-        let at = |q: f64| counts[((counts.len() - 1) as f64 * q).round() as usize];
-        PerSecond {
-            seconds: full_seconds,
-            p1: at(0.01),
-            p50: at(0.5),
-            p99: at(0.99),
-        }
-    });
+    let per_second = PerSecond::of(&tally.per_second, tally.elapsed.as_secs() as usize);
     let segments = shape
         .segments()
         .iter()
@@ -532,12 +520,13 @@ fn record(
         .map(|(s, &count)| {
             let len = (s.end - s.start).as_secs_f64();
             let achieved = count as f64 / len;
+            let target = share.rate(s.rate);
             SegmentFigures {
                 start_s: s.start.as_secs_f64(),
                 end_s: s.end.as_secs_f64(),
-                target_per_s: s.rate,
+                target_per_s: target,
                 achieved_per_s: achieved,
-                error_pct: pct_above(achieved, s.rate),
+                error_pct: pct_above(achieved, target),
             }
         })
         .collect();
@@ -554,7 +543,7 @@ fn record(
             bytes: tally.bytes,
             rate_error_pct: target_per_s.and_then(|t| pct_above(achieved_per_s, t)),
             per_second,
-            late_after_s: late_after.as_secs_f64(),
+            late_after_s: plan.late_after.as_secs_f64(),
             late: tally.late,
             lateness_s: tally.lateness.summary(),
             write_s: tally.write_time.as_secs_f64(),
@@ -565,11 +554,18 @@ fn record(
             reconnects: tally.reconnects,
             at_risk: tally.at_risk,
             broker: None,
+            split: (share.of() > 1).then(|| share.to_string()),
+            late_start_s: plan
+                .start_at_unix_ns
+                .map(|_| tally.late_start.as_secs_f64()),
         }),
         ..RunRecord::new(connections, elapsed_s)
     }
     .with_ideal(planned_s)
 }
+
+/// A start later than this after `--start-at` is reported (the wait itself ends within µs).
+const START_LATE: f64 = 0.001;
 
 /// What `send` prints.
 fn text(run: &RunRecord, send: &SendSection) -> String {
@@ -586,6 +582,15 @@ fn text(run: &RunRecord, send: &SendSection) -> String {
             ""
         }
     );
+    if let Some(split) = &send.split {
+        out += &format!("share {split} of the schedule: its targets below are this share's\n");
+    }
+    if let Some(late) = send.late_start_s.filter(|&s| s > START_LATE) {
+        out += &format!(
+            "started {} after --start-at (set up late): what was due meanwhile went out late\n",
+            secs(late)
+        );
+    }
     if send.reconnects > 0 {
         out += &format!(
             "reconnected {} time(s); at most {} message(s) were lost in the breaks (the \

@@ -198,14 +198,7 @@ fn plumbline_framing_measures_latency_and_counts_every_message() {
     let _cpu = exclusive();
     let dir = scratch("framed");
     let recv_json = dir.join("recv.json");
-    let receiving = Receiving::start(&[
-        "--expect",
-        "3000",
-        "--idle-timeout",
-        "20s",
-        "--json",
-        recv_json.to_str().unwrap(),
-    ]);
+    let receiving = Receiving::expecting(3000, &recv_json);
     let out = plumbline(&[
         "send",
         "--host",
@@ -369,18 +362,13 @@ fn bad_send_input_is_named() {
     assert_fails(&out, 1, "--msg-size 10 does not divide");
 
     let host = closed_addr();
+    let send = |extra: &[&str]| {
+        let mut args = vec!["send", "--host", &host, "--gen", "votes"];
+        args.extend_from_slice(extra);
+        plumbline(&args)
+    };
     let start = Instant::now();
-    let out = plumbline(&[
-        "send",
-        "--host",
-        &host,
-        "--gen",
-        "votes",
-        "--messages",
-        "5",
-        "--connect-timeout",
-        "600ms",
-    ]);
+    let out = send(&["--messages", "5", "--connect-timeout", "600ms"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(start.elapsed() >= Duration::from_millis(600));
     assert!(
@@ -388,29 +376,21 @@ fn bad_send_input_is_named() {
         "{}",
         stderr(&out)
     );
-
-    let out = plumbline(&["send", "--host", &host, "--gen", "votes"]);
-    assert!(
-        stderr(&out).contains("nothing says when to stop"),
-        "{}",
-        stderr(&out)
+    assert_fails(&send(&[]), 1, "nothing says when to stop");
+    assert_fails(
+        &send(&["--rate", "fast", "--messages", "1"]),
+        1,
+        "'fast' is not a rate",
     );
-    let out = plumbline(&[
-        "send",
-        "--host",
-        &host,
-        "--gen",
-        "votes",
-        "--rate",
-        "fast",
-        "--messages",
-        "1",
-    ]);
-    assert!(
-        stderr(&out).contains("'fast' is not a rate"),
-        "{}",
-        stderr(&out)
+    // A share beyond the senders, and a start that is long past or a unit mistake.
+    let one = |flag: &str, value: &str| send(&["--messages", "1", flag, value]);
+    assert_fails(
+        &one("--split", "3/2"),
+        2,
+        "this sender's number I of N senders",
     );
+    assert_fails(&one("--start-at", "1000"), 2, "passed");
+    assert_fails(&one("--start-at", "99999999999"), 2, "more than 24 h ahead");
 }
 
 #[test]
@@ -602,4 +582,68 @@ fn receive_continuity_names_the_key_whose_state_was_applied_twice_or_skipped() {
     let run = json(&json_path);
     assert_eq!(run["receive"]["continuity"]["violations"], 2, "{run}");
     assert_eq!(run["receive"]["continuity"]["keys"], 2, "{run}");
+}
+
+/// Issue 17: two senders, each `--split` half of one schedule and started at one instant,
+/// feed one receiver exactly the schedule one sender would: its per-second rate is the whole
+/// schedule's, and every message arrives once.
+#[test]
+fn two_senders_split_one_schedule_and_the_receiver_sees_it_whole() {
+    let _cpu = exclusive();
+    let dir = scratch("split");
+    let recv_json = dir.join("recv.json");
+    let receiving = Receiving::expecting(5000, &recv_json);
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        + Duration::from_secs(2);
+    let at = format!("{:.3}", at.as_secs_f64());
+    // Different connection counts: the split does not depend on the senders agreeing on one.
+    let spawned: Vec<_> = [("1/2", "1"), ("2/2", "3")]
+        .iter()
+        .map(|(split, connections)| {
+            let json = dir.join(format!("send-{}.json", &split[..1]));
+            let child = std::process::Command::new(common::binary())
+                .args(["send", "--host", &receiving.addr, "--gen", "nonces"])
+                .args(["--rate", "1000/s", "--messages", "5000", "--quiet"])
+                .args([
+                    "--split",
+                    split,
+                    "--start-at",
+                    &at,
+                    "--connections",
+                    connections,
+                ])
+                .arg("--json")
+                .arg(&json)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("plumbline starts");
+            (child, json)
+        })
+        .collect();
+    for (child, json_path) in spawned {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let sent = json(&json_path);
+        assert_eq!(sent["sent"], 2500, "each sends its half");
+        assert_eq!(sent["target_per_s"], 500.0, "its target is its share");
+        assert!(sent["send"]["split"].is_string());
+        let late = sent["send"]["late_start_s"].as_f64().unwrap();
+        assert!(late < 0.5, "started {late} s after --start-at");
+    }
+    let (code, text, err) = receiving.finish();
+    assert_eq!(code, Some(0), "{err}");
+    let received = json(&recv_json);
+    assert_eq!(received["delivered"], 5000);
+    assert_eq!(received["lost"], 0, "{text}");
+    assert_eq!(received["duplicates"], 0, "{text}");
+    assert_eq!(
+        received["receive"]["sequence"]["sources"], 4,
+        "one per connection"
+    );
+    // The whole schedule's rate, second by second: 1000/s (generous: a loaded 2-core box).
+    let p50 = received["receive"]["per_second"]["p50"].as_u64().unwrap();
+    assert!((950..=1050).contains(&p50), "{text}");
 }

@@ -136,6 +136,8 @@ impl Load {
             messages: Some(self.items),
             duration: None,
             late_after: Duration::from_millis(1),
+            share: plumbline_load::Share::WHOLE,
+            start_at_unix_ns: None,
         }
     }
 

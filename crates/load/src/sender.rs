@@ -22,6 +22,7 @@ use plumbline_core::Shutdown;
 use plumbline_measure::{Live, Recorder};
 
 use crate::schedule::{Schedule, Segment, Shape};
+use crate::share::Share;
 use crate::workload::Generator;
 use crate::{KeyDist, Workload};
 
@@ -65,6 +66,14 @@ pub struct SendPlan {
     pub duration: Option<Duration>,
     /// A message whose write starts later than this after its deadline counts as late.
     pub late_after: Duration,
+    /// This sender's part of a schedule several senders emit together ([`Share::WHOLE`]
+    /// alone).
+    pub share: Share,
+    /// The UNIX time (ns) the schedule starts at, for senders on several hosts to start
+    /// together; `None`: once set up. A sender set up after it starts at once, its schedule
+    /// still counted from this time, so what was due meanwhile goes out late (and counted
+    /// late), never skipped.
+    pub start_at_unix_ns: Option<u64>,
 }
 
 /// The longest a sending thread waits without looking at the stop flag.
@@ -103,6 +112,9 @@ pub struct SendTally {
     /// Messages written since the last successful flush when a connection broke: at most
     /// this many were lost with it (the receiver's sequence numbers count what was).
     pub at_risk: u64,
+    /// How long after its `start_at_unix_ns` the schedule was started (zero without one, or
+    /// when on time).
+    pub late_start: Duration,
 }
 
 impl SendTally {
@@ -121,6 +133,7 @@ impl SendTally {
             elapsed: Duration::ZERO,
             reconnects: 0,
             at_risk: 0,
+            late_start: Duration::ZERO,
         }
     }
 
@@ -144,6 +157,7 @@ impl SendTally {
         self.elapsed = self.elapsed.max(other.elapsed);
         self.reconnects += other.reconnects;
         self.at_risk += other.at_risk;
+        self.late_start = self.late_start.max(other.late_start);
     }
 }
 
@@ -220,15 +234,18 @@ pub fn send_reconnecting<W: Write + Send>(
     shutdown: &Shutdown,
     live: &Live,
 ) -> (SendTally, Vec<SendError>) {
-    let threads = connections.len() as u64;
+    let local_threads = connections.len() as u64;
+    let (_, threads) = plan.share.thread(0, local_threads);
     let segments = plan.shape.segments();
     // Built before the clock starts (a Zipf table takes a while): the threads' schedules and
-    // payload generators.
-    let prepared: Vec<Payload> = (0..threads)
-        .map(|t| Payload::new(plan, t, threads))
+    // payload generators, each as its thread of the whole schedule.
+    let prepared: Vec<Payload> = (0..local_threads)
+        .map(|t| Payload::new(plan, plan.share.thread(t, local_threads).0, threads))
         .collect();
-    let start = Instant::now();
-    let start_unix_ns = header::unix_now_ns();
+    let (start, start_unix_ns, late_start) = match plan.start_at_unix_ns {
+        None => (Instant::now(), header::unix_now_ns(), Duration::ZERO),
+        Some(at) => start_at(at, shutdown),
+    };
     let results: Vec<(SendTally, Option<SendError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = connections
             .into_iter()
@@ -239,7 +256,7 @@ pub fn send_reconnecting<W: Write + Send>(
                 scope.spawn(move || {
                     let mut sender = ThreadSender {
                         plan,
-                        thread: t as u64,
+                        thread: plan.share.thread(t as u64, local_threads).0,
                         threads,
                         start,
                         start_unix_ns,
@@ -269,12 +286,29 @@ pub fn send_reconnecting<W: Write + Send>(
             .collect()
     });
     let mut total = SendTally::new(segments.len(), start);
+    total.late_start = late_start;
     let mut errors = Vec::new();
     for (tally, error) in results {
         total.merge(&tally);
         errors.extend(error);
     }
     (total, errors)
+}
+
+/// Waits until the UNIX time `at` (ns), in slices so a Ctrl-C is seen, and returns the
+/// schedule's origin for it: the instant that matches `at` (in the past if `at` already
+/// passed), `at` itself, and how late the wait ended.
+fn start_at(at: u64, shutdown: &Shutdown) -> (Instant, u64, Duration) {
+    let ahead = Duration::from_nanos(at.saturating_sub(header::unix_now_ns()));
+    let origin = Instant::now() + ahead;
+    while origin.saturating_duration_since(Instant::now()) > STOP_CHECK && !shutdown.requested() {
+        std::thread::sleep(STOP_CHECK / 2);
+    }
+    Sleeper::new().sleep_until(origin);
+    let late = Duration::from_nanos(header::unix_now_ns().saturating_sub(at));
+    // Late (set up after `at`): the origin moves back so every deadline keeps its UNIX time.
+    let origin = Instant::now().checked_sub(late).unwrap_or(origin);
+    (origin, at, late)
 }
 
 /// One sending thread's schedule and payload generator.
@@ -521,7 +555,8 @@ impl<W: Write> ThreadSender<'_, W> {
             }
             self.tally.per_second[second] += 1;
         }
-        while *segment < self.segments.len() && at >= self.segments[*segment].end {
+        // A message sent late past the shape's end is the last stretch's, not nobody's.
+        while *segment + 1 < self.segments.len() && at >= self.segments[*segment].end {
             *segment += 1;
         }
         if let Some(count) = self.tally.per_segment.get_mut(*segment) {
@@ -549,6 +584,8 @@ mod tests {
             messages: Some(messages),
             duration: None,
             late_after: Duration::from_millis(1),
+            share: Share::WHOLE,
+            start_at_unix_ns: None,
         }
     }
 

@@ -257,6 +257,14 @@ pub struct SendSection {
     pub at_risk: u64,
     /// With `--to`: what the broker acknowledged, and how fast.
     pub broker: Option<serde_json::Value>,
+    /// `--split I/N`: this sender's share of a schedule N senders emit together (its target
+    /// rates are its share's); null alone.
+    #[serde(default)]
+    pub split: Option<String>,
+    /// `--start-at`: how many seconds after that time the schedule started (0 on time);
+    /// null without one.
+    #[serde(default)]
+    pub late_start_s: Option<f64>,
 }
 
 /// Per-second achieved rate over a send's full seconds.
@@ -266,6 +274,26 @@ pub struct PerSecond {
     pub p1: u64,
     pub p50: u64,
     pub p99: u64,
+}
+
+impl PerSecond {
+    /// The spread of `counts` (messages in each second) over the first `full_seconds`, the
+    /// seconds a run covered completely (a last, partial second would look slow); `None`
+    /// without one.
+    pub fn of(counts: &[u64], full_seconds: usize) -> Option<PerSecond> {
+        let seconds = counts.len().min(full_seconds);
+        (seconds > 0).then(|| {
+            let mut counts = counts[..seconds].to_vec();
+            counts.sort_unstable();
+            let at = |q: f64| counts[((counts.len() - 1) as f64 * q).round() as usize];
+            PerSecond {
+                seconds,
+                p1: at(0.01),
+                p50: at(0.5),
+                p99: at(0.99),
+            }
+        })
+    }
 }
 
 /// One segment of a send's shape.
@@ -302,6 +330,9 @@ pub struct ReceiveSection {
     /// With `--continuity`: what the state check found.
     #[serde(default)]
     pub continuity: Option<crate::continuity::ContinuityReport>,
+    /// Frames arriving in each full second from the first frame on.
+    #[serde(default)]
+    pub per_second: Option<PerSecond>,
     /// With `--from`: what the consumer saw of the broker.
     pub broker: Option<serde_json::Value>,
     pub kafka_broker: Option<serde_json::Value>,

@@ -488,6 +488,8 @@ pub(crate) mod tests {
                 reconnects: 0,
                 at_risk: 0,
                 broker: None,
+                split: None,
+                late_start_s: None,
             }),
             ..RunRecord::new(2, 1.0)
         }

@@ -23,6 +23,7 @@ use plumbline_core::frame::{FrameCodec, FrameError, FrameReader};
 use plumbline_core::header::{self, Header};
 use plumbline_core::intake::{IntakeLimits, Slot, Slots};
 use plumbline_measure::continuity::{Continuity, ContinuityReport, Versioned};
+use plumbline_measure::record::PerSecond;
 use plumbline_measure::{LatencyFeed, LatencySummary, Live, Recorder, SeqSummary, SeqTracker};
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +59,8 @@ pub struct ReceiverConfig {
     pub intake: Option<IntakeLimits>,
 }
 
+/// Per-second arrival counts are kept for at most this many seconds (about 11.5 days).
+const MAX_SECONDS: usize = 1_000_000;
 /// Bad connections whose reasons are kept (all are counted).
 const MAX_REASONS: usize = 100;
 /// Per-read scratch entries a connection keeps once its reads are small, so a quiet connection
@@ -74,6 +77,8 @@ pub struct Receiver {
     /// Nanoseconds after `start` of the first and the latest frame (0: none yet).
     first_ns: AtomicU64,
     last_ns: AtomicU64,
+    /// Frames arriving in each second after the first frame (at most [`MAX_SECONDS`]).
+    per_second: Mutex<Vec<u64>>,
     connections: AtomicU64,
     bad: AtomicU64,
     /// Of the bad ones, closed because a frame stalled.
@@ -124,6 +129,8 @@ pub struct ReceiveSummary {
     pub sequence: SeqSummary,
     /// With `continuity`: what the state check found.
     pub continuity: Option<ContinuityReport>,
+    /// Frames arriving in each full second from the first frame on.
+    pub per_second: Option<PerSecond>,
 }
 
 /// The continuity checker, with its keys' labels: results name keys by label (`z`, `17`).
@@ -171,6 +178,7 @@ impl Receiver {
             frames: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             first_ns: AtomicU64::new(0),
+            per_second: Mutex::default(),
             last_ns: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             bad: AtomicU64::new(0),
@@ -403,10 +411,23 @@ impl Receiver {
             return;
         }
         let now = (self.start.elapsed().as_nanos() as u64).max(1);
-        let _ = self
-            .first_ns
-            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        let first =
+            match self
+                .first_ns
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => now,
+                Err(first) => first,
+            };
         self.last_ns.fetch_max(now, Ordering::Relaxed);
+        let second = (now.saturating_sub(first) / 1_000_000_000) as usize;
+        if second < MAX_SECONDS {
+            let mut counts = self.per_second.lock().unwrap_or_else(|p| p.into_inner());
+            if counts.len() <= second {
+                counts.resize(second + 1, 0);
+            }
+            counts[second] += frames;
+        }
         self.frames.fetch_add(frames, Ordering::Relaxed);
         self.bytes.fetch_add(payload_bytes, Ordering::Relaxed);
     }
@@ -461,6 +482,11 @@ impl Receiver {
             latency_s: latency.summary(),
             // `expected` counts one stream: with several sources only gaps can be told.
             sequence: seqs.summary(expected.filter(|_| seqs.summary(None).sources == 1)),
+            per_second: PerSecond::of(
+                &self.per_second.lock().unwrap_or_else(|p| p.into_inner()),
+                // Seconds the run covered completely: a last, partial one would look slow.
+                duration_s as usize,
+            ),
             continuity: self.config.continuity.then(|| {
                 self.state
                     .lock()

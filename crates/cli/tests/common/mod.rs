@@ -208,6 +208,20 @@ impl Receiving {
         }
     }
 
+    /// A receiver that expects `messages`, gives up 20 s after the last, and writes its run
+    /// record to `json`.
+    pub fn expecting(messages: u64, json: &std::path::Path) -> Self {
+        let messages = messages.to_string();
+        Self::start(&[
+            "--expect",
+            &messages,
+            "--idle-timeout",
+            "20s",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+    }
+
     /// The receiver's process id (for a sampler or a nemesis).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, std::process::Child::id)
