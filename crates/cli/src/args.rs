@@ -102,6 +102,10 @@ pub enum Command {
     /// Compare two report folders run by run; exit 99 when NEW is worse than allowed
     #[command(after_help = REPORT_EXAMPLES)]
     Compare(CompareArgs),
+    /// Merge report folders from several hosts into one: every host's rows, and rows they
+    /// share merged (counts summed, latency histograms merged), timelines on wall-clock time
+    #[command(after_help = MERGE_EXAMPLES)]
+    Merge(MergeArgs),
     /// Print a shell's completion script for plumbline
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),
@@ -131,6 +135,22 @@ pub struct ReportArgs {
     /// port 0 picks one and prints it)
     #[arg(long, value_name = "ADDR")]
     pub ui: Option<String>,
+}
+
+const MERGE_EXAMPLES: &str = "\
+Examples (one receiver and two senders of one experiment, each on its own host):
+  plumbline merge host-a/recv host-b/send host-c/send --out merged
+  plumbline merge a/run.json b/run.json --out merged    # run records (--json) work too";
+
+/// Flags of `merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Report folders (or their run.json, or a command's --json), one per host
+    #[arg(required = true, num_args = 2..)]
+    pub reports: Vec<PathBuf>,
+    /// The folder to write the merged report into
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// Flags of `report`.

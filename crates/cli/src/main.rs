@@ -74,6 +74,7 @@ fn main() -> ExitCode {
             session::rerender(&args.dir, args.out.as_deref()).map(|()| Verdict::Passed)
         }
         Command::Compare(args) => compare(args),
+        Command::Merge(args) => session::merge(args).map(|()| Verdict::Passed),
         Command::Completions(args) => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use plumbline_core::secret::redact_url;
 use plumbline_measure::report::Host;
 use plumbline_measure::{Live, Ticker};
+use plumbline_report::merge::Part;
 use plumbline_report::{CapacityCharts, Meta, Run, RunDoc};
 use plumbline_ui::UiServer;
 
@@ -220,6 +221,76 @@ pub fn rerender(dir: &Path, out: Option<&Path>) -> Result<()> {
         } else {
             written.plots.join(", ")
         },
+        written.dir.join("index.html").display()
+    );
+    Ok(())
+}
+
+/// `plumbline merge`: several hosts' reports as one folder. A part is named by its host, or
+/// by its folder where hosts repeat (several parts of one experiment on one machine).
+pub fn merge(args: &crate::args::MergeArgs) -> Result<()> {
+    let docs = args
+        .reports
+        .iter()
+        .map(|path| RunDoc::load(path).map_err(anyhow::Error::from))
+        .collect::<Result<Vec<_>>>()?;
+    let hosts: Vec<Option<String>> = docs.iter().map(|d| d.meta.host.hostname.clone()).collect();
+    let unique = hosts
+        .iter()
+        .all(|h| h.is_some() && hosts.iter().filter(|other| *other == h).count() == 1);
+    let parts: Vec<Part> = docs
+        .into_iter()
+        .zip(&args.reports)
+        .zip(hosts)
+        .enumerate()
+        .map(|(i, ((doc, path), host))| {
+            let folder = if path.is_file() {
+                path.parent()
+            } else {
+                Some(path.as_path())
+            };
+            let folder = folder
+                .and_then(|f| f.file_name())
+                .map_or(format!("part {}", i + 1), |f| {
+                    f.to_string_lossy().into_owned()
+                });
+            let name = match host {
+                Some(host) if unique => host,
+                _ => format!("{folder} #{}", i + 1),
+            };
+            Part { name, doc }
+        })
+        .collect();
+    let merged = plumbline_report::merge::merge(&parts, command_line())?;
+    let written = plumbline_report::write(&args.out, &merged)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "{:<40} {:>9} {:>7} {:>10} {:>10} {:>10}",
+        "run", "items", "lost", "duplicates", "p50", "p99"
+    );
+    for run in &merged.runs {
+        let (p50, p99) = run
+            .latency_s
+            .as_ref()
+            .map_or(("-".into(), "-".into()), |l| {
+                (
+                    plumbline_measure::report::secs(l.p50),
+                    plumbline_measure::report::secs(l.p99),
+                )
+            });
+        println!(
+            "{:<40} {:>9} {:>7} {:>10} {:>10} {:>10}",
+            run.label, run.items, run.lost, run.duplicates, p50, p99
+        );
+    }
+    println!(
+        "merged {} reports ({}); open {}",
+        parts.len(),
+        parts
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         written.dir.join("index.html").display()
     );
     Ok(())

@@ -285,3 +285,67 @@ fn issue7_a_paced_send_and_its_receiver_report_the_timeline() {
     );
     assert!(receive_dir.join("rate.png").exists());
 }
+
+/// Issue 17: `merge` of three hosts' report folders (three receivers here, one machine): the
+/// merged row's p99 is the p99 of all their samples, as a direct merge of the raw histograms
+/// gives it, and its counts are the sum.
+#[test]
+fn issue17_merge_of_three_reports_has_the_p99_of_all_samples() {
+    let _cpu = exclusive();
+    let dir = scratch("merge");
+    let folders: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("host{i}"))).collect();
+    for (i, folder) in folders.iter().enumerate() {
+        let receiving =
+            common::Receiving::start(&["--expect", "600", "--report", folder.to_str().unwrap()]);
+        // A different rate per host, so their latency distributions differ.
+        let rate = format!("{}/s", 300 * (i + 1));
+        let out = common::send_nonces(&receiving.addr, &rate, 600);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let (code, _, err) = receiving.finish();
+        assert_eq!(code, Some(0), "{err}");
+    }
+    let merged = dir.join("merged");
+    let mut args = vec!["merge"];
+    args.extend(folders.iter().map(|f| f.to_str().unwrap()));
+    args.extend(["--out", merged.to_str().unwrap()]);
+    let out = plumbline(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("merged 3 reports"),
+        "{}",
+        stdout(&out)
+    );
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("run.json")).unwrap()).unwrap();
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4, "three hosts' rows and the merged one");
+    let all = &runs[3];
+    assert_eq!(all["label"], "all hosts: receive");
+    assert_eq!(all["items"], 1800);
+    assert_eq!(all["lost"], 0);
+    let mut direct = plumbline_measure::Recorder::new();
+    for folder in &folders {
+        let doc: Value =
+            serde_json::from_str(&std::fs::read_to_string(folder.join("run.json")).unwrap())
+                .unwrap();
+        let latency: plumbline_measure::LatencySummary =
+            serde_json::from_value(doc["runs"][0]["latency_s"].clone()).unwrap();
+        direct.merge(&latency.recorder().unwrap());
+    }
+    let direct = direct.summary();
+    assert_eq!(all["latency_s"]["count"], 1800);
+    assert_eq!(all["latency_s"]["p99"].as_f64().unwrap(), direct.p99);
+    assert!(merged.join("index.html").exists() && merged.join("latency-3.hgrm").exists());
+
+    let out = plumbline(&["merge", folders[0].to_str().unwrap(), "--out", "x"]);
+    assert_eq!(out.status.code(), Some(2), "one report is not a merge");
+    let out = plumbline(&[
+        "merge",
+        folders[0].to_str().unwrap(),
+        dir.join("nothing").to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nothing"), "{}", stderr(&out));
+}

@@ -1,4 +1,5 @@
-//! plumbline-report: the report folder a run leaves behind, and the comparison of two of them.
+//! plumbline-report: the report folder a run leaves behind, the comparison of two of them, and
+//! the merge of several hosts' ([`merge`]).
 //!
 //! It sits after the measurement: a command maps its figures onto a [`RunDoc`] (`run.json`) and
 //! [`write`] renders the rest from that document alone: `runs.csv`, the plots as SVG and PNG
@@ -11,6 +12,7 @@ pub mod capacity;
 pub mod compare;
 pub mod doc;
 mod elastic;
+pub mod merge;
 pub mod plots;
 mod table;
 
