@@ -10,6 +10,7 @@ mod bench_pipeline;
 mod brokers;
 mod capacity;
 mod elastic;
+mod experiment;
 mod gen;
 mod inspect;
 mod pipeline;
@@ -36,7 +37,14 @@ use crate::bench::Verdict;
 const BREACHED: u8 = 99;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(without_pony_flags(std::env::args_os()));
+    let argv = without_pony_flags(std::env::args_os());
+    let mut cli = Cli::parse_from(&argv);
+    if let Command::Run(run) = &cli.command {
+        cli = match experiment::parse(run, &argv) {
+            Ok(cli) => cli,
+            Err(code) => return ExitCode::from(code),
+        };
+    }
     if std::env::args().any(|arg| redact_url(&arg) != arg) {
         eprintln!(
             "warning: a password in a URL on the command line shows in the process list to \
@@ -85,6 +93,7 @@ fn main() -> ExitCode {
             Ok(Verdict::Passed)
         }
         Command::Man(args) => man(args),
+        Command::Run(_) => Err(anyhow::anyhow!("an experiment file names another command")),
     };
     match result {
         Ok(Verdict::Passed) => ExitCode::SUCCESS,

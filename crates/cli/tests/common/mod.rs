@@ -128,16 +128,23 @@ pub fn bench_json(name: &str, args: &[&str]) -> serde_json::Value {
     command_json(name, "bench", args)
 }
 
-/// Runs `plumbline COMMAND --quiet --json FILE ARGS…`, which must succeed, and returns the
+/// Runs `plumbline COMMAND --quiet ARGS… --json FILE`, which must succeed, and returns the
 /// parsed JSON.
 pub fn command_json(name: &str, command: &str, args: &[&str]) -> serde_json::Value {
-    let path = scratch(name).join(format!("{command}.json"));
-    let mut all = vec![command, "--quiet", "--json", path.to_str().unwrap()];
+    let mut all = vec![command, "--quiet"];
     all.extend_from_slice(args);
+    json_of(name, &all)
+}
+
+/// Runs `plumbline ARGS… --json FILE`, which must succeed, and returns the parsed JSON.
+pub fn json_of(name: &str, args: &[&str]) -> serde_json::Value {
+    let path = scratch(name).join("run.json");
+    let mut all = args.to_vec();
+    all.extend(["--json", path.to_str().unwrap()]);
     let out = plumbline(&all);
     assert!(
         out.status.success(),
-        "{command} failed: {}\n{}",
+        "{all:?} failed: {}\n{}",
         stderr(&out),
         stdout(&out)
     );
@@ -185,9 +192,15 @@ pub struct Receiving {
 
 impl Receiving {
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_as(&["receive"], extra)
+    }
+
+    /// [`Receiving::start`] of `command` (`["run", "receiver.toml"]`: an experiment file's).
+    pub fn start_as(command: &[&str], extra: &[&str]) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(binary())
-            .args(["receive", "--listen", "127.0.0.1:0", "--quiet"])
+            .args(command)
+            .args(["--listen", "127.0.0.1:0", "--quiet"])
             .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
