@@ -51,6 +51,7 @@ pub fn parse(run: &RunArgs, argv: &[OsString]) -> std::result::Result<Cli, u8> {
     // Global flags given before `run` stay before the command.
     let at = argv.iter().position(|a| a == "run").unwrap_or(argv.len());
     let full: Vec<OsString> = argv[..at].iter().cloned().chain(line).collect();
+    crate::session::stood_for(&full);
     <Cli as clap::Parser>::try_parse_from(&full).map_err(|e| {
         let _ = e.print();
         if e.use_stderr() {

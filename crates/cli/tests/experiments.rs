@@ -8,16 +8,20 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_fails, exclusive, plumbline, record_runs, scratch, stderr, Receiving};
+use common::{assert_fails, exclusive, plumbline, record_runs, scratch, stderr, Node, Receiving};
 use plumbline_servers::{Kind, Server};
 use serde_json::Value;
 
 /// The example files every test below runs: a new one needs a test here.
-const EXAMPLES: [&str; 8] = [
+const EXAMPLES: [&str; 12] = [
     "000-sleepy.toml",
     "001-capacity.toml",
     "001-pipeline.toml",
     "002-alphabet.toml",
+    "002-cluster/initializer.toml",
+    "002-cluster/receiver.toml",
+    "002-cluster/roo.toml",
+    "002-cluster/sender.toml",
     "003-autoscale.toml",
     "003-feeder.toml",
     "003-receiver.toml",
@@ -63,11 +67,23 @@ fn planned(runs: &[Value]) -> Vec<[Value; 6]> {
 #[test]
 fn every_example_file_is_run_by_a_test_here() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let mut found: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".toml"))
-        .collect();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let inner: Vec<PathBuf> = match path.is_dir() {
+            true => std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect(),
+            false => vec![path],
+        };
+        for file in inner {
+            if file.extension().is_some_and(|e| e == "toml") {
+                let name = file.strip_prefix(&dir).unwrap();
+                found.push(name.to_str().unwrap().to_string());
+            }
+        }
+    }
     found.sort();
     assert_eq!(found, EXAMPLES);
 }
@@ -139,10 +155,19 @@ fn seed_001_pipeline_file_runs_the_table_and_its_capacity_file_searches() {
 
 #[test]
 fn seed_002_file_gives_the_figures_of_its_flags_and_flags_after_it_win() {
-    let file = runs(&record(
-        "exp-002-file",
-        &["run", &example("002-alphabet.toml")],
-    ));
+    let doc = record("exp-002-file", &["run", &example("002-alphabet.toml")]);
+    let line: Vec<&str> = doc["command_line"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(line[1..3], ["bench", "--cluster=processes"], "{line:?}");
+    assert!(
+        line.contains(&"--preset=alphabet"),
+        "the file's line: {line:?}"
+    );
+    let file = runs(&doc);
     let flags = runs(&record(
         "exp-002-flags",
         &[
@@ -230,6 +255,74 @@ fn relative_paths_in_a_file_are_its_folders() {
     let runs = record_runs(&dir.join("out/run.json"));
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["items"], 30);
+}
+
+/// Seed 002's four terminals as four files: the receiver, the initializer, `roo` joining it
+/// and the sender, on free ports instead of the seed's (flags after each file), the sender's
+/// votes file found beside it.
+#[test]
+fn seed_002_cluster_role_files_form_the_cluster_and_count_every_vote() {
+    let _cpu = exclusive();
+    let dir = scratch("exp-002-cluster");
+    for role in ["receiver", "initializer", "roo", "sender"] {
+        let name = format!("002-cluster/{role}.toml");
+        std::fs::copy(example(&name), dir.join(format!("{role}.toml"))).unwrap();
+    }
+    let votes = dir.join("fake_votes.msg");
+    let out = plumbline(&["gen", "votes", "-o", votes.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file = |role: &str| {
+        dir.join(format!("{role}.toml"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let free = "127.0.0.1:0";
+
+    let receiving = Receiving::start_as(&["run", &file("receiver")], &[]);
+    let mut init = Node::spawn(&[
+        "run",
+        &file("initializer"),
+        "--in",
+        free,
+        "--control",
+        free,
+        "--data",
+        free,
+        "--external",
+        free,
+        "--metrics",
+        free,
+        "--out",
+        &receiving.addr,
+    ]);
+    let control = init.control_addr();
+    let external = init.wait_for("external (shutdown) on ");
+    let mut roo = Node::spawn(&[
+        "run",
+        &file("roo"),
+        "--control",
+        &control,
+        "--out",
+        &receiving.addr,
+    ]);
+    let source = init.wait_for("ready; sources on ");
+    // Run from the tests' working folder: fake_votes.msg is found beside sender.toml.
+    let out = plumbline(&["run", &file("sender"), "--host", &source, "--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (code, text, err) = receiving.finish();
+    assert_eq!(
+        code,
+        Some(0),
+        "the receiver expects 52: {err}\n{}",
+        init.log()
+    );
+    common::assert_every_letter_ends_at_3(&text);
+    assert!(init.log().contains("roo"), "roo joined: {}", init.log());
+    let out = plumbline(&["shutdown", &external]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(init.exit_code(10), Some(0), "{}", init.log());
+    assert_eq!(roo.exit_code(10), Some(0), "{}", roo.log());
 }
 
 #[test]

@@ -441,6 +441,18 @@ pub fn assert_fails(out: &Output, code: i32, needle: &str) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// Seed 002's check on what a receiver printed: each letter's last total is 3 (two rounds of
+/// votes, of 1 and then of 2).
+pub fn assert_every_letter_ends_at_3(text: &str) {
+    for letter in 'a'..='z' {
+        let last = text
+            .lines()
+            .rfind(|l| l.starts_with(&format!("{letter}=>")))
+            .unwrap_or_else(|| panic!("no result for {letter}: {text}"));
+        assert_eq!(last, format!("{letter}=>3"));
+    }
+}
+
 /// A loopback address nobody listens on (a free port, bound and released).
 pub fn closed_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
