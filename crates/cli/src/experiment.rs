@@ -119,8 +119,15 @@ fn expand(
     }
     let given = given_ids(command, flags);
     let mut line: Vec<OsString> = words.iter().map(OsString::from).collect();
+    let mut seen = std::collections::BTreeMap::new();
     for (key, value) in table {
         let arg = find_arg(command, &key).ok_or_else(|| unknown_key(command, &key, file, &name))?;
+        if let Some(other) = seen.insert(arg.get_id().to_string(), key.clone()) {
+            bail!(
+                "{file}: keys `{other}` and `{key}` both name --{} of `{name}`: keep one",
+                arg.get_long().unwrap_or_default()
+            );
+        }
         if given.contains(arg.get_id().as_str()) {
             continue;
         }
@@ -450,6 +457,11 @@ mod tests {
         assert!(e.contains("`zzzz`") && !e.contains("did you mean"), "{e}");
         let e = refusal("command = \"bench\"\nhelp = true");
         assert!(e.contains("unknown key `help`"), "{e}");
+        let e = refusal("command = \"send\"\nmax_mbps = 1\nmax-mbps = 2");
+        assert!(
+            e.contains("`max-mbps` and `max_mbps` both name --max-mbps"),
+            "{e}"
+        );
     }
 
     #[test]

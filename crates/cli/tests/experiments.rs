@@ -47,21 +47,32 @@ fn runs(record: &Value) -> Vec<Value> {
     record["runs"].as_array().unwrap().clone()
 }
 
-/// What a run's plan fixes, whatever the machine's timing: the figures a file and its flags
-/// must agree on.
-fn planned(runs: &[Value]) -> Vec<[Value; 6]> {
-    runs.iter()
-        .map(|r| {
-            [
-                r["items"].clone(),
-                r["workers"].clone(),
-                r["ideal_s"].clone(),
-                r["sent"].clone(),
-                r["delivered"].clone(),
-                r["engine"].clone(),
-            ]
-        })
-        .collect()
+/// What a bench run's plan fixes, whatever the machine's timing.
+const PLANNED: [&str; 8] = [
+    "/items",
+    "/workers",
+    "/ideal_s",
+    "/sent",
+    "/delivered",
+    "/bench/cluster",
+    "/bench/step",
+    "/bench/delay_s",
+];
+
+/// Asserts that a file's runs and its flags' runs agree at each of `pointers` (JSON
+/// pointers into a run: the figures the plan fixes, not the timing).
+fn same_runs(file: &[Value], flags: &[Value], pointers: &[&str]) {
+    assert_eq!(file.len(), flags.len(), "{file:#?}\n{flags:#?}");
+    for (a, b) in file.iter().zip(flags) {
+        for pointer in pointers {
+            assert_eq!(
+                a.pointer(pointer),
+                b.pointer(pointer),
+                "{pointer}: {a:#}\n{b:#}"
+            );
+            assert!(a.pointer(pointer).is_some(), "{pointer} in {a:#}");
+        }
+    }
 }
 
 #[test]
@@ -117,7 +128,7 @@ fn seed_000_file_gives_the_figures_of_its_flags() {
             "--no-report",
         ],
     ));
-    assert_eq!(planned(&file), planned(&flags));
+    same_runs(&file, &flags, &PLANNED);
     assert_eq!(file.len(), 2, "1 and 2 workers: {file:#?}");
     for run in &file {
         assert_eq!(run["delivered"], 512, "{run:#}");
@@ -129,8 +140,24 @@ fn seed_000_file_gives_the_figures_of_its_flags() {
 }
 
 #[test]
-fn seed_001_pipeline_file_runs_the_table_and_its_capacity_file_searches() {
+fn seed_001_pipeline_file_gives_the_figures_of_its_flags() {
     let table = runs(&record("exp-001", &["run", &example("001-pipeline.toml")]));
+    let flags = runs(&record(
+        "exp-001-flags",
+        &[
+            "bench",
+            "--preset",
+            "pipeline",
+            "--items",
+            "100",
+            "--workers",
+            "1,2",
+            "--threads",
+            "1,10",
+            "--no-report",
+        ],
+    ));
+    same_runs(&table, &flags, &PLANNED);
     let mut ideals: Vec<f64> = table
         .iter()
         .map(|r| r["ideal_s"].as_f64().unwrap())
@@ -140,8 +167,42 @@ fn seed_001_pipeline_file_runs_the_table_and_its_capacity_file_searches() {
     assert!(table
         .iter()
         .all(|r| r["delivered"] == 100 && r["lost"] == 0));
+}
 
+#[test]
+fn seed_001_capacity_file_searches_as_its_flags_do() {
     let doc = record("exp-001-capacity", &["run", &example("001-capacity.toml")]);
+    let flags = record(
+        "exp-001-capacity-flags",
+        &[
+            "capacity",
+            "--delay",
+            "10ms",
+            "--workers",
+            "1,2",
+            "--warmup",
+            "500ms",
+            "--window",
+            "1s",
+            "--resolution",
+            "10%",
+            "--max-trials",
+            "8",
+            "--no-report",
+            "--quiet",
+        ],
+    );
+    for pointer in [
+        "/capacity/resolution",
+        "/capacity/warmup_s",
+        "/capacity/window_s",
+        "/capacity/slo",
+        "/capacity/curves/0/points/0/workers",
+        "/capacity/curves/0/points/1/workers",
+    ] {
+        assert_eq!(doc.pointer(pointer), flags.pointer(pointer), "{pointer}");
+        assert!(doc.pointer(pointer).is_some(), "{pointer} in {doc:#}");
+    }
     let points = doc["capacity"]["curves"][0]["points"].as_array().unwrap();
     let workers: Vec<&Value> = points.iter().map(|p| &p["workers"]).collect();
     assert_eq!(workers, [1, 2], "{doc:#}");
@@ -187,7 +248,7 @@ fn seed_002_file_gives_the_figures_of_its_flags_and_flags_after_it_win() {
             "--no-report",
         ],
     ));
-    assert_eq!(planned(&file), planned(&flags));
+    same_runs(&file, &flags, &PLANNED);
     let ideals: Vec<f64> = file
         .iter()
         .map(|r| r["ideal_s"].as_f64().unwrap())
@@ -325,6 +386,25 @@ fn seed_002_cluster_role_files_form_the_cluster_and_count_every_vote() {
     assert_eq!(roo.exit_code(10), Some(0), "{}", roo.log());
 }
 
+/// The feeder's schedule (`--dry-run` prints it, sending nothing) from the file and from the
+/// flags it stands for: the same 24 rows.
+#[test]
+fn seed_003_feeder_file_plans_the_day_of_its_flags() {
+    let file = plumbline(&["run", &example("003-feeder.toml"), "--dry-run"]);
+    let mut args = vec!["send", "--host", "127.0.0.1:7002", "--dry-run"];
+    args.extend(common::FEEDER_DAY);
+    let flags = plumbline(&args);
+    assert!(file.status.success(), "{}", stderr(&file));
+    assert!(flags.status.success(), "{}", stderr(&flags));
+    let rows = common::stdout(&file);
+    assert_eq!(
+        rows.lines().count(),
+        26,
+        "a header, 24 breakpoints, the mean: {rows}"
+    );
+    assert_eq!(rows, common::stdout(&flags));
+}
+
 #[test]
 fn seed_003_feeder_file_sends_a_day_to_its_receiver_file() {
     let _cpu = exclusive();
@@ -363,6 +443,48 @@ fn seed_003_autoscale_file_follows_the_day_on_redis() {
         "exp-003-autoscale",
         &["run", &example("003-autoscale.toml"), "--cluster", &cluster],
     );
+    let flags = record(
+        "exp-003-autoscale-flags",
+        &[
+            "elastic",
+            "--cluster",
+            &cluster,
+            "--delay",
+            "10ms",
+            "--workers",
+            "1@0s",
+            "--autoscale",
+            "1..4",
+            "--lag-target",
+            "20",
+            "--autoscale-speed",
+            "200",
+            "--shape",
+            "day-night",
+            "--cycles",
+            "1",
+            "--rate",
+            "300/s",
+            "--duration",
+            "8s",
+            "--threshold",
+            "lost<=0",
+            "--no-report",
+            "--quiet",
+        ],
+    );
+    same_runs(
+        &runs(&doc),
+        &runs(&flags),
+        &[
+            "/target_per_s",
+            "/elastic/shape",
+            "/elastic/peak_per_s",
+            "/elastic/autoscale/range",
+            "/elastic/autoscale/sync_s",
+            "/elastic/autoscale/lag_per_replica",
+        ],
+    );
     let run = &runs(&doc)[0];
     assert_eq!(run["elastic"]["shape"], "day-night", "{run:#}");
     assert_eq!(run["elastic"]["peak_per_s"], 300.0);
@@ -390,7 +512,48 @@ fn seed_004_stream_file_runs_both_methods_on_redis() {
             &port,
         ],
     );
+    let flags = record(
+        "exp-004-flags",
+        &[
+            "stream",
+            "--stream-method",
+            "default",
+            "proxy",
+            "--data-size-bytes",
+            "10000",
+            "100000",
+            "--task-count",
+            "4",
+            "--task-sleep",
+            "0.1",
+            "--parsl-max-workers",
+            "3",
+            "--stream",
+            "redis",
+            "--stream-servers",
+            &server.addr,
+            "--ps-connector",
+            "redis",
+            "--ps-host",
+            "localhost",
+            "--ps-port",
+            &port,
+            "--quiet",
+        ],
+    );
     let runs = runs(&doc);
+    same_runs(
+        &runs,
+        &crate::runs(&flags),
+        &[
+            "/items",
+            "/workers",
+            "/sent",
+            "/delivered",
+            "/stream/stream_method",
+            "/stream/data_size_bytes",
+        ],
+    );
     assert_eq!(runs.len(), 4, "2 methods x 2 sizes: {runs:#?}");
     for run in &runs {
         assert_eq!(run["delivered"], 4, "{run:#}");

@@ -441,6 +441,20 @@ pub fn assert_fails(out: &Output, code: i32, needle: &str) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// Seed 003's feeder line in its own spellings, scaled from two hours at 15 MB/s to one 2 s day
+/// peaking at 0.2 MB/s (~195 rows/s of 1 KiB): the flags `examples/003-feeder.toml` holds.
+pub const FEEDER_DAY: [&str; 9] = [
+    "--max_mbps",
+    "0.2",
+    "--duration",
+    "2",
+    "--breakpoints",
+    "24",
+    "--n_cycles",
+    "1",
+    "--quiet",
+];
+
 /// Seed 002's check on what a receiver printed: each letter's last total is 3 (two rounds of
 /// votes, of 1 and then of 2).
 pub fn assert_every_letter_ends_at_3(text: &str) {
