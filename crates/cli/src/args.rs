@@ -36,7 +36,7 @@ Examples:
 Exit codes:
   0    success
   1    an error, or a run failed its own checks (items lost, state wrong, a part died)
-  2    a usage error (a flag or value that cannot be read)
+  2    a usage error (a flag, value or experiment file that cannot be read)
   99   a --threshold breached, or `compare` found a run worse than allowed
   130  interrupted (Ctrl-C or SIGTERM)";
 

@@ -1,8 +1,9 @@
-//! The `plumbline` binary: parses the command line (args.rs), builds a validated plan (plan.rs)
-//! and hands it to the subcommand. Exit codes ([`BREACHED`] and the README's table): 0
-//! success, 1 error or failed check, 2 usage error (clap), 99 a `--threshold` breached or
-//! `compare` found a run worse, 130 interrupted by Ctrl-C. Every error line it prints goes through
-//! [`redact_url`], so a password typed in a URL is never echoed back.
+//! The `plumbline` binary: parses the command line (args.rs; an experiment file's through
+//! experiment.rs), builds a validated plan (plan.rs) and hands it to the subcommand. Exit codes
+//! ([`BREACHED`] and the README's table): 0 success, 1 error or failed check, 2 usage error
+//! (clap, or an experiment file refused), 99 a `--threshold` breached or `compare` found a run
+//! worse, 130 interrupted by Ctrl-C. Every error line it prints goes through [`redact_url`], so
+//! a password typed in a URL is never echoed back.
 
 mod args;
 mod bench;
