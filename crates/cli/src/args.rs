@@ -127,12 +127,13 @@ Relative paths in it are relative to its folder. Examples:
   plumbline run examples/002-alphabet.toml --workers 1,2,4 --json out.json
   plumbline run examples/004-stream.toml --stream-servers localhost:6380";
 
-/// Flags of `run`.
+/// Flags of `run`. Its own --help, so that `run FILE --help` can show FILE's command's.
 #[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
 pub struct RunArgs {
     /// The experiment file (TOML)
-    #[arg(value_hint = clap::ValueHint::FilePath)]
-    pub file: PathBuf,
+    #[arg(value_hint = clap::ValueHint::FilePath, required_unless_present = "help")]
+    pub file: Option<PathBuf>,
     /// The command's flags, each replacing the file's value of it (a flag that takes several
     /// values or repeats is replaced whole)
     #[arg(
@@ -141,6 +142,9 @@ pub struct RunArgs {
         value_name = "FLAGS"
     )]
     pub flags: Vec<std::ffi::OsString>,
+    /// Print help; after FILE, its command's (the keys the file may hold)
+    #[arg(short, long)]
+    pub help: bool,
 }
 
 const REPORT_EXAMPLES: &str = "\

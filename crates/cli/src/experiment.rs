@@ -26,20 +26,28 @@ const COMMAND: &str = "command";
 const DESCRIPTION: &str = "description";
 
 /// The command line `run` stands for: `argv` (the program, any global flags, `run FILE
-/// FLAGS…`) with `run FILE` replaced by the file's command and flags. Prints what was wrong
-/// and gives the exit code when the file or the line is refused.
+/// FLAGS…`) with `run FILE` replaced by the file's command and flags. Gives the exit code
+/// instead when it ends here: `run`'s help printed, or the file or the line refused (saying
+/// what was wrong).
 pub fn parse(run: &RunArgs, argv: &[OsString]) -> std::result::Result<Cli, u8> {
     let mut root = <Cli as clap::CommandFactory>::command();
     root.build();
-    let line = read(&run.file).and_then(|table| {
-        let dir = run.file.parent().unwrap_or(Path::new(""));
-        expand(
-            &root,
-            table,
-            dir,
-            &run.file.display().to_string(),
-            &run.flags,
-        )
+    let Some(path) = &run.file else {
+        let run_help = root
+            .find_subcommand_mut("run")
+            .map(|run| run.print_long_help());
+        return Err(if matches!(run_help, Some(Ok(()))) {
+            0
+        } else {
+            USAGE
+        });
+    };
+    // `run FILE --help`: the help of FILE's command.
+    let help = run.help.then(|| OsString::from("--help"));
+    let flags: Vec<OsString> = run.flags.iter().cloned().chain(help).collect();
+    let line = read(path).and_then(|table| {
+        let dir = path.parent().unwrap_or(Path::new(""));
+        expand(&root, table, dir, &path.display().to_string(), &flags)
     });
     let line = match line {
         Ok(line) => line,
@@ -58,7 +66,7 @@ pub fn parse(run: &RunArgs, argv: &[OsString]) -> std::result::Result<Cli, u8> {
             let words: Vec<_> = full[1..].iter().map(|a| a.to_string_lossy()).collect();
             eprintln!(
                 "note: `plumbline run {}` stands for `plumbline {}`",
-                run.file.display(),
+                path.display(),
                 redact_url(&words.join(" "))
             );
         }

@@ -562,6 +562,19 @@ fn seed_004_stream_file_runs_both_methods_on_redis() {
     }
 }
 
+/// `run FILE --help` is the help of the file's command: what keys the file may hold.
+#[test]
+fn help_after_a_file_is_its_commands_help() {
+    let out = plumbline(&["run", &example("001-capacity.toml"), "--help"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = common::stdout(&out);
+    assert!(text.contains("Usage: plumbline capacity"), "{text}");
+    assert!(text.contains("--max-trials"), "{text}");
+    let out = plumbline(&["run", "--help"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(common::stdout(&out).contains("Usage: plumbline run"));
+}
+
 /// A file written into a scratch folder, and `plumbline run` of it.
 fn run_file(name: &str, text: &str) -> (PathBuf, std::process::Output) {
     let path = scratch(name).join("exp.toml");
