@@ -121,7 +121,7 @@ or snake_case), with strings, numbers, booleans (switches) or arrays (several va
   preset = \"alphabet\"
   delay = \"20ms\"
   workers = [1, 2]
-  threshold = [\"overhead<50%\"]
+  threshold = [\"overhead<100%\"]
 Relative paths in it are relative to its folder. Examples:
   plumbline run examples/002-alphabet.toml
   plumbline run examples/002-alphabet.toml --workers 1,2,4 --json out.json

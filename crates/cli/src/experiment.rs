@@ -156,7 +156,7 @@ fn find_command<'a>(
     let mut command = root;
     for word in words {
         command = match command.find_subcommand(word) {
-            Some(sub) if sub.get_name() != "run" => sub,
+            Some(sub) if !NOT_RUN.contains(&sub.get_name()) => sub,
             _ => bail!(
                 "{file}: no command `{}`: use one of {}",
                 words.join(" "),
@@ -178,15 +178,19 @@ fn find_command<'a>(
     Ok(command)
 }
 
+/// Commands a file cannot name: `run` itself, and clap's `help`.
+const NOT_RUN: [&str; 2] = ["run", "help"];
+
 fn names<S: AsRef<str>>(names: impl Iterator<Item = S>) -> String {
     names
-        .filter(|n| n.as_ref() != "run" && n.as_ref() != "help")
+        .filter(|n| !NOT_RUN.contains(&n.as_ref()))
         .map(|n| n.as_ref().to_string())
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// The flag `key` names: its long name or an alias, as written, kebab-case or snake_case.
+/// The flag `key` names: its long name or an alias, as written, kebab-case or snake_case (a
+/// flag with a long name only: positional arguments and help are no keys).
 fn find_arg<'a>(command: &'a clap::Command, key: &str) -> Option<&'a Arg> {
     let spellings = [
         key.to_string(),
@@ -200,6 +204,7 @@ fn find_arg<'a>(command: &'a clap::Command, key: &str) -> Option<&'a Arg> {
                     .get_all_aliases()
                     .is_some_and(|aliases| aliases.contains(&spelling.as_str()));
             names_it
+                && arg.get_long().is_some()
                 && !matches!(
                     arg.get_action(),
                     ArgAction::Help
@@ -240,7 +245,7 @@ fn given_ids(command: &clap::Command, flags: &[OsString]) -> BTreeSet<String> {
         }
         let found = if let Some(long) = flag.strip_prefix("--") {
             let long = long.split('=').next().unwrap_or(long);
-            find_arg(command, long).filter(|arg| arg.get_long().is_some())
+            find_arg(command, long)
         } else if let Some(short) = flag.strip_prefix('-').and_then(|s| s.chars().next()) {
             command.get_arguments().find(|arg| {
                 arg.get_short() == Some(short)
@@ -492,6 +497,8 @@ mod tests {
         assert!(e.contains("pipeline distributor"), "{e}");
         let e = refusal("command = \"run\"");
         assert!(e.contains("no command `run`"), "{e}");
+        let e = refusal("command = \"help\"");
+        assert!(e.contains("no command `help`"), "{e}");
         let e = refusal("command = \"benchh\"");
         assert!(e.contains("capacity"), "{e}");
     }

@@ -242,7 +242,7 @@ fn seed_002_file_gives_the_figures_of_its_flags_and_flags_after_it_win() {
             "--cluster",
             "processes",
             "--threshold",
-            "overhead<50%",
+            "overhead<100%",
             "--threshold",
             "lost<=0",
             "--no-report",
