@@ -8,15 +8,21 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_fails, exclusive, plumbline, record_runs, scratch, stderr, Node, Receiving};
+use common::{
+    assert_fails, exclusive, plumbline, record_runs, scratch, stderr, Node, PipelineCollector,
+    Receiving,
+};
 use plumbline_servers::{Kind, Server};
 use serde_json::Value;
 
 /// The example files every test below runs: a new one needs a test here.
-const EXAMPLES: [&str; 12] = [
+const EXAMPLES: [&str; 15] = [
     "000-sleepy.toml",
     "001-capacity.toml",
     "001-pipeline.toml",
+    "001-roles/collector.toml",
+    "001-roles/distributor.toml",
+    "001-roles/worker.toml",
     "002-alphabet.toml",
     "002-cluster/initializer.toml",
     "002-cluster/receiver.toml",
@@ -212,6 +218,39 @@ fn seed_001_capacity_file_searches_as_its_flags_do() {
     assert!(found > 0.0 && found <= 110.0, "at most ~the ideal: {found}");
     assert_eq!(doc["capacity"]["resolution"], 0.1);
     assert_eq!(doc["capacity"]["window_s"], 1.0);
+}
+
+/// Seed 001's three roles as three files, on free endpoints instead of the seed's (flags after
+/// each file): every task ACKed, the ideal the 10 threads of the worker's file give.
+#[test]
+fn seed_001_role_files_run_the_pipeline() {
+    let _cpu = exclusive();
+    let dir = scratch("exp-001-roles");
+    let file = |role: &str| example(&format!("001-roles/{role}.toml"));
+    let collector = PipelineCollector::start_as(&["run", &file("collector")], &[]);
+    let report = dir.join("report.json");
+    let (mut distributor, endpoint) = common::pipeline_distributor_as(
+        &["run", &file("distributor")],
+        &collector.acks,
+        &report,
+        &[],
+    );
+    let _worker = common::pipeline_worker_as(
+        &["run", &file("worker")],
+        &endpoint,
+        &collector.results,
+        "w1",
+        &[],
+    );
+    assert_eq!(distributor.exit_code(60), Some(0), "{}", distributor.log());
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["acked"], 100, "{r:#}");
+    assert_eq!(r["lost"], 0);
+    let ideal = r["ideal_s"].as_f64().unwrap();
+    assert!(
+        (ideal - 0.1).abs() < 1e-9,
+        "100 x 10 ms on 10 threads: {r:#}"
+    );
 }
 
 #[test]

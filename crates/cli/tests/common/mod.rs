@@ -482,14 +482,18 @@ pub struct PipelineCollector {
 
 impl PipelineCollector {
     pub fn start(extra: &[&str]) -> Self {
-        let mut args = vec![
-            "pipeline",
-            "collector",
+        Self::start_as(&["pipeline", "collector"], extra)
+    }
+
+    /// [`PipelineCollector::start`] of `command` (`["run", "collector.toml"]`: a file's).
+    pub fn start_as(command: &[&str], extra: &[&str]) -> Self {
+        let mut args = command.to_vec();
+        args.extend([
             "--endpoint",
             "tcp://127.0.0.1:0",
             "--ack-endpoint",
             "tcp://127.0.0.1:0",
-        ];
+        ]);
         args.extend_from_slice(extra);
         let node = Node::spawn(&args);
         let line = node.wait_for("collector: results on ");
@@ -511,10 +515,19 @@ pub fn pipeline_distributor(
     report: &std::path::Path,
     extra: &[&str],
 ) -> (Node, String) {
+    pipeline_distributor_as(&["pipeline", "distributor"], acks, report, extra)
+}
+
+/// [`pipeline_distributor`] of `command` (`["run", "distributor.toml"]`: a file's).
+pub fn pipeline_distributor_as(
+    command: &[&str],
+    acks: &str,
+    report: &std::path::Path,
+    extra: &[&str],
+) -> (Node, String) {
     let report = report.to_str().unwrap();
-    let mut args = vec![
-        "pipeline",
-        "distributor",
+    let mut args = command.to_vec();
+    args.extend([
         "--endpoint",
         "tcp://127.0.0.1:0",
         "--collector-ack",
@@ -522,7 +535,7 @@ pub fn pipeline_distributor(
         "--json",
         report,
         "-q",
-    ];
+    ]);
     args.extend_from_slice(extra);
     let node = Node::spawn(&args);
     let line = node.wait_for("workers connect to ");
@@ -531,16 +544,26 @@ pub fn pipeline_distributor(
 
 /// A `plumbline pipeline worker` named `name`.
 pub fn pipeline_worker(endpoint: &str, results: &str, name: &str, extra: &[&str]) -> Node {
-    let mut args = vec![
-        "pipeline",
-        "worker",
+    pipeline_worker_as(&["pipeline", "worker"], endpoint, results, name, extra)
+}
+
+/// [`pipeline_worker`] of `command` (`["run", "worker.toml"]`: a file's).
+pub fn pipeline_worker_as(
+    command: &[&str],
+    endpoint: &str,
+    results: &str,
+    name: &str,
+    extra: &[&str],
+) -> Node {
+    let mut args = command.to_vec();
+    args.extend([
         "--endpoint",
         endpoint,
         "--collector",
         results,
         "--name",
         name,
-    ];
+    ]);
     args.extend_from_slice(extra);
     Node::spawn(&args)
 }
