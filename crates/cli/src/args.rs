@@ -25,6 +25,7 @@ Examples:
   plumbline bench --preset alphabet --delay 50ms --cluster threads,processes
   plumbline bench --preset pipeline                 # seed 001's table: tasks x workers x threads
   plumbline capacity --workers 1,2,4,8               # the highest rate each count sustains
+  plumbline run examples/002-alphabet.toml --workers 2   # an experiment file; flags win
   plumbline bench --ui 127.0.0.1:4000               # watch it live in a browser (and /metrics)
   plumbline report plumbline-reports/bench-20261123-104938     # re-render a report folder
   plumbline compare base-report new-report          # exits 99 when overhead or p99 got worse
@@ -36,7 +37,7 @@ Examples:
 Exit codes:
   0    success
   1    an error, or a run failed its own checks (items lost, state wrong, a part died)
-  2    a usage error (a flag or value that cannot be read)
+  2    a usage error (a flag, value or experiment file that cannot be read)
   99   a --threshold breached, or `compare` found a run worse than allowed
   130  interrupted (Ctrl-C or SIGTERM)";
 
@@ -112,6 +113,43 @@ pub enum Command {
     /// Print plumbline's man page, or write one per command into a folder
     #[command(after_help = MAN_EXAMPLES)]
     Man(ManArgs),
+    /// Run an experiment file: one TOML file naming a command and its flags; flags given after
+    /// FILE replace the file's
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+}
+
+const RUN_EXAMPLES: &str = "\
+An experiment file names its command and gives that command's long flags as keys (kebab-case
+or snake_case), with strings, numbers, booleans (switches) or arrays (several values):
+  command = \"bench\"
+  preset = \"alphabet\"
+  delay = \"20ms\"
+  workers = [1, 2]
+  threshold = [\"overhead<100%\"]
+Relative paths in it are relative to its folder. Examples:
+  plumbline run examples/002-alphabet.toml
+  plumbline run examples/002-alphabet.toml --workers 1,2,4 --json out.json
+  plumbline run examples/004-stream.toml --stream-servers localhost:6380";
+
+/// Flags of `run`. Its own --help, so that `run FILE --help` can show FILE's command's.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// The experiment file (TOML)
+    #[arg(value_hint = clap::ValueHint::FilePath, required_unless_present = "help")]
+    pub file: Option<PathBuf>,
+    /// The command's flags, each replacing the file's value of it (a flag that takes several
+    /// values or repeats is replaced whole)
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "FLAGS"
+    )]
+    pub flags: Vec<std::ffi::OsString>,
+    /// Print help; after FILE, its command's (the keys the file may hold)
+    #[arg(short, long)]
+    pub help: bool,
 }
 
 const REPORT_EXAMPLES: &str = "\
@@ -693,8 +731,8 @@ pub struct ShutdownArgs {
 #[derive(Debug, Clone, Args)]
 pub struct MatrixArgs {
     /// Built-in preset (scaling, alphabet, alphabet-hot, sequential, throughput, pipeline) or a
-    /// TOML file
-    #[arg(long, default_value = "scaling")]
+    /// TOML file (a path relative to an experiment file is relative to its folder)
+    #[arg(long, default_value = "scaling", value_hint = clap::ValueHint::FilePath)]
     pub preset: String,
     /// Per-item work delay, comma-separated (e.g. 10ms,500us,0)
     #[arg(long, value_delimiter = ',', value_parser = parse_duration)]

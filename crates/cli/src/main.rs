@@ -1,8 +1,9 @@
-//! The `plumbline` binary: parses the command line (args.rs), builds a validated plan (plan.rs)
-//! and hands it to the subcommand. Exit codes ([`BREACHED`] and the README's table): 0
-//! success, 1 error or failed check, 2 usage error (clap), 99 a `--threshold` breached or
-//! `compare` found a run worse, 130 interrupted by Ctrl-C. Every error line it prints goes through
-//! [`redact_url`], so a password typed in a URL is never echoed back.
+//! The `plumbline` binary: parses the command line (args.rs; an experiment file's through
+//! experiment.rs), builds a validated plan (plan.rs) and hands it to the subcommand. Exit codes
+//! ([`BREACHED`] and the README's table): 0 success, 1 error or failed check, 2 usage error
+//! (clap, or an experiment file refused), 99 a `--threshold` breached or `compare` found a run
+//! worse, 130 interrupted by Ctrl-C. Every error line it prints goes through [`redact_url`], so
+//! a password typed in a URL is never echoed back.
 
 mod args;
 mod bench;
@@ -10,6 +11,7 @@ mod bench_pipeline;
 mod brokers;
 mod capacity;
 mod elastic;
+mod experiment;
 mod gen;
 mod inspect;
 mod pipeline;
@@ -36,7 +38,14 @@ use crate::bench::Verdict;
 const BREACHED: u8 = 99;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(without_pony_flags(std::env::args_os()));
+    let argv = without_pony_flags(std::env::args_os());
+    let mut cli = Cli::parse_from(&argv);
+    if let Command::Run(run) = &cli.command {
+        cli = match experiment::parse(run, &argv) {
+            Ok(cli) => cli,
+            Err(code) => return ExitCode::from(code),
+        };
+    }
     if std::env::args().any(|arg| redact_url(&arg) != arg) {
         eprintln!(
             "warning: a password in a URL on the command line shows in the process list to \
@@ -86,6 +95,7 @@ fn main() -> ExitCode {
             Ok(Verdict::Passed)
         }
         Command::Man(args) => man(args),
+        Command::Run(_) => Err(anyhow::anyhow!("an experiment file names another command")),
     };
     match result {
         Ok(Verdict::Passed) => ExitCode::SUCCESS,

@@ -51,7 +51,7 @@ const MAX_ITEMS: u64 = 1_000_000_000;
 const MAX_CAPACITY: usize = 65_536;
 /// Most bytes the queues of one run may hold at once, slots and payloads together.
 const MAX_QUEUED_BYTES: u64 = 1 << 30;
-/// Largest preset file read.
+/// Largest preset or experiment file read.
 const MAX_PRESET_BYTES: u64 = 64 * 1024;
 
 /// A preset as written in TOML; fields it leaves out take these defaults.
@@ -106,7 +106,7 @@ impl Preset {
             Some((_, text)) => (format!("built-in preset '{name}'"), text.to_string()),
             None if Path::new(name).exists() => (
                 format!("preset file {name}"),
-                read_preset_file(Path::new(name))?,
+                read_bounded(Path::new(name), "preset")?,
             ),
             None => bail!(
                 "no preset '{name}': use one of {} or a path to a TOML file",
@@ -117,22 +117,28 @@ impl Preset {
     }
 }
 
-/// Reads a preset file: a regular file of at most [`MAX_PRESET_BYTES`].
-fn read_preset_file(path: &Path) -> Result<String> {
+/// Reads a small TOML file (a preset, an experiment file): a regular file of at most
+/// [`MAX_PRESET_BYTES`]; `what` names it in errors.
+pub fn read_bounded(path: &Path, what: &str) -> Result<String> {
     let meta =
-        std::fs::metadata(path).with_context(|| format!("reading preset {}", path.display()))?;
+        std::fs::metadata(path).with_context(|| format!("reading {what} {}", path.display()))?;
     ensure!(
         meta.is_file(),
-        "preset {} is not a regular file",
+        "{what} {} is not a regular file",
         path.display()
     );
     ensure!(
         meta.len() <= MAX_PRESET_BYTES,
-        "preset {} is {} bytes; a preset is at most {MAX_PRESET_BYTES}",
+        "{what} {} is {} bytes; a {what} is at most {MAX_PRESET_BYTES}",
         path.display(),
         meta.len()
     );
-    std::fs::read_to_string(path).with_context(|| format!("reading preset {}", path.display()))
+    std::fs::read_to_string(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+/// Whether `name` is a built-in preset's (the pipeline table included), not a file's path.
+pub fn built_in(name: &str) -> bool {
+    name == "pipeline" || PRESETS.iter().any(|(n, _)| *n == name)
 }
 
 /// One run of the matrix, ready to execute.

@@ -174,10 +174,26 @@ fn redacted(value: serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// The command line as typed, less any URL's password: what a report records to reproduce
-/// the run.
+/// The command line an experiment file stood for, once `plumbline run FILE` parsed it.
+static STOOD_FOR: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Records that this run is `line` (`plumbline bench --workers=1 …`), which `plumbline run FILE
+/// FLAGS…` stood for, so its report reproduces it without the file.
+pub fn stood_for(line: &[std::ffi::OsString]) {
+    let _ = STOOD_FOR.set(
+        line.iter()
+            .map(|a| redact_url(&a.to_string_lossy()))
+            .collect(),
+    );
+}
+
+/// The command line as typed (or the one an experiment file stood for), less any URL's
+/// password: what a report records to reproduce the run.
 pub fn command_line() -> Vec<String> {
-    std::env::args().map(|arg| redact_url(&arg)).collect()
+    match STOOD_FOR.get() {
+        Some(line) => line.clone(),
+        None => std::env::args().map(|arg| redact_url(&arg)).collect(),
+    }
 }
 
 /// `plumbline-reports/<kind>-<UTC time>` under the working folder: a fresh folder per run.

@@ -84,13 +84,7 @@ fn seed_002_as_processes_two_workers_take_half_the_time() {
         two / one < 0.7,
         "two workers took {two:.3} s against {one:.3} s"
     );
-    for letter in 'a'..='z' {
-        let last = text
-            .lines()
-            .rfind(|l| l.starts_with(&format!("{letter}=>")))
-            .unwrap_or_else(|| panic!("no result for {letter}: {text}"));
-        assert_eq!(last, format!("{letter}=>3"));
-    }
+    common::assert_every_letter_ends_at_3(&text);
 }
 
 #[test]

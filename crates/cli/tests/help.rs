@@ -30,6 +30,7 @@ fn help_lists_the_exit_codes_and_each_command_has_examples() {
         "report",
         "completions",
         "man",
+        "run",
     ] {
         let out = plumbline(&[command, "--help"]);
         assert!(out.status.success(), "{command}");

@@ -107,22 +107,15 @@ fn seed_003_feeder_flags_send_a_day_to_a_receiver() {
         "--json",
         recv_json.to_str().unwrap(),
     ]);
-    let out = plumbline(&[
+    let mut args = vec![
         "send",
         "--host",
         &receiving.addr,
         "--json",
         send_json.to_str().unwrap(),
-        "--max_mbps",
-        "0.2",
-        "--duration",
-        "2",
-        "--breakpoints",
-        "24",
-        "--n_cycles",
-        "1",
-        "--quiet",
-    ]);
+    ];
+    args.extend(common::FEEDER_DAY);
+    let out = plumbline(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     let (code, _, err) = receiving.finish();
     assert_eq!(code, Some(0), "{err}");

@@ -128,16 +128,23 @@ pub fn bench_json(name: &str, args: &[&str]) -> serde_json::Value {
     command_json(name, "bench", args)
 }
 
-/// Runs `plumbline COMMAND --quiet --json FILE ARGS…`, which must succeed, and returns the
+/// Runs `plumbline COMMAND --quiet ARGS… --json FILE`, which must succeed, and returns the
 /// parsed JSON.
 pub fn command_json(name: &str, command: &str, args: &[&str]) -> serde_json::Value {
-    let path = scratch(name).join(format!("{command}.json"));
-    let mut all = vec![command, "--quiet", "--json", path.to_str().unwrap()];
+    let mut all = vec![command, "--quiet"];
     all.extend_from_slice(args);
+    json_of(name, &all)
+}
+
+/// Runs `plumbline ARGS… --json FILE`, which must succeed, and returns the parsed JSON.
+pub fn json_of(name: &str, args: &[&str]) -> serde_json::Value {
+    let path = scratch(name).join("run.json");
+    let mut all = args.to_vec();
+    all.extend(["--json", path.to_str().unwrap()]);
     let out = plumbline(&all);
     assert!(
         out.status.success(),
-        "{command} failed: {}\n{}",
+        "{all:?} failed: {}\n{}",
         stderr(&out),
         stdout(&out)
     );
@@ -185,9 +192,15 @@ pub struct Receiving {
 
 impl Receiving {
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_as(&["receive"], extra)
+    }
+
+    /// [`Receiving::start`] of `command` (`["run", "receiver.toml"]`: an experiment file's).
+    pub fn start_as(command: &[&str], extra: &[&str]) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(binary())
-            .args(["receive", "--listen", "127.0.0.1:0", "--quiet"])
+            .args(command)
+            .args(["--listen", "127.0.0.1:0", "--quiet"])
             .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -442,6 +455,32 @@ pub fn assert_fails(out: &Output, code: i32, needle: &str) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// Seed 003's feeder line in its own spellings, scaled from two hours at 15 MB/s to one 2 s day
+/// peaking at 0.2 MB/s (~195 rows/s of 1 KiB): the flags `examples/003-feeder.toml` holds.
+pub const FEEDER_DAY: [&str; 9] = [
+    "--max_mbps",
+    "0.2",
+    "--duration",
+    "2",
+    "--breakpoints",
+    "24",
+    "--n_cycles",
+    "1",
+    "--quiet",
+];
+
+/// Seed 002's check on what a receiver printed: each letter's last total is 3 (two rounds of
+/// votes, of 1 and then of 2).
+pub fn assert_every_letter_ends_at_3(text: &str) {
+    for letter in 'a'..='z' {
+        let last = text
+            .lines()
+            .rfind(|l| l.starts_with(&format!("{letter}=>")))
+            .unwrap_or_else(|| panic!("no result for {letter}: {text}"));
+        assert_eq!(last, format!("{letter}=>3"));
+    }
+}
+
 /// A loopback address nobody listens on (a free port, bound and released).
 pub fn closed_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -457,14 +496,18 @@ pub struct PipelineCollector {
 
 impl PipelineCollector {
     pub fn start(extra: &[&str]) -> Self {
-        let mut args = vec![
-            "pipeline",
-            "collector",
+        Self::start_as(&["pipeline", "collector"], extra)
+    }
+
+    /// [`PipelineCollector::start`] of `command` (`["run", "collector.toml"]`: a file's).
+    pub fn start_as(command: &[&str], extra: &[&str]) -> Self {
+        let mut args = command.to_vec();
+        args.extend([
             "--endpoint",
             "tcp://127.0.0.1:0",
             "--ack-endpoint",
             "tcp://127.0.0.1:0",
-        ];
+        ]);
         args.extend_from_slice(extra);
         let node = Node::spawn(&args);
         let line = node.wait_for("collector: results on ");
@@ -486,10 +529,19 @@ pub fn pipeline_distributor(
     report: &std::path::Path,
     extra: &[&str],
 ) -> (Node, String) {
+    pipeline_distributor_as(&["pipeline", "distributor"], acks, report, extra)
+}
+
+/// [`pipeline_distributor`] of `command` (`["run", "distributor.toml"]`: a file's).
+pub fn pipeline_distributor_as(
+    command: &[&str],
+    acks: &str,
+    report: &std::path::Path,
+    extra: &[&str],
+) -> (Node, String) {
     let report = report.to_str().unwrap();
-    let mut args = vec![
-        "pipeline",
-        "distributor",
+    let mut args = command.to_vec();
+    args.extend([
         "--endpoint",
         "tcp://127.0.0.1:0",
         "--collector-ack",
@@ -497,7 +549,7 @@ pub fn pipeline_distributor(
         "--json",
         report,
         "-q",
-    ];
+    ]);
     args.extend_from_slice(extra);
     let node = Node::spawn(&args);
     let line = node.wait_for("workers connect to ");
@@ -506,16 +558,26 @@ pub fn pipeline_distributor(
 
 /// A `plumbline pipeline worker` named `name`.
 pub fn pipeline_worker(endpoint: &str, results: &str, name: &str, extra: &[&str]) -> Node {
-    let mut args = vec![
-        "pipeline",
-        "worker",
+    pipeline_worker_as(&["pipeline", "worker"], endpoint, results, name, extra)
+}
+
+/// [`pipeline_worker`] of `command` (`["run", "worker.toml"]`: a file's).
+pub fn pipeline_worker_as(
+    command: &[&str],
+    endpoint: &str,
+    results: &str,
+    name: &str,
+    extra: &[&str],
+) -> Node {
+    let mut args = command.to_vec();
+    args.extend([
         "--endpoint",
         endpoint,
         "--collector",
         results,
         "--name",
         name,
-    ];
+    ]);
     args.extend_from_slice(extra);
     Node::spawn(&args)
 }
