@@ -3,7 +3,8 @@
 //! also the sender's `--variable-size` file reader, which reads `send --binary` files through
 //! `FrameReader`), then each frame as a plumbline header, a vote and a nonce, and the whole input
 //! as a stream of cluster control messages and of task pipeline messages (with the built-in task
-//! descriptor read from every task). Seeds are in `corpus/frames/`.
+//! descriptor read from every task), and as a clock exchange's request and reply datagram.
+//! Seeds are in `corpus/frames/`.
 //!
 //! Run: `cargo install cargo-fuzz`, then `RUSTC_BOOTSTRAP=1 cargo fuzz run frames` in this
 //! folder (cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them).
@@ -21,6 +22,7 @@ use plumbline_core::header::Header;
 use plumbline_core::intake::{ByteBudget, IntakeLimits};
 use plumbline_core::payload::{nonce_selector, Vote};
 use plumbline_pipeline::wire::{Message, MessageReader};
+use plumbline_transport::clock;
 use plumbline_pipeline::Workload;
 use plumbline_worker::node::wire::ControlReader;
 
@@ -48,6 +50,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut control = ControlReader::new(data);
     while control.recv().is_ok() {}
+    if let Some(t1) = clock::read_request(data) {
+        assert_eq!(clock::request(t1)[..], data[..], "a request is its one encoding");
+    }
+    if let Some((t1, t2, t3)) = clock::read_reply(data) {
+        assert_eq!(clock::reply(t1, t2, t3)[..], data[..], "a reply is its one encoding");
+    }
     let mut pipeline = MessageReader::new(data);
     while let Ok(message) = pipeline.recv() {
         if let Message::Task { data, .. } = message {

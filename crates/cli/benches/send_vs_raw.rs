@@ -95,6 +95,7 @@ fn plumbline(frames: u64) -> f64 {
         continuity: false,
         max_connections: 1,
         intake: None,
+        clock_offset_ns: 0,
     });
     let plan = SendPlan {
         shape: Shape::Max,
@@ -112,6 +113,7 @@ fn plumbline(frames: u64) -> f64 {
         late_after: Duration::from_millis(1),
         share: plumbline_load::Share::WHOLE,
         start_at_unix_ns: None,
+        clock_offset_ns: 0,
     };
     let start = Instant::now();
     std::thread::scope(|scope| {

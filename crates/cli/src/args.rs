@@ -103,6 +103,10 @@ pub enum Command {
     /// Compare two report folders run by run; exit 99 when NEW is worse than allowed
     #[command(after_help = REPORT_EXAMPLES)]
     Compare(CompareArgs),
+    /// Answer clock requests on UDP: the reference other hosts' `--clock-ref` measure their
+    /// clock offset against, so latency across hosts is measured on one clock
+    #[command(after_help = CLOCK_EXAMPLES)]
+    Clock(ClockArgs),
     /// Merge report folders from several hosts into one: every host's rows, and rows they
     /// share merged (counts summed, latency histograms merged), timelines on wall-clock time
     #[command(after_help = MERGE_EXAMPLES)]
@@ -173,6 +177,20 @@ pub struct ReportArgs {
     /// port 0 picks one and prints it)
     #[arg(long, value_name = "ADDR")]
     pub ui: Option<String>,
+}
+
+const CLOCK_EXAMPLES: &str = "\
+Examples (the sender's host is the reference; the receiver on another host corrects to it):
+  plumbline clock --listen 0.0.0.0:7123                                   # on host A
+  plumbline send --host 10.0.0.2:7002 --gen nonces --rate 1000/s --duration 60s   # on host A
+  plumbline receive --listen 0.0.0.0:7002 --clock-ref 10.0.0.1:7123       # on host B";
+
+/// Flags of `clock`.
+#[derive(Debug, Args)]
+pub struct ClockArgs {
+    /// UDP address to answer on (port 0 picks one and prints it)
+    #[arg(long, default_value = "127.0.0.1:7123")]
+    pub listen: String,
 }
 
 const MERGE_EXAMPLES: &str = "\
@@ -1222,6 +1240,10 @@ pub struct SendArgs {
     /// --connect-timeout per break) and the schedule goes on; without it a break ends the run
     #[arg(long)]
     pub reconnect: bool,
+    /// Measure this host's clock against a `plumbline clock` reference first and stamp
+    /// messages on the reference's clock (for receivers on other hosts)
+    #[arg(long, value_name = "ADDR")]
+    pub clock_ref: Option<String>,
     /// This sender's share I/N of the schedule N senders (on N hosts) emit together: each
     /// sends every Nth message of the one schedule, under its own source ids, so a receiver
     /// counts losses and duplicates across them exactly. Give every sender the same flags
@@ -1345,6 +1367,11 @@ pub struct ReceiveArgs {
     /// Keep retrying an unreachable broker this long
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+    /// Measure this host's clock against a `plumbline clock` reference (run on the sender's
+    /// host) first and put arrivals on its clock, so latency from another host's stamps is
+    /// true; flagged when the offset is unsure against the latency
+    #[arg(long, value_name = "ADDR")]
+    pub clock_ref: Option<String>,
     #[command(flatten, next_help_heading = "Brokers")]
     pub broker: BrokerArgs,
     /// Print every message's payload as a line

@@ -10,6 +10,7 @@ mod bench;
 mod bench_pipeline;
 mod brokers;
 mod capacity;
+mod clock;
 mod elastic;
 mod experiment;
 mod gen;
@@ -83,6 +84,7 @@ fn main() -> ExitCode {
             session::rerender(&args.dir, args.out.as_deref()).map(|()| Verdict::Passed)
         }
         Command::Compare(args) => compare(args),
+        Command::Clock(args) => clock::serve(args, &shutdown).map(|()| Verdict::Passed),
         Command::Merge(args) => session::merge(args).map(|()| Verdict::Passed),
         Command::Completions(args) => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -16,7 +16,9 @@ use anyhow::{Context, Result};
 use plumbline_core::intake::{ByteBudget, IntakeLimits};
 use plumbline_core::Shutdown;
 use plumbline_load::schedule::parse_rate;
-use plumbline_measure::record::{Command, ReceiveSection, Record, RunRecord, Sequence};
+use plumbline_measure::record::{
+    ClockSection, Command, ReceiveSection, Record, RunRecord, Sequence,
+};
 use plumbline_measure::report::{per_s, secs};
 use plumbline_measure::RunInfo;
 use plumbline_transport::broker::{connect_consumer, BrokerIdentity, ConsumerStats, FrameSource};
@@ -77,6 +79,11 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
     });
     // A receiver sees only what arrives.
     live.in_flight_unknown();
+    let clock = args
+        .clock_ref
+        .as_deref()
+        .map(crate::clock::measure)
+        .transpose()?;
     let receiver = Receiver::with_live(
         ReceiverConfig {
             framing: match args.framing {
@@ -92,6 +99,9 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
             max_connections: args.intake.max_connections,
             // A broker's frames arrive whole: only a listener's peers are timed.
             intake: args.from.is_none().then_some(intake),
+            clock_offset_ns: clock
+                .as_ref()
+                .map_or(0, |c| (c.offset_s * 1e9).round() as i64),
         },
         live.clone(),
     );
@@ -112,6 +122,12 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
     progress.finish("");
     let summary = receiver.summary(args.expect);
     print!("{}", text(&summary));
+    if let Some(warning) = clock
+        .as_ref()
+        .and_then(|c| crate::clock::unsure(c, summary.latency_s.p50))
+    {
+        eprintln!("warning: {warning}");
+    }
     if let Some((stats, kafka_broker)) = &consumed {
         println!(
             "broker: {} delivered ({} redelivered), {} acknowledged, {} above --max-frame skipped, {} empty skipped, {} dropped by the client",
@@ -131,7 +147,7 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
         }
     }
     let record = Record {
-        runs: vec![record(args, &summary, consumed.as_ref())?],
+        runs: vec![record(args, &summary, consumed.as_ref(), clock.as_ref())?],
         ..Record::new(
             Command::Receive,
             crate::session::command_line(),
@@ -226,6 +242,7 @@ fn record(
     args: &ReceiveArgs,
     s: &ReceiveSummary,
     consumed: Option<&(ConsumerStats, Option<BrokerIdentity>)>,
+    clock: Option<&ClockSection>,
 ) -> Result<RunRecord> {
     // As shown everywhere: without a URL's password.
     let from = match (&args.from, &args.listen) {
@@ -253,6 +270,7 @@ fn record(
             sequence: Sequence::from(&s.sequence),
             continuity: s.continuity.clone(),
             per_second: s.per_second.clone(),
+            clock: clock.cloned(),
             broker: consumed
                 .map(|(stats, _)| serde_json::to_value(stats))
                 .transpose()?,

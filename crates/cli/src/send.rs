@@ -84,6 +84,11 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
         "--connections {connections}: at most 1024"
     );
     let share = args.split;
+    let clock = args
+        .clock_ref
+        .as_deref()
+        .map(crate::clock::measure)
+        .transpose()?;
     let plan = SendPlan {
         shape: shape.clone(),
         payloads,
@@ -93,6 +98,9 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
         late_after: args.late_after,
         share,
         start_at_unix_ns: args.start_at,
+        clock_offset_ns: clock
+            .as_ref()
+            .map_or(0, |c| (c.offset_s * 1e9).round() as i64),
     };
     // This sender's part of the whole schedule.
     let expected = args
@@ -199,6 +207,7 @@ pub fn run(args: &SendArgs, shutdown: &Shutdown) -> Result<Verdict> {
     let run = RunRecord {
         send: Some(SendSection {
             broker,
+            clock,
             ..send.clone()
         }),
         ..run
@@ -558,6 +567,7 @@ fn record(
             late_start_s: plan
                 .start_at_unix_ns
                 .map(|_| tally.late_start.as_secs_f64()),
+            clock: None,
         }),
         ..RunRecord::new(connections, elapsed_s)
     }

@@ -640,3 +640,47 @@ fn two_senders_split_one_schedule_and_the_receiver_sees_it_whole() {
     let p50 = received["receive"]["per_second"]["p50"].as_u64().unwrap();
     assert!((950..=1050).contains(&p50), "{text}");
 }
+
+/// Issue 17: a receiver whose clock is planted 5 ms ahead (`PLUMBLINE_CLOCK_SKEW`, a host
+/// whose clock drifted) measures the offset against a `plumbline clock` reference within
+/// 0.5 ms and takes it out of the latency; without `--clock-ref` the skew shows as latency.
+#[test]
+fn a_receiver_5ms_off_measures_its_clock_and_corrects_the_latency() {
+    let _cpu = exclusive();
+    let dir = scratch("clock");
+    let reference = Node::spawn(&["clock", "--listen", "127.0.0.1:0"]);
+    let addr = reference.wait_for("clock reference on ").trim().to_string();
+    let skewed = [("PLUMBLINE_CLOCK_SKEW", "5ms")];
+    let run = |clock_ref: bool| {
+        let path = dir.join(format!("recv-{clock_ref}.json"));
+        let mut extra = vec!["--expect", "500", "--json", path.to_str().unwrap()];
+        if clock_ref {
+            extra.extend(["--clock-ref", addr.as_str()]);
+        }
+        let receiving = Receiving::start_with(&skewed, &["receive"], &extra);
+        let out = common::send_nonces(&receiving.addr, "1000/s", 500);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let (code, _, err) = receiving.finish();
+        assert_eq!(code, Some(0), "{err}");
+        (json(&path), err)
+    };
+    let (raw, _) = run(false);
+    let raw_p50 = raw["latency_s"]["p50"].as_f64().unwrap();
+    assert!(
+        raw_p50 >= 0.005,
+        "the 5 ms skew shows as latency: p50 {raw_p50}"
+    );
+    let (corrected, err) = run(true);
+    let clock = &corrected["receive"]["clock"];
+    let offset = clock["offset_s"].as_f64().unwrap();
+    assert!(
+        (offset + 0.005).abs() < 0.0005,
+        "measured {offset} s, planted -5 ms\n{err}"
+    );
+    assert!(clock["uncertainty_s"].as_f64().unwrap() < 0.0005, "{clock}");
+    let p50 = corrected["latency_s"]["p50"].as_f64().unwrap();
+    assert!(
+        p50 < raw_p50 - 0.004,
+        "corrected p50 {p50} s against {raw_p50} s uncorrected"
+    );
+}

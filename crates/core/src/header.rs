@@ -93,6 +93,24 @@ pub fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, crate::clock::duration_ns)
+        .saturating_add_signed(planted_skew_ns())
+}
+
+/// Tests only: `PLUMBLINE_CLOCK_SKEW=5ms` (or `-5ms`) makes this process's clock that far
+/// off, as a host whose clock drifted, so the clock offset exchange can be tested on one
+/// machine. Read once; anything unreadable is no skew.
+fn planted_skew_ns() -> i64 {
+    static SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *SKEW.get_or_init(|| {
+        let Ok(text) = std::env::var("PLUMBLINE_CLOCK_SKEW") else {
+            return 0;
+        };
+        let (sign, magnitude) = match text.strip_prefix('-') {
+            Some(rest) => (-1, rest),
+            None => (1, text.as_str()),
+        };
+        crate::duration::parse_duration(magnitude).map_or(0, |d| sign * d.as_nanos() as i64)
+    })
 }
 
 #[cfg(test)]

@@ -341,6 +341,7 @@ impl Engine for External {
                 continuity: false,
                 max_connections: usize::MAX,
                 intake: None,
+                clock_offset_ns: 0,
             },
             live.clone(),
         );

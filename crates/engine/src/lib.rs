@@ -138,6 +138,7 @@ impl Load {
             late_after: Duration::from_millis(1),
             share: plumbline_load::Share::WHOLE,
             start_at_unix_ns: None,
+            clock_offset_ns: 0,
         }
     }
 

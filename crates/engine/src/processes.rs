@@ -114,6 +114,7 @@ impl Engine for Processes {
                 // Its own workers, on loopback: no cap, no deadline.
                 max_connections: usize::MAX,
                 intake: None,
+                clock_offset_ns: 0,
             },
             live.clone(),
         ));

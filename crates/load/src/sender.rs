@@ -74,6 +74,10 @@ pub struct SendPlan {
     /// still counted from this time, so what was due meanwhile goes out late (and counted
     /// late), never skipped.
     pub start_at_unix_ns: Option<u64>,
+    /// Added to this host's clock for every stamp and for `start_at_unix_ns` (the run
+    /// reference's time minus this host's), so receivers on other hosts read stamps on
+    /// one clock.
+    pub clock_offset_ns: i64,
 }
 
 /// The longest a sending thread waits without looking at the stop flag.
@@ -242,9 +246,10 @@ pub fn send_reconnecting<W: Write + Send>(
     let prepared: Vec<Payload> = (0..local_threads)
         .map(|t| Payload::new(plan, plan.share.thread(t, local_threads).0, threads))
         .collect();
+    let reference_now = || header::unix_now_ns().saturating_add_signed(plan.clock_offset_ns);
     let (start, start_unix_ns, late_start) = match plan.start_at_unix_ns {
-        None => (Instant::now(), header::unix_now_ns(), Duration::ZERO),
-        Some(at) => start_at(at, shutdown),
+        None => (Instant::now(), reference_now(), Duration::ZERO),
+        Some(at) => start_at(at, &reference_now, shutdown),
     };
     let results: Vec<(SendTally, Option<SendError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = connections
@@ -295,17 +300,17 @@ pub fn send_reconnecting<W: Write + Send>(
     (total, errors)
 }
 
-/// Waits until the UNIX time `at` (ns), in slices so a Ctrl-C is seen, and returns the
-/// schedule's origin for it: the instant that matches `at` (in the past if `at` already
-/// passed), `at` itself, and how late the wait ended.
-fn start_at(at: u64, shutdown: &Shutdown) -> (Instant, u64, Duration) {
-    let ahead = Duration::from_nanos(at.saturating_sub(header::unix_now_ns()));
+/// Waits until the UNIX time `at` (ns, on the clock `now` reads), in slices so a Ctrl-C is
+/// seen, and returns the schedule's origin for it: the instant that matches `at` (in the
+/// past if `at` already passed), `at` itself, and how late the wait ended.
+fn start_at(at: u64, now: &dyn Fn() -> u64, shutdown: &Shutdown) -> (Instant, u64, Duration) {
+    let ahead = Duration::from_nanos(at.saturating_sub(now()));
     let origin = Instant::now() + ahead;
     while origin.saturating_duration_since(Instant::now()) > STOP_CHECK && !shutdown.requested() {
         std::thread::sleep(STOP_CHECK / 2);
     }
     Sleeper::new().sleep_until(origin);
-    let late = Duration::from_nanos(header::unix_now_ns().saturating_sub(at));
+    let late = Duration::from_nanos(now().saturating_sub(at));
     // Late (set up after `at`): the origin moves back so every deadline keeps its UNIX time.
     let origin = Instant::now().checked_sub(late).unwrap_or(origin);
     (origin, at, late)
@@ -586,6 +591,7 @@ mod tests {
             late_after: Duration::from_millis(1),
             share: Share::WHOLE,
             start_at_unix_ns: None,
+            clock_offset_ns: 0,
         }
     }
 

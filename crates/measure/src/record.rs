@@ -265,6 +265,24 @@ pub struct SendSection {
     /// null without one.
     #[serde(default)]
     pub late_start_s: Option<f64>,
+    /// `--clock-ref`: this host's clock against the reference's; its stamps are on the
+    /// reference's clock.
+    #[serde(default)]
+    pub clock: Option<ClockSection>,
+}
+
+/// How far this host's clock was from the run's reference (`--clock-ref`), measured before
+/// the run; its stamps (send) or arrivals (receive) were moved onto the reference's clock.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClockSection {
+    /// The `plumbline clock` responder asked.
+    pub reference: String,
+    /// Reference − this host, s: what was added to this host's times.
+    pub offset_s: f64,
+    /// The true offset is within ±this, s (half the best exchange's round trip).
+    pub uncertainty_s: f64,
+    /// Exchanges that came back.
+    pub samples: usize,
 }
 
 /// Per-second achieved rate over a send's full seconds.
@@ -333,6 +351,10 @@ pub struct ReceiveSection {
     /// Frames arriving in each full second from the first frame on.
     #[serde(default)]
     pub per_second: Option<PerSecond>,
+    /// `--clock-ref`: this host's clock against the reference's; latency is on the
+    /// reference's clock.
+    #[serde(default)]
+    pub clock: Option<ClockSection>,
     /// With `--from`: what the consumer saw of the broker.
     pub broker: Option<serde_json::Value>,
     pub kafka_broker: Option<serde_json::Value>,

@@ -490,6 +490,7 @@ pub(crate) mod tests {
                 broker: None,
                 split: None,
                 late_start_s: None,
+                clock: None,
             }),
             ..RunRecord::new(2, 1.0)
         }

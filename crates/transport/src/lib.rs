@@ -4,10 +4,12 @@
 //! by default; the pipeline's `tcp://` / `ipc://` endpoints ([`endpoint`]); the closed set of
 //! data planes a flag can name, as one URL-parsed [`config::TransportConfig`]; and the broker
 //! backends behind one producer/consumer pair of traits ([`broker`]); and the object stores
-//! bulk data travels through by reference ([`store`]). What travels (frames,
+//! bulk data travels through by reference ([`store`]); the clock offset exchange between hosts
+//! ([`clock`]). What travels (frames,
 //! headers) is defined in plumbline-core; when it is sent is the load crate's business.
 
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod endpoint;
 pub mod store;

@@ -57,6 +57,9 @@ pub struct ReceiverConfig {
     /// Deadlines and the shared buffer budget for peers on sockets (`None`: a broker's frames,
     /// already whole).
     pub intake: Option<IntakeLimits>,
+    /// Added to this host's clock when it stamps arrivals (the run reference's time minus
+    /// this host's, from `--clock-ref`), so latency from another host's stamp is true.
+    pub clock_offset_ns: i64,
 }
 
 /// Per-second arrival counts are kept for at most this many seconds (about 11.5 days).
@@ -282,7 +285,7 @@ impl Receiver {
                 Ok(more) => (more, None),
                 Err(e) => (false, Some(e)),
             };
-            let mut now = header::unix_now_ns();
+            let mut now = self.now_ns();
             let (mut accepted, mut bytes, mut raw) = (0u64, 0u64, 0u64);
             let mut bad = None;
             for frame in batch.drain(..) {
@@ -297,7 +300,7 @@ impl Receiver {
                     let due =
                         Duration::try_from_secs_f64(count as f64 / *rate).unwrap_or(Duration::MAX);
                     sleeper.sleep_until(start.checked_add(due).unwrap_or_else(Instant::now));
-                    now = header::unix_now_ns();
+                    now = self.now_ns();
                 }
                 count += 1;
                 if framing == Framing::Auto {
@@ -404,6 +407,11 @@ impl Receiver {
             latencies.shrink_to(KEEP);
             seqs.shrink_to(KEEP);
         }
+    }
+
+    /// Now on the run's reference clock.
+    fn now_ns(&self) -> u64 {
+        header::unix_now_ns().saturating_add_signed(self.config.clock_offset_ns)
     }
 
     fn arrived(&self, frames: u64, payload_bytes: u64) {
@@ -525,6 +533,7 @@ mod tests {
             continuity: false,
             max_connections: 2,
             intake: None,
+            clock_offset_ns: 0,
         }
     }
 

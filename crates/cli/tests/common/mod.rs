@@ -197,8 +197,14 @@ impl Receiving {
 
     /// [`Receiving::start`] of `command` (`["run", "receiver.toml"]`: an experiment file's).
     pub fn start_as(command: &[&str], extra: &[&str]) -> Self {
+        Self::start_with(&[], command, extra)
+    }
+
+    /// [`Receiving::start_as`] with `env` set for the receiver (a planted clock skew).
+    pub fn start_with(env: &[(&str, &str)], command: &[&str], extra: &[&str]) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(binary())
+            .envs(env.iter().copied())
             .args(command)
             .args(["--listen", "127.0.0.1:0", "--quiet"])
             .args(extra)
@@ -207,13 +213,18 @@ impl Receiving {
             .spawn()
             .expect("receive starts");
         let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
+        // Lines before it (a clock measurement) are passed over.
+        let mut seen = String::new();
+        let addr = loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                panic!("receive ended before listening: {seen}");
+            }
+            if let Some((_, addr)) = line.trim().split_once("listening on ") {
+                break addr.to_string();
+            }
+            seen += &line;
+        };
         Self {
             child: Some(child),
             addr,
