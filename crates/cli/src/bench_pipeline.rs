@@ -169,6 +169,7 @@ fn record(
         duplicates: report.duplicates,
         achieved_per_s: per_s(report.acked as f64, report.wall_s),
         latency_s: report.latency.clone().unwrap_or_else(|| nothing.clone()),
+        latency_intervals: Vec::new(),
         per_worker: report.workers.iter().map(|w| w.acked).collect(),
         interrupted: report.interrupted,
         bench: Some(BenchSection {

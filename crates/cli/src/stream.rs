@@ -143,7 +143,8 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
                     target_per_s: load.shape.mean_rate(),
                 });
                 let (figures, extra) = stream.experiment(&load, session.live(), shutdown)?;
-                let run = run_record(&stream, &load, &figures, extra);
+                let run = run_record(&stream, &load, &figures, extra)
+                    .with_intervals(session.live().run_intervals());
                 let s = run.stream.as_ref().expect("a stream run has its section");
                 println!(
                     "{:>8} {:>9} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10.0}B {:>12.1} {:>12}{}",
@@ -225,6 +226,7 @@ fn run_record(stream: &Stream, load: &Load, f: &RunFigures, extra: StreamFigures
         target_per_s: load.shape.mean_rate(),
         achieved_per_s: per_s(f.delivered as f64, wall_s),
         latency_s: f.latency.clone(),
+        latency_intervals: Vec::new(),
         interrupted: f.interrupted,
         stream: Some(StreamSection {
             stream: stream.config.kind().to_string(),
