@@ -82,7 +82,8 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
         args.data_size_bytes.iter().all(|&s| s > 0 && s <= 1 << 30),
         "--data-size-bytes: each size must be 1 byte to 1 GiB"
     );
-    let store_url = store_url(args)?;
+    // A store folder made here (none named) is removed when this returns.
+    let (store_url, _made_store) = store_url(args)?;
     let limits = args.limits.for_command(Command::Stream)?;
     let session = Session::start("stream", &args.out, None)?;
     let mut record = Record::new(
@@ -312,8 +313,9 @@ fn loopback(args: &StreamArgs, host: &str) -> String {
     }
 }
 
-/// The store URL proxy mode uses.
-fn store_url(args: &StreamArgs) -> Result<String> {
+/// The store URL proxy mode uses, and the folder made for a file store when `--ps-dir` names
+/// none (removed with what is in it when dropped; a folder the user named is left alone).
+fn store_url(args: &StreamArgs) -> Result<(String, Option<tempfile::TempDir>)> {
     let redis_stream = matches!(args.stream, StreamKind::Redis | StreamKind::RedisStreams);
     let connector = args.ps_connector.unwrap_or(if redis_stream {
         PsConnector::Redis
@@ -321,12 +323,16 @@ fn store_url(args: &StreamArgs) -> Result<String> {
         PsConnector::File
     });
     Ok(match connector {
-        PsConnector::File => {
-            let dir = args.ps_dir.clone().unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("plumbline-store-{}", std::process::id()))
-            });
-            format!("file://{}", dir.display())
-        }
+        PsConnector::File => match &args.ps_dir {
+            Some(dir) => (format!("file://{}", dir.display()), None),
+            None => {
+                let made = tempfile::Builder::new()
+                    .prefix("plumbline-store-")
+                    .tempdir()
+                    .context("making the file store's folder under the temp dir")?;
+                (format!("file://{}", made.path().display()), Some(made))
+            }
+        },
         PsConnector::Redis => {
             let (host, port) = match (&args.ps_host, args.ps_port) {
                 (Some(h), Some(p)) => (h.clone(), p),
@@ -340,7 +346,7 @@ fn store_url(args: &StreamArgs) -> Result<String> {
                 _ => bail!("--ps-connector redis needs --ps-host and --ps-port"),
             };
             let scheme = if tls(args) { "rediss" } else { "redis" };
-            format!("{scheme}://{}:{port}", loopback(args, &host))
+            (format!("{scheme}://{}:{port}", loopback(args, &host)), None)
         }
     })
 }

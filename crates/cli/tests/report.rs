@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{exclusive, plumbline, scratch, stderr, stdout, workdir};
+use common::{exclusive, plumbline, plumbline_in, scratch, stderr, stdout, workdir, Scratch};
 use serde_json::Value;
 
 /// Width and height of a PNG, decoded (not just its header read).
@@ -22,19 +22,25 @@ fn png_size(path: &Path) -> (u32, u32) {
     (frame.width, frame.height)
 }
 
-/// Runs the default preset, scaled down, and returns the report folder it named.
-fn default_bench() -> PathBuf {
+/// Runs the default preset, scaled down, in a working folder of its own; returns that folder
+/// (the report goes with it) and the report folder bench named in it.
+fn default_bench() -> (Scratch, PathBuf) {
     let _cpu = exclusive();
-    let out = plumbline(&["bench", "--quiet", "--items", "200", "--delay", "2ms"]);
+    let cwd = workdir();
+    let out = plumbline_in(
+        &cwd,
+        &["bench", "--quiet", "--items", "200", "--delay", "2ms"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     let index = err
         .lines()
         .find_map(|l| l.strip_prefix("report: "))
         .unwrap_or_else(|| panic!("bench did not name its report folder: {err}"));
-    let index = workdir().join(index);
+    let index = cwd.join(index);
     assert!(index.ends_with("index.html"), "{}", index.display());
-    index.parent().unwrap().to_path_buf()
+    let dir = index.parent().unwrap().to_path_buf();
+    (cwd, dir)
 }
 
 /// HdrHistogram's interval log of `path`: each interval's start (s from the log's base),
@@ -132,7 +138,7 @@ fn issue16_each_run_has_an_interval_log_that_adds_up_to_its_latency() {
 
 #[test]
 fn issue7_bench_names_its_report_folder_and_the_plots_decode_at_their_size() {
-    let dir = default_bench();
+    let (_cwd, dir) = default_bench();
     assert!(
         dir.file_name()
             .unwrap()
