@@ -151,6 +151,11 @@ fn issue7_the_live_page_changes_in_a_real_browser_while_a_bench_runs() {
         .eval("document.getElementById('status').textContent")
         .unwrap();
     assert_eq!(status, "live");
+    // What throws in the page is an error naming it, not a null.
+    let thrown = browser
+        .eval("document.getElementById('absent').textContent")
+        .unwrap_err();
+    assert!(thrown.contains("threw: TypeError"), "{thrown}");
     let label = browser
         .eval("document.getElementById('label').textContent")
         .unwrap();
