@@ -338,7 +338,8 @@ pub struct StreamArgs {
     /// The Redis store's port
     #[arg(long)]
     pub ps_port: Option<u16>,
-    /// The file store's folder [default: a fresh folder under the temp dir]
+    /// The file store's folder, left after the run [default: a fresh folder under the temp
+    /// dir, removed after the run]
     #[arg(long)]
     pub ps_dir: Option<PathBuf>,
     /// Runs of each experiment

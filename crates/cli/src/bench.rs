@@ -121,7 +121,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
         let measured = progress
             .track(|| engine.run(&plan.load(run.items), live, shutdown))
             .with_context(|| format!("run {} of {total}", index + 1))?;
-        let record = record(&plan, run, &measured);
+        let record = record(&plan, run, &measured).with_intervals(live.run_intervals());
         progress.finish(&format!(
             "{label}: {:.3}s (ideal {:.3}s)",
             record.wall_s,
@@ -184,6 +184,7 @@ fn record(plan: &BenchPlan, run: &RunPlan, outcome: &RunFigures) -> RunRecord {
         target_per_s: plan.rate,
         achieved_per_s: per_s(delivered as f64, wall_s),
         latency_s: outcome.latency.clone(),
+        latency_intervals: Vec::new(),
         per_worker: outcome.per_worker.clone(),
         interrupted: outcome.interrupted,
         bench: Some(BenchSection {

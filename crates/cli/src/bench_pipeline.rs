@@ -9,7 +9,6 @@
 //! ones in its `pipeline` part; the seed's are printed beside ours. The pipeline itself is
 //! plumbline-pipeline; this only orchestrates.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -169,6 +168,7 @@ fn record(
         duplicates: report.duplicates,
         achieved_per_s: per_s(report.acked as f64, report.wall_s),
         latency_s: report.latency.clone().unwrap_or_else(|| nothing.clone()),
+        latency_intervals: Vec::new(),
         per_worker: report.workers.iter().map(|w| w.acked).collect(),
         interrupted: report.interrupted,
         bench: Some(BenchSection {
@@ -274,7 +274,12 @@ fn one_run(
         Announcement::CollectorListening { results, acks } => Some((results.clone(), acks.clone())),
         _ => None,
     })?;
-    let report_at = report_path();
+    // The distributor's report, in a folder removed when this returns (whichever way).
+    let scratch = tempfile::Builder::new()
+        .prefix("plumbline-pipeline-")
+        .tempdir()
+        .context("making a folder for the distributor's report")?;
+    let report_at = scratch.path().join("distributor.json");
     let (task, delay_text, workers_text) = (
         format!("C:{tasks}"),
         format!("{}ns", delay.as_nanos()),
@@ -336,7 +341,6 @@ fn one_run(
     // A distributor that exits 1 over failed tasks still wrote its report: the table shows them.
     let exited = distributor.wait_exit(ideal * 3 + Duration::from_secs(60));
     let text = std::fs::read_to_string(&report_at);
-    std::fs::remove_file(&report_at).ok();
     let text = match (text, exited) {
         (Ok(text), _) => text,
         (Err(_), Err(e)) => return Err(e),
@@ -351,14 +355,4 @@ fn one_run(
     }
     collector.wait_exit(Duration::from_secs(10))?;
     serde_json::from_str(&text).context("the distributor's report")
-}
-
-fn report_path() -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static RUN: AtomicU64 = AtomicU64::new(0);
-    std::env::temp_dir().join(format!(
-        "plumbline-pipeline-{}-{}.json",
-        std::process::id(),
-        RUN.fetch_add(1, Ordering::Relaxed)
-    ))
 }

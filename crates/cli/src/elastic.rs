@@ -361,7 +361,8 @@ pub fn run(args: &ElasticArgs, shutdown: &Shutdown) -> Result<Verdict> {
                     .collect(),
             }),
             ..RunRecord::new(plan.scaling.peak(), figures.wall.as_secs_f64())
-        }],
+        }
+        .with_intervals(live.run_intervals())],
         ..Record::new(
             Command::Elastic,
             crate::session::command_line(),

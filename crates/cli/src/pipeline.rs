@@ -224,6 +224,7 @@ pub fn report_run(r: &PipelineReport, label: String) -> Run {
         lost: r.lost,
         duplicates: r.duplicates,
         latency_s: None,
+        latency_intervals: Vec::new(),
         per_worker: r.workers.iter().map(|w| w.acked).collect(),
         capacity_per_s: None,
     }

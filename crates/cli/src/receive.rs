@@ -147,7 +147,8 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
         }
     }
     let record = Record {
-        runs: vec![record(args, &summary, consumed.as_ref(), clock.as_ref())?],
+        runs: vec![record(args, &summary, consumed.as_ref(), clock.as_ref())?
+            .with_intervals(live.run_intervals())],
         ..Record::new(
             Command::Receive,
             crate::session::command_line(),
@@ -256,6 +257,7 @@ fn record(
         duplicates: s.sequence.duplicates,
         achieved_per_s: per_s(s.unique as f64, s.duration_s),
         latency_s: s.latency_s.clone(),
+        latency_intervals: Vec::new(),
         receive: Some(ReceiveSection {
             from,
             frames: s.frames,

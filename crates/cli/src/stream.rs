@@ -82,7 +82,8 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
         args.data_size_bytes.iter().all(|&s| s > 0 && s <= 1 << 30),
         "--data-size-bytes: each size must be 1 byte to 1 GiB"
     );
-    let store_url = store_url(args)?;
+    // A store folder made here (none named) is removed when this returns.
+    let (store_url, _made_store) = store_url(args)?;
     let limits = args.limits.for_command(Command::Stream)?;
     let session = Session::start("stream", &args.out, None)?;
     let mut record = Record::new(
@@ -143,7 +144,8 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
                     target_per_s: load.shape.mean_rate(),
                 });
                 let (figures, extra) = stream.experiment(&load, session.live(), shutdown)?;
-                let run = run_record(&stream, &load, &figures, extra);
+                let run = run_record(&stream, &load, &figures, extra)
+                    .with_intervals(session.live().run_intervals());
                 let s = run.stream.as_ref().expect("a stream run has its section");
                 println!(
                     "{:>8} {:>9} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10.0}B {:>12.1} {:>12}{}",
@@ -225,6 +227,7 @@ fn run_record(stream: &Stream, load: &Load, f: &RunFigures, extra: StreamFigures
         target_per_s: load.shape.mean_rate(),
         achieved_per_s: per_s(f.delivered as f64, wall_s),
         latency_s: f.latency.clone(),
+        latency_intervals: Vec::new(),
         interrupted: f.interrupted,
         stream: Some(StreamSection {
             stream: stream.config.kind().to_string(),
@@ -310,8 +313,9 @@ fn loopback(args: &StreamArgs, host: &str) -> String {
     }
 }
 
-/// The store URL proxy mode uses.
-fn store_url(args: &StreamArgs) -> Result<String> {
+/// The store URL proxy mode uses, and the folder made for a file store when `--ps-dir` names
+/// none (removed with what is in it when dropped; a folder the user named is left alone).
+fn store_url(args: &StreamArgs) -> Result<(String, Option<tempfile::TempDir>)> {
     let redis_stream = matches!(args.stream, StreamKind::Redis | StreamKind::RedisStreams);
     let connector = args.ps_connector.unwrap_or(if redis_stream {
         PsConnector::Redis
@@ -319,12 +323,16 @@ fn store_url(args: &StreamArgs) -> Result<String> {
         PsConnector::File
     });
     Ok(match connector {
-        PsConnector::File => {
-            let dir = args.ps_dir.clone().unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("plumbline-store-{}", std::process::id()))
-            });
-            format!("file://{}", dir.display())
-        }
+        PsConnector::File => match &args.ps_dir {
+            Some(dir) => (format!("file://{}", dir.display()), None),
+            None => {
+                let made = tempfile::Builder::new()
+                    .prefix("plumbline-store-")
+                    .tempdir()
+                    .context("making the file store's folder under the temp dir")?;
+                (format!("file://{}", made.path().display()), Some(made))
+            }
+        },
         PsConnector::Redis => {
             let (host, port) = match (&args.ps_host, args.ps_port) {
                 (Some(h), Some(p)) => (h.clone(), p),
@@ -338,7 +346,7 @@ fn store_url(args: &StreamArgs) -> Result<String> {
                 _ => bail!("--ps-connector redis needs --ps-host and --ps-port"),
             };
             let scheme = if tls(args) { "rediss" } else { "redis" };
-            format!("{scheme}://{}:{port}", loopback(args, &host))
+            (format!("{scheme}://{}:{port}", loopback(args, &host)), None)
         }
     })
 }

@@ -232,7 +232,8 @@ fn bad_flags_are_named_and_exit_non_zero() {
 
 #[test]
 fn a_preset_file_with_an_unknown_field_is_refused() {
-    let path = scratch("preset").join("mine.toml");
+    let path_dir = scratch("preset");
+    let path = path_dir.join("mine.toml");
     std::fs::write(&path, "items = [10]\nwokers = [2]\n").unwrap();
     let out = plumbline(&["bench", "--preset", path.to_str().unwrap()]);
     assert_fails(&out, 1, "wokers");

@@ -330,6 +330,55 @@ fn issue13_a_worker_whose_sink_dies_leaves_the_rest_to_the_group_and_fails() {
 // that leaves the group does hand its uncommitted messages on: the conformance suite's
 // `a_dead_consumers_unacked_messages_go_to_another` checks that against tansu.
 
+/// `stream --stream-method proxy` over NATS (a file store) with the temp dir at `tmp`.
+#[cfg(feature = "nats")]
+fn stream_proxy_over_nats(nats: &str, tmp: &std::path::Path, extra: &[&str]) {
+    let out = std::process::Command::new(common::binary())
+        .current_dir(tmp)
+        .env("TMPDIR", tmp)
+        .args(["stream", "--stream", "nats", "--stream-servers", nats])
+        .args(["--stream-method", "proxy", "--data-size-bytes", "1000"])
+        .args([
+            "--task-count",
+            "4",
+            "--task-sleep",
+            "10ms",
+            "--max-workers",
+            "2",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[cfg(feature = "nats")]
+#[test]
+fn issue16_stream_removes_the_file_store_folder_it_made_but_not_one_named() {
+    let Some(server) = Server::for_test(Kind::Nats, "stream's file store") else {
+        return;
+    };
+    let _cpu = exclusive();
+    let tmp = common::scratch("store-tmp");
+    let entries = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    stream_proxy_over_nats(&server.addr, &tmp, &[]);
+    assert!(
+        !entries(&tmp)
+            .iter()
+            .any(|e| e.starts_with("plumbline-store-")),
+        "the folder it made is gone: {:?}",
+        entries(&tmp)
+    );
+    let named = tmp.join("mine");
+    stream_proxy_over_nats(&server.addr, &tmp, &["--ps-dir", named.to_str().unwrap()]);
+    assert!(named.is_dir(), "a folder the user named stays");
+}
+
 #[cfg(feature = "redis")]
 #[test]
 fn issue6_stream_proxy_sends_only_keys_and_leaves_no_keys_behind() {

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 /// Runs `capacity` with short trials and returns its JSON document and exit code.
 fn capacity(name: &str, extra: &[&str]) -> (Option<i32>, Value) {
-    let json = scratch(name).join("capacity.json");
+    let json_dir = scratch(name);
+    let json = json_dir.join("capacity.json");
     let mut args = vec![
         "capacity",
         "--quiet",

@@ -17,7 +17,8 @@ const PYTHON_APP: &str = concat!(
 /// Runs `capacity` with short trials and `extra`, and returns its JSON report.
 fn capacity(name: &str, extra: &[&str]) -> serde_json::Value {
     let _cpu = exclusive();
-    let json = common::scratch(name).join("capacity.json");
+    let json_dir = common::scratch(name);
+    let json = json_dir.join("capacity.json");
     let mut args = vec![
         "capacity",
         "--warmup",

@@ -11,7 +11,8 @@ use common::{assert_fails, exclusive, plumbline, scratch, stderr, stdout, Node};
 #[test]
 fn the_pipelines_capacity_grows_with_its_workers_near_the_ideal_and_loses_nothing() {
     let _cpu = exclusive();
-    let json = scratch("capacity-pipeline").join("capacity.json");
+    let json_dir = scratch("capacity-pipeline");
+    let json = json_dir.join("capacity.json");
     let out = plumbline(&[
         "capacity",
         "--cluster",
@@ -76,7 +77,8 @@ fn bench_on_2_workers<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 #[test]
 fn a_paced_bench_on_the_pipeline_delivers_every_task_with_latency_from_its_release() {
     let _cpu = exclusive();
-    let json = scratch("bench-pipeline-engine").join("bench.json");
+    let json_dir = scratch("bench-pipeline-engine");
+    let json = json_dir.join("bench.json");
     // 100 tasks at 50/s on 2 workers: about 2 s, the workers idle half the time, so a task's
     // latency is its 10 ms plus the plumbing, not a queue.
     let out = plumbline(&bench_on_2_workers(&[

@@ -8,11 +8,13 @@ use std::time::Instant;
 
 use common::{
     assert_fails, closed_addr, cluster, exclusive, initializer_args, plumbline, scrape, scratch,
-    stderr, Receiving,
+    stderr, Receiving, Scratch,
 };
 
-fn votes_file(name: &str, letters: &str) -> String {
-    let path = scratch(name).join("votes.msg");
+/// A votes file of `letters`, in the folder returned with it (removed when that is dropped).
+fn votes_file(name: &str, letters: &str) -> (Scratch, String) {
+    let dir = scratch(name);
+    let path = dir.join("votes.msg");
     let out = plumbline(&[
         "gen",
         "votes",
@@ -22,7 +24,8 @@ fn votes_file(name: &str, letters: &str) -> String {
         path.to_str().unwrap(),
     ]);
     assert!(out.status.success());
-    path.to_str().unwrap().to_string()
+    let path = path.to_str().unwrap().to_string();
+    (dir, path)
 }
 
 /// The blog's sender flags against `source`.
@@ -55,7 +58,7 @@ fn send_votes(source: &str, file: &str) {
 /// send to the last result, and what the receiver printed. The shutdown is asked for as soon as
 /// the sender is done, with nearly every item still in flight: all must still arrive.
 fn votes_run(letters: &str, joiners: usize, delay: &str) -> (f64, String) {
-    let file = votes_file(&format!("votes-{letters}-{joiners}"), letters);
+    let (_votes, file) = votes_file(&format!("votes-{letters}-{joiners}"), letters);
     let receiving = Receiving::start(&["--print", "--expect", "52", "--idle-timeout", "20s"]);
     let (mut init, mut workers, source, external) =
         cluster("votes", delay, joiners, Some(&receiving.addr), &[]);
@@ -96,7 +99,7 @@ fn the_hot_letter_does_not_scale_and_metrics_show_one_partition() {
         two / one > 0.8,
         "a second worker cannot help one key: {two:.3} s vs {one:.3} s"
     );
-    let file = votes_file("hot", "a");
+    let (_votes, file) = votes_file("hot", "a");
     let receiving = Receiving::start(&["--expect", "52", "--idle-timeout", "20s"]);
     let (init, _workers, source, external) = cluster("votes", "0", 1, Some(&receiving.addr), &[]);
     send_votes(&source, &file);
@@ -225,7 +228,7 @@ fn a_worker_arriving_after_the_cluster_formed_is_refused() {
 #[test]
 fn garbage_on_the_source_port_closes_that_connection_only() {
     let _cpu = exclusive();
-    let file = votes_file("garbage", "abcdefghijklmnopqrstuvwxyz");
+    let (_votes, file) = votes_file("garbage", "abcdefghijklmnopqrstuvwxyz");
     let receiving = Receiving::start(&["--expect", "52", "--idle-timeout", "20s"]);
     let (init, _workers, source, external) = cluster("votes", "0", 1, Some(&receiving.addr), &[]);
     let mut junk = std::net::TcpStream::connect(&source).unwrap();

@@ -19,7 +19,8 @@ fn seed_fake_votes() -> Vec<u8> {
 
 #[test]
 fn gen_votes_writes_the_seed_file_exactly() {
-    let path = scratch("votes").join("fake_votes.msg");
+    let path_dir = scratch("votes");
+    let path = path_dir.join("fake_votes.msg");
     let out = plumbline(&["gen", "votes", "-o", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let bytes = std::fs::read(&path).unwrap();
@@ -33,7 +34,8 @@ fn gen_votes_writes_the_seed_file_exactly() {
 
 #[test]
 fn gen_votes_hot_letter_is_all_a() {
-    let path = scratch("hot").join("hot.msg");
+    let path_dir = scratch("hot");
+    let path = path_dir.join("hot.msg");
     let out = plumbline(&[
         "gen",
         "votes",
@@ -50,7 +52,8 @@ fn gen_votes_hot_letter_is_all_a() {
 
 #[test]
 fn gen_nonces_matches_the_seed_sender_msg_size() {
-    let path = scratch("nonces").join("nonces.bin");
+    let path_dir = scratch("nonces");
+    let path = path_dir.join("nonces.bin");
     let p = path.to_str().unwrap();
     let out = plumbline(&[
         "gen", "nonces", "--count", "1024", "--size", "1024", "--seed", "7", "-o", p,
@@ -68,7 +71,8 @@ fn gen_nonces_matches_the_seed_sender_msg_size() {
         assert!(selector < 60_000, "selector {selector} out of 0..60000");
     }
     // Same seed, same file.
-    let again = scratch("nonces-again").join("nonces.bin");
+    let again_dir = scratch("nonces-again");
+    let again = again_dir.join("nonces.bin");
     plumbline(&[
         "gen",
         "nonces",
@@ -84,7 +88,8 @@ fn gen_nonces_matches_the_seed_sender_msg_size() {
 
 #[test]
 fn gen_refuses_a_nonce_too_small_for_its_selector() {
-    let path = scratch("small").join("x.bin");
+    let path_dir = scratch("small");
+    let path = path_dir.join("x.bin");
     let out = plumbline(&["gen", "nonces", "--size", "3", "-o", path.to_str().unwrap()]);
     assert_fails(&out, 1, "a nonce of 3 bytes is too small");
     assert!(!stderr(&out).contains("panicked"));
@@ -109,7 +114,8 @@ fn inspect_names_the_offset_of_a_truncated_frame() {
 
 #[test]
 fn inspect_refuses_an_oversized_frame_without_allocating_it() {
-    let path = scratch("oversized").join("big.msg");
+    let path_dir = scratch("oversized");
+    let path = path_dir.join("big.msg");
     let mut bytes = 9_000_000u32.to_be_bytes().to_vec();
     bytes.extend_from_slice(b"tiny");
     std::fs::write(&path, bytes).unwrap();
@@ -123,7 +129,8 @@ fn inspect_refuses_an_oversized_frame_without_allocating_it() {
 
 #[test]
 fn gen_and_inspect_refuse_sizes_they_cannot_hold() {
-    let path = scratch("huge").join("x.bin");
+    let path_dir = scratch("huge");
+    let path = path_dir.join("x.bin");
     let p = path.to_str().unwrap();
     let out = plumbline(&["gen", "random", "--size", "100000000000", "-o", p]);
     assert_fails(&out, 1, "exceeds the");
@@ -135,7 +142,8 @@ fn gen_and_inspect_refuse_sizes_they_cannot_hold() {
 
 #[test]
 fn inspect_counts_payloads_that_are_not_votes() {
-    let path = scratch("notvotes").join("n.bin");
+    let path_dir = scratch("notvotes");
+    let path = path_dir.join("n.bin");
     plumbline(&[
         "gen",
         "nonces",

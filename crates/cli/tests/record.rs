@@ -386,7 +386,8 @@ fn documents_written_before_plumbline_run_3_are_read_or_refused_by_their_version
     let out = plumbline(&["compare", &folder, &folder]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains(" on 2 "), "{}", stdout(&out));
-    let rendered = scratch("record-v1").join("rendered");
+    let rendered_dir = scratch("record-v1");
+    let rendered = rendered_dir.join("rendered");
     let out = plumbline(&["report", &folder, "--out", rendered.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(rendered.join("index.html").exists());

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{exclusive, plumbline, scratch, stderr, stdout, workdir};
+use common::{exclusive, plumbline, plumbline_in, scratch, stderr, stdout, workdir, Scratch};
 use serde_json::Value;
 
 /// Width and height of a PNG, decoded (not just its header read).
@@ -22,24 +22,123 @@ fn png_size(path: &Path) -> (u32, u32) {
     (frame.width, frame.height)
 }
 
-/// Runs the default preset, scaled down, and returns the report folder it named.
-fn default_bench() -> PathBuf {
+/// Runs the default preset, scaled down, in a working folder of its own; returns that folder
+/// (the report goes with it) and the report folder bench named in it.
+fn default_bench() -> (Scratch, PathBuf) {
     let _cpu = exclusive();
-    let out = plumbline(&["bench", "--quiet", "--items", "200", "--delay", "2ms"]);
+    let cwd = workdir();
+    let out = plumbline_in(
+        &cwd,
+        &["bench", "--quiet", "--items", "200", "--delay", "2ms"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     let index = err
         .lines()
         .find_map(|l| l.strip_prefix("report: "))
         .unwrap_or_else(|| panic!("bench did not name its report folder: {err}"));
-    let index = workdir().join(index);
+    let index = cwd.join(index);
     assert!(index.ends_with("index.html"), "{}", index.display());
-    index.parent().unwrap().to_path_buf()
+    let dir = index.parent().unwrap().to_path_buf();
+    (cwd, dir)
+}
+
+/// HdrHistogram's interval log of `path`: each interval's start (s from the log's base),
+/// length and histogram, read with the crate's own reader.
+fn read_hlog(path: &Path) -> Vec<(f64, f64, hdrhistogram::Histogram<u64>)> {
+    use base64::Engine;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let text = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    IntervalLogIterator::new(&text)
+        .filter_map(|entry| match entry.unwrap() {
+            LogEntry::Interval(h) => Some(h),
+            _ => None,
+        })
+        .map(|h| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(h.encoded_histogram())
+                .unwrap();
+            let hist = hdrhistogram::serialization::Deserializer::new()
+                .deserialize(&mut &bytes[..])
+                .unwrap();
+            (
+                h.start_timestamp().as_secs_f64(),
+                h.duration().as_secs_f64(),
+                hist,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn issue16_each_run_has_an_interval_log_that_adds_up_to_its_latency() {
+    let _cpu = exclusive();
+    let dir = scratch("hlog-report");
+    let report = dir.join("report");
+    // Paced over ~3 s, so the run spans several one-second intervals.
+    let out = plumbline(&[
+        "bench",
+        "--quiet",
+        "--items",
+        "900",
+        "--delay",
+        "1ms",
+        "--workers",
+        "1,2",
+        "--rate",
+        "300/s",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("run.json")).unwrap()).unwrap();
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for (i, run) in runs.iter().enumerate() {
+        let path = report.join(format!("latency-{}.hlog", i + 1));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("#[StartTime: ") && text.contains("#[BaseTime: "),
+            "{text}"
+        );
+        let intervals = read_hlog(&path);
+        assert!(
+            intervals.len() >= 2,
+            "{} intervals: {text}",
+            intervals.len()
+        );
+        assert!(
+            intervals
+                .windows(2)
+                .all(|w| w[0].0 + w[0].1 <= w[1].0 + 1e-3),
+            "intervals in order, not overlapping: {text}"
+        );
+        let mut merged = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        for (_, length, hist) in &intervals {
+            assert!(*length > 0.0 && *length < 1.5, "{length}");
+            merged.add(hist).unwrap();
+        }
+        let latency = &run["latency_s"];
+        assert_eq!(
+            merged.len(),
+            latency["count"].as_u64().unwrap(),
+            "the intervals hold every value of run {}, once",
+            i + 1
+        );
+        let p99 = merged.value_at_quantile(0.99) as f64 / 1e9;
+        let run_p99 = latency["p99"].as_f64().unwrap();
+        assert!(
+            (p99 - run_p99).abs() <= run_p99 * 1e-3,
+            "run {}: merged p99 {p99} vs the run's {run_p99}",
+            i + 1
+        );
+    }
 }
 
 #[test]
 fn issue7_bench_names_its_report_folder_and_the_plots_decode_at_their_size() {
-    let dir = default_bench();
+    let (_cwd, dir) = default_bench();
     assert!(
         dir.file_name()
             .unwrap()

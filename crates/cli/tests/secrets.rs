@@ -20,8 +20,9 @@ const WRONG: &str = "pl-e2e-Wr0ng";
 
 /// `plumbline ARGS` with `PLUMBLINE_TEST_PW` set to the password.
 fn run(args: &[&str]) -> Output {
+    let cwd = common::workdir();
     Command::new(env!("CARGO_BIN_EXE_plumbline"))
-        .current_dir(common::workdir())
+        .current_dir(&cwd)
         .env("PLUMBLINE_TEST_PW", PASSWORD)
         .args(args)
         .output()

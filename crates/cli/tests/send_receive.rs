@@ -482,7 +482,8 @@ fn numbered(seqs: std::ops::Range<u64>) -> Vec<u8> {
 #[test]
 fn expect_counts_unique_messages_and_duplicates_are_no_loss() {
     let _cpu = exclusive();
-    let report = scratch("expect-unique").join("recv.json");
+    let report_dir = scratch("expect-unique");
+    let report = report_dir.join("recv.json");
     let receiving = Receiving::start(&[
         "--expect",
         "100",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_fails, exclusive, plumbline, stderr};
+use common::{assert_fails, exclusive, plumbline, scratch, stderr};
 
 /// A small bench (200 items of 1 ms on 2 threads) with `limits` as `--threshold`s.
 fn bench(limits: &[&str]) -> std::process::Output {
@@ -54,8 +54,9 @@ fn a_breached_limit_exits_99_naming_the_limit_and_the_figure() {
 
 #[test]
 fn a_report_is_written_before_the_limits_are_judged() {
-    let dir = std::env::temp_dir().join(format!("plumbline-threshold-{}", std::process::id()));
-    let json = dir.with_extension("json");
+    let scratch = scratch("threshold");
+    let dir = scratch.join("report");
+    let json = scratch.join("report.json");
     let _cpu = exclusive();
     let out = plumbline(&[
         "bench",
@@ -75,8 +76,6 @@ fn a_report_is_written_before_the_limits_are_judged() {
     ]);
     assert_eq!(out.status.code(), Some(99), "{}", stderr(&out));
     assert!(dir.join("run.json").is_file() && json.is_file());
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(&json);
 }
 
 #[test]

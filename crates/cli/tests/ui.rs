@@ -13,18 +13,21 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::browser::{chromium, Browser};
-use common::{exclusive, plumbline, stderr, workdir};
+use common::{exclusive, plumbline, stderr, workdir, Scratch};
 
 /// A command run in the background with `--ui 127.0.0.1:0`; killed on drop.
 struct Running {
     child: Child,
     url: String,
+    /// Its working folder, removed after it (on drop).
+    _cwd: Scratch,
 }
 
 impl Running {
     fn start(args: &[&str]) -> Self {
+        let cwd = workdir();
         let mut child = Command::new(env!("CARGO_BIN_EXE_plumbline"))
-            .current_dir(workdir())
+            .current_dir(&cwd)
             .args(args)
             .args(["--ui", "127.0.0.1:0"])
             .stdout(Stdio::null())
@@ -40,7 +43,11 @@ impl Running {
         };
         // Keep draining stderr so the child never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Self { child, url }
+        Self {
+            child,
+            url,
+            _cwd: cwd,
+        }
     }
 }
 
@@ -144,6 +151,11 @@ fn issue7_the_live_page_changes_in_a_real_browser_while_a_bench_runs() {
         .eval("document.getElementById('status').textContent")
         .unwrap();
     assert_eq!(status, "live");
+    // What throws in the page is an error naming it, not a null.
+    let thrown = browser
+        .eval("document.getElementById('absent').textContent")
+        .unwrap_err();
+    assert!(thrown.contains("threw: TypeError"), "{thrown}");
     let label = browser
         .eval("document.getElementById('label').textContent")
         .unwrap();

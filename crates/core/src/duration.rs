@@ -1,6 +1,9 @@
 //! Durations as users type them on the command line and in presets: `10ms`, `500us`, `0.5s`, `0`.
 //!
-//! Parsing only; what a duration means (a work delay, an interval) is up to the caller.
+//! Parsing is `humantime`'s (which also reads `1h30m`, `2min`, `1day`), with plumbline's rules on
+//! top: `_` separators, a bare number other than 0 refused, at most about 584 years (a `u64` of
+//! nanoseconds), and errors that quote the input. What a duration means (a work delay, an
+//! interval) is up to the caller.
 
 use std::fmt;
 use std::time::Duration;
@@ -16,39 +19,33 @@ pub enum DurationError {
     UnknownUnit(String),
     #[error("'{0}' is out of range: durations must be between 0 and about 584 years")]
     OutOfRange(String),
+    #[error("'{0}' is finer than a nanosecond")]
+    TooFine(String),
 }
 
-/// Parses `<number><unit>` where the number may have a fraction and `_` separators and the unit is
-/// one of ns, us, µs, ms, s, m, h. A bare `0` is accepted; any other bare number is refused
-/// because its unit would be a guess.
+/// Parses `<number><unit>` (and sums of them, `1h30m`) where the number may have a fraction and
+/// `_` separators and the unit is one of ns, us, µs, ms, s, m, h (or humantime's longer names).
+/// A bare `0` is accepted; any other bare number is refused because its unit would be a guess.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
+    use humantime::DurationError as E;
     let text = input.trim().replace('_', "");
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    if number.is_empty() {
-        return Err(DurationError::Malformed(input.to_string()));
+    if text.parse::<f64>() == Ok(0.0) {
+        return Ok(Duration::ZERO);
     }
-    let value: f64 = number
-        .parse()
-        .map_err(|_| DurationError::Malformed(input.to_string()))?;
-    let nanos_per_unit = match unit.trim() {
-        "" if value == 0.0 => 0.0,
-        "" => return Err(DurationError::Malformed(input.to_string())),
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" => 60e9,
-        "h" => 3600e9,
-        _ => return Err(DurationError::UnknownUnit(input.to_string())),
-    };
-    let nanos = (value * nanos_per_unit).round();
-    if !nanos.is_finite() || nanos >= u64::MAX as f64 {
+    let duration = humantime::parse_duration(&text).map_err(|e| match e {
+        E::UnknownUnit { unit, .. } if unit.is_empty() => {
+            DurationError::Malformed(input.to_string())
+        }
+        E::UnknownUnit { .. } => DurationError::UnknownUnit(input.to_string()),
+        // humantime refuses what a nanosecond cannot hold as an overflow too.
+        E::NumberOverflow if text.contains('.') => DurationError::TooFine(input.to_string()),
+        E::NumberOverflow => DurationError::OutOfRange(input.to_string()),
+        _ => DurationError::Malformed(input.to_string()),
+    })?;
+    if duration.as_nanos() >= u128::from(u64::MAX) {
         return Err(DurationError::OutOfRange(input.to_string()));
     }
-    Ok(Duration::from_nanos(nanos as u64))
+    Ok(duration)
 }
 
 /// Shows a duration the way [`parse_duration`] reads it back, in the largest exact unit.
@@ -82,6 +79,8 @@ mod tests {
         assert_eq!(parse_duration("100_000ns"), Ok(Duration::from_micros(100)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration(" 0.0 "), Ok(Duration::ZERO));
     }
 
     #[test]
@@ -103,6 +102,22 @@ mod tests {
         assert!(matches!(
             parse_duration("99999999999h"),
             Err(DurationError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_duration("99999999999999999999999h"),
+            Err(DurationError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_duration("1.5ns"),
+            Err(DurationError::TooFine(_))
+        ));
+        assert!(matches!(
+            parse_duration("1..s"),
+            Err(DurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration(""),
+            Err(DurationError::Malformed(_))
         ));
     }
 

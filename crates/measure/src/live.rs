@@ -4,7 +4,8 @@
 //! Writers on the hot path only bump atomics; latencies and per-worker counts arrive in batches
 //! ([`Live::add_latencies`], [`Live::set_per_worker`]) a few times a second, so watching costs the
 //! run nothing measurable. [`Live::tick`] (once a second, from one [`Ticker`] thread) turns the
-//! counters into a [`Tick`]: rates over the last second and that second's latency percentiles.
+//! counters into a [`Tick`]: rates over the last second and that second's latency percentiles,
+//! and closes the run's latency interval ([`LatencyInterval`], the report's `.hlog`).
 //! This module does not serve or draw anything.
 
 use std::collections::VecDeque;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::hlog::LatencyInterval;
 use crate::Recorder;
 
 /// The shortest last tick worth a rate.
@@ -91,10 +93,60 @@ pub struct LiveSnapshot {
 
 #[derive(Default)]
 struct Window {
-    /// Latencies since the last tick.
-    tick: Recorder,
+    /// Latencies of earlier runs since the last tick (the tick's percentiles count them too).
+    tick_before: Recorder,
+    /// The run's latencies since the last tick or the run's start: its open interval.
+    interval: Recorder,
+    /// When the open interval began, seconds since the command started.
+    interval_start_s: f64,
+    /// When the command started on the wall clock, seconds since the UNIX epoch (the
+    /// intervals' timestamps).
+    start_unix_s: f64,
+    /// The run's closed intervals, oldest first (at most [`MAX_TICKS`]).
+    intervals: VecDeque<LatencyInterval>,
     /// Latencies since the run began.
     run: Recorder,
+}
+
+impl Window {
+    /// A new run's latency starts at `now_s`; what came before stays for the tick.
+    fn start_run(&mut self, now_s: f64) {
+        self.tick_before.merge(&self.interval);
+        self.interval.clear();
+        self.interval_start_s = now_s;
+        self.intervals.clear();
+        self.run.clear();
+    }
+
+    /// Closes the tick and the open interval at `now_s`; returns the tick's p50 and p99.
+    fn close_tick(&mut self, now_s: f64) -> (Option<f64>, Option<f64>) {
+        self.tick_before.merge(&self.interval);
+        let s = (self.tick_before.count() > 0).then(|| self.tick_before.summary());
+        self.tick_before.clear();
+        self.close_interval(now_s);
+        (s.as_ref().map(|s| s.p50), s.as_ref().map(|s| s.p99))
+    }
+
+    /// Closes the open interval at `now_s`; an interval without latencies is left out.
+    fn close_interval(&mut self, now_s: f64) {
+        if self.interval.count() > 0 {
+            if self.intervals.len() == MAX_TICKS {
+                self.intervals.pop_front();
+            }
+            self.intervals.push_back(self.open_interval(now_s));
+        }
+        self.interval.clear();
+        self.interval_start_s = now_s;
+    }
+
+    /// The open interval as it stands at `now_s`.
+    fn open_interval(&self, now_s: f64) -> LatencyInterval {
+        LatencyInterval::new(
+            self.start_unix_s + self.interval_start_s,
+            now_s - self.interval_start_s,
+            &self.interval,
+        )
+    }
 }
 
 /// The counters as the last tick saw them. Signed: `begin_run` zeroes the counters and moves
@@ -150,6 +202,9 @@ impl Default for Live {
 impl Live {
     pub fn new() -> Self {
         let now = Instant::now();
+        let start_unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         Self {
             start: now,
             items_in: AtomicU64::new(0),
@@ -157,7 +212,10 @@ impl Live {
             late: AtomicU64::new(0),
             in_flight_unknown: AtomicBool::new(false),
             run: Mutex::default(),
-            latency: Mutex::default(),
+            latency: Mutex::new(Window {
+                start_unix_s,
+                ..Window::default()
+            }),
             per_worker: Mutex::default(),
             per_partition: Mutex::default(),
             ticks: Mutex::default(),
@@ -181,8 +239,8 @@ impl Live {
             ..info
         };
         lock(&self.per_partition).clear();
-        // The run's latency starts over; the current second's window stays for its tick.
-        lock(&self.latency).run.clear();
+        // The run's latency starts over; the current second's values stay for its tick.
+        lock(&self.latency).start_run(self.start.elapsed().as_secs_f64());
         let mut last = lock(&self.last);
         last.items_in -= self.items_in.swap(0, Ordering::Relaxed) as i64;
         last.items_out -= self.items_out.swap(0, Ordering::Relaxed) as i64;
@@ -201,7 +259,7 @@ impl Live {
             return;
         }
         let mut window = lock(&self.latency);
-        window.tick.merge(batch);
+        window.interval.merge(batch);
         window.run.merge(batch);
         batch.clear();
     }
@@ -211,6 +269,19 @@ impl Live {
     /// warm-up out. Writers hand latencies over every [`FEED_EVERY`], so a copy lags by that.
     pub fn run_latency(&self) -> Recorder {
         lock(&self.latency).run.clone()
+    }
+
+    /// The run's latency so far as intervals: one per tick (the last one open, up to now), each
+    /// holding the values handed over in it (writers hand them over every [`FEED_EVERY`], so a
+    /// value may fall in the interval after the one it was measured in). Seconds without
+    /// latencies have none; a run longer than a day keeps its last day.
+    pub fn run_intervals(&self) -> Vec<LatencyInterval> {
+        let window = lock(&self.latency);
+        let mut intervals: Vec<_> = window.intervals.iter().cloned().collect();
+        if window.interval.count() > 0 {
+            intervals.push(window.open_interval(self.start.elapsed().as_secs_f64()));
+        }
+        intervals
     }
 
     pub fn set_per_worker(&self, counts: &[u64]) {
@@ -239,16 +310,12 @@ impl Live {
         let items_in = self.items_in.load(Ordering::Relaxed);
         let items_out = self.items_out.load(Ordering::Relaxed);
         let late = self.late.load(Ordering::Relaxed);
-        let (p50_s, p99_s) = {
-            let mut window = lock(&self.latency);
-            let s = (window.tick.count() > 0).then(|| window.tick.summary());
-            window.tick.clear();
-            (s.as_ref().map(|s| s.p50), s.as_ref().map(|s| s.p99))
-        };
+        let t_s = now.duration_since(self.start).as_secs_f64();
+        let (p50_s, p99_s) = lock(&self.latency).close_tick(t_s);
         let dt = now.duration_since(last.at).as_secs_f64().max(1e-9);
         let since = |now: u64, then: i64| (now as i64 - then).max(0) as u64;
         let tick = Tick {
-            t_s: now.duration_since(self.start).as_secs_f64(),
+            t_s,
             target_per_s: lock(&self.run).target_per_s,
             in_per_s: since(items_in, last.items_in) as f64 / dt,
             out_per_s: since(items_out, last.items_out) as f64 / dt,
@@ -481,6 +548,41 @@ mod tests {
             "the run keeps its latency"
         );
         assert_eq!(snap.per_worker, vec![0, 0]);
+    }
+
+    #[test]
+    fn a_runs_intervals_hold_its_latencies_once_and_only_its_own() {
+        let live = Live::new();
+        let mut batch = Recorder::new();
+        let mut add = |ms: std::ops::RangeInclusive<u64>| {
+            ms.for_each(|ms| batch.record_ns(ms * 1_000_000));
+            live.add_latencies(&mut batch);
+        };
+        add(1..=5); // an earlier run's, in the same second as the next run's start
+        live.begin_run(RunInfo::default());
+        add(1..=10);
+        let first = live.tick();
+        assert_eq!(live.run_intervals().len(), 1);
+        assert!(first.p99_s.unwrap() >= 0.0099, "the tick counts both runs");
+        live.tick(); // a second without latencies has no interval
+        add(100..=199);
+        let intervals = live.run_intervals();
+        assert_eq!(
+            intervals.iter().map(|i| i.count).collect::<Vec<_>>(),
+            [10, 100],
+            "the open interval is included, the earlier run's values are not"
+        );
+        assert!(intervals[0].start_unix_s <= intervals[1].start_unix_s);
+        assert!(intervals[0].start_unix_s > 1.6e9 && intervals[0].length_s > 0.0);
+        let mut merged = Recorder::new();
+        intervals
+            .iter()
+            .for_each(|i| merged.merge(&i.recorder().unwrap()));
+        assert_eq!(merged.summary(), live.run_latency().summary());
+        live.tick();
+        assert_eq!(live.run_intervals().len(), 2, "closing it adds no other");
+        live.begin_run(RunInfo::default());
+        assert!(live.run_intervals().is_empty());
     }
 
     #[test]

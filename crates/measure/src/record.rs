@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::report::{overhead_pct, Host};
-use crate::{LatencySummary, Limit, Recorder, SeqSummary};
+use crate::{LatencyInterval, LatencySummary, Limit, Recorder, SeqSummary};
 
 /// What `schema` says in every run record this version writes.
 pub const SCHEMA: &str = "plumbline.run/3";
@@ -88,6 +88,10 @@ pub struct RunRecord {
     pub achieved_per_s: f64,
     /// Intended send time → result; `count` 0 where not measured.
     pub latency_s: LatencySummary,
+    /// `latency_s` one interval (second) at a time, as [`RunRecord::with_intervals`] keeps
+    /// them; empty where the run has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_intervals: Vec<LatencyInterval>,
     /// Items each worker handled; empty when not known.
     pub per_worker: Vec<u64>,
     /// Cut short by Ctrl-C.
@@ -118,6 +122,7 @@ impl RunRecord {
             target_per_s: None,
             achieved_per_s: 0.0,
             latency_s: Recorder::new().summary(),
+            latency_intervals: Vec::new(),
             per_worker: Vec::new(),
             interrupted: false,
             bench: None,
@@ -127,6 +132,20 @@ impl RunRecord {
             receive: None,
             trial: None,
             elastic: None,
+        }
+    }
+
+    /// The run's latency intervals ([`crate::Live::run_intervals`]), kept only when they hold
+    /// exactly `latency_s`'s values: a run whose latency is not what watchers saw (a capacity
+    /// trial leaves its warm-up out) has none rather than intervals that disagree with it.
+    pub fn with_intervals(self, intervals: Vec<LatencyInterval>) -> Self {
+        let count: u64 = intervals.iter().map(|i| i.count).sum();
+        Self {
+            latency_intervals: match count == self.latency_s.count && count > 0 {
+                true => intervals,
+                false => Vec::new(),
+            },
+            ..self
         }
     }
 

@@ -136,10 +136,6 @@ impl Recorder {
                 s(self.hist.value_at_quantile(quantile))
             }
         };
-        let mut bytes = Vec::new();
-        V2Serializer::new()
-            .serialize(&self.hist, &mut bytes)
-            .expect("serializing to memory cannot fail");
         LatencySummary {
             count: self.hist.len(),
             min: if self.hist.is_empty() {
@@ -162,8 +158,34 @@ impl Recorder {
             } else {
                 self.hist.mean() / 1e9
             },
-            hdr: base64::engine::general_purpose::STANDARD.encode(bytes),
+            hdr: self.encoded(),
         }
+    }
+
+    /// The histogram in HdrHistogram's V2 serialized form, base64 (what [`Recorder::decode`]
+    /// reads back).
+    pub fn encoded(&self) -> String {
+        let mut bytes = Vec::new();
+        V2Serializer::new()
+            .serialize(&self.hist, &mut bytes)
+            .expect("serializing to memory cannot fail");
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    /// A recorder from [`Recorder::encoded`] text (or any V2 histogram within its bounds).
+    pub fn decode(hdr: &str) -> Result<Recorder, HdrError> {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(hdr)?;
+        let hist: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut &bytes[..])
+            .map_err(HdrError::Format)?;
+        let mut recorder = Recorder::new();
+        recorder.hist.add(&hist).map_err(|_| HdrError::Range)?;
+        Ok(recorder)
+    }
+
+    /// The histogram itself, for writers of HdrHistogram's own formats.
+    pub(crate) fn histogram(&self) -> &Histogram<u64> {
+        &self.hist
     }
 }
 
@@ -199,13 +221,7 @@ pub enum HdrError {
 impl LatencySummary {
     /// Rebuilds the recorder the summary was taken from.
     pub fn recorder(&self) -> Result<Recorder, HdrError> {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(&self.hdr)?;
-        let hist: Histogram<u64> = Deserializer::new()
-            .deserialize(&mut &bytes[..])
-            .map_err(HdrError::Format)?;
-        let mut recorder = Recorder::new();
-        recorder.hist.add(&hist).map_err(|_| HdrError::Range)?;
-        Ok(recorder)
+        Recorder::decode(&self.hdr)
     }
 }
 

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use plumbline_measure::record::{CapacitySection, Record, RunRecord};
 use plumbline_measure::report::Host;
-use plumbline_measure::{LatencySummary, Tick};
+use plumbline_measure::{LatencyInterval, LatencySummary, Tick};
 use serde::{Deserialize, Serialize};
 
 use crate::capacity::CapacityCharts;
@@ -95,6 +95,9 @@ pub struct Run {
     pub duplicates: u64,
     /// Latency as the command defines it (intended send → result for runs of items).
     pub latency_s: Option<LatencySummary>,
+    /// `latency_s` one second at a time (the `.hlog`); empty when the run has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_intervals: Vec<LatencyInterval>,
     /// Items each worker handled; empty when not known.
     #[serde(default)]
     pub per_worker: Vec<u64>,
@@ -197,6 +200,7 @@ fn run_rows(records: &[RunRecord]) -> Vec<Run> {
                 duplicates: r.duplicates,
                 // A run that measured no latency (the pipeline's) shows none, not zeros.
                 latency_s: Some(latency).filter(|l| l.count > 0),
+                latency_intervals: r.latency_intervals.clone(),
                 per_worker: r.per_worker.clone(),
                 capacity_per_s: None,
             }
@@ -231,6 +235,7 @@ fn capacity_rows(capacity: &CapacitySection, trials: &[RunRecord]) -> Vec<Run> {
                     lost: runs().map(|t| t.lost).sum(),
                     duplicates: runs().map(|t| t.duplicates).sum(),
                     latency_s: None,
+                    latency_intervals: Vec::new(),
                     per_worker: Vec::new(),
                     capacity_per_s: p.capacity,
                 }
@@ -448,6 +453,7 @@ pub(crate) mod tests {
                         lost: 0,
                         duplicates: 0,
                         latency_s: Some(rec.summary()),
+                        latency_intervals: Vec::new(),
                         per_worker: vec![100 / (i as u64 + 1); i + 1],
                         capacity_per_s: None,
                     }

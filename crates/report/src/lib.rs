@@ -3,8 +3,8 @@
 //!
 //! It sits after the measurement: a command maps its figures onto a [`RunDoc`] (`run.json`) and
 //! [`write`] renders the rest from that document alone: `runs.csv`, the plots as SVG and PNG
-//! ([`plots`]), each run's latency as HdrHistogram's `.hgrm` percentile distribution, and a
-//! self-contained `index.html` (styles inline, plots as inline SVG, no network).
+//! ([`plots`]), each run's latency as HdrHistogram's `.hgrm` percentile distribution and its
+//! `.hlog` interval log, and a self-contained `index.html` (styles inline, plots as inline SVG, no network).
 //! Because everything is rendered from `run.json`, `plumbline report DIR` re-renders a folder
 //! exactly. [`compare`] diffs two documents. Nothing here runs or measures anything.
 
@@ -93,7 +93,8 @@ pub struct Written {
     pub plots: Vec<&'static str>,
 }
 
-/// Writes `run.json`, `runs.csv`, the `.hgrm` files, every plot and `index.html` into `dir`
+/// Writes `run.json`, `runs.csv`, the `.hgrm` and `.hlog` files, every plot and `index.html`
+/// into `dir`
 /// (created if missing).
 pub fn write(dir: &Path, doc: &RunDoc) -> Result<Written, ReportError> {
     let io = |path: PathBuf| move |source| ReportError::Io { path, source };
@@ -104,7 +105,7 @@ pub fn write(dir: &Path, doc: &RunDoc) -> Result<Written, ReportError> {
     };
     put("run.json", &doc.to_json())?;
     put("runs.csv", &table::csv(&doc.runs))?;
-    for (name, text) in hgrm_files(doc, dir)? {
+    for (name, text) in hdr_files(doc, dir)? {
         put(&name, &text)?;
     }
     let plots = plots::draw_all(doc, dir).map_err(|message| ReportError::Plot {
@@ -121,23 +122,26 @@ pub fn write(dir: &Path, doc: &RunDoc) -> Result<Written, ReportError> {
     })
 }
 
-/// Each run's latency as HdrHistogram's percentile distribution (`latency-N.hgrm`, N its
-/// place in `runs.csv`), which HdrHistogram's own plotters read; runs without latency have
-/// none.
-fn hgrm_files(doc: &RunDoc, dir: &Path) -> Result<Vec<(String, String)>, ReportError> {
+/// Each run's latency in HdrHistogram's own formats, which its tools read: the percentile
+/// distribution (`latency-N.hgrm`, N its place in `runs.csv`) and the interval log
+/// (`latency-N.hlog`, one histogram a second). Runs without latency have neither, runs
+/// without intervals no `.hlog`.
+fn hdr_files(doc: &RunDoc, dir: &Path) -> Result<Vec<(String, String)>, ReportError> {
     let mut files = Vec::new();
     for (i, run) in doc.runs.iter().enumerate() {
         let Some(latency) = run.latency_s.as_ref().filter(|l| l.count > 0) else {
             continue;
         };
-        let recorder = latency
-            .recorder()
-            .map_err(|source| ReportError::Histogram {
-                path: dir.join("run.json"),
-                run: run.label.clone(),
-                source,
-            })?;
-        files.push((hgrm_name(i), recorder.hgrm()));
+        let bad = |source| ReportError::Histogram {
+            path: dir.join("run.json"),
+            run: run.label.clone(),
+            source,
+        };
+        files.push((hgrm_name(i), latency.recorder().map_err(bad)?.hgrm()));
+        if !run.latency_intervals.is_empty() {
+            let log = plumbline_measure::hlog::interval_log(&run.latency_intervals);
+            files.push((hlog_name(i), log.map_err(bad)?));
+        }
     }
     Ok(files)
 }
@@ -145,6 +149,11 @@ fn hgrm_files(doc: &RunDoc, dir: &Path) -> Result<Vec<(String, String)>, ReportE
 /// The `.hgrm` file of the run at `index` in `doc.runs`.
 pub fn hgrm_name(index: usize) -> String {
     format!("latency-{}.hgrm", index + 1)
+}
+
+/// The `.hlog` file of the run at `index` in `doc.runs`.
+pub fn hlog_name(index: usize) -> String {
+    format!("latency-{}.hlog", index + 1)
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;\
@@ -224,11 +233,14 @@ mod tests {
     #[test]
     fn a_folder_holds_every_file_and_pngs_of_the_stated_size() {
         let dir = scratch("files");
-        let doc = with_timeline(doc_with(&[
+        let mut doc = with_timeline(doc_with(&[
             ("one", 0.5, 0.01),
             ("two", 1.5, 0.02),
             ("three", 3.0, 0.03),
         ]));
+        let first = doc.runs[0].latency_s.as_ref().unwrap().recorder().unwrap();
+        doc.runs[0].latency_intervals =
+            vec![plumbline_measure::LatencyInterval::new(1.7e9, 1.0, &first)];
         let written = write(&dir, &doc).unwrap();
         assert_eq!(
             written.plots,
@@ -257,6 +269,15 @@ mod tests {
             assert!(hgrm.contains("#[Max     ="), "{hgrm}");
         }
         assert!(!dir.join(hgrm_name(3)).exists());
+        // The interval log, for the run that has intervals only.
+        let hlog = std::fs::read_to_string(dir.join(hlog_name(0))).unwrap();
+        assert!(hlog.contains("#[BaseTime: 1700000000.000"), "{hlog}");
+        assert_eq!(
+            hlog.lines().filter(|l| l.starts_with("0.000,")).count(),
+            1,
+            "{hlog}"
+        );
+        assert!(!dir.join(hlog_name(1)).exists());
         assert!(csv.lines().nth(2).unwrap().starts_with("two,g,2,100,"));
     }
 

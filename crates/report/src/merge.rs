@@ -142,6 +142,8 @@ fn merged_row(label: &str, rows: &[(&str, &Run)]) -> Result<Run, MergeError> {
         lost: sum(|r| r.lost),
         duplicates: sum(|r| r.duplicates),
         latency_s: latency.map(|r| r.summary()),
+        // Each host's intervals start at its own second: its own row keeps them.
+        latency_intervals: Vec::new(),
         per_worker: rows
             .iter()
             .flat_map(|(_, r)| r.per_worker.iter().copied())
@@ -227,6 +229,7 @@ mod tests {
             lost: 1,
             duplicates: 2,
             latency_s: Some(recorder.summary()),
+            latency_intervals: Vec::new(),
             per_worker: vec![latencies_ms.len() as u64],
             capacity_per_s: None,
         };

@@ -7,6 +7,7 @@
 //! anything that is not a socket, and removes the file when the listener is dropped. Nothing
 //! here reads or writes frames.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -14,8 +15,9 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::retry::Failed;
 use crate::tcp::{self, TcpError};
 
 /// Where a pipeline role binds or connects.
@@ -37,12 +39,8 @@ pub enum EndpointError {
     Bind { endpoint: String, source: io::Error },
     #[error("cannot bind {endpoint}: {path} exists and is not a socket")]
     NotASocket { endpoint: String, path: String },
-    #[error("could not connect to {endpoint} within {timeout:?}: {last}")]
-    Connect {
-        endpoint: String,
-        timeout: Duration,
-        last: io::Error,
-    },
+    #[error(transparent)]
+    Connect(crate::retry::TimedOut<io::Error>),
 }
 
 impl FromStr for Endpoint {
@@ -108,24 +106,11 @@ impl Endpoint {
         match self {
             Endpoint::Tcp(addr) => Ok(Conn::Tcp(tcp::connect(addr, timeout)?)),
             Endpoint::Ipc(path) => {
-                let deadline = Instant::now() + timeout;
-                let mut pause = Duration::from_millis(20);
-                loop {
-                    match UnixStream::connect(path) {
-                        Ok(stream) => return Ok(Conn::Ipc(stream)),
-                        Err(last) if Instant::now() >= deadline => {
-                            return Err(EndpointError::Connect {
-                                endpoint: self.to_string(),
-                                timeout,
-                                last,
-                            })
-                        }
-                        Err(_) => {
-                            std::thread::sleep(pause);
-                            pause = (pause * 2).min(Duration::from_millis(500));
-                        }
-                    }
-                }
+                let endpoint = self.to_string();
+                let connect = |_| UnixStream::connect(path).map_err(Failed::<_, Infallible>::Retry);
+                crate::retry::connect(&endpoint, timeout, connect)
+                    .map(Conn::Ipc)
+                    .map_err(|e| EndpointError::Connect(e.timed_out()))
             }
         }
     }

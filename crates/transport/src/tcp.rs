@@ -1,22 +1,20 @@
 //! TCP: connect with retries and backoff, listen on an address, tune sockets for frames.
 //!
 //! A peer that is not up yet is the normal case when a benchmark starts its parts in any order,
-//! so [`connect`] retries (100 ms doubling to 1 s) until its deadline and then names the address,
-//! the last error and the attempts. Nothing here reads or writes frames.
+//! so [`connect`] retries by the one policy of every connect ([`crate::retry`]) until its
+//! deadline and then names the address, the last error and the attempts. Nothing here reads or writes frames.
 
+use std::convert::Infallible;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::retry::Failed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TcpError {
-    #[error("could not connect to {addr} within {timeout:?} ({attempts} attempts): {last}")]
-    Connect {
-        addr: String,
-        timeout: Duration,
-        attempts: u32,
-        last: io::Error,
-    },
+    #[error(transparent)]
+    Connect(crate::retry::TimedOut<io::Error>),
     #[error("'{addr}' is not a host:port address: {source}")]
     Address { addr: String, source: io::Error },
     #[error("cannot listen on {addr}: {source}")]
@@ -46,18 +44,14 @@ pub fn is_loopback(addr: &str) -> bool {
     resolve(addr).map_or(true, |found| found.iter().all(|a| a.ip().is_loopback()))
 }
 
-/// Connects to `addr`, retrying with backoff until `timeout` has passed.
+/// Connects to `addr`, retrying ([`crate::retry`]) until `timeout` has passed; each attempt
+/// tries every address `addr` resolves to.
 pub fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, TcpError> {
     let targets = resolve(addr)?;
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(100);
-    let mut attempts = 0;
-    loop {
+    crate::retry::connect(addr, timeout, |left| {
         let mut last = None;
         for target in &targets {
-            attempts += 1;
-            let left = deadline.saturating_duration_since(Instant::now());
-            match TcpStream::connect_timeout(target, left.max(Duration::from_millis(10))) {
+            match TcpStream::connect_timeout(target, left) {
                 Ok(stream) => {
                     stream.set_nodelay(true).ok();
                     return Ok(stream);
@@ -65,18 +59,10 @@ pub fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, TcpError> {
                 Err(e) => last = Some(e),
             }
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(TcpError::Connect {
-                addr: addr.to_string(),
-                timeout,
-                attempts,
-                last: last.unwrap_or_else(|| io::Error::other("no attempt made")),
-            });
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
+        let last = last.unwrap_or_else(|| io::Error::other("no address to try"));
+        Err(Failed::<_, Infallible>::Retry(last))
+    })
+    .map_err(|e| TcpError::Connect(e.timed_out()))
 }
 
 /// How long a polling accept loop waits for a knock before it looks at its stop flag or clock
@@ -144,6 +130,7 @@ pub fn listen(addr: &str) -> Result<TcpListener, TcpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn only_loopback_addresses_are_loopback() {

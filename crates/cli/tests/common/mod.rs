@@ -4,7 +4,7 @@
 
 pub mod browser;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 
@@ -72,11 +72,16 @@ impl Drop for PeakRss {
     }
 }
 
-/// Runs the binary to completion in this test process's scratch working folder, so the report
-/// folders `bench` writes by default land there, not in the source tree.
+/// Runs the binary to completion in a scratch working folder of its own, so the report
+/// folders `bench` writes by default land there (and go with it), not in the source tree.
 pub fn plumbline(args: &[&str]) -> Output {
+    plumbline_in(&workdir(), args)
+}
+
+/// Runs the binary to completion in `cwd`.
+pub fn plumbline_in(cwd: &Path, args: &[&str]) -> Output {
     Command::new(binary())
-        .current_dir(workdir())
+        .current_dir(cwd)
         .args(args)
         .output()
         .expect("the plumbline binary runs")
@@ -107,19 +112,36 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The working folder of the binaries this test process runs.
-pub fn workdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("plumbline-test-{}-cwd", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch folder (tempfile's), removed with everything in it when dropped: hold it as long
+/// as its files are needed. It reads as the `Path` it is.
+#[derive(Debug)]
+pub struct Scratch(tempfile::TempDir);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
 }
 
-/// A fresh scratch folder for one test.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("plumbline-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+/// A fresh working folder for a binary this test runs.
+pub fn workdir() -> Scratch {
+    scratch("cwd")
+}
+
+/// A fresh scratch folder for one test, named after `name` (a unique suffix added).
+pub fn scratch(name: &str) -> Scratch {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("plumbline-test-{name}-"))
+        .tempdir()
+        .expect("a scratch folder in the temp dir");
+    Scratch(dir)
 }
 
 /// Runs `bench` with `args` plus `--json` and returns the parsed report.
@@ -138,7 +160,8 @@ pub fn command_json(name: &str, command: &str, args: &[&str]) -> serde_json::Val
 
 /// Runs `plumbline ARGS… --json FILE`, which must succeed, and returns the parsed JSON.
 pub fn json_of(name: &str, args: &[&str]) -> serde_json::Value {
-    let path = scratch(name).join("run.json");
+    let path_dir = scratch(name);
+    let path = path_dir.join("run.json");
     let mut all = args.to_vec();
     all.extend(["--json", path.to_str().unwrap()]);
     let out = plumbline(&all);

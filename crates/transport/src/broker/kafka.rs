@@ -35,9 +35,10 @@ use rdkafka::producer::{
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{
-    check_size, AckTally, AckToken, BrokerError, ClientOptions, Consumer, ConsumerStats, Delivery,
-    Login, Producer, ProducerStats,
+    check_size, retry_broker, AckTally, AckToken, BrokerError, ClientOptions, Consumer,
+    ConsumerStats, Delivery, Login, Producer, ProducerStats,
 };
+use crate::retry::Failed;
 
 /// Room for Kafka's record overhead above the payload cap.
 const RECORD_OVERHEAD: usize = 1024;
@@ -124,14 +125,15 @@ fn partitions(
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap, login)?
         .create()
         .map_err(|e| failed(bootstrap, e))?;
-    let deadline = Instant::now() + options.connect_timeout;
     let mut created = false;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let why = match admin.inner().fetch_metadata(
-            Some(topic),
-            left.clamp(Duration::from_millis(100), Duration::from_secs(2)),
-        ) {
+    retry_broker(
+        "kafka",
+        bootstrap,
+        options.connect_timeout,
+        |left| match admin
+            .inner()
+            .fetch_metadata(Some(topic), left.min(Duration::from_secs(2)))
+        {
             Ok(m) => {
                 let found = m.topics().iter().find(|t| t.name() == topic);
                 if let Some(t) = found.filter(|t| t.error().is_none() && !t.partitions().is_empty())
@@ -139,32 +141,25 @@ fn partitions(
                     return Ok(t.partitions().len() as i32);
                 }
                 if !options.create {
-                    return Err(BrokerError::Missing {
+                    return Err(Failed::Final(BrokerError::Missing {
                         what: "kafka topic",
                         name: topic.to_string(),
-                    });
+                    }));
                 }
                 if !created {
-                    create(&admin, bootstrap, topic, options.partitions)?;
+                    create(&admin, bootstrap, topic, options.partitions).map_err(Failed::Final)?;
                     created = true;
                 }
-                format!("topic '{topic}' has no partitions yet")
+                Err(Failed::Retry(format!(
+                    "topic '{topic}' has no partitions yet"
+                )))
             }
-            Err(e) => match final_error(bootstrap, &e) {
-                Some(fatal) => return Err(fatal),
-                None => e.to_string(),
-            },
-        };
-        if Instant::now() >= deadline {
-            return Err(BrokerError::Unreachable {
-                what: "kafka",
-                addr: bootstrap.to_string(),
-                timeout: options.connect_timeout,
-                why,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            Err(e) => Err(match final_error(bootstrap, &e) {
+                Some(fatal) => Failed::Final(fatal),
+                None => Failed::Retry(e.to_string()),
+            }),
+        },
+    )
 }
 
 /// Who answers at `bootstrap`, from a Metadata request of its own (see kafka_identity).

@@ -45,6 +45,7 @@ use plumbline_measure::{LatencySummary, Recorder};
 use serde::Serialize;
 
 use crate::config::{Access, TransportConfig};
+use crate::retry::Failed;
 pub use frames::{FramePublisher, FrameSource};
 pub use kafka_identity::{BrokerIdentity, TANSU_RESUME_LIMITATION};
 
@@ -617,10 +618,10 @@ pub(crate) fn tls_failure(why: &str) -> bool {
     .any(|needle| why.contains(needle))
 }
 
-/// Retries `attempt` with backoff (50 ms doubling to 1 s) until it succeeds or `timeout`
-/// passes, then names what could not be reached. An error `is_final` turns into a
-/// [`BrokerError`] (a refused login, a certificate that does not verify) ends it at once.
-/// Used by the Redis and NATS connects.
+/// Retries `attempt` ([`crate::retry`]) until it succeeds or `timeout` passes, then names
+/// what could not be reached. An error `is_final` turns into a [`BrokerError`] (a refused
+/// login, a certificate that does not verify) ends it at once. Used by the Redis and NATS
+/// connects.
 #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
 pub(crate) fn retry<T, E: std::fmt::Display>(
     what: &'static str,
@@ -629,27 +630,34 @@ pub(crate) fn retry<T, E: std::fmt::Display>(
     is_final: impl Fn(&E) -> Option<BrokerError>,
     mut attempt: impl FnMut(Duration) -> Result<T, E>,
 ) -> Result<T, BrokerError> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match attempt(left.max(Duration::from_millis(100))) {
-            Ok(value) => return Ok(value),
-            Err(e) => {
-                if let Some(fatal) = is_final(&e) {
-                    return Err(fatal);
-                }
-                if Instant::now() + pause >= deadline {
-                    return Err(BrokerError::Unreachable {
-                        what,
-                        addr: addr.to_string(),
-                        timeout,
-                        why: e.to_string(),
-                    });
-                }
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
+    let attempt = |left| {
+        attempt(left).map_err(|e| match is_final(&e) {
+            Some(fatal) => Failed::Final(fatal),
+            None => Failed::Retry(e),
+        })
+    };
+    retry_broker(what, addr, timeout, attempt)
+}
+
+/// [`crate::retry::connect`] to a broker: giving up is [`BrokerError::Unreachable`] naming
+/// `what`, the address, the timeout and the last attempt's error.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "nats", feature = "kafka")),
+    allow(dead_code)
+)]
+pub(crate) fn retry_broker<T, E: std::fmt::Display>(
+    what: &'static str,
+    addr: &str,
+    timeout: Duration,
+    attempt: impl FnMut(Duration) -> Result<T, Failed<E, BrokerError>>,
+) -> Result<T, BrokerError> {
+    crate::retry::connect(addr, timeout, attempt).map_err(|e| match e {
+        crate::retry::GaveUp::Final(fatal) => fatal,
+        crate::retry::GaveUp::TimedOut(t) => BrokerError::Unreachable {
+            what,
+            addr: t.addr,
+            timeout,
+            why: t.last.to_string(),
+        },
+    })
 }

@@ -6,7 +6,8 @@
 //! (a join, a shutdown request). Whether an address is loopback is the caller's to say, so
 //! nothing here resolves names, binds or logs.
 
-use super::wire::same_secret;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// A listener that can steer or read the cluster: its flag, its address, and what anyone who
 /// reaches it could do without a token.
@@ -81,6 +82,16 @@ pub fn admits(want: Option<&str>, given: Option<&str>) -> bool {
     }
 }
 
+/// Whether `given` is the secret `want`, in time independent of where they differ and of how
+/// long `given` is against `want`: `subtle`'s slice compare returns at once on a length
+/// mismatch (telling a prober the token's length), so both are hashed to SHA-256 first and it
+/// always compares 32 bytes to 32 (a collision is out of reach, so equal digests mean equal
+/// secrets).
+fn same_secret(want: &str, given: &str) -> bool {
+    let digest = |s: &str| Sha256::digest(s.as_bytes());
+    digest(want).ct_eq(&digest(given)).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +160,9 @@ mod tests {
         assert!(admits(Some("s3cret"), Some("s3cret")));
         assert!(!admits(Some("s3cret"), Some("s3cres")));
         assert!(!admits(Some("s3cret"), Some("s3cret ")));
+        // Lengths differ either way, the empty token included: still refused.
+        assert!(!admits(Some("s3cret"), Some("s3cre")));
+        assert!(!admits(Some("s3cret"), Some("")));
         assert!(!admits(Some("s3cret"), None));
     }
 
