@@ -2,12 +2,14 @@
 //!
 //! One measurement path: a per-thread [`Recorder`] (an HDR histogram) → a serializable
 //! [`LatencySummary`] → the run record ([`record`], one schema for every command) and its table
-//! ([`report`]); [`live`] holds the figures watchers read while a run goes on. [`ideal`] holds
+//! ([`report`]); [`live`] holds the figures watchers read while a run goes on, and
+//! [`exposition`] is the one Prometheus writer of them. [`ideal`] holds
 //! the math of what a run would take with zero overhead; [`continuity`] checks that every key's
 //! state advanced one step per item; [`threshold`] holds a finished record to the limits a user
 //! set (`--threshold 'p99<20ms'`). Nothing here runs load or workers.
 
 pub mod continuity;
+pub mod exposition;
 pub mod ideal;
 pub mod live;
 pub mod record;
@@ -17,6 +19,8 @@ pub mod seq;
 pub mod threshold;
 
 pub use ideal::{Ideal, IdealInput, Limit};
-pub use live::{LatencyFeed, Live, LiveSnapshot, Note, RunInfo, Tick, Ticker, FEED_EVERY};
+pub use live::{
+    LatencyFeed, Live, LiveSnapshot, Note, RunInfo, Tick, Ticker, WorkerFigures, FEED_EVERY,
+};
 pub use recorder::{LatencySummary, Recorder};
 pub use seq::{SeqSummary, SeqTracker};

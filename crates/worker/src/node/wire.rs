@@ -234,15 +234,6 @@ impl DataMessage {
     }
 }
 
-/// Compares secrets in time independent of where they differ.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 /// Reads the message a peer must open with (a join, a data hello, a shutdown request), due
 /// within `within` of now however the peer trickles it; [`WireError::NoHello`] names the wait.
 /// The stream's read timeout is cleared afterwards.
