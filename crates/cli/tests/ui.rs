@@ -3,8 +3,6 @@
 //! error. The screenshot is kept at target/test-artifacts/live-page.png.
 
 mod common;
-#[path = "../../measure/tests/exposition/mod.rs"]
-mod exposition;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -13,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::browser::{chromium, Browser};
+use common::exposition;
 use common::{exclusive, plumbline, stderr, workdir};
 
 /// A command run in the background with `--ui 127.0.0.1:0`; killed on drop.

@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod browser;
+/// The strict reader of Prometheus text that every scrape here goes through.
+#[path = "../../../measure/tests/exposition/mod.rs"]
+pub mod exposition;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -419,13 +422,15 @@ pub fn http(addr: &str, head: &str) -> String {
     text
 }
 
-/// The initializer's Prometheus text (the body of its `/metrics`).
+/// The initializer's Prometheus text (the body of its `/metrics`), checked by the strict
+/// reader ([`exposition::parse_exposition`]) on the way.
 pub fn scrape(init: &Node) -> String {
     let url = init.wait_for("metrics on http://");
     let addr = url.trim_end_matches("/metrics");
     let response = http(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n");
     let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    exposition::parse_exposition(body);
     body.to_string()
 }
 

@@ -1,8 +1,8 @@
 //! A strict reader of Prometheus text exposition 0.0.4, and the two PromQL steps a user takes to
 //! aggregate a histogram across workers (`sum by (le)`, then `histogram_quantile`). Shared by
 //! path: the writer's tests here, the ui server's (crates/ui/tests/server.rs) and the
-//! end-to-end scrapes of a live page and a cluster initializer (crates/cli/tests/ui.rs,
-//! crates/cli/tests/cluster.rs).
+//! end-to-end tests' (crates/cli/tests/common/mod.rs: every scrape of a cluster initializer's
+//! `--metrics` goes through it, and crates/cli/tests/ui.rs reads live pages' with it).
 #![allow(dead_code)] // each includer uses its own part
 
 use std::collections::{BTreeMap, HashMap, HashSet};
