@@ -397,6 +397,15 @@ fn issue7_a_broker_members_live_page_shows_what_it_took_did_and_holds() {
     assert!(end["p50_s"].as_f64().unwrap() >= 0.005, "{end}");
     let samples = exposition::parse_exposition(&get(&page, "/metrics"));
     assert_eq!(samples["plumbline_items_out_total"], 400.0);
+    // The member is its --name in every per-worker series; its latency is a histogram.
+    assert_eq!(
+        samples["plumbline_worker_items_total{worker=\"m1\"}"],
+        400.0
+    );
+    assert!(
+        samples["plumbline_latency_seconds_count"] > 0.0,
+        "{samples:?}"
+    );
 }
 
 #[test]
