@@ -123,6 +123,25 @@ fn warn_exposed(source: &str, data: &str) {
     );
 }
 
+/// The initializer's `--metrics`, served by the live page's HTTP server (plumbline-ui), which
+/// the worker crate cannot reach itself.
+#[derive(Debug)]
+struct UiMetrics;
+
+impl node::MetricsServer for UiMetrics {
+    fn serve(
+        &self,
+        listener: std::net::TcpListener,
+        live: Arc<Live>,
+        token: Option<String>,
+    ) -> std::result::Result<Box<dyn Send>, String> {
+        match plumbline_ui::serve_metrics(listener, live, token) {
+            Ok(server) => Ok(Box::new(server)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 fn config(args: &WorkerArgs) -> Result<NodeConfig> {
     let app = match args.app.as_str() {
         "sleepy" | "sleepy_python" => App::Count,
@@ -253,6 +272,7 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
         max_frame: args.max_frame as usize,
         connect_timeout: args.connect_timeout,
         live: Arc::new(Live::new()),
+        metrics_server: Some(Arc::new(UiMetrics)),
         announce: Announcer::open(args.announce.as_deref()).context("--announce")?,
         plant: match args.plant_fault.as_deref() {
             Some("drop") => Some(node::PlantedFault::Drop),

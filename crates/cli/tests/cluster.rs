@@ -417,7 +417,7 @@ fn get_metrics(addr: &str, headers: &str) -> String {
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
-    write!(stream, "{headers}\r\n").unwrap();
+    write!(stream, "{headers}Connection: close\r\n\r\n").unwrap();
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
     text.lines().next().unwrap_or("").to_string()

@@ -3,8 +3,6 @@
 //! error. The screenshot is kept at target/test-artifacts/live-page.png.
 
 mod common;
-#[path = "../../ui/tests/exposition/mod.rs"]
-mod exposition;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -13,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::browser::{chromium, Browser};
+use common::exposition;
 use common::{exclusive, plumbline, stderr, workdir, Scratch};
 
 /// A command run in the background with `--ui 127.0.0.1:0`; killed on drop.
@@ -207,8 +206,15 @@ fn issue7_ui_on_a_port_in_use_fails_at_once_naming_it() {
 #[test]
 fn issue7_the_initializers_live_page_shows_every_worker_and_partition() {
     let _cpu = exclusive();
-    let (init, _workers, source, external) =
-        common::cluster("sleepy", "1ms", 1, None, &["--ui", "127.0.0.1:0"]);
+    let announce = common::scratch("ui-cluster").join("announce.jsonl");
+    let announce_arg = announce.display().to_string();
+    let (mut init, _workers, source, external) = common::cluster(
+        "sleepy",
+        "1ms",
+        1,
+        None,
+        &["--ui", "127.0.0.1:0", "--announce", &announce_arg],
+    );
     let url = format!(
         "http://{}",
         init.wait_for("live page: http://")
@@ -245,12 +251,73 @@ fn issue7_the_initializers_live_page_shows_every_worker_and_partition() {
     assert_eq!(partitions.len(), 60, "sleepy has 60 partitions");
     let routed: u64 = partitions.iter().map(|p| p[1].as_u64().unwrap()).sum();
     assert_eq!(routed, 600);
+    // One writer: the initializer's --metrics, once every step reached it, and its live
+    // page's /metrics pass the same strict check with the same series, workers by name.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let scraped = loop {
+        let scraped = exposition::parse_exposition(&common::scrape(&init));
+        let steps: f64 = ["initializer", "w2"]
+            .iter()
+            .filter_map(|w| scraped.get(&format!("plumbline_step_seconds_count{{worker=\"{w}\"}}")))
+            .sum();
+        if steps == 600.0 {
+            break scraped;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the steps never added up: {scraped:?}\n{}",
+            init.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let samples = exposition::parse_exposition(&get(&url, "/metrics"));
     assert_eq!(
         samples["plumbline_partition_items_total{partition=\"0\"}"],
         partitions[0][1].as_f64().unwrap()
     );
+    let changing =
+        |k: &String| k.starts_with("plumbline_elapsed") || k.starts_with("plumbline_rate_");
+    for (series, value) in &scraped {
+        if !changing(series) {
+            assert_eq!(
+                samples.get(series),
+                Some(value),
+                "{series} differs on the page"
+            );
+        }
+    }
+    assert_eq!(samples.len(), scraped.len());
+    assert_eq!(
+        scraped["plumbline_worker_items_total{worker=\"w2\"}"],
+        per_worker[1] as f64
+    );
+    // The step of both workers summed by le, PromQL's way, gives plumbline's own p99 of the
+    // merged HDR histograms (the closing figures) within the bucket it falls in.
+    let summed = exposition::sum_by_le(&scraped, "plumbline_step_seconds", |_| true);
+    let promql = exposition::histogram_quantile(0.99, &summed).expect("steps");
     assert!(plumbline(&["shutdown", &external]).status.success());
+    assert_eq!(init.exit_code(10), Some(0), "{}", init.log());
+    let done: serde_json::Value = std::fs::read_to_string(&announce)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "cluster_done")
+        .expect("the closing figures");
+    let mut merged = plumbline_measure::Recorder::new();
+    for w in done["workers"].as_array().unwrap() {
+        let step: plumbline_measure::LatencySummary =
+            serde_json::from_value(w["step"].clone()).unwrap();
+        merged.merge(&step.recorder().unwrap());
+    }
+    assert_eq!(merged.count(), 600);
+    let ours = merged.summary().p99;
+    let bounds = plumbline_measure::exposition::bounds_s();
+    let upper = bounds.partition_point(|&b| b < ours);
+    let width = bounds[upper] - bounds[upper.saturating_sub(1)];
+    assert!(
+        (promql - ours).abs() <= width,
+        "histogram_quantile {promql} vs plumbline's p99 {ours} (bucket width {width})"
+    );
 }
 
 #[cfg(feature = "redis")]
@@ -342,6 +409,15 @@ fn issue7_a_broker_members_live_page_shows_what_it_took_did_and_holds() {
     assert!(end["p50_s"].as_f64().unwrap() >= 0.005, "{end}");
     let samples = exposition::parse_exposition(&get(&page, "/metrics"));
     assert_eq!(samples["plumbline_items_out_total"], 400.0);
+    // The member is its --name in every per-worker series; its latency is a histogram.
+    assert_eq!(
+        samples["plumbline_worker_items_total{worker=\"m1\"}"],
+        400.0
+    );
+    assert!(
+        samples["plumbline_latency_seconds_count"] > 0.0,
+        "{samples:?}"
+    );
 }
 
 #[test]

@@ -5,8 +5,9 @@
 //! process list shows argv to anyone on the host), and it cannot be printed, debug-printed
 //! or serialized: only [`Secret::expose`] reads it, where a client hands it to its broker.
 //! [`redact_url`] blanks the password of a URL's `user:password@`, for every place that
-//! echoes what was typed (error messages, a report's command line). Nothing here sends or
-//! checks a secret.
+//! echoes what was typed (error messages, a report's command line). [`admits`] judges a token
+//! a peer presented (a join, a shutdown, a `/metrics` scrape), in constant time. Nothing here
+//! sends a secret.
 
 use std::fmt;
 
@@ -52,6 +53,22 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Secret({REDACTED})")
+    }
+}
+
+/// Whether a peer's token lets it in: anything goes where there is no token to want;
+/// otherwise only the same secret, compared in time independent of where they differ and of
+/// how long the guess is: `subtle`'s slice compare returns at once on a length mismatch
+/// (telling a prober the token's length), so both are hashed to SHA-256 first and it always
+/// compares 32 bytes to 32 (a collision is out of reach, so equal digests mean equal secrets).
+pub fn admits(want: Option<&str>, given: Option<&str>) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let digest = |s: &str| Sha256::digest(s.as_bytes());
+    match (want, given) {
+        (None, _) => true,
+        (Some(want), Some(given)) => digest(want).ct_eq(&digest(given)).into(),
+        (Some(_), None) => false,
     }
 }
 
@@ -141,5 +158,22 @@ mod tests {
         ] {
             assert_eq!(redact_url(text), shown, "{text}");
         }
+    }
+
+    #[test]
+    fn with_a_token_only_the_same_secret_is_admitted() {
+        assert!(admits(Some("s3cret"), Some("s3cret")));
+        assert!(!admits(Some("s3cret"), Some("s3cres")));
+        assert!(!admits(Some("s3cret"), Some("s3cret ")));
+        // Lengths differ either way, the empty token included: still refused.
+        assert!(!admits(Some("s3cret"), Some("s3cre")));
+        assert!(!admits(Some("s3cret"), Some("")));
+        assert!(!admits(Some("s3cret"), None));
+    }
+
+    #[test]
+    fn without_a_token_every_peer_is_admitted() {
+        assert!(admits(None, None));
+        assert!(admits(None, Some("anything")));
     }
 }

@@ -82,6 +82,9 @@ pub struct LiveSnapshot {
     pub p99_s: f64,
     pub latency_count: u64,
     pub per_worker: Vec<u64>,
+    /// Each worker's name, in the order of `per_worker` (its index where it has no name).
+    #[serde(default)]
+    pub worker_names: Vec<String>,
     /// `(partition label, items)`.
     pub per_partition: Vec<(String, u64)>,
     /// The latest ticks, oldest first (at most `recent` of them, as asked).
@@ -91,8 +94,34 @@ pub struct LiveSnapshot {
     pub notes: Vec<Note>,
 }
 
+/// One worker as watchers see it: its name (the `worker` label of every per-worker series) and
+/// what it reported; a figure the worker does not report is `None` and left out.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerFigures {
+    pub name: String,
+    pub items: u64,
+    /// Results delivered to the sink, items it could not apply, results it could not deliver
+    /// (a cluster's workers report them).
+    pub results: Option<u64>,
+    pub rejected: Option<u64>,
+    pub undelivered: Option<u64>,
+    /// What its items' work cost (a cluster's workers report it).
+    pub step: Option<Recorder>,
+}
+
+impl WorkerFigures {
+    /// A worker known by its place only: its index is its name.
+    fn numbered(index: usize, items: u64) -> Self {
+        Self {
+            name: index.to_string(),
+            items,
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Default)]
-struct Window {
+pub(crate) struct Window {
     /// Latencies of earlier runs since the last tick (the tick's percentiles count them too).
     tick_before: Recorder,
     /// The run's latencies since the last tick or the run's start: its open interval.
@@ -105,7 +134,7 @@ struct Window {
     /// The run's closed intervals, oldest first (at most [`MAX_TICKS`]).
     intervals: VecDeque<LatencyInterval>,
     /// Latencies since the run began.
-    run: Recorder,
+    pub(crate) run: Recorder,
 }
 
 impl Window {
@@ -170,16 +199,22 @@ pub struct Live {
     pub late: AtomicU64,
     /// Set when `items_in` or `items_out` is not counted by anyone, so in-flight is unknown.
     in_flight_unknown: AtomicBool,
+    /// Source connections closed for bad input, closed for a stalled frame, refused over the
+    /// cap: counted by a cluster initializer, which says so with [`Live::counts_sources`].
+    pub source_errors: AtomicU64,
+    pub source_slow: AtomicU64,
+    pub source_refused: AtomicU64,
+    pub(crate) counts_sources: AtomicBool,
     run: Mutex<RunInfo>,
-    latency: Mutex<Window>,
-    per_worker: Mutex<Vec<u64>>,
+    pub(crate) latency: Mutex<Window>,
+    pub(crate) workers: Mutex<Vec<WorkerFigures>>,
     per_partition: Mutex<Vec<(String, u64)>>,
     ticks: Mutex<(VecDeque<Tick>, u64)>,
     notes: Mutex<VecDeque<Note>>,
     last: Mutex<Last>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -211,12 +246,16 @@ impl Live {
             items_out: AtomicU64::new(0),
             late: AtomicU64::new(0),
             in_flight_unknown: AtomicBool::new(false),
+            source_errors: AtomicU64::new(0),
+            source_slow: AtomicU64::new(0),
+            source_refused: AtomicU64::new(0),
+            counts_sources: AtomicBool::new(false),
             run: Mutex::default(),
             latency: Mutex::new(Window {
                 start_unix_s,
                 ..Window::default()
             }),
-            per_worker: Mutex::default(),
+            workers: Mutex::default(),
             per_partition: Mutex::default(),
             ticks: Mutex::default(),
             notes: Mutex::default(),
@@ -233,7 +272,9 @@ impl Live {
     /// watcher), zeroes the counters and the run's latency. The timeline keeps going (a
     /// bench's runs follow each other on it).
     pub fn begin_run(&self, info: RunInfo) {
-        *lock(&self.per_worker) = vec![0; info.workers];
+        *lock(&self.workers) = (0..info.workers)
+            .map(|i| WorkerFigures::numbered(i, 0))
+            .collect();
         *lock(&self.run) = RunInfo {
             label: plumbline_core::secret::redact_url(&info.label),
             ..info
@@ -284,10 +325,26 @@ impl Live {
         intervals
     }
 
+    /// Declares that sources are counted here (`source_errors`, …), so watchers show them.
+    pub fn counts_sources(&self) {
+        self.counts_sources.store(true, Ordering::Relaxed);
+    }
+
+    /// Items per worker, for workers known by their place (a worker keeps the name it has).
     pub fn set_per_worker(&self, counts: &[u64]) {
-        let mut per_worker = lock(&self.per_worker);
-        per_worker.clear();
-        per_worker.extend_from_slice(counts);
+        let mut workers = lock(&self.workers);
+        workers.truncate(counts.len());
+        for (i, &items) in counts.iter().enumerate() {
+            match workers.get_mut(i) {
+                Some(w) => w.items = items,
+                None => workers.push(WorkerFigures::numbered(i, items)),
+            }
+        }
+    }
+
+    /// Every worker's figures, in the order watchers list them.
+    pub fn set_workers(&self, workers: Vec<WorkerFigures>) {
+        *lock(&self.workers) = workers;
     }
 
     pub fn set_per_partition(&self, counts: Vec<(String, u64)>) {
@@ -349,6 +406,10 @@ impl Live {
             let s = window.run.summary();
             (s.p50, s.p99, s.count)
         };
+        let (per_worker, worker_names) = lock(&self.workers)
+            .iter()
+            .map(|w| (w.items, w.name.clone()))
+            .unzip();
         let ticks = lock(&self.ticks);
         LiveSnapshot {
             run: lock(&self.run).clone(),
@@ -360,7 +421,8 @@ impl Live {
             p50_s,
             p99_s,
             latency_count,
-            per_worker: lock(&self.per_worker).clone(),
+            per_worker,
+            worker_names,
             per_partition: lock(&self.per_partition).clone(),
             recent: ticks
                 .0

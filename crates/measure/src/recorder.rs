@@ -117,9 +117,20 @@ impl Recorder {
         out
     }
 
-    /// Values recorded at or below `ns` (for cumulative histogram buckets).
-    pub fn count_at_or_below_ns(&self, ns: u64) -> u64 {
-        self.hist.count_between(0, ns)
+    /// How many values fall in each range `(bounds_ns[i-1], bounds_ns[i]]` (ascending bounds,
+    /// nanoseconds), in one pass over the histogram: a Prometheus histogram's buckets before
+    /// they are summed up. A value is placed by the lowest value HDR holds as equal to it, so a
+    /// value recorded exactly at a bound counts at or below it; values above the last bound
+    /// are in no range (only in the total).
+    pub fn counts_within(&self, bounds_ns: &[u64]) -> Vec<u64> {
+        let mut counts = vec![0; bounds_ns.len()];
+        for v in self.hist.iter_recorded() {
+            let value = self.hist.lowest_equivalent(v.value_iterated_to());
+            if let Some(count) = counts.get_mut(bounds_ns.partition_point(|&b| b < value)) {
+                *count += v.count_at_value();
+            }
+        }
+        counts
     }
 
     /// The sum of the recorded values, in nanoseconds (from the histogram's mean).
@@ -323,6 +334,29 @@ mod tests {
         assert_eq!(r.count(), 2);
         assert!(r.summary().max >= 3599.0);
         assert_eq!(Recorder::new().summary().p99, 0.0);
+    }
+
+    #[test]
+    fn counts_within_place_each_value_in_the_first_range_that_holds_it() {
+        let mut r = Recorder::new();
+        for ns in [
+            5,
+            10,
+            10,
+            11,
+            1_000_000,
+            10_000_000,
+            10_000_001,
+            99_000_000_000,
+        ] {
+            r.record_ns(ns);
+        }
+        // At 10 ms HDR's 3 digits hold 10_000_001 as equal to 10_000_000.
+        assert_eq!(
+            r.counts_within(&[10, 1_000_000, 10_000_000, 1_000_000_000]),
+            [3, 2, 2, 0]
+        );
+        assert_eq!(Recorder::new().counts_within(&[1, 2]), [0, 0]);
     }
 
     #[test]

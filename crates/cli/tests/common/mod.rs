@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod browser;
+/// The strict reader of Prometheus text that every scrape here goes through.
+#[path = "../../../measure/tests/exposition/mod.rs"]
+pub mod exposition;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -466,18 +469,30 @@ pub fn cluster(
     (init, workers, source, external)
 }
 
-/// Fetches the initializer's Prometheus text.
-pub fn scrape(init: &Node) -> String {
+/// One HTTP/1.1 exchange on `addr`: `head` (the request line and header lines, each ending in
+/// CRLF) with `Connection: close` added, so the whole response, head first, is read to its end.
+pub fn http(addr: &str, head: &str) -> String {
     use std::io::{Read, Write};
-    let url = init.wait_for("metrics on http://");
-    let addr = url.trim_end_matches("/metrics");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
+    write!(stream, "{head}Connection: close\r\n\r\n").unwrap();
     let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
+    let _ = stream.read_to_string(&mut text);
     text
+}
+
+/// The initializer's Prometheus text (the body of its `/metrics`), checked by the strict
+/// reader ([`exposition::parse_exposition`]) on the way.
+pub fn scrape(init: &Node) -> String {
+    let url = init.wait_for("metrics on http://");
+    let addr = url.trim_end_matches("/metrics");
+    let response = http(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    exposition::parse_exposition(body);
+    body.to_string()
 }
 
 /// Asserts that a command exited with `code` and named the problem (`needle`) on stderr,

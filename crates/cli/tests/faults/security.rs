@@ -1,12 +1,10 @@
 //! Scenarios 23 and 24: safe by default (loopback defaults, the token on a non-loopback
 //! control port, read-only metrics) and brokers with credentials and TLS failing closed.
 
-use std::io::{Read, Write};
-
 use plumbline_servers::{Kind, Server};
 
 use crate::common::{
-    assert_fails, cluster, initializer_args, plumbline, scrape, scratch, stderr, stdout, Node,
+    assert_fails, cluster, http, initializer_args, plumbline, scrape, scratch, stderr, stdout, Node,
 };
 use crate::kit::scenario;
 
@@ -41,15 +39,6 @@ fn default_addresses() -> Vec<String> {
 /// addresses.
 fn initializer<'a>(control: &'a str, external: &'a str, metrics: &'a str) -> Vec<&'a str> {
     initializer_args(control, &["--external", external, "--metrics", metrics])
-}
-
-/// A raw HTTP request to `addr`; returns the status line.
-fn http(addr: &str, request: &str) -> String {
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.write_all(request.as_bytes()).unwrap();
-    let mut text = String::new();
-    let _ = conn.read_to_string(&mut text);
-    text.lines().next().unwrap_or("").to_string()
 }
 
 #[test]
@@ -90,10 +79,11 @@ fn s23_defaults_are_loopback_a_public_control_port_needs_a_token_and_metrics_are
     assert!(metrics.contains("plumbline_"), "{metrics}");
     let url = init.wait_for("metrics on http://");
     let addr = url.trim_end_matches("/metrics");
-    let status = http(
+    let response = http(
         addr,
-        "POST /shutdown HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        "POST /shutdown HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n",
     );
+    let status = response.lines().next().unwrap_or("");
     assert!(!status.contains(" 200"), "{status}");
     assert!(
         init.child.try_wait().unwrap().is_none(),

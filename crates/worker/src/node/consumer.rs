@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use plumbline_core::header;
 use plumbline_core::Shutdown;
-use plumbline_measure::{LatencyFeed, Live};
+use plumbline_measure::{LatencyFeed, Live, WorkerFigures};
 use plumbline_transport::broker::{
     connect_consumer, identify, ClientOptions, ConsumerStats, MAX_REASONS,
 };
@@ -195,6 +195,8 @@ impl PeerNotes {
 /// batch, not per item.
 struct Watch<'a> {
     live: &'a Live,
+    /// This member's `--name`: its `worker` label.
+    name: &'a str,
     app: App,
     per_partition: Vec<u64>,
     /// Intended send times of the batch in hand (reused, so no allocation per batch).
@@ -205,15 +207,17 @@ struct Watch<'a> {
 
 impl<'a> Watch<'a> {
     fn new(config: &'a NodeConfig) -> Self {
-        config.live.set_per_worker(&[0]);
-        Self {
+        let watch = Self {
             live: &config.live,
+            name: &config.name,
             app: config.app,
             per_partition: vec![0; config.partitions.max(1) as usize],
             intended: Vec::new(),
             items_out: 0,
             latency: LatencyFeed::default(),
-        }
+        };
+        watch.publish_counts();
+        watch
     }
 
     /// Messages the broker handed over: held until [`Watch::done`].
@@ -246,7 +250,11 @@ impl<'a> Watch<'a> {
     }
 
     fn publish_counts(&self) {
-        self.live.set_per_worker(&[self.items_out]);
+        self.live.set_workers(vec![WorkerFigures {
+            name: self.name.to_string(),
+            items: self.items_out,
+            ..WorkerFigures::default()
+        }]);
         self.live.set_per_partition(
             self.per_partition
                 .iter()

@@ -1,7 +1,8 @@
 //! A joining worker: joins through the initializer's control port (at formation, or with
 //! `--join-running` a cluster already running), opens its data connection, processes the
 //! frames of the partitions it owns, hands a partition's state over or installs one when the
-//! data link says so (in-band, so in order with the items), reports stats every second, and
+//! data link says so (in-band, so in order with the items), reports stats every second (whole
+//! figures within half a second of input pausing), and
 //! finishes when the initializer says the input has ended, or that it leaves. Losing the
 //! initializer is an error. Which partitions move, and when, is the initializer's decision.
 
@@ -9,6 +10,9 @@ use std::net::TcpStream;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
 use plumbline_core::frame::{FrameCodec, FrameReader};
 use plumbline_core::Shutdown;
@@ -85,9 +89,6 @@ pub(super) fn run(
     let control = Arc::new(Mutex::new(control));
     let reporter = spawn_reporter(control.clone());
 
-    // Frames on the data connection are ones the initializer accepted, a tag byte ahead.
-    let mut reader = FrameReader::new(&data, FrameCodec::new(max_frame.saturating_add(1)));
-    let mut batch = Vec::new();
     // Whole figures at most every 500 ms while items flow, so the reporter's once-a-second
     // send is never staler than that; fresh counts whenever input pauses.
     let mut processor =
@@ -96,13 +97,24 @@ pub(super) fn run(
                 *latest = Some(stats);
             }
         });
+    let input = spawn_reader(data, max_frame);
     let ended = loop {
         if stop.requested() {
             break Err("interrupted before the cluster shut down".to_string());
         }
-        batch.clear();
-        let read = reader.read_batch(&mut batch);
-        for frame in batch.drain(..) {
+        let batch = match input.recv_timeout(IDLE) {
+            Ok(Input::Batch(batch)) => batch,
+            Ok(Input::Ended) => break Ok(()),
+            Ok(Input::Failed(why)) => break Err(why),
+            // Input paused: whole figures, so watchers see this worker's step histogram
+            // complete, not as of its last publish while items flowed.
+            Err(RecvTimeoutError::Timeout) => {
+                processor.publish();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break Err("its data reader stopped".into()),
+        };
+        for frame in batch {
             let message = DataMessage::decode(frame)
                 .map_err(|e| NodeError::InitializerLost(format!("its data connection sent {e}")))?;
             match message {
@@ -124,11 +136,6 @@ pub(super) fn run(
             }
         }
         processor.flush();
-        match read {
-            Ok(true) => {}
-            Ok(false) => break Ok(()),
-            Err(e) => break Err(format!("its data connection failed: {e}")),
-        }
     };
     ended.map_err(NodeError::InitializerLost)?;
     // The data stream ended; only a Finish makes that a shutdown rather than a lost initializer.
@@ -150,6 +157,45 @@ pub(super) fn run(
         config.name, stats.items, stats.results
     );
     Ok(stats)
+}
+
+/// How long the data connection may be quiet before the worker sends its whole figures.
+const IDLE: Duration = Duration::from_millis(500);
+
+/// Batches read ahead of the worker before its reader waits.
+const READ_AHEAD: usize = 64;
+
+/// What the data connection's reader hands the worker.
+enum Input {
+    /// The frames of one socket read.
+    Batch(Vec<Bytes>),
+    Ended,
+    Failed(String),
+}
+
+/// Reads the data connection on its own thread, one socket read's frames at a time (frames the
+/// initializer accepted, a tag byte ahead), so the worker also wakes while input pauses. The
+/// frames before a bad one are handed over before the failure.
+fn spawn_reader(data: TcpStream, max_frame: usize) -> Receiver<Input> {
+    let (batches, input) = bounded(READ_AHEAD);
+    std::thread::spawn(move || {
+        let mut reader = FrameReader::new(&data, FrameCodec::new(max_frame.saturating_add(1)));
+        loop {
+            let mut batch = Vec::new();
+            let read = reader.read_batch(&mut batch);
+            if !batch.is_empty() && batches.send(Input::Batch(batch)).is_err() {
+                return;
+            }
+            let end = match read {
+                Ok(true) => continue,
+                Ok(false) => Input::Ended,
+                Err(e) => Input::Failed(format!("its data connection failed: {e}")),
+            };
+            let _ = batches.send(end);
+            return;
+        }
+    });
+    input
 }
 
 /// Sends the latest stats to the initializer once a second; returns the slot to put them in.

@@ -5,7 +5,8 @@
 //!                         │  data (TCP, frames as received)
 //!                         └──────────▶ joiner "roo" ──▶ its partitions ─▶ sink (--out)
 //!           control (TCP, JSON frames): join, welcome, stats, finish, done
-//!           external: `plumbline shutdown`    metrics: Prometheus text over HTTP
+//!           external: `plumbline shutdown`    metrics: Prometheus text over HTTP, by a
+//!                                             [`MetricsServer`] from outside this crate
 //! ```
 //!
 //! The initializer waits for `--worker-count` workers, assigns partition `p` to worker
@@ -71,11 +72,33 @@ pub struct NodeConfig {
     /// The initializer's view for watchers (`--ui`): items routed in, items each worker
     /// processed, items per partition.
     pub live: Arc<Live>,
+    /// Serves the initializer's `--metrics` (plumbline-ui's server, wired in by the CLI);
+    /// without one, `--metrics` is refused.
+    pub metrics_server: Option<Arc<dyn MetricsServer>>,
     /// Where the initializer announces its bound addresses and closing figures (`--announce`).
     pub announce: crate::announce::Announcer,
     /// A fault planted in the state a migration installs, so a test can show the continuity
     /// checker catching it; `None` in every real run.
     pub plant: Option<PlantedFault>,
+}
+
+/// Serves an initializer's `GET /metrics`: the seam between the cluster, which binds the
+/// listener once protected mode allowed it, and an HTTP server, which lives above this crate
+/// (the live page's, in plumbline-ui), so the worker crate serves no HTTP of its own.
+///
+/// Contract: answers `GET /metrics` on `listener` with the Prometheus exposition of `live` (the
+/// one writer, `plumbline_measure::exposition`) and anything else with 404, until the returned
+/// handle is dropped; where `token` is set, a scraper not on this host that does not present it
+/// as `Authorization: Bearer` (compared in constant time) is answered 401 and logged with its
+/// address; connections are bounded in number, and one that sends no request in time is
+/// dropped. An error says why serving could not start.
+pub trait MetricsServer: std::fmt::Debug + Send + Sync {
+    fn serve(
+        &self,
+        listener: std::net::TcpListener,
+        live: Arc<Live>,
+        token: Option<String>,
+    ) -> Result<Box<dyn Send>, String>;
 }
 
 /// A fault a test plants in every state a worker installs (`worker --plant-fault`, hidden).
@@ -240,7 +263,7 @@ fn serve_each(
     });
 }
 
-/// How long a request on the external or metrics port may take to arrive.
+/// How long a request on the external port may take to arrive.
 const SERVE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The application's name on the wire (what a joiner must match).

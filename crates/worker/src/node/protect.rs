@@ -6,8 +6,8 @@
 //! (a join, a shutdown request). Whether an address is loopback is the caller's to say, so
 //! nothing here resolves names, binds or logs.
 
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+/// How a presented token is judged (constant time), shared with the HTTP server of `/metrics`.
+pub use plumbline_core::secret::admits;
 
 /// A listener that can steer or read the cluster: its flag, its address, and what anyone who
 /// reaches it could do without a token.
@@ -72,26 +72,6 @@ pub fn require_token(
     }
 }
 
-/// Whether a peer's token lets it in: anything goes where the cluster has no token; otherwise
-/// only the same secret, compared in constant time.
-pub fn admits(want: Option<&str>, given: Option<&str>) -> bool {
-    match (want, given) {
-        (None, _) => true,
-        (Some(want), Some(given)) => same_secret(want, given),
-        (Some(_), None) => false,
-    }
-}
-
-/// Whether `given` is the secret `want`, in time independent of where they differ and of how
-/// long `given` is against `want`: `subtle`'s slice compare returns at once on a length
-/// mismatch (telling a prober the token's length), so both are hashed to SHA-256 first and it
-/// always compares 32 bytes to 32 (a collision is out of reach, so equal digests mean equal
-/// secrets).
-fn same_secret(want: &str, given: &str) -> bool {
-    let digest = |s: &str| Sha256::digest(s.as_bytes());
-    digest(want).ct_eq(&digest(given)).into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,22 +133,5 @@ mod tests {
             flags(control_plane("c", Some("e"), Some("m"))),
             ["--control", "--external", "--metrics"]
         );
-    }
-
-    #[test]
-    fn with_a_token_only_the_same_secret_is_admitted() {
-        assert!(admits(Some("s3cret"), Some("s3cret")));
-        assert!(!admits(Some("s3cret"), Some("s3cres")));
-        assert!(!admits(Some("s3cret"), Some("s3cret ")));
-        // Lengths differ either way, the empty token included: still refused.
-        assert!(!admits(Some("s3cret"), Some("s3cre")));
-        assert!(!admits(Some("s3cret"), Some("")));
-        assert!(!admits(Some("s3cret"), None));
-    }
-
-    #[test]
-    fn without_a_token_every_peer_is_admitted() {
-        assert!(admits(None, None));
-        assert!(admits(None, Some("anything")));
     }
 }

@@ -26,7 +26,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use plumbline_core::Shutdown;
 use plumbline_transport::tcp;
 
-use super::metrics::{self, Metrics};
+use super::metrics::Metrics;
 use super::protect;
 use super::wire::{recv_hello, Control, ControlReader, WireError, WorkerStats};
 use super::{partition_label, NodeConfig, NodeError, Processor, Role};
@@ -189,13 +189,20 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
         );
     }
     let own = spawn_local(config, local_rx, shared.clone(), events_tx.clone())?;
-    let mut metrics_at = None;
+    let (mut metrics_at, mut _metrics_server) = (None, None);
     if let Some(addr) = metrics_addr {
+        let server = config.metrics_server.as_ref().ok_or_else(|| {
+            NodeError::Refused("--metrics: this build has no metrics server".into())
+        })?;
         let listener = tcp::listen(addr)?;
         let bound = local(&listener);
+        _metrics_server = Some(
+            server
+                .serve(listener, config.live.clone(), token.clone())
+                .map_err(|e| NodeError::Refused(format!("--metrics {addr}: {e}")))?,
+        );
         log(config, &format!("metrics on http://{bound}/metrics"));
         metrics_at = Some(bound);
-        metrics::serve(listener, shared.clone(), token.clone());
     }
     let sources = Arc::new(Sources::start(
         config,

@@ -252,7 +252,7 @@ impl Sources {
                         }
                     };
                     let Some(slot) = slots.try_acquire() else {
-                        shared.source_refused.fetch_add(1, Ordering::Relaxed);
+                        shared.source_refused();
                         if slots.refused() == 1 {
                             eprintln!(
                                 "[{name}] refused source {peer}: {} are open \
@@ -285,10 +285,7 @@ impl Sources {
                                 )
                             }
                             Err((reason, stalled)) => {
-                                shared.source_errors.fetch_add(1, Ordering::Relaxed);
-                                if stalled {
-                                    shared.source_slow.fetch_add(1, Ordering::Relaxed);
-                                }
+                                shared.source_failed(stalled);
                                 eprintln!("[{name}] source {peer} closed: {reason}");
                             }
                         }
