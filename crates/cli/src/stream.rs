@@ -139,12 +139,12 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 };
                 session.live().begin_run(RunInfo {
                     label: format!(
-                        "experiment {n}: {} x {} B by {method:?} over {:?} on {} {}es",
+                        "experiment {n}: {} x {} B by {method:?} over {:?} on {} compute {}",
                         args.task_count,
                         size,
                         args.stream,
                         stream.workers,
-                        compute.executor()
+                        compute.noun()
                     ),
                     workers: stream.workers,
                     total: Some(args.task_count),

@@ -34,6 +34,14 @@ impl ComputeWorkers {
             Self::Processes { .. } => "process",
         }
     }
+
+    /// What they are, for labels: `threads` or `processes`.
+    pub fn noun(&self) -> &'static str {
+        match self {
+            Self::Threads => "threads",
+            Self::Processes { .. } => "processes",
+        }
+    }
 }
 
 /// A task handed to a compute worker: the delivery (acked when done) and its header.

@@ -137,9 +137,9 @@ impl Engine for Stream {
 
     fn describe(&self) -> String {
         format!(
-            "{} compute {}(s) on {}",
+            "{} compute {} on {}",
             self.workers,
-            self.compute.executor(),
+            self.compute.noun(),
             self.config.kind()
         )
     }

@@ -20,6 +20,7 @@
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -151,7 +152,8 @@ pub fn serve(input: impl Read, output: impl Write) -> Result<()> {
 /// A started, ready compute process and the bridge's ends of its pipes.
 pub(crate) struct ComputeProcess {
     worker: usize,
-    proc: Proc,
+    /// Shared with its watchdog, which kills it once the run gives up on it.
+    proc: Arc<Proc>,
     stdin: ChildStdin,
     /// Its stdout's frames, read by a thread of their own (so waiting for one can time out).
     replies: Receiver<Result<Bytes, String>>,
@@ -181,7 +183,7 @@ pub(crate) fn start(exe: &Path, n: usize, setup: &Setup) -> Result<Vec<ComputePr
             };
             Ok(ComputeProcess {
                 worker,
-                proc,
+                proc: Arc::new(proc),
                 stdin,
                 replies,
                 pid: hello.pid,
@@ -311,6 +313,47 @@ impl ComputeProcess {
     }
 }
 
+impl ComputeProcess {
+    /// Serves tasks until they close (true) or it is gone (false; reported, unless the run
+    /// gave up on it).
+    fn work(
+        &mut self,
+        tasks: &Receiver<Task>,
+        done: &Sender<Report>,
+        start: &RunStart,
+        abandon: &Shutdown,
+    ) -> bool {
+        loop {
+            let task = match tasks.recv_timeout(WATCH) {
+                Ok(task) => task,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Idle, it may still have died: say so now, not at its next task.
+                    if matches!(self.proc.exited(), Ok(Some(_)) | Err(_)) {
+                        let _ = done.send(Report::Died(self.died("died")));
+                        return false;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return true,
+            };
+            match self.run(task, start, abandon) {
+                Ok(d) => {
+                    if done.send(Report::Done(d)).is_err() {
+                        return false;
+                    }
+                }
+                Err(Gone::Died(why)) => {
+                    if !abandon.requested() {
+                        let _ = done.send(Report::Died(why));
+                    }
+                    return false;
+                }
+                Err(Gone::Abandoned) => return false,
+            }
+        }
+    }
+}
+
 impl ComputeWorker for ComputeProcess {
     fn pid(&self) -> u32 {
         self.pid
@@ -323,37 +366,31 @@ impl ComputeWorker for ComputeProcess {
         start: &RunStart,
         abandon: &Shutdown,
     ) {
-        loop {
-            let task = match tasks.recv_timeout(WATCH) {
-                Ok(task) => task,
-                Err(RecvTimeoutError::Timeout) => {
-                    // Idle, it may still have died: say so now, not at its next task.
-                    if matches!(self.proc.exited(), Ok(Some(_)) | Err(_)) {
-                        let _ = done.send(Report::Died(self.died("died")));
+        // A child that stops reading (stopped, wedged) would hold a task's write forever:
+        // once the run gives up, it is killed, which ends the write.
+        let finished = Shutdown::new();
+        let watchdog = {
+            let (proc, abandon, finished) = (self.proc.clone(), abandon.clone(), finished.clone());
+            std::thread::spawn(move || {
+                while !finished.requested() {
+                    if abandon.requested() {
+                        proc.kill();
                         return;
                     }
-                    continue;
+                    std::thread::sleep(WATCH);
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            match self.run(task, start, abandon) {
-                Ok(d) => {
-                    if done.send(Report::Done(d)).is_err() {
-                        return;
-                    }
-                }
-                Err(Gone::Died(why)) => {
-                    let _ = done.send(Report::Died(why));
-                    return;
-                }
-                Err(Gone::Abandoned) => return,
+            })
+        };
+        let closed = self.work(&tasks, &done, start, abandon);
+        finished.request();
+        let _ = watchdog.join();
+        if closed {
+            // Its input closed, it exits; one that does not, or fails, is named.
+            let ComputeProcess { proc, stdin, .. } = *self;
+            drop(stdin);
+            if let Err(e) = proc.wait_exit(SETTLE) {
+                let _ = done.send(Report::Died(format!("{e:#}")));
             }
-        }
-        // Its input closed, it exits; one that does not, or fails, is named.
-        let ComputeProcess { proc, stdin, .. } = *self;
-        drop(stdin);
-        if let Err(e) = proc.wait_exit(SETTLE) {
-            let _ = done.send(Report::Died(format!("{e:#}")));
         }
     }
 }
