@@ -97,6 +97,10 @@ pub enum Command {
     /// workers; bulk data sent by value or by reference through a store
     #[command(after_help = STREAM_EXAMPLES)]
     Stream(StreamArgs),
+    /// One compute process of `stream --executor process`, started by `stream` itself and fed
+    /// over its stdin and stdout
+    #[command(hide = true)]
+    StreamCompute,
     /// Re-render a report folder (plots, runs.csv, index.html) from its run.json
     #[command(after_help = REPORT_EXAMPLES)]
     Report(ReportCmdArgs),
@@ -266,10 +270,14 @@ pub struct CompareArgs {
 }
 
 const STREAM_EXAMPLES: &str = "\
-Examples (seed 004's command, scaled to one host; start redis-server first):
-  plumbline stream --stream-method default proxy --data-size-bytes 100000 1000000 10000000 \\
-      --task-count 16 --task-sleep 1.0 --max-workers 4 --stream redis \\
-      --stream-servers localhost:6379 --csv-file stream.csv
+Examples (seed 004's command as written; start redis-server first):
+  plumbline stream --executor parsl --parsl-executor htex-local --parsl-max-workers 4 \\
+      --stream-method default proxy --data-size-bytes 100000 1000000 10000000 \\
+      --task-count 16 --task-sleep 1.0 \\
+      --ps-connector redis --ps-host localhost --ps-port 6379 \\
+      --stream redis --stream-servers localhost:6379 --csv-file stream.csv
+  plumbline stream --executor parsl --parsl-executor thread --parsl-max-workers 4   # threads
+  plumbline stream --executor process --max-workers 4          # compute workers as processes
   plumbline stream --stream kafka --stream-servers localhost:9092 --ps-connector file
   plumbline stream --stream nats --stream-servers localhost:4222 --stream-method proxy";
 
@@ -286,6 +294,28 @@ pub enum StreamKind {
     Nats,
     /// A NATS JetStream work queue
     Jetstream,
+}
+
+/// psbench's `--executor`: what runs the compute tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Executor {
+    /// Parsl, as --parsl-executor says
+    Parsl,
+    /// A thread pool: compute workers as threads
+    Thread,
+    /// A process pool: compute workers as processes
+    Process,
+    /// Globus Compute: refused (plumbline runs compute workers on this host)
+    Globus,
+}
+
+/// psbench's `--parsl-executor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ParslExecutor {
+    /// Parsl's ThreadPoolExecutor: compute workers as threads
+    Thread,
+    /// Parsl's local HighThroughputExecutor: compute workers as processes
+    HtexLocal,
 }
 
 /// How the generator hands data to the workers.
@@ -320,9 +350,22 @@ pub struct StreamArgs {
     #[arg(long, default_value = "1.0", value_parser = parse_seconds)]
     pub task_sleep: Duration,
     /// Workers: one generator plus max-1 compute workers (psbench's --parsl-max-workers)
-    #[arg(long, visible_alias = "parsl-max-workers", default_value_t = 4,
+    #[arg(long, visible_aliases = ["parsl-max-workers", "thread-pool-max-workers",
+          "process-pool-max-workers"], default_value_t = 4,
           value_parser = clap::value_parser!(u64).range(2..=1024))]
     pub max_workers: u64,
+    /// psbench's task executor, run on this host: thread (compute workers as threads),
+    /// process (as processes), parsl (as --parsl-executor says); globus is refused
+    /// [default: thread]
+    #[arg(long, value_enum)]
+    pub executor: Option<Executor>,
+    /// psbench's Parsl executor: thread (threads) or htex-local (worker processes fed over
+    /// pipes, as a local HighThroughputExecutor's); implies --executor parsl
+    #[arg(long, value_enum)]
+    pub parsl_executor: Option<ParslExecutor>,
+    /// psbench's Globus Compute endpoint: refused, as --executor globus is
+    #[arg(long, value_name = "UUID")]
+    pub globus_compute_endpoint: Option<String>,
     /// The broker to stream through
     #[arg(long, value_enum, default_value = "redis")]
     pub stream: StreamKind,

@@ -80,6 +80,11 @@ fn main() -> ExitCode {
         Command::Shrink(args) => worker::shrink(args),
         Command::Pipeline(command) => pipeline::run(command, &shutdown),
         Command::Stream(args) => stream::run(args, &shutdown),
+        Command::StreamCompute => plumbline_engine::stream::serve_compute(
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+        )
+        .map(|()| Verdict::Passed),
         Command::Report(args) => {
             session::rerender(&args.dir, args.out.as_deref()).map(|()| Verdict::Passed)
         }

@@ -9,15 +9,16 @@
 //!
 //! This file only wires args → a plan per experiment (a fresh stream and prefix, the store for
 //! proxy mode, psbench's load: `--task-count` items of `--data-size-bytes` offered at compute
-//! workers ÷ `--task-sleep` per second) → the stream engine (`plumbline_engine::stream`, which
-//! runs generator, dispatcher and compute workers) → the run record, psbench's CSV and table.
+//! workers ÷ `--task-sleep` per second; psbench's `--executor` as threads or processes) → the
+//! stream engine (`plumbline_engine::stream`, which runs generator, dispatcher and compute
+//! workers) → the run record, psbench's CSV and table.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use plumbline_core::Shutdown;
-use plumbline_engine::stream::{Method, Stream, StreamFigures};
+use plumbline_engine::stream::{ComputeWorkers, Method, Stream, StreamFigures};
 use plumbline_engine::{Load, RunFigures};
 use plumbline_load::{KeyDist, Workload};
 use plumbline_measure::record::{Command, Record, RunRecord, StreamSection};
@@ -25,7 +26,7 @@ use plumbline_measure::report::{per_s, secs};
 use plumbline_measure::RunInfo;
 use plumbline_transport::config::TransportConfig;
 
-use crate::args::{PsConnector, StreamArgs, StreamKind, StreamMethod};
+use crate::args::{Executor, ParslExecutor, PsConnector, StreamArgs, StreamKind, StreamMethod};
 use crate::bench::Verdict;
 use crate::session::{Outcome, Session};
 
@@ -33,8 +34,8 @@ use crate::session::{Outcome, Session};
 const CSV_HEADER: &str = "executor,connector,stream,data_size_bytes,task_count,task_sleep,method,workers,completed_tasks,start_submit_tasks_timestamp,end_tasks_done_timestamp,repeat,makespan_s,ideal_s,overhead_pct,lost,duplicates,latency_p50_s,latency_p99_s,latency_max_s,broker_bytes,broker_bytes_per_item,store_bytes,leaked_keys,error";
 
 /// One experiment as psbench's CSV row. Its `workers` are psbench's (`--max-workers`: the
-/// compute workers and the dispatcher's one more); `executor` is how plumbline runs them
-/// (threads); `connector` is the store of proxy mode (empty without one).
+/// compute workers and the dispatcher's one more); `executor` is how plumbline ran them
+/// (`thread` or `process`); `connector` is the store of proxy mode (empty without one).
 fn csv(args: &StreamArgs, run: &RunRecord, s: &StreamSection) -> String {
     let connector = args
         .ps_connector
@@ -43,7 +44,7 @@ fn csv(args: &StreamArgs, run: &RunRecord, s: &StreamSection) -> String {
     let stream = clap::ValueEnum::to_possible_value(&args.stream)
         .map_or_else(|| s.stream.clone(), |v| v.get_name().to_string());
     let fields = [
-        "thread".to_string(),
+        s.executor.clone(),
         connector,
         stream,
         s.data_size_bytes.to_string(),
@@ -84,6 +85,8 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
     );
     // A store folder made here (none named) is removed when this returns.
     let (store_url, _made_store) = store_url(args)?;
+    let exe = std::env::current_exe().context("finding the plumbline binary")?;
+    let compute = compute_workers(args, exe)?;
     let limits = args.limits.for_command(Command::Stream)?;
     let session = Session::start("stream", &args.out, None)?;
     let mut record = Record::new(
@@ -121,6 +124,7 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
                     },
                     prefix: format!("plumbline-{}-{n}-", std::process::id()),
                     workers: (args.max_workers - 1) as usize,
+                    compute: compute.clone(),
                     task_sleep: args.task_sleep,
                     connect_timeout: args.connect_timeout,
                     password: args.login.password.clone(),
@@ -136,8 +140,12 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 };
                 session.live().begin_run(RunInfo {
                     label: format!(
-                        "experiment {n}: {} x {} B by {method:?} over {:?}",
-                        args.task_count, size, args.stream
+                        "experiment {n}: {} x {} B by {method:?} over {:?} on {} compute {}",
+                        args.task_count,
+                        size,
+                        args.stream,
+                        stream.workers,
+                        compute.noun()
                     ),
                     workers: stream.workers,
                     total: Some(args.task_count),
@@ -185,6 +193,7 @@ pub fn run(args: &StreamArgs, shutdown: &Shutdown) -> Result<Verdict> {
             "task_count": args.task_count,
             "task_sleep_s": args.task_sleep.as_secs_f64(),
             "max_workers": args.max_workers,
+            "executor": compute.executor(),
             "repeat": args.repeat,
             "ps_connector": format!("{:?}", args.ps_connector).to_lowercase(),
         }),
@@ -242,10 +251,41 @@ fn run_record(stream: &Stream, load: &Load, f: &RunFigures, extra: StreamFigures
             error: extra.error,
             start_submit_tasks_timestamp: extra.started_unix_s,
             end_tasks_done_timestamp: extra.started_unix_s + wall_s,
+            executor: stream.compute.executor().to_string(),
+            compute_pids: extra.pids,
         }),
+        per_worker: f.per_worker.clone(),
         ..RunRecord::new(stream.workers, wall_s)
     }
     .with_ideal(Some(stream.ideal(load).as_secs_f64()))
+}
+
+/// How psbench's `--executor` (and `--parsl-executor`) run the compute workers on this host:
+/// threads, or processes of `exe`. Globus Compute runs them elsewhere: refused, naming what
+/// to use instead.
+fn compute_workers(args: &StreamArgs, exe: PathBuf) -> Result<ComputeWorkers> {
+    const GLOBUS: &str = "--executor globus: plumbline runs compute workers locally, as \
+        threads or processes of this host, never on a Globus Compute endpoint; for worker \
+        processes use --executor parsl --parsl-executor htex-local (or --executor process), \
+        for threads --executor thread";
+    let processes = match (args.executor, args.parsl_executor) {
+        (Some(Executor::Globus), _) => bail!(GLOBUS),
+        _ if args.globus_compute_endpoint.is_some() => bail!(GLOBUS),
+        (Some(Executor::Parsl) | None, Some(parsl)) => parsl == ParslExecutor::HtexLocal,
+        (Some(Executor::Parsl), None) => bail!(
+            "--executor parsl needs --parsl-executor thread or htex-local (as psbench's does)"
+        ),
+        (Some(other), Some(_)) => bail!(
+            "--parsl-executor goes with --executor parsl, not --executor {}",
+            format!("{other:?}").to_lowercase()
+        ),
+        (Some(Executor::Process), None) => true,
+        (Some(Executor::Thread) | None, None) => false,
+    };
+    Ok(match processes {
+        true => ComputeWorkers::Processes { exe },
+        false => ComputeWorkers::Threads,
+    })
 }
 
 /// Appends `row`; a new file gets the header first, and a file whose header is another is
@@ -349,4 +389,58 @@ fn store_url(args: &StreamArgs) -> Result<(String, Option<tempfile::TempDir>)> {
             (format!("{scheme}://{}:{port}", loopback(args, &host)), None)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn compute(flags: &[&str]) -> Result<ComputeWorkers> {
+        let line = ["plumbline", "stream"].iter().chain(flags);
+        match crate::args::Cli::try_parse_from(line).unwrap().command {
+            crate::args::Command::Stream(args) => compute_workers(&args, "exe".into()),
+            _ => unreachable!("a stream command line"),
+        }
+    }
+
+    #[test]
+    fn psbenchs_executors_run_compute_workers_as_threads_or_processes() {
+        let processes = ComputeWorkers::Processes { exe: "exe".into() };
+        for (flags, expected) in [
+            (&[][..], ComputeWorkers::Threads),
+            (&["--executor", "thread"], ComputeWorkers::Threads),
+            (&["--executor", "process"], processes.clone()),
+            (
+                &["--executor", "parsl", "--parsl-executor", "thread"],
+                ComputeWorkers::Threads,
+            ),
+            (
+                &["--executor", "parsl", "--parsl-executor", "htex-local"],
+                processes.clone(),
+            ),
+            (&["--parsl-executor", "htex-local"], processes.clone()),
+        ] {
+            assert_eq!(compute(flags).unwrap(), expected, "{flags:?}");
+        }
+    }
+
+    #[test]
+    fn globus_and_half_given_executors_are_refused_saying_what_to_use() {
+        for flags in [
+            &["--executor", "globus"][..],
+            &["--executor", "globus", "--globus-compute-endpoint", "ABCD"],
+            &["--globus-compute-endpoint", "ABCD"],
+        ] {
+            let e = compute(flags).unwrap_err().to_string();
+            assert!(
+                e.contains("locally") && e.contains("--parsl-executor htex-local"),
+                "{flags:?}: {e}"
+            );
+        }
+        let e = compute(&["--executor", "parsl"]).unwrap_err().to_string();
+        assert!(e.contains("needs --parsl-executor"), "{e}");
+        let e = compute(&["--executor", "thread", "--parsl-executor", "thread"]).unwrap_err();
+        assert!(e.to_string().contains("not --executor thread"), "{e}");
+    }
 }

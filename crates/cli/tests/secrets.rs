@@ -325,12 +325,46 @@ fn issue13_stream_runs_over_a_tls_redis_with_a_password_for_stream_and_store() {
         proxy["stream"]["store_bytes"], 60_000,
         "the store was used: {proxy}"
     );
+    // Compute processes (Parsl's htex-local) open the store themselves: over TLS, with the
+    // password the run was given.
+    let json_processes = dir.join("processes.json").to_str().unwrap().to_string();
+    let processes = stream(&[
+        "--password",
+        "env:PLUMBLINE_TEST_PW",
+        "--stream-method",
+        "proxy",
+        "--executor",
+        "parsl",
+        "--parsl-executor",
+        "htex-local",
+        "--json",
+        &json_processes,
+    ]);
+    assert!(
+        processes.status.success(),
+        "{}\n{}",
+        stderr(&processes),
+        stdout(&processes)
+    );
+    let run = common::record_run(std::path::Path::new(&json_processes));
+    assert_eq!(run["stream"]["executor"], "process", "{run}");
+    assert_eq!(
+        (run["delivered"].as_u64(), run["lost"].as_u64()),
+        (Some(6), Some(0)),
+        "{run}"
+    );
+    assert_eq!(run["stream"]["store_bytes"], 60_000, "{run}");
+    assert_eq!(run["stream"]["leaked_keys"], 0, "{run}");
     // Without the password: refused at once, named.
     let refused = stream(&["--stream-method", "default"]);
     common::assert_fails(&refused, 1, "NOAUTH");
     let read = assert_no_secret(
         &[
             ("stream's output", stdout(&ran) + &stderr(&ran)),
+            (
+                "the processes' output",
+                stdout(&processes) + &stderr(&processes),
+            ),
             ("the refusal", stdout(&refused) + &stderr(&refused)),
         ],
         &[&dir],

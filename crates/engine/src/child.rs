@@ -2,12 +2,13 @@
 //! for an external system, any command), wait for what it says (a typed [`Announcement`] on
 //! its stdout for plumbline's roles started with `--announce -`, or a line on its stderr for
 //! a command that has no such channel), notice it exiting, wait for its exit or stop it
-//! (SIGTERM, then a kill after a grace period). It does not decide what a child's exit means
+//! (SIGTERM, then a kill after a grace period); or talk to it over its stdin and stdout
+//! ([`Proc::spawn_piped`]). It does not decide what a child's exit means
 //! to a run.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,7 +57,7 @@ impl Proc {
         command.args(args).args(["--announce", "-"]);
         let what = args.iter().take(2).copied().collect::<Vec<_>>().join(" ");
         let what = format!("`plumbline {what}`");
-        let mut child = Self::spawn_with(command, what.clone(), Stdio::piped())
+        let mut child = Self::spawn_with(command, what.clone(), Stdio::null(), Stdio::piped())
             .with_context(|| format!("starting {}", exe.display()))?;
         let stdout = child
             .child
@@ -85,12 +86,26 @@ impl Proc {
 
     /// Starts `command` (its stdin and stdout closed, stderr kept), named `what` in errors.
     pub fn spawn(command: Command, what: String) -> Result<Self> {
-        Self::spawn_with(command, what, Stdio::null())
+        Self::spawn_with(command, what, Stdio::null(), Stdio::null())
     }
 
-    fn spawn_with(mut command: Command, what: String, stdout: Stdio) -> Result<Self> {
+    /// Starts `command` (stderr kept, as [`Proc::spawn`]) with its stdin and stdout as pipes
+    /// the caller talks to it over.
+    pub fn spawn_piped(command: Command, what: String) -> Result<(Self, ChildStdin, ChildStdout)> {
+        let proc = Self::spawn_with(command, what, Stdio::piped(), Stdio::piped())?;
+        let (stdin, stdout) = {
+            let mut child = proc.child.lock().unwrap_or_else(|p| p.into_inner());
+            (child.stdin.take(), child.stdout.take())
+        };
+        match (stdin, stdout) {
+            (Some(stdin), Some(stdout)) => Ok((proc, stdin, stdout)),
+            _ => bail!("{}: no pipes to it", proc.what),
+        }
+    }
+
+    fn spawn_with(mut command: Command, what: String, stdin: Stdio, stdout: Stdio) -> Result<Self> {
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
@@ -118,6 +133,11 @@ impl Proc {
     /// What it is, as errors name it.
     pub fn what(&self) -> &str {
         &self.what
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap_or_else(|p| p.into_inner()).id()
     }
 
     /// Its exit status if it has exited.

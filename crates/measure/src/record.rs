@@ -245,6 +245,19 @@ pub struct StreamSection {
     pub start_submit_tasks_timestamp: f64,
     #[serde(default)]
     pub end_tasks_done_timestamp: f64,
+    /// How the compute workers ran: `thread` (threads of plumbline's process) or `process`
+    /// (a child process each); `thread` in records written before it.
+    #[serde(default = "thread")]
+    pub executor: String,
+    /// Each compute worker's process id, as the worker itself reported it (threads: all
+    /// plumbline's); empty in records written before it.
+    #[serde(default)]
+    pub compute_pids: Vec<u32>,
+}
+
+/// The executor of stream records written before they said.
+fn thread() -> String {
+    "thread".into()
 }
 
 /// What `send` measured beyond every run's figures.

@@ -7,12 +7,17 @@
 //!      └──────────────────────────────▶ store ◀──────────────────────────────────────┘
 //! ```
 //!
-//! One process, one thread per part, each with its own broker or store connection. The
-//! generator emits the load's items on its one open-loop schedule (`Load::shape`), each with
+//! One thread per part, each with its own broker or store connection; the compute workers
+//! ([`ComputeWorkers`], `compute.rs`) are threads too, or child processes fed over pipes with
+//! a store client each (`process.rs`), so bulk data by reference bypasses the dispatcher
+//! either way. The generator emits the load's items on its one open-loop schedule (`Load::shape`), each with
 //! the load's payload size of data seeded by the load's seed; a compute task resolves its data
 //! (checking its size) and sleeps the task time. Latency runs from an item's intended
 //! emission to its task's end. The broker and store are the user's (or the test's) servers;
 //! which stream, store and prefix a run uses, and reporting, are the caller's.
+
+mod compute;
+mod process;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -20,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use plumbline_core::clock::Sleeper;
 use plumbline_core::secret::Secret;
@@ -33,10 +38,12 @@ use plumbline_transport::broker::{
 };
 use plumbline_transport::config::TransportConfig;
 use plumbline_transport::store::{open_store, Store};
-use plumbline_worker::work::{Work, WorkTimer};
 use rand::{RngCore, SeedableRng};
 
 use crate::{Engine, Load, RunFigures};
+pub use compute::ComputeWorkers;
+use compute::{ComputeWorker, Report, RunStart, Task, ThreadWorker};
+pub use process::{serve as serve_compute, SUBCOMMAND as COMPUTE_SUBCOMMAND};
 
 /// Bytes before the data in every stream message: seq (8), intended emission in ns since
 /// the run's start (8), data size (8).
@@ -53,8 +60,8 @@ pub enum Method {
     Proxy,
 }
 
-/// One experiment's stream: `workers` compute workers behind a dispatcher, on `config`, with
-/// `store` (proxy) and every key and group name under `prefix`.
+/// One experiment's stream: `workers` compute workers (run as `compute` says) behind a
+/// dispatcher, on `config`, with `store` (proxy) and every key and group name under `prefix`.
 #[derive(Clone, Debug)]
 pub struct Stream {
     pub config: TransportConfig,
@@ -62,6 +69,7 @@ pub struct Stream {
     pub method: Method,
     pub prefix: String,
     pub workers: usize,
+    pub compute: ComputeWorkers,
     pub task_sleep: Duration,
     pub connect_timeout: Duration,
     pub password: Option<Secret>,
@@ -82,6 +90,8 @@ pub struct StreamFigures {
     /// The wall-clock time (UNIX seconds) the clock started: just before the first item was
     /// due (psbench's `start_submit_tasks_timestamp`).
     pub started_unix_s: f64,
+    /// The process id of each compute worker (threads: all this process's).
+    pub pids: Vec<u32>,
 }
 
 impl Stream {
@@ -127,8 +137,9 @@ impl Engine for Stream {
 
     fn describe(&self) -> String {
         format!(
-            "{} compute worker(s) on {}",
+            "{} compute {} on {}",
             self.workers,
+            self.compute.noun(),
             self.config.kind()
         )
     }
@@ -146,23 +157,6 @@ struct Experiment<'a> {
     items: u64,
     /// Watchers' view: items generated in, items done out, their latencies.
     live: &'a Live,
-}
-
-/// A task handed to a compute worker: the delivery (acked when done) and its header.
-struct Task {
-    delivery: Delivery,
-    seq: u64,
-    intended_ns: u64,
-    size: usize,
-}
-
-/// What a compute worker reports per task.
-struct Done {
-    delivery: Delivery,
-    seq: u64,
-    /// Task end − intended emission.
-    latency_ns: u64,
-    error: Option<String>,
 }
 
 impl Experiment<'_> {
@@ -190,42 +184,47 @@ impl Experiment<'_> {
         shutdown: &Shutdown,
     ) -> Result<(RunFigures, StreamFigures)> {
         let workers = self.stream.workers;
-        let task_sleep = self.stream.task_sleep;
         let config = &self.stream.config;
         // The dispatcher subscribes before anything is sent (pub/sub keeps nothing).
         let mut consumer = connect_consumer(config, &self.options("dispatcher"))
             .with_context(|| format!("the stream {config}"))?;
         let producer = connect_producer(config, &self.options("generator"))
             .with_context(|| format!("the stream {config}"))?;
-        // Every connection is made before the clock starts, so none counts as plumbing and a
-        // failed one ends the run before any thread waits for work.
-        let stores = (0..workers)
-            .map(|_| self.open_store())
-            .collect::<Result<Vec<_>>>()?;
+        // Every connection is made and every compute worker is ready before the clock
+        // starts, so none counts as plumbing and a failed one ends the run before any thread
+        // waits for work.
+        let computers = self.start_compute()?;
+        let pids = computers.iter().map(|c| c.pid()).collect();
         let generator_store = self.open_store()?;
         let (task_tx, task_rx) = bounded::<Task>(0);
-        let (done_tx, done_rx) = bounded::<Done>(workers);
-        let start = Instant::now();
+        let (done_tx, done_rx) = bounded::<Report>(workers);
+        let clock = RunStart::now();
+        let start = clock.instant;
         let started_unix_s = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        // Requested when the stream dies: the generator stops emitting into it.
+        // Requested when the stream or a compute worker dies: the generator stops emitting.
         let dead = Shutdown::new();
+        // Requested when the dispatcher gives up waiting: workers drop what is in flight.
+        let abandon = Shutdown::new();
         let (generated, d) = std::thread::scope(|scope| {
-            for store in stores {
+            for computer in computers {
                 let (rx, tx) = (task_rx.clone(), done_tx.clone());
-                scope.spawn(move || compute(store, rx, tx, task_sleep, start));
+                let (clock, abandon) = (&clock, &abandon);
+                scope.spawn(move || computer.serve(rx, tx, clock, abandon));
             }
-            drop(done_tx);
+            drop((done_tx, task_rx));
             let dead = &dead;
             let generator = scope.spawn(move || {
                 self.generate(producer, generator_store, shape, start, shutdown, dead)
             });
+            let stops = Stops {
+                shutdown,
+                dead,
+                abandon: &abandon,
+            };
             let dispatched =
-                self.dispatch(consumer.as_mut(), task_tx, &done_rx, ideal, start, shutdown);
-            if dispatched.stream_failed {
-                dead.request();
-            }
+                self.dispatch(consumer.as_mut(), task_tx, &done_rx, ideal, start, stops);
             let generated = generator.join().expect("the generator does not panic");
             (generated, dispatched)
         });
@@ -251,7 +250,7 @@ impl Experiment<'_> {
             duplicates: d.duplicates,
             latency,
             work: Recorder::new().summary(),
-            per_worker: Vec::new(),
+            per_worker: d.per_worker,
             final_state: None,
             rejected: 0,
             first_rejection: None,
@@ -264,8 +263,42 @@ impl Experiment<'_> {
             leaked_keys,
             error,
             started_unix_s,
+            pids,
         };
         Ok((figures, stream))
+    }
+
+    /// The compute workers, started and ready: threads with a store connection each, or
+    /// child processes that open their own.
+    fn start_compute(&self) -> Result<Vec<Box<dyn ComputeWorker>>> {
+        let sleep = self.stream.task_sleep;
+        match &self.stream.compute {
+            ComputeWorkers::Threads => (0..self.stream.workers)
+                .map(|worker| {
+                    let store = self.open_store()?;
+                    Ok(Box::new(ThreadWorker {
+                        worker,
+                        store,
+                        sleep,
+                    }) as Box<dyn ComputeWorker>)
+                })
+                .collect(),
+            ComputeWorkers::Processes { exe } => {
+                let options = self.options("store");
+                let setup = process::Setup {
+                    store: self.stream.store.clone(),
+                    password: options.password.map(|p| p.expose().to_string()),
+                    tls_ca: options.tls_ca,
+                    connect_timeout_ms: options.connect_timeout.as_millis() as u64,
+                    max_payload: options.max_payload,
+                    task_sleep_ns: sleep.as_nanos() as u64,
+                };
+                Ok(process::start(exe, self.stream.workers, &setup)?
+                    .into_iter()
+                    .map(|p| Box::new(p) as Box<dyn ComputeWorker>)
+                    .collect())
+            }
+        }
     }
 
     fn open_store(&self) -> Result<Option<Box<dyn Store>>> {
@@ -338,9 +371,21 @@ impl Experiment<'_> {
         Ok(out)
     }
 
-    /// Counts one finished item and queues its delivery for acknowledgement.
-    fn complete(&self, out: &mut Dispatched, d: Done, start: Instant, acks: &mut Vec<Delivery>) {
+    /// Counts one finished item and queues its delivery for acknowledgement; a dead compute
+    /// worker's error is the run's.
+    fn report(&self, out: &mut Dispatched, r: Report, start: Instant, acks: &mut Vec<Delivery>) {
+        let d = match r {
+            Report::Done(d) => d,
+            Report::Died(why) => {
+                out.died = true;
+                out.error.get_or_insert(why);
+                return;
+            }
+        };
         out.completed += 1;
+        if let Some(count) = out.per_worker.get_mut(d.worker) {
+            *count += 1;
+        }
         out.latency.record_ns(d.latency_ns);
         self.live.items_out.fetch_add(1, Ordering::Relaxed);
         out.last_done = Some(start.elapsed());
@@ -351,17 +396,22 @@ impl Experiment<'_> {
     }
 
     /// Hands each arriving item to a free compute worker (one in flight each) and collects
-    /// completions until every item is done, the stream fails, or the run times out.
+    /// completions until every item is done, the stream or a compute worker fails, or the
+    /// run times out.
     fn dispatch(
         &self,
         consumer: &mut dyn Consumer,
         tasks: Sender<Task>,
-        done: &Receiver<Done>,
+        done: &Receiver<Report>,
         ideal: Duration,
         start: Instant,
-        shutdown: &Shutdown,
+        stops: Stops<'_>,
     ) -> Dispatched {
-        let mut out = Dispatched::default();
+        let shutdown = stops.shutdown;
+        let mut out = Dispatched {
+            per_worker: vec![0; self.stream.workers],
+            ..Dispatched::default()
+        };
         let n = self.items;
         let deadline = start + ideal * 3 + Duration::from_secs(30);
         let mut waiting: std::collections::VecDeque<Task> = Default::default();
@@ -369,8 +419,14 @@ impl Experiment<'_> {
         let mut acks = Vec::new();
         let mut stream_ok = true;
         while out.completed < n && Instant::now() < deadline && !shutdown.requested() {
-            while let Ok(d) = done.try_recv() {
-                self.complete(&mut out, d, start, &mut acks);
+            while let Ok(r) = done.try_recv() {
+                self.report(&mut out, r, start, &mut acks);
+            }
+            // A compute worker died: the experiment ends, what is in flight elsewhere
+            // finishes, the rest is lost (the error names the worker).
+            if out.died {
+                stops.dead.request();
+                break;
             }
             out.latency.publish_if_due(self.live);
             if !acks.is_empty() {
@@ -427,19 +483,23 @@ impl Experiment<'_> {
                 }
                 Err(e) => {
                     stream_ok = false;
-                    out.stream_failed = true;
+                    stops.dead.request();
                     out.error
                         .get_or_insert(stream_failure(&e, self.stream.method));
                 }
             }
         }
         drop(tasks);
+        let timed_out = out.completed < n && Instant::now() >= deadline;
+        if timed_out {
+            stops.abandon.request();
+        }
         // Workers still busy finish; their completions count.
-        for d in done.iter() {
-            self.complete(&mut out, d, start, &mut acks);
+        for r in done.iter() {
+            self.report(&mut out, r, start, &mut acks);
         }
         let _ = consumer.ack(&acks);
-        if out.completed < n && Instant::now() >= deadline {
+        if timed_out {
             out.error.get_or_insert(format!(
                 "timed out after {} with {} of {n} items done",
                 secs((deadline - start).as_secs_f64()),
@@ -478,6 +538,18 @@ struct Generated {
     error: Option<String>,
 }
 
+/// What ends a dispatch early, and what it ends.
+#[derive(Clone, Copy)]
+struct Stops<'a> {
+    /// The caller's (Ctrl-C): finish what is in flight.
+    shutdown: &'a Shutdown,
+    /// Requested by the dispatcher when the stream or a compute worker dies: the generator
+    /// stops emitting.
+    dead: &'a Shutdown,
+    /// Requested by the dispatcher when it times out: workers drop what is in flight.
+    abandon: &'a Shutdown,
+}
+
 #[derive(Default)]
 struct Dispatched {
     received: u64,
@@ -486,53 +558,10 @@ struct Dispatched {
     latency: LatencyFeed,
     last_done: Option<Duration>,
     error: Option<String>,
-    /// The stream itself failed (a subscriber cut off): nothing more will arrive.
-    stream_failed: bool,
-}
-
-/// A compute worker: resolve the data (proxy: get it from the store, then delete it), check
-/// its size, sleep the task's time.
-fn compute(
-    mut store: Option<Box<dyn Store>>,
-    tasks: Receiver<Task>,
-    done: Sender<Done>,
-    sleep: Duration,
-    start: Instant,
-) {
-    let mut timer = WorkTimer::new(Work::Sleep);
-    for task in tasks.iter() {
-        let body = task.delivery.payload.slice(HEAD..);
-        let resolved: Result<Bytes, String> = match store.as_mut() {
-            Some(store) => std::str::from_utf8(&body)
-                .map_err(|_| "a proxy key that is not text".to_string())
-                .and_then(|key| {
-                    let data = store.get(key).map_err(|e| e.to_string())?;
-                    store.delete(key).map_err(|e| e.to_string())?;
-                    Ok(data)
-                }),
-            None => Ok(body),
-        };
-        let error = match &resolved {
-            Ok(data) if data.len() == task.size => None,
-            Ok(data) => Some(format!(
-                "{} bytes where {} were sent",
-                data.len(),
-                task.size
-            )),
-            Err(e) => Some(e.clone()),
-        };
-        timer.run(sleep);
-        let end_ns = start.elapsed().as_nanos() as u64;
-        let report = Done {
-            delivery: task.delivery,
-            seq: task.seq,
-            latency_ns: end_ns.saturating_sub(task.intended_ns),
-            error,
-        };
-        if done.send(report).is_err() {
-            return;
-        }
-    }
+    /// Items each compute worker finished.
+    per_worker: Vec<u64>,
+    /// A compute worker died.
+    died: bool,
 }
 
 #[cfg(test)]
@@ -557,6 +586,7 @@ mod tests {
             method: Method::Default,
             prefix: "p-".into(),
             workers,
+            compute: ComputeWorkers::Threads,
             task_sleep,
             connect_timeout: Duration::from_secs(1),
             password: None,
