@@ -2,7 +2,9 @@
 //! and hands it to the subcommand. Exit codes ([`BREACHED`] and the README's table): 0
 //! success, 1 error or failed check, 2 usage error (clap), 99 a `--threshold` breached or
 //! `compare` found a run worse, 130 interrupted by Ctrl-C. Every error line it prints goes through
-//! [`redact_url`], so a password typed in a URL is never echoed back.
+//! [`redact_url`], so a password typed in a URL is never echoed back. The `error:` and
+//! `breached:` lines that end a run are printed plain (not log lines), one per problem; all
+//! else on stderr goes through `tracing` (logs.rs).
 
 mod args;
 mod bench;
@@ -12,6 +14,7 @@ mod capacity;
 mod elastic;
 mod gen;
 mod inspect;
+mod logs;
 mod pipeline;
 mod plan;
 mod progress;
@@ -36,11 +39,16 @@ use crate::bench::Verdict;
 const BREACHED: u8 = 99;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(without_pony_flags(std::env::args_os()));
+    let (args, pony) = without_pony_flags(std::env::args_os());
+    let cli = Cli::parse_from(args);
+    logs::init(logs::Verbosity::from_flags(cli.quiet, cli.verbose));
+    if !pony.is_empty() {
+        tracing::info!("ignoring Pony runtime flags {}", pony.join(" "));
+    }
     if std::env::args().any(|arg| redact_url(&arg) != arg) {
-        eprintln!(
-            "warning: a password in a URL on the command line shows in the process list to \
-             anyone on this host; give it with --password env:VAR or --password file:PATH"
+        tracing::warn!(
+            "a password in a URL on the command line shows in the process list to anyone on \
+             this host; give it with --password env:VAR or --password file:PATH"
         );
     }
     let shutdown = Shutdown::new();
@@ -51,11 +59,11 @@ fn main() -> ExitCode {
         if n > 1 {
             std::process::exit(130);
         }
-        eprintln!("\ninterrupted: finishing in-flight items (Ctrl-C again to quit now)");
+        tracing::warn!("interrupted: finishing in-flight items (Ctrl-C again to quit now)");
         on_signal.request();
     });
     if let Err(e) = installed {
-        eprintln!("warning: Ctrl-C will stop at once, without a report: {e}");
+        tracing::warn!("Ctrl-C will stop at once, without a report: {e}");
     }
     let result = match &cli.command {
         Command::Bench(args) => bench::run(args, &shutdown),
@@ -161,8 +169,9 @@ fn compare(args: &args::CompareArgs) -> anyhow::Result<Verdict> {
 }
 
 /// Drops the Pony runtime flags the seeds' commands carry (`--ponythreads=1`, `--ponynoblock`,
-/// …): they tune Wallaroo's runtime, and plumbline has none. Says which it ignored.
-fn without_pony_flags(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+/// …): they tune Wallaroo's runtime, and plumbline has none. Returns the rest, and the ones it
+/// dropped (for main to say, once logging is set up).
+fn without_pony_flags(args: impl Iterator<Item = OsString>) -> (Vec<OsString>, Vec<String>) {
     let mut kept = Vec::new();
     let mut ignored = Vec::new();
     let mut args = args.peekable();
@@ -184,10 +193,7 @@ fn without_pony_flags(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
             ignored.push(args.next().expect("peeked").to_string_lossy().to_string());
         }
     }
-    if !ignored.is_empty() {
-        eprintln!("note: ignoring Pony runtime flags {}", ignored.join(" "));
-    }
-    kept
+    (kept, ignored)
 }
 
 /// An error and its causes on one line, skipping a cause whose text an outer message already

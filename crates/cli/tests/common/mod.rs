@@ -22,6 +22,14 @@ pub fn binary() -> String {
     std::env::var("PLUMBLINE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_plumbline").to_string())
 }
 
+/// The binary as a command, its logs at their default levels whatever RUST_LOG the tests run
+/// under (the tests read its info lines).
+pub fn command() -> Command {
+    let mut command = Command::new(binary());
+    command.env_remove("RUST_LOG");
+    command
+}
+
 /// Resident memory of a process in KiB (`VmRSS` of /proc/PID/status); 0 once it is gone.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -75,7 +83,7 @@ impl Drop for PeakRss {
 /// Runs the binary to completion in this test process's scratch working folder, so the report
 /// folders `bench` writes by default land there, not in the source tree.
 pub fn plumbline(args: &[&str]) -> Output {
-    Command::new(binary())
+    command()
         .current_dir(workdir())
         .args(args)
         .output()
@@ -97,6 +105,32 @@ pub fn send_nonces(host: &str, rate: &str, messages: u64) -> Output {
         &messages,
         "--quiet",
     ])
+}
+
+/// `plumbline send --to URL` of `n` generated 1 KiB nonces as fast as it can, quietly, with
+/// `extra` flags.
+pub fn send_to(url: &str, n: u64, extra: &[&str]) -> Output {
+    let n = n.to_string();
+    let mut args = vec![
+        "send",
+        "--to",
+        url,
+        "--gen",
+        "nonces",
+        "--rate",
+        "max",
+        "--messages",
+        &n,
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    plumbline(&args)
+}
+
+/// Puts `n` nonces into the broker at `url` before any consumer starts.
+pub fn fill(url: &str, n: u64) {
+    let out = send_to(url, n, &[]);
+    assert!(out.status.success(), "send --to {url}: {}", stderr(&out));
 }
 
 pub fn stderr(out: &Output) -> String {
@@ -186,7 +220,7 @@ pub struct Receiving {
 impl Receiving {
     pub fn start(extra: &[&str]) -> Self {
         use std::io::BufRead;
-        let mut child = Command::new(binary())
+        let mut child = command()
             .args(["receive", "--listen", "127.0.0.1:0", "--quiet"])
             .args(extra)
             .stdout(std::process::Stdio::piped())
@@ -262,7 +296,7 @@ impl Node {
     /// `plumbline ARGS…`
     pub fn spawn(args: &[&str]) -> Self {
         use std::io::BufRead;
-        let mut child = Command::new(binary())
+        let mut child = command()
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

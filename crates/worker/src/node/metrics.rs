@@ -280,7 +280,7 @@ pub(super) fn serve(listener: TcpListener, metrics: Arc<Metrics>, token: Option<
             "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
         } else if !local && !super::protect::admits(token.as_deref(), bearer(&line)) {
             let peer = peer.map_or("?".into(), |p| p.to_string());
-            eprintln!("refused a metrics scrape from {peer}: wrong or missing bearer token");
+            tracing::warn!("refused a metrics scrape from {peer}: wrong or missing bearer token");
             "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Length: 0\r\n\
              Connection: close\r\n\r\n"
                 .into()
