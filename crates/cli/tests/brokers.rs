@@ -460,10 +460,10 @@ fn issue6_a_pubsub_subscriber_redis_disconnects_is_reported_with_its_losses() {
         "3000",
         "--idle-timeout",
         "5s",
-        "-q",
         "--json",
         json.to_str().unwrap(),
     ]);
+    // An info line (so not -q).
     receiver.wait_for("consuming from");
     send(&url, 3000, &["--size", "10000"]);
     let mut receiver = receiver;

@@ -516,9 +516,9 @@ pub fn pipeline_distributor(
         acks,
         "--json",
         report,
-        "-q",
     ];
     args.extend_from_slice(extra);
+    // Not -q: the tests wait for its info lines.
     let node = Node::spawn(&args);
     let line = node.wait_for("workers connect to ");
     (node, line)
