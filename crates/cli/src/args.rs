@@ -54,6 +54,12 @@ Exit codes:
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Only results: warnings and errors on stderr, no progress bar (stdout is unchanged)
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// More log lines on stderr: -v debug, -vv trace (RUST_LOG, when set, wins over -v and -q)
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -399,8 +405,8 @@ pub struct StreamArgs {
     /// Keep retrying the broker and the store this long
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// No progress line
-    #[arg(long, short)]
+    /// No progress line (the global -q/--quiet, accepted after the command too)
+    #[arg(from_global)]
     pub quiet: bool,
     /// Reach the stream and the Redis store over TLS only (implied by --tls-ca)
     #[arg(long)]
@@ -513,8 +519,8 @@ pub struct DistributorArgs {
     pub announce: Option<String>,
     #[command(flatten)]
     pub out: ReportArgs,
-    /// No progress bar
-    #[arg(long, short)]
+    /// No progress bar (the global -q/--quiet, accepted after the command too)
+    #[arg(from_global)]
     pub quiet: bool,
 }
 
@@ -931,8 +937,8 @@ pub struct OutputArgs {
     /// Write no report folder (by default: plumbline-reports/<command>-<time>/)
     #[arg(long, conflicts_with = "report")]
     pub no_report: bool,
-    /// No progress bar or progress lines
-    #[arg(long, short)]
+    /// No progress bar or progress lines (the global -q/--quiet, accepted after the command too)
+    #[arg(from_global)]
     pub quiet: bool,
     #[command(flatten)]
     pub limits: ThresholdArgs,
@@ -1305,8 +1311,8 @@ pub struct SendArgs {
     /// Write the send report as JSON
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// No progress bar
-    #[arg(long, short)]
+    /// No progress bar (the global -q/--quiet, accepted after the command too)
+    #[arg(from_global)]
     pub quiet: bool,
     #[command(flatten)]
     pub limits: ThresholdArgs,
@@ -1456,8 +1462,8 @@ pub struct ReceiveArgs {
     pub json: Option<PathBuf>,
     #[command(flatten)]
     pub out: ReportArgs,
-    /// No live status line
-    #[arg(long, short)]
+    /// No live status line (the global -q/--quiet, accepted after the command too)
+    #[arg(from_global)]
     pub quiet: bool,
     #[command(flatten)]
     pub limits: ThresholdArgs,

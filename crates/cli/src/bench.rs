@@ -136,7 +136,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
     print!("{}", table(&report));
     if let Some(path) = &args.output.json {
         write_json(path, &report)?;
-        eprintln!("wrote {}", path.display());
+        crate::logs::result(format_args!("wrote {}", path.display()));
     }
     session.finish(Outcome {
         runs: plumbline_report::rows(&report),

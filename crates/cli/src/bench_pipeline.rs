@@ -96,7 +96,7 @@ pub fn run(args: &BenchArgs, shutdown: &Shutdown) -> Result<Verdict> {
                     break 'all;
                 }
                 if !args.output.quiet {
-                    eprintln!(
+                    tracing::info!(
                         "run {}/{total}: {n} tasks on {w} worker(s) x {t} thread(s)…",
                         bench.runs.len() + 1
                     );

@@ -59,7 +59,7 @@ pub fn listening(
 /// (after a warning saying why) for a broker whose metadata did not come.
 pub fn identify(config: &TransportConfig, options: &ClientOptions) -> Option<BrokerIdentity> {
     broker::identify(config, options).unwrap_or_else(|e| {
-        eprintln!("warning: cannot tell which broker {config} is: {e}");
+        tracing::warn!("cannot tell which broker {config} is: {e}");
         None
     })
 }

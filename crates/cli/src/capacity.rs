@@ -412,7 +412,11 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
                     }
                     Ok((trial, verdict)) => {
                         if !args.output.quiet {
-                            eprintln!("{label}, {}: {:.1}/s {verdict}", engine.describe(), rate);
+                            tracing::info!(
+                                "{label}, {}: {:.1}/s {verdict}",
+                                engine.describe(),
+                                rate
+                            );
                         }
                         search.record(rate, &verdict);
                         trials.push(trial);
@@ -480,7 +484,7 @@ pub fn run(args: &CapacityArgs, shutdown: &Shutdown) -> Result<CommandVerdict> {
     if let Some(path) = &args.output.json {
         std::fs::write(path, record.to_json())
             .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        crate::logs::result(format_args!("wrote {}", path.display()));
     }
     charts.demand = report.demand.clone();
     session.finish_capacity(
@@ -535,7 +539,7 @@ fn start_rate(
         engine.describe()
     );
     let rate = figures.delivered as f64 / secs;
-    eprintln!(
+    tracing::info!(
         "no --per-item: a batch of {items} items came back from {} at {rate:.1}/s; the search \
          starts there, and capacity is judged against the 1-worker capacity",
         engine.describe()

@@ -15,7 +15,7 @@ use crate::args::ClockArgs;
 pub fn serve(args: &ClockArgs, shutdown: &Shutdown) -> Result<()> {
     let socket = std::net::UdpSocket::bind(&args.listen)
         .with_context(|| format!("--listen {}: binding a UDP socket", args.listen))?;
-    eprintln!("clock reference on {}", socket.local_addr()?);
+    crate::logs::result(format!("clock reference on {}", socket.local_addr()?));
     let answered = clock::serve(&socket, shutdown).context("serving clock requests")?;
     println!("answered {answered} clock request(s)");
     Ok(())
@@ -30,7 +30,7 @@ pub fn measure(addr: &str) -> Result<ClockSection> {
         uncertainty_s: offset.uncertainty_ns as f64 / 1e9,
         samples: offset.samples,
     };
-    eprintln!(
+    tracing::info!(
         "clock: this host is {} {} the reference {addr} (± {}, best of {} exchanges); its times are moved onto the reference's",
         secs(section.offset_s.abs()),
         if section.offset_s >= 0.0 { "behind" } else { "ahead of" },

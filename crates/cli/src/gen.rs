@@ -65,10 +65,10 @@ pub fn run(args: &GenArgs, shutdown: &Shutdown) -> Result<Verdict> {
     out.flush()
         .with_context(|| format!("writing {}", args.output.display()))?;
     if !to_stdout {
-        eprintln!(
+        crate::logs::result(format_args!(
             "wrote {written} frames ({bytes} bytes) to {}",
             args.output.display()
-        );
+        ));
     }
     Ok(Verdict::of(written < count, Vec::new()))
 }

@@ -3,7 +3,9 @@
 //! ([`BREACHED`] and the README's table): 0 success, 1 error or failed check, 2 usage error
 //! (clap, or an experiment file refused), 99 a `--threshold` breached or `compare` found a run
 //! worse, 130 interrupted by Ctrl-C. Every error line it prints goes through [`redact_url`], so
-//! a password typed in a URL is never echoed back.
+//! a password typed in a URL is never echoed back. The `error:` and `breached:` lines that end
+//! a run are printed plain (not log lines), one per problem; all else on stderr goes through
+//! `tracing` (logs.rs).
 
 mod args;
 mod bench;
@@ -15,6 +17,7 @@ mod elastic;
 mod experiment;
 mod gen;
 mod inspect;
+mod logs;
 mod pipeline;
 mod plan;
 mod progress;
@@ -39,7 +42,7 @@ use crate::bench::Verdict;
 const BREACHED: u8 = 99;
 
 fn main() -> ExitCode {
-    let argv = without_pony_flags(std::env::args_os());
+    let (argv, pony) = without_pony_flags(std::env::args_os());
     let mut cli = Cli::parse_from(&argv);
     if let Command::Run(run) = &cli.command {
         cli = match experiment::parse(run, &argv) {
@@ -47,10 +50,14 @@ fn main() -> ExitCode {
             Err(code) => return ExitCode::from(code),
         };
     }
+    logs::init(logs::Verbosity::from_flags(cli.quiet, cli.verbose));
+    if !pony.is_empty() {
+        tracing::info!("ignoring Pony runtime flags {}", pony.join(" "));
+    }
     if std::env::args().any(|arg| redact_url(&arg) != arg) {
-        eprintln!(
-            "warning: a password in a URL on the command line shows in the process list to \
-             anyone on this host; give it with --password env:VAR or --password file:PATH"
+        tracing::warn!(
+            "a password in a URL on the command line shows in the process list to anyone on \
+             this host; give it with --password env:VAR or --password file:PATH"
         );
     }
     let shutdown = Shutdown::new();
@@ -61,11 +68,11 @@ fn main() -> ExitCode {
         if n > 1 {
             std::process::exit(130);
         }
-        eprintln!("\ninterrupted: finishing in-flight items (Ctrl-C again to quit now)");
+        tracing::warn!("interrupted: finishing in-flight items (Ctrl-C again to quit now)");
         on_signal.request();
     });
     if let Err(e) = installed {
-        eprintln!("warning: Ctrl-C will stop at once, without a report: {e}");
+        tracing::warn!("Ctrl-C will stop at once, without a report: {e}");
     }
     let result = match &cli.command {
         Command::Bench(args) => bench::run(args, &shutdown),
@@ -179,8 +186,9 @@ fn compare(args: &args::CompareArgs) -> anyhow::Result<Verdict> {
 }
 
 /// Drops the Pony runtime flags the seeds' commands carry (`--ponythreads=1`, `--ponynoblock`,
-/// …): they tune Wallaroo's runtime, and plumbline has none. Says which it ignored.
-fn without_pony_flags(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+/// …): they tune Wallaroo's runtime, and plumbline has none. Returns the rest, and the ones it
+/// dropped (for main to say, once logging is set up).
+fn without_pony_flags(args: impl Iterator<Item = OsString>) -> (Vec<OsString>, Vec<String>) {
     let mut kept = Vec::new();
     let mut ignored = Vec::new();
     let mut args = args.peekable();
@@ -202,10 +210,7 @@ fn without_pony_flags(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
             ignored.push(args.next().expect("peeked").to_string_lossy().to_string());
         }
     }
-    if !ignored.is_empty() {
-        eprintln!("note: ignoring Pony runtime flags {}", ignored.join(" "));
-    }
-    kept
+    (kept, ignored)
 }
 
 /// An error and its causes on one line, skipping a cause whose text an outer message already

@@ -95,15 +95,15 @@ fn distributor(args: &DistributorArgs, shutdown: &Shutdown) -> Result<Verdict> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         config.resume = collected(&text).with_context(|| format!("--resume {}", path.display()))?;
-        eprintln!(
+        tracing::info!(
             "distributor: resuming: {} task(s) already collected in {}",
             config.resume.len(),
             path.display()
         );
     }
     if args.lease <= args.delay {
-        eprintln!(
-            "warning: --lease {} is not longer than the {} task: every delivery runs out before \
+        tracing::warn!(
+            "--lease {} is not longer than the {} task: every delivery runs out before \
              its result can be ACKed, so tasks go out again while they run (expect many \
              duplicates); give --lease well above the task's p99",
             Human(args.lease),
@@ -121,7 +121,7 @@ fn distributor(args: &DistributorArgs, shutdown: &Shutdown) -> Result<Verdict> {
     }
     let bound = distributor.bind()?;
     for (task_type, at) in bound.endpoints() {
-        eprintln!("distributor: {task_type} workers connect to {at}");
+        tracing::info!("distributor: {task_type} workers connect to {at}");
     }
     Announcer::open(args.announce.as_deref())
         .context("--announce")?
@@ -135,7 +135,7 @@ fn distributor(args: &DistributorArgs, shutdown: &Shutdown) -> Result<Verdict> {
                 })
                 .collect(),
         });
-    eprintln!(
+    tracing::info!(
         "distributor: waiting for {} worker(s) and the collector at {}",
         args.workers.max(1),
         args.collector_ack
@@ -193,7 +193,7 @@ fn collected(ledger: &str) -> Result<std::collections::BTreeMap<u64, String>> {
                 done.insert(l.id, l.task_type);
             }
             Err(_) if n + 1 == lines.len() && !ledger.ends_with('\n') => {
-                eprintln!("distributor: skipping the torn last line of the ledger");
+                tracing::warn!("distributor: skipping the torn last line of the ledger");
             }
             Err(e) => bail!("line {}: not a collector result ({e})", n + 1),
         }
@@ -359,12 +359,12 @@ impl Spend {
             Ok(w) => w,
             Err(e) => {
                 meanwhile();
-                eprintln!("worker: cannot execute a task: {e}");
+                tracing::warn!("worker: cannot execute a task: {e}");
                 return json!({ "error": e.to_string() });
             }
         };
         if workload.crash {
-            eprintln!("worker: a poison task: crashing, as asked");
+            tracing::warn!("worker: a poison task: crashing, as asked");
             std::process::abort();
         }
         let (work, delay) = self.choose(&workload);
@@ -452,7 +452,7 @@ fn worker(args: &PipelineWorkerArgs, shutdown: &Shutdown) -> Result<Verdict> {
         delay: args.delay,
         work,
     };
-    eprintln!("worker {name}: running ({} thread(s))", args.threads);
+    tracing::info!("worker {name}: running ({} thread(s))", args.threads);
     let summary = if args.threads == 1 {
         let mut worker = SleepWorker {
             spend,
@@ -468,7 +468,7 @@ fn worker(args: &PipelineWorkerArgs, shutdown: &Shutdown) -> Result<Verdict> {
         };
         worker::run_multi(&config, Arc::new(threads), shutdown)?
     };
-    eprintln!(
+    tracing::info!(
         "worker {name}: finished - handled {} executions",
         summary.executions
     );
@@ -507,14 +507,16 @@ impl Collector for Recorder {
 
     fn handle_finished(&mut self, summary: &CollectorSummary) {
         if let Some(first) = self.first {
-            eprintln!(
+            tracing::info!(
                 "collector: collection took {:.1} milliseconds",
                 first.elapsed().as_secs_f64() * 1e3
             );
         }
-        eprintln!(
+        tracing::info!(
             "collector: {} results, {} duplicates, {} bad peers",
-            summary.results, summary.duplicates, summary.bad_peers
+            summary.results,
+            summary.duplicates,
+            summary.bad_peers
         );
     }
 }
@@ -532,7 +534,7 @@ fn collector(args: &CollectorArgs, shutdown: &Shutdown) -> Result<Verdict> {
         .distributor_timeout(args.distributor_timeout)
         .token(args.token.as_ref().map(|t| t.expose().to_string()));
     let (at, acks_at) = bound.endpoints();
-    eprintln!("collector: results on {at}, ACKs to the distributor on {acks_at}");
+    tracing::info!("collector: results on {at}, ACKs to the distributor on {acks_at}");
     Announcer::open(args.announce.as_deref())
         .context("--announce")?
         .announce(&Announcement::CollectorListening {

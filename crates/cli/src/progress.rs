@@ -1,7 +1,8 @@
 //! Progress for long commands, drawn on stderr only when it is a terminal and `--quiet` is not
 //! given: a bar with ETA for a finite run, a one-line live status for an open-ended one, both
 //! with the rate, p99 latency and in-flight count of the last second. It polls [`Live`] ten times
-//! a second from its own thread; it never touches the hot path.
+//! a second from its own thread; it never touches the hot path. While it is drawn, log lines are
+//! written around it (logs.rs suspends it for each line).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,6 +47,9 @@ impl<'a> RunProgress<'a> {
         let bar = ProgressBar::with_draw_target(total, target);
         bar.set_style(ProgressStyle::with_template(template).expect("static template"));
         bar.set_message(label);
+        if !bar.is_hidden() {
+            crate::logs::set_bar(&bar);
+        }
         Self { bar, live, follow }
     }
 
@@ -103,9 +107,17 @@ impl<'a> RunProgress<'a> {
 
     /// Prints a line where the bar was (nothing when the bar is hidden or `line` is empty).
     pub fn finish(self, line: &str) {
+        crate::logs::clear_bar();
         self.bar.finish_and_clear();
         if !self.bar.is_hidden() && !line.is_empty() {
-            eprintln!("{line}");
+            tracing::info!("{line}");
         }
+    }
+}
+
+impl Drop for RunProgress<'_> {
+    /// A run that returned early (an error) must not leave log lines waiting on a dead bar.
+    fn drop(&mut self) {
+        crate::logs::clear_bar();
     }
 }

@@ -126,7 +126,7 @@ pub fn run(args: &ReceiveArgs, shutdown: &Shutdown) -> Result<Verdict> {
         .as_ref()
         .and_then(|c| crate::clock::unsure(c, summary.latency_s.p50))
     {
-        eprintln!("warning: {warning}");
+        tracing::warn!("{warning}");
     }
     if let Some((stats, kafka_broker)) = &consumed {
         println!(
@@ -294,7 +294,7 @@ fn serve_tcp(
 ) -> Result<()> {
     let listener = tcp::listen(listen)?;
     listener.set_nonblocking(true)?;
-    eprintln!("listening on {}", listener.local_addr()?);
+    crate::logs::result(format_args!("listening on {}", listener.local_addr()?));
     // Open connections by id, to cut them at the end; each removes itself when it ends.
     let open: Mutex<HashMap<u64, TcpStream>> = Mutex::new(HashMap::new());
     let mut next_id = 0u64;
@@ -305,8 +305,8 @@ fn serve_tcp(
                     let Some(slot) = receiver.admit() else {
                         // Closed at once: a flood costs a descriptor for a moment, not a thread.
                         if receiver.refused() == 1 {
-                            eprintln!(
-                                "warning: refused the connection from {peer}: {} are open \
+                            tracing::warn!(
+                                "refused the connection from {peer}: {} are open \
                                  (--max-connections); further refusals are counted",
                                 receiver.max_connections()
                             );
@@ -318,7 +318,7 @@ fn serve_tcp(
                     let clone = match stream.try_clone() {
                         Ok(clone) => clone,
                         Err(e) => {
-                            eprintln!("warning: dropped the connection from {peer}: {e}");
+                            tracing::warn!("dropped the connection from {peer}: {e}");
                             continue;
                         }
                     };
@@ -334,13 +334,13 @@ fn serve_tcp(
                             drop(slot);
                         });
                     if let Err(e) = started {
-                        eprintln!("warning: dropped the connection from {peer}: {e}");
+                        tracing::warn!("dropped the connection from {peer}: {e}");
                         open.lock().expect("no panics while held").remove(&id);
                     }
                     continue;
                 }
                 Ok(None) => {}
-                Err(e) => eprintln!("warning: accept failed: {e}"),
+                Err(e) => tracing::warn!("accept failed: {e}"),
             }
             if over(args, receiver, shutdown) {
                 break;
@@ -377,7 +377,7 @@ fn serve_broker(
     )?;
     let consumer =
         connect_consumer(&config, &options).with_context(|| format!("--from {config}"))?;
-    eprintln!(
+    tracing::info!(
         "consuming from {config} ({}) in group '{}'",
         config.guarantee(),
         options.group

@@ -65,10 +65,10 @@ impl Session {
                      who reaches it sees the run",
                 );
                 let server = plumbline_ui::serve(addr, live.clone()).context("--ui")?;
-                eprintln!(
+                crate::logs::result(format_args!(
                     "live page: http://{}/ (Prometheus: /metrics)",
                     server.addr()
-                );
+                ));
                 Some(server)
             }
             None => None,
@@ -144,7 +144,7 @@ impl Session {
         };
         plumbline_report::write(&dir, &doc)
             .with_context(|| format!("writing the report folder {}", dir.display()))?;
-        eprintln!("report: {}", dir.join("index.html").display());
+        crate::logs::result(format_args!("report: {}", dir.join("index.html").display()));
         Ok(Some(dir))
     }
 }
@@ -153,7 +153,7 @@ impl Session {
 /// anyone who reaches it do.
 pub fn warn_if_exposed(flag: &str, addr: &str, exposes: &str) {
     if !plumbline_transport::tcp::is_loopback(addr) {
-        eprintln!("warning: {flag} {addr} is not a loopback address: {exposes}");
+        tracing::warn!("{flag} {addr} is not a loopback address: {exposes}");
     }
 }
 

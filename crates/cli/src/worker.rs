@@ -57,7 +57,7 @@ pub fn run(args: &WorkerArgs, stop: &Shutdown) -> Result<Verdict> {
         let stop = stop.clone();
         std::thread::spawn(move || loop {
             if stop.requested() {
-                eprintln!("interrupted: leaving the cluster");
+                tracing::warn!("interrupted: leaving the cluster");
                 std::process::exit(130);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -165,7 +165,7 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
     };
     let work: Work = args.work.parse().context("--work")?;
     if args.my_control.is_some() || args.my_data.is_some() {
-        eprintln!("note: --my-control/--my-data are accepted for machida compatibility; workers connect to the initializer and need no listeners");
+        tracing::info!("--my-control/--my-data are accepted for machida compatibility; workers connect to the initializer and need no listeners");
     }
     let broker_in = args.input.as_deref().filter(|i| i.contains("://"));
     let role = if let Some(url) = broker_in {
@@ -227,7 +227,7 @@ fn config(args: &WorkerArgs) -> Result<NodeConfig> {
             || args.external.is_some()
             || args.announce.is_some()
         {
-            eprintln!("note: --in, --metrics, --external and --announce are the initializer's; this worker ignores them");
+            tracing::info!("--in, --metrics, --external and --announce are the initializer's; this worker ignores them");
         }
         Role::Joiner {
             control: args

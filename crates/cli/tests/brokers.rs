@@ -18,21 +18,7 @@ fn summary(path: &std::path::Path) -> serde_json::Value {
 /// Sends `n` generated 1 KiB nonces as fast as possible to `url`; asserts every one is acked
 /// and returns the report.
 fn send(url: &str, n: u64, extra: &[&str]) -> String {
-    let n = n.to_string();
-    let mut args = vec![
-        "send",
-        "--to",
-        url,
-        "--gen",
-        "nonces",
-        "--rate",
-        "max",
-        "--messages",
-        &n,
-        "-q",
-    ];
-    args.extend_from_slice(extra);
-    let out = plumbline(&args);
+    let out = common::send_to(url, n, extra);
     assert!(out.status.success(), "send failed: {}", stderr(&out));
     let text = common::stdout(&out);
     assert!(
@@ -523,10 +509,10 @@ fn issue6_a_pubsub_subscriber_redis_disconnects_is_reported_with_its_losses() {
         "3000",
         "--idle-timeout",
         "5s",
-        "-q",
         "--json",
         json.to_str().unwrap(),
     ]);
+    // An info line (so not -q).
     receiver.wait_for("consuming from");
     send(&url, 3000, &["--size", "10000"]);
     let mut receiver = receiver;

@@ -723,7 +723,6 @@ fn a_distributor_killed_mid_run_is_resumed_from_the_collectors_ledger_losing_not
             &collector.acks,
             "--json",
             report.to_str().unwrap(),
-            "-q",
             "--task",
             "C:300",
             "--delay",
@@ -732,6 +731,7 @@ fn a_distributor_killed_mid_run_is_resumed_from_the_collectors_ledger_losing_not
             "2",
         ];
         args.extend_from_slice(extra);
+        // Not -q: its info line says where workers connect.
         let node = Node::spawn(&args);
         node.wait_for("workers connect to ");
         node

@@ -192,7 +192,7 @@ impl BoundCollector {
                          back within {:?} (--distributor-timeout)",
                         self.distributor_timeout
                     );
-                    eprintln!("collector: {why}");
+                    tracing::error!("collector: {why}");
                     summary.error = Some(why);
                     break Ok(false);
                 }
@@ -243,12 +243,12 @@ impl BoundCollector {
                                 current.peer()
                             );
                             summary.bad_peers += 1;
-                            eprintln!("collector: refused {}: {reason}", conn.peer());
+                            tracing::warn!("collector: refused {}: {reason}", conn.peer());
                             tell_refused(conn, reason);
                         }
                         None => {
                             if away_since.take().is_some() && ever_connected {
-                                eprintln!(
+                                tracing::info!(
                                     "collector: the distributor is back from {}",
                                     conn.peer()
                                 );
@@ -262,7 +262,7 @@ impl BoundCollector {
                             .as_ref()
                             .is_some_and(|(current, _)| *current == id)
                         {
-                            eprintln!(
+                            tracing::warn!(
                                 "collector: the distributor closed the ACK connection without \
                                  ending the run; waiting {:?} for it to come back",
                                 self.distributor_timeout
@@ -274,7 +274,7 @@ impl BoundCollector {
                     Event::End => end = true,
                     Event::Bad { peer, reason } => {
                         summary.bad_peers += 1;
-                        eprintln!("collector: dropped {peer}: {reason}");
+                        tracing::warn!("collector: dropped {peer}: {reason}");
                     }
                 }
             }

@@ -811,7 +811,7 @@ impl Run {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     if w.last_heard <= granted && !w.told_silent {
                         w.told_silent = true;
-                        eprintln!(
+                        tracing::warn!(
                             "distributor: worker {} is silent since its lease on task {task} was \
                              granted; {} task(s) past their lease ({:?}, --lease) go out again",
                             w.name,
@@ -825,7 +825,7 @@ impl Run {
                 }
             }
             if let Err(error) = self.check_timeouts(now) {
-                eprintln!("distributor: {error}");
+                tracing::error!("distributor: {error}");
                 return Ok(self.finish(inbox, Ending::Failed(error.to_string())));
             }
             if shutdown.requested() && interrupted_at.is_none() {
@@ -919,7 +919,7 @@ impl Run {
             Event::Gone { worker, reason } => self.worker_gone(worker, reason),
             Event::Bad { peer, reason } => {
                 self.bad_peers += 1;
-                eprintln!("distributor: dropped {peer}: {reason}");
+                tracing::warn!("distributor: dropped {peer}: {reason}");
             }
             Event::CollectorUp(conn) => {
                 self.collector = Some(conn);
@@ -929,7 +929,7 @@ impl Run {
             }
             Event::CollectorDown(reason) => {
                 if self.collector.take().is_some() {
-                    eprintln!(
+                    tracing::warn!(
                         "distributor: lost the collector at {}: {reason}; reconnecting",
                         self.config.collector
                     );
@@ -939,7 +939,7 @@ impl Run {
             Event::Ack { id } => self.ack(id),
             Event::Finished { .. } => {
                 self.bad_peers += 1;
-                eprintln!("distributor: the collector said 'finished' before the end");
+                tracing::warn!("distributor: the collector said 'finished' before the end");
             }
         }
     }
@@ -967,7 +967,7 @@ impl Run {
             .iter()
             .filter(|b| matches!(b, Reclaimed::Redeliver { alone: true, .. }))
             .count();
-        eprintln!(
+        tracing::info!(
             "distributor: worker {} left ({}); {} of its tasks go out again{}",
             w.name,
             reason.as_deref().unwrap_or("closed the connection"),
@@ -1009,7 +1009,7 @@ impl Run {
             } => {
                 self.fates[(id - 1) as usize] = Fate::Failed;
                 self.states[task_type].failed += 1;
-                eprintln!(
+                tracing::warn!(
                     "distributor: task {id} ({}) failed after {attempts} deliveries",
                     self.types[task_type]
                 );
@@ -1029,7 +1029,7 @@ impl Run {
             .copied()
         else {
             self.bad_peers += 1;
-            eprintln!("distributor: the collector ACKed task {id}, which was never issued");
+            tracing::warn!("distributor: the collector ACKed task {id}, which was never issued");
             return;
         };
         let task_type = match fate {
@@ -1224,7 +1224,7 @@ impl Run {
         };
         if let Err(e) = message.encode_into(&mut worker.out) {
             // A descriptor too big for a frame can never be delivered.
-            eprintln!(
+            tracing::warn!(
                 "distributor: task {task_id} ({}) cannot be sent: {e}",
                 self.types[t]
             );
@@ -1378,10 +1378,11 @@ impl Run {
             }
         }
         if counts.is_none() && matches!(ending, Ending::Complete) {
-            eprintln!(
+            tracing::warn!(
                 "distributor: every task is settled, but the collector at {} did not answer 'end' \
                  within {:?}: its counts are missing from the report",
-                self.config.collector, self.config.collector_timeout
+                self.config.collector,
+                self.config.collector_timeout
             );
         }
         let latency = std::mem::take(&mut self.latency).finish(&self.live);

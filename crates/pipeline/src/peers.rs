@@ -81,7 +81,7 @@ where
                         if now < *deadline {
                             return true;
                         }
-                        eprintln!(
+                        tracing::warn!(
                             "{role}: dropped {}: no hello within {hello_within:?}",
                             conn.peer()
                         );
@@ -114,13 +114,13 @@ where
                             .name(format!("{role}-peer"))
                             .spawn(move || handler(conn, Greeting(greeted)));
                         if let Err(e) = spawned {
-                            eprintln!(
+                            tracing::warn!(
                                 "{role}: cannot start a thread for a peer on {endpoint}: {e}"
                             );
                         }
                     }
                     Ok(None) => {}
-                    Err(e) => eprintln!("{role}: accept on {endpoint} failed: {e}"),
+                    Err(e) => tracing::warn!("{role}: accept on {endpoint} failed: {e}"),
                 }
             }
         })

@@ -335,7 +335,7 @@ impl Outbox {
                                 if let Err(e) = message.encode_into(&mut frames) {
                                     // Too big for a frame: say so instead, so the task is
                                     // settled (as an error) rather than redelivered for ever.
-                                    eprintln!("worker: a result cannot be sent ({e}); sending an error instead");
+                                    tracing::warn!("worker: a result cannot be sent ({e}); sending an error instead");
                                     too_big(message, &e).encode_into(&mut frames).ok();
                                 }
                                 count += 1;
@@ -511,17 +511,20 @@ impl Link {
         let deadline = Instant::now() + config.reconnect_timeout;
         let mut wait = RECONNECT_FIRST;
         let mut last = why.to_string();
-        eprintln!(
+        tracing::warn!(
             "worker {}: lost the distributor at {} ({last}); reconnecting for up to {:?}",
-            config.name, config.distributor, config.reconnect_timeout
+            config.name,
+            config.distributor,
+            config.reconnect_timeout
         );
         while Instant::now() < deadline && !self.current.closed_for_good() {
             let left = deadline.saturating_duration_since(Instant::now());
             match Self::greet(config, &self.hello, left.min(RECONNECT_MAX)) {
                 Ok((reader, writer)) => {
-                    eprintln!(
+                    tracing::info!(
                         "worker {}: reconnected to {}",
-                        config.name, config.distributor
+                        config.name,
+                        config.distributor
                     );
                     self.reader = reader;
                     self.current.replace(writer);

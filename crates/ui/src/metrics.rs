@@ -55,7 +55,7 @@ async fn guard(
     if local || admits(token.as_deref(), bearer(request.headers())) {
         return next.run(request).await;
     }
-    eprintln!("refused a metrics scrape from {peer}: wrong or missing bearer token");
+    tracing::warn!("refused a metrics scrape from {peer}: wrong or missing bearer token");
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],

@@ -111,7 +111,9 @@ impl Announcer {
         line.push('\n');
         let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
-            eprintln!("the --announce channel failed ({e}); announcing goes on on stderr only");
+            tracing::warn!(
+                "the --announce channel failed ({e}); announcing goes on on stderr only"
+            );
         }
     }
 }

@@ -25,6 +25,14 @@ pub fn binary() -> String {
     std::env::var("PLUMBLINE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_plumbline").to_string())
 }
 
+/// The binary as a command, its logs at their default levels whatever RUST_LOG the tests run
+/// under (the tests read its info lines).
+pub fn command() -> Command {
+    let mut command = Command::new(binary());
+    command.env_remove("RUST_LOG");
+    command
+}
+
 /// Resident memory of a process in KiB (`VmRSS` of /proc/PID/status); 0 once it is gone.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -83,7 +91,7 @@ pub fn plumbline(args: &[&str]) -> Output {
 
 /// Runs the binary to completion in `cwd`.
 pub fn plumbline_in(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(binary())
+    command()
         .current_dir(cwd)
         .args(args)
         .output()
@@ -105,6 +113,32 @@ pub fn send_nonces(host: &str, rate: &str, messages: u64) -> Output {
         &messages,
         "--quiet",
     ])
+}
+
+/// `plumbline send --to URL` of `n` generated 1 KiB nonces as fast as it can, quietly, with
+/// `extra` flags.
+pub fn send_to(url: &str, n: u64, extra: &[&str]) -> Output {
+    let n = n.to_string();
+    let mut args = vec![
+        "send",
+        "--to",
+        url,
+        "--gen",
+        "nonces",
+        "--rate",
+        "max",
+        "--messages",
+        &n,
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    plumbline(&args)
+}
+
+/// Puts `n` nonces into the broker at `url` before any consumer starts.
+pub fn fill(url: &str, n: u64) {
+    let out = send_to(url, n, &[]);
+    assert!(out.status.success(), "send --to {url}: {}", stderr(&out));
 }
 
 pub fn stderr(out: &Output) -> String {
@@ -227,11 +261,11 @@ impl Receiving {
     }
 
     /// [`Receiving::start_as`] with `env` set for the receiver (a planted clock skew).
-    pub fn start_with(env: &[(&str, &str)], command: &[&str], extra: &[&str]) -> Self {
+    pub fn start_with(env: &[(&str, &str)], words: &[&str], extra: &[&str]) -> Self {
         use std::io::BufRead;
-        let mut child = Command::new(binary())
+        let mut child = command()
             .envs(env.iter().copied())
-            .args(command)
+            .args(words)
             .args(["--listen", "127.0.0.1:0", "--quiet"])
             .args(extra)
             .stdout(std::process::Stdio::piped())
@@ -326,7 +360,7 @@ impl Node {
     /// `plumbline ARGS…`
     pub fn spawn(args: &[&str]) -> Self {
         use std::io::BufRead;
-        let mut child = Command::new(binary())
+        let mut child = command()
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -597,9 +631,9 @@ pub fn pipeline_distributor_as(
         acks,
         "--json",
         report,
-        "-q",
     ]);
     args.extend_from_slice(extra);
+    // Not -q: the tests wait for its info lines.
     let node = Node::spawn(&args);
     let line = node.wait_for("workers connect to ");
     (node, line)

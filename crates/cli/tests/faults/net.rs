@@ -222,7 +222,7 @@ fn s15_a_redis_streams_consumer_killed_with_entries_pending_loses_nothing() {
     let dir = scratch("f15");
     let url = format!("redis://{}/f15", server.addr);
     const ITEMS: u64 = 600;
-    fill(&url, ITEMS);
+    crate::common::fill(&url, ITEMS);
     let recv_json = dir.join("recv.json");
     let receiver = Receiving::start(&[
         "--idle-timeout",
@@ -288,23 +288,6 @@ fn s15_a_redis_streams_consumer_killed_with_entries_pending_loses_nothing() {
         .pass();
 }
 
-/// Puts `n` nonces into the broker at `url` before any consumer starts.
-fn fill(url: &str, n: u64) {
-    let out = plumbline(&[
-        "send",
-        "--to",
-        url,
-        "--gen",
-        "nonces",
-        "--rate",
-        "max",
-        "--messages",
-        &n.to_string(),
-        "--quiet",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
 /// The first line redis-cli prints for `args`.
 fn redis_first(addr: &str, args: &[&str]) -> String {
     redis_cli(addr, args).into_iter().next().unwrap_or_default()
@@ -330,7 +313,7 @@ fn s15b_a_group_member_whose_sink_dies_leaves_the_undelivered_for_others() {
     let _cpu = exclusive();
     let mut row = scenario(15, "worker --in whose sink dies: nothing acked unsent");
     let url = format!("redis://{}/f15b", server.addr);
-    fill(&url, 2000);
+    crate::common::fill(&url, 2000);
     let mut receiver = Receiving::start(&[]);
     let mut worker = Node::start(&[
         "--in",

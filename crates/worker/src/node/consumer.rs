@@ -63,25 +63,29 @@ pub(super) fn run(
     };
     let mut consumer = connect_consumer(source, &options).map_err(broker)?;
     let mut processor = Processor::new(config)?;
-    eprintln!(
+    tracing::info!(
         "[{}] consuming {source} ({}) in group '{}'",
         config.name,
         source.guarantee(),
         options.group
     );
     if let Some(addr) = consumer.bound() {
-        eprintln!("[{}] producers connect to {addr}", config.name);
+        tracing::info!("[{}] producers connect to {addr}", config.name);
     }
     // Which Kafka broker this is, and its known limitation, before any loss it may cause.
     match identify(source, &options) {
         Ok(Some(broker)) => {
+            // Its known limitation is a warning line of that text, kept verbatim.
             for line in broker.text().lines() {
-                eprintln!("[{}] {line}", config.name);
+                match line.starts_with("warning: ") {
+                    true => tracing::warn!("[{}] {line}", config.name),
+                    false => tracing::info!("[{}] {line}", config.name),
+                }
             }
         }
         Ok(None) => {}
-        Err(e) => eprintln!(
-            "[{}] warning: cannot tell which broker {source} is: {e}",
+        Err(e) => tracing::warn!(
+            "[{}] cannot tell which broker {source} is: {e}",
             config.name
         ),
     }
@@ -100,7 +104,7 @@ pub(super) fn run(
         if now != assigned {
             if let Some(partitions) = &now {
                 let list: Vec<String> = partitions.iter().map(ToString::to_string).collect();
-                eprintln!("[{}] assigned partitions [{}]", config.name, list.join(","));
+                tracing::info!("[{}] assigned partitions [{}]", config.name, list.join(","));
             }
             assigned = now;
         }
@@ -135,11 +139,11 @@ pub(super) fn run(
     if stop.requested() {
         match consumer.release() {
             Ok(0) => {}
-            Ok(n) => eprintln!(
+            Ok(n) => tracing::info!(
                 "[{}] handed {n} unstarted message(s) back to the group",
                 config.name
             ),
-            Err(e) => eprintln!(
+            Err(e) => tracing::warn!(
                 "[{}] could not hand unstarted messages back ({e}); the broker redelivers them \
                  after its redelivery time",
                 config.name
@@ -150,14 +154,20 @@ pub(super) fn run(
     watch.finish();
     let stats = processor.stats();
     let consumed = consumer.stats();
-    eprintln!(
+    tracing::info!(
         "[{}] done: {} items ({} redelivered to it), {} results",
-        config.name, stats.items, consumed.redelivered, stats.results
+        config.name,
+        stats.items,
+        consumed.redelivered,
+        stats.results
     );
     if consumed.bad_peers + consumed.refused > 0 {
-        eprintln!(
+        tracing::warn!(
             "[{}] producer connections: {} closed for a bad frame ({} of them stalled), {} refused",
-            config.name, consumed.bad_peers, consumed.stalled, consumed.refused
+            config.name,
+            consumed.bad_peers,
+            consumed.stalled,
+            consumed.refused
         );
     }
     Ok(stats)
@@ -174,15 +184,15 @@ struct PeerNotes {
 impl PeerNotes {
     fn tell(&mut self, name: &str, stats: &ConsumerStats, max_connections: usize) {
         for reason in stats.bad_reasons.iter().skip(self.named) {
-            eprintln!("[{name}] closed {reason}");
+            tracing::warn!("[{name}] closed {reason}");
         }
         if stats.bad_reasons.len() == MAX_REASONS && self.named < MAX_REASONS {
-            eprintln!("[{name}] further bad producer connections are counted, not named");
+            tracing::warn!("[{name}] further bad producer connections are counted, not named");
         }
         self.named = stats.bad_reasons.len();
         if stats.refused > 0 && !self.refused {
             self.refused = true;
-            eprintln!(
+            tracing::warn!(
                 "[{name}] refused a producer connection: {max_connections} are open \
                  (--max-connections); further refusals are counted"
             );

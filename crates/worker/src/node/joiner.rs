@@ -39,7 +39,7 @@ pub(super) fn run(
         running,
     }
     .send(&mut &control)?;
-    eprintln!("[{}] joining the cluster at {control_addr}", config.name);
+    tracing::info!("[{}] joining the cluster at {control_addr}", config.name);
     let mut replies = ControlReader::new(control.try_clone().map_err(io("control connection"))?);
     let (data_addr, ticket, max_frame) = match replies.recv() {
         Ok(Control::Welcome {
@@ -48,7 +48,7 @@ pub(super) fn run(
             ticket,
             max_frame,
         }) => {
-            eprintln!(
+            tracing::info!(
                 "[{}] joined a cluster of {}: {}",
                 config.name,
                 workers.len(),
@@ -152,9 +152,11 @@ pub(super) fn run(
     let stats = processor.stats();
     let control = control.lock().unwrap_or_else(|p| p.into_inner());
     Control::Done(stats.clone()).send(&mut &*control)?;
-    eprintln!(
+    tracing::info!(
         "[{}] done: {} items, {} results",
-        config.name, stats.items, stats.results
+        config.name,
+        stats.items,
+        stats.results
     );
     Ok(stats)
 }

@@ -152,7 +152,7 @@ impl Outbox {
     /// The sink is gone: what was buffered and `more` results are undelivered, and so is
     /// every result after them.
     fn sink_failed(&mut self, error: &std::io::Error, more: u64) {
-        eprintln!(
+        tracing::warn!(
             "[{}] the sink failed ({error}); results are counted as undelivered",
             self.name
         );
@@ -189,7 +189,7 @@ impl Outbox {
         self.flush();
         if let Some(Sink::Broker(out)) = &mut self.sink {
             if let Err(e) = out.get_mut().finish(FINISH_TIMEOUT) {
-                eprintln!("[{}] the result broker: {e}", self.name);
+                tracing::warn!("[{}] the result broker: {e}", self.name);
                 let stats = out.get_ref().producer().stats();
                 self.undelivered += stats.sent - stats.acked;
                 self.results = self.results.saturating_sub(stats.sent - stats.acked);

@@ -19,7 +19,7 @@ use plumbline_transport::tcp;
 use super::super::protect;
 use super::super::wire::{recv_hello, Control, WireError, PROTOCOL};
 use super::super::{app_name, io, valid_name, NodeConfig, NodeError};
-use super::{log, Event};
+use super::{log, warn, Event};
 
 /// How long a joiner has, once welcomed, to open its data connection and say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,7 +64,7 @@ pub(super) fn form(
                     joiners.push((name, stream));
                 }
                 Err(reason) => {
-                    log(config, &format!("refused a worker from {peer}: {reason}"));
+                    warn(config, &format!("refused a worker from {peer}: {reason}"));
                     let _ = Control::Refused { reason }.send(&mut &stream);
                 }
             }
@@ -73,12 +73,12 @@ pub(super) fn form(
             Ok(Some(conn)) => conn,
             Ok(None) => continue,
             Err(e) => {
-                log(config, &format!("accepting a worker failed: {e}"));
+                warn(config, &format!("accepting a worker failed: {e}"));
                 continue;
             }
         };
         let Some(slot) = pending.try_acquire() else {
-            log(
+            warn(
                 config,
                 &format!("refused a connection from {peer}: {PENDING_JOINS} joins are pending"),
             );
@@ -156,14 +156,14 @@ pub(super) fn connect_data(
             {
                 streams.insert(name, stream);
             }
-            Ok(other) => log(
+            Ok(other) => warn(
                 config,
                 &format!(
                     "ignored a data connection that sent a {} without a valid ticket",
                     other.kind()
                 ),
             ),
-            Err(e) => log(config, &format!("ignored a data connection: {e}")),
+            Err(e) => warn(config, &format!("ignored a data connection: {e}")),
         }
     }
     Ok(streams)
@@ -289,14 +289,14 @@ pub(super) fn spawn_late_joins(listener: TcpListener, late: LateJoins) {
                                 control,
                             });
                         }
-                        Err(e) => log(
+                        Err(e) => warn(
                             &late.config,
                             &format!("worker {name} from {peer} did not join: {e}"),
                         ),
                     }
                 }
                 Err(reason) => {
-                    log(
+                    warn(
                         &late.config,
                         &format!("refused a worker from {peer}: {reason}"),
                     );

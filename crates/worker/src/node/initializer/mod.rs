@@ -270,7 +270,7 @@ pub(super) fn run(config: &NodeConfig, stop: &Shutdown) -> Result<WorkerStats, N
             }
             Ok(Event::Died { name, why }) if !finished.contains_key(&name) => {
                 let index = by_name(&members, &name).unwrap_or(0);
-                log(
+                warn(
                     config,
                     &format!("worker {name} died ({why}); flushing this worker's results"),
                 );
@@ -604,8 +604,14 @@ fn owned(config: &NodeConfig, router: &Router, member: MemberId) -> String {
     format!("[{}]", parts.join(","))
 }
 
+/// A line of the initializer's log, "[NAME] text" (readers wait for some of these texts).
 fn log(config: &NodeConfig, text: &str) {
-    eprintln!("[{}] {text}", config.name);
+    tracing::info!("[{}] {text}", config.name);
+}
+
+/// As [`log`], for what went wrong but does not stop the cluster.
+fn warn(config: &NodeConfig, text: &str) {
+    tracing::warn!("[{}] {text}", config.name);
 }
 
 fn local(listener: &TcpListener) -> String {
@@ -716,7 +722,7 @@ fn spawn_external(listener: TcpListener, token: Option<String>, events: Sender<E
     super::serve_each(listener, 4, move |stream| {
         let refused = |what: &str| {
             let peer = stream.peer_addr().map_or("?".into(), |a| a.to_string());
-            eprintln!("refused a {what} request from {peer}: wrong or missing token");
+            tracing::info!("refused a {what} request from {peer}: wrong or missing token");
             Control::Reply {
                 ok: false,
                 message: "refused: wrong or missing token".into(),

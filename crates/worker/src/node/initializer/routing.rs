@@ -247,14 +247,14 @@ impl Sources {
                         Ok(Some(conn)) => conn,
                         Ok(None) => continue,
                         Err(e) => {
-                            eprintln!("[{name}] accepting a source failed: {e}");
+                            tracing::warn!("[{name}] accepting a source failed: {e}");
                             continue;
                         }
                     };
                     let Some(slot) = slots.try_acquire() else {
                         shared.source_refused();
                         if slots.refused() == 1 {
-                            eprintln!(
+                            tracing::warn!(
                                 "[{name}] refused source {peer}: {} are open \
                                  (--max-connections); further refusals are counted",
                                 slots.max()
@@ -280,13 +280,13 @@ impl Sources {
                         match result {
                             Ok(()) => {}
                             Err((reason, _)) if stopping.load(Ordering::Relaxed) => {
-                                eprintln!(
+                                tracing::info!(
                                     "[{name}] source {peer} cut as the cluster stops ({reason})"
                                 )
                             }
                             Err((reason, stalled)) => {
                                 shared.source_failed(stalled);
-                                eprintln!("[{name}] source {peer} closed: {reason}");
+                                tracing::warn!("[{name}] source {peer} closed: {reason}");
                             }
                         }
                     }));
