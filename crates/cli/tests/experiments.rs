@@ -616,7 +616,9 @@ fn help_after_a_file_is_its_commands_help() {
 
 /// A file written into a scratch folder, and `plumbline run` of it.
 fn run_file(name: &str, text: &str) -> (PathBuf, std::process::Output) {
-    let path = scratch(name).join("exp.toml");
+    // The folder lives until the run is over; the path stays for the errors that name it.
+    let dir = scratch(name);
+    let path = dir.join("exp.toml");
     std::fs::write(&path, text).unwrap();
     let out = plumbline(&["run", path.to_str().unwrap()]);
     (path, out)

@@ -206,7 +206,8 @@ fn issue7_ui_on_a_port_in_use_fails_at_once_naming_it() {
 #[test]
 fn issue7_the_initializers_live_page_shows_every_worker_and_partition() {
     let _cpu = exclusive();
-    let announce = common::scratch("ui-cluster").join("announce.jsonl");
+    let dir = common::scratch("ui-cluster");
+    let announce = dir.join("announce.jsonl");
     let announce_arg = announce.display().to_string();
     let (mut init, _workers, source, external) = common::cluster(
         "sleepy",
