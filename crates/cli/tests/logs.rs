@@ -20,9 +20,11 @@ fn send_then_receive(
 ) -> std::process::Output {
     common::fill(url, n);
     let n = n.to_string();
+    // Held until the run is over: a scratch folder goes when dropped.
+    let cwd = common::workdir();
     let mut receive = command();
     receive
-        .current_dir(common::workdir())
+        .current_dir(&cwd)
         .args(before)
         .args([
             "receive",

@@ -253,12 +253,21 @@ fn s15_a_redis_streams_consumer_killed_with_entries_pending_loses_nothing() {
     // Mid-run, and at a moment the victim holds entries (between batches it holds none, and
     // then there is nothing to reclaim).
     std::thread::sleep(Duration::from_millis(500));
+    // Frozen first, so the entries it is seen holding are still unacked when it dies (seen
+    // holding, then killed, it could ack its batch in between and leave nothing to claim).
+    let mut nemesis = Nemesis::new();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while held_by(&server.addr, "f15", "victim") == 0 {
+    loop {
+        nemesis.pause(victim.child.id(), "consumer victim").unwrap();
+        if held_by(&server.addr, "f15", "victim") > 0 {
+            break;
+        }
+        nemesis
+            .resume(victim.child.id(), "consumer victim")
+            .unwrap();
         assert!(Instant::now() < deadline, "the victim never held an entry");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let mut nemesis = Nemesis::new();
     nemesis.kill(victim.child.id(), "consumer victim").unwrap();
     let _ = victim.child.wait();
     let first = redis_first(&server.addr, &["XPENDING", "f15", "plumbline"]);
